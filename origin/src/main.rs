@@ -1,0 +1,91 @@
+//! `dime-origin`: the command line of Dime's origin servers, one subcommand per server.
+
+use std::future::Future;
+use std::io::IsTerminal;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand, ValueEnum};
+use dime_origin::streamer;
+use tokio::signal::unix::{signal, SignalKind};
+use tracing_subscriber::EnvFilter;
+
+/// Dime's origin servers.
+#[derive(Debug, Parser)]
+#[command(name = "dime-origin", version, about)]
+struct Cli {
+    /// Format of log lines on stdout; RUST_LOG filters them (default: info).
+    #[arg(long, value_enum, default_value_t = LogFormat::Text, global = true)]
+    log_format: LogFormat,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+/// The servers this binary can run.
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Serve a media directory (HLS playlists, segments, VoD files) over HTTP.
+    Streamer(streamer::Args),
+}
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum LogFormat {
+    /// One JSON object per line, for log shippers.
+    Json,
+    /// Human-readable lines.
+    Text,
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.log_format);
+    let result = match cli.command {
+        Command::Streamer(args) => run_streamer(args).await,
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            // One line on stderr, causes included, so the operator sees it even with logs off.
+            eprintln!("dime-origin: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Runs the streamer until SIGTERM or SIGINT.
+async fn run_streamer(args: streamer::Args) -> anyhow::Result<()> {
+    let shutdown = shutdown_signal()?;
+    let server = streamer::Server::bind(args.listen, args.config()).await?;
+    server.run(shutdown).await;
+    Ok(())
+}
+
+/// Resolves on the first SIGTERM (orchestrators) or SIGINT (a terminal).
+fn shutdown_signal() -> anyhow::Result<impl Future<Output = ()>> {
+    // Installed before binding, so a signal that arrives during startup is not lost.
+    let mut terminate = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
+    let mut interrupt = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
+    Ok(async move {
+        let name = tokio::select! {
+            _ = terminate.recv() => "SIGTERM",
+            _ = interrupt.recv() => "SIGINT",
+        };
+        tracing::info!(signal = name, "shutdown requested");
+    })
+}
+
+/// Sends tracing output to stdout in the chosen format.
+fn init_logging(format: LogFormat) {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    // Colours only for a person at a terminal; log collectors get plain bytes.
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::stdout().is_terminal());
+    match format {
+        LogFormat::Json => builder.json().flatten_event(true).init(),
+        LogFormat::Text => builder.init(),
+    }
+}

@@ -1,0 +1,50 @@
+//! The `dime-origin streamer` command-line flags.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use super::{CachePolicy, Config};
+
+/// Flags of `dime-origin streamer`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct Args {
+    /// Directory to serve (the media volume).
+    #[arg(long, value_name = "DIR")]
+    pub root: PathBuf,
+
+    /// Address to listen on, for HTTP/1.1 and HTTP/2 (h2c) alike, e.g. 0.0.0.0:8080.
+    #[arg(long, value_name = "ADDR")]
+    pub listen: SocketAddr,
+
+    /// `max-age` of playlists (.m3u8, .mpd), which live packagers rewrite constantly.
+    #[arg(long, value_name = "SECONDS", default_value_t = 1)]
+    pub playlist_max_age: u32,
+
+    /// `max-age` of media segments and files (.ts, .m4s, .mp4, .m4a, .aac), sent as immutable.
+    #[arg(long, value_name = "SECONDS", default_value_t = 31_536_000)]
+    pub media_max_age: u32,
+
+    /// `max-age` of every other file (images, subtitles, player assets).
+    #[arg(long, value_name = "SECONDS", default_value_t = 300)]
+    pub other_max_age: u32,
+
+    /// How long in-flight requests may run after SIGTERM or SIGINT.
+    #[arg(long, value_name = "SECONDS", default_value_t = 5)]
+    pub grace_period: u64,
+}
+
+impl Args {
+    /// The streamer configuration these flags describe.
+    pub fn config(&self) -> Config {
+        Config {
+            root: self.root.clone(),
+            cache: CachePolicy::new(
+                self.playlist_max_age,
+                self.media_max_age,
+                self.other_max_age,
+            ),
+            grace_period: Duration::from_secs(self.grace_period),
+        }
+    }
+}

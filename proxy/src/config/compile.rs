@@ -1,0 +1,689 @@
+//! Validation: turns the file as written into the runtime form, reporting every error at once.
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::ops::Range;
+use std::path::Path;
+use std::time::Duration;
+
+use http::{HeaderName, HeaderValue};
+use toml::Spanned;
+
+use super::error::{ConfigError, ConfigErrors, Locator};
+use super::file::{BackendEntry, ConfigFile, HealthCheckSection, PoolSection, RouteSection};
+use crate::route::HostMatch;
+
+/// The admin listener when the file names none.
+pub const DEFAULT_ADMIN: &str = "127.0.0.1:9090";
+const DEFAULT_GRACE: Duration = Duration::from_secs(5);
+const MAX_DURATION: Duration = Duration::from_secs(24 * 3600);
+
+/// A validated configuration: everything the proxy needs, nothing it must check again.
+#[derive(Debug, Clone)]
+pub struct EdgeConfig {
+    /// Where it came from (a path or `<command line>`), for messages.
+    pub source: String,
+    /// Process-wide settings.
+    pub server: ServerSettings,
+    /// Plain HTTP listeners.
+    pub http_listeners: Vec<SocketAddr>,
+    /// The admin listener.
+    pub admin_listener: SocketAddr,
+    /// Pools, by name order.
+    pub pools: Vec<PoolSpec>,
+    /// Routes, in file order.
+    pub routes: Vec<RouteSpec>,
+}
+
+/// Process-wide settings.
+#[derive(Debug, Clone)]
+pub struct ServerSettings {
+    /// Worker threads for the proxy service.
+    pub threads: usize,
+    /// How long SIGTERM waits for in-flight requests before exiting.
+    pub grace_period: Duration,
+}
+
+/// How a pool picks a backend for a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Selection {
+    /// Each request to the next healthy backend.
+    RoundRobin,
+    /// Ketama on the request path: one object always lands on the same backend.
+    ConsistentHash,
+}
+
+/// A validated pool.
+#[derive(Debug, Clone)]
+pub struct PoolSpec {
+    /// The pool's name.
+    pub name: String,
+    /// Resolved backends and their weights.
+    pub backends: Vec<(SocketAddr, usize)>,
+    /// Selection algorithm.
+    pub selection: Selection,
+    /// TCP connect timeout.
+    pub connect_timeout: Duration,
+    /// Longest wait for one read from the backend.
+    pub read_timeout: Duration,
+    /// Longest wait for one write to the backend.
+    pub write_timeout: Duration,
+    /// Longest whole upstream exchange, if bounded.
+    pub total_timeout: Option<Duration>,
+    /// How long idle upstream connections are kept for reuse.
+    pub idle_timeout: Duration,
+    /// Other backends tried after a failed attempt.
+    pub retries: usize,
+    /// Active health check.
+    pub health_check: HealthCheckSpec,
+}
+
+/// What an active health check sends.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HealthCheckKind {
+    /// A TCP connect succeeds.
+    Tcp,
+    /// An HTTP GET answers the expected status.
+    Http {
+        /// Path requested.
+        path: String,
+        /// Host header sent; the backend address when absent.
+        host: Option<String>,
+        /// Status a healthy backend answers.
+        expect_status: u16,
+    },
+}
+
+/// A validated health check.
+#[derive(Debug, Clone)]
+pub struct HealthCheckSpec {
+    /// TCP or HTTP.
+    pub kind: HealthCheckKind,
+    /// Time between checks.
+    pub interval: Duration,
+    /// Time one check may take.
+    pub timeout: Duration,
+    /// Consecutive successes that bring a backend back.
+    pub rise: usize,
+    /// Consecutive failures that eject a backend.
+    pub fall: usize,
+}
+
+/// A validated route.
+#[derive(Debug, Clone)]
+pub struct RouteSpec {
+    /// Name in metrics and logs.
+    pub name: String,
+    /// Which hosts it serves.
+    pub host: HostMatch,
+    /// Path prefix.
+    pub prefix: String,
+    /// Pool name (known to exist).
+    pub pool: String,
+    /// Remove the prefix before forwarding.
+    pub strip_prefix: bool,
+    /// Headers set on the upstream request.
+    pub upstream_headers: Vec<(HeaderName, HeaderValue)>,
+    /// Headers set on the response.
+    pub response_headers: Vec<(HeaderName, HeaderValue)>,
+}
+
+impl EdgeConfig {
+    /// The pool called `name`.
+    pub fn pool(&self, name: &str) -> Option<&PoolSpec> {
+        self.pools.iter().find(|p| p.name == name)
+    }
+
+    /// One line for `dime-edge check` and the startup log.
+    pub fn summary(&self) -> String {
+        let backends: usize = self.pools.iter().map(|p| p.backends.len()).sum();
+        let listeners: Vec<String> = self.http_listeners.iter().map(|a| a.to_string()).collect();
+        format!(
+            "{}: ok: {} route(s), {} pool(s), {} backend(s), listening on {}, admin on {}",
+            self.source,
+            self.routes.len(),
+            self.pools.len(),
+            backends,
+            listeners.join(", "),
+            self.admin_listener
+        )
+    }
+}
+
+/// Reads and compiles the file at `path`.
+pub fn load(path: &Path) -> Result<EdgeConfig, ConfigErrors> {
+    let name = path.display().to_string();
+    match std::fs::read_to_string(path) {
+        Ok(text) => compile(&name, &text),
+        Err(e) => Err(ConfigErrors(vec![ConfigError {
+            file: name,
+            line: 0,
+            column: 0,
+            field: "(file)".into(),
+            reason: format!("cannot read: {e}"),
+        }])),
+    }
+}
+
+/// Compiles configuration text; `source` names it in errors.
+pub fn compile(source: &str, text: &str) -> Result<EdgeConfig, ConfigErrors> {
+    let loc = Locator { file: source, text };
+    let file: ConfigFile =
+        toml::from_str(text).map_err(|e| ConfigErrors(vec![loc.toml_error(&e)]))?;
+    let mut c = Compiler {
+        loc,
+        errors: Vec::new(),
+    };
+    let config = c.config(file);
+    if c.errors.is_empty() {
+        Ok(config)
+    } else {
+        c.errors.sort_by_key(|e| (e.line, e.column));
+        Err(ConfigErrors(c.errors))
+    }
+}
+
+struct Compiler<'a> {
+    loc: Locator<'a>,
+    errors: Vec<ConfigError>,
+}
+
+impl Compiler<'_> {
+    fn err(&mut self, span: Range<usize>, field: &str, reason: impl Into<String>) {
+        let e = self.loc.at(span, field, reason);
+        self.errors.push(e);
+    }
+
+    fn config(&mut self, file: ConfigFile) -> EdgeConfig {
+        let server = ServerSettings {
+            threads: match &file.server.threads {
+                None => std::thread::available_parallelism().map_or(1, |n| n.get()),
+                Some(t) => self.count(t, "server.threads", 1, 1024).unwrap_or(1),
+            },
+            grace_period: self
+                .duration(file.server.grace_period.as_ref(), "server.grace_period")
+                .unwrap_or(DEFAULT_GRACE),
+        };
+
+        let mut http_listeners = Vec::new();
+        for (i, l) in file.listen.http.iter().enumerate() {
+            if let Some(addr) = self.listen_addr(l, &format!("listen.http[{i}]")) {
+                if http_listeners.contains(&addr) {
+                    self.err(l.span(), &format!("listen.http[{i}]"), "listed twice");
+                }
+                http_listeners.push(addr);
+            }
+        }
+        if file.listen.http.is_empty() {
+            self.errors.push(
+                self.loc
+                    .whole("listen.http", "at least one HTTP listener is required"),
+            );
+        }
+        let admin_listener = match &file.listen.admin {
+            Some(a) => self
+                .listen_addr(a, "listen.admin")
+                .unwrap_or_else(|| DEFAULT_ADMIN.parse().expect("constant address")),
+            None => DEFAULT_ADMIN.parse().expect("constant address"),
+        };
+        if http_listeners.contains(&admin_listener) {
+            let span = file.listen.admin.as_ref().map_or(0..0, |a| a.span());
+            self.err(
+                span,
+                "listen.admin",
+                "the admin listener cannot share an HTTP listener's address",
+            );
+        }
+
+        let pools: Vec<PoolSpec> = file
+            .pools
+            .iter()
+            .filter_map(|(name, p)| self.pool(name, p))
+            .collect();
+        let pool_names: Vec<&str> = file.pools.keys().map(String::as_str).collect();
+
+        let mut routes = Vec::new();
+        let mut seen: HashMap<(HostMatch, String), usize> = HashMap::new();
+        for (i, r) in file.routes.iter().enumerate() {
+            if let Some(route) = self.route(i, r, &pool_names) {
+                let key = (route.host.clone(), route.prefix.clone());
+                if let Some(first) = seen.get(&key) {
+                    let span = r.get_ref().path.as_ref().map_or(r.span(), |p| p.span());
+                    self.err(
+                        span,
+                        &format!("routes[{i}]"),
+                        format!(
+                            "duplicate route: host {} and path \"{}\" are already routed by routes[{first}]",
+                            route.host, route.prefix
+                        ),
+                    );
+                } else {
+                    seen.insert(key, i);
+                }
+                routes.push(route);
+            }
+        }
+        if file.routes.is_empty() {
+            self.errors.push(
+                self.loc
+                    .whole("routes", "at least one [[routes]] entry is required"),
+            );
+        }
+
+        EdgeConfig {
+            source: self.loc.file.to_string(),
+            server,
+            http_listeners,
+            admin_listener,
+            pools,
+            routes,
+        }
+    }
+
+    fn pool(&mut self, name: &str, section: &Spanned<PoolSection>) -> Option<PoolSpec> {
+        let field = format!("pools.{name}");
+        let p = section.get_ref();
+        if !valid_name(name) {
+            self.err(
+                section.span(),
+                &field,
+                "pool names use letters, digits, '-' and '_' only",
+            );
+        }
+        let mut backends = Vec::new();
+        if p.backends.get_ref().is_empty() {
+            self.err(
+                p.backends.span(),
+                &format!("{field}.backends"),
+                "empty pool: list at least one backend",
+            );
+        }
+        for (i, b) in p.backends.get_ref().iter().enumerate() {
+            let bfield = format!("{field}.backends[{i}]");
+            let (addr, weight) = match b.get_ref() {
+                BackendEntry::Addr(a) => (a, None),
+                BackendEntry::Weighted(w) => (&w.addr, w.weight),
+            };
+            let weight = match weight {
+                Some(w) if (1..=1000).contains(&w) => Some(w as usize),
+                Some(w) => {
+                    self.err(
+                        b.span(),
+                        &format!("{bfield}.weight"),
+                        format!("must be between 1 and 1000, got {w}"),
+                    );
+                    None
+                }
+                None => Some(1),
+            };
+            match parse_backend_addr(addr) {
+                Ok(a) => {
+                    if backends.iter().any(|(b, _)| *b == a) {
+                        self.err(b.span(), &bfield, format!("backend {a} is listed twice"));
+                    }
+                    if let Some(w) = weight {
+                        backends.push((a, w));
+                    }
+                }
+                Err(reason) => self.err(b.span(), &bfield, reason),
+            }
+        }
+        let selection = match &p.selection {
+            None => Selection::RoundRobin,
+            Some(s) => match s.get_ref().as_str() {
+                "round_robin" => Selection::RoundRobin,
+                "consistent_hash" => Selection::ConsistentHash,
+                other => {
+                    self.err(
+                        s.span(),
+                        &format!("{field}.selection"),
+                        format!(
+                            "unknown selection \"{other}\": use round_robin or consistent_hash"
+                        ),
+                    );
+                    Selection::RoundRobin
+                }
+            },
+        };
+        let d = |c: &mut Self, v: &Option<Spanned<String>>, key: &str, default: u64| {
+            c.duration(v.as_ref(), &format!("{field}.{key}"))
+                .unwrap_or(Duration::from_secs(default))
+        };
+        let connect_timeout = d(self, &p.connect_timeout, "connect_timeout", 2);
+        let read_timeout = d(self, &p.read_timeout, "read_timeout", 30);
+        let write_timeout = d(self, &p.write_timeout, "write_timeout", 30);
+        let idle_timeout = d(self, &p.idle_timeout, "idle_timeout", 60);
+        let total_timeout =
+            self.duration(p.total_timeout.as_ref(), &format!("{field}.total_timeout"));
+        if let (Some(total), Some(span)) = (total_timeout, p.total_timeout.as_ref()) {
+            if total < connect_timeout {
+                self.err(
+                    span.span(),
+                    &format!("{field}.total_timeout"),
+                    "invalid timeout: total_timeout is shorter than connect_timeout",
+                );
+            }
+        }
+        let retries = match &p.retries {
+            Some(r) => self
+                .count(r, &format!("{field}.retries"), 0, 16)
+                .unwrap_or(0),
+            None => 2,
+        };
+        let health_check = self.health_check(&field, p.health_check.as_ref());
+        Some(PoolSpec {
+            name: name.to_string(),
+            backends,
+            selection,
+            connect_timeout,
+            read_timeout,
+            write_timeout,
+            total_timeout,
+            idle_timeout,
+            retries,
+            health_check,
+        })
+    }
+
+    fn health_check(
+        &mut self,
+        pool_field: &str,
+        h: Option<&HealthCheckSection>,
+    ) -> HealthCheckSpec {
+        let field = format!("{pool_field}.health_check");
+        let Some(h) = h else {
+            return HealthCheckSpec {
+                kind: HealthCheckKind::Tcp,
+                interval: Duration::from_secs(5),
+                timeout: Duration::from_secs(1),
+                rise: 2,
+                fall: 2,
+            };
+        };
+        let http = match &h.kind {
+            None => h.path.is_some(),
+            Some(k) => match k.get_ref().as_str() {
+                "http" => true,
+                "tcp" => false,
+                other => {
+                    self.err(
+                        k.span(),
+                        &format!("{field}.type"),
+                        format!("unknown health check type \"{other}\": use tcp or http"),
+                    );
+                    false
+                }
+            },
+        };
+        let kind = if http {
+            let path = match &h.path {
+                Some(p) if p.get_ref().starts_with('/') => p.get_ref().clone(),
+                Some(p) => {
+                    self.err(p.span(), &format!("{field}.path"), "must start with '/'");
+                    "/".into()
+                }
+                None => "/".into(),
+            };
+            let expect_status = match &h.expect_status {
+                Some(s) => self
+                    .count(s, &format!("{field}.expect_status"), 100, 599)
+                    .unwrap_or(200) as u16,
+                None => 200,
+            };
+            HealthCheckKind::Http {
+                path,
+                host: h.host.as_ref().map(|h| h.get_ref().clone()),
+                expect_status,
+            }
+        } else {
+            for (key, present) in [
+                ("path", h.path.as_ref().map(|p| p.span())),
+                ("host", h.host.as_ref().map(|p| p.span())),
+                ("expect_status", h.expect_status.as_ref().map(|p| p.span())),
+            ] {
+                if let Some(span) = present {
+                    self.err(
+                        span,
+                        &format!("{field}.{key}"),
+                        "only applies to type = \"http\"",
+                    );
+                }
+            }
+            HealthCheckKind::Tcp
+        };
+        let interval = self
+            .duration(h.interval.as_ref(), &format!("{field}.interval"))
+            .unwrap_or(Duration::from_secs(5));
+        let timeout = self
+            .duration(h.timeout.as_ref(), &format!("{field}.timeout"))
+            .unwrap_or(Duration::from_secs(1));
+        let rise = h
+            .rise
+            .as_ref()
+            .map_or(Some(2), |r| self.count(r, &format!("{field}.rise"), 1, 100))
+            .unwrap_or(2);
+        let fall = h
+            .fall
+            .as_ref()
+            .map_or(Some(2), |r| self.count(r, &format!("{field}.fall"), 1, 100))
+            .unwrap_or(2);
+        HealthCheckSpec {
+            kind,
+            interval,
+            timeout,
+            rise,
+            fall,
+        }
+    }
+
+    fn route(&mut self, i: usize, r: &Spanned<RouteSection>, pools: &[&str]) -> Option<RouteSpec> {
+        let field = format!("routes[{i}]");
+        let s = r.get_ref();
+        let mut ok = true;
+        if !pools.contains(&s.pool.get_ref().as_str()) {
+            let known = if pools.is_empty() {
+                "no pools are defined".to_string()
+            } else {
+                format!("defined pools: {}", pools.join(", "))
+            };
+            self.err(
+                s.pool.span(),
+                &format!("{field}.pool"),
+                format!("unknown pool \"{}\" ({known})", s.pool.get_ref()),
+            );
+            ok = false;
+        }
+        let host = match &s.host {
+            None => HostMatch::Any,
+            Some(h) => match HostMatch::parse(h.get_ref()) {
+                Ok(m) => m,
+                Err(reason) => {
+                    self.err(h.span(), &format!("{field}.host"), reason);
+                    ok = false;
+                    HostMatch::Any
+                }
+            },
+        };
+        let prefix = match &s.path {
+            None => "/".to_string(),
+            Some(p) if p.get_ref().starts_with('/') && !p.get_ref().contains(['?', '#']) => {
+                p.get_ref().clone()
+            }
+            Some(p) => {
+                self.err(
+                    p.span(),
+                    &format!("{field}.path"),
+                    "must be a path prefix starting with '/' (no query or fragment)",
+                );
+                ok = false;
+                "/".into()
+            }
+        };
+        let upstream_headers = self.headers(
+            &s.upstream_headers,
+            &format!("{field}.upstream_headers"),
+            r.span(),
+        );
+        let response_headers = self.headers(
+            &s.response_headers,
+            &format!("{field}.response_headers"),
+            r.span(),
+        );
+        let name = match &s.name {
+            Some(n) if valid_route_name(n.get_ref()) => n.get_ref().clone(),
+            Some(n) => {
+                self.err(
+                    n.span(),
+                    &format!("{field}.name"),
+                    "route names use letters, digits and '-', '_', '.', '/', '*'",
+                );
+                n.get_ref().clone()
+            }
+            None => match &host {
+                HostMatch::Any => prefix.clone(),
+                h => format!("{h}{prefix}"),
+            },
+        };
+        ok.then(|| RouteSpec {
+            name,
+            host,
+            prefix,
+            pool: s.pool.get_ref().clone(),
+            strip_prefix: s.strip_prefix,
+            upstream_headers,
+            response_headers,
+        })
+    }
+
+    fn headers(
+        &mut self,
+        map: &BTreeMap<String, Spanned<String>>,
+        field: &str,
+        table_span: Range<usize>,
+    ) -> Vec<(HeaderName, HeaderValue)> {
+        let mut out = Vec::new();
+        for (name, value) in map {
+            let hname = match HeaderName::from_bytes(name.as_bytes()) {
+                Ok(n) => n,
+                Err(_) => {
+                    self.err(
+                        table_span.clone(),
+                        &format!("{field}.{name}"),
+                        "not a valid header name",
+                    );
+                    continue;
+                }
+            };
+            if crate::forwarding::is_hop_by_hop(&hname) {
+                self.err(
+                    value.span(),
+                    &format!("{field}.{name}"),
+                    "hop-by-hop headers cannot be set by a route",
+                );
+                continue;
+            }
+            match HeaderValue::from_str(value.get_ref()) {
+                Ok(v) => out.push((hname, v)),
+                Err(_) => self.err(
+                    value.span(),
+                    &format!("{field}.{name}"),
+                    "not a valid header value",
+                ),
+            }
+        }
+        out
+    }
+
+    fn duration(&mut self, v: Option<&Spanned<String>>, field: &str) -> Option<Duration> {
+        let v = v?;
+        match humantime::parse_duration(v.get_ref()) {
+            Ok(d) if d.is_zero() => {
+                self.err(
+                    v.span(),
+                    field,
+                    "invalid timeout: must be greater than zero",
+                );
+                None
+            }
+            Ok(d) if d > MAX_DURATION => {
+                self.err(v.span(), field, "invalid timeout: must be at most 24h");
+                None
+            }
+            Ok(d) => Some(d),
+            Err(e) => {
+                self.err(
+                    v.span(),
+                    field,
+                    format!("invalid timeout \"{}\" ({e}): write a number and a unit, e.g. \"500ms\", \"2s\", \"1m\"", v.get_ref()),
+                );
+                None
+            }
+        }
+    }
+
+    fn count(&mut self, v: &Spanned<i64>, field: &str, min: i64, max: i64) -> Option<usize> {
+        let n = *v.get_ref();
+        if (min..=max).contains(&n) {
+            Some(n as usize)
+        } else {
+            self.err(
+                v.span(),
+                field,
+                format!("must be between {min} and {max}, got {n}"),
+            );
+            None
+        }
+    }
+
+    fn listen_addr(&mut self, v: &Spanned<String>, field: &str) -> Option<SocketAddr> {
+        match v.get_ref().parse::<SocketAddr>() {
+            Ok(a) => Some(a),
+            Err(_) => {
+                self.err(
+                    v.span(),
+                    field,
+                    format!(
+                        "unparsable address \"{}\": write IP:port, e.g. \"0.0.0.0:8080\" or \"[::]:8080\"",
+                        v.get_ref()
+                    ),
+                );
+                None
+            }
+        }
+    }
+}
+
+/// Parses `IP:port`, or resolves `name:port` once (the first address wins).
+pub fn parse_backend_addr(s: &str) -> Result<SocketAddr, String> {
+    if let Ok(a) = s.parse::<SocketAddr>() {
+        return Ok(a);
+    }
+    let bad = || format!("unparsable address \"{s}\": write host:port, e.g. \"10.0.0.5:8080\"");
+    let (host, port) = s.rsplit_once(':').ok_or_else(bad)?;
+    let _: u16 = port.parse().map_err(|_| bad())?;
+    let host_ok = !host.is_empty()
+        && host
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.');
+    if !host_ok {
+        return Err(bad());
+    }
+    match s.to_socket_addrs() {
+        Ok(mut addrs) => addrs
+            .next()
+            .ok_or_else(|| format!("host \"{host}\" resolves to no address")),
+        Err(e) => Err(format!("cannot resolve \"{host}\": {e}")),
+    }
+}
+
+fn valid_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+}
+
+fn valid_route_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_./*".contains(c))
+}

@@ -1,0 +1,135 @@
+//! The configuration file as written: serde structs that mirror the TOML, nothing validated yet.
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+use toml::Spanned;
+
+/// The whole configuration file.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConfigFile {
+    /// Process-wide settings (threads, shutdown).
+    #[serde(default)]
+    pub server: ServerSection,
+    /// Where the edge listens.
+    pub listen: ListenSection,
+    /// Named pools of origin backends.
+    #[serde(default)]
+    pub pools: BTreeMap<String, Spanned<PoolSection>>,
+    /// Routes from (host, path prefix) to a pool.
+    #[serde(default)]
+    pub routes: Vec<Spanned<RouteSection>>,
+}
+
+/// `[server]`: process-wide settings.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerSection {
+    /// Worker threads; absent means one per core.
+    pub threads: Option<Spanned<i64>>,
+    /// How long SIGTERM waits for in-flight requests, e.g. `"5s"`.
+    pub grace_period: Option<Spanned<String>>,
+}
+
+/// `[listen]`: listening addresses.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListenSection {
+    /// Plain HTTP listeners, `IP:port`.
+    #[serde(default)]
+    pub http: Vec<Spanned<String>>,
+    /// Admin listener (metrics, health), `IP:port`.
+    pub admin: Option<Spanned<String>>,
+}
+
+/// `[pools.NAME]`: one pool of interchangeable backends.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PoolSection {
+    /// The backends, `"host:port"` or `{ addr = "host:port", weight = N }`.
+    pub backends: Spanned<Vec<Spanned<BackendEntry>>>,
+    /// `round_robin` (default) or `consistent_hash`.
+    pub selection: Option<Spanned<String>>,
+    /// TCP connect timeout.
+    pub connect_timeout: Option<Spanned<String>>,
+    /// Longest wait for any read from the backend (headers or body).
+    pub read_timeout: Option<Spanned<String>>,
+    /// Longest wait for any write to the backend.
+    pub write_timeout: Option<Spanned<String>>,
+    /// Whole upstream exchange, from connect to the last body byte.
+    pub total_timeout: Option<Spanned<String>>,
+    /// How long an idle upstream connection stays in the keepalive pool.
+    pub idle_timeout: Option<Spanned<String>>,
+    /// How many other backends to try after a failed attempt.
+    pub retries: Option<Spanned<i64>>,
+    /// Active health check.
+    pub health_check: Option<HealthCheckSection>,
+}
+
+/// One backend of a pool. (Untagged enums lose TOML spans, so the entry as a whole carries
+/// the span, not its fields.)
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum BackendEntry {
+    /// `"host:port"`, weight 1.
+    Addr(String),
+    /// `{ addr = "host:port", weight = N }`.
+    Weighted(WeightedBackend),
+}
+
+/// A backend with an explicit weight.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WeightedBackend {
+    /// `host:port`.
+    pub addr: String,
+    /// Relative share of traffic, 1 to 1000.
+    pub weight: Option<i64>,
+}
+
+/// `[pools.NAME.health_check]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HealthCheckSection {
+    /// `tcp` or `http`.
+    #[serde(rename = "type")]
+    pub kind: Option<Spanned<String>>,
+    /// HTTP path to request (http checks).
+    pub path: Option<Spanned<String>>,
+    /// Host header to send (http checks).
+    pub host: Option<Spanned<String>>,
+    /// Status a healthy backend answers (http checks).
+    pub expect_status: Option<Spanned<i64>>,
+    /// Time between checks.
+    pub interval: Option<Spanned<String>>,
+    /// Time one check may take.
+    pub timeout: Option<Spanned<String>>,
+    /// Consecutive successes that bring a backend back.
+    pub rise: Option<Spanned<i64>>,
+    /// Consecutive failures that eject a backend.
+    pub fall: Option<Spanned<i64>>,
+}
+
+/// `[[routes]]`: one route.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteSection {
+    /// Name in metrics and logs; defaults to host + path.
+    pub name: Option<Spanned<String>>,
+    /// `example.com` or `*.example.com`; absent matches any host.
+    pub host: Option<Spanned<String>>,
+    /// Path prefix, starting with `/`.
+    pub path: Option<Spanned<String>>,
+    /// The pool that serves this route.
+    pub pool: Spanned<String>,
+    /// Remove the matched prefix before forwarding.
+    #[serde(default)]
+    pub strip_prefix: bool,
+    /// Headers set on the request to the origin.
+    #[serde(default)]
+    pub upstream_headers: BTreeMap<String, Spanned<String>>,
+    /// Headers set on the response to the viewer.
+    #[serde(default)]
+    pub response_headers: BTreeMap<String, Spanned<String>>,
+}

@@ -1,0 +1,11 @@
+//! Configuration: the TOML file as written (`file`), its errors (`error`), and the validated
+//! runtime form the proxy runs on (`compile`).
+
+pub mod compile;
+pub mod error;
+pub mod file;
+
+pub use compile::{
+    compile, load, EdgeConfig, HealthCheckSpec, PoolSpec, RouteSpec, Selection, ServerSettings,
+};
+pub use error::{ConfigError, ConfigErrors};

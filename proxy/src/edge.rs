@@ -1,0 +1,439 @@
+//! The request path: pingora's phase hooks, from route match to upstream and back.
+//!
+//! request_filter (route) → upstream_peer (pool, backend) → upstream_request_filter (rewrite,
+//! forwarding headers) → upstream_response_filter → response_filter → logging. Caching slots
+//! in between routing and the upstream, in its own phases.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use arc_swap::ArcSwap;
+use async_trait::async_trait;
+use bytes::Bytes;
+use pingora_core::upstreams::peer::{HttpPeer, Peer};
+use pingora_error::{Error, ErrorSource, ErrorType, Result};
+use pingora_http::{RequestHeader, ResponseHeader};
+use pingora_proxy::{FailToProxy, ProxyHttp, Session};
+use prometheus::IntGauge;
+
+use crate::active::{Active, Route};
+use crate::forwarding::{self, ClientInfo};
+use crate::logging::{self, AccessRecord};
+use crate::metrics::{status_class, Metrics};
+use crate::route::normalize_host;
+
+/// The edge proxy: routes each request to a pool and forwards it.
+pub struct Edge {
+    active: Arc<ArcSwap<Active>>,
+    metrics: Arc<Metrics>,
+}
+
+impl Edge {
+    /// An edge serving whatever configuration `active` holds at each request's arrival.
+    pub fn new(active: Arc<ArcSwap<Active>>, metrics: Arc<Metrics>) -> Self {
+        Edge { active, metrics }
+    }
+}
+
+/// Per-request state shared across phases.
+pub struct RequestCtx {
+    started: Instant,
+    /// The configuration in force when the request arrived; it serves the whole request.
+    active: Arc<Active>,
+    route: Option<Arc<Route>>,
+    raw_host: String,
+    tried: Vec<SocketAddr>,
+    backend: Option<SocketAddr>,
+    attempt_started: Option<Instant>,
+    upstream_status: Option<u16>,
+    failure: Option<String>,
+    _in_flight: InFlight,
+}
+
+/// Counts a request in `dime_requests_in_flight` for as long as it lives.
+struct InFlight(IntGauge);
+
+impl InFlight {
+    fn new(g: &IntGauge) -> Self {
+        g.inc();
+        InFlight(g.clone())
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
+
+impl RequestCtx {
+    fn route_name(&self) -> &str {
+        self.route.as_ref().map_or("none", |r| r.spec.name.as_str())
+    }
+}
+
+#[async_trait]
+impl ProxyHttp for Edge {
+    type CTX = RequestCtx;
+
+    fn new_ctx(&self) -> RequestCtx {
+        RequestCtx {
+            started: Instant::now(),
+            active: self.active.load_full(),
+            route: None,
+            raw_host: String::new(),
+            tried: Vec::new(),
+            backend: None,
+            attempt_started: None,
+            upstream_status: None,
+            failure: None,
+            _in_flight: InFlight::new(&self.metrics.in_flight),
+        }
+    }
+
+    async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
+        let req = session.req_header();
+        // HTTP/2 carries the host in the URI authority and may send no Host header.
+        ctx.raw_host = req
+            .uri
+            .authority()
+            .map(|a| a.as_str().to_string())
+            .or_else(|| {
+                req.headers
+                    .get(http::header::HOST)
+                    .and_then(|h| h.to_str().ok())
+                    .map(str::to_string)
+            })
+            .unwrap_or_default();
+        let host = normalize_host(&ctx.raw_host);
+        let path = req.uri.path().to_string();
+        match ctx.active.table.lookup(&host, &path) {
+            Some(i) => {
+                ctx.route = Some(ctx.active.routes[i].clone());
+                Ok(false)
+            }
+            None => {
+                let shown = if host.is_empty() {
+                    "(no host)"
+                } else {
+                    host.as_str()
+                };
+                respond_text(session, 404, &format!("dime: no route for {shown}{path}\n")).await?;
+                Ok(true)
+            }
+        }
+    }
+
+    async fn upstream_peer(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+    ) -> Result<Box<HttpPeer>> {
+        let Some(route) = ctx.route.clone() else {
+            return Error::e_explain(
+                ErrorType::InternalError,
+                "no route chosen before upstream_peer",
+            );
+        };
+        let pool = &route.pool;
+        // The key is the path the viewer asked for, so consistent hashing keeps one object on
+        // one origin whatever the query string or strip_prefix does.
+        let key = session.req_header().uri.path().as_bytes().to_vec();
+        match pool.select(&key, &ctx.tried) {
+            Some(addr) => {
+                ctx.tried.push(addr);
+                ctx.backend = Some(addr);
+                ctx.attempt_started = Some(Instant::now());
+                ctx.upstream_status = None;
+                Ok(Box::new(pool.peer(addr)))
+            }
+            None => {
+                let reason = match (&ctx.failure, ctx.tried.is_empty()) {
+                    (_, true) => format!("no healthy backend in pool \"{}\"", pool.name()),
+                    (Some(last), false) => last.clone(),
+                    (None, false) => {
+                        format!("no other healthy backend in pool \"{}\"", pool.name())
+                    }
+                };
+                ctx.failure = Some(reason.clone());
+                Error::e_explain(ErrorType::HTTPStatus(502), reason)
+            }
+        }
+    }
+
+    fn fail_to_connect(
+        &self,
+        _session: &mut Session,
+        peer: &HttpPeer,
+        ctx: &mut RequestCtx,
+        mut e: Box<Error>,
+    ) -> Box<Error> {
+        let outcome = if is_timeout(&e) {
+            "connect_timeout"
+        } else {
+            "connect_error"
+        };
+        self.count_upstream(ctx, outcome);
+        ctx.failure = Some(format!(
+            "cannot connect to backend {} of pool \"{}\": {}",
+            peer.address(),
+            ctx.route.as_ref().map_or("", |r| r.pool.name()),
+            e.etype().as_str()
+        ));
+        // Nothing reached the origin, so any request may go to another backend at once,
+        // rather than failing until the health check notices.
+        if self.retry_budget_left(ctx) {
+            e.set_retry(true);
+        }
+        e
+    }
+
+    fn error_while_proxy(
+        &self,
+        peer: &HttpPeer,
+        session: &mut Session,
+        e: Box<Error>,
+        ctx: &mut RequestCtx,
+        client_reused: bool,
+    ) -> Box<Error> {
+        let outcome = if is_timeout(&e) { "timeout" } else { "error" };
+        self.count_upstream(ctx, outcome);
+        ctx.failure = Some(format!(
+            "backend {} of pool \"{}\" failed: {}",
+            peer.address(),
+            ctx.route.as_ref().map_or("", |r| r.pool.name()),
+            e.etype().as_str()
+        ));
+        let mut e = e.more_context(format!("Peer: {peer}"));
+        let replayable = session.req_header().method.is_idempotent()
+            && !session.as_ref().retry_buffer_truncated();
+        if client_reused {
+            // A pooled connection the origin had already closed says nothing about the
+            // backend: let it be picked again, on a fresh connection.
+            ctx.tried.pop();
+        }
+        // Before any response header arrived, an idempotent request can be replayed on
+        // another backend without the viewer seeing anything.
+        let retry = replayable
+            && (client_reused || (ctx.upstream_status.is_none() && !is_timeout(&e)))
+            && self.retry_budget_left(ctx);
+        e.set_retry(retry);
+        e
+    }
+
+    async fn upstream_request_filter(
+        &self,
+        session: &mut Session,
+        upstream: &mut RequestHeader,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        let Some(route) = ctx.route.clone() else {
+            return Ok(());
+        };
+        let uri = &session.req_header().uri;
+        let path = uri.path();
+        let path = if route.spec.strip_prefix {
+            let rest = path
+                .strip_prefix(route.spec.prefix.as_str())
+                .unwrap_or(path);
+            if rest.starts_with('/') {
+                rest.to_string()
+            } else {
+                format!("/{rest}")
+            }
+        } else {
+            path.to_string()
+        };
+        // Always origin-form: HTTP/2 viewers send absolute URIs, HTTP/1.1 origins want a path.
+        let target = match uri.query() {
+            Some(q) => format!("{path}?{q}"),
+            None => path,
+        };
+        let target: http::Uri = target.parse().map_err(|e| {
+            Error::explain(
+                ErrorType::InvalidHTTPHeader,
+                format!("bad upstream path: {e}"),
+            )
+        })?;
+        upstream.set_uri(target);
+        if upstream.headers.get(http::header::HOST).is_none() && !ctx.raw_host.is_empty() {
+            upstream.insert_header(http::header::HOST, ctx.raw_host.as_str())?;
+        }
+        let client = ClientInfo {
+            ip: session
+                .client_addr()
+                .and_then(|a| a.as_inet())
+                .map(|a| a.ip().to_string()),
+            proto: "http",
+            host: &ctx.raw_host,
+            version: session.req_header().version,
+        };
+        forwarding::upstream_request(upstream, &client);
+        for (name, value) in &route.spec.upstream_headers {
+            upstream.insert_header(name.clone(), value.clone())?;
+        }
+        Ok(())
+    }
+
+    async fn upstream_response_filter(
+        &self,
+        _session: &mut Session,
+        resp: &mut ResponseHeader,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        if resp.status.is_informational() {
+            return Ok(());
+        }
+        let status = resp.status.as_u16();
+        ctx.upstream_status = Some(status);
+        self.count_upstream(ctx, status_class(status));
+        Ok(())
+    }
+
+    fn upstream_response_body_filter(
+        &self,
+        _session: &mut Session,
+        _body: &mut Option<Bytes>,
+        _end_of_stream: bool,
+        ctx: &mut RequestCtx,
+    ) -> Result<Option<Duration>> {
+        let total = ctx.route.as_ref().and_then(|r| r.pool.spec.total_timeout);
+        if let (Some(total), Some(start)) = (total, ctx.attempt_started) {
+            if start.elapsed() > total {
+                return Error::e_explain(
+                    ErrorType::ReadTimedout,
+                    format!("total_timeout of {total:?} exceeded"),
+                );
+            }
+        }
+        Ok(None)
+    }
+
+    async fn response_filter(
+        &self,
+        session: &mut Session,
+        resp: &mut ResponseHeader,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        forwarding::downstream_response(resp, session.req_header().version);
+        if let Some(route) = &ctx.route {
+            for (name, value) in &route.spec.response_headers {
+                resp.insert_header(name.clone(), value.clone())?;
+            }
+        }
+        Ok(())
+    }
+
+    async fn fail_to_proxy(
+        &self,
+        session: &mut Session,
+        e: &Error,
+        ctx: &mut RequestCtx,
+    ) -> FailToProxy {
+        let code = match e.etype() {
+            ErrorType::HTTPStatus(code) => *code,
+            _ if is_timeout(e) && e.esource() != &ErrorSource::Downstream => 504,
+            _ => match e.esource() {
+                ErrorSource::Upstream => 502,
+                ErrorSource::Downstream => match e.etype() {
+                    ErrorType::WriteError | ErrorType::ReadError | ErrorType::ConnectionClosed => 0,
+                    _ => 400,
+                },
+                ErrorSource::Internal | ErrorSource::Unset => 500,
+            },
+        };
+        // Once the response has started, the only honest signal left is to cut the connection.
+        if code > 0 && session.response_written().is_none() {
+            let reason = ctx.failure.clone().unwrap_or_else(|| e.to_string());
+            let what = match code {
+                502 => "bad gateway",
+                504 => "gateway timeout",
+                400 => "bad request",
+                _ => "error",
+            };
+            let _ = respond_text(session, code, &format!("dime: {what}: {reason}\n")).await;
+        }
+        FailToProxy {
+            error_code: code,
+            can_reuse_downstream: false,
+        }
+    }
+
+    async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut RequestCtx) {
+        let status = session.response_written().map_or(0, |r| r.status.as_u16());
+        let route = ctx.route_name().to_string();
+        let bytes = session.body_bytes_sent();
+        let duration = ctx.started.elapsed();
+        self.metrics
+            .requests
+            .with_label_values(&[&route, status_class(status)])
+            .inc();
+        self.metrics
+            .request_duration
+            .with_label_values(&[&route])
+            .observe(duration.as_secs_f64());
+        self.metrics
+            .sent_bytes
+            .with_label_values(&[&route])
+            .inc_by(bytes as u64);
+        let req = session.req_header();
+        let path = req.uri.path_and_query().map_or("/", |p| p.as_str());
+        logging::access(&AccessRecord {
+            client: session.client_addr().and_then(|a| a.as_inet()),
+            method: req.method.as_str(),
+            host: &ctx.raw_host,
+            path,
+            status,
+            bytes,
+            duration,
+            route: &route,
+            backend: ctx.backend,
+            cache: "-",
+            error: e.map(|e| e.to_string()),
+        });
+    }
+}
+
+impl Edge {
+    fn retry_budget_left(&self, ctx: &RequestCtx) -> bool {
+        let retries = ctx.route.as_ref().map_or(0, |r| r.pool.spec.retries);
+        ctx.tried.len() <= retries
+    }
+
+    fn count_upstream(&self, ctx: &RequestCtx, outcome: &str) {
+        let pool = ctx.route.as_ref().map_or("none", |r| r.pool.name());
+        let backend = ctx.backend.map(|b| b.to_string()).unwrap_or_default();
+        self.metrics
+            .upstream_requests
+            .with_label_values(&[pool, &backend, outcome])
+            .inc();
+    }
+}
+
+fn is_timeout(e: &Error) -> bool {
+    matches!(
+        e.etype(),
+        ErrorType::ConnectTimedout
+            | ErrorType::ReadTimedout
+            | ErrorType::WriteTimedout
+            | ErrorType::TLSHandshakeTimedout
+    )
+}
+
+/// Answers with a short plain-text body that never gets cached.
+async fn respond_text(session: &mut Session, status: u16, body: &str) -> Result<()> {
+    let mut resp = ResponseHeader::build(status, Some(4))?;
+    resp.insert_header(http::header::CONTENT_TYPE, "text/plain; charset=utf-8")?;
+    resp.insert_header(http::header::CONTENT_LENGTH, body.len().to_string())?;
+    resp.insert_header(http::header::CACHE_CONTROL, "no-store")?;
+    forwarding::downstream_response(&mut resp, session.req_header().version);
+    let head = session.req_header().method == http::Method::HEAD;
+    session.write_response_header(Box::new(resp), head).await?;
+    if !head {
+        session
+            .write_response_body(Some(Bytes::copy_from_slice(body.as_bytes())), true)
+            .await?;
+    }
+    Ok(())
+}

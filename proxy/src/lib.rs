@@ -1,0 +1,18 @@
+//! Dime's edge: a caching reverse proxy for video, built on pingora.
+//!
+//! A request flows one way through these modules: [`route`] picks the route, [`pool`] the
+//! backend, [`forwarding`] prepares the headers, [`edge`] drives the phases; [`config`] is
+//! compiled into [`active`] before any of that runs.
+
+pub mod active;
+pub mod admin;
+pub mod config;
+pub mod edge;
+pub mod forwarding;
+pub mod health;
+pub mod logging;
+pub mod metrics;
+pub mod pool;
+pub mod quick;
+pub mod route;
+pub mod server;

@@ -1,0 +1,82 @@
+//! Logs through `tracing`: process logs and the one-line-per-request access log, text or JSON.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use clap::ValueEnum;
+use tracing_subscriber::EnvFilter;
+
+/// Output format of every log line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable `key=value` lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Installs the global subscriber; `RUST_LOG` overrides the default `info` level.
+pub fn init(format: LogFormat) {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stdout)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()));
+    // A second init (tests, or a library user with its own subscriber) keeps the first one.
+    let _ = match format {
+        LogFormat::Text => builder.try_init(),
+        LogFormat::Json => builder.json().flatten_event(true).try_init(),
+    };
+}
+
+/// One finished request, as the access log records it.
+pub struct AccessRecord<'a> {
+    /// The viewer's address.
+    pub client: Option<&'a SocketAddr>,
+    /// Request method.
+    pub method: &'a str,
+    /// Host as the viewer sent it.
+    pub host: &'a str,
+    /// Path and query as the viewer sent them.
+    pub path: &'a str,
+    /// Status sent, 0 when none could be.
+    pub status: u16,
+    /// Body bytes sent.
+    pub bytes: usize,
+    /// Time from arrival to the last byte.
+    pub duration: Duration,
+    /// Route name, `none` when nothing matched.
+    pub route: &'a str,
+    /// Backend that answered, if one did.
+    pub backend: Option<SocketAddr>,
+    /// Cache status (`-` until the cache decides one).
+    pub cache: &'a str,
+    /// Error that ended the request, if any.
+    pub error: Option<String>,
+}
+
+/// Writes one access log line at INFO, target `access`.
+pub fn access(r: &AccessRecord<'_>) {
+    let client = r
+        .client
+        .map(|c| c.ip().to_string())
+        .unwrap_or_else(|| "-".into());
+    let backend = r
+        .backend
+        .map(|b| b.to_string())
+        .unwrap_or_else(|| "-".into());
+    tracing::info!(
+        target: "access",
+        client = %client,
+        method = r.method,
+        host = r.host,
+        path = r.path,
+        status = r.status,
+        bytes = r.bytes,
+        duration_ms = (r.duration.as_secs_f64() * 1000.0 * 1000.0).round() / 1000.0,
+        route = r.route,
+        backend = %backend,
+        cache = r.cache,
+        error = r.error.as_deref().unwrap_or("-"),
+    );
+}

@@ -1,0 +1,133 @@
+//! Prometheus metrics: every `dime_*` series the edge exports, in one registry.
+
+use prometheus::{
+    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+    TextEncoder,
+};
+
+/// The edge's metrics.
+pub struct Metrics {
+    registry: Registry,
+    /// `dime_requests_total{route, status_class}`: requests answered.
+    pub requests: IntCounterVec,
+    /// `dime_request_duration_seconds{route}`: time from request to last byte sent.
+    pub request_duration: HistogramVec,
+    /// `dime_upstream_requests_total{pool, backend, outcome}`: attempts to reach an origin.
+    pub upstream_requests: IntCounterVec,
+    /// `dime_backend_healthy{pool, backend}`: 1 when the health check passes.
+    pub backend_healthy: IntGaugeVec,
+    /// `dime_sent_bytes_total{route}`: response body bytes sent to viewers.
+    pub sent_bytes: IntCounterVec,
+    /// `dime_requests_in_flight`: requests being served now.
+    pub in_flight: IntGauge,
+    /// `dime_build_info{version}`: always 1.
+    pub build_info: IntGaugeVec,
+}
+
+impl Metrics {
+    /// Creates and registers every series.
+    pub fn new() -> Self {
+        let registry = Registry::new();
+        let requests = IntCounterVec::new(
+            Opts::new(
+                "dime_requests_total",
+                "Requests answered, by route and status class.",
+            ),
+            &["route", "status_class"],
+        )
+        .expect("valid metric");
+        let request_duration = HistogramVec::new(
+            HistogramOpts::new(
+                "dime_request_duration_seconds",
+                "Time from request arrival to the last response byte, by route.",
+            )
+            .buckets(vec![
+                0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+                10.0, 30.0,
+            ]),
+            &["route"],
+        )
+        .expect("valid metric");
+        let upstream_requests = IntCounterVec::new(
+            Opts::new(
+                "dime_upstream_requests_total",
+                "Attempts to reach an origin backend, by pool, backend and outcome.",
+            ),
+            &["pool", "backend", "outcome"],
+        )
+        .expect("valid metric");
+        let backend_healthy = IntGaugeVec::new(
+            Opts::new(
+                "dime_backend_healthy",
+                "1 when the backend passes its active health check, 0 when it is ejected.",
+            ),
+            &["pool", "backend"],
+        )
+        .expect("valid metric");
+        let sent_bytes = IntCounterVec::new(
+            Opts::new(
+                "dime_sent_bytes_total",
+                "Response body bytes sent to clients, by route.",
+            ),
+            &["route"],
+        )
+        .expect("valid metric");
+        let in_flight = IntGauge::new("dime_requests_in_flight", "Requests being served now.")
+            .expect("valid metric");
+        let build_info = IntGaugeVec::new(
+            Opts::new("dime_build_info", "Build information; always 1."),
+            &["version"],
+        )
+        .expect("valid metric");
+        build_info
+            .with_label_values(&[env!("CARGO_PKG_VERSION")])
+            .set(1);
+        for c in [
+            Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(request_duration.clone()),
+            Box::new(upstream_requests.clone()),
+            Box::new(backend_healthy.clone()),
+            Box::new(sent_bytes.clone()),
+            Box::new(in_flight.clone()),
+            Box::new(build_info.clone()),
+        ] {
+            registry.register(c).expect("unique metric names");
+        }
+        Metrics {
+            registry,
+            requests,
+            request_duration,
+            upstream_requests,
+            backend_healthy,
+            sent_bytes,
+            in_flight,
+            build_info,
+        }
+    }
+
+    /// The Prometheus text exposition of every series.
+    pub fn render(&self) -> Vec<u8> {
+        let mut out = Vec::new();
+        // Encoding into a Vec cannot fail for well-formed families.
+        let _ = TextEncoder::new().encode(&self.registry.gather(), &mut out);
+        out
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// `2xx`, `4xx`...: the label for a status code.
+pub fn status_class(status: u16) -> &'static str {
+    match status {
+        100..=199 => "1xx",
+        200..=299 => "2xx",
+        300..=399 => "3xx",
+        400..=499 => "4xx",
+        500..=599 => "5xx",
+        _ => "none",
+    }
+}

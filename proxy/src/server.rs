@@ -1,0 +1,113 @@
+//! Process assembly: the pingora server, its services (proxy, admin, health checks) and shutdown.
+
+use std::net::TcpListener;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use arc_swap::ArcSwap;
+use pingora_core::server::configuration::ServerConf;
+use pingora_core::server::{ExecutionPhase, Server};
+use pingora_core::services::background::background_service;
+use pingora_core::services::listening::Service;
+
+use crate::active::Active;
+use crate::admin::Admin;
+use crate::config::EdgeConfig;
+use crate::edge::Edge;
+use crate::health::HealthChecks;
+use crate::metrics::Metrics;
+
+/// Starts the edge with `config` and serves until a signal ends the process.
+pub fn serve(config: EdgeConfig) -> anyhow::Result<()> {
+    // pingora binds inside its service threads and exits the process on failure with a
+    // terse log line; binding once here first turns that into a clear error.
+    for addr in config.http_listeners.iter().chain([&config.admin_listener]) {
+        TcpListener::bind(addr).with_context(|| format!("cannot listen on {addr}"))?;
+    }
+    tracing::info!("{}", config.summary());
+
+    let grace = config.server.grace_period;
+    let conf = ServerConf {
+        threads: config.server.threads,
+        // Whole seconds are what pingora takes; the drain watcher below ends the wait as soon
+        // as no request is in flight, so rounding up costs nothing.
+        grace_period_seconds: Some(grace.as_secs() + u64::from(grace.subsec_nanos() > 0)),
+        graceful_shutdown_timeout_seconds: Some(1),
+        ..ServerConf::default()
+    };
+    let mut server = Server::new_with_opt_and_conf(None, conf);
+    server.bootstrap();
+
+    let metrics = Arc::new(Metrics::new());
+    let http_listeners = config.http_listeners.clone();
+    let admin_listener = config.admin_listener;
+    let active = Active::build(config).map_err(anyhow::Error::msg)?;
+    if active.pools.is_empty() {
+        bail!("no pools configured");
+    }
+    let pools = active.pools.clone();
+    let active = Arc::new(ArcSwap::from_pointee(active));
+
+    let mut proxy = pingora_proxy::http_proxy_service_with_name(
+        &server.configuration,
+        Edge::new(active.clone(), metrics.clone()),
+        "dime-edge proxy",
+    );
+    for addr in &http_listeners {
+        proxy.add_tcp(&addr.to_string());
+    }
+
+    let mut admin = Service::new(
+        "dime-edge admin".to_string(),
+        Admin {
+            active: active.clone(),
+            metrics: metrics.clone(),
+        },
+    );
+    admin.add_tcp(&admin_listener.to_string());
+    admin.threads = Some(1);
+
+    let health = background_service(
+        "health checks",
+        HealthChecks {
+            pools,
+            metrics: metrics.clone(),
+        },
+    );
+
+    server.add_service(proxy);
+    server.add_service(admin);
+    server.add_service(health);
+    spawn_drain_watcher(&server, metrics, grace);
+    server.run_forever();
+}
+
+/// Ends the process as soon as in-flight requests are done after SIGTERM, instead of always
+/// sleeping the whole grace period as pingora does.
+fn spawn_drain_watcher(server: &Server, metrics: Arc<Metrics>, grace: Duration) {
+    let mut phases = server.watch_execution_phase();
+    std::thread::spawn(move || loop {
+        match phases.blocking_recv() {
+            Ok(ExecutionPhase::ShutdownGracePeriod) => {
+                let deadline = Instant::now() + grace;
+                while metrics.in_flight.get() > 0 && Instant::now() < deadline {
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                let left = metrics.in_flight.get();
+                if left > 0 {
+                    tracing::warn!(
+                        in_flight = left,
+                        "grace period over: exiting with requests in flight"
+                    );
+                } else {
+                    tracing::info!("drained: no request in flight, exiting");
+                }
+                std::process::exit(0);
+            }
+            Ok(_) => {}
+            Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+            Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+        }
+    });
+}

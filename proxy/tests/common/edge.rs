@@ -1,0 +1,201 @@
+//! A real `dime-edge` process, started from the binary cargo built, with its own config file.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use super::{client, free_port};
+
+/// The binary under test.
+pub const BIN: &str = env!("CARGO_BIN_EXE_dime-edge");
+
+/// A running edge. Killed when dropped.
+pub struct EdgeProc {
+    child: Child,
+    /// The HTTP listener.
+    pub http: SocketAddr,
+    /// The admin listener.
+    pub admin: SocketAddr,
+    /// Where stdout and stderr go.
+    pub log: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl EdgeProc {
+    /// Starts an edge whose config is `[listen]` (chosen here) followed by `body`, and waits
+    /// until its admin listener answers.
+    pub async fn start(body: &str) -> EdgeProc {
+        let http: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+        let admin: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let config = dir.path().join("edge.toml");
+        std::fs::write(
+            &config,
+            format!("[listen]\nhttp = [\"{http}\"]\nadmin = \"{admin}\"\n\n{body}"),
+        )
+        .unwrap();
+        Self::spawn(dir, http, admin, &["run", "-c", config.to_str().unwrap()]).await
+    }
+
+    /// Starts quick mode: `dime-edge proxy --listen --to --admin`.
+    pub async fn start_quick(to: &[SocketAddr]) -> EdgeProc {
+        let http: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+        let admin: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+        let to: Vec<String> = to.iter().map(|a| a.to_string()).collect();
+        let dir = tempfile::tempdir().unwrap();
+        let (h, a, t) = (http.to_string(), admin.to_string(), to.join(","));
+        Self::spawn(
+            dir,
+            http,
+            admin,
+            &["proxy", "--listen", &h, "--to", &t, "--admin", &a],
+        )
+        .await
+    }
+
+    async fn spawn(
+        dir: tempfile::TempDir,
+        http: SocketAddr,
+        admin: SocketAddr,
+        args: &[&str],
+    ) -> EdgeProc {
+        let log = dir.path().join("edge.log");
+        let out = std::fs::File::create(&log).unwrap();
+        let child = Command::new(BIN)
+            .args(args)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::from(out.try_clone().unwrap()))
+            .stderr(Stdio::from(out))
+            .spawn()
+            .expect("start dime-edge");
+        let mut edge = EdgeProc {
+            child,
+            http,
+            admin,
+            log,
+            _dir: dir,
+        };
+        edge.wait_admin().await;
+        edge
+    }
+
+    async fn wait_admin(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        let url = format!("http://{}/healthz", self.admin);
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!("dime-edge exited with {status}:\n{}", self.logs());
+            }
+            if let Ok(r) = client().get(&url).send().await {
+                if r.status() == 200 && tokio::net::TcpStream::connect(self.http).await.is_ok() {
+                    return;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("dime-edge did not start:\n{}", self.logs());
+    }
+
+    /// Waits until `/readyz` answers 200 (every pool has a healthy backend).
+    pub async fn wait_ready(&self) {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while Instant::now() < deadline {
+            if let Ok(r) = client().get(self.admin_url("/readyz")).send().await {
+                if r.status() == 200 {
+                    return;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("dime-edge never became ready:\n{}", self.logs());
+    }
+
+    /// A URL on the HTTP listener.
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.http)
+    }
+
+    /// A URL on the admin listener.
+    pub fn admin_url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.admin)
+    }
+
+    /// The Prometheus text from `/metrics`.
+    pub async fn metrics(&self) -> String {
+        client()
+            .get(self.admin_url("/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    }
+
+    /// The value of one series, e.g. `dime_requests_total{route="web",status_class="2xx"}`.
+    pub async fn metric(&self, series: &str) -> Option<f64> {
+        let text = self.metrics().await;
+        text.lines()
+            .find_map(|l| l.strip_prefix(series).and_then(|v| v.trim().parse().ok()))
+    }
+
+    /// Everything the process printed so far.
+    pub fn logs(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Resident memory in KiB, from /proc.
+    pub fn rss_kib(&self) -> u64 {
+        let status =
+            std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap_or_default();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.split_whitespace().next()?.parse().ok())
+            .unwrap_or(0)
+    }
+
+    /// Sends SIGTERM.
+    pub fn terminate(&self) {
+        let ok = Command::new("kill")
+            .args(["-TERM", &self.pid().to_string()])
+            .status()
+            .expect("kill")
+            .success();
+        assert!(ok, "kill -TERM failed");
+    }
+
+    /// Waits for the process to exit, at most `limit`.
+    pub async fn wait_exit(&mut self, limit: Duration) -> Option<ExitStatus> {
+        let deadline = Instant::now() + limit;
+        while Instant::now() < deadline {
+            if let Ok(Some(s)) = self.child.try_wait() {
+                return Some(s);
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        None
+    }
+}
+
+impl Drop for EdgeProc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A pool section for `backends`, with a fast HTTP health check.
+pub fn pool(name: &str, backends: &[SocketAddr], extra: &str) -> String {
+    let list: Vec<String> = backends.iter().map(|b| format!("\"{b}\"")).collect();
+    format!(
+        "[pools.{name}]\nbackends = [{}]\n{extra}\n\n[pools.{name}.health_check]\ntype = \"http\"\npath = \"/healthz\"\ninterval = \"200ms\"\nrise = 1\nfall = 1\n\n",
+        list.join(", ")
+    )
+}

@@ -1,0 +1,241 @@
+//! A real HTTP/1.1 origin on loopback that records what it receives and can be killed.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::StreamExt;
+use http::{HeaderMap, Request, Response, StatusCode};
+use http_body_util::combinators::UnsyncBoxBody;
+use http_body_util::{BodyExt, Full, StreamBody};
+use hyper::body::{Frame, Incoming};
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpListener;
+use tokio::task::JoinSet;
+
+/// One request as the origin saw it.
+#[derive(Debug, Clone)]
+pub struct Seen {
+    /// Method.
+    pub method: String,
+    /// Path and query.
+    pub uri: String,
+    /// Headers.
+    pub headers: HeaderMap,
+}
+
+/// A running origin. Paths it understands:
+/// `/slow?ms=N`, `/big?bytes=N`, `/upload` (POST, answers the byte count),
+/// `/status?code=N`, `/healthz`; anything else answers `NAME PATH`.
+pub struct Upstream {
+    /// Where it listens.
+    pub addr: SocketAddr,
+    /// Its name, sent back in `x-upstream`.
+    pub name: String,
+    hits: Arc<AtomicUsize>,
+    connections: Arc<AtomicUsize>,
+    seen: Arc<Mutex<Vec<Seen>>>,
+    accept: tokio::task::JoinHandle<()>,
+    conns: Arc<Mutex<JoinSet<()>>>,
+}
+
+type Body = UnsyncBoxBody<Bytes, Infallible>;
+
+impl Upstream {
+    /// Starts an origin on a free loopback port.
+    pub async fn start(name: &str) -> Upstream {
+        Self::start_on(name, "127.0.0.1:0".parse().unwrap()).await
+    }
+
+    /// Starts an origin on `addr` (e.g. the address of one that was killed).
+    pub async fn start_on(name: &str, addr: SocketAddr) -> Upstream {
+        let listener = TcpListener::bind(addr).await.expect("bind upstream");
+        let addr = listener.local_addr().unwrap();
+        let hits = Arc::new(AtomicUsize::new(0));
+        let connections = Arc::new(AtomicUsize::new(0));
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let conns = Arc::new(Mutex::new(JoinSet::new()));
+        let accept = {
+            let (hits, connections, seen, conns) = (
+                hits.clone(),
+                connections.clone(),
+                seen.clone(),
+                conns.clone(),
+            );
+            let name = name.to_string();
+            tokio::spawn(async move {
+                loop {
+                    let Ok((stream, _)) = listener.accept().await else {
+                        continue;
+                    };
+                    connections.fetch_add(1, Ordering::SeqCst);
+                    let (hits, seen, name) = (hits.clone(), seen.clone(), name.clone());
+                    let svc = service_fn(move |req| {
+                        let (hits, seen, name) = (hits.clone(), seen.clone(), name.clone());
+                        async move { Ok::<_, Infallible>(handle(req, &name, &hits, &seen).await) }
+                    });
+                    conns.lock().unwrap().spawn(async move {
+                        let _ = hyper::server::conn::http1::Builder::new()
+                            .serve_connection(TokioIo::new(stream), svc)
+                            .await;
+                    });
+                }
+            })
+        };
+        Upstream {
+            addr,
+            name: name.to_string(),
+            hits,
+            connections,
+            seen,
+            accept,
+            conns,
+        }
+    }
+
+    /// Requests served so far (health checks excluded).
+    pub fn hits(&self) -> usize {
+        self.hits.load(Ordering::SeqCst)
+    }
+
+    /// TCP connections accepted so far.
+    pub fn connections(&self) -> usize {
+        self.connections.load(Ordering::SeqCst)
+    }
+
+    /// Every request seen so far (health checks excluded).
+    pub fn seen(&self) -> Vec<Seen> {
+        self.seen.lock().unwrap().clone()
+    }
+
+    /// The last request seen.
+    pub fn last(&self) -> Seen {
+        self.seen().pop().expect("the origin saw no request")
+    }
+
+    /// Dies like a crashed process: the listener closes and every connection is dropped.
+    pub fn kill(&self) {
+        self.accept.abort();
+        self.conns.lock().unwrap().abort_all();
+    }
+}
+
+impl Drop for Upstream {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+fn query(req: &Request<Incoming>, key: &str) -> Option<u64> {
+    req.uri().query()?.split('&').find_map(|kv| {
+        let (k, v) = kv.split_once('=')?;
+        (k == key).then(|| v.parse().ok()).flatten()
+    })
+}
+
+async fn handle(
+    req: Request<Incoming>,
+    name: &str,
+    hits: &AtomicUsize,
+    seen: &Mutex<Vec<Seen>>,
+) -> Response<Body> {
+    let path = req.uri().path().to_string();
+    if path == "/healthz" {
+        return reply(
+            StatusCode::OK,
+            name,
+            Full::new(Bytes::from_static(b"ok")).boxed_unsync(),
+        );
+    }
+    hits.fetch_add(1, Ordering::SeqCst);
+    seen.lock().unwrap().push(Seen {
+        method: req.method().to_string(),
+        uri: req
+            .uri()
+            .path_and_query()
+            .map_or("/", |p| p.as_str())
+            .to_string(),
+        headers: req.headers().clone(),
+    });
+    match path.as_str() {
+        "/slow" => {
+            tokio::time::sleep(Duration::from_millis(query(&req, "ms").unwrap_or(1000))).await;
+            reply(
+                StatusCode::OK,
+                name,
+                Full::new(Bytes::from("slow done")).boxed_unsync(),
+            )
+        }
+        "/big" => {
+            let total = query(&req, "bytes").unwrap_or(1 << 20);
+            reply_sized(StatusCode::OK, name, total, pattern_stream(total))
+        }
+        "/upload" => {
+            let mut body = req.into_body();
+            let mut n: u64 = 0;
+            while let Some(frame) = body.frame().await {
+                match frame {
+                    Ok(f) => n += f.data_ref().map_or(0, |d| d.len() as u64),
+                    Err(_) => break,
+                }
+            }
+            reply(
+                StatusCode::OK,
+                name,
+                Full::new(Bytes::from(n.to_string())).boxed_unsync(),
+            )
+        }
+        "/status" => {
+            let code = query(&req, "code").unwrap_or(200) as u16;
+            let status = StatusCode::from_u16(code).unwrap_or(StatusCode::OK);
+            reply(
+                status,
+                name,
+                Full::new(Bytes::from(format!("status {code}"))).boxed_unsync(),
+            )
+        }
+        _ => reply(
+            StatusCode::OK,
+            name,
+            Full::new(Bytes::from(format!("{name} {}", req.uri()))).boxed_unsync(),
+        ),
+    }
+}
+
+/// `total` bytes of a repeating pattern (byte i is `i % 251`), in chunks of about 64 KiB.
+pub fn pattern_stream(total: u64) -> Body {
+    // A multiple of 251, so every chunk starts the pattern afresh and can be shared.
+    const CHUNK: u64 = 251 * 256;
+    let chunk: Vec<u8> = (0..CHUNK).map(|i| (i % 251) as u8).collect();
+    let chunk = Bytes::from(chunk);
+    let stream = futures_util::stream::unfold(0u64, move |sent| {
+        let chunk = chunk.clone();
+        async move {
+            if sent >= total {
+                return None;
+            }
+            let n = CHUNK.min(total - sent);
+            let data = chunk.slice(0..n as usize);
+            Some((Ok::<_, Infallible>(Frame::data(data)), sent + n))
+        }
+    });
+    BodyExt::boxed_unsync(StreamBody::new(stream.boxed()))
+}
+
+fn reply(status: StatusCode, name: &str, body: Body) -> Response<Body> {
+    let mut r = Response::new(body);
+    *r.status_mut() = status;
+    r.headers_mut().insert("x-upstream", name.parse().unwrap());
+    r
+}
+
+fn reply_sized(status: StatusCode, name: &str, len: u64, body: Body) -> Response<Body> {
+    let mut r = reply(status, name, body);
+    r.headers_mut()
+        .insert(http::header::CONTENT_LENGTH, len.into());
+    r
+}

@@ -1,0 +1,232 @@
+//! Pool scenarios: selection, failover, health-check ejection and recovery, dead pools.
+
+mod common;
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use common::edge::pool;
+use common::{client, EdgeProc, Upstream};
+
+fn route(pool: &str) -> String {
+    format!("[[routes]]\npath = \"/\"\npool = \"{pool}\"\n")
+}
+
+async fn served_by(edge: &EdgeProc, path: &str) -> String {
+    let r = client().get(edge.url(path)).send().await.unwrap();
+    assert_eq!(r.status(), 200, "{path}");
+    r.headers()["x-upstream"].to_str().unwrap().to_string()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn round_robin_spreads_requests_over_every_backend() {
+    let a = Upstream::start("a").await;
+    let b = Upstream::start("b").await;
+    let c = Upstream::start("c").await;
+    let edge = EdgeProc::start(
+        &(pool(
+            "p",
+            &[a.addr, b.addr, c.addr],
+            "selection = \"round_robin\"",
+        ) + &route("p")),
+    )
+    .await;
+    edge.wait_ready().await;
+    let mut counts: HashMap<String, usize> = HashMap::new();
+    for i in 0..90 {
+        *counts
+            .entry(served_by(&edge, &format!("/same?{i}")).await)
+            .or_default() += 1;
+    }
+    assert_eq!(counts.len(), 3, "{counts:?}");
+    for (name, n) in &counts {
+        assert!((20..=40).contains(n), "{name} served {n} of 90: {counts:?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn consistent_hash_sends_one_object_to_one_backend() {
+    let a = Upstream::start("a").await;
+    let b = Upstream::start("b").await;
+    let c = Upstream::start("c").await;
+    let edge = EdgeProc::start(
+        &(pool(
+            "p",
+            &[a.addr, b.addr, c.addr],
+            "selection = \"consistent_hash\"",
+        ) + &route("p")),
+    )
+    .await;
+    edge.wait_ready().await;
+    let mut owners = HashMap::new();
+    for i in 0..30 {
+        let path = format!("/vod/title{i}/seg.ts");
+        let first = served_by(&edge, &path).await;
+        for _ in 0..4 {
+            // The query string (viewer tokens) does not move the object.
+            assert_eq!(
+                served_by(&edge, &format!("{path}?token={i}")).await,
+                first,
+                "{path} moved"
+            );
+        }
+        owners.insert(path, first);
+    }
+    let distinct: std::collections::HashSet<_> = owners.values().collect();
+    assert!(
+        distinct.len() >= 2,
+        "30 objects all hashed to one backend: {owners:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn killing_a_backend_mid_load_fails_no_request_and_it_comes_back() {
+    let a = Upstream::start("a").await;
+    let b = Upstream::start("b").await;
+    let b_addr = b.addr;
+    let edge = EdgeProc::start(&(pool("p", &[a.addr, b.addr], "retries = 1") + &route("p"))).await;
+    edge.wait_ready().await;
+
+    // Four viewers in parallel, so some requests are in flight on the backend when it dies.
+    let load: Vec<_> = (0..4)
+        .map(|v| {
+            let url = edge.url("/load");
+            tokio::spawn(async move {
+                let c = client();
+                let mut failures = Vec::new();
+                for i in 0..150 {
+                    match c.get(format!("{url}?{v}-{i}")).send().await {
+                        Ok(r) if r.status() == 200 => {
+                            r.bytes().await.unwrap();
+                        }
+                        Ok(r) => failures.push(format!("#{v}-{i}: {}", r.status())),
+                        Err(e) => failures.push(format!("#{v}-{i}: {e}")),
+                    }
+                }
+                failures
+            })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    b.kill();
+    let mut failures = Vec::new();
+    for l in load {
+        failures.extend(l.await.unwrap());
+    }
+    assert!(
+        failures.is_empty(),
+        "failed requests while a backend died: {failures:?}\n{}",
+        edge.logs()
+    );
+    assert!(a.hits() > 300, "the survivor served only {}", a.hits());
+
+    // The health check ejects it...
+    let metric = format!("dime_backend_healthy{{backend=\"{b_addr}\",pool=\"p\"}}");
+    wait_for(|| async { edge.metric(&metric).await == Some(0.0) }).await;
+    // ...and brings it back once it answers again.
+    let b2 = Upstream::start_on("b", b_addr).await;
+    wait_for(|| async { edge.metric(&metric).await == Some(1.0) }).await;
+    for i in 0..20 {
+        served_by(&edge, &format!("/again?{i}")).await;
+    }
+    assert!(b2.hits() > 0, "the recovered backend got no traffic");
+    assert!(
+        edge.logs().contains("backend ejected"),
+        "no ejection logged"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn no_healthy_backend_answers_502_quickly_with_a_reason() {
+    let a = Upstream::start("a").await;
+    let edge = EdgeProc::start(&(pool("p", &[a.addr], "") + &route("p"))).await;
+    edge.wait_ready().await;
+    a.kill();
+    let started = Instant::now();
+    let r = client().get(edge.url("/x")).send().await.unwrap();
+    assert_eq!(r.status(), 502);
+    assert_eq!(r.headers()["content-type"], "text/plain; charset=utf-8");
+    let body = r.text().await.unwrap();
+    assert!(body.contains("cannot connect to backend"), "{body}");
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "took {:?}",
+        started.elapsed()
+    );
+
+    // Once the health check has ejected it, the reason says so, and /readyz turns 503.
+    wait_for(|| async {
+        client()
+            .get(edge.admin_url("/readyz"))
+            .send()
+            .await
+            .unwrap()
+            .status()
+            == 503
+    })
+    .await;
+    let r = client().get(edge.url("/x")).send().await.unwrap();
+    assert_eq!(r.status(), 502);
+    assert!(r
+        .text()
+        .await
+        .unwrap()
+        .contains("no healthy backend in pool \"p\""));
+    let ready = client()
+        .get(edge.admin_url("/readyz"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(ready.contains("pool p: no healthy backend"), "{ready}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_backend_slower_than_read_timeout_gives_504() {
+    let a = Upstream::start("a").await;
+    let edge = EdgeProc::start(
+        &(pool("p", &[a.addr], "read_timeout = \"300ms\"\nretries = 0") + &route("p")),
+    )
+    .await;
+    let started = Instant::now();
+    let r = client()
+        .get(edge.url("/slow?ms=3000"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 504);
+    assert!(r.text().await.unwrap().contains("gateway timeout"));
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "took {:?}",
+        started.elapsed()
+    );
+    // A fast answer on the same pool is unaffected.
+    assert_eq!(
+        client()
+            .get(edge.url("/slow?ms=10"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+}
+
+/// Polls `cond` for up to 10 s.
+async fn wait_for<F, Fut>(cond: F)
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline {
+        if cond().await {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("condition not reached within 10 s");
+}
