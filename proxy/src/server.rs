@@ -30,9 +30,9 @@ pub fn serve(config: EdgeConfig) -> anyhow::Result<()> {
     let grace = config.server.grace_period;
     let conf = ServerConf {
         threads: config.server.threads,
-        // Whole seconds are what pingora takes; the drain watcher below ends the wait as soon
-        // as no request is in flight, so rounding up costs nothing.
-        grace_period_seconds: Some(grace.as_secs() + u64::from(grace.subsec_nanos() > 0)),
+        // The drain watcher below ends the process as soon as nothing is in flight, or when
+        // the grace period is over; pingora's own (whole-second) timer is only a backstop.
+        grace_period_seconds: Some(grace.as_secs() + 2),
         graceful_shutdown_timeout_seconds: Some(1),
         ..ServerConf::default()
     };

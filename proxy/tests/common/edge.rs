@@ -26,6 +26,11 @@ impl EdgeProc {
     /// Starts an edge whose config is `[listen]` (chosen here) followed by `body`, and waits
     /// until its admin listener answers.
     pub async fn start(body: &str) -> EdgeProc {
+        Self::start_with_flags(body, &[]).await
+    }
+
+    /// Like [`EdgeProc::start`], with global flags (e.g. `--log-format json`) before `run`.
+    pub async fn start_with_flags(body: &str, flags: &[&str]) -> EdgeProc {
         let http: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
         let admin: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
         let dir = tempfile::tempdir().unwrap();
@@ -35,7 +40,9 @@ impl EdgeProc {
             format!("[listen]\nhttp = [\"{http}\"]\nadmin = \"{admin}\"\n\n{body}"),
         )
         .unwrap();
-        Self::spawn(dir, http, admin, &["run", "-c", config.to_str().unwrap()]).await
+        let mut args: Vec<&str> = flags.to_vec();
+        args.extend(["run", "-c", config.to_str().unwrap()]);
+        Self::spawn(dir, http, admin, &args).await
     }
 
     /// Starts quick mode: `dime-edge proxy --listen --to --admin`.

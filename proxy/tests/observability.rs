@@ -1,0 +1,175 @@
+//! What operators watch: Prometheus metrics, the access log, liveness and readiness.
+
+mod common;
+
+use common::edge::pool;
+use common::{client, EdgeProc, Upstream};
+
+fn routes(pool: &str) -> String {
+    format!(
+        "[[routes]]\nname = \"stream\"\npath = \"/stream/\"\npool = \"{pool}\"\nstrip_prefix = true\n\n[[routes]]\nname = \"web\"\npath = \"/\"\npool = \"{pool}\"\n"
+    )
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn metrics_count_requests_durations_upstreams_health_and_bytes() {
+    let origin = Upstream::start("o").await;
+    let edge = EdgeProc::start(&(pool("p", &[origin.addr], "") + &routes("p"))).await;
+    edge.wait_ready().await;
+    for _ in 0..3 {
+        let r = client()
+            .get(edge.url("/stream/big?bytes=1000"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.bytes().await.unwrap().len(), 1000);
+    }
+    let r = client()
+        .get(edge.url("/status?code=503"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 503);
+
+    let m = edge.metrics().await;
+    let b = origin.addr;
+    for line in [
+        "dime_requests_total{route=\"stream\",status_class=\"2xx\"} 3".to_string(),
+        "dime_requests_total{route=\"web\",status_class=\"5xx\"} 1".to_string(),
+        "dime_request_duration_seconds_count{route=\"stream\"} 3".to_string(),
+        format!("dime_upstream_requests_total{{backend=\"{b}\",outcome=\"2xx\",pool=\"p\"}} 3"),
+        format!("dime_upstream_requests_total{{backend=\"{b}\",outcome=\"5xx\",pool=\"p\"}} 1"),
+        format!("dime_backend_healthy{{backend=\"{b}\",pool=\"p\"}} 1"),
+        "dime_sent_bytes_total{route=\"stream\"} 3000".to_string(),
+        "dime_requests_in_flight 0".to_string(),
+        "# TYPE dime_request_duration_seconds histogram".to_string(),
+    ] {
+        assert!(m.contains(&line), "missing `{line}` in:\n{m}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_failed_connect_is_counted_against_the_dead_backend() {
+    let live = Upstream::start("live").await;
+    let dead = Upstream::start("dead").await;
+    let dead_addr = dead.addr;
+    drop(dead);
+    // Health checks every 10 minutes: only the request path can notice the dead backend.
+    let config = format!(
+        "[pools.p]\nbackends = [\"{}\", \"{dead_addr}\"]\n[pools.p.health_check]\ninterval = \"10m\"\n\n{}",
+        live.addr,
+        routes("p")
+    );
+    let edge = EdgeProc::start(&config).await;
+    for i in 0..6 {
+        let r = client()
+            .get(edge.url(&format!("/a{i}")))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+    }
+    let failed = edge
+        .metric(&format!(
+            "dime_upstream_requests_total{{backend=\"{dead_addr}\",outcome=\"connect_error\",pool=\"p\"}}"
+        ))
+        .await;
+    // Round robin offers the dead backend a share of first attempts; each one fails over.
+    assert!(
+        failed.is_some_and(|n| n >= 1.0),
+        "no connect error counted: {failed:?}"
+    );
+    assert_eq!(live.hits(), 6);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_access_log_has_one_json_line_per_request() {
+    let origin = Upstream::start("o").await;
+    let edge = EdgeProc::start_with_flags(
+        &(pool("p", &[origin.addr], "") + &routes("p")),
+        &["--log-format", "json"],
+    )
+    .await;
+    client()
+        .get(edge.url("/stream/big?bytes=1234"))
+        .header("host", "videos.example.com")
+        .send()
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    // The line is written after the response completes: give it a moment.
+    let mut line = None;
+    for _ in 0..50 {
+        line = edge
+            .logs()
+            .lines()
+            .find(|l| l.contains("\"target\":\"access\""))
+            .map(str::to_string);
+        if line.is_some() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let line = line.expect("no access log line");
+    for field in [
+        "\"timestamp\":",
+        "\"client\":\"127.0.0.1\"",
+        "\"method\":\"GET\"",
+        "\"host\":\"videos.example.com\"",
+        "\"path\":\"/stream/big?bytes=1234\"",
+        "\"status\":200",
+        "\"bytes\":1234",
+        "\"duration_ms\":",
+        "\"route\":\"stream\"",
+        &format!("\"backend\":\"{}\"", origin.addr),
+        "\"cache\":",
+    ] {
+        assert!(line.contains(field), "access log lacks {field}: {line}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn healthz_is_liveness_and_readyz_follows_the_pools() {
+    let origin = Upstream::start("o").await;
+    let addr = origin.addr;
+    let edge = EdgeProc::start(&(pool("p", &[addr], "") + &routes("p"))).await;
+    let healthz = client()
+        .get(edge.admin_url("/healthz"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(healthz.status(), 200);
+    edge.wait_ready().await;
+    origin.kill();
+    let mut status = 200;
+    for _ in 0..200 {
+        status = client()
+            .get(edge.admin_url("/readyz"))
+            .send()
+            .await
+            .unwrap()
+            .status()
+            .as_u16();
+        if status == 503 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+    }
+    assert_eq!(status, 503, "readyz stayed ready with every backend dead");
+    // Liveness is about the process, not the origins.
+    assert_eq!(
+        client()
+            .get(edge.admin_url("/healthz"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    let _back = Upstream::start_on("o", addr).await;
+    edge.wait_ready().await;
+    let unknown = client().get(edge.admin_url("/nope")).send().await.unwrap();
+    assert_eq!(unknown.status(), 404);
+}
