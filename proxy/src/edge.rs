@@ -11,6 +11,11 @@ use std::time::{Duration, Instant};
 use arc_swap::ArcSwap;
 use async_trait::async_trait;
 use bytes::Bytes;
+use pingora_cache::key::HashBinary;
+use pingora_cache::{
+    CacheKey, CacheMeta, CacheOptionOverrides, ForcedFreshness, HitHandler, RespCacheable,
+    VarianceBuilder,
+};
 use pingora_core::upstreams::peer::{HttpPeer, Peer};
 use pingora_error::{Error, ErrorSource, ErrorType, Result};
 use pingora_http::{RequestHeader, ResponseHeader};
@@ -18,6 +23,8 @@ use pingora_proxy::{FailToProxy, ProxyHttp, Session};
 use prometheus::IntGauge;
 
 use crate::active::{Active, Route};
+use crate::cache::policy::{self, RequestDemand};
+use crate::cache::{key, status_of, CacheMode, EdgeCache};
 use crate::forwarding::{self, ClientInfo};
 use crate::logging::{self, AccessRecord};
 use crate::metrics::{status_class, Metrics};
@@ -27,12 +34,17 @@ use crate::route::normalize_host;
 pub struct Edge {
     active: Arc<ArcSwap<Active>>,
     metrics: Arc<Metrics>,
+    cache: EdgeCache,
 }
 
 impl Edge {
     /// An edge serving whatever configuration `active` holds at each request's arrival.
-    pub fn new(active: Arc<ArcSwap<Active>>, metrics: Arc<Metrics>) -> Self {
-        Edge { active, metrics }
+    pub fn new(active: Arc<ArcSwap<Active>>, metrics: Arc<Metrics>, cache: EdgeCache) -> Self {
+        Edge {
+            active,
+            metrics,
+            cache,
+        }
     }
 }
 
@@ -48,6 +60,7 @@ pub struct RequestCtx {
     attempt_started: Option<Instant>,
     upstream_status: Option<u16>,
     failure: Option<String>,
+    cache_status: &'static str,
     _in_flight: InFlight,
 }
 
@@ -88,6 +101,7 @@ impl ProxyHttp for Edge {
             attempt_started: None,
             upstream_status: None,
             failure: None,
+            cache_status: "-",
             _in_flight: InFlight::new(&self.metrics.in_flight),
         }
     }
@@ -122,6 +136,134 @@ impl ProxyHttp for Edge {
                 respond_text(session, 404, &format!("dime: no route for {shown}{path}\n")).await?;
                 Ok(true)
             }
+        }
+    }
+
+    fn request_cache_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<()> {
+        let Some(route) = &ctx.route else {
+            return Ok(());
+        };
+        let policy = &route.spec.cache;
+        let method = &session.req_header().method;
+        if policy.mode == CacheMode::Off
+            || !(method == http::Method::GET || method == http::Method::HEAD)
+        {
+            return Ok(());
+        }
+        let mut overrides = CacheOptionOverrides::default();
+        // Waiters follow the fill as soon as its headers arrive (streaming partial writes),
+        // so this only bounds a fill whose origin sends no headers at all.
+        overrides.wait_timeout =
+            Some(route.pool.spec.read_timeout + route.pool.spec.connect_timeout);
+        session.cache.enable(
+            self.cache.store,
+            None,
+            None,
+            Some(self.cache.lock),
+            Some(overrides),
+        );
+        session
+            .cache
+            .set_max_file_size_bytes(policy.max_object_size);
+        Ok(())
+    }
+
+    fn cache_key_callback(&self, session: &Session, ctx: &mut RequestCtx) -> Result<CacheKey> {
+        let keep = ctx
+            .route
+            .as_ref()
+            .and_then(|r| r.spec.cache.keep_query.clone());
+        let uri = &session.req_header().uri;
+        let text = key::key_text(&ctx.raw_host, uri.path(), uri.query(), keep.as_deref());
+        Ok(CacheKey::new(text, ""))
+    }
+
+    async fn cache_hit_filter(
+        &self,
+        session: &mut Session,
+        meta: &CacheMeta,
+        _hit: &mut HitHandler,
+        is_fresh: bool,
+        _ctx: &mut RequestCtx,
+    ) -> Result<Option<ForcedFreshness>> {
+        // RFC 9111 §5.2.1: a viewer's no-cache or max-age=0 makes a fresh hit revalidate.
+        if is_fresh
+            && policy::request_demand(session.req_header(), meta) == RequestDemand::Revalidate
+        {
+            return Ok(Some(ForcedFreshness::ForceExpired));
+        }
+        Ok(None)
+    }
+
+    fn response_cache_filter(
+        &self,
+        session: &Session,
+        resp: &ResponseHeader,
+        ctx: &mut RequestCtx,
+    ) -> Result<RespCacheable> {
+        let Some(route) = &ctx.route else {
+            return Ok(RespCacheable::Uncacheable(
+                pingora_cache::NoCacheReason::NeverEnabled,
+            ));
+        };
+        Ok(policy::decide(
+            &route.spec.cache,
+            session.req_header(),
+            resp,
+            std::time::SystemTime::now(),
+        ))
+    }
+
+    fn cache_vary_filter(
+        &self,
+        meta: &CacheMeta,
+        _ctx: &mut RequestCtx,
+        req: &RequestHeader,
+    ) -> Option<HashBinary> {
+        // RFC 9111 §4.1: a stored response answers only requests with the same values for the
+        // headers its Vary names.
+        let mut names: Vec<String> = meta
+            .headers()
+            .get_all(http::header::VARY)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .map(|n| n.trim().to_ascii_lowercase())
+            .filter(|n| !n.is_empty())
+            .collect();
+        if names.is_empty() {
+            return None;
+        }
+        names.sort();
+        names.dedup();
+        let mut variance = VarianceBuilder::new();
+        for name in &names {
+            let value: Vec<u8> = req
+                .headers
+                .get_all(name.as_str())
+                .iter()
+                .flat_map(|v| v.as_bytes().iter().copied().chain([b',']))
+                .collect();
+            variance.add_owned_name_value(name.clone(), value);
+        }
+        variance.finalize()
+    }
+
+    fn should_serve_stale(
+        &self,
+        _session: &mut Session,
+        _ctx: &mut RequestCtx,
+        error: Option<&Error>,
+    ) -> bool {
+        match error {
+            // stale-while-revalidate: pingora has already checked the stored window, which
+            // the policy closes for must-revalidate and no-cache responses.
+            None => true,
+            // stale-if-error: the origin is unreachable, timed out or answered 5xx.
+            Some(e) => match e.etype() {
+                ErrorType::HTTPStatus(code) => *code >= 500,
+                _ => e.esource() == &ErrorSource::Upstream,
+            },
         }
     }
 
@@ -317,6 +459,12 @@ impl ProxyHttp for Edge {
         ctx: &mut RequestCtx,
     ) -> Result<()> {
         forwarding::downstream_response(resp, session.req_header().version);
+        ctx.cache_status = if session.cache.enabled() || session.cache.bypassing() {
+            status_of(&session.cache.phase())
+        } else {
+            "BYPASS"
+        };
+        resp.insert_header("x-cache-status", ctx.cache_status)?;
         if let Some(route) = &ctx.route {
             for (name, value) in &route.spec.response_headers {
                 resp.insert_header(name.clone(), value.clone())?;
@@ -377,6 +525,26 @@ impl ProxyHttp for Edge {
             .sent_bytes
             .with_label_values(&[&route])
             .inc_by(bytes as u64);
+        self.metrics
+            .cache_requests
+            .with_label_values(&[&route, ctx.cache_status])
+            .inc();
+        if matches!(
+            ctx.cache_status,
+            "HIT" | "STALE" | "UPDATING" | "REVALIDATED"
+        ) {
+            self.metrics
+                .cache_served_bytes
+                .with_label_values(&[&route])
+                .inc_by(bytes as u64);
+        }
+        if session.cache.lock_duration().is_some() {
+            self.metrics
+                .cache_coalesced_waits
+                .with_label_values(&[&route])
+                .inc();
+        }
+        self.invalidate_after_unsafe_method(session, ctx, status);
         let req = session.req_header();
         let path = req.uri.path_and_query().map_or("/", |p| p.as_str());
         logging::access(&AccessRecord {
@@ -389,13 +557,33 @@ impl ProxyHttp for Edge {
             duration,
             route: &route,
             backend: ctx.backend,
-            cache: "-",
+            cache: ctx.cache_status,
             error: e.map(|e| e.to_string()),
         });
     }
 }
 
 impl Edge {
+    /// RFC 9111 §4.4: a successful unsafe request invalidates what the cache holds for its URL.
+    fn invalidate_after_unsafe_method(&self, session: &Session, ctx: &RequestCtx, status: u16) {
+        let req = session.req_header();
+        if req.method.is_safe() || !(200..400).contains(&status) {
+            return;
+        }
+        let Some(route) = &ctx.route else { return };
+        if route.spec.cache.mode == CacheMode::Off {
+            return;
+        }
+        let target = key::key_text(&ctx.raw_host, req.uri.path(), None, None);
+        let n = self
+            .cache
+            .store
+            .purge_where(move |url| key::without_query(url) == target);
+        if n > 0 {
+            tracing::debug!(route = %route.spec.name, objects = n, "invalidated by {}", req.method);
+        }
+    }
+
     fn retry_budget_left(&self, ctx: &RequestCtx) -> bool {
         let retries = ctx.route.as_ref().map_or(0, |r| r.pool.spec.retries);
         ctx.tried.len() <= retries

@@ -6,6 +6,7 @@
 
 pub mod active;
 pub mod admin;
+pub mod cache;
 pub mod config;
 pub mod edge;
 pub mod forwarding;

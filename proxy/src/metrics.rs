@@ -1,8 +1,8 @@
 //! Prometheus metrics: every `dime_*` series the edge exports, in one registry.
 
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
-    TextEncoder,
+    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry, TextEncoder,
 };
 
 /// The edge's metrics.
@@ -22,6 +22,22 @@ pub struct Metrics {
     pub in_flight: IntGauge,
     /// `dime_build_info{version}`: always 1.
     pub build_info: IntGaugeVec,
+    /// `dime_cache_requests_total{route, status}`: requests by cache status (HIT, MISS...).
+    pub cache_requests: IntCounterVec,
+    /// `dime_cache_served_bytes_total{route}`: body bytes served from the cache.
+    pub cache_served_bytes: IntCounterVec,
+    /// `dime_cache_objects`: objects stored.
+    pub cache_objects: IntGauge,
+    /// `dime_cache_size_bytes`: bytes stored, as counted against the limit.
+    pub cache_size_bytes: IntGauge,
+    /// `dime_cache_capacity_bytes`: the limit.
+    pub cache_capacity_bytes: IntGauge,
+    /// `dime_cache_evictions_total`: objects evicted to make room.
+    pub cache_evictions: IntCounter,
+    /// `dime_cache_coalesced_waits_total{route}`: requests that waited for another's fill.
+    pub cache_coalesced_waits: IntCounterVec,
+    /// `dime_cache_purges_total{kind}`: purge API calls by kind (url, prefix, all).
+    pub cache_purges: IntCounterVec,
 }
 
 impl Metrics {
@@ -82,6 +98,50 @@ impl Metrics {
         build_info
             .with_label_values(&[env!("CARGO_PKG_VERSION")])
             .set(1);
+        let cache_requests = IntCounterVec::new(
+            Opts::new("dime_cache_requests_total", "Requests by route and cache status (HIT, MISS, STALE, UPDATING, EXPIRED, REVALIDATED, BYPASS)."),
+            &["route", "status"],
+        )
+        .expect("valid metric");
+        let cache_served_bytes = IntCounterVec::new(
+            Opts::new(
+                "dime_cache_served_bytes_total",
+                "Response body bytes served from the cache, by route.",
+            ),
+            &["route"],
+        )
+        .expect("valid metric");
+        let cache_objects =
+            IntGauge::new("dime_cache_objects", "Objects in the cache.").expect("valid metric");
+        let cache_size_bytes = IntGauge::new(
+            "dime_cache_size_bytes",
+            "Bytes in the cache, bodies, headers and bookkeeping.",
+        )
+        .expect("valid metric");
+        let cache_capacity_bytes =
+            IntGauge::new("dime_cache_capacity_bytes", "The cache's memory limit.")
+                .expect("valid metric");
+        let cache_evictions = IntCounter::new(
+            "dime_cache_evictions_total",
+            "Objects evicted to make room.",
+        )
+        .expect("valid metric");
+        let cache_coalesced_waits = IntCounterVec::new(
+            Opts::new(
+                "dime_cache_coalesced_waits_total",
+                "Requests that waited for another request's fill instead of going to the origin.",
+            ),
+            &["route"],
+        )
+        .expect("valid metric");
+        let cache_purges = IntCounterVec::new(
+            Opts::new(
+                "dime_cache_purges_total",
+                "Purge API calls, by kind (url, prefix, all).",
+            ),
+            &["kind"],
+        )
+        .expect("valid metric");
         for c in [
             Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(request_duration.clone()),
@@ -90,6 +150,14 @@ impl Metrics {
             Box::new(sent_bytes.clone()),
             Box::new(in_flight.clone()),
             Box::new(build_info.clone()),
+            Box::new(cache_requests.clone()),
+            Box::new(cache_served_bytes.clone()),
+            Box::new(cache_objects.clone()),
+            Box::new(cache_size_bytes.clone()),
+            Box::new(cache_capacity_bytes.clone()),
+            Box::new(cache_evictions.clone()),
+            Box::new(cache_coalesced_waits.clone()),
+            Box::new(cache_purges.clone()),
         ] {
             registry.register(c).expect("unique metric names");
         }
@@ -102,6 +170,14 @@ impl Metrics {
             sent_bytes,
             in_flight,
             build_info,
+            cache_requests,
+            cache_served_bytes,
+            cache_objects,
+            cache_size_bytes,
+            cache_capacity_bytes,
+            cache_evictions,
+            cache_coalesced_waits,
+            cache_purges,
         }
     }
 

@@ -13,6 +13,7 @@ use pingora_core::services::listening::Service;
 
 use crate::active::Active;
 use crate::admin::Admin;
+use crate::cache::{EdgeCache, StoreCounters};
 use crate::config::EdgeConfig;
 use crate::edge::Edge;
 use crate::health::HealthChecks;
@@ -40,6 +41,17 @@ pub fn serve(config: EdgeConfig) -> anyhow::Result<()> {
     server.bootstrap();
 
     let metrics = Arc::new(Metrics::new());
+    let cache = EdgeCache::new(
+        config.cache.memory,
+        StoreCounters {
+            evictions: metrics.cache_evictions.clone(),
+        },
+        config.cache.lock_timeout,
+    );
+    metrics
+        .cache_capacity_bytes
+        .set(i64::try_from(config.cache.memory).unwrap_or(i64::MAX));
+    let purge_token = config.cache.purge_token.clone();
     let http_listeners = config.http_listeners.clone();
     let admin_listener = config.admin_listener;
     let active = Active::build(config).map_err(anyhow::Error::msg)?;
@@ -51,7 +63,7 @@ pub fn serve(config: EdgeConfig) -> anyhow::Result<()> {
 
     let mut proxy = pingora_proxy::http_proxy_service_with_name(
         &server.configuration,
-        Edge::new(active.clone(), metrics.clone()),
+        Edge::new(active.clone(), metrics.clone(), cache),
         "dime-edge proxy",
     );
     for addr in &http_listeners {
@@ -63,6 +75,8 @@ pub fn serve(config: EdgeConfig) -> anyhow::Result<()> {
         Admin {
             active: active.clone(),
             metrics: metrics.clone(),
+            cache,
+            purge_token,
         },
     );
     admin.add_tcp(&admin_listener.to_string());

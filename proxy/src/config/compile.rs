@@ -10,7 +10,11 @@ use http::{HeaderName, HeaderValue};
 use toml::Spanned;
 
 use super::error::{ConfigError, ConfigErrors, Locator};
-use super::file::{BackendEntry, ConfigFile, HealthCheckSection, PoolSection, RouteSection};
+use super::file::{
+    BackendEntry, CacheSection, ConfigFile, HealthCheckSection, PoolSection, RouteCacheSection,
+    RouteSection,
+};
+use crate::cache::{CacheMode, CachePolicy};
 use crate::route::HostMatch;
 
 /// The admin listener when the file names none.
@@ -33,7 +37,23 @@ pub struct EdgeConfig {
     pub pools: Vec<PoolSpec>,
     /// Routes, in file order.
     pub routes: Vec<RouteSpec>,
+    /// The shared cache.
+    pub cache: CacheSettings,
 }
+
+/// The shared cache's settings.
+#[derive(Debug, Clone)]
+pub struct CacheSettings {
+    /// Bytes of memory for cached objects.
+    pub memory: u64,
+    /// Bearer token of the purge API; `None` disables purging.
+    pub purge_token: Option<String>,
+    /// How long one fill may hold the lock that coalesces misses.
+    pub lock_timeout: Duration,
+}
+
+/// Cache memory when the file names none.
+pub const DEFAULT_CACHE_MEMORY: u64 = 512 << 20;
 
 /// Process-wide settings.
 #[derive(Debug, Clone)]
@@ -126,6 +146,8 @@ pub struct RouteSpec {
     pub upstream_headers: Vec<(HeaderName, HeaderValue)>,
     /// Headers set on the response.
     pub response_headers: Vec<(HeaderName, HeaderValue)>,
+    /// Cache policy.
+    pub cache: CachePolicy,
 }
 
 impl EdgeConfig {
@@ -270,6 +292,7 @@ impl Compiler<'_> {
             );
         }
 
+        let cache = self.cache_settings(&file.cache);
         EdgeConfig {
             source: self.loc.file.to_string(),
             server,
@@ -277,6 +300,7 @@ impl Compiler<'_> {
             admin_listener,
             pools,
             routes,
+            cache,
         }
     }
 
@@ -544,7 +568,9 @@ impl Compiler<'_> {
                 h => format!("{h}{prefix}"),
             },
         };
+        let cache = self.route_cache(&field, s.cache.as_ref());
         ok.then(|| RouteSpec {
+            cache,
             name,
             host,
             prefix,
@@ -553,6 +579,115 @@ impl Compiler<'_> {
             upstream_headers,
             response_headers,
         })
+    }
+
+    fn cache_settings(&mut self, c: &CacheSection) -> CacheSettings {
+        let memory = match &c.memory {
+            Some(m) => self.size(m, "cache.memory").unwrap_or(DEFAULT_CACHE_MEMORY),
+            None => DEFAULT_CACHE_MEMORY,
+        };
+        let purge_token = match &c.purge_token {
+            Some(t) if t.get_ref().len() < 16 => {
+                self.err(
+                    t.span(),
+                    "cache.purge_token",
+                    "too short: use at least 16 characters",
+                );
+                None
+            }
+            Some(t) => Some(t.get_ref().clone()),
+            None => None,
+        };
+        let lock_timeout = self
+            .duration(c.lock_timeout.as_ref(), "cache.lock_timeout")
+            .unwrap_or(Duration::from_secs(30));
+        CacheSettings {
+            memory,
+            purge_token,
+            lock_timeout,
+        }
+    }
+
+    fn route_cache(&mut self, route_field: &str, c: Option<&RouteCacheSection>) -> CachePolicy {
+        let mut p = CachePolicy::rfc_default();
+        let Some(c) = c else {
+            return p;
+        };
+        let field = format!("{route_field}.cache");
+        if let Some(m) = &c.mode {
+            p.mode = match m.get_ref().as_str() {
+                "rfc" => CacheMode::Rfc,
+                "video" => CacheMode::Video,
+                "off" => CacheMode::Off,
+                other => {
+                    self.err(
+                        m.span(),
+                        &format!("{field}.mode"),
+                        format!("unknown cache mode \"{other}\": use rfc, video or off"),
+                    );
+                    CacheMode::Rfc
+                }
+            };
+        }
+        if p.mode == CacheMode::Video {
+            p.keep_query = Some(vec!["_HLS_msn".into(), "_HLS_part".into()]);
+        }
+        if let Some(keep) = &c.keep_query {
+            p.keep_query = Some(keep.clone());
+        }
+        if let Some(m) = &c.max_object_size {
+            if let Some(n) = self.size(m, &format!("{field}.max_object_size")) {
+                p.max_object_size = usize::try_from(n).unwrap_or(usize::MAX);
+            }
+        }
+        let mut d =
+            |v: &Option<Spanned<String>>, key: &str, slot: &mut Duration, allow_zero: bool| {
+                let Some(v) = v else { return };
+                let f = format!("{field}.{key}");
+                if allow_zero && humantime::parse_duration(v.get_ref()).is_ok_and(|d| d.is_zero()) {
+                    *slot = Duration::ZERO;
+                } else if let Some(x) = self.duration(Some(v), &f) {
+                    *slot = x;
+                }
+            };
+        d(
+            &c.target_duration,
+            "target_duration",
+            &mut p.target_duration,
+            false,
+        );
+        d(&c.media_ttl, "media_ttl", &mut p.media_ttl, false);
+        d(&c.negative_ttl, "negative_ttl", &mut p.negative_ttl, true);
+        d(
+            &c.stale_while_revalidate,
+            "stale_while_revalidate",
+            &mut p.stale_while_revalidate,
+            true,
+        );
+        d(
+            &c.stale_if_error,
+            "stale_if_error",
+            &mut p.stale_if_error,
+            true,
+        );
+        p
+    }
+
+    fn size(&mut self, v: &Spanned<String>, field: &str) -> Option<u64> {
+        match parse_size(v.get_ref()) {
+            Some(n) if n > 0 => Some(n),
+            _ => {
+                self.err(
+                    v.span(),
+                    field,
+                    format!(
+                        "invalid size \"{}\": write a number and a unit, e.g. \"512MiB\", \"4GiB\"",
+                        v.get_ref()
+                    ),
+                );
+                None
+            }
+        }
     }
 
     fn headers(
@@ -651,6 +786,26 @@ impl Compiler<'_> {
             }
         }
     }
+}
+
+/// Parses a byte size: `"4GiB"`, `"512MiB"`, `"100MB"`, `"64KiB"` or plain bytes.
+pub fn parse_size(s: &str) -> Option<u64> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let n: u64 = num.parse().ok()?;
+    let mult: u64 = match unit.trim() {
+        "" | "B" => 1,
+        "KiB" => 1 << 10,
+        "MiB" => 1 << 20,
+        "GiB" => 1 << 30,
+        "TiB" => 1 << 40,
+        "KB" | "kB" => 1_000,
+        "MB" => 1_000_000,
+        "GB" => 1_000_000_000,
+        _ => return None,
+    };
+    n.checked_mul(mult)
 }
 
 /// Parses `IP:port`, or resolves `name:port` once (the first address wins).

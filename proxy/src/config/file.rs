@@ -20,6 +20,43 @@ pub struct ConfigFile {
     /// Routes from (host, path prefix) to a pool.
     #[serde(default)]
     pub routes: Vec<Spanned<RouteSection>>,
+    /// The shared in-memory cache.
+    #[serde(default)]
+    pub cache: CacheSection,
+}
+
+/// `[cache]`: the in-memory cache every route shares.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CacheSection {
+    /// Memory for cached objects, e.g. `"4GiB"`.
+    pub memory: Option<Spanned<String>>,
+    /// Bearer token for the purge API; purge is disabled without one.
+    pub purge_token: Option<Spanned<String>>,
+    /// How long one fill may hold the lock that coalesces misses.
+    pub lock_timeout: Option<Spanned<String>>,
+}
+
+/// `[routes.cache]`: one route's cache policy.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteCacheSection {
+    /// `rfc` (default), `video` or `off`.
+    pub mode: Option<Spanned<String>>,
+    /// Bigger objects stream through uncached, e.g. `"256MiB"`.
+    pub max_object_size: Option<Spanned<String>>,
+    /// Video: the HLS target duration; live playlists stay fresh for at most half.
+    pub target_duration: Option<Spanned<String>>,
+    /// Video: freshness of segments and VoD files when the origin sends none.
+    pub media_ttl: Option<Spanned<String>>,
+    /// Video: longest freshness of a 404 or 5xx for media.
+    pub negative_ttl: Option<Spanned<String>>,
+    /// Query parameters kept in the cache key (video default: `_HLS_msn`, `_HLS_part`).
+    pub keep_query: Option<Vec<String>>,
+    /// Default stale-while-revalidate window.
+    pub stale_while_revalidate: Option<Spanned<String>>,
+    /// Default stale-if-error window.
+    pub stale_if_error: Option<Spanned<String>>,
 }
 
 /// `[server]`: process-wide settings.
@@ -132,4 +169,6 @@ pub struct RouteSection {
     /// Headers set on the response to the viewer.
     #[serde(default)]
     pub response_headers: BTreeMap<String, Spanned<String>>,
+    /// Cache policy; absent means RFC 9111 caching.
+    pub cache: Option<RouteCacheSection>,
 }

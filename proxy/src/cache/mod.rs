@@ -1,0 +1,50 @@
+//! The HTTP cache: storage (`store`), what may be stored and for how long (`policy`), keys
+//! (`key`), and the status a viewer sees (`CacheStatus`).
+
+pub mod key;
+pub mod policy;
+pub mod store;
+
+use std::time::Duration;
+
+use pingora_cache::lock::{CacheKeyLockImpl, CacheLock};
+use pingora_cache::CachePhase;
+
+pub use policy::{CacheMode, CachePolicy};
+pub use store::{MemoryStore, StoreCounters};
+
+/// The process-wide cache: one store and one lock table, alive as long as the process.
+#[derive(Clone, Copy)]
+pub struct EdgeCache {
+    /// Where objects live.
+    pub store: &'static MemoryStore,
+    /// Coalesces concurrent misses for one key into one origin fetch.
+    pub lock: &'static CacheKeyLockImpl,
+}
+
+impl EdgeCache {
+    /// Creates the store (at most `max_bytes`) and the lock table. Both live until exit,
+    /// as pingora's cache API requires `'static` storage; a reload keeps them.
+    pub fn new(max_bytes: u64, counters: StoreCounters, lock_age_timeout: Duration) -> Self {
+        let store: &'static MemoryStore =
+            Box::leak(Box::new(MemoryStore::new(max_bytes, counters)));
+        let lock: &'static CacheLock = Box::leak(CacheLock::new_boxed(lock_age_timeout));
+        EdgeCache { store, lock }
+    }
+}
+
+/// What the cache did for a request, as `X-Cache-Status` and the metrics say it.
+pub fn status_of(phase: &CachePhase) -> &'static str {
+    match phase {
+        CachePhase::Hit => "HIT",
+        CachePhase::Miss => "MISS",
+        CachePhase::Stale => "STALE",
+        CachePhase::StaleUpdating => "UPDATING",
+        CachePhase::Expired => "EXPIRED",
+        CachePhase::Revalidated | CachePhase::RevalidatedNoCache(_) => "REVALIDATED",
+        CachePhase::Bypass
+        | CachePhase::Disabled(_)
+        | CachePhase::Uninit
+        | CachePhase::CacheKey => "BYPASS",
+    }
+}

@@ -1,0 +1,362 @@
+//! Cache policy: what a response may be stored as, for how long, and how stale it may be
+//! served — RFC 9111 for a shared cache, plus the video defaults a route can ask for.
+
+use std::time::{Duration, SystemTime};
+
+use http::{header, StatusCode};
+use pingora_cache::cache_control::CacheControl;
+use pingora_cache::{CacheMeta, NoCacheReason, RespCacheable};
+use pingora_http::{RequestHeader, ResponseHeader};
+
+/// How a route caches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CacheMode {
+    /// Never store; pass everything through.
+    Off,
+    /// Store exactly what RFC 9111 allows a shared cache to store.
+    Rfc,
+    /// RFC 9111, plus defaults for HLS and VoD when the origin says nothing.
+    Video,
+}
+
+/// A route's compiled cache policy.
+#[derive(Debug, Clone)]
+pub struct CachePolicy {
+    /// Off, RFC or video.
+    pub mode: CacheMode,
+    /// Bigger objects stream through uncached.
+    pub max_object_size: usize,
+    /// Video: live playlists are fresh for at most half of this.
+    pub target_duration: Duration,
+    /// Video: freshness of segments and VoD files the origin gives no lifetime.
+    pub media_ttl: Duration,
+    /// Video: longest freshness of a 404 or 5xx for media (negative caching).
+    pub negative_ttl: Duration,
+    /// Query parameters kept in the key; `None` keeps the whole query.
+    pub keep_query: Option<Vec<String>>,
+    /// Serve-stale-while-revalidate window when the response names none.
+    pub stale_while_revalidate: Duration,
+    /// Serve-stale-if-error window when the response names none.
+    pub stale_if_error: Duration,
+}
+
+impl CachePolicy {
+    /// The policy of a route that names none: RFC 9111, nothing more.
+    pub fn rfc_default() -> Self {
+        CachePolicy {
+            mode: CacheMode::Rfc,
+            max_object_size: 64 << 20,
+            target_duration: Duration::from_secs(2),
+            media_ttl: Duration::from_secs(24 * 3600),
+            negative_ttl: Duration::from_secs(1),
+            keep_query: None,
+            stale_while_revalidate: Duration::ZERO,
+            stale_if_error: Duration::ZERO,
+        }
+    }
+}
+
+/// What kind of object a path names, for the video defaults.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MediaKind {
+    /// An HLS playlist (`.m3u8`): live ones change every segment.
+    Playlist,
+    /// A segment, part, init segment or VoD file: immutable once published.
+    Media,
+    /// Anything else.
+    Other,
+}
+
+impl MediaKind {
+    /// Classifies by the path's extension.
+    pub fn of(path: &str) -> Self {
+        let ext = path
+            .rsplit('/')
+            .next()
+            .and_then(|f| f.rsplit_once('.'))
+            .map(|(_, e)| e.to_ascii_lowercase());
+        match ext.as_deref() {
+            Some("m3u8") => MediaKind::Playlist,
+            Some(
+                "ts" | "m4s" | "mp4" | "m4a" | "m4v" | "aac" | "cmfv" | "cmfa" | "vtt" | "webvtt",
+            ) => MediaKind::Media,
+            _ => MediaKind::Other,
+        }
+    }
+}
+
+/// Statuses a cache may store with heuristic freshness (RFC 9110 §15.1).
+fn heuristically_cacheable(status: StatusCode) -> bool {
+    matches!(
+        status.as_u16(),
+        200 | 203 | 204 | 300 | 301 | 308 | 404 | 405 | 410 | 414 | 501
+    )
+}
+
+/// Decides whether and how to store `resp` for `req`.
+pub fn decide(
+    policy: &CachePolicy,
+    req: &RequestHeader,
+    resp: &ResponseHeader,
+    now: SystemTime,
+) -> RespCacheable {
+    use RespCacheable::Uncacheable;
+    let uncacheable = |why: &'static str| Uncacheable(NoCacheReason::Custom(why));
+    if policy.mode == CacheMode::Off {
+        return Uncacheable(NoCacheReason::NeverEnabled);
+    }
+    let status = resp.status;
+    // 206 and 304 describe a representation, they are not one; 1xx are interim.
+    if status.is_informational()
+        || status == StatusCode::PARTIAL_CONTENT
+        || status == StatusCode::NOT_MODIFIED
+    {
+        return uncacheable("status not storable");
+    }
+    let req_cc = CacheControl::from_req_headers(req);
+    // RFC 9111 §5.2.1.5: a request's no-store forbids storing its response.
+    if req_cc.as_ref().is_some_and(|cc| cc.no_store()) {
+        return uncacheable("request no-store");
+    }
+    let cc = CacheControl::from_resp_headers(resp);
+    if cc.as_ref().is_some_and(|cc| cc.no_store()) {
+        return Uncacheable(NoCacheReason::OriginNotCache);
+    }
+    // RFC 9111 §3: `private` (without field names) is for the user's own cache only.
+    if cc
+        .as_ref()
+        .is_some_and(|cc| cc.private() && cc.private_field_names().is_none())
+    {
+        return Uncacheable(NoCacheReason::OriginNotCache);
+    }
+    // RFC 9111 §4.1: Vary: * never matches a later request.
+    let vary_star = resp
+        .headers
+        .get_all(header::VARY)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|t| t.trim() == "*");
+    if vary_star {
+        return uncacheable("vary *");
+    }
+    let explicitly_shared = cc
+        .as_ref()
+        .is_some_and(|cc| cc.public() || cc.s_maxage().ok().flatten().is_some());
+    // RFC 9111 §3.5: answers to authorized requests are shared only if the origin says so.
+    if req.headers.contains_key(header::AUTHORIZATION)
+        && !(explicitly_shared || cc.as_ref().is_some_and(|cc| cc.must_revalidate()))
+    {
+        return uncacheable("authorization");
+    }
+    // Our choice: a response that sets a cookie is personal unless the origin says it is shared.
+    if resp.headers.contains_key(header::SET_COOKIE) && !explicitly_shared {
+        return uncacheable("set-cookie");
+    }
+
+    let initial_age = initial_age(resp, now);
+    let explicit = explicit_lifetime(cc.as_ref(), resp);
+    let kind = MediaKind::of(req.uri.path());
+    let video = policy.mode == CacheMode::Video;
+    let error_status = status == StatusCode::NOT_FOUND || status.is_server_error();
+    let must_revalidate_every_time = cc
+        .as_ref()
+        .is_some_and(|cc| cc.no_cache() && cc.no_cache_field_names().is_none());
+
+    let lifetime = if must_revalidate_every_time {
+        // RFC 9111 §5.2.2.4: storable, but never served without revalidation.
+        Some(Duration::ZERO)
+    } else if video && kind != MediaKind::Other && error_status {
+        // Negative caching: a segment missing now may appear a moment later.
+        Some(
+            explicit
+                .unwrap_or(policy.negative_ttl)
+                .min(policy.negative_ttl),
+        )
+    } else if video && kind == MediaKind::Playlist {
+        // A live playlist changes every target duration: never hold it longer than half.
+        Some(
+            explicit
+                .unwrap_or(Duration::MAX)
+                .min(policy.target_duration / 2),
+        )
+    } else if let Some(e) = explicit {
+        Some(e)
+    } else if video && kind == MediaKind::Media && status == StatusCode::OK {
+        Some(policy.media_ttl)
+    } else if heuristically_cacheable(status) {
+        heuristic_lifetime(resp)
+    } else {
+        None
+    };
+    let Some(lifetime) = lifetime else {
+        return uncacheable("no freshness information");
+    };
+    // A zero lifetime is only worth storing if it can be revalidated cheaply.
+    let has_validator =
+        resp.headers.contains_key(header::ETAG) || resp.headers.contains_key(header::LAST_MODIFIED);
+    if lifetime.saturating_sub(initial_age).is_zero() && !has_validator {
+        return uncacheable("stale on arrival without validators");
+    }
+
+    // RFC 9111 §4.2.4: must-revalidate, proxy-revalidate and no-cache forbid serving stale.
+    let no_stale = must_revalidate_every_time
+        || cc
+            .as_ref()
+            .is_some_and(|cc| cc.must_revalidate() || cc.proxy_revalidate());
+    let (swr, sie) = if no_stale {
+        (0, 0)
+    } else {
+        let from_cc = |v: Option<u32>, default: Duration| {
+            v.unwrap_or(default.as_secs().min(u32::MAX as u64) as u32)
+        };
+        (
+            from_cc(
+                cc.as_ref()
+                    .and_then(|cc| cc.stale_while_revalidate().ok().flatten()),
+                policy.stale_while_revalidate,
+            ),
+            from_cc(
+                cc.as_ref()
+                    .and_then(|cc| cc.stale_if_error().ok().flatten()),
+                policy.stale_if_error,
+            ),
+        )
+    };
+    let created = now.checked_sub(initial_age).unwrap_or(now);
+    let fresh_until = if lifetime.is_zero() {
+        // Already stale: pingora treats `fresh_until <= now` as needing revalidation.
+        created
+    } else {
+        created
+            .checked_add(lifetime)
+            .unwrap_or(now + Duration::from_secs(365 * 24 * 3600))
+    };
+    let mut header = resp.clone();
+    // RFC 9111 §3.1: these describe the connection, not the stored response.
+    for h in [
+        "connection",
+        "keep-alive",
+        "proxy-connection",
+        "te",
+        "trailer",
+        "transfer-encoding",
+        "upgrade",
+    ] {
+        header.remove_header(h);
+    }
+    // `private="field"` and `no-cache="field"`: store the response without those fields.
+    if let Some(cc) = cc.as_ref() {
+        for names in [cc.private_field_names(), cc.no_cache_field_names()]
+            .into_iter()
+            .flatten()
+        {
+            for name in names {
+                if let Ok(n) = std::str::from_utf8(name) {
+                    header.remove_header(n.trim());
+                }
+            }
+        }
+    }
+    header.remove_header("age");
+    RespCacheable::Cacheable(CacheMeta::new(fresh_until, created, swr, sie, header))
+}
+
+/// RFC 9111 §4.2.1: s-maxage, then max-age, then Expires minus Date.
+fn explicit_lifetime(cc: Option<&CacheControl>, resp: &ResponseHeader) -> Option<Duration> {
+    if let Some(cc) = cc {
+        if let Ok(Some(s)) = cc.s_maxage() {
+            return Some(Duration::from_secs(s.into()));
+        }
+        if let Ok(Some(m)) = cc.max_age() {
+            return Some(Duration::from_secs(m.into()));
+        }
+    }
+    let mut expires = resp.headers.get_all(header::EXPIRES).iter();
+    let first = expires.next()?;
+    // RFC 9111 §5.3: an invalid (or repeated) Expires means "already expired".
+    let expires_at = first
+        .to_str()
+        .ok()
+        .and_then(|v| httpdate::parse_http_date(v).ok());
+    let Some(expires_at) = expires_at.filter(|_| expires.next().is_none()) else {
+        return Some(Duration::ZERO);
+    };
+    let date = header_date(resp, header::DATE).unwrap_or_else(SystemTime::now);
+    Some(expires_at.duration_since(date).unwrap_or(Duration::ZERO))
+}
+
+/// RFC 9111 §4.2.2: 10% of the time since Last-Modified, at most a day.
+fn heuristic_lifetime(resp: &ResponseHeader) -> Option<Duration> {
+    let last_modified = header_date(resp, header::LAST_MODIFIED)?;
+    let date = header_date(resp, header::DATE).unwrap_or_else(SystemTime::now);
+    let age = date.duration_since(last_modified).ok()?;
+    Some((age / 10).min(Duration::from_secs(24 * 3600)))
+}
+
+/// RFC 9111 §4.2.3: the response's age when it arrived (Age header, or Date in the past).
+fn initial_age(resp: &ResponseHeader, now: SystemTime) -> Duration {
+    let age_header = resp
+        .headers
+        .get(header::AGE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .map(Duration::from_secs)
+        .unwrap_or(Duration::ZERO);
+    let apparent = header_date(resp, header::DATE)
+        .and_then(|d| now.duration_since(d).ok())
+        .unwrap_or(Duration::ZERO);
+    // Clock skew of a second is noise, not age.
+    let apparent = if apparent <= Duration::from_secs(1) {
+        Duration::ZERO
+    } else {
+        apparent
+    };
+    age_header.max(apparent)
+}
+
+fn header_date(resp: &ResponseHeader, name: header::HeaderName) -> Option<SystemTime> {
+    resp.headers
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| httpdate::parse_http_date(v).ok())
+}
+
+/// What a request's own Cache-Control asks of a stored response (RFC 9111 §5.2.1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RequestDemand {
+    /// Use the cache normally.
+    Normal,
+    /// Revalidate before using a stored response (`no-cache`, `max-age=0`, Pragma: no-cache).
+    Revalidate,
+}
+
+/// Reads the request's cache directives against the stored response's age.
+pub fn request_demand(req: &RequestHeader, meta: &CacheMeta) -> RequestDemand {
+    match CacheControl::from_req_headers(req) {
+        Some(cc) => {
+            if cc.no_cache() {
+                return RequestDemand::Revalidate;
+            }
+            if let Ok(Some(max_age)) = cc.max_age() {
+                if meta.age() > Duration::from_secs(max_age.into()) || max_age == 0 {
+                    return RequestDemand::Revalidate;
+                }
+            }
+            RequestDemand::Normal
+        }
+        // RFC 9111 §5.4: Pragma: no-cache counts only when Cache-Control is absent.
+        None => {
+            let pragma_no_cache = req
+                .headers
+                .get(header::PRAGMA)
+                .and_then(|v| v.to_str().ok())
+                .is_some_and(|v| v.to_ascii_lowercase().contains("no-cache"));
+            if pragma_no_cache {
+                RequestDemand::Revalidate
+            } else {
+                RequestDemand::Normal
+            }
+        }
+    }
+}

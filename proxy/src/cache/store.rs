@@ -1,0 +1,601 @@
+//! Dime's production cache storage for pingora-cache: committed objects in moka, bounded by
+//! bytes with TinyLFU admission, and fills in progress that readers stream from.
+//!
+//! Modelled on pingora's test-only `MemCache`, with three differences that matter in
+//! production: the store is bounded and evicts, hits are zero-copy slices, and a fill that is
+//! abandoned makes its readers fail instead of ending cleanly on a truncated body (upstream
+//! pingora issue #932).
+
+use std::any::Any;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant, SystemTime};
+
+use async_trait::async_trait;
+use bytes::{Bytes, BytesMut};
+use moka::notification::RemovalCause;
+use moka::sync::Cache;
+use moka::Expiry;
+use pingora_cache::eviction::CacheEntryKey;
+use pingora_cache::key::CacheHashKey;
+use pingora_cache::storage::{
+    HandleHit, HandleMiss, HitHandler, MissFinishType, MissHandler, PurgeOutcome, PurgeTarget,
+    PurgeType, Storage,
+};
+use pingora_cache::trace::SpanHandle;
+use pingora_cache::{CacheKey, CacheMeta};
+use pingora_error::{Error, ErrorType, Result};
+use prometheus::IntCounter;
+use tokio::sync::watch;
+
+/// Fixed per-entry bookkeeping counted against the memory limit, beside body and headers.
+const ENTRY_OVERHEAD: usize = 256;
+
+/// One committed object: its key text, serialized `CacheMeta`, and body.
+struct Entry {
+    url: Arc<str>,
+    meta: (Vec<u8>, Vec<u8>),
+    body: Bytes,
+    /// Freshness plus the longest stale window: after this nothing can use it.
+    usable_until: SystemTime,
+}
+
+impl Entry {
+    fn weight(&self) -> u32 {
+        let w = self.body.len()
+            + self.meta.0.len()
+            + self.meta.1.len()
+            + self.url.len()
+            + ENTRY_OVERHEAD;
+        u32::try_from(w).unwrap_or(u32::MAX)
+    }
+}
+
+/// How far a fill has got, as its readers see it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum FillState {
+    /// Bytes written so far; more may come.
+    Writing(usize),
+    /// The whole body is written.
+    Done(usize),
+    /// The writer gave up: what was written must not be served as complete.
+    Aborted,
+}
+
+/// A fill in progress.
+struct Fill {
+    url: Arc<str>,
+    meta: (Vec<u8>, Vec<u8>),
+    chunks: RwLock<Vec<Bytes>>,
+    state: watch::Sender<FillState>,
+}
+
+/// Counters the store reports into.
+#[derive(Clone)]
+pub struct StoreCounters {
+    /// Objects evicted to make room.
+    pub evictions: IntCounter,
+}
+
+/// The moka-backed cache store.
+pub struct MemoryStore {
+    committed: Cache<String, Arc<Entry>>,
+    filling: RwLock<HashMap<String, HashMap<u64, Arc<Fill>>>>,
+    next_fill: AtomicU64,
+}
+
+struct UntilUsable;
+
+impl Expiry<String, Arc<Entry>> for UntilUsable {
+    fn expire_after_create(&self, _k: &String, v: &Arc<Entry>, _now: Instant) -> Option<Duration> {
+        Some(remaining(v.usable_until))
+    }
+
+    fn expire_after_update(
+        &self,
+        _k: &String,
+        v: &Arc<Entry>,
+        _now: Instant,
+        _current: Option<Duration>,
+    ) -> Option<Duration> {
+        Some(remaining(v.usable_until))
+    }
+}
+
+fn remaining(until: SystemTime) -> Duration {
+    until
+        .duration_since(SystemTime::now())
+        .unwrap_or(Duration::ZERO)
+}
+
+impl MemoryStore {
+    /// A store holding at most `max_bytes` of objects (bodies, headers and bookkeeping).
+    pub fn new(max_bytes: u64, counters: StoreCounters) -> Self {
+        let committed = Cache::builder()
+            .max_capacity(max_bytes)
+            .weigher(|_k: &String, v: &Arc<Entry>| v.weight())
+            .expire_after(UntilUsable)
+            .support_invalidation_closures()
+            .eviction_listener(move |_k, _v, cause| {
+                if cause == RemovalCause::Size {
+                    counters.evictions.inc();
+                }
+            })
+            .build();
+        MemoryStore {
+            committed,
+            filling: RwLock::new(HashMap::new()),
+            next_fill: AtomicU64::new(1),
+        }
+    }
+
+    /// Objects stored now.
+    pub fn object_count(&self) -> u64 {
+        self.committed.run_pending_tasks();
+        self.committed.entry_count()
+    }
+
+    /// Bytes stored now, as counted against the limit.
+    pub fn size_bytes(&self) -> u64 {
+        self.committed.run_pending_tasks();
+        self.committed.weighted_size()
+    }
+
+    /// Removes every object whose key text matches, and abandons matching fills.
+    /// Returns the number of committed objects it found.
+    pub fn purge_where(&self, matches: impl Fn(&str) -> bool + Send + Sync + 'static) -> usize {
+        let matches = Arc::new(matches);
+        let found = self
+            .committed
+            .iter()
+            .filter(|(_, e)| matches(&e.url))
+            .count();
+        let m = matches.clone();
+        // Invalidated entries are never returned again, even before moka sweeps them.
+        if self
+            .committed
+            .invalidate_entries_if(move |_, e| m(&e.url))
+            .is_err()
+        {
+            // Closures are enabled at build time, so this cannot happen; fall back to a sweep.
+            let keys: Vec<_> = self
+                .committed
+                .iter()
+                .filter(|(_, e)| matches(&e.url))
+                .map(|(k, _)| k)
+                .collect();
+            for k in keys {
+                self.committed.invalidate(k.as_str());
+            }
+        }
+        self.filling
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .retain(|_, fills| {
+                fills.retain(|_, f| !matches(&f.url));
+                !fills.is_empty()
+            });
+        found
+    }
+
+    /// Removes everything.
+    pub fn purge_all(&self) -> usize {
+        let n = self.object_count() as usize;
+        self.committed.invalidate_all();
+        self.filling
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .clear();
+        n
+    }
+
+    fn fill_for(&self, hash: &str, tag: Option<u64>) -> Option<Arc<Fill>> {
+        let filling = self.filling.read().unwrap_or_else(|p| p.into_inner());
+        let fills = filling.get(hash)?;
+        match tag {
+            Some(t) => fills.get(&t).cloned(),
+            // The newest fill is the one a new reader should follow.
+            None => fills
+                .iter()
+                .max_by_key(|(id, _)| **id)
+                .map(|(_, f)| f.clone()),
+        }
+    }
+}
+
+fn partial_hit(fill: Arc<Fill>) -> Result<Option<(CacheMeta, HitHandler)>> {
+    let meta = CacheMeta::deserialize(&fill.meta.0, &fill.meta.1)?;
+    let state = fill.state.subscribe();
+    Ok(Some((
+        meta,
+        Box::new(Hit::Partial(PartialHit {
+            fill,
+            state,
+            pos: 0,
+            end: None,
+        })),
+    )))
+}
+
+#[async_trait]
+impl Storage for MemoryStore {
+    async fn lookup(
+        &'static self,
+        key: &CacheKey,
+        _trace: &SpanHandle,
+    ) -> Result<Option<(CacheMeta, HitHandler)>> {
+        let hash = key.combined();
+        if let Some(fill) = self.fill_for(&hash, None) {
+            return partial_hit(fill);
+        }
+        match self.committed.get(&hash) {
+            Some(entry) => {
+                let meta = CacheMeta::deserialize(&entry.meta.0, &entry.meta.1)?;
+                let end = entry.body.len();
+                Ok(Some((
+                    meta,
+                    Box::new(Hit::Complete(CompleteHit {
+                        entry,
+                        start: 0,
+                        end,
+                        done: false,
+                    })),
+                )))
+            }
+            None => Ok(None),
+        }
+    }
+
+    async fn lookup_streaming_write(
+        &'static self,
+        key: &CacheKey,
+        tag: Option<&[u8]>,
+        trace: &SpanHandle,
+    ) -> Result<Option<(CacheMeta, HitHandler)>> {
+        let Some(tag) = tag
+            .and_then(|t| <[u8; 8]>::try_from(t).ok())
+            .map(u64::from_be_bytes)
+        else {
+            return self.lookup(key, trace).await;
+        };
+        match self.fill_for(&key.combined(), Some(tag)) {
+            Some(fill) => partial_hit(fill),
+            None => Ok(None),
+        }
+    }
+
+    async fn get_miss_handler(
+        &'static self,
+        key: &CacheKey,
+        meta: &CacheMeta,
+        _trace: &SpanHandle,
+    ) -> Result<MissHandler> {
+        let hash = key.combined();
+        let url: Arc<str> = key.primary_key_str().unwrap_or("").into();
+        let (state, _) = watch::channel(FillState::Writing(0));
+        let fill = Arc::new(Fill {
+            url,
+            meta: meta.serialize()?,
+            chunks: RwLock::new(Vec::new()),
+            state,
+        });
+        let id = self.next_fill.fetch_add(1, Ordering::Relaxed);
+        self.filling
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(hash.clone())
+            .or_default()
+            .insert(id, fill.clone());
+        Ok(Box::new(Miss {
+            store: self,
+            hash,
+            fill,
+            id,
+            tag: id.to_be_bytes(),
+            written: 0,
+            finished: false,
+        }))
+    }
+
+    async fn purge(
+        &'static self,
+        target: PurgeTarget<'_>,
+        _type: PurgeType,
+        _trace: &SpanHandle,
+    ) -> Result<PurgeOutcome> {
+        if matches!(target, PurgeTarget::Exact(CacheEntryKey::Identified { .. })) {
+            return Ok(PurgeOutcome::NotFound);
+        }
+        let hash = target.key().combined();
+        let fill_removed = self
+            .filling
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&hash)
+            .is_some();
+        let removed = self.committed.remove(&hash).is_some();
+        Ok(if removed || fill_removed {
+            PurgeOutcome::Purged(None)
+        } else {
+            PurgeOutcome::NotFound
+        })
+    }
+
+    async fn update_meta(
+        &'static self,
+        key: &CacheKey,
+        meta: &CacheMeta,
+        _trace: &SpanHandle,
+    ) -> Result<bool> {
+        let hash = key.combined();
+        let Some(old) = self.committed.get(&hash) else {
+            return Ok(false);
+        };
+        let entry = Entry {
+            url: old.url.clone(),
+            meta: meta.serialize()?,
+            body: old.body.clone(),
+            usable_until: usable_until(meta),
+        };
+        self.committed.insert(hash, Arc::new(entry));
+        Ok(true)
+    }
+
+    fn support_streaming_partial_write(&self) -> bool {
+        true
+    }
+
+    fn as_any(&self) -> &(dyn Any + Send + Sync + 'static) {
+        self
+    }
+}
+
+/// Freshness plus the longest stale window.
+fn usable_until(meta: &CacheMeta) -> SystemTime {
+    let stale = meta
+        .stale_while_revalidate_sec()
+        .max(meta.stale_if_error_sec());
+    meta.fresh_until() + Duration::from_secs(u64::from(stale))
+}
+
+/// Reads one cached object.
+enum Hit {
+    Complete(CompleteHit),
+    Partial(PartialHit),
+}
+
+struct CompleteHit {
+    entry: Arc<Entry>,
+    start: usize,
+    end: usize,
+    done: bool,
+}
+
+struct PartialHit {
+    fill: Arc<Fill>,
+    state: watch::Receiver<FillState>,
+    /// Next body offset to return.
+    pos: usize,
+    /// Exclusive end, when a range was asked for.
+    end: Option<usize>,
+}
+
+impl PartialHit {
+    async fn read(&mut self) -> Result<Option<Bytes>> {
+        loop {
+            let state = *self.state.borrow_and_update();
+            let (available, complete) = match state {
+                FillState::Aborted => {
+                    return Error::e_explain(
+                        ErrorType::InternalError,
+                        "cache fill aborted before the end of the body",
+                    )
+                }
+                FillState::Writing(n) => (n, false),
+                FillState::Done(n) => (n, true),
+            };
+            let limit = self.end.map_or(available, |e| e.min(available));
+            if self.pos < limit {
+                let chunk = self.slice(limit);
+                self.pos += chunk.len();
+                return Ok(Some(chunk));
+            }
+            if complete || self.end.is_some_and(|e| self.pos >= e) {
+                return Ok(None);
+            }
+            if self.state.changed().await.is_err() {
+                // The writer vanished without saying Done or Aborted.
+                return Error::e_explain(
+                    ErrorType::InternalError,
+                    "cache fill ended without completing",
+                );
+            }
+        }
+    }
+
+    /// The bytes from `pos` up to `limit`, within one stored chunk: zero-copy.
+    fn slice(&self, limit: usize) -> Bytes {
+        let chunks = self.fill.chunks.read().unwrap_or_else(|p| p.into_inner());
+        let mut offset = 0;
+        for c in chunks.iter() {
+            if self.pos < offset + c.len() {
+                let from = self.pos - offset;
+                let to = (limit - offset).min(c.len());
+                return c.slice(from..to);
+            }
+            offset += c.len();
+        }
+        Bytes::new()
+    }
+}
+
+#[async_trait]
+impl HandleHit for Hit {
+    async fn read_body(&mut self) -> Result<Option<Bytes>> {
+        match self {
+            Hit::Complete(c) => {
+                if c.done || c.start >= c.end {
+                    return Ok(None);
+                }
+                c.done = true;
+                Ok(Some(c.entry.body.slice(c.start..c.end)))
+            }
+            Hit::Partial(p) => p.read().await,
+        }
+    }
+
+    async fn finish(
+        self: Box<Self>,
+        _storage: &'static (dyn Storage + Sync),
+        _key: &CacheKey,
+        _trace: &SpanHandle,
+    ) -> Result<()> {
+        Ok(())
+    }
+
+    fn can_seek(&self) -> bool {
+        true
+    }
+
+    fn seek(&mut self, start: usize, end: Option<usize>) -> Result<()> {
+        match self {
+            Hit::Complete(c) => {
+                let len = c.entry.body.len();
+                if start >= len {
+                    return Error::e_explain(
+                        ErrorType::InternalError,
+                        format!("seek start {start} beyond body length {len}"),
+                    );
+                }
+                c.start = start;
+                c.end = end.map_or(len, |e| e.min(len));
+                c.done = false;
+                Ok(())
+            }
+            Hit::Partial(p) => {
+                p.pos = start;
+                p.end = end;
+                Ok(())
+            }
+        }
+    }
+
+    fn get_eviction_weight(&self) -> usize {
+        match self {
+            Hit::Complete(c) => c.entry.body.len(),
+            Hit::Partial(_) => 0,
+        }
+    }
+
+    fn as_any(&self) -> &(dyn Any + Send + Sync) {
+        self
+    }
+
+    fn as_any_mut(&mut self) -> &mut (dyn Any + Send + Sync) {
+        self
+    }
+}
+
+/// Writes one fill, committing it on `finish`.
+struct Miss {
+    store: &'static MemoryStore,
+    hash: String,
+    fill: Arc<Fill>,
+    id: u64,
+    tag: [u8; 8],
+    written: usize,
+    finished: bool,
+}
+
+#[async_trait]
+impl HandleMiss for Miss {
+    async fn write_body(&mut self, data: Bytes, eof: bool) -> Result<()> {
+        if !data.is_empty() {
+            self.written += data.len();
+            self.fill
+                .chunks
+                .write()
+                .unwrap_or_else(|p| p.into_inner())
+                .push(data);
+        }
+        let state = if eof {
+            FillState::Done(self.written)
+        } else {
+            FillState::Writing(self.written)
+        };
+        self.fill.state.send_replace(state);
+        Ok(())
+    }
+
+    async fn finish(mut self: Box<Self>) -> Result<MissFinishType> {
+        self.finished = true;
+        self.fill.state.send_replace(FillState::Done(self.written));
+        // A purge during the fill removed it from `filling`: then it must not be committed.
+        let still_wanted = {
+            let mut filling = self
+                .store
+                .filling
+                .write()
+                .unwrap_or_else(|p| p.into_inner());
+            let removed = filling
+                .get_mut(&self.hash)
+                .and_then(|fills| fills.remove(&self.id))
+                .is_some();
+            if filling.get(&self.hash).is_some_and(|f| f.is_empty()) {
+                filling.remove(&self.hash);
+            }
+            removed
+        };
+        let body = compact(&self.fill.chunks.read().unwrap_or_else(|p| p.into_inner()));
+        let size = body.len();
+        let meta = CacheMeta::deserialize(&self.fill.meta.0, &self.fill.meta.1)?;
+        let entry = Entry {
+            url: self.fill.url.clone(),
+            meta: self.fill.meta.clone(),
+            body,
+            usable_until: usable_until(&meta),
+        };
+        if still_wanted && entry.usable_until > SystemTime::now() {
+            self.store
+                .committed
+                .insert(self.hash.clone(), Arc::new(entry));
+        }
+        Ok(MissFinishType::Created(size))
+    }
+
+    fn streaming_write_tag(&self) -> Option<&[u8]> {
+        Some(&self.tag)
+    }
+}
+
+impl Drop for Miss {
+    fn drop(&mut self) {
+        if self.finished {
+            return;
+        }
+        // Readers following this fill must see an error, never a clean end of a short body.
+        self.fill.state.send_replace(FillState::Aborted);
+        let mut filling = self
+            .store
+            .filling
+            .write()
+            .unwrap_or_else(|p| p.into_inner());
+        if let Some(fills) = filling.get_mut(&self.hash) {
+            fills.remove(&self.id);
+            if fills.is_empty() {
+                filling.remove(&self.hash);
+            }
+        }
+    }
+}
+
+/// One contiguous, exactly-sized buffer: the fill's chunks may pin larger read buffers.
+fn compact(chunks: &[Bytes]) -> Bytes {
+    let total = chunks.iter().map(Bytes::len).sum();
+    let mut buf = BytesMut::with_capacity(total);
+    for c in chunks {
+        buf.extend_from_slice(c);
+    }
+    buf.freeze()
+}
