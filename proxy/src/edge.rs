@@ -61,6 +61,9 @@ pub struct RequestCtx {
     upstream_status: Option<u16>,
     failure: Option<String>,
     cache_status: &'static str,
+    /// A 304 from revalidation: pingora merges only a few of its fields, RFC 9111 §4.3.4
+    /// asks for all of them.
+    not_modified: Option<ResponseHeader>,
     _in_flight: InFlight,
 }
 
@@ -102,6 +105,7 @@ impl ProxyHttp for Edge {
             upstream_status: None,
             failure: None,
             cache_status: "-",
+            not_modified: None,
             _in_flight: InFlight::new(&self.metrics.in_flight),
         }
     }
@@ -206,12 +210,15 @@ impl ProxyHttp for Edge {
                 pingora_cache::NoCacheReason::NeverEnabled,
             ));
         };
-        Ok(policy::decide(
-            &route.spec.cache,
-            session.req_header(),
-            resp,
-            std::time::SystemTime::now(),
-        ))
+        let policy = &route.spec.cache;
+        let now = std::time::SystemTime::now();
+        Ok(match ctx.not_modified.take() {
+            Some(fresh) => {
+                let merged = policy::merge_not_modified(resp, &fresh);
+                policy::decide(policy, session.req_header(), &merged, now)
+            }
+            None => policy::decide(policy, session.req_header(), resp, now),
+        })
     }
 
     fn cache_vary_filter(
@@ -420,7 +427,7 @@ impl ProxyHttp for Edge {
 
     async fn upstream_response_filter(
         &self,
-        _session: &mut Session,
+        session: &mut Session,
         resp: &mut ResponseHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
@@ -429,6 +436,9 @@ impl ProxyHttp for Edge {
         }
         let status = resp.status.as_u16();
         ctx.upstream_status = Some(status);
+        if status == 304 && session.cache.enabled() {
+            ctx.not_modified = Some(resp.clone());
+        }
         self.count_upstream(ctx, status_class(status));
         Ok(())
     }

@@ -66,6 +66,12 @@ pub fn serve(config: EdgeConfig) -> anyhow::Result<()> {
         Edge::new(active.clone(), metrics.clone(), cache),
         "dime-edge proxy",
     );
+    // HTTP/2 over cleartext (prior knowledge) beside HTTP/1.1, as Varnish and nginx offer.
+    let mut options = pingora_core::apps::HttpServerOptions::default();
+    options.h2c = true;
+    if let Some(app) = proxy.app_logic_mut() {
+        app.server_options = Some(options);
+    }
     for addr in &http_listeners {
         proxy.add_tcp(&addr.to_string());
     }

@@ -262,6 +262,39 @@ pub fn decide(
     RespCacheable::Cacheable(CacheMeta::new(fresh_until, created, swr, sie, header))
 }
 
+/// RFC 9111 §4.3.4 and §3.2: the stored header updated with every field of a 304, except
+/// those describing the connection or the stored body's encoding and length.
+pub fn merge_not_modified(
+    stored: &ResponseHeader,
+    not_modified: &ResponseHeader,
+) -> ResponseHeader {
+    const KEEP_STORED: [&str; 11] = [
+        "connection",
+        "keep-alive",
+        "proxy-connection",
+        "te",
+        "trailer",
+        "transfer-encoding",
+        "upgrade",
+        "content-length",
+        "content-encoding",
+        "content-range",
+        "content-type",
+    ];
+    let mut merged = stored.clone();
+    let names: Vec<header::HeaderName> = not_modified.headers.keys().cloned().collect();
+    for name in names {
+        if KEEP_STORED.contains(&name.as_str()) {
+            continue;
+        }
+        merged.remove_header(&name);
+        for value in not_modified.headers.get_all(&name) {
+            let _ = merged.append_header(name.clone(), value.clone());
+        }
+    }
+    merged
+}
+
 /// RFC 9111 §4.2.1: s-maxage, then max-age, then Expires minus Date.
 fn explicit_lifetime(cc: Option<&CacheControl>, resp: &ResponseHeader) -> Option<Duration> {
     if let Some(cc) = cc {

@@ -351,12 +351,27 @@ impl Storage for MemoryStore {
     }
 }
 
-/// Freshness plus the longest stale window.
+/// How long past its stale windows an object with a validator is kept, so that it can be
+/// revalidated with a cheap 304 instead of fetched again (nginx's `proxy_cache_revalidate`
+/// relies on the same: its `inactive` time defaults to 10 minutes).
+const REVALIDATION_WINDOW: Duration = Duration::from_secs(600);
+
+/// Freshness plus the longest stale window, plus the revalidation window when the object
+/// carries an ETag or Last-Modified.
 fn usable_until(meta: &CacheMeta) -> SystemTime {
     let stale = meta
         .stale_while_revalidate_sec()
         .max(meta.stale_if_error_sec());
-    meta.fresh_until() + Duration::from_secs(u64::from(stale))
+    let stale = Duration::from_secs(u64::from(stale));
+    let headers = meta.headers();
+    let revalidatable = headers.contains_key(http::header::ETAG)
+        || headers.contains_key(http::header::LAST_MODIFIED);
+    let keep = if revalidatable {
+        stale.max(REVALIDATION_WINDOW)
+    } else {
+        stale
+    };
+    meta.fresh_until() + keep
 }
 
 /// Reads one cached object.

@@ -35,3 +35,65 @@ pub fn free_port() -> u16 {
         .map(|a| a.port())
         .expect("free port")
 }
+
+/// A whole response, read.
+#[derive(Debug)]
+pub struct Fetched {
+    /// Status code.
+    pub status: u16,
+    /// Headers.
+    pub headers: reqwest::header::HeaderMap,
+    /// Body.
+    pub body: bytes::Bytes,
+}
+
+impl Fetched {
+    /// The `X-Cache-Status` header.
+    pub fn cache(&self) -> &str {
+        self.headers
+            .get("x-cache-status")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+    }
+
+    /// One header as text.
+    pub fn header(&self, name: &str) -> &str {
+        self.headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+    }
+}
+
+/// Sends `method url` with `headers` and reads the whole answer.
+pub async fn fetch_with(method: &str, url: &str, headers: &[(&str, &str)]) -> Fetched {
+    let mut req = client().request(method.parse().unwrap(), url);
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let r = req.send().await.unwrap();
+    Fetched {
+        status: r.status().as_u16(),
+        headers: r.headers().clone(),
+        body: r.bytes().await.unwrap(),
+    }
+}
+
+/// GET with headers.
+pub async fn fetch(url: &str, headers: &[(&str, &str)]) -> Fetched {
+    fetch_with("GET", url, headers).await
+}
+
+/// An edge with one pool on `origin`, one route `/`, and the given `[routes.cache]` lines.
+pub async fn cached_edge(origin: &Upstream, route_cache: &str, extra_top: &str) -> EdgeProc {
+    let config = format!(
+        "{extra_top}\n{}[[routes]]\npath = \"/\"\npool = \"p\"\n{}",
+        edge::pool("p", &[origin.addr], ""),
+        if route_cache.is_empty() {
+            String::new()
+        } else {
+            format!("\n[routes.cache]\n{route_cache}\n")
+        }
+    );
+    EdgeProc::start(&config).await
+}

@@ -1,5 +1,6 @@
 //! A real HTTP/1.1 origin on loopback that records what it receives and can be killed.
 
+use std::collections::HashMap;
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -16,6 +17,52 @@ use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 use tokio::task::JoinSet;
+
+/// A scripted answer for one path, for cache scenarios.
+#[derive(Debug, Clone)]
+pub struct Script {
+    /// Status of a full answer.
+    pub status: u16,
+    /// Headers of a full answer (an `etag` here also drives 304s).
+    pub headers: Vec<(String, String)>,
+    /// Body of a full answer.
+    pub body: Bytes,
+    /// Wait before sending the response header.
+    pub header_delay: Duration,
+    /// Body chunk size.
+    pub chunk: usize,
+    /// Wait between body chunks.
+    pub chunk_delay: Duration,
+    /// Drop the connection after this many body bytes.
+    pub abort_after: Option<usize>,
+    /// Headers of a 304 answer to a matching If-None-Match.
+    pub not_modified_headers: Vec<(String, String)>,
+}
+
+impl Script {
+    /// A 200 with these headers and body, sent at once.
+    pub fn ok(headers: &[(&str, &str)], body: impl Into<Bytes>) -> Self {
+        Script {
+            status: 200,
+            headers: headers
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            body: body.into(),
+            header_delay: Duration::ZERO,
+            chunk: 64 * 1024,
+            chunk_delay: Duration::ZERO,
+            abort_after: None,
+            not_modified_headers: Vec::new(),
+        }
+    }
+
+    /// The same with another status.
+    pub fn status(mut self, status: u16) -> Self {
+        self.status = status;
+        self
+    }
+}
 
 /// One request as the origin saw it.
 #[derive(Debug, Clone)]
@@ -41,9 +88,16 @@ pub struct Upstream {
     seen: Arc<Mutex<Vec<Seen>>>,
     accept: tokio::task::JoinHandle<()>,
     conns: Arc<Mutex<JoinSet<()>>>,
+    scripts: Arc<Mutex<HashMap<String, Script>>>,
 }
 
-type Body = UnsyncBoxBody<Bytes, Infallible>;
+type Body = UnsyncBoxBody<Bytes, std::io::Error>;
+
+fn full(b: impl Into<Bytes>) -> Body {
+    Full::new(b.into())
+        .map_err(|never: Infallible| match never {})
+        .boxed_unsync()
+}
 
 impl Upstream {
     /// Starts an origin on a free loopback port.
@@ -59,6 +113,7 @@ impl Upstream {
         let connections = Arc::new(AtomicUsize::new(0));
         let seen = Arc::new(Mutex::new(Vec::new()));
         let conns = Arc::new(Mutex::new(JoinSet::new()));
+        let scripts: Arc<Mutex<HashMap<String, Script>>> = Arc::default();
         let accept = {
             let (hits, connections, seen, conns) = (
                 hits.clone(),
@@ -66,6 +121,7 @@ impl Upstream {
                 seen.clone(),
                 conns.clone(),
             );
+            let scripts = scripts.clone();
             let name = name.to_string();
             tokio::spawn(async move {
                 loop {
@@ -73,10 +129,14 @@ impl Upstream {
                         continue;
                     };
                     connections.fetch_add(1, Ordering::SeqCst);
-                    let (hits, seen, name) = (hits.clone(), seen.clone(), name.clone());
+                    let (hits, seen, name, scripts) =
+                        (hits.clone(), seen.clone(), name.clone(), scripts.clone());
                     let svc = service_fn(move |req| {
-                        let (hits, seen, name) = (hits.clone(), seen.clone(), name.clone());
-                        async move { Ok::<_, Infallible>(handle(req, &name, &hits, &seen).await) }
+                        let (hits, seen, name, scripts) =
+                            (hits.clone(), seen.clone(), name.clone(), scripts.clone());
+                        async move {
+                            Ok::<_, Infallible>(handle(req, &name, &hits, &seen, &scripts).await)
+                        }
                     });
                     conns.lock().unwrap().spawn(async move {
                         let _ = hyper::server::conn::http1::Builder::new()
@@ -94,7 +154,24 @@ impl Upstream {
             seen,
             accept,
             conns,
+            scripts,
         }
+    }
+
+    /// Answers `path` with `script` from now on.
+    pub fn script(&self, path: &str, script: Script) {
+        self.scripts
+            .lock()
+            .unwrap()
+            .insert(path.to_string(), script);
+    }
+
+    /// Requests seen for `path` (any query).
+    pub fn hits_for(&self, path: &str) -> usize {
+        self.seen()
+            .iter()
+            .filter(|s| s.uri.split('?').next() == Some(path))
+            .count()
     }
 
     /// Requests served so far (health checks excluded).
@@ -142,14 +219,11 @@ async fn handle(
     name: &str,
     hits: &AtomicUsize,
     seen: &Mutex<Vec<Seen>>,
+    scripts: &Mutex<HashMap<String, Script>>,
 ) -> Response<Body> {
     let path = req.uri().path().to_string();
     if path == "/healthz" {
-        return reply(
-            StatusCode::OK,
-            name,
-            Full::new(Bytes::from_static(b"ok")).boxed_unsync(),
-        );
+        return reply(StatusCode::OK, name, full(Bytes::from_static(b"ok")));
     }
     hits.fetch_add(1, Ordering::SeqCst);
     seen.lock().unwrap().push(Seen {
@@ -161,14 +235,14 @@ async fn handle(
             .to_string(),
         headers: req.headers().clone(),
     });
+    let script = scripts.lock().unwrap().get(&path).cloned();
+    if let Some(script) = script {
+        return scripted(&req, name, script).await;
+    }
     match path.as_str() {
         "/slow" => {
             tokio::time::sleep(Duration::from_millis(query(&req, "ms").unwrap_or(1000))).await;
-            reply(
-                StatusCode::OK,
-                name,
-                Full::new(Bytes::from("slow done")).boxed_unsync(),
-            )
+            reply(StatusCode::OK, name, full(Bytes::from("slow done")))
         }
         "/big" => {
             let total = query(&req, "bytes").unwrap_or(1 << 20);
@@ -183,25 +257,17 @@ async fn handle(
                     Err(_) => break,
                 }
             }
-            reply(
-                StatusCode::OK,
-                name,
-                Full::new(Bytes::from(n.to_string())).boxed_unsync(),
-            )
+            reply(StatusCode::OK, name, full(Bytes::from(n.to_string())))
         }
         "/status" => {
             let code = query(&req, "code").unwrap_or(200) as u16;
             let status = StatusCode::from_u16(code).unwrap_or(StatusCode::OK);
-            reply(
-                status,
-                name,
-                Full::new(Bytes::from(format!("status {code}"))).boxed_unsync(),
-            )
+            reply(status, name, full(Bytes::from(format!("status {code}"))))
         }
         _ => reply(
             StatusCode::OK,
             name,
-            Full::new(Bytes::from(format!("{name} {}", req.uri()))).boxed_unsync(),
+            full(Bytes::from(format!("{name} {}", req.uri()))),
         ),
     }
 }
@@ -220,7 +286,7 @@ pub fn pattern_stream(total: u64) -> Body {
             }
             let n = CHUNK.min(total - sent);
             let data = chunk.slice(0..n as usize);
-            Some((Ok::<_, Infallible>(Frame::data(data)), sent + n))
+            Some((Ok::<_, std::io::Error>(Frame::data(data)), sent + n))
         }
     });
     BodyExt::boxed_unsync(StreamBody::new(stream.boxed()))
@@ -235,6 +301,68 @@ fn reply(status: StatusCode, name: &str, body: Body) -> Response<Body> {
 
 fn reply_sized(status: StatusCode, name: &str, len: u64, body: Body) -> Response<Body> {
     let mut r = reply(status, name, body);
+    r.headers_mut()
+        .insert(http::header::CONTENT_LENGTH, len.into());
+    r
+}
+
+async fn scripted(req: &Request<Incoming>, name: &str, s: Script) -> Response<Body> {
+    tokio::time::sleep(s.header_delay).await;
+    let etag = s
+        .headers
+        .iter()
+        .find(|(k, _)| k.eq_ignore_ascii_case("etag"))
+        .map(|(_, v)| v.clone());
+    let inm = req
+        .headers()
+        .get("if-none-match")
+        .and_then(|v| v.to_str().ok());
+    if let (Some(etag), Some(inm)) = (&etag, inm) {
+        if inm.split(',').any(|t| t.trim() == etag) {
+            let mut r = reply(StatusCode::NOT_MODIFIED, name, full(Bytes::new()));
+            r.headers_mut().insert("etag", etag.parse().unwrap());
+            for (k, v) in &s.not_modified_headers {
+                r.headers_mut().insert(
+                    http::HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                    v.parse().unwrap(),
+                );
+            }
+            return r;
+        }
+    }
+    let len = s.body.len();
+    let body = s.body.clone();
+    let (chunk, delay, abort) = (s.chunk.max(1), s.chunk_delay, s.abort_after);
+    let stream = futures_util::stream::unfold(0usize, move |sent| {
+        let body = body.clone();
+        async move {
+            if sent >= len {
+                return None;
+            }
+            if abort.is_some_and(|a| sent >= a) {
+                return Some((Err(std::io::Error::other("scripted abort")), len));
+            }
+            if sent > 0 {
+                tokio::time::sleep(delay).await;
+            }
+            let mut end = (sent + chunk).min(len);
+            if let Some(a) = abort {
+                end = end.min(a.max(sent + 1));
+            }
+            Some((Ok(Frame::data(body.slice(sent..end))), end))
+        }
+    });
+    let mut r = reply(
+        StatusCode::from_u16(s.status).unwrap(),
+        name,
+        BodyExt::boxed_unsync(StreamBody::new(stream.boxed())),
+    );
+    for (k, v) in &s.headers {
+        r.headers_mut().append(
+            http::HeaderName::from_bytes(k.as_bytes()).unwrap(),
+            v.parse().unwrap(),
+        );
+    }
     r.headers_mut()
         .insert(http::header::CONTENT_LENGTH, len.into());
     r
