@@ -345,3 +345,25 @@ async fn a_cached_response_is_byte_identical_to_the_origins() {
         assert_eq!(hit.cache(), "HIT", "{path}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_viewer_conditional_request_gets_a_304_from_the_cache() {
+    // RFC 9110 §13.1.2, evaluated by the cache against the stored response.
+    let (origin, edge) = setup(
+        "/cond",
+        &[("cache-control", "max-age=60"), ("etag", "\"c1\"")],
+    )
+    .await;
+    fetch(&edge.url("/cond"), &[]).await;
+    let r = fetch(&edge.url("/cond"), &[("if-none-match", "\"c1\"")]).await;
+    assert_eq!(r.status, 304);
+    assert!(r.body.is_empty());
+    let r = fetch(&edge.url("/cond"), &[("if-none-match", "\"other\"")]).await;
+    assert_eq!(r.status, 200);
+    assert_eq!(origin.hits_for("/cond"), 1);
+    // The origin was never sent the viewer's condition.
+    assert!(origin
+        .seen()
+        .iter()
+        .all(|s| !s.headers.contains_key("if-none-match")));
+}
