@@ -162,7 +162,7 @@ impl ProxyHttp for Edge {
         session.cache.enable(
             self.cache.store,
             None,
-            None,
+            Some(self.cache.predictor),
             Some(self.cache.lock),
             Some(overrides),
         );

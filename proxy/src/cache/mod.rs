@@ -8,6 +8,7 @@ pub mod store;
 use std::time::Duration;
 
 use pingora_cache::lock::{CacheKeyLockImpl, CacheLock};
+use pingora_cache::predictor::{CacheablePredictor, Predictor};
 use pingora_cache::CachePhase;
 
 pub use policy::{CacheMode, CachePolicy};
@@ -20,6 +21,9 @@ pub struct EdgeCache {
     pub store: &'static MemoryStore,
     /// Coalesces concurrent misses for one key into one origin fetch.
     pub lock: &'static CacheKeyLockImpl,
+    /// Remembers keys whose responses were uncacheable, so requests for them skip the lock
+    /// instead of queueing behind each other (Varnish's hit-for-miss, without its stampede).
+    pub predictor: &'static (dyn CacheablePredictor + Sync),
 }
 
 impl EdgeCache {
@@ -29,7 +33,17 @@ impl EdgeCache {
         let store: &'static MemoryStore =
             Box::leak(Box::new(MemoryStore::new(max_bytes, counters)));
         let lock: &'static CacheLock = Box::leak(CacheLock::new_boxed(lock_age_timeout));
-        EdgeCache { store, lock }
+        // Reasons that depend on one viewer's request must not mark the URL for everyone.
+        fn per_request(reason: &'static str) -> bool {
+            matches!(reason, "request no-store" | "authorization")
+        }
+        let predictor: &'static Predictor<16> =
+            Box::leak(Box::new(Predictor::new(4096, Some(per_request))));
+        EdgeCache {
+            store,
+            lock,
+            predictor,
+        }
     }
 }
 
