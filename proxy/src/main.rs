@@ -1,5 +1,6 @@
 //! `dime-edge`: the command line.
 
+use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -37,7 +38,7 @@ enum Command {
     },
     /// Validate a configuration file and exit: 0 when valid, 1 with every error when not.
     #[command(
-        after_help = "Example:\n  dime-edge check -c config/dev.toml && systemctl reload dime-edge"
+        after_help = "Example:\n  dime-edge check -c /etc/dime/edge.toml && systemctl restart dime-edge"
     )]
     Check {
         /// The TOML configuration file.
@@ -71,7 +72,8 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Check { config } => match config::load(&config) {
             Ok(c) => {
-                println!("{}", c.summary());
+                // A closed pipe (`| head`) is not an error worth a panic.
+                let _ = writeln!(std::io::stdout(), "{}", c.summary());
                 ExitCode::SUCCESS
             }
             Err(errors) => {

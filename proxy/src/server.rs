@@ -23,9 +23,13 @@ use crate::metrics::Metrics;
 pub fn serve(config: EdgeConfig) -> anyhow::Result<()> {
     // pingora binds inside its service threads and exits the process on failure with a
     // terse log line; binding once here first turns that into a clear error.
+    // Held together, so listeners that conflict with each other (`0.0.0.0:P` beside `[::]:P`
+    // on a dual-stack host) fail here too.
+    let mut probes = Vec::new();
     for addr in config.http_listeners.iter().chain([&config.admin_listener]) {
-        TcpListener::bind(addr).with_context(|| format!("cannot listen on {addr}"))?;
+        probes.push(TcpListener::bind(addr).with_context(|| format!("cannot listen on {addr}"))?);
     }
+    drop(probes);
     tracing::info!("{}", config.summary());
 
     let grace = config.server.grace_period;
@@ -99,6 +103,7 @@ pub fn serve(config: EdgeConfig) -> anyhow::Result<()> {
     server.add_service(proxy);
     server.add_service(admin);
     server.add_service(health);
+    server.add_service(background_service("SIGHUP", SighupNotice));
     spawn_drain_watcher(&server, metrics, grace);
     server.run_forever();
 }
@@ -130,4 +135,27 @@ fn spawn_drain_watcher(server: &Server, metrics: Arc<Metrics>, grace: Duration) 
             Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
         }
     });
+}
+
+/// Keeps SIGHUP from killing the process (its default action) until live reload lands,
+/// and says what to do instead.
+struct SighupNotice;
+
+#[async_trait::async_trait]
+impl pingora_core::services::background::BackgroundService for SighupNotice {
+    async fn start(&self, mut shutdown: pingora_core::server::ShutdownWatch) {
+        use tokio::signal::unix::{signal, SignalKind};
+        let Ok(mut hup) = signal(SignalKind::hangup()) else {
+            tracing::warn!("cannot watch SIGHUP; it will terminate the process");
+            return;
+        };
+        loop {
+            tokio::select! {
+                _ = hup.recv() => tracing::warn!(
+                    "SIGHUP received: live config reload is not implemented yet; the running config is unchanged (validate with `dime-edge check`, then restart)"
+                ),
+                _ = shutdown.changed() => return,
+            }
+        }
+    }
 }

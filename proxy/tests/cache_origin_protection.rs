@@ -86,7 +86,10 @@ async fn stale_while_revalidate_serves_stale_and_refreshes_once_in_the_backgroun
     let edge = cached_edge(&origin, "", "").await;
     fetch(&edge.url("/swr"), &[]).await;
     tokio::time::sleep(Duration::from_millis(1100)).await;
-    origin.script("/swr", Script::ok(&[("cache-control", "max-age=60")], "v2"));
+    // The refresh takes a while, so every viewer below arrives before it lands.
+    let mut v2 = Script::ok(&[("cache-control", "max-age=60")], "v2");
+    v2.header_delay = Duration::from_millis(1500);
+    origin.script("/swr", v2);
     let results = concurrent_gets(edge.url("/swr"), 10).await;
     for (status, body, cache) in &results {
         assert_eq!(*status, 200);
@@ -103,7 +106,7 @@ async fn stale_while_revalidate_serves_stale_and_refreshes_once_in_the_backgroun
         "{results:?}"
     );
     // The background refresh lands once.
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    tokio::time::sleep(Duration::from_millis(2000)).await;
     assert_eq!(fetch(&edge.url("/swr"), &[]).await.body, "v2");
     assert_eq!(origin.hits_for("/swr"), 2);
 }

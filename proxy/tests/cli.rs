@@ -278,3 +278,20 @@ async fn quick_mode_is_a_full_edge_over_a_pool() {
         "{m}"
     );
 }
+
+#[test]
+fn check_rejects_duplicate_route_names_and_a_bad_health_check_host() {
+    let config = GOOD.to_string()
+        + "\n[pools.web.health_check]\ntype = \"http\"\nhost = \"bad host\"\n"
+        + "\n[[routes]]\nname = \"/\"\npath = \"/x\"\npool = \"web\"\n";
+    let (out, text) = check(&config);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(
+        text.contains("pools.web.health_check.host: invalid host"),
+        "{text}"
+    );
+    assert!(
+        text.contains("routes[1].name: route name \"/\" is already used by routes[0]"),
+        "{text}"
+    );
+}

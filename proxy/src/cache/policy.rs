@@ -59,7 +59,7 @@ impl CachePolicy {
 /// What kind of object a path names, for the video defaults.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum MediaKind {
-    /// An HLS playlist (`.m3u8`): live ones change every segment.
+    /// An HLS playlist (`.m3u8`) or DASH manifest (`.mpd`): live ones change every segment.
     Playlist,
     /// A segment, part, init segment or VoD file: immutable once published.
     Media,
@@ -76,7 +76,7 @@ impl MediaKind {
             .and_then(|f| f.rsplit_once('.'))
             .map(|(_, e)| e.to_ascii_lowercase());
         match ext.as_deref() {
-            Some("m3u8") => MediaKind::Playlist,
+            Some("m3u8" | "mpd") => MediaKind::Playlist,
             Some(
                 "ts" | "m4s" | "mp4" | "m4a" | "m4v" | "aac" | "cmfv" | "cmfa" | "vtt" | "webvtt",
             ) => MediaKind::Media,

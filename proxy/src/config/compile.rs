@@ -264,10 +264,31 @@ impl Compiler<'_> {
             .collect();
         let pool_names: Vec<&str> = file.pools.keys().map(String::as_str).collect();
 
-        let mut routes = Vec::new();
+        let mut routes: Vec<RouteSpec> = Vec::new();
         let mut seen: HashMap<(HostMatch, String), usize> = HashMap::new();
+        let mut names: HashMap<String, usize> = HashMap::new();
         for (i, r) in file.routes.iter().enumerate() {
             if let Some(route) = self.route(i, r, &pool_names) {
+                let name_span = r.get_ref().name.as_ref().map_or(r.span(), |n| n.span());
+                if route.name == "none" {
+                    self.err(
+                        name_span.clone(),
+                        &format!("routes[{i}].name"),
+                        "\"none\" is reserved for requests no route matches",
+                    );
+                }
+                if let Some(j) = names.get(&route.name) {
+                    self.err(
+                        name_span,
+                        &format!("routes[{i}].name"),
+                        format!(
+                            "route name \"{}\" is already used by routes[{j}]; names label metrics and must be unique",
+                            route.name
+                        ),
+                    );
+                } else {
+                    names.insert(route.name.clone(), i);
+                }
                 let key = (route.host.clone(), route.prefix.clone());
                 if let Some(first) = seen.get(&key) {
                     let span = r.get_ref().path.as_ref().map_or(r.span(), |p| p.span());
@@ -456,7 +477,26 @@ impl Compiler<'_> {
             };
             HealthCheckKind::Http {
                 path,
-                host: h.host.as_ref().map(|h| h.get_ref().clone()),
+                host: h.host.as_ref().and_then(|host| {
+                    let value = host.get_ref();
+                    let valid = !value.is_empty()
+                        && value
+                            .chars()
+                            .all(|c| c.is_ascii_alphanumeric() || "-.:[]".contains(c));
+                    if valid {
+                        Some(value.clone())
+                    } else {
+                        self.err(
+                            host.span(),
+                            &format!("{field}.host"),
+                            format!(
+                                "invalid host \"{}\": write a host name, e.g. \"origin.internal\"",
+                                value.escape_debug()
+                            ),
+                        );
+                        None
+                    }
+                }),
                 expect_status,
             }
         } else {

@@ -1,0 +1,102 @@
+#!/usr/bin/env bash
+# Installs what building and testing Dime needs on a fresh Debian 12 machine.
+#
+# Idempotent: only what is missing is installed, one line per thing, and nothing is printed
+# when everything is already there. Needs root (or passwordless sudo) only when apt must run.
+# Reaches the package registries only (Debian mirrors, crates.io): Rust itself cannot be
+# fetched here, so a missing toolchain is an error, not an install.
+set -euo pipefail
+
+export DEBIAN_FRONTEND=noninteractive
+
+say() { printf 'deps: %s\n' "$*"; }
+die() {
+	printf 'deps: error: %s\n' "$*" >&2
+	exit 1
+}
+
+# --- apt packages ---------------------------------------------------------------------------
+
+# A package counts as present when dpkg has it installed, or when its command is on PATH
+# (a toolchain image may ship cmake or curl outside dpkg).
+missing=()
+want() {
+	local package=$1 command=${2:-}
+	if [[ -n $command ]] && command -v "$command" >/dev/null 2>&1; then
+		return
+	fi
+	if dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q 'install ok installed'; then
+		return
+	fi
+	missing+=("$package")
+}
+
+# pingora-core builds zlib-ng with cmake; pkg-config finds system libraries for -sys crates.
+want cmake cmake
+want pkg-config pkg-config
+# Scripts (`make run`, health checks) talk HTTP with curl; TLS to the registries needs the CAs.
+want curl curl
+want ca-certificates
+# A C toolchain for the -sys crates and for make itself; most images already have one.
+if ! command -v gcc >/dev/null 2>&1 || ! command -v make >/dev/null 2>&1; then
+	missing+=(build-essential)
+fi
+
+# Runs apt-get as root, waiting for the dpkg lock, and retries once: another apt (unattended
+# upgrades, a provisioning step) can hold the lock or leave it just as we start.
+apt_get() {
+	local sudo=()
+	if ((EUID != 0)); then
+		command -v sudo >/dev/null 2>&1 || die "apt packages missing (${missing[*]}): run as root"
+		sudo=(sudo -n)
+	fi
+	local log attempt
+	log=$(mktemp)
+	for attempt in 1 2; do
+		if "${sudo[@]}" apt-get -q -o DPkg::Lock::Timeout=120 "$@" >"$log" 2>&1; then
+			rm -f "$log"
+			return 0
+		fi
+		if ((attempt == 1)); then sleep 10; fi
+	done
+	cat "$log" >&2
+	rm -f "$log"
+	die "apt-get $* failed twice (output above)"
+}
+
+if ((${#missing[@]} > 0)); then
+	apt_get update
+	apt_get install -y --no-install-recommends "${missing[@]}"
+	for package in "${missing[@]}"; do
+		say "installed $package (apt)"
+	done
+fi
+
+# --- Rust -----------------------------------------------------------------------------------
+
+# A login shell adds ~/.cargo/bin to PATH; CI's plain `bash` may not have.
+if ! command -v cargo >/dev/null 2>&1 && [[ -x ${CARGO_HOME:-$HOME/.cargo}/bin/cargo ]]; then
+	PATH="${CARGO_HOME:-$HOME/.cargo}/bin:$PATH"
+fi
+command -v cargo >/dev/null 2>&1 ||
+	die "cargo not found: Rust is required (rust-version in Cargo.toml, with rustfmt and clippy); rustup cannot be fetched from this network, so put the toolchain in the machine image"
+
+# `cargo fmt` and `cargo clippy` come from rustup components, not from crates.io.
+want_component() {
+	local subcommand=$1 component=$2
+	cargo "$subcommand" --version >/dev/null 2>&1 && return
+	# rustup's dist server may be unreachable: say what is missing rather than fail obscurely.
+	if command -v rustup >/dev/null 2>&1 && rustup component add "$component" >/dev/null 2>&1; then
+		say "installed $component (rustup)"
+	else
+		die "cargo $subcommand not found: add the $component component to the Rust toolchain"
+	fi
+}
+want_component fmt rustfmt
+want_component clippy clippy
+
+if ! cargo nextest --version >/dev/null 2>&1; then
+	cargo install cargo-nextest --locked --quiet ||
+		die "cargo install cargo-nextest failed (output above)"
+	say "installed cargo-nextest (crates.io)"
+fi

@@ -1,0 +1,66 @@
+# Dime's developer entry points; CI runs `make test` through .ci/run. `make` alone lists them.
+
+SHELL := bash
+.SHELLFLAGS := -euo pipefail -c
+.DEFAULT_GOAL := help
+# The steps share one cargo build directory, and `make test` must run them in order.
+.NOTPARALLEL:
+MAKEFLAGS += --no-builtin-rules --no-builtin-variables
+
+# A login shell puts ~/.cargo/bin on PATH; a CI runner's plain shell may not.
+ifeq ($(shell command -v cargo 2>/dev/null),)
+export PATH := $(or $(CARGO_HOME),$(HOME)/.cargo)/bin:$(PATH)
+endif
+
+CARGO ?= cargo
+TARGET_DIR := $(or $(CARGO_TARGET_DIR),target)
+EDGE_DEBUG := $(TARGET_DIR)/debug/dime-edge
+CONFIGS := $(sort $(wildcard config/*.toml))
+EDGE_SOURCES := Cargo.toml Cargo.lock proxy/Cargo.toml $(shell find proxy/src -name '*.rs')
+
+.PHONY: help deps build fmt lint nextest check-config test run clean
+
+help: ## List the targets (this text)
+	@echo 'Usage: make TARGET'
+	@echo
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) \
+		| awk 'BEGIN { FS = ":.*## " } { printf "  %-13s %s\n", $$1, $$2 }'
+
+deps: ## Install missing build tools (apt: cmake, pkg-config; cargo-nextest)
+	@bash .ci/deps.sh
+
+build: ## Debug build of the workspace (dime-edge, dime-origin)
+	$(CARGO) build --workspace
+
+fmt: ## Format all Rust code in place
+	$(CARGO) fmt --all
+
+lint: ## Check formatting, then clippy with warnings as errors
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+nextest: ## Run the whole test suite with cargo-nextest
+	$(CARGO) nextest run --workspace --no-fail-fast
+
+# `make test` finds this binary fresh from nextest (integration tests build it); alone,
+# `make check-config` builds it when a source is newer.
+$(EDGE_DEBUG): $(EDGE_SOURCES)
+	$(CARGO) build -p dime-edge
+
+check-config: $(EDGE_DEBUG) ## Validate every config/*.toml with `dime-edge check`
+	@failed=0; \
+	for config in $(CONFIGS); do \
+		echo "$(EDGE_DEBUG) check -c $$config"; \
+		$(EDGE_DEBUG) check -c "$$config" || failed=1; \
+	done; \
+	exit $$failed
+
+test: deps lint nextest check-config ## What CI runs: deps, fmt, clippy, tests, config check
+
+run: deps ## Release build, then the local stack on :8080 (Ctrl-C stops it)
+	$(CARGO) build --release -p dime-edge -p dime-origin
+	@bash .ci/dev-stack.sh
+
+clean: ## Remove build output and the local stack's files (.dev/)
+	$(CARGO) clean
+	rm -rf .dev
