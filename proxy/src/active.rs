@@ -4,6 +4,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use crate::config::{EdgeConfig, RouteSpec};
+use crate::metrics::{Metrics, RouteMetrics};
 use crate::pool::Pool;
 use crate::route::RouteTable;
 
@@ -13,6 +14,8 @@ pub struct Route {
     pub spec: RouteSpec,
     /// The pool that serves it.
     pub pool: Arc<Pool>,
+    /// Its metric series.
+    pub metrics: RouteMetrics,
 }
 
 /// Everything a request needs to be routed, built from one validated config.
@@ -29,7 +32,7 @@ pub struct Active {
 
 impl Active {
     /// Builds pools and routes from a validated config.
-    pub fn build(config: EdgeConfig) -> Result<Self, String> {
+    pub fn build(config: EdgeConfig, metrics: &Metrics) -> Result<Self, String> {
         let mut by_name = HashMap::new();
         let mut pools = Vec::new();
         for spec in &config.pools {
@@ -48,6 +51,7 @@ impl Active {
                 Ok(Arc::new(Route {
                     spec: spec.clone(),
                     pool,
+                    metrics: RouteMetrics::new(metrics, &spec.name),
                 }))
             })
             .collect::<Result<Vec<_>, String>>()?;

@@ -27,7 +27,7 @@ use crate::cache::policy::{self, RequestDemand};
 use crate::cache::{key, status_of, CacheMode, EdgeCache};
 use crate::forwarding::{self, ClientInfo};
 use crate::logging::{self, AccessRecord};
-use crate::metrics::{status_class, Metrics};
+use crate::metrics::{status_class, Metrics, RouteMetrics};
 use crate::route::normalize_host;
 
 /// The edge proxy: routes each request to a pool and forwards it.
@@ -35,12 +35,15 @@ pub struct Edge {
     active: Arc<ArcSwap<Active>>,
     metrics: Arc<Metrics>,
     cache: EdgeCache,
+    /// Series for requests no route matched (`route="none"`).
+    unrouted: RouteMetrics,
 }
 
 impl Edge {
     /// An edge serving whatever configuration `active` holds at each request's arrival.
     pub fn new(active: Arc<ArcSwap<Active>>, metrics: Arc<Metrics>, cache: EdgeCache) -> Self {
         Edge {
+            unrouted: RouteMetrics::new(&metrics, "none"),
             active,
             metrics,
             cache,
@@ -104,7 +107,7 @@ impl ProxyHttp for Edge {
             attempt_started: None,
             upstream_status: None,
             failure: None,
-            cache_status: "-",
+            cache_status: "BYPASS",
             not_modified: None,
             _in_flight: InFlight::new(&self.metrics.in_flight),
         }
@@ -523,37 +526,14 @@ impl ProxyHttp for Edge {
         let route = ctx.route_name().to_string();
         let bytes = session.body_bytes_sent();
         let duration = ctx.started.elapsed();
-        self.metrics
-            .requests
-            .with_label_values(&[&route, status_class(status)])
-            .inc();
-        self.metrics
-            .request_duration
-            .with_label_values(&[&route])
-            .observe(duration.as_secs_f64());
-        self.metrics
-            .sent_bytes
-            .with_label_values(&[&route])
-            .inc_by(bytes as u64);
-        self.metrics
-            .cache_requests
-            .with_label_values(&[&route, ctx.cache_status])
-            .inc();
-        if matches!(
+        let route_metrics = ctx.route.as_ref().map_or(&self.unrouted, |r| &r.metrics);
+        route_metrics.record(
+            status,
+            duration.as_secs_f64(),
+            bytes as u64,
             ctx.cache_status,
-            "HIT" | "STALE" | "UPDATING" | "REVALIDATED"
-        ) {
-            self.metrics
-                .cache_served_bytes
-                .with_label_values(&[&route])
-                .inc_by(bytes as u64);
-        }
-        if session.cache.lock_duration().is_some() {
-            self.metrics
-                .cache_coalesced_waits
-                .with_label_values(&[&route])
-                .inc();
-        }
+            session.cache.lock_duration().is_some(),
+        );
         self.invalidate_after_unsafe_method(session, ctx, status);
         let req = session.req_header();
         let path = req.uri.path_and_query().map_or("/", |p| p.as_str());

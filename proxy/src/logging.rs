@@ -57,6 +57,10 @@ pub struct AccessRecord<'a> {
 
 /// Writes one access log line at INFO, target `access`.
 pub fn access(r: &AccessRecord<'_>) {
+    // Skip the formatting below when the access log is filtered out (`RUST_LOG=access=off`).
+    if !tracing::enabled!(target: "access", tracing::Level::INFO) {
+        return;
+    }
     let client = r
         .client
         .map(|c| c.ip().to_string())

@@ -196,6 +196,69 @@ impl Default for Metrics {
     }
 }
 
+/// Cache statuses, in the order [`RouteMetrics::cache`] holds them.
+pub const CACHE_STATUSES: [&str; 7] = [
+    "HIT",
+    "MISS",
+    "STALE",
+    "UPDATING",
+    "EXPIRED",
+    "REVALIDATED",
+    "BYPASS",
+];
+const STATUS_CLASSES: [&str; 6] = ["1xx", "2xx", "3xx", "4xx", "5xx", "none"];
+
+/// One route's series, resolved once so the request path does no label lookups.
+pub struct RouteMetrics {
+    requests: [prometheus::IntCounter; 6],
+    duration: prometheus::Histogram,
+    sent_bytes: prometheus::IntCounter,
+    cache: [prometheus::IntCounter; 7],
+    cache_served_bytes: prometheus::IntCounter,
+    coalesced_waits: prometheus::IntCounter,
+}
+
+impl RouteMetrics {
+    /// Resolves every series of `route`.
+    pub fn new(m: &Metrics, route: &str) -> Self {
+        RouteMetrics {
+            requests: STATUS_CLASSES.map(|c| m.requests.with_label_values(&[route, c])),
+            duration: m.request_duration.with_label_values(&[route]),
+            sent_bytes: m.sent_bytes.with_label_values(&[route]),
+            cache: CACHE_STATUSES.map(|c| m.cache_requests.with_label_values(&[route, c])),
+            cache_served_bytes: m.cache_served_bytes.with_label_values(&[route]),
+            coalesced_waits: m.cache_coalesced_waits.with_label_values(&[route]),
+        }
+    }
+
+    /// Records one finished request.
+    pub fn record(
+        &self,
+        status: u16,
+        seconds: f64,
+        bytes: u64,
+        cache_status: &str,
+        coalesced: bool,
+    ) {
+        let class = STATUS_CLASSES
+            .iter()
+            .position(|c| *c == status_class(status))
+            .unwrap_or(5);
+        self.requests[class].inc();
+        self.duration.observe(seconds);
+        self.sent_bytes.inc_by(bytes);
+        if let Some(i) = CACHE_STATUSES.iter().position(|c| *c == cache_status) {
+            self.cache[i].inc();
+        }
+        if matches!(cache_status, "HIT" | "STALE" | "UPDATING" | "REVALIDATED") {
+            self.cache_served_bytes.inc_by(bytes);
+        }
+        if coalesced {
+            self.coalesced_waits.inc();
+        }
+    }
+}
+
 /// `2xx`, `4xx`...: the label for a status code.
 pub fn status_class(status: u16) -> &'static str {
     match status {

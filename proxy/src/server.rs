@@ -58,7 +58,7 @@ pub fn serve(config: EdgeConfig) -> anyhow::Result<()> {
     let purge_token = config.cache.purge_token.clone();
     let http_listeners = config.http_listeners.clone();
     let admin_listener = config.admin_listener;
-    let active = Active::build(config).map_err(anyhow::Error::msg)?;
+    let active = Active::build(config, &metrics).map_err(anyhow::Error::msg)?;
     if active.pools.is_empty() {
         bail!("no pools configured");
     }

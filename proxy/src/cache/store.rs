@@ -19,6 +19,7 @@ use moka::sync::Cache;
 use moka::Expiry;
 use pingora_cache::eviction::CacheEntryKey;
 use pingora_cache::key::CacheHashKey;
+use pingora_cache::key::HashBinary;
 use pingora_cache::storage::{
     HandleHit, HandleMiss, HitHandler, MissFinishType, MissHandler, PurgeOutcome, PurgeTarget,
     PurgeType, Storage,
@@ -26,16 +27,92 @@ use pingora_cache::storage::{
 use pingora_cache::trace::SpanHandle;
 use pingora_cache::{CacheKey, CacheMeta};
 use pingora_error::{Error, ErrorType, Result};
+use pingora_http::ResponseHeader;
 use prometheus::IntCounter;
 use tokio::sync::watch;
 
 /// Fixed per-entry bookkeeping counted against the memory limit, beside body and headers.
 const ENTRY_OVERHEAD: usize = 256;
 
-/// One committed object: its key text, serialized `CacheMeta`, and body.
+/// A `CacheMeta` kept parsed. pingora's serialized form compresses the header with zstd, and
+/// decoding it on every hit cost more than the rest of the hit; `CacheMeta` is not `Clone`,
+/// so the parts are kept and a meta is rebuilt from them.
+struct MetaParts {
+    fresh_until: SystemTime,
+    created: SystemTime,
+    updated: SystemTime,
+    epoch_override: Option<SystemTime>,
+    stale_while_revalidate_sec: u32,
+    stale_if_error_sec: u32,
+    header: ResponseHeader,
+    variance: Option<HashBinary>,
+    /// Approximate bytes the header holds, for the memory limit.
+    header_bytes: usize,
+}
+
+impl MetaParts {
+    fn of(meta: &CacheMeta) -> Self {
+        let header = meta.response_header_copy();
+        let header_bytes = header
+            .headers
+            .iter()
+            .map(|(k, v)| k.as_str().len() + v.len() + 32)
+            .sum::<usize>()
+            + 64;
+        MetaParts {
+            fresh_until: meta.fresh_until(),
+            created: meta.created(),
+            updated: meta.updated(),
+            epoch_override: meta.epoch_override(),
+            stale_while_revalidate_sec: meta.stale_while_revalidate_sec(),
+            stale_if_error_sec: meta.stale_if_error_sec(),
+            header,
+            variance: meta.variance(),
+            header_bytes,
+        }
+    }
+
+    fn meta(&self) -> CacheMeta {
+        let mut meta = CacheMeta::new(
+            self.fresh_until,
+            self.created,
+            self.stale_while_revalidate_sec,
+            self.stale_if_error_sec,
+            self.header.clone(),
+        );
+        // `new` sets updated = created; the epoch carries a later revalidation, so Age stays right.
+        match self.epoch_override {
+            Some(epoch) => meta.set_epoch_override(epoch),
+            None if self.updated != self.created => meta.set_epoch_override(self.updated),
+            None => {}
+        }
+        if let Some(v) = self.variance {
+            meta.set_variance(v);
+        }
+        meta
+    }
+
+    /// Freshness plus the longest stale window, plus the revalidation window when the object
+    /// carries an ETag or Last-Modified.
+    fn usable_until(&self) -> SystemTime {
+        let stale = self.stale_while_revalidate_sec.max(self.stale_if_error_sec);
+        let stale = Duration::from_secs(u64::from(stale));
+        let h = &self.header.headers;
+        let revalidatable =
+            h.contains_key(http::header::ETAG) || h.contains_key(http::header::LAST_MODIFIED);
+        let keep = if revalidatable {
+            stale.max(REVALIDATION_WINDOW)
+        } else {
+            stale
+        };
+        self.fresh_until + keep
+    }
+}
+
+/// One committed object: its key text, parsed meta, and body.
 struct Entry {
     url: Arc<str>,
-    meta: (Vec<u8>, Vec<u8>),
+    meta: Arc<MetaParts>,
     body: Bytes,
     /// Freshness plus the longest stale window: after this nothing can use it.
     usable_until: SystemTime,
@@ -43,11 +120,7 @@ struct Entry {
 
 impl Entry {
     fn weight(&self) -> u32 {
-        let w = self.body.len()
-            + self.meta.0.len()
-            + self.meta.1.len()
-            + self.url.len()
-            + ENTRY_OVERHEAD;
+        let w = self.body.len() + self.meta.header_bytes + self.url.len() + ENTRY_OVERHEAD;
         u32::try_from(w).unwrap_or(u32::MAX)
     }
 }
@@ -66,7 +139,7 @@ enum FillState {
 /// A fill in progress.
 struct Fill {
     url: Arc<str>,
-    meta: (Vec<u8>, Vec<u8>),
+    meta: Arc<MetaParts>,
     chunks: RwLock<Vec<Bytes>>,
     state: watch::Sender<FillState>,
 }
@@ -205,7 +278,7 @@ impl MemoryStore {
 }
 
 fn partial_hit(fill: Arc<Fill>) -> Result<Option<(CacheMeta, HitHandler)>> {
-    let meta = CacheMeta::deserialize(&fill.meta.0, &fill.meta.1)?;
+    let meta = fill.meta.meta();
     let state = fill.state.subscribe();
     Ok(Some((
         meta,
@@ -231,7 +304,7 @@ impl Storage for MemoryStore {
         }
         match self.committed.get(&hash) {
             Some(entry) => {
-                let meta = CacheMeta::deserialize(&entry.meta.0, &entry.meta.1)?;
+                let meta = entry.meta.meta();
                 let end = entry.body.len();
                 Ok(Some((
                     meta,
@@ -276,7 +349,7 @@ impl Storage for MemoryStore {
         let (state, _) = watch::channel(FillState::Writing(0));
         let fill = Arc::new(Fill {
             url,
-            meta: meta.serialize()?,
+            meta: Arc::new(MetaParts::of(meta)),
             chunks: RwLock::new(Vec::new()),
             state,
         });
@@ -332,11 +405,12 @@ impl Storage for MemoryStore {
         let Some(old) = self.committed.get(&hash) else {
             return Ok(false);
         };
+        let parts = Arc::new(MetaParts::of(meta));
         let entry = Entry {
             url: old.url.clone(),
-            meta: meta.serialize()?,
+            usable_until: parts.usable_until(),
+            meta: parts,
             body: old.body.clone(),
-            usable_until: usable_until(meta),
         };
         self.committed.insert(hash, Arc::new(entry));
         Ok(true)
@@ -355,24 +429,6 @@ impl Storage for MemoryStore {
 /// revalidated with a cheap 304 instead of fetched again (nginx's `proxy_cache_revalidate`
 /// relies on the same: its `inactive` time defaults to 10 minutes).
 const REVALIDATION_WINDOW: Duration = Duration::from_secs(600);
-
-/// Freshness plus the longest stale window, plus the revalidation window when the object
-/// carries an ETag or Last-Modified.
-fn usable_until(meta: &CacheMeta) -> SystemTime {
-    let stale = meta
-        .stale_while_revalidate_sec()
-        .max(meta.stale_if_error_sec());
-    let stale = Duration::from_secs(u64::from(stale));
-    let headers = meta.headers();
-    let revalidatable = headers.contains_key(http::header::ETAG)
-        || headers.contains_key(http::header::LAST_MODIFIED);
-    let keep = if revalidatable {
-        stale.max(REVALIDATION_WINDOW)
-    } else {
-        stale
-    };
-    meta.fresh_until() + keep
-}
 
 /// Reads one cached object.
 enum Hit {
@@ -564,12 +620,11 @@ impl HandleMiss for Miss {
         };
         let body = compact(&self.fill.chunks.read().unwrap_or_else(|p| p.into_inner()));
         let size = body.len();
-        let meta = CacheMeta::deserialize(&self.fill.meta.0, &self.fill.meta.1)?;
         let entry = Entry {
             url: self.fill.url.clone(),
             meta: self.fill.meta.clone(),
             body,
-            usable_until: usable_until(&meta),
+            usable_until: self.fill.meta.usable_until(),
         };
         if still_wanted && entry.usable_until > SystemTime::now() {
             self.store

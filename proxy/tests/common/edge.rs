@@ -147,6 +147,19 @@ impl EdgeProc {
             .find_map(|l| l.strip_prefix(series).and_then(|v| v.trim().parse().ok()))
     }
 
+    /// `/metrics` once it contains every one of `lines` (the logging phase that counts a
+    /// request runs just after its last byte reaches the viewer), or after 5 s as it is.
+    pub async fn metrics_with(&self, lines: &[&str]) -> String {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let text = self.metrics().await;
+            if lines.iter().all(|l| text.contains(l)) || Instant::now() > deadline {
+                return text;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     /// Everything the process printed so far.
     pub fn logs(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
