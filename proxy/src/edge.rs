@@ -179,9 +179,9 @@ impl ProxyHttp for Edge {
         let keep = ctx
             .route
             .as_ref()
-            .and_then(|r| r.spec.cache.keep_query.clone());
+            .and_then(|r| r.spec.cache.keep_query.as_deref());
         let uri = &session.req_header().uri;
-        let text = key::key_text(&ctx.raw_host, uri.path(), uri.query(), keep.as_deref());
+        let text = key::key_text(&ctx.raw_host, uri.path(), uri.query(), keep);
         Ok(CacheKey::new(text, ""))
     }
 

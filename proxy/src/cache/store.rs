@@ -153,21 +153,26 @@ pub struct StoreCounters {
 
 /// The moka-backed cache store.
 pub struct MemoryStore {
-    committed: Cache<String, Arc<Entry>>,
-    filling: RwLock<HashMap<String, HashMap<u64, Arc<Fill>>>>,
+    committed: Cache<HashBinary, Arc<Entry>>,
+    filling: RwLock<HashMap<HashBinary, HashMap<u64, Arc<Fill>>>>,
     next_fill: AtomicU64,
 }
 
 struct UntilUsable;
 
-impl Expiry<String, Arc<Entry>> for UntilUsable {
-    fn expire_after_create(&self, _k: &String, v: &Arc<Entry>, _now: Instant) -> Option<Duration> {
+impl Expiry<HashBinary, Arc<Entry>> for UntilUsable {
+    fn expire_after_create(
+        &self,
+        _k: &HashBinary,
+        v: &Arc<Entry>,
+        _now: Instant,
+    ) -> Option<Duration> {
         Some(remaining(v.usable_until))
     }
 
     fn expire_after_update(
         &self,
-        _k: &String,
+        _k: &HashBinary,
         v: &Arc<Entry>,
         _now: Instant,
         _current: Option<Duration>,
@@ -187,7 +192,7 @@ impl MemoryStore {
     pub fn new(max_bytes: u64, counters: StoreCounters) -> Self {
         let committed = Cache::builder()
             .max_capacity(max_bytes)
-            .weigher(|_k: &String, v: &Arc<Entry>| v.weight())
+            .weigher(|_k: &HashBinary, v: &Arc<Entry>| v.weight())
             .expire_after(UntilUsable)
             .support_invalidation_closures()
             .eviction_listener(move |_k, _v, cause| {
@@ -239,7 +244,7 @@ impl MemoryStore {
                 .map(|(k, _)| k)
                 .collect();
             for k in keys {
-                self.committed.invalidate(k.as_str());
+                self.committed.invalidate(k.as_ref());
             }
         }
         self.filling
@@ -263,7 +268,7 @@ impl MemoryStore {
         n
     }
 
-    fn fill_for(&self, hash: &str, tag: Option<u64>) -> Option<Arc<Fill>> {
+    fn fill_for(&self, hash: &HashBinary, tag: Option<u64>) -> Option<Arc<Fill>> {
         let filling = self.filling.read().unwrap_or_else(|p| p.into_inner());
         let fills = filling.get(hash)?;
         match tag {
@@ -298,7 +303,7 @@ impl Storage for MemoryStore {
         key: &CacheKey,
         _trace: &SpanHandle,
     ) -> Result<Option<(CacheMeta, HitHandler)>> {
-        let hash = key.combined();
+        let hash = key.combined_bin();
         if let Some(fill) = self.fill_for(&hash, None) {
             return partial_hit(fill);
         }
@@ -332,7 +337,7 @@ impl Storage for MemoryStore {
         else {
             return self.lookup(key, trace).await;
         };
-        match self.fill_for(&key.combined(), Some(tag)) {
+        match self.fill_for(&key.combined_bin(), Some(tag)) {
             Some(fill) => partial_hit(fill),
             None => Ok(None),
         }
@@ -344,7 +349,7 @@ impl Storage for MemoryStore {
         meta: &CacheMeta,
         _trace: &SpanHandle,
     ) -> Result<MissHandler> {
-        let hash = key.combined();
+        let hash = key.combined_bin();
         let url: Arc<str> = key.primary_key_str().unwrap_or("").into();
         let (state, _) = watch::channel(FillState::Writing(0));
         let fill = Arc::new(Fill {
@@ -357,7 +362,7 @@ impl Storage for MemoryStore {
         self.filling
             .write()
             .unwrap_or_else(|p| p.into_inner())
-            .entry(hash.clone())
+            .entry(hash)
             .or_default()
             .insert(id, fill.clone());
         Ok(Box::new(Miss {
@@ -380,7 +385,7 @@ impl Storage for MemoryStore {
         if matches!(target, PurgeTarget::Exact(CacheEntryKey::Identified { .. })) {
             return Ok(PurgeOutcome::NotFound);
         }
-        let hash = target.key().combined();
+        let hash = target.key().combined_bin();
         let fill_removed = self
             .filling
             .write()
@@ -401,7 +406,7 @@ impl Storage for MemoryStore {
         meta: &CacheMeta,
         _trace: &SpanHandle,
     ) -> Result<bool> {
-        let hash = key.combined();
+        let hash = key.combined_bin();
         let Some(old) = self.committed.get(&hash) else {
             return Ok(false);
         };
@@ -571,7 +576,7 @@ impl HandleHit for Hit {
 /// Writes one fill, committing it on `finish`.
 struct Miss {
     store: &'static MemoryStore,
-    hash: String,
+    hash: HashBinary,
     fill: Arc<Fill>,
     id: u64,
     tag: [u8; 8],
@@ -627,9 +632,7 @@ impl HandleMiss for Miss {
             usable_until: self.fill.meta.usable_until(),
         };
         if still_wanted && entry.usable_until > SystemTime::now() {
-            self.store
-                .committed
-                .insert(self.hash.clone(), Arc::new(entry));
+            self.store.committed.insert(self.hash, Arc::new(entry));
         }
         Ok(MissFinishType::Created(size))
     }
