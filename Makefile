@@ -18,7 +18,7 @@ EDGE_DEBUG := $(TARGET_DIR)/debug/dime-edge
 CONFIGS := $(sort $(wildcard config/*.toml))
 EDGE_SOURCES := Cargo.toml Cargo.lock proxy/Cargo.toml $(shell find proxy/src -name '*.rs')
 
-.PHONY: help deps build fmt lint nextest check-config test run clean
+.PHONY: help deps build fmt lint nextest check-config test run bench clean
 
 help: ## List the targets (this text)
 	@echo 'Usage: make TARGET'
@@ -60,6 +60,9 @@ test: deps lint nextest check-config ## What CI runs: deps, fmt, clippy, tests, 
 run: deps ## Release build, then the local stack on :8080 (Ctrl-C stops it)
 	$(CARGO) build --release -p dime-edge -p dime-origin
 	@bash .ci/dev-stack.sh
+
+bench: ## dime-edge beside nginx and Varnish (apt-installs them); writes docs/benchmarks.md
+	bash benches/run.sh
 
 clean: ## Remove build output and the local stack's files (.dev/)
 	$(CARGO) clean

@@ -1,0 +1,430 @@
+#!/usr/bin/env python3
+"""Turns the rows benches/run.sh measured into docs/benchmarks.md (and prints the tables).
+
+Usage: report.py RESULTS_DIR DOC
+RESULTS_DIR (target/bench/full or target/bench/quick) holds results.tsv ("proxy round scenario
+metric value" rows), machine.txt, notes.txt, burst.txt, memory.txt, load.txt and perf-*.txt;
+DOC is the Markdown file to write.
+"""
+
+import json
+import statistics
+import sys
+from collections import defaultdict
+from pathlib import Path
+
+PROXIES = ["dime", "nginx", "varnish"]
+NAMES = {"dime": "dime-edge", "nginx": "nginx", "varnish": "Varnish"}
+
+
+def load(work: Path, max_other: float) -> tuple:
+    """(proxy, scenario, metric) -> list of values, one per round; and the set of
+    (proxy, round, scenario) runs that other processes disturbed."""
+    values = defaultdict(list)
+    rows = []
+    disturbed = set()
+    for line in (work / "results.tsv").read_text().splitlines():
+        proxy, rnd, scenario, metric, value = line.split("\t")
+        rows.append((proxy, rnd, scenario, metric, value))
+        if metric == "other_cpu_pct" and float(value) > max_other:
+            disturbed.add((proxy, rnd, scenario))
+    for proxy, rnd, scenario, metric, value in rows:
+        try:
+            values[(proxy, scenario, metric)].append((rnd, float(value)))
+        except ValueError:
+            pass  # "None" and the like: a run that produced nothing is left out, and noted
+    return values, disturbed
+
+
+def keyvalues(path: Path) -> dict:
+    out = {}
+    if path.exists():
+        for line in path.read_text().splitlines():
+            key, _, value = line.partition("=")
+            out[key] = value
+    return out
+
+
+def counts(histogram: dict, prefix: str = "") -> str:
+    """{"HIT": 199, "MISS": 1} -> "199 × HIT, 1 × MISS"."""
+    ranked = sorted(histogram.items(), key=lambda kv: -kv[1])
+    return ", ".join(f"{n} × {prefix}{k}" for k, n in ranked)
+
+
+def fmt(v, digits: int) -> str:
+    if v is None:
+        return "n/a"
+    if digits == 0:
+        return f"{v:,.0f}"
+    return f"{v:,.{digits}f}"
+
+
+def main() -> None:
+    work, doc = Path(sys.argv[1]), Path(sys.argv[2])
+    machine = keyvalues(work / "machine.txt")
+    max_other = float(machine.get("max_other", "15"))
+    values, disturbed = load(work, max_other)
+
+    def median(proxy: str, scenario: str, metric: str):
+        """Median over the rounds; runs other processes disturbed count only if all were."""
+        vs = values.get((proxy, scenario, metric), [])
+        clean = [v for r, v in vs if (proxy, r, scenario) not in disturbed]
+        vs = clean or [v for _, v in vs]
+        return statistics.median(vs) if vs else None
+
+    def ratio(a, b) -> str:
+        return f"{a / b:.2f}×" if a is not None and b else "n/a"
+
+    def memory_mib(proxy: str):
+        rss, tmpfs = median(proxy, "memory", "rss_mib"), median(proxy, "memory", "tmpfs_mib")
+        return None if rss is None else rss + (tmpfs or 0)
+
+    rounds = machine.get("rounds", "?")
+    cached = median("dime", "memory", "cached_mib") or median("nginx", "memory", "cached_mib")
+    rows = [
+        # label, scenario, metric, digits, better ("high"/"low"/None)
+        ("1 KB playlist hit: requests/s", "playlist_1k", "rps", 0),
+        ("1 KB playlist hit: p99 latency, ms", "playlist_1k", "p99_ms", 2),
+        ("1 KB playlist hit: requests/s per proxy core-second", "playlist_1k", "rps_per_core", 0),
+        ("1 MiB segment hit: MiB/s", "segment_1m", "mibps", 0),
+        ("1 MiB segment hit: p99 latency, ms", "segment_1m", "p99_ms", 2),
+        ("1 MiB segment hit: MiB/s per proxy core-second", "segment_1m", "mibps_per_core", 0),
+        ("4 MiB segment hit: MiB/s", "segment_4m", "mibps", 0),
+        ("4 MiB segment hit: p99 latency, ms", "segment_4m", "p99_ms", 2),
+        ("4 MiB segment hit: MiB/s per proxy core-second", "segment_4m", "mibps_per_core", 0),
+        (f"{200} concurrent cold requests: origin requests", "coalesce", "origin_requests", 0),
+        ("… slowest of those responses, s", "coalesce", "slowest_s", 2),
+    ]
+    table = [
+        "| Metric | dime-edge | nginx | Varnish | dime-edge / nginx | Varnish / nginx |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    for label, scenario, metric, digits in rows:
+        d, n, v = (median(p, scenario, metric) for p in PROXIES)
+        table.append(
+            f"| {label} | {fmt(d, digits)} | {fmt(n, digits)} | {fmt(v, digits)} "
+            f"| {ratio(d, n)} | {ratio(v, n)} |"
+        )
+    mem = {p: memory_mib(p) for p in PROXIES}
+    table.append(
+        f"| Memory holding {fmt(cached, 0)} MiB of objects, MiB | {fmt(mem['dime'], 0)} "
+        f"| {fmt(mem['nginx'], 0)} | {fmt(mem['varnish'], 0)} "
+        f"| {ratio(mem['dime'], mem['nginx'])} | {ratio(mem['varnish'], mem['nginx'])} |"
+    )
+    over = {p: median(p, "memory", "overhead_pct") for p in PROXIES}
+    table.append(
+        f"| … overhead over the cached bytes | {fmt(over['dime'], 1)} % | {fmt(over['nginx'], 1)} % "
+        f"| {fmt(over['varnish'], 1)} % | | |"
+    )
+
+    # Every round, so the reader sees the spread behind each median.
+    spread = ["| Metric | dime-edge | nginx | Varnish |", "|---|---|---|---|"]
+    for label, scenario, metric, digits in rows[:9]:
+        cells = []
+        for p in PROXIES:
+            vs = values.get((p, scenario, metric), [])
+            cells.append(" / ".join(fmt(v, digits) + ("*" if (p, r, scenario) in disturbed else "")
+                                    for r, v in vs) or "n/a")
+        spread.append(f"| {label} | {' | '.join(cells)} |")
+
+    # Which side was busy: a proxy under 100 % of its core was not the limit; a wrk near
+    # 100 % was.
+    busy = ["| Hit test | dime-edge | nginx | Varnish |", "|---|---|---|---|"]
+    for label, scenario in (("1 KB playlist", "playlist_1k"), ("1 MiB segment", "segment_1m"),
+                            ("4 MiB segment", "segment_4m")):
+        cells = []
+        for p in PROXIES:
+            pc, wc = median(p, scenario, "proxy_cpu_pct"), median(p, scenario, "wrk_cpu_pct")
+            oc = median(p, scenario, "other_cpu_pct")
+            cells.append(f"{fmt(pc, 0)} % / {fmt(wc, 0)} % / {fmt(oc, 0)} %")
+        busy.append(f"| {label} | {' | '.join(cells)} |")
+
+    # Targets.
+    def verdict(ok) -> str:
+        return "n/a" if ok is None else ("**met**" if ok else "**missed**")
+
+    targets = ["| Target | Measured | Result |", "|---|---|---|"]
+    d, n = median("dime", "playlist_1k", "rps"), median("nginx", "playlist_1k", "rps")
+    targets.append(
+        f"| 1 KB hits: ≥ 1.3× nginx's requests/s | {ratio(d, n)} "
+        f"| {verdict(None if d is None or not n else d / n >= 1.3)} |"
+    )
+    for label, scenario in (("1 MiB", "segment_1m"), ("4 MiB", "segment_4m")):
+        for metric, how in (("mibps", "MiB/s"), ("mibps_per_core", "MiB/s per proxy core-second")):
+            d = median("dime", scenario, metric)
+            peers = {p: median(p, scenario, metric) for p in ("nginx", "varnish")}
+            peers = {p: v for p, v in peers.items() if v}
+            best = max(peers, key=peers.get) if peers else None
+            # When wrk used its whole core, raw throughput measured wrk as much as the proxy.
+            wrk_bound = any((median(p, scenario, "wrk_cpu_pct") or 0) >= 90 for p in PROXIES)
+            caveat = " (wrk-bound: see CPU table)" if metric == "mibps" and wrk_bound else ""
+            targets.append(
+                f"| {label} segment hits: ≥ 1.0× the best of nginx and Varnish, {how} "
+                f"| {ratio(d, peers.get(best))} of {NAMES.get(best, '?')}{caveat} "
+                f"| {verdict(None if d is None or not best else d >= peers[best])} |"
+            )
+    d, n = median("dime", "playlist_1k", "p99_ms"), median("nginx", "playlist_1k", "p99_ms")
+    targets.append(
+        f"| 1 KB hits: p99 latency no worse than nginx | {fmt(d, 2)} ms vs {fmt(n, 2)} ms "
+        f"| {verdict(None if d is None or n is None else d <= n)} |"
+    )
+    d = median("dime", "coalesce", "origin_requests")
+    ok = median("dime", "coalesce", "ok")
+    targets.append(
+        f"| 200 concurrent cold requests: exactly 1 origin request (and 200 × 200 OK) "
+        f"| {fmt(d, 0)} request(s), {fmt(ok, 0)} × 200 OK "
+        f"| {verdict(None if d is None else d == 1 and ok == 200)} |"
+    )
+    targets.append(
+        f"| Memory overhead < 15 % of the cached bytes | {fmt(over['dime'], 1)} % "
+        f"| {verdict(None if over['dime'] is None else over['dime'] < 15)} |"
+    )
+
+    # What the run saw besides the numbers.
+    observed = []
+    notes = (work / "notes.txt").read_text().splitlines() if (work / "notes.txt").exists() else []
+    observed += [f"- {n}" for n in notes] or ["- Every warmed object was a HIT before and after its runs; no wrk errors."]
+    for line in (work / "burst.txt").read_text().splitlines() if (work / "burst.txt").exists() else []:
+        proxy, _, js = line.partition(" ")
+        b = json.loads(js)
+        observed.append(
+            f"- Cold burst, {NAMES[proxy]}: {counts(b['status'], 'HTTP ')}; X-Cache-Status "
+            f"{counts(b['cache'])}; median {b['median_s']} s, slowest {b['slowest_s']} s"
+            + (f"; client errors {counts(b['errors'])}" if b["errors"] else "")
+        )
+    for p in PROXIES:
+        idle = median(p, "memory", "idle_rss_mib")
+        rss, pss, tmpfs = (median(p, "memory", m) for m in ("rss_mib", "pss_mib", "tmpfs_mib"))
+        hits = median(p, "memory", "second_pass_hits")
+        observed.append(
+            f"- Memory, {NAMES[p]}: RSS {fmt(idle, 0)} MiB idle, {fmt(rss, 0)} MiB full "
+            f"(PSS {fmt(pss, 0)} MiB)" + (f", plus {fmt(tmpfs, 0)} MiB of cache files on tmpfs" if tmpfs else "")
+            + f"; {fmt(hits, 0)} of {machine.get('rss_objects', '?')} objects were HITs on the second pass."
+        )
+    metrics = work / "dime-cache-metrics.txt"
+    if metrics.exists() and metrics.read_text().strip():
+        observed.append("- dime-edge's own cache gauges after the memory test: "
+                        + ", ".join(f"`{l}`" for l in metrics.read_text().split("\n") if l.strip()))
+    load_txt = (work / "load.txt").read_text().split("\n") if (work / "load.txt").exists() else []
+    if load_txt:
+        observed.append("- Load average (1, 5, 15 min) at start and end of the measurements: "
+                        + "; ".join(l for l in load_txt if l))
+
+    profiles = []
+    for scenario, label in (("playlist_1k", "1 KB playlist hits"), ("segment_4m", "4 MiB segment hits")):
+        f = work / f"perf-{scenario}.txt"
+        if f.exists() and f.read_text().strip():
+            profiles += [f"dime-edge serving {label}: `perf record -e cpu-clock`, self time,\n"
+                         "symbols above 0.8 %:", "", "```", f.read_text().rstrip(), "```", ""]
+
+    quick = machine.get("quick") == "1"
+    minutes = int(machine.get("elapsed", "0")) / 60
+    head = "\n".join(table)
+    print(head)
+    print()
+    print("\n".join(targets))
+
+    text = TEMPLATE.format(
+        quick_warning=(
+            "\n> **Smoke run (`BENCH_QUICK=1`)**: one short round; these numbers are not the "
+            "benchmark.\n" if quick else ""
+        ),
+        date=machine.get("date", "?"),
+        commit=machine.get("commit", "?"),
+        rounds=rounds,
+        duration=machine.get("duration", "?"),
+        minutes=f"{minutes:.0f}",
+        table=head,
+        targets="\n".join(targets),
+        spread="\n".join(spread),
+        max_other=max_other,
+        busy="\n".join(busy),
+        observed="\n".join(observed),
+        profiles="\n".join(profiles) if profiles else "(no profile in this run: `perf` missing, or BENCH_PERF=0 / BENCH_QUICK=1)\n",
+        analysis=analysis(quick),
+        cpu=machine.get("cpu", "?"),
+        cores=machine.get("cores", "?"),
+        memory=machine.get("memory", "?"),
+        kernel=machine.get("kernel", "?"),
+        os=machine.get("os", "?"),
+        dime=machine.get("dime", "?"),
+        nginx=machine.get("nginx", "?"),
+        varnish=machine.get("varnish", "?"),
+        wrk=machine.get("wrk", "?"),
+        rss_objects=machine.get("rss_objects", "?"),
+        cached=fmt(cached, 0),
+    )
+    doc.parent.mkdir(parents=True, exist_ok=True)
+    doc.write_text(text)
+
+
+def analysis(quick: bool) -> str:
+    """The hand-written reading of the last full run (benches/analysis.md), if there is one."""
+    if quick:
+        return "(not for a smoke run)"
+    path = Path(__file__).parent / "analysis.md"
+    if not path.exists():
+        return "(no notes yet: write benches/analysis.md)"
+    return path.read_text().strip()
+
+
+TEMPLATE = """# Benchmarks
+
+dime-edge beside nginx and Varnish, each an in-memory cache on one CPU core in front of the
+same origin, measured by `bash benches/run.sh` (`make bench`). This page is that script's
+output; rerun it to refresh every number here.
+{quick_warning}
+Run of {date}, commit {commit}: {rounds} interleaved round(s) of {duration} s per
+wrk run, {minutes} minutes in all.
+
+## Results
+
+Medians over the rounds (see "Every round" below); ratios are to nginx (for latency and
+memory, lower is better).
+
+{table}
+
+CPU used during the hit runs, in % of one core, medians: the proxy (all its processes, on its
+own core) / wrk (on the other core) / every other process on the machine (kernel threads such
+as ksoftirqd excluded, as they carry the benchmark's own loopback traffic; steal included). A
+proxy below 100 % was waiting for something else, usually wrk; a wrk close to 100 % means the
+load generator limited that run, and then "per proxy core-second" is the fairer comparison.
+
+{busy}
+
+## Targets
+
+{targets}
+
+## What the run saw
+
+{observed}
+
+### Where dime-edge spends its core
+
+{profiles}
+### Reading these numbers
+
+{analysis}
+
+### Every round
+
+Values per round, in order, behind the medians above. A `*` marks a run during which other
+processes used more than {max_other:.0f} % of a core even after two repeats; the medians leave
+those out when the other rounds of the same test were clean.
+
+{spread}
+
+## Machine
+
+| | |
+|---|---|
+| CPU | {cpu} |
+| Cores | {cores} (proxy pinned to CPU 0, wrk and the origins to CPU 1) |
+| Memory | {memory} |
+| Kernel | {kernel} |
+| OS | {os} |
+| dime-edge | {dime} (release build) |
+| nginx | {nginx} |
+| Varnish | {varnish} |
+| wrk | {wrk} |
+
+## Method
+
+**One origin, three caches.** One `dime-origin streamer` on loopback serves the media:
+`live/index.m3u8` (a 1 KiB playlist), `live/seg1m.ts` (1 MiB), `live/seg4m.ts` (4 MiB) and
+{rss_objects} distinct 4 MiB segments under `rss/`. A small Python server (`benches/slow_origin.py`)
+is the slow origin: it waits 1 s before answering any path with a 1 MiB body and
+`Cache-Control: public, max-age=60`, and counts the requests per path. Each proxy in turn is
+started alone, listens on the same loopback port, caches in memory and routes `/slow/` to the
+slow origin and everything else to the streamer:
+
+- **dime-edge**: `benches/conf/dime-edge.toml.in`; `[server] threads = 1`,
+  `[cache] memory = "1GiB"`, both routes `mode = "rfc"`, `max_object_size = "64MiB"`; the
+  access log is off (`RUST_LOG=info,access=off`) as nginx's is.
+- **nginx**: `benches/conf/nginx.conf.in`; one worker, `proxy_cache_path` on tmpfs
+  (`/dev/shm`) with a 64 MB `keys_zone`, `proxy_cache_lock on` (30 s timeout),
+  `proxy_cache_valid 200 10m`, HTTP/1.1 keepalive to the origins, `access_log off`, `sendfile on`,
+  `keepalive_requests` lifted so viewers' connections are not closed every 1000 requests.
+- **Varnish**: `benches/conf/varnish.vcl.in` on top of the built-in VCL;
+  `varnishd -F -s malloc,1G -p thread_pools=1 -p thread_pool_min=40`.
+
+Every proxy process (nginx master and worker, varnishd manager and child) runs under
+`taskset -c 0`; `wrk` (one thread), the origins and the test clients run under `taskset -c 1`.
+A machine with more cores gives the same split: the proxies are compared per core.
+
+**Why the playlist is fresh for the whole run.** The streamer sends `max-age=1` for playlists
+by default, so a 10 s run would measure one revalidation a second, differently timed in each
+proxy, rather than hits. The script starts the streamer with `--playlist-max-age 3600`, and all
+three proxies honour the origin's `Cache-Control`, as RFC 9111 says: the same rule and the same
+freshness for all three, with no per-proxy override (dime-edge's `video` mode would cap a
+playlist's freshness at half a target duration, so the routes use `rfc`).
+
+**Hits.** For each proxy: start it with an empty cache, fetch the three objects until each
+answers `X-Cache-Status: HIT` (dime-edge sets it; nginx adds `$upstream_cache_status`; the VCL
+sets it from `obj.hits`), then measure with `wrk -t 1 -d {duration}s` and
+`benches/wrk-report.lua` (which prints wrk's own latency percentiles): the playlist with 32
+connections, each segment with 8. After the runs each object must still be a HIT, and for
+dime-edge (`dime_upstream_requests_total`) and Varnish (`MAIN.backend_req`) the number of origin
+requests during the runs must be 0; anything else is listed under "What the run saw". Proxies
+are interleaved, dime-edge, nginx, Varnish, round after round, and the table shows medians, so
+a slow minute of the machine falls on all three. Throughput is requests × object size per
+second; p99 is wrk's.
+
+**Coalescing.** Each proxy, freshly started, gets 200 concurrent requests for a URL nobody has
+asked for (`benches/client.py burst`: all 200 connections open first, then a barrier releases
+the requests together); the slow origin's count for that path is the result. One is the goal:
+a segment that a whole audience asks for at once costs the origin one fetch.
+
+**Memory.** Each proxy, freshly started, fetches all {rss_objects} distinct 4 MiB objects twice
+(4 connections; the second pass must be all HITs); then the script sums `VmRSS` of all of the
+proxy's processes. nginx keeps its cache in files, here on tmpfs, which is memory too but not in
+its RSS, so its tmpfs usage is added. Overhead = (memory − cached bytes) / cached bytes, where the
+cached bytes are the object bodies ({cached} MiB; the start-up probe also leaves the 1 KiB
+playlist in each cache). RSS includes what the process holds before
+caching anything (see "What the run saw" for the idle RSS, and PSS, which does not count pages
+shared between a master and its workers twice).
+
+**Who was the limit.** For every run the script reads the CPU time of the proxy's processes
+(`/proc/PID/stat`) and of wrk (`time`): "per proxy core-second" divides the requests or bytes
+served by the proxy's CPU time, so it compares the proxies' capacity even when wrk, on its one
+core, could not ask for more (here wrk saturates on large segments; it reads 8 KiB per `read`).
+The profiles of dime-edge come from extra runs after the measured ones (`perf record` on the
+pinned process), so profiling never slows a measured run.
+
+**Noise.** Everything the script runs gets `nice -15` (as root). Before each wrk run the script
+waits (at most 60 s) for a second in which other processes use at most {max_other:.0f} % of a core,
+and a run during which they used more (the CPU time of every user process, exited ones included,
+from `/proc/*/stat`, plus steal; kernel threads excluded) is repeated, at most twice; the CPU
+table shows what was left, and the medians skip runs still disturbed when clean ones exist.
+Everything is on loopback on one machine, so there is no network. The numbers compare the three
+proxies here, not what they do in production.
+
+## Running it
+
+```
+make bench                 # or: bash benches/run.sh
+BENCH_QUICK=1 bash benches/run.sh   # smoke run: 1 round of 3 s, 16 memory objects,
+                                    # report in target/bench/quick/benchmarks.md
+```
+
+Needs Linux, 2 or more cores, root or sudo for `apt-get` (it installs `nginx-light`, `varnish`,
+`wrk`, and `linux-perf` for the profile, when missing; on a host with systemd the packages may
+start their own services on ports 80 and 6081, which the benchmark does not use), Python 3,
+and about 600 MiB in `target/bench/` for the media. Ports 18400–18403 on 127.0.0.1
+(`BENCH_PORT_BASE` moves them). Other knobs: `BENCH_ROUNDS`, `BENCH_DURATION` (seconds per wrk
+run), `BENCH_RSS_OBJECTS`, `BENCH_PERF=0`, `BENCH_DOC` (where this report goes), `BENCH_NICE`,
+`BENCH_MAX_OTHER` and `BENCH_QUIET_WAIT` (see "Noise"). A full run takes about 6 minutes on a
+quiet machine, plus the release build; the first one also writes the 520 MiB of media. Every
+process the script starts is stopped when it ends, however it ends. Configs and media stay in
+`target/bench/`; raw results (`results.tsv`), logs and profiles in `target/bench/full/` (or
+`quick/` for a smoke run).
+
+The targets: hits at least 1.3× nginx's requests/s for small objects, at least the best of nginx
+and Varnish for segments, p99 no worse than nginx, exactly one origin request for a cold burst,
+and memory overhead under 15 % of what is cached.
+"""
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,608 @@
+#!/usr/bin/env bash
+# Side-by-side benchmark of dime-edge, nginx and Varnish as in-memory caches in front of one
+# dime-origin streamer, all on loopback; the method and the last results are in
+# docs/benchmarks.md. `bash benches/run.sh` does everything: installs the peers, builds, makes
+# the media, measures, writes docs/benchmarks.md. BENCH_QUICK=1 is a short smoke run that
+# writes target/bench/quick/benchmarks.md instead.
+#
+# Knobs (environment): BENCH_QUICK, BENCH_ROUNDS, BENCH_DURATION (seconds per wrk run),
+# BENCH_RSS_OBJECTS (4 MiB objects in the memory test), BENCH_PORT_BASE (4 ports from here),
+# BENCH_PERF (0: skip the perf profile of dime-edge), BENCH_DOC (where the report goes),
+# BENCH_NICE (priority of everything it runs, default -15 as root), BENCH_MAX_OTHER (% of a
+# core other processes may use during a wrk run before it is repeated, default 15),
+# BENCH_QUIET_WAIT (longest wait, in seconds, for other processes to calm down before a run).
+set -euo pipefail
+
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+ROOT=$PWD
+BENCHES=$ROOT/benches
+
+QUICK=${BENCH_QUICK:-0}
+if [[ $QUICK == 1 ]]; then
+    ROUNDS=${BENCH_ROUNDS:-1} DURATION=${BENCH_DURATION:-3} RSS_OBJECTS=${BENCH_RSS_OBJECTS:-16}
+else
+    ROUNDS=${BENCH_ROUNDS:-3} DURATION=${BENCH_DURATION:-10} RSS_OBJECTS=${BENCH_RSS_OBJECTS:-130}
+fi
+TARGET_DIR=$(realpath -m "${CARGO_TARGET_DIR:-target}")
+WORK=$TARGET_DIR/bench
+BIN=$TARGET_DIR/release
+# nginx keeps its cache in files; tmpfs makes that memory too, as the other two use.
+SHM=/dev/shm/dime-bench-$$
+# Results, logs and profiles of this run; configs and media stay in WORK.
+if [[ $QUICK == 1 ]]; then OUT=$WORK/quick; else OUT=$WORK/full; fi
+if [[ $QUICK == 1 ]]; then DOC=${BENCH_DOC:-$OUT/benchmarks.md}; else DOC=${BENCH_DOC:-$ROOT/docs/benchmarks.md}; fi
+
+PORT_BASE=${BENCH_PORT_BASE:-18400}
+PROXY_PORT=$PORT_BASE
+ADMIN_PORT=$((PORT_BASE + 1))
+STREAMER_PORT=$((PORT_BASE + 2))
+SLOW_PORT=$((PORT_BASE + 3))
+PROXY=http://127.0.0.1:$PROXY_PORT
+# nginx and varnishd live in sbin, which a plain user's PATH may lack.
+export PATH=$PATH:/usr/sbin:/sbin
+
+# The proxy under test gets one core; the load generator and the origins get the other.
+PROXY_CPU=0
+LOAD_CPU=1
+# Everything the benchmark runs gets a high priority (root only), so that other work on the
+# machine takes less from it; and a wrk run during which other processes still used more than
+# MAX_OTHER % of a core is repeated, at most twice.
+if ((EUID == 0)); then NICE=${BENCH_NICE:--15}; else NICE=0; fi
+MAX_OTHER=${BENCH_MAX_OTHER:-15}
+QUIET_WAIT=${BENCH_QUIET_WAIT:-60}
+HZ=$(getconf CLK_TCK)
+PROXIES=(dime nginx varnish)
+MIB=$((1 << 20))
+SLOW_BURST=200
+
+log() { printf '[bench %s] %s\n' "$(date +%T)" "$*" >&2; }
+die() { log "error: $*"; exit 1; }
+
+# ---------------------------------------------------------------------------------------------
+# Processes: every one this script starts is in PIDS and is stopped on exit, however it ends.
+
+PIDS=()
+PROXY_PID=
+ORIGIN_PIDS=()
+
+descendants() {
+    local child
+    for child in $(pgrep -P "$1" || true); do
+        echo "$child"
+        descendants "$child"
+    done
+}
+
+# Drops a PID from PIDS once this shell has reaped it (or is about to).
+forget() {
+    local keep=() p
+    for p in "${PIDS[@]}"; do [[ $p == "$1" ]] || keep+=("$p"); done
+    PIDS=("${keep[@]}")
+}
+
+# Start time of a process (clock ticks after boot), to tell it from a later one with its PID.
+proc_start() { sed 's/.*) //' "/proc/$1/stat" 2>/dev/null | awk '{ print $20 }'; }
+
+# TERM, up to 10 s for a clean exit, then KILL; then KILL whatever it had forked and left
+# behind (only those processes: each is checked by its start time). Forgets the PID.
+stop_pid() {
+    local pid=$1 kids=() kid i
+    forget "$pid"
+    if kill -0 "$pid" 2>/dev/null; then
+        for kid in $(descendants "$pid"); do kids+=("$kid:$(proc_start "$kid")"); done
+        kill -TERM "$pid" 2>/dev/null || true
+        for ((i = 0; i < 100; i++)); do
+            kill -0 "$pid" 2>/dev/null || break
+            sleep 0.1
+        done
+        if kill -0 "$pid" 2>/dev/null; then
+            log "pid $pid ignored SIGTERM; killing it"
+            kill -KILL "$pid" 2>/dev/null || true
+        fi
+    fi
+    # Reaps it: $pid is this shell's child, so its number cannot be reused before this.
+    wait "$pid" 2>/dev/null || true
+    for kid in "${kids[@]}"; do
+        [[ $(proc_start "${kid%%:*}") == "${kid#*:}" ]] && kill -KILL "${kid%%:*}" 2>/dev/null
+    done
+    return 0
+}
+
+cleanup() {
+    local status=$? i
+    trap - EXIT INT TERM
+    for ((i = ${#PIDS[@]} - 1; i >= 0; i--)); do stop_pid "${PIDS[i]}"; done
+    rm -rf "$SHM"
+    ((status == 0)) || log "failed (exit $status); logs in $OUT/logs"
+    exit "$status"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+# start NAME CPU CMD...: runs CMD pinned to CPU in the background, output in logs/NAME.log.
+start() {
+    local name=$1 cpu=$2
+    shift 2
+    nice -n "$NICE" taskset -c "$cpu" "$@" >"$OUT/logs/$name.log" 2>&1 &
+    PIDS+=($!)
+    LAST_PID=$!
+}
+
+# Waits (at most 20 s) until URL answers with any HTTP status.
+wait_http() {
+    local url=$1 pid=$2 i
+    for ((i = 0; i < 200; i++)); do
+        curl -s -o /dev/null -m 1 "$url" && return 0
+        kill -0 "$pid" 2>/dev/null || return 1
+        sleep 0.1
+    done
+    return 1
+}
+
+port_free() { ! (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+
+# ---------------------------------------------------------------------------------------------
+# Setup: tools, build, media, origins.
+
+as_root() { if ((EUID == 0)); then "$@"; else sudo "$@"; fi; }
+
+APT_UPDATED=0
+apt_install() {
+    local try
+    export DEBIAN_FRONTEND=noninteractive
+    for try in 1 2; do
+        if ((APT_UPDATED == 0)); then
+            as_root apt-get update -q >"$OUT/logs/apt.log" 2>&1 && APT_UPDATED=1
+        fi
+        ((APT_UPDATED == 1)) && as_root apt-get install -y -q "$@" >>"$OUT/logs/apt.log" 2>&1 && return 0
+        # Most often another apt holds the dpkg lock; wait once for it.
+        ((try == 1)) && { log "apt-get failed; retrying once in 15 s"; sleep 15; }
+    done
+    log "apt-get install $* failed; see $OUT/logs/apt.log"
+    return 1
+}
+
+install_tools() {
+    local missing=()
+    command -v nginx >/dev/null || missing+=(nginx-light)
+    command -v varnishd >/dev/null || missing+=(varnish)
+    command -v wrk >/dev/null || missing+=(wrk)
+    command -v curl >/dev/null || missing+=(curl)
+    command -v taskset >/dev/null || missing+=(util-linux)
+    command -v python3 >/dev/null || missing+=(python3)
+    command -v pgrep >/dev/null || missing+=(procps)
+    if ((${#missing[@]})); then
+        log "installing ${missing[*]} with apt-get"
+        if [[ " ${missing[*]} " == *" nginx-light "* ]] && ! apt-cache show nginx-light >/dev/null 2>&1; then
+            missing=("${missing[@]/nginx-light/nginx}")
+        fi
+        apt_install "${missing[@]}" || die "cannot install the tools the benchmark needs"
+    fi
+    if [[ ${BENCH_PERF:-1} == 1 && $QUICK != 1 ]] && ! command -v perf >/dev/null; then
+        # Optional: the profile of dime-edge in the report. Debian calls it linux-perf.
+        apt_install linux-perf || true
+    fi
+    (($(nproc) >= 2)) || die "needs 2 CPUs: one for the proxy, one for wrk"
+}
+
+build() {
+    log "cargo build --release -p dime-edge -p dime-origin"
+    cargo build --release -p dime-edge -p dime-origin
+    [[ -x $BIN/dime-edge && -x $BIN/dime-origin ]] || die "no release binaries in $BIN"
+}
+
+# make_file PATH BYTES: random content, remade only when the size is wrong.
+make_file() {
+    [[ -f $1 && $(stat -c %s "$1") == "$2" ]] && return 0
+    head -c "$2" /dev/urandom >"$1"
+}
+
+make_media() {
+    local m=$WORK/media i
+    mkdir -p "$m/live" "$m/rss"
+    # A realistic live playlist, padded with comment lines to exactly 1 KiB.
+    python3 - "$m/live/index.m3u8" <<'EOF'
+import sys
+lines = ["#EXTM3U", "#EXT-X-VERSION:3", "#EXT-X-TARGETDURATION:2", "#EXT-X-MEDIA-SEQUENCE:1000"]
+for n in range(1000, 1006):
+    lines += ["#EXTINF:2.000,", f"seg{n}.ts"]
+text = "\n".join(lines) + "\n"
+while len(text) < 1024:
+    text += "# padding to 1 KiB\n"
+open(sys.argv[1], "w").write(text[:1023] + "\n")
+EOF
+    make_file "$m/live/seg1m.ts" "$MIB"
+    make_file "$m/live/seg4m.ts" $((4 * MIB))
+    for ((i = 0; i < RSS_OBJECTS; i++)); do
+        make_file "$(printf '%s/rss/seg%03d.ts' "$m" "$i")" $((4 * MIB))
+    done
+}
+
+start_origins() {
+    local p
+    for p in "$PROXY_PORT" "$ADMIN_PORT" "$STREAMER_PORT" "$SLOW_PORT"; do
+        port_free "$p" || die "127.0.0.1:$p is in use; set BENCH_PORT_BASE"
+    done
+    # --playlist-max-age: see "Why the playlist is fresh for the whole run" in docs/benchmarks.md.
+    start streamer "$LOAD_CPU" "$BIN/dime-origin" streamer --root "$WORK/media" \
+        --listen "127.0.0.1:$STREAMER_PORT" --playlist-max-age 3600
+    ORIGIN_PIDS=("$LAST_PID")
+    wait_http "http://127.0.0.1:$STREAMER_PORT/live/index.m3u8" "$LAST_PID" ||
+        die "dime-origin streamer did not start; see $OUT/logs/streamer.log"
+    start slow-origin "$LOAD_CPU" python3 "$BENCHES/slow_origin.py" \
+        --listen "127.0.0.1:$SLOW_PORT" --delay 1 --size "$MIB"
+    ORIGIN_PIDS+=("$LAST_PID")
+    wait_http "http://127.0.0.1:$SLOW_PORT/healthz" "$LAST_PID" ||
+        die "slow origin did not start; see $OUT/logs/slow-origin.log"
+}
+
+# ---------------------------------------------------------------------------------------------
+# The proxies: each starts with an empty cache, pinned to PROXY_CPU.
+
+render() { # render TEMPLATE OUT
+    sed -e "s|@WORK@|$WORK|g" -e "s|@SHM@|$SHM/nginx|g" -e "s|@PROXY_PORT@|$PROXY_PORT|g" \
+        -e "s|@ADMIN_PORT@|$ADMIN_PORT|g" -e "s|@STREAMER_PORT@|$STREAMER_PORT|g" \
+        -e "s|@SLOW_PORT@|$SLOW_PORT|g" "$1" >"$2"
+}
+
+start_dime() {
+    render "$BENCHES/conf/dime-edge.toml.in" "$WORK/dime/dime-edge.toml"
+    "$BIN/dime-edge" check -c "$WORK/dime/dime-edge.toml" >/dev/null
+    # No access log, as nginx runs with access_log off and Varnish logs only to memory.
+    start dime "$PROXY_CPU" env RUST_LOG=info,access=off "$BIN/dime-edge" run -c "$WORK/dime/dime-edge.toml"
+}
+
+start_nginx() {
+    rm -rf "$SHM/nginx"
+    mkdir -p "$SHM/nginx/cache" "$SHM/nginx/temp" "$WORK/nginx/client_body"
+    render "$BENCHES/conf/nginx.conf.in" "$WORK/nginx/nginx.conf"
+    nginx -t -q -p "$WORK/nginx" -e "$WORK/nginx/error.log" -c "$WORK/nginx/nginx.conf"
+    start nginx "$PROXY_CPU" nginx -p "$WORK/nginx" -e "$WORK/nginx/error.log" -c "$WORK/nginx/nginx.conf"
+}
+
+start_varnish() {
+    rm -rf "$WORK/varnish/n"
+    render "$BENCHES/conf/varnish.vcl.in" "$WORK/varnish/bench.vcl"
+    # One thread pool (one core); 40 threads already there for wrk's 32 connections.
+    start varnish "$PROXY_CPU" varnishd -F -j none -n "$WORK/varnish/n" -a "127.0.0.1:$PROXY_PORT" \
+        -T 127.0.0.1:0 -f "$WORK/varnish/bench.vcl" -s malloc,1G \
+        -p thread_pools=1 -p thread_pool_min=40
+}
+
+start_proxy() {
+    local name=$1
+    "start_$name"
+    PROXY_PID=$LAST_PID
+    wait_http "$PROXY/live/index.m3u8" "$PROXY_PID" || die "$name did not start; see $OUT/logs/$name.log"
+}
+
+stop_proxy() {
+    stop_pid "$PROXY_PID"
+    PROXY_PID=
+    rm -rf "$SHM/nginx"
+    local i
+    for ((i = 0; i < 50; i++)); do port_free "$PROXY_PORT" && return 0; sleep 0.1; done
+    die "port $PROXY_PORT still in use after stopping the proxy"
+}
+
+# Every process of the proxy: nginx master and worker, varnishd manager and child.
+proxy_pids() { echo "$PROXY_PID"; descendants "$PROXY_PID"; }
+
+# ---------------------------------------------------------------------------------------------
+# Measurements. Results are rows "proxy round scenario metric value" in results.tsv.
+
+record() { printf '%s\t%s\t%s\t%s\t%s\n' "$@" >>"$OUT/results.tsv"; }
+note() { printf '%s\n' "$*" >>"$OUT/notes.txt"; log "note: $*"; }
+
+# cache_status URL: "STATUS BYTES X-CACHE-STATUS" of one GET.
+cache_status() {
+    local headers
+    headers=$(curl -s -m 30 -o /dev/null -D - -w 'BYTES %{size_download}\n' "$1" | tr -d '\r')
+    awk 'NR == 1 { s = $2 } tolower($1) == "x-cache-status:" { c = $2 } $1 == "BYTES" { b = $2 }
+         END { print s, b, (c == "" ? "-" : c) }' <<<"$headers"
+}
+
+# Fetches URL until it is a HIT (at most 5 tries); records a note when it never is.
+warm() {
+    local proxy=$1 url=$2 size=$3 i got
+    for ((i = 0; i < 5; i++)); do
+        got=$(cache_status "$url")
+        [[ $got == "200 $size HIT" ]] && return 0
+        sleep 0.2
+    done
+    note "$proxy: $url never became a HIT (last: $got)"
+    return 1
+}
+
+# Upstream requests the proxy has made so far, when it can tell (dime, Varnish); else "-".
+origin_requests() {
+    case $1 in
+    dime)
+        curl -s -m 5 "http://127.0.0.1:$ADMIN_PORT/metrics" |
+            awk '/^dime_upstream_requests_total/ { n += $NF } END { print n + 0 }'
+        ;;
+    varnish) varnishstat -n "$WORK/varnish/n" -1 -f MAIN.backend_req 2>/dev/null | awk '{ print $2 }' ;;
+    *) echo - ;;
+    esac
+}
+
+# wrk_run PROXY ROUND SCENARIO PATH BYTES CONNECTIONS: one measured run, repeated (at most
+# twice) while other processes on the machine took more than MAX_OTHER % of a core.
+wrk_run() {
+    local proxy=$1 round=$2 scenario=$3 attempt
+    for attempt in 1 2 3; do
+        wait_quiet
+        wrk_once "$@"
+        ((OTHER_PCT <= MAX_OTHER)) && break
+        if ((attempt < 3)); then
+            log "  $scenario: other processes used $OTHER_PCT % of a core; repeating the run"
+        else
+            note "$proxy round $round $scenario: other processes used $OTHER_PCT % of a core even on the third try; kept"
+        fi
+    done
+    ((attempt == 1)) || note "$proxy round $round $scenario: run repeated ($attempt attempts) because other processes were busy"
+    cat "$OUT/run.tsv" >>"$OUT/results.tsv"
+    log "  $scenario: $(awk '{ printf "%s=%s ", $4, $5 }' "$OUT/run.tsv")"
+}
+
+# Waits, at most QUIET_WAIT seconds, for a second in which other processes use at most
+# MAX_OTHER % of a core; goes on regardless after that.
+wait_quiet() {
+    local waited ours_before ours_after host_before host_after other
+    for ((waited = 0; waited < QUIET_WAIT; waited++)); do
+        ours_before=$(($(proxy_ticks) + $(pid_ticks "${ORIGIN_PIDS[@]}"))) host_before=$(host_ticks)
+        sleep 1
+        ours_after=$(($(proxy_ticks) + $(pid_ticks "${ORIGIN_PIDS[@]}"))) host_after=$(host_ticks)
+        other=$(((host_after - host_before - ours_after + ours_before) * 100 / HZ))
+        ((other <= MAX_OTHER)) && return 0
+        ((waited % 10 == 0)) && log "  waiting for other processes to calm down ($other % of a core)"
+    done
+    log "  the machine stayed busy for $QUIET_WAIT s; measuring anyway"
+}
+
+wrk_once() {
+    local proxy=$1 round=$2 scenario=$3 path=$4 size=$5 conns=$6 out line
+    out=$OUT/logs/wrk-$proxy-$scenario-$round.txt
+    local proxy_before proxy_after origins_before origins_after host_before host_after wrk_cpu
+    local TIMEFORMAT='%U %S %R'
+    proxy_before=$(proxy_ticks) origins_before=$(pid_ticks "${ORIGIN_PIDS[@]}")
+    host_before=$(host_ticks)
+    # `time` gives wrk's own CPU use: near 100 % means the load generator, not the proxy, was
+    # the limit.
+    { time nice -n "$NICE" taskset -c "$LOAD_CPU" wrk -t 1 -c "$conns" -d "${DURATION}s" --timeout 5s \
+        -s "$BENCHES/wrk-report.lua" "$PROXY$path" >"$out" 2>&1; } 2>"$out.time" || die "wrk failed; see $out"
+    proxy_after=$(proxy_ticks) origins_after=$(pid_ticks "${ORIGIN_PIDS[@]}")
+    host_after=$(host_ticks)
+    wrk_cpu=$(awk '{ printf "%.0f", ($1 + $2) * 100 / $3 }' "$out.time")
+    line=$(awk '/^BENCH / { for (i = 2; i <= NF; i++) { split($i, kv, "="); v[kv[1]] = kv[2] }
+                            print v["requests"], v["duration_us"], v["p50_us"], v["p99_us"], v["errors"], v["non2xx"]
+                            found = 1 }
+                END { exit !found }' "$out") || die "no BENCH line in $out"
+    local requests duration_us p50_us p99_us errors non2xx
+    read -r requests duration_us p50_us p99_us errors non2xx <<<"$line"
+    # Other processes' share: what all user processes used (steal included) minus the proxy's,
+    # the origins' and wrk's (wrk's lands in this shell's cutime when it is reaped).
+    OTHER_PCT=$(awk -v host=$((host_after - host_before)) \
+        -v ours=$((proxy_after - proxy_before + origins_after - origins_before)) \
+        -v hz="$HZ" '{ other = host / hz - ours / hz - ($1 + $2); if (other < 0) other = 0
+                       printf "%.0f", other * 100 / $3 }' "$out.time")
+    awk -v p="$proxy" -v r="$round" -v s="$scenario" -v n="$requests" -v d="$duration_us" \
+        -v b="$size" -v p50="$p50_us" -v p99="$p99_us" -v e="$errors" -v w="$wrk_cpu" \
+        -v t=$((proxy_after - proxy_before)) -v hz="$HZ" -v o="$OTHER_PCT" 'BEGIN {
+            secs = d / 1e6
+            printf "%s\t%s\t%s\trps\t%.1f\n", p, r, s, n / secs
+            printf "%s\t%s\t%s\tmibps\t%.1f\n", p, r, s, n * b / secs / 1048576
+            printf "%s\t%s\t%s\tp50_ms\t%.3f\n", p, r, s, p50 / 1000
+            printf "%s\t%s\t%s\tp99_ms\t%.3f\n", p, r, s, p99 / 1000
+            printf "%s\t%s\t%s\terrors\t%d\n", p, r, s, e
+            cpu = t / hz / secs
+            printf "%s\t%s\t%s\tproxy_cpu_pct\t%.0f\n", p, r, s, cpu * 100
+            # Per core-second of the proxy: its capacity, also when wrk was the limit.
+            if (cpu > 0) {
+                printf "%s\t%s\t%s\trps_per_core\t%.1f\n", p, r, s, n / secs / cpu
+                printf "%s\t%s\t%s\tmibps_per_core\t%.1f\n", p, r, s, n * b / secs / 1048576 / cpu
+            }
+            printf "%s\t%s\t%s\twrk_cpu_pct\t%s\n", p, r, s, w
+            printf "%s\t%s\t%s\tother_cpu_pct\t%s\n", p, r, s, o
+        }' >"$OUT/run.tsv"
+    ((errors == 0)) || note "$proxy round $round $scenario: wrk saw $errors errors ($non2xx non-2xx)"
+}
+
+# One round of the hit benchmarks for one proxy: fresh start, warm, verify, measure.
+hit_round() {
+    local proxy=$1 round=$2 before after url
+    log "round $round: $proxy"
+    start_proxy "$proxy"
+    warm "$proxy" "$PROXY/live/index.m3u8" 1024 || true
+    warm "$proxy" "$PROXY/live/seg1m.ts" "$MIB" || true
+    warm "$proxy" "$PROXY/live/seg4m.ts" $((4 * MIB)) || true
+    before=$(origin_requests "$proxy")
+    wrk_run "$proxy" "$round" playlist_1k /live/index.m3u8 1024 32
+    wrk_run "$proxy" "$round" segment_1m /live/seg1m.ts "$MIB" 8
+    wrk_run "$proxy" "$round" segment_4m /live/seg4m.ts $((4 * MIB)) 8
+    after=$(origin_requests "$proxy")
+    for url in /live/index.m3u8 /live/seg1m.ts /live/seg4m.ts; do
+        [[ $(cache_status "$PROXY$url") == *" HIT" ]] || note "$proxy round $round: $url no longer a HIT after the runs"
+    done
+    if [[ $before != - && $before != "$after" ]]; then
+        note "$proxy round $round: $((after - before)) origin requests during the hit runs (want 0)"
+    fi
+    stop_proxy
+}
+
+# 200 concurrent requests for one cold 1 MiB object behind a 1 s origin.
+coalesce() {
+    local proxy=$1 path json count
+    path=/slow/$proxy-$$-$(date +%s)/seg.ts
+    log "coalescing: $proxy, $SLOW_BURST concurrent cold requests"
+    start_proxy "$proxy"
+    json=$(python3 "$BENCHES/client.py" burst -n "$SLOW_BURST" "$PROXY$path")
+    sleep 0.5
+    count=$(curl -s -m 5 "http://127.0.0.1:$SLOW_PORT/count?path=$path")
+    echo "$proxy $json" >>"$OUT/burst.txt"
+    record "$proxy" 1 coalesce origin_requests "$count"
+    record "$proxy" 1 coalesce ok "$(python3 -c 'import json,sys; print(json.loads(sys.argv[1])["status"].get("200", 0))' "$json")"
+    record "$proxy" 1 coalesce slowest_s "$(python3 -c 'import json,sys; print(json.loads(sys.argv[1])["slowest_s"])' "$json")"
+    log "  origin requests: $count; clients: $json"
+    stop_proxy
+}
+
+# Memory after caching RSS_OBJECTS distinct 4 MiB objects (each fetched twice).
+memory() {
+    local proxy=$1 urls=() i pass json rss pss shm cached hits
+    log "memory: $proxy, $RSS_OBJECTS x 4 MiB"
+    for ((i = 0; i < RSS_OBJECTS; i++)); do urls+=("$(printf '%s/rss/seg%03d.ts' "$PROXY" "$i")"); done
+    start_proxy "$proxy"
+    sleep 1
+    record "$proxy" 1 memory idle_rss_mib "$(rss_kib | awk '{ printf "%.1f", $1 / 1024 }')"
+    for pass in 1 2; do
+        json=$(taskset -c "$LOAD_CPU" python3 "$BENCHES/client.py" fetch -w 4 "${urls[@]}")
+        echo "$proxy pass $pass $json" >>"$OUT/memory.txt"
+    done
+    hits=$(python3 -c 'import json,sys; print(json.loads(sys.argv[1])["cache"].get("HIT", 0))' "$json")
+    ((hits == RSS_OBJECTS)) || note "$proxy: only $hits of $RSS_OBJECTS objects were HITs on the second pass"
+    sleep 1
+    read -r rss pss < <(rss_kib)
+    shm=0
+    [[ $proxy == nginx ]] && shm=$(du -sk "$SHM/nginx" | awk '{ print $1 }')
+    cached=$((RSS_OBJECTS * 4 * 1024))
+    record "$proxy" 1 memory rss_mib "$(awk -v k="$rss" 'BEGIN { printf "%.1f", k / 1024 }')"
+    record "$proxy" 1 memory pss_mib "$(awk -v k="$pss" 'BEGIN { printf "%.1f", k / 1024 }')"
+    record "$proxy" 1 memory tmpfs_mib "$(awk -v k="$shm" 'BEGIN { printf "%.1f", k / 1024 }')"
+    record "$proxy" 1 memory cached_mib $((cached / 1024))
+    record "$proxy" 1 memory overhead_pct "$(awk -v m=$((rss + shm)) -v c="$cached" 'BEGIN { printf "%.1f", (m - c) * 100 / c }')"
+    record "$proxy" 1 memory second_pass_hits "$hits"
+    if [[ $proxy == dime ]]; then
+        curl -s -m 5 "http://127.0.0.1:$ADMIN_PORT/metrics" | grep -E '^dime_cache_(objects|size_bytes|evictions)' \
+            >"$OUT/dime-cache-metrics.txt" || true
+    fi
+    log "  rss $((rss / 1024)) MiB, tmpfs $((shm / 1024)) MiB, cached $((cached / 1024)) MiB"
+    stop_proxy
+}
+
+# pid_ticks PID...: CPU time (clock ticks, user + system, all threads) used so far.
+pid_ticks() {
+    local pid t=0 v
+    for pid in "$@"; do
+        # Fields after the ")" that ends the command name: utime and stime are the 12th and 13th.
+        v=$(sed 's/.*) //' "/proc/$pid/stat" 2>/dev/null | awk '{ print $12 + $13 }')
+        t=$((t + ${v:-0}))
+    done
+    echo "$t"
+}
+
+proxy_ticks() {
+    local pids
+    mapfile -t pids < <(proxy_pids)
+    pid_ticks "${pids[@]}"
+}
+
+# CPU time (clock ticks) all user processes have used, the exited ones included, plus steal.
+# A reaped process's time moves into its parent's cutime/cstime, so the sum of
+# utime + stime + cutime + cstime over all processes grows by exactly the CPU they used.
+# Kernel threads (children of kthreadd, pid 2) are left out: on loopback, ksoftirqd carries
+# much of the benchmark's own traffic.
+host_ticks() {
+    local tasks steal
+    tasks=$({ cat /proc/[0-9]*/stat 2>/dev/null || true; } |
+        awk '{ sub(/.*\) /, ""); if ($2 != 2 && $2 != 0) t += $12 + $13 + $14 + $15 } END { print t + 0 }')
+    steal=$(awk '$1 == "cpu" { print $9 }' /proc/stat)
+    echo $((tasks + steal))
+}
+
+# "RSS PSS" in KiB, summed over the proxy's processes.
+rss_kib() {
+    local pid rss=0 pss=0 r p
+    for pid in $(proxy_pids); do
+        r=$(awk '/^VmRSS:/ { print $2 }' "/proc/$pid/status" 2>/dev/null || echo 0)
+        p=$(awk '/^Pss:/ { print $2 }' "/proc/$pid/smaps_rollup" 2>/dev/null || echo 0)
+        rss=$((rss + ${r:-0})) pss=$((pss + ${p:-0}))
+    done
+    echo "$rss $pss"
+}
+
+# Where dime-edge spends its core while serving hits, sampled outside the measured runs.
+profile_dime() {
+    [[ ${BENCH_PERF:-1} == 1 && $QUICK != 1 ]] && command -v perf >/dev/null || return 0
+    local scenario path conns secs=$((DURATION < 8 ? DURATION : 8))
+    start_proxy dime
+    warm dime "$PROXY/live/index.m3u8" 1024 || true
+    warm dime "$PROXY/live/seg4m.ts" $((4 * MIB)) || true
+    for scenario in playlist_1k segment_4m; do
+        [[ $scenario == playlist_1k ]] && path=/live/index.m3u8 conns=32 || path=/live/seg4m.ts conns=8
+        log "perf: dime-edge serving $scenario"
+        taskset -c "$LOAD_CPU" wrk -t 1 -c "$conns" -d "$((secs + 2))s" "$PROXY$path" >/dev/null 2>&1 &
+        local wrk_pid=$!
+        PIDS+=("$wrk_pid")
+        sleep 1
+        if perf record -e cpu-clock -F 999 -g -p "$PROXY_PID" -o "$OUT/perf-$scenario.data" -- sleep "$secs" \
+            >"$OUT/logs/perf-record.log" 2>&1; then
+            perf report -i "$OUT/perf-$scenario.data" --no-children --stdio -g none --percent-limit 0.8 \
+                -F overhead,dso,sym 2>/dev/null | grep -v -e '^#' -e '^$' | sed 's/[[:space:]]*$//' |
+                head -25 >"$OUT/perf-$scenario.txt" || true
+        else
+            log "perf record failed; see $OUT/logs/perf-record.log"
+        fi
+        wait "$wrk_pid" || true
+        forget "$wrk_pid"
+    done
+    stop_proxy
+}
+
+machine() {
+    local f=$OUT/machine.txt
+    {
+        echo "date=$(date -u '+%Y-%m-%d %H:%M UTC')"
+        echo "commit=$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)$(git -C "$ROOT" diff --quiet HEAD -- proxy origin 2>/dev/null || echo ' (+ uncommitted changes)')"
+        echo "cpu=$(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo)"
+        echo "cores=$(nproc)"
+        echo "kernel=$(uname -sr)"
+        echo "os=$(awk -F= '$1 == "PRETTY_NAME" { gsub(/"/, "", $2); print $2 }' /etc/os-release 2>/dev/null)"
+        echo "memory=$(awk '/^MemTotal/ { printf "%.0f GiB", $2 / 1048576 }' /proc/meminfo)"
+        echo "dime=$("$BIN/dime-edge" --version 2>/dev/null | head -1)"
+        echo "nginx=$(nginx -v 2>&1 | sed 's/^nginx version: //')"
+        echo "varnish=$(varnishd -V 2>&1 | head -1 | sed 's/^varnishd (\(varnish-[^ ]*\).*/\1/')"
+        echo "wrk=$(wrk -v 2>&1 | head -1 | awk '{ print $1, $2 }')"
+        echo "nice=$NICE"
+        echo "max_other=$MAX_OTHER"
+        echo "quick=$QUICK"
+        echo "rounds=$ROUNDS"
+        echo "duration=$DURATION"
+        echo "rss_objects=$RSS_OBJECTS"
+    } >"$f"
+}
+
+# ---------------------------------------------------------------------------------------------
+
+main() {
+    local started=$SECONDS round proxy
+    mkdir -p "$WORK/dime" "$WORK/nginx" "$WORK/varnish"
+    # Each run starts from an empty results directory; a smoke run keeps its own, so it never
+    # erases what the last full run measured.
+    rm -rf "$OUT"
+    mkdir -p "$OUT/logs"
+    touch "$OUT/notes.txt"
+    install_tools
+    build
+    log "making the media in $WORK/media"
+    make_media
+    machine
+    start_origins
+    echo "start $(cut -d' ' -f1-3 /proc/loadavg)" >>"$OUT/load.txt"
+
+    # Round-robin, so a slow minute of the machine hurts all three alike.
+    for ((round = 1; round <= ROUNDS; round++)); do
+        for proxy in "${PROXIES[@]}"; do hit_round "$proxy" "$round"; done
+    done
+    for proxy in "${PROXIES[@]}"; do coalesce "$proxy"; done
+    for proxy in "${PROXIES[@]}"; do memory "$proxy"; done
+    echo "end $(cut -d' ' -f1-3 /proc/loadavg)" >>"$OUT/load.txt"
+    profile_dime
+
+    echo "elapsed=$((SECONDS - started))" >>"$OUT/machine.txt"
+    python3 "$BENCHES/report.py" "$OUT" "$DOC"
+    log "report written to $DOC (took $((SECONDS - started)) s)"
+}
+
+main "$@"
