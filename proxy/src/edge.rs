@@ -140,7 +140,13 @@ impl ProxyHttp for Edge {
                 } else {
                     host.as_str()
                 };
-                respond_text(session, 404, &format!("dime: no route for {shown}{path}\n")).await?;
+                respond_text(
+                    session,
+                    404,
+                    &format!("dime: no route for {shown}{path}\n"),
+                    &[],
+                )
+                .await?;
                 Ok(true)
             }
         }
@@ -513,7 +519,13 @@ impl ProxyHttp for Edge {
                 400 => "bad request",
                 _ => "error",
             };
-            let _ = respond_text(session, code, &format!("dime: {what}: {reason}\n")).await;
+            // The route's response headers (CORS, for one) belong on its error pages too, or a
+            // player cannot even read why its request failed.
+            let extra = ctx
+                .route
+                .as_ref()
+                .map_or(&[][..], |r| &r.spec.response_headers[..]);
+            let _ = respond_text(session, code, &format!("dime: {what}: {reason}\n"), extra).await;
         }
         FailToProxy {
             error_code: code,
@@ -600,11 +612,19 @@ fn is_timeout(e: &Error) -> bool {
 }
 
 /// Answers with a short plain-text body that never gets cached.
-async fn respond_text(session: &mut Session, status: u16, body: &str) -> Result<()> {
+async fn respond_text(
+    session: &mut Session,
+    status: u16,
+    body: &str,
+    extra: &[(http::HeaderName, http::HeaderValue)],
+) -> Result<()> {
     let mut resp = ResponseHeader::build(status, Some(4))?;
     resp.insert_header(http::header::CONTENT_TYPE, "text/plain; charset=utf-8")?;
     resp.insert_header(http::header::CONTENT_LENGTH, body.len().to_string())?;
     resp.insert_header(http::header::CACHE_CONTROL, "no-store")?;
+    for (name, value) in extra {
+        resp.insert_header(name.clone(), value.clone())?;
+    }
     forwarding::downstream_response(&mut resp, session.req_header().version);
     let head = session.req_header().method == http::Method::HEAD;
     session.write_response_header(Box::new(resp), head).await?;

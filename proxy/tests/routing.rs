@@ -134,3 +134,16 @@ response_headers = { "Access-Control-Allow-Origin" = "*", "X-Served-By" = "dime"
     get(&edge, "a.org", "/stream/").await;
     assert_eq!(origin.last().uri, "/");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn error_pages_carry_the_routes_response_headers() {
+    let origin = Upstream::start("o").await;
+    let config = pool("p", &[origin.addr], "retries = 0")
+        + "[[routes]]\npath = \"/\"\npool = \"p\"\nresponse_headers = { \"Access-Control-Allow-Origin\" = \"*\" }\n";
+    let edge = EdgeProc::start(&config).await;
+    origin.kill();
+    let r = get(&edge, "a.org", "/gone").await;
+    assert_eq!(r.status(), 502);
+    // A browser player can read why its request failed only if CORS allows it.
+    assert_eq!(r.headers()["access-control-allow-origin"], "*");
+}
