@@ -72,19 +72,17 @@ async fn a_1_gib_upload_streams_with_bounded_memory() {
     let baseline = edge.rss_kib();
     let pid = edge.pid();
     // Sample the edge's RSS from another task while the upload runs.
-    let sampler = tokio::spawn(async move {
-        let mut peak = 0;
-        for _ in 0..6000 {
-            let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-            let rss = status
-                .lines()
-                .find_map(|l| l.strip_prefix("VmRSS:"))
-                .and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok())
-                .unwrap_or(0);
-            peak = peak.max(rss);
-            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let sampler = tokio::spawn({
+        let done = done.clone();
+        async move {
+            let mut peak = 0;
+            while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                peak = peak.max(common::edge::rss_kib_of(pid));
+                tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+            }
+            peak
         }
-        peak
     });
     let chunk = bytes::Bytes::from(vec![7u8; 1 << 20]);
     let stream =
@@ -102,8 +100,8 @@ async fn a_1_gib_upload_streams_with_bounded_memory() {
         GIB.to_string(),
         "the origin did not get every byte"
     );
-    sampler.abort();
-    let peak = edge.rss_kib().max(baseline);
+    done.store(true, std::sync::atomic::Ordering::Relaxed);
+    let peak = sampler.await.unwrap().max(edge.rss_kib()).max(baseline);
     assert!(
         peak - baseline < RSS_BUDGET_KIB,
         "RSS grew by {} KiB while uploading 1 GiB",

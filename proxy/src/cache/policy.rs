@@ -233,16 +233,7 @@ pub fn decide(
             .unwrap_or(now + Duration::from_secs(365 * 24 * 3600))
     };
     let mut header = resp.clone();
-    // RFC 9111 §3.1: these describe the connection, not the stored response.
-    for h in [
-        "connection",
-        "keep-alive",
-        "proxy-connection",
-        "te",
-        "trailer",
-        "transfer-encoding",
-        "upgrade",
-    ] {
+    for h in CONNECTION_FIELDS {
         header.remove_header(h);
     }
     // `private="field"` and `no-cache="field"`: store the response without those fields.
@@ -262,20 +253,25 @@ pub fn decide(
     RespCacheable::Cacheable(CacheMeta::new(fresh_until, created, swr, sie, header))
 }
 
+/// RFC 9111 §3.1: fields that describe the connection, never stored.
+const CONNECTION_FIELDS: [&str; 7] = [
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+];
+
 /// RFC 9111 §4.3.4 and §3.2: the stored header updated with every field of a 304, except
 /// those describing the connection or the stored body's encoding and length.
 pub fn merge_not_modified(
     stored: &ResponseHeader,
     not_modified: &ResponseHeader,
 ) -> ResponseHeader {
-    const KEEP_STORED: [&str; 11] = [
-        "connection",
-        "keep-alive",
-        "proxy-connection",
-        "te",
-        "trailer",
-        "transfer-encoding",
-        "upgrade",
+    // Fields describing the stored body stay as stored.
+    const BODY_FIELDS: [&str; 4] = [
         "content-length",
         "content-encoding",
         "content-range",
@@ -284,7 +280,7 @@ pub fn merge_not_modified(
     let mut merged = stored.clone();
     let names: Vec<header::HeaderName> = not_modified.headers.keys().cloned().collect();
     for name in names {
-        if KEEP_STORED.contains(&name.as_str()) {
+        if CONNECTION_FIELDS.contains(&name.as_str()) || BODY_FIELDS.contains(&name.as_str()) {
             continue;
         }
         merged.remove_header(&name);

@@ -172,13 +172,7 @@ impl EdgeProc {
 
     /// Resident memory in KiB, from /proc.
     pub fn rss_kib(&self) -> u64 {
-        let status =
-            std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap_or_default();
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix("VmRSS:"))
-            .and_then(|v| v.split_whitespace().next()?.parse().ok())
-            .unwrap_or(0)
+        rss_kib_of(self.pid())
     }
 
     /// Sends SIGTERM.
@@ -218,4 +212,14 @@ pub fn pool(name: &str, backends: &[SocketAddr], extra: &str) -> String {
         "[pools.{name}]\nbackends = [{}]\n{extra}\n\n[pools.{name}.health_check]\ntype = \"http\"\npath = \"/healthz\"\ninterval = \"200ms\"\nrise = 1\nfall = 1\n\n",
         list.join(", ")
     )
+}
+
+/// Resident memory of process `pid` in KiB, from /proc; 0 once it is gone.
+pub fn rss_kib_of(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0)
 }
