@@ -1,1 +1,7 @@
 //! Dime's HLS packager: live channels from a camera or a test pattern, and VoD files, on GStreamer.
+
+pub mod options;
+pub mod pipeline;
+pub mod playlist;
+pub mod sample;
+pub mod vod;

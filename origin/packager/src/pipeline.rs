@@ -1,0 +1,153 @@
+//! Running a GStreamer pipeline to the end, and turning its bus errors into one precise line.
+
+use std::time::{Duration, Instant};
+
+use gstreamer as gst;
+use gstreamer::prelude::*;
+
+/// A GStreamer failure: which element, what it said, and GStreamer's debug detail.
+#[derive(Debug, thiserror::Error)]
+pub enum GstError {
+    /// GStreamer itself could not start (missing libraries or plugins registry).
+    #[error("GStreamer failed to initialise: {0}; install gstreamer1.0-plugins-base")]
+    Init(String),
+    /// A required element is not installed.
+    #[error("GStreamer element {element:?} is missing: install {package}")]
+    MissingElement {
+        /// The element factory name.
+        element: &'static str,
+        /// The Debian package that ships it.
+        package: &'static str,
+    },
+    /// An element posted an error on the bus.
+    #[error("{element}: {message}{}", debug.as_deref().map(|d| format!(" ({d})")).unwrap_or_default())]
+    Element {
+        /// The element's path in the pipeline.
+        element: String,
+        /// The error's message.
+        message: String,
+        /// GStreamer's debug string, when there is one.
+        debug: Option<String>,
+    },
+    /// A state change failed without an error message on the bus.
+    #[error("the pipeline refused to change state to {0:?}")]
+    StateChange(gst::State),
+    /// The pipeline did not finish in time.
+    #[error("the pipeline did not finish within {0:?}")]
+    Timeout(Duration),
+    /// Wiring the pipeline failed (a link or a property): a bug rather than bad input.
+    #[error("cannot build the pipeline: {0}")]
+    Build(String),
+}
+
+/// Initialises GStreamer once per process.
+pub fn init() -> Result<(), GstError> {
+    gst::init().map_err(|e| GstError::Init(e.to_string()))
+}
+
+/// Makes an element, naming the Debian package to install when it is missing.
+pub fn make(element: &'static str) -> Result<gst::Element, GstError> {
+    gst::ElementFactory::make(element)
+        .build()
+        .map_err(|_| GstError::MissingElement {
+            element,
+            package: package_of(element),
+        })
+}
+
+/// The Debian package that ships an element Dime uses.
+fn package_of(element: &str) -> &'static str {
+    match element {
+        "x264enc" => "gstreamer1.0-plugins-ugly",
+        "clockoverlay" | "timeoverlay" | "textoverlay" => "gstreamer1.0-x",
+        "v4l2src" | "jpegdec" | "jpegenc" | "splitmuxsink" | "mp4mux" | "qtdemux" => {
+            "gstreamer1.0-plugins-good"
+        }
+        "mpegtsmux" | "h264parse" | "voaacenc" => "gstreamer1.0-plugins-bad",
+        "avdec_h264" => "gstreamer1.0-libav",
+        _ => "gstreamer1.0-plugins-base",
+    }
+}
+
+/// Turns an error message from the bus into a [`GstError`].
+pub fn bus_error(err: &gst::message::Error) -> GstError {
+    GstError::Element {
+        element: err
+            .src()
+            .map(|s| s.path_string().to_string())
+            .unwrap_or_else(|| "pipeline".into()),
+        message: err.error().to_string(),
+        debug: err.debug().map(|d| d.to_string()),
+    }
+}
+
+/// Sets a state, reporting the bus error that explains a failure when there is one.
+pub fn set_state(pipeline: &gst::Pipeline, state: gst::State) -> Result<(), GstError> {
+    if pipeline.set_state(state).is_ok() {
+        return Ok(());
+    }
+    Err(first_error(pipeline).unwrap_or(GstError::StateChange(state)))
+}
+
+/// The first error message waiting on the pipeline's bus, if any.
+pub fn first_error(pipeline: &gst::Pipeline) -> Option<GstError> {
+    let bus = pipeline.bus()?;
+    while let Some(msg) = bus.pop_filtered(&[gst::MessageType::Error]) {
+        if let gst::MessageView::Error(err) = msg.view() {
+            return Some(bus_error(err));
+        }
+    }
+    None
+}
+
+/// Plays a finite pipeline until EOS, handing element messages to `on_element`; always
+/// leaves the pipeline in NULL.
+pub fn run_to_eos(
+    pipeline: &gst::Pipeline,
+    timeout: Duration,
+    mut on_element: impl FnMut(&gst::StructureRef, Option<&gst::Object>),
+) -> Result<(), GstError> {
+    let result = (|| {
+        set_state(pipeline, gst::State::Playing)?;
+        let bus = pipeline
+            .bus()
+            .ok_or_else(|| GstError::Build("no bus".into()))?;
+        let deadline = Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(GstError::Timeout(timeout));
+            }
+            let Some(msg) = bus.timed_pop(gst::ClockTime::from_nseconds(left.as_nanos() as u64))
+            else {
+                continue;
+            };
+            match msg.view() {
+                gst::MessageView::Eos(_) => return Ok(()),
+                gst::MessageView::Error(err) => return Err(bus_error(err)),
+                gst::MessageView::Element(element) => {
+                    if let Some(structure) = element.structure() {
+                        on_element(structure, msg.src());
+                    }
+                }
+                _ => {}
+            }
+        }
+    })();
+    let _ = pipeline.set_state(gst::State::Null);
+    result
+}
+
+/// Links a chain of elements, reporting which pair refused.
+pub fn link_chain(elements: &[&gst::Element]) -> Result<(), GstError> {
+    for pair in elements.windows(2) {
+        pair[0].link(pair[1]).map_err(|_| {
+            GstError::Build(format!(
+                "cannot link {} to {}",
+                pair[0].name(),
+                pair[1].name()
+            ))
+        })?;
+    }
+    Ok(())
+}

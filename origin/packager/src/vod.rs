@@ -1,0 +1,459 @@
+//! VoD packaging: any file GStreamer decodes becomes an HLS title (H.264 main + AAC, poster).
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use gstreamer as gst;
+use gstreamer::prelude::*;
+use gstreamer_pbutils as pbutils;
+
+use crate::options::Bitrate;
+use crate::pipeline::{self, GstError};
+use crate::playlist::{MediaPlaylist, PlaylistError, PlaylistKind, Segment};
+use crate::sample::caps_filter;
+
+/// The playlist's file name inside a packaged title.
+pub const PLAYLIST: &str = "index.m3u8";
+/// The poster's file name inside a packaged title.
+pub const POSTER: &str = "poster.jpg";
+
+/// How a title is packaged.
+#[derive(Debug, Clone)]
+pub struct VodOptions {
+    /// Target segment length; segments start on keyframes forced at these boundaries.
+    pub segment: Duration,
+    /// H.264 bitrate.
+    pub video_bitrate: Bitrate,
+    /// Whether to keep the first audio track (as AAC) when the input has one.
+    pub audio: bool,
+    /// Where in the title the poster frame is taken (earlier if the title is shorter).
+    pub poster_at: Duration,
+}
+
+impl Default for VodOptions {
+    fn default() -> Self {
+        Self {
+            segment: Duration::from_secs(4),
+            video_bitrate: Bitrate { kbps: 2500 },
+            audio: true,
+            poster_at: Duration::from_secs(1),
+        }
+    }
+}
+
+/// A packaged title.
+#[derive(Debug, Clone)]
+pub struct VodPackage {
+    /// The title's directory (the `out_dir` given).
+    pub dir: PathBuf,
+    /// `dir/index.m3u8`.
+    pub playlist: PathBuf,
+    /// `dir/poster.jpg`.
+    pub poster: PathBuf,
+    /// The segments, in order.
+    pub segments: Vec<PathBuf>,
+    /// Playable length in seconds (the sum of the segment durations).
+    pub duration: f64,
+    /// Frame width in pixels.
+    pub width: u32,
+    /// Frame height in pixels.
+    pub height: u32,
+    /// Whether the title has an audio track.
+    pub has_audio: bool,
+}
+
+/// Why a file could not be packaged.
+#[derive(Debug, thiserror::Error)]
+pub enum VodError {
+    /// The input is missing or unreadable.
+    #[error("{path}: cannot read the input: {source}")]
+    Input {
+        /// The input file.
+        path: PathBuf,
+        /// The underlying error.
+        source: std::io::Error,
+    },
+    /// GStreamer cannot make sense of the input.
+    #[error("{path}: not a video GStreamer can decode: {reason}")]
+    NotMedia {
+        /// The input file.
+        path: PathBuf,
+        /// What the discoverer said.
+        reason: String,
+    },
+    /// The input has no video stream.
+    #[error("{path}: the file has no video stream (audio-only titles are not supported)")]
+    NoVideo {
+        /// The input file.
+        path: PathBuf,
+    },
+    /// The destination already exists; titles are never overwritten in place.
+    #[error("{path}: already exists; remove it or package into another directory")]
+    OutputExists {
+        /// The output directory.
+        path: PathBuf,
+    },
+    /// A file or directory of the output could not be written.
+    #[error("{path}: {source}")]
+    Output {
+        /// The file or directory concerned.
+        path: PathBuf,
+        /// The underlying error.
+        source: std::io::Error,
+    },
+    /// Transcoding or the poster grab failed.
+    #[error("{path}: packaging failed: {source}")]
+    Pipeline {
+        /// The input file.
+        path: PathBuf,
+        /// What GStreamer said.
+        source: GstError,
+    },
+    /// The transcode produced no segment (an empty or zero-length input).
+    #[error("{path}: packaging produced no segment: is the video empty?")]
+    Empty {
+        /// The input file.
+        path: PathBuf,
+    },
+    /// The playlist could not be written.
+    #[error(transparent)]
+    Playlist(#[from] PlaylistError),
+}
+
+/// Packages `input` into an HLS title at `out_dir` (`index.m3u8`, `segment-N.ts`,
+/// `poster.jpg`). Blocks until done. Works in a hidden directory next to `out_dir` and
+/// renames it into place on success, so a half-packaged title is never visible.
+pub fn package_file(
+    input: &Path,
+    out_dir: &Path,
+    options: &VodOptions,
+) -> Result<VodPackage, VodError> {
+    let input = fs::canonicalize(input).map_err(|source| VodError::Input {
+        path: input.to_path_buf(),
+        source,
+    })?;
+    fs::File::open(&input).map_err(|source| VodError::Input {
+        path: input.clone(),
+        source,
+    })?;
+    if out_dir.exists() {
+        return Err(VodError::OutputExists {
+            path: out_dir.to_path_buf(),
+        });
+    }
+    let pipeline_error = |source| VodError::Pipeline {
+        path: input.clone(),
+        source,
+    };
+    pipeline::init().map_err(pipeline_error)?;
+    let probe = discover(&input)?;
+
+    let parent = out_dir
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let output = |path: &Path| {
+        let path = path.to_path_buf();
+        move |source| VodError::Output { path, source }
+    };
+    fs::create_dir_all(parent).map_err(output(parent))?;
+    let name = out_dir
+        .file_name()
+        .map(|n| n.to_string_lossy().to_string())
+        .unwrap_or_else(|| "title".into());
+    // A dot name: the streamer refuses dotfiles, so the work in progress is never served.
+    let work = TempDir(parent.join(format!(".{name}.packaging-{}", std::process::id())));
+    let _ = fs::remove_dir_all(&work.0);
+    fs::create_dir(&work.0).map_err(output(&work.0))?;
+
+    let with_audio = options.audio && probe.has_audio;
+    let segments = transcode(&input, &work.0, options, with_audio).map_err(pipeline_error)?;
+    if segments.is_empty() {
+        return Err(VodError::Empty { path: input });
+    }
+    let mut playlist = MediaPlaylist::new(PlaylistKind::Vod, options.segment);
+    let mut files = Vec::new();
+    for segment in segments {
+        files.push(out_dir.join(&segment.uri));
+        playlist.push(segment, usize::MAX);
+    }
+    let duration: f64 = playlist
+        .segments
+        .iter()
+        .map(|s| s.duration.as_secs_f64())
+        .sum();
+    playlist.write_atomic(&work.0.join(PLAYLIST))?;
+
+    // The poster frame: `poster_at` in, or the middle of a title shorter than twice that.
+    let at = options
+        .poster_at
+        .min(Duration::from_secs_f64(duration / 2.0));
+    let jpeg = poster(&input, at).map_err(pipeline_error)?;
+    fs::write(work.0.join(POSTER), jpeg).map_err(output(&work.0.join(POSTER)))?;
+
+    fs::rename(&work.0, out_dir).map_err(output(out_dir))?;
+    Ok(VodPackage {
+        dir: out_dir.to_path_buf(),
+        playlist: out_dir.join(PLAYLIST),
+        poster: out_dir.join(POSTER),
+        segments: files,
+        duration,
+        width: probe.width,
+        height: probe.height,
+        has_audio: with_audio,
+    })
+}
+
+/// What the discoverer learnt about an input.
+struct Probe {
+    width: u32,
+    height: u32,
+    has_audio: bool,
+}
+
+/// Checks that the input is decodable video before any output is made.
+fn discover(input: &Path) -> Result<Probe, VodError> {
+    let not_media = |reason: String| VodError::NotMedia {
+        path: input.to_path_buf(),
+        reason,
+    };
+    let uri = gst::glib::filename_to_uri(input, None).map_err(|e| not_media(e.to_string()))?;
+    let discoverer = pbutils::Discoverer::new(gst::ClockTime::from_seconds(30))
+        .map_err(|e| not_media(e.to_string()))?;
+    let info = discoverer
+        .discover_uri(&uri)
+        .map_err(|e| not_media(e.to_string()))?;
+    let video = info.video_streams();
+    let Some(first) = video.first() else {
+        return Err(VodError::NoVideo {
+            path: input.to_path_buf(),
+        });
+    };
+    Ok(Probe {
+        width: first.width(),
+        height: first.height(),
+        has_audio: !info.audio_streams().is_empty(),
+    })
+}
+
+/// Decodes the input and re-encodes it into keyframe-aligned MPEG-TS segments in `dir`;
+/// returns the segments with their exact durations.
+fn transcode(
+    input: &Path,
+    dir: &Path,
+    options: &VodOptions,
+    with_audio: bool,
+) -> Result<Vec<Segment>, GstError> {
+    let pipeline = gst::Pipeline::new();
+    let build = |e: gst::glib::BoolError| GstError::Build(e.to_string());
+    let source = pipeline::make("filesrc")?;
+    source.set_property("location", input.to_string_lossy().to_string());
+    let decode = pipeline::make("decodebin")?;
+
+    let video_queue = pipeline::make("queue")?;
+    let convert = pipeline::make("videoconvert")?;
+    // 4:2:0 8-bit: without the pin x264 may pick 4:4:4, which most players cannot decode.
+    let i420 = caps_filter(
+        gst::Caps::builder("video/x-raw")
+            .field("format", "I420")
+            .build(),
+    )?;
+    let encoder = pipeline::make("x264enc")?;
+    encoder.set_property_from_str("speed-preset", "veryfast");
+    encoder.set_property("bitrate", options.video_bitrate.kbps);
+    // Keyframes only where splitmuxsink asks for them (every segment), not on scene cuts.
+    encoder.set_property("option-string", "scenecut=0");
+    let main = caps_filter(
+        gst::Caps::builder("video/x-h264")
+            .field("profile", "main")
+            .build(),
+    )?;
+    let parse = pipeline::make("h264parse")?;
+    let split = splitmux(dir, options.segment)?;
+
+    pipeline
+        .add_many([
+            &source,
+            &decode,
+            &video_queue,
+            &convert,
+            &i420,
+            &encoder,
+            &main,
+            &parse,
+            &split,
+        ])
+        .map_err(build)?;
+    pipeline::link_chain(&[&source, &decode])?;
+    pipeline::link_chain(&[&video_queue, &convert, &i420, &encoder, &main, &parse])?;
+    parse
+        .link_pads(None, &split, Some("video"))
+        .map_err(|e| GstError::Build(format!("cannot link h264parse to splitmuxsink: {e}")))?;
+
+    let audio_entry = if with_audio {
+        let queue = pipeline::make("queue")?;
+        let convert = pipeline::make("audioconvert")?;
+        let resample = pipeline::make("audioresample")?;
+        let aac = pipeline::make("voaacenc")?;
+        aac.set_property("bitrate", 128_000i32);
+        let aac_parse = pipeline::make("aacparse")?;
+        pipeline
+            .add_many([&queue, &convert, &resample, &aac, &aac_parse])
+            .map_err(build)?;
+        pipeline::link_chain(&[&queue, &convert, &resample, &aac, &aac_parse])?;
+        aac_parse
+            .link_pads(None, &split, Some("audio_%u"))
+            .map_err(|e| GstError::Build(format!("cannot link aacparse to splitmuxsink: {e}")))?;
+        Some(queue)
+    } else {
+        None
+    };
+
+    // decodebin exposes its streams once it has typed the file: the first video and (if kept)
+    // the first audio stream are packaged, any other stream is drained into a fakesink, since
+    // an unlinked stream would stop the demuxer.
+    let entries = Arc::new(Mutex::new((Some(video_queue), audio_entry)));
+    let weak = pipeline.downgrade();
+    decode.connect_pad_added(move |_, pad| {
+        let Some(pipeline) = weak.upgrade() else {
+            return;
+        };
+        let caps = pad.current_caps().unwrap_or_else(|| pad.query_caps(None));
+        let kind = caps
+            .structure(0)
+            .map(|s| s.name().to_string())
+            .unwrap_or_default();
+        let mut entries = entries.lock().unwrap_or_else(|e| e.into_inner());
+        let target = if kind.starts_with("video/") {
+            entries.0.take()
+        } else if kind.starts_with("audio/") {
+            entries.1.take()
+        } else {
+            None
+        };
+        let target = target.or_else(|| {
+            let sink = gst::ElementFactory::make("fakesink").build().ok()?;
+            sink.set_property("sync", false);
+            pipeline.add(&sink).ok()?;
+            sink.sync_state_with_parent().ok()?;
+            Some(sink)
+        });
+        if let Some(sink_pad) = target.and_then(|t| t.static_pad("sink")) {
+            if let Err(err) = pad.link(&sink_pad) {
+                tracing::warn!(%err, caps = %caps, "cannot link a decoded stream");
+            }
+        }
+    });
+
+    let mut opened: Option<gst::ClockTime> = None;
+    let mut segments = Vec::new();
+    let mut sequence = 0u64;
+    // Transcoding at veryfast runs many times faster than real time; this only catches a hang.
+    pipeline::run_to_eos(&pipeline, Duration::from_secs(3600), |structure, _| {
+        let running_time = structure.get::<gst::ClockTime>("running-time").ok();
+        match structure.name().as_str() {
+            "splitmuxsink-fragment-opened" => opened = running_time,
+            "splitmuxsink-fragment-closed" => {
+                let (Some(start), Some(end)) = (opened.take(), running_time) else {
+                    return;
+                };
+                let location = structure.get::<String>("location").unwrap_or_default();
+                let uri = Path::new(&location)
+                    .file_name()
+                    .map(|n| n.to_string_lossy().to_string())
+                    .unwrap_or_default();
+                segments.push(Segment {
+                    sequence,
+                    uri,
+                    duration: Duration::from_nanos(end.saturating_sub(start).nseconds()),
+                    program_date_time: None,
+                    discontinuity: false,
+                });
+                sequence += 1;
+            }
+            _ => {}
+        }
+    })?;
+    Ok(segments)
+}
+
+/// A splitmuxsink writing `dir/segment-N.ts`, cutting at a keyframe it requests every `segment`.
+pub(crate) fn splitmux(dir: &Path, segment: Duration) -> Result<gst::Element, GstError> {
+    let split = pipeline::make("splitmuxsink")?;
+    let mux = pipeline::make("mpegtsmux")?;
+    split.set_property("muxer", &mux);
+    split.set_property("max-size-time", segment.as_nanos() as u64);
+    split.set_property("send-keyframe-requests", true);
+    split.set_property(
+        "location",
+        dir.join("segment-%d.ts").to_string_lossy().to_string(),
+    );
+    Ok(split)
+}
+
+/// Grabs one frame `at` into the title as a JPEG, through playbin's `convert-sample`.
+fn poster(input: &Path, at: Duration) -> Result<Vec<u8>, GstError> {
+    let playbin = pipeline::make("playbin")?;
+    let uri =
+        gst::glib::filename_to_uri(input, None).map_err(|e| GstError::Build(e.to_string()))?;
+    playbin.set_property("uri", uri.as_str());
+    // No audio output and no window: the frame is read from the video sink's last sample.
+    playbin.set_property("video-sink", pipeline::make("fakesink")?);
+    playbin.set_property("audio-sink", pipeline::make("fakesink")?);
+    let pipeline = playbin
+        .clone()
+        .downcast::<gst::Pipeline>()
+        .map_err(|_| GstError::Build("playbin is not a pipeline".into()))?;
+    let result = (|| {
+        pipeline::set_state(&pipeline, gst::State::Paused)?;
+        wait_async_done(&pipeline)?;
+        pipeline
+            .seek_simple(
+                gst::SeekFlags::FLUSH | gst::SeekFlags::ACCURATE,
+                gst::ClockTime::from_nseconds(at.as_nanos() as u64),
+            )
+            .map_err(|e| GstError::Build(format!("cannot seek to {at:?}: {e}")))?;
+        wait_async_done(&pipeline)?;
+        let caps = gst::Caps::builder("image/jpeg").build();
+        let sample = playbin
+            .emit_by_name::<Option<gst::Sample>>("convert-sample", &[&caps])
+            .ok_or_else(|| GstError::Build("no frame to make a poster from".into()))?;
+        let buffer = sample
+            .buffer()
+            .ok_or_else(|| GstError::Build("the poster sample has no buffer".into()))?;
+        let map = buffer
+            .map_readable()
+            .map_err(|e| GstError::Build(e.to_string()))?;
+        Ok(map.as_slice().to_vec())
+    })();
+    let _ = pipeline.set_state(gst::State::Null);
+    result
+}
+
+/// Waits for a paused pipeline to preroll (after a state change or a flushing seek).
+fn wait_async_done(pipeline: &gst::Pipeline) -> Result<(), GstError> {
+    let bus = pipeline
+        .bus()
+        .ok_or_else(|| GstError::Build("no bus".into()))?;
+    let timeout = Duration::from_secs(30);
+    let msg = bus.timed_pop_filtered(
+        gst::ClockTime::from_seconds(timeout.as_secs()),
+        &[gst::MessageType::AsyncDone, gst::MessageType::Error],
+    );
+    match msg.as_ref().map(|m| m.view()) {
+        Some(gst::MessageView::Error(err)) => Err(pipeline::bus_error(err)),
+        Some(_) => Ok(()),
+        None => Err(GstError::Timeout(timeout)),
+    }
+}
+
+/// A working directory removed on drop unless it was renamed into place.
+struct TempDir(PathBuf);
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = fs::remove_dir_all(&self.0);
+    }
+}
