@@ -3,9 +3,9 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use crate::config::{EdgeConfig, RouteSpec};
+use crate::config::{EdgeConfig, PoolSpec, RouteSpec};
 use crate::metrics::{Metrics, RouteMetrics};
-use crate::pool::Pool;
+use crate::pool::{MemberChange, Members, Pool};
 use crate::route::RouteTable;
 
 /// A route with its pool resolved.
@@ -30,15 +30,76 @@ pub struct Active {
     pub pools: Vec<Arc<Pool>>,
 }
 
+/// What building an [`Active`] from a previous one changed in the pools.
+#[derive(Debug, Default)]
+pub struct PoolChanges {
+    /// Pools built afresh (new names, or a changed selection or health check); their backends
+    /// are pending until checked.
+    pub created: Vec<String>,
+    /// Pools that kept their members, with what changed in their backend sets.
+    pub kept: Vec<(String, MemberChange)>,
+    /// Pools no longer in the config.
+    pub dropped: Vec<String>,
+}
+
 impl Active {
-    /// Builds pools and routes from a validated config.
+    /// Builds pools and routes from a validated config, at startup: every backend takes
+    /// traffic at once.
     pub fn build(config: EdgeConfig, metrics: &Metrics) -> Result<Self, String> {
+        Self::build_next(config, metrics, None).map(|(active, _)| active)
+    }
+
+    /// Builds from a validated config, keeping the members of `previous`'s pools that keep
+    /// their name, selection and health check (their health and connections survive; only
+    /// their backend sets change). New members start with every backend pending.
+    pub fn build_next(
+        config: EdgeConfig,
+        metrics: &Metrics,
+        previous: Option<&Active>,
+    ) -> Result<(Self, PoolChanges), String> {
+        let mut changes = PoolChanges::default();
+        let reusable = |spec: &PoolSpec| {
+            previous?
+                .pools
+                .iter()
+                .find(|p| p.members().fits(spec))
+                .map(|p| p.members().clone())
+        };
+        // Everything that can fail happens before any shared member set is touched, so a
+        // rejected build leaves the running pools as they were.
+        let mut plan = Vec::new();
+        for spec in &config.pools {
+            match reusable(spec) {
+                Some(members) => plan.push((spec.clone(), members, false)),
+                None => {
+                    let members = match previous {
+                        Some(_) => Members::new(spec, true)?,
+                        None => Members::new(spec, false)?,
+                    };
+                    plan.push((spec.clone(), Arc::new(members), true));
+                }
+            }
+        }
         let mut by_name = HashMap::new();
         let mut pools = Vec::new();
-        for spec in &config.pools {
-            let pool = Arc::new(Pool::new(spec.clone())?);
-            by_name.insert(spec.name.clone(), pool.clone());
+        for (spec, members, created) in plan {
+            if created {
+                changes.created.push(spec.name.clone());
+            } else {
+                let change = members.set_backends(&spec.backends)?;
+                changes.kept.push((spec.name.clone(), change));
+            }
+            let pool = Arc::new(Pool::with_members(spec, members));
+            by_name.insert(pool.name().to_string(), pool.clone());
             pools.push(pool);
+        }
+        if let Some(previous) = previous {
+            changes.dropped = previous
+                .pools
+                .iter()
+                .filter(|p| !by_name.contains_key(p.name()))
+                .map(|p| p.name().to_string())
+                .collect();
         }
         let routes = config
             .routes
@@ -55,12 +116,13 @@ impl Active {
                 }))
             })
             .collect::<Result<Vec<_>, String>>()?;
-        Ok(Active {
+        let active = Active {
             table: RouteTable::new(&config.routes),
             config,
             routes,
             pools,
-        })
+        };
+        Ok((active, changes))
     }
 
     /// Why the edge is not ready, or `None` when every pool has a healthy backend.

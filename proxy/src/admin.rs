@@ -1,4 +1,5 @@
-//! The admin listener: `/metrics`, `/healthz`, `/readyz`, and the cache purge API.
+//! The admin listener: `/metrics`, `/healthz`, `/readyz`, the cache purge API, and the config
+//! API (`POST /config/reload`, `GET /config`).
 
 use std::sync::Arc;
 
@@ -10,7 +11,9 @@ use pingora_core::protocols::http::ServerSession;
 
 use crate::active::Active;
 use crate::cache::{key, EdgeCache};
+use crate::config::redact;
 use crate::metrics::Metrics;
+use crate::reload::{short_hash, ReloadOutcome, Reloader, Trigger};
 
 /// The admin HTTP application.
 pub struct Admin {
@@ -20,8 +23,8 @@ pub struct Admin {
     pub metrics: Arc<Metrics>,
     /// The cache the purge API acts on.
     pub cache: EdgeCache,
-    /// Bearer token for purges; `None` disables them.
-    pub purge_token: Option<String>,
+    /// Reloads the config file; `None` in quick mode, which has none.
+    pub reloader: Option<Arc<Reloader>>,
 }
 
 #[async_trait]
@@ -47,13 +50,23 @@ impl ServeHttp for Admin {
                 Some(why) => text(StatusCode::SERVICE_UNAVAILABLE, &format!("not ready:\n{why}\n")),
             },
             (false, "/cache/purge") if method == http::Method::POST => self.purge(session),
-            (_, "/metrics" | "/healthz" | "/readyz") => {
+            (false, "/config/reload") if method == http::Method::POST => {
+                match self.authorize(session, "config reload") {
+                    Err(refused) => *refused,
+                    Ok(()) => self.reload().await,
+                }
+            }
+            (true, "/config") => match self.authorize(session, "config read") {
+                Err(refused) => *refused,
+                Ok(()) => self.show_config(),
+            },
+            (_, "/metrics" | "/healthz" | "/readyz" | "/config") => {
                 with_allow(text(StatusCode::METHOD_NOT_ALLOWED, "use GET\n"), "GET, HEAD")
             }
-            (_, "/cache/purge") => with_allow(text(StatusCode::METHOD_NOT_ALLOWED, "use POST\n"), "POST"),
+            (_, "/cache/purge" | "/config/reload") => with_allow(text(StatusCode::METHOD_NOT_ALLOWED, "use POST\n"), "POST"),
             _ => text(
                 StatusCode::NOT_FOUND,
-                "not found: the admin listener serves /metrics, /healthz, /readyz and POST /cache/purge\n",
+                "not found: the admin listener serves /metrics, /healthz, /readyz, POST /cache/purge, POST /config/reload and GET /config\n",
             ),
         }
     }
@@ -62,35 +75,18 @@ impl ServeHttp for Admin {
 impl Admin {
     /// `POST /cache/purge?url=HOST/PATH`, `?prefix=HOST/PATH` (or `/PATH` for any host), `?all=true`.
     fn purge(&self, session: &ServerSession) -> Response<Vec<u8>> {
-        let Some(token) = &self.purge_token else {
+        // The active config's token: a reload may have changed it.
+        let token = self.active.load().config.cache.purge_token.clone();
+        let Some(token) = token else {
             return text(
                 StatusCode::FORBIDDEN,
                 "purge is disabled: set cache.purge_token in the config to enable it\n",
             );
         };
-        let req = session.req_header();
-        let presented = req
-            .headers
-            .get(http::header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .unwrap_or("");
-        if !constant_time_eq(presented.as_bytes(), token.as_bytes()) {
-            let client = session
-                .client_addr()
-                .map(|a| a.to_string())
-                .unwrap_or_default();
-            tracing::warn!(client = %client, "purge refused: missing or wrong bearer token");
-            let mut r = text(
-                StatusCode::UNAUTHORIZED,
-                "purge needs Authorization: Bearer <cache.purge_token>\n",
-            );
-            r.headers_mut().insert(
-                http::header::WWW_AUTHENTICATE,
-                http::HeaderValue::from_static("Bearer"),
-            );
-            return r;
+        if let Err(refused) = check_bearer(session, &token, "purge", "cache.purge_token") {
+            return *refused;
         }
+        let req = session.req_header();
         let params = query_params(req.uri.query().unwrap_or(""));
         let get = |k: &str| params.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
         let store = self.cache.store;
@@ -130,6 +126,112 @@ impl Admin {
         )
     }
 }
+
+impl Admin {
+    /// Lets the request through when it carries the active config's `admin.token`.
+    fn authorize(&self, session: &ServerSession, what: &str) -> Result<(), Refused> {
+        let token = self.active.load().config.admin.token.clone();
+        let Some(token) = token else {
+            return Err(Box::new(text(
+                StatusCode::FORBIDDEN,
+                &format!(
+                    "{what} is disabled: set admin.token in the config to enable the config API\n"
+                ),
+            )));
+        };
+        check_bearer(session, &token, what, "admin.token")
+    }
+
+    /// `POST /config/reload`: 200 with the outcome when applied or unchanged, 422 with every
+    /// error when the file is invalid (the old config keeps serving), 409 in quick mode.
+    async fn reload(&self) -> Response<Vec<u8>> {
+        let Some(reloader) = &self.reloader else {
+            return text(
+                StatusCode::CONFLICT,
+                "quick mode (dime-edge proxy) has no config file to reload\n",
+            );
+        };
+        let outcome = reloader.reload(Trigger::Admin).await;
+        let status = match outcome {
+            ReloadOutcome::Rejected { .. } => StatusCode::UNPROCESSABLE_ENTITY,
+            _ => StatusCode::OK,
+        };
+        let mut body = serde_json::to_vec_pretty(&outcome).unwrap_or_default();
+        body.push(b'\n');
+        reply(status, "application/json", body)
+    }
+
+    /// `GET /config`: the active config as TOML, secrets redacted, with its hash and the
+    /// settings that wait on a restart in a comment header.
+    fn show_config(&self) -> Response<Vec<u8>> {
+        let active = self.active.load();
+        let config = &active.config;
+        let hash = crate::reload::fingerprint(config)
+            .map(|f| short_hash(&f))
+            .unwrap_or_default();
+        let mut out = format!("# source: {}\n# hash: {hash}\n", config.source);
+        if let Some(r) = &self.reloader {
+            for line in r.restart_required() {
+                out.push_str(&format!("# restart required: {line}\n"));
+            }
+        }
+        match redact::redacted_toml(&config.text) {
+            Ok(toml) => out.push_str(&toml),
+            Err(e) => {
+                return text(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    &format!("cannot render the active config: {e}\n"),
+                )
+            }
+        }
+        let mut r = reply(
+            StatusCode::OK,
+            "application/toml; charset=utf-8",
+            out.into_bytes(),
+        );
+        if let Ok(v) = http::HeaderValue::from_str(&hash) {
+            r.headers_mut().insert("x-dime-config-hash", v);
+        }
+        r
+    }
+}
+
+/// 401 with `WWW-Authenticate: Bearer` unless the request carries `Authorization: Bearer
+/// <token>`.
+fn check_bearer(
+    session: &ServerSession,
+    token: &str,
+    what: &str,
+    field: &str,
+) -> Result<(), Refused> {
+    let presented = session
+        .req_header()
+        .headers
+        .get(http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or("");
+    if constant_time_eq(presented.as_bytes(), token.as_bytes()) {
+        return Ok(());
+    }
+    let client = session
+        .client_addr()
+        .map(|a| a.to_string())
+        .unwrap_or_default();
+    tracing::warn!(client = %client, "{what} refused: missing or wrong bearer token");
+    let mut r = text(
+        StatusCode::UNAUTHORIZED,
+        &format!("{what} needs Authorization: Bearer <{field}>\n"),
+    );
+    r.headers_mut().insert(
+        http::header::WWW_AUTHENTICATE,
+        http::HeaderValue::from_static("Bearer"),
+    );
+    Err(Box::new(r))
+}
+
+/// The answer to a request that may not proceed.
+type Refused = Box<Response<Vec<u8>>>;
 
 /// `http://Host:80/a` or `Host/a` → `host/a`, the form cache keys use.
 fn normalize_target(s: &str) -> String {

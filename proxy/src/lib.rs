@@ -2,7 +2,8 @@
 //!
 //! A request flows one way through these modules: [`route`] picks the route, [`pool`] the
 //! backend, [`forwarding`] prepares the headers, [`edge`] drives the phases; [`config`] is
-//! compiled into [`active`] before any of that runs.
+//! compiled into [`active`] before any of that runs, and [`reload`] swaps a new one in while
+//! the edge serves.
 
 pub mod active;
 pub mod admin;
@@ -15,5 +16,6 @@ pub mod logging;
 pub mod metrics;
 pub mod pool;
 pub mod quick;
+pub mod reload;
 pub mod route;
 pub mod server;

@@ -1,8 +1,8 @@
 //! Prometheus metrics: every `dime_*` series the edge exports, in one registry.
 
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
-    Registry, TextEncoder,
+    Encoder, Gauge, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec,
+    Opts, Registry, TextEncoder,
 };
 
 /// The edge's metrics.
@@ -38,6 +38,17 @@ pub struct Metrics {
     pub cache_coalesced_waits: IntCounterVec,
     /// `dime_cache_purges_total{kind}`: purge API calls by kind (url, prefix, all).
     pub cache_purges: IntCounterVec,
+    /// `dime_config_reloads_total{result}`: reload attempts by result (applied, unchanged,
+    /// rejected).
+    pub config_reloads: IntCounterVec,
+    /// `dime_config_last_reload_success_timestamp_seconds`: when the active config was
+    /// loaded (startup counts).
+    pub config_last_success: Gauge,
+    /// `dime_config_info{hash}`: 1 for the active config's content hash, no other series.
+    pub config_info: IntGaugeVec,
+    /// `dime_config_restart_required`: 1 when the active config changes something only a
+    /// restart applies (listeners, threads, cache memory).
+    pub config_restart_required: IntGauge,
 }
 
 impl Metrics {
@@ -142,6 +153,35 @@ impl Metrics {
             &["kind"],
         )
         .expect("valid metric");
+        let config_reloads = IntCounterVec::new(
+            Opts::new(
+                "dime_config_reloads_total",
+                "Config reload attempts, by result: applied, unchanged (same content) or rejected (invalid; the old config keeps serving).",
+            ),
+            &["result"],
+        )
+        .expect("valid metric");
+        for result in ["applied", "unchanged", "rejected"] {
+            config_reloads.with_label_values(&[result]);
+        }
+        let config_last_success = Gauge::new(
+            "dime_config_last_reload_success_timestamp_seconds",
+            "Unix time the active config was loaded, at startup or by a reload.",
+        )
+        .expect("valid metric");
+        let config_info = IntGaugeVec::new(
+            Opts::new(
+                "dime_config_info",
+                "The active config: its content hash (sha256 prefix) as a label; always 1.",
+            ),
+            &["hash"],
+        )
+        .expect("valid metric");
+        let config_restart_required = IntGauge::new(
+            "dime_config_restart_required",
+            "1 when the active config changes a setting that only a restart applies (listeners, threads, cache memory); the old value is in force.",
+        )
+        .expect("valid metric");
         for c in [
             Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(request_duration.clone()),
@@ -158,6 +198,10 @@ impl Metrics {
             Box::new(cache_evictions.clone()),
             Box::new(cache_coalesced_waits.clone()),
             Box::new(cache_purges.clone()),
+            Box::new(config_reloads.clone()),
+            Box::new(config_last_success.clone()),
+            Box::new(config_info.clone()),
+            Box::new(config_restart_required.clone()),
         ] {
             registry.register(c).expect("unique metric names");
         }
@@ -178,6 +222,10 @@ impl Metrics {
             cache_evictions,
             cache_coalesced_waits,
             cache_purges,
+            config_reloads,
+            config_last_success,
+            config_info,
+            config_restart_required,
         }
     }
 

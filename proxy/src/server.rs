@@ -1,4 +1,5 @@
-//! Process assembly: the pingora server, its services (proxy, admin, health checks) and shutdown.
+//! Process assembly: the pingora server, its services (proxy, admin, health checks, config
+//! reload) and shutdown.
 
 use std::net::TcpListener;
 use std::sync::Arc;
@@ -18,6 +19,9 @@ use crate::config::EdgeConfig;
 use crate::edge::Edge;
 use crate::health::HealthChecks;
 use crate::metrics::Metrics;
+use crate::reload::signal::SighupReload;
+use crate::reload::watcher::ConfigWatcher;
+use crate::reload::Reloader;
 
 /// Starts the edge with `config` and serves until a signal ends the process.
 pub fn serve(config: EdgeConfig) -> anyhow::Result<()> {
@@ -55,15 +59,21 @@ pub fn serve(config: EdgeConfig) -> anyhow::Result<()> {
     metrics
         .cache_capacity_bytes
         .set(i64::try_from(config.cache.memory).unwrap_or(i64::MAX));
-    let purge_token = config.cache.purge_token.clone();
+    let config_file = config.file.clone();
     let http_listeners = config.http_listeners.clone();
     let admin_listener = config.admin_listener;
     let active = Active::build(config, &metrics).map_err(anyhow::Error::msg)?;
     if active.pools.is_empty() {
         bail!("no pools configured");
     }
-    let pools = active.pools.clone();
     let active = Arc::new(ArcSwap::from_pointee(active));
+    let reloader = match &config_file {
+        Some(path) => Some(Arc::new(
+            Reloader::new(path, active.clone(), metrics.clone(), Vec::new())
+                .map_err(anyhow::Error::msg)?,
+        )),
+        None => None,
+    };
 
     let mut proxy = pingora_proxy::http_proxy_service_with_name(
         &server.configuration,
@@ -86,7 +96,7 @@ pub fn serve(config: EdgeConfig) -> anyhow::Result<()> {
             active: active.clone(),
             metrics: metrics.clone(),
             cache,
-            purge_token,
+            reloader: reloader.clone(),
         },
     );
     admin.add_tcp(&admin_listener.to_string());
@@ -95,7 +105,8 @@ pub fn serve(config: EdgeConfig) -> anyhow::Result<()> {
     let health = background_service(
         "health checks",
         HealthChecks {
-            pools,
+            active: active.clone(),
+            applied: reloader.as_ref().map(|r| r.subscribe()),
             metrics: metrics.clone(),
         },
     );
@@ -103,7 +114,15 @@ pub fn serve(config: EdgeConfig) -> anyhow::Result<()> {
     server.add_service(proxy);
     server.add_service(admin);
     server.add_service(health);
-    server.add_service(background_service("SIGHUP", SighupNotice));
+    if let Some(r) = &reloader {
+        server.add_service(background_service(
+            "config watcher",
+            ConfigWatcher {
+                reloader: r.clone(),
+            },
+        ));
+    }
+    server.add_service(background_service("SIGHUP", SighupReload { reloader }));
     spawn_drain_watcher(&server, metrics, grace);
     server.run_forever();
 }
@@ -135,27 +154,4 @@ fn spawn_drain_watcher(server: &Server, metrics: Arc<Metrics>, grace: Duration) 
             Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
         }
     });
-}
-
-/// Keeps SIGHUP from killing the process (its default action) until live reload lands,
-/// and says what to do instead.
-struct SighupNotice;
-
-#[async_trait::async_trait]
-impl pingora_core::services::background::BackgroundService for SighupNotice {
-    async fn start(&self, mut shutdown: pingora_core::server::ShutdownWatch) {
-        use tokio::signal::unix::{signal, SignalKind};
-        let Ok(mut hup) = signal(SignalKind::hangup()) else {
-            tracing::warn!("cannot watch SIGHUP; it will terminate the process");
-            return;
-        };
-        loop {
-            tokio::select! {
-                _ = hup.recv() => tracing::warn!(
-                    "SIGHUP received: live config reload is not implemented yet; the running config is unchanged (validate with `dime-edge check`, then restart)"
-                ),
-                _ = shutdown.changed() => return,
-            }
-        }
-    }
 }

@@ -3,7 +3,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::ops::Range;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use http::{HeaderName, HeaderValue};
@@ -11,8 +11,8 @@ use toml::Spanned;
 
 use super::error::{ConfigError, ConfigErrors, Locator};
 use super::file::{
-    BackendEntry, CacheSection, ConfigFile, HealthCheckSection, PoolSection, RouteCacheSection,
-    RouteSection,
+    AdminSection, BackendEntry, CacheSection, ConfigFile, HealthCheckSection, PoolSection,
+    RouteCacheSection, RouteSection,
 };
 use crate::cache::{CacheMode, CachePolicy};
 use crate::route::HostMatch;
@@ -27,6 +27,14 @@ const MAX_DURATION: Duration = Duration::from_secs(24 * 3600);
 pub struct EdgeConfig {
     /// Where it came from (a path or `<command line>`), for messages.
     pub source: String,
+    /// The file it was read from; `None` in quick mode, which has no file to reload.
+    pub file: Option<PathBuf>,
+    /// The text it was compiled from, for `GET /config` (redacted there) and reload diffs.
+    pub text: String,
+    /// The admin API's settings.
+    pub admin: AdminSettings,
+    /// Reload on file change; SIGHUP and `POST /config/reload` work either way.
+    pub watch: bool,
     /// Process-wide settings.
     pub server: ServerSettings,
     /// Plain HTTP listeners.
@@ -39,6 +47,13 @@ pub struct EdgeConfig {
     pub routes: Vec<RouteSpec>,
     /// The shared cache.
     pub cache: CacheSettings,
+}
+
+/// The admin API's settings.
+#[derive(Debug, Clone, Default)]
+pub struct AdminSettings {
+    /// Bearer token of `POST /config/reload` and `GET /config`; `None` refuses both.
+    pub token: Option<String>,
 }
 
 /// The shared cache's settings.
@@ -115,7 +130,7 @@ pub enum HealthCheckKind {
 }
 
 /// A validated health check.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HealthCheckSpec {
     /// TCP or HTTP.
     pub kind: HealthCheckKind,
@@ -156,6 +171,18 @@ impl EdgeConfig {
         self.pools.iter().find(|p| p.name == name)
     }
 
+    /// Every file this config was built from, to watch for live reload: the config file
+    /// itself and whatever it references. A component that reads another file (a certificate,
+    /// a key) adds it here, so editing it triggers a reload like editing the config does.
+    pub fn watched_files(&self) -> Vec<PathBuf> {
+        self.file.iter().cloned().collect()
+    }
+
+    /// The directory relative paths inside the config resolve against: the config file's own.
+    pub fn base_dir(&self) -> PathBuf {
+        base_dir(self.file.as_deref())
+    }
+
     /// One line for `dime-edge check` and the startup log.
     pub fn summary(&self) -> String {
         let backends: usize = self.pools.iter().map(|p| p.backends.len()).sum();
@@ -176,7 +203,10 @@ impl EdgeConfig {
 pub fn load(path: &Path) -> Result<EdgeConfig, ConfigErrors> {
     let name = path.display().to_string();
     match std::fs::read_to_string(path) {
-        Ok(text) => compile(&name, &text),
+        Ok(text) => compile(&name, &text).map(|mut c| {
+            c.file = Some(path.to_path_buf());
+            c
+        }),
         Err(e) => Err(ConfigErrors(vec![ConfigError {
             file: name,
             line: 0,
@@ -184,6 +214,25 @@ pub fn load(path: &Path) -> Result<EdgeConfig, ConfigErrors> {
             field: "(file)".into(),
             reason: format!("cannot read: {e}"),
         }])),
+    }
+}
+
+/// The directory of `file` (the current directory for a bare name or no file).
+pub fn base_dir(file: Option<&Path>) -> PathBuf {
+    match file.and_then(Path::parent) {
+        Some(dir) if !dir.as_os_str().is_empty() => dir.to_path_buf(),
+        _ => PathBuf::from("."),
+    }
+}
+
+/// Resolves a path written in the config: absolute stays, relative joins the config file's
+/// directory (not the process's working directory, which a service manager picks).
+pub fn resolve_path(config_file: Option<&Path>, written: &str) -> PathBuf {
+    let p = Path::new(written);
+    if p.is_absolute() {
+        p.to_path_buf()
+    } else {
+        base_dir(config_file).join(p)
     }
 }
 
@@ -196,8 +245,9 @@ pub fn compile(source: &str, text: &str) -> Result<EdgeConfig, ConfigErrors> {
         loc,
         errors: Vec::new(),
     };
-    let config = c.config(file);
+    let mut config = c.config(file);
     if c.errors.is_empty() {
+        config.text = text.to_string();
         Ok(config)
     } else {
         c.errors.sort_by_key(|e| (e.line, e.column));
@@ -314,8 +364,13 @@ impl Compiler<'_> {
         }
 
         let cache = self.cache_settings(&file.cache);
+        let admin = self.admin_settings(&file.admin);
         EdgeConfig {
             source: self.loc.file.to_string(),
+            file: None,
+            text: String::new(),
+            admin,
+            watch: file.reload.watch.unwrap_or(true),
             server,
             http_listeners,
             admin_listener,
@@ -619,6 +674,22 @@ impl Compiler<'_> {
             upstream_headers,
             response_headers,
         })
+    }
+
+    fn admin_settings(&mut self, a: &AdminSection) -> AdminSettings {
+        let token = match &a.token {
+            Some(t) if t.get_ref().len() < 16 => {
+                self.err(
+                    t.span(),
+                    "admin.token",
+                    "too short: use at least 16 characters",
+                );
+                None
+            }
+            Some(t) => Some(t.get_ref().clone()),
+            None => None,
+        };
+        AdminSettings { token }
     }
 
     fn cache_settings(&mut self, c: &CacheSection) -> CacheSettings {

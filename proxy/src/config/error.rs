@@ -4,7 +4,7 @@ use std::fmt;
 use std::ops::Range;
 
 /// One problem in a configuration file.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct ConfigError {
     /// The file (or `<command line>`).
     pub file: String,

@@ -23,6 +23,28 @@ pub struct ConfigFile {
     /// The shared in-memory cache.
     #[serde(default)]
     pub cache: CacheSection,
+    /// The admin API's own settings.
+    #[serde(default)]
+    pub admin: AdminSection,
+    /// Live reload.
+    #[serde(default)]
+    pub reload: ReloadSection,
+}
+
+/// `[reload]`: how the edge notices config changes.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReloadSection {
+    /// Reload when the config file (or a file it references) changes; default `true`.
+    pub watch: Option<bool>,
+}
+
+/// `[admin]`: the admin listener's API.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminSection {
+    /// Bearer token for `POST /config/reload` and `GET /config`; both are refused without one.
+    pub token: Option<Spanned<String>>,
 }
 
 /// `[cache]`: the in-memory cache every route shares.

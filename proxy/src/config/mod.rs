@@ -5,7 +5,10 @@ pub mod compile;
 pub mod error;
 pub mod file;
 
+pub mod redact;
+
 pub use compile::{
-    compile, load, EdgeConfig, HealthCheckSpec, PoolSpec, RouteSpec, Selection, ServerSettings,
+    compile, load, AdminSettings, EdgeConfig, HealthCheckSpec, PoolSpec, RouteSpec, Selection,
+    ServerSettings,
 };
 pub use error::{ConfigError, ConfigErrors};

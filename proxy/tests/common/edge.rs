@@ -19,7 +19,9 @@ pub struct EdgeProc {
     pub admin: SocketAddr,
     /// Where stdout and stderr go.
     pub log: PathBuf,
-    _dir: tempfile::TempDir,
+    /// The config file as passed to `-c` (quick mode: none is written).
+    pub config: PathBuf,
+    dir: tempfile::TempDir,
 }
 
 impl EdgeProc {
@@ -42,7 +44,34 @@ impl EdgeProc {
         .unwrap();
         let mut args: Vec<&str> = flags.to_vec();
         args.extend(["run", "-c", config.to_str().unwrap()]);
-        Self::spawn(dir, http, admin, &args).await
+        Self::spawn(dir, http, admin, config.clone(), &args).await
+    }
+
+    /// Like [`EdgeProc::start`], with the config laid out as a Kubernetes ConfigMap volume:
+    /// `config.toml -> ..data/config.toml`, `..data -> ..<generation>/`.
+    pub async fn start_configmap(body: &str) -> EdgeProc {
+        let http: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+        let admin: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let text = format!("[listen]\nhttp = [\"{http}\"]\nadmin = \"{admin}\"\n\n{body}");
+        super::reload::configmap_write(dir.path(), &text);
+        std::os::unix::fs::symlink("..data/config.toml", dir.path().join("config.toml")).unwrap();
+        let config = dir.path().join("config.toml");
+        let args = ["run", "-c", config.to_str().unwrap()];
+        Self::spawn(dir, http, admin, config.clone(), &args).await
+    }
+
+    /// The `[listen]` table this edge started with, to put in front of a new config body.
+    pub fn listen_lines(&self) -> String {
+        format!(
+            "[listen]\nhttp = [\"{}\"]\nadmin = \"{}\"\n\n",
+            self.http, self.admin
+        )
+    }
+
+    /// The directory holding the config file (and the log).
+    pub fn dir(&self) -> &std::path::Path {
+        self.dir.path()
     }
 
     /// Starts quick mode: `dime-edge proxy --listen --to --admin`.
@@ -52,10 +81,12 @@ impl EdgeProc {
         let to: Vec<String> = to.iter().map(|a| a.to_string()).collect();
         let dir = tempfile::tempdir().unwrap();
         let (h, a, t) = (http.to_string(), admin.to_string(), to.join(","));
+        let config = dir.path().join("(quick mode)");
         Self::spawn(
             dir,
             http,
             admin,
+            config,
             &["proxy", "--listen", &h, "--to", &t, "--admin", &a],
         )
         .await
@@ -65,6 +96,7 @@ impl EdgeProc {
         dir: tempfile::TempDir,
         http: SocketAddr,
         admin: SocketAddr,
+        config: PathBuf,
         args: &[&str],
     ) -> EdgeProc {
         let log = dir.path().join("edge.log");
@@ -81,7 +113,8 @@ impl EdgeProc {
             http,
             admin,
             log,
-            _dir: dir,
+            config,
+            dir,
         };
         edge.wait_admin().await;
         edge

@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod edge;
+pub mod reload;
 pub mod upstream;
 
 pub use edge::EdgeProc;

@@ -1,0 +1,134 @@
+//! Upstream pools: backends, how one is picked for a request, and their health.
+//!
+//! A [`Pool`] belongs to one config generation (its timeouts, retries); its [`Members`] (the
+//! backend set, health state and selection) live across reloads for as long as the pool keeps
+//! its name, selection and health check, so a reload neither resets health nor opens new
+//! connections to backends that stay.
+
+pub mod members;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use pingora_core::upstreams::peer::HttpPeer;
+use pingora_error::{Error, ErrorType};
+use pingora_http::RequestHeader;
+use pingora_load_balancing::health_check::{HealthCheck, HttpHealthCheck, TcpHealthCheck};
+
+use crate::config::compile::HealthCheckKind;
+use crate::config::{HealthCheckSpec, PoolSpec};
+
+pub use members::{MemberChange, Members};
+
+/// One pool of interchangeable origin backends, as one config generation sees it.
+pub struct Pool {
+    /// The validated settings it was built from.
+    pub spec: PoolSpec,
+    members: Arc<Members>,
+}
+
+impl Pool {
+    /// Builds the pool with new members, every backend in service at once (startup: readiness
+    /// waits for the first health-check round instead).
+    pub fn new(spec: PoolSpec) -> Result<Self, String> {
+        let members = Members::new(&spec, false)?;
+        Ok(Pool {
+            spec,
+            members: Arc::new(members),
+        })
+    }
+
+    /// This generation's view of `members`, which the caller has already given `spec`'s
+    /// backends.
+    pub fn with_members(spec: PoolSpec, members: Arc<Members>) -> Self {
+        Pool { spec, members }
+    }
+
+    /// The backends, their health and their selection, shared across reloads.
+    pub fn members(&self) -> &Arc<Members> {
+        &self.members
+    }
+
+    /// The pool's name.
+    pub fn name(&self) -> &str {
+        &self.spec.name
+    }
+
+    /// Picks a healthy backend not in `exclude`; `key` drives consistent hashing.
+    pub fn select(&self, key: &[u8], exclude: &[SocketAddr]) -> Option<SocketAddr> {
+        self.members.select(key, exclude)
+    }
+
+    /// Each backend and whether it takes traffic now.
+    pub fn health(&self) -> Vec<(SocketAddr, bool)> {
+        self.members.health()
+    }
+
+    /// Whether at least one health-check round has completed.
+    pub fn checked_once(&self) -> bool {
+        self.members.checked_once()
+    }
+
+    /// The peer to connect to for `addr`, with this pool's timeouts.
+    pub fn peer(&self, addr: SocketAddr) -> HttpPeer {
+        let mut peer = HttpPeer::new(addr, false, String::new());
+        let o = &mut peer.options;
+        o.connection_timeout = Some(self.spec.connect_timeout);
+        o.total_connection_timeout = Some(self.spec.connect_timeout);
+        o.read_timeout = Some(self.spec.read_timeout);
+        o.write_timeout = Some(self.spec.write_timeout);
+        o.idle_timeout = Some(self.spec.idle_timeout);
+        peer
+    }
+}
+
+/// The active check `spec` describes.
+pub(crate) fn health_check(spec: &HealthCheckSpec) -> Box<dyn HealthCheck + Send + Sync> {
+    match &spec.kind {
+        HealthCheckKind::Tcp => {
+            let mut hc = TcpHealthCheck::new();
+            hc.consecutive_success = spec.rise;
+            hc.consecutive_failure = spec.fall;
+            hc.peer_template.options.connection_timeout = Some(spec.timeout);
+            hc.peer_template.options.total_connection_timeout = Some(spec.timeout);
+            hc
+        }
+        HealthCheckKind::Http {
+            path,
+            host,
+            expect_status,
+        } => {
+            let host = host.as_deref().unwrap_or("localhost");
+            let mut hc = HttpHealthCheck::new(host, false);
+            hc.consecutive_success = spec.rise;
+            hc.consecutive_failure = spec.fall;
+            set_timeouts(&mut hc.peer_template, spec.timeout);
+            if let Ok(mut req) = RequestHeader::build("GET", path.as_bytes(), None) {
+                let _ = req.append_header("Host", host);
+                let _ = req.append_header("User-Agent", "dime-edge-health-check");
+                hc.req = req;
+            }
+            let expect = *expect_status;
+            hc.validator = Some(Box::new(move |resp| {
+                let got = resp.status.as_u16();
+                if got == expect {
+                    Ok(())
+                } else {
+                    Error::e_explain(
+                        ErrorType::CustomCode("unexpected health check status", got),
+                        format!("expected {expect}, got {got}"),
+                    )
+                }
+            }));
+            Box::new(hc)
+        }
+    }
+}
+
+fn set_timeouts(peer: &mut HttpPeer, timeout: Duration) {
+    peer.options.connection_timeout = Some(timeout);
+    peer.options.total_connection_timeout = Some(timeout);
+    peer.options.read_timeout = Some(timeout);
+    peer.options.write_timeout = Some(timeout);
+}

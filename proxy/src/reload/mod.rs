@@ -1,0 +1,342 @@
+//! Live config reload: one path (read, validate, compile, apply, swap) shared by every trigger
+//! (file watcher, SIGHUP, `POST /config/reload`), serialised so two never interleave.
+
+pub mod diff;
+pub mod signal;
+pub mod watcher;
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use arc_swap::ArcSwap;
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+use tokio::sync::{watch, Mutex};
+
+use crate::active::Active;
+use crate::config::{self, ConfigError, ConfigErrors, EdgeConfig};
+use crate::metrics::Metrics;
+use diff::RestartSettings;
+
+/// What asked for a reload.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Trigger {
+    /// The file watcher saw a watched file change.
+    Watcher,
+    /// The process received SIGHUP.
+    Signal,
+    /// `POST /config/reload` on the admin listener.
+    Admin,
+}
+
+impl fmt::Display for Trigger {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Trigger::Watcher => "file change",
+            Trigger::Signal => "SIGHUP",
+            Trigger::Admin => "admin API",
+        })
+    }
+}
+
+/// What one reload did.
+#[derive(Debug, Clone, Serialize)]
+#[serde(tag = "result", rename_all = "lowercase")]
+pub enum ReloadOutcome {
+    /// The new config is active for every request that arrives from now on.
+    Applied {
+        /// Content hash of the new config (sha256 prefix).
+        hash: String,
+        /// What changed, one line each.
+        changes: Vec<String>,
+        /// Settings that changed in the file but only apply after a restart; the running
+        /// values stay.
+        restart_required: Vec<String>,
+    },
+    /// The watched files hold what is already active: nothing to do.
+    Unchanged {
+        /// Content hash of the active config.
+        hash: String,
+    },
+    /// The new config is invalid; the old one keeps serving.
+    Rejected {
+        /// Content hash of the config that keeps serving.
+        active_hash: String,
+        /// Every problem found, with file, line, column and field.
+        errors: Vec<ConfigError>,
+    },
+}
+
+impl ReloadOutcome {
+    /// The metric label: `applied`, `unchanged` or `rejected`.
+    pub fn result(&self) -> &'static str {
+        match self {
+            ReloadOutcome::Applied { .. } => "applied",
+            ReloadOutcome::Unchanged { .. } => "unchanged",
+            ReloadOutcome::Rejected { .. } => "rejected",
+        }
+    }
+}
+
+/// What a component applies once every component has accepted a config; returns lines for
+/// the outcome's `changes`.
+pub type Commit = Box<dyn FnOnce() -> Vec<String> + Send>;
+
+/// A part of the running edge that takes settings from each accepted config, beside routes and
+/// pools (the TLS certificate resolver, for one). A reload calls `prepare` on every component
+/// with the compiled config; only when all succeed does it run their commits and swap routes
+/// and pools, so a failure anywhere leaves everything as it was.
+pub trait Component: Send + Sync {
+    /// Validates `config` for this component and builds what it needs, changing nothing live.
+    /// Errors reject the whole reload.
+    fn prepare(&self, config: &EdgeConfig) -> Result<Commit, ConfigErrors>;
+}
+
+/// Reloads the config file on demand and swaps it in when valid.
+pub struct Reloader {
+    path: PathBuf,
+    active: Arc<ArcSwap<Active>>,
+    metrics: Arc<Metrics>,
+    components: Vec<Arc<dyn Component>>,
+    /// The settings bound at startup, which a reload cannot change.
+    running: RestartSettings,
+    /// Fingerprint of the active config's watched files; held across the whole reload so
+    /// triggers never interleave.
+    state: Mutex<[u8; 32]>,
+    restart: std::sync::Mutex<Vec<String>>,
+    applied: watch::Sender<u64>,
+}
+
+impl Reloader {
+    /// A reloader for the config file at `path`, whose compiled form is active in `active`.
+    /// Publishes the active config's metrics.
+    pub fn new(
+        path: &Path,
+        active: Arc<ArcSwap<Active>>,
+        metrics: Arc<Metrics>,
+        components: Vec<Arc<dyn Component>>,
+    ) -> Result<Self, ConfigErrors> {
+        let current = active.load_full();
+        let fingerprint = fingerprint(&current.config)?;
+        let (applied, _) = watch::channel(0);
+        let reloader = Reloader {
+            path: path.to_path_buf(),
+            running: RestartSettings::of(&current.config),
+            active,
+            metrics,
+            components,
+            state: Mutex::new(fingerprint),
+            restart: std::sync::Mutex::new(Vec::new()),
+            applied,
+        };
+        reloader.publish(&fingerprint, &[]);
+        Ok(reloader)
+    }
+
+    /// The config file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The files the active config was built from.
+    pub fn watched_files(&self) -> Vec<PathBuf> {
+        self.active.load().config.watched_files()
+    }
+
+    /// Whether the active config asks to reload on file changes.
+    pub fn watching(&self) -> bool {
+        self.active.load().config.watch
+    }
+
+    /// Counts applied reloads; watchers re-read the active config when it moves.
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.applied.subscribe()
+    }
+
+    /// Reads, validates and compiles the file; swaps it in when valid and different. Logs and
+    /// counts the result either way.
+    pub async fn reload(&self, trigger: Trigger) -> ReloadOutcome {
+        let mut current = self.state.lock().await;
+        let started = Instant::now();
+        let outcome = match config::load(&self.path) {
+            Err(errors) => self.rejected(errors),
+            Ok(config) => match fingerprint(&config) {
+                Err(errors) => self.rejected(errors),
+                Ok(next) if next == *current => ReloadOutcome::Unchanged {
+                    hash: short_hash(&next),
+                },
+                Ok(next) => match self.apply(config, &next).await {
+                    Ok(outcome) => {
+                        *current = next;
+                        outcome
+                    }
+                    Err(errors) => self.rejected(errors),
+                },
+            },
+        };
+        self.metrics
+            .config_reloads
+            .with_label_values(&[outcome.result()])
+            .inc();
+        let took_ms = started.elapsed().as_millis() as u64;
+        match &outcome {
+            ReloadOutcome::Applied {
+                hash,
+                changes,
+                restart_required,
+            } => {
+                for r in restart_required {
+                    tracing::warn!(
+                        "restart needed: {r}; the running value stays until dime-edge restarts"
+                    );
+                }
+                tracing::info!(
+                    %trigger, hash, took_ms, changes = %changes.join("; "),
+                    "config reloaded: {}", self.path.display()
+                );
+            }
+            ReloadOutcome::Unchanged { hash } => {
+                tracing::info!(%trigger, hash, "config unchanged: nothing to reload");
+            }
+            ReloadOutcome::Rejected {
+                active_hash,
+                errors,
+            } => {
+                for e in errors {
+                    tracing::error!(%trigger, "config reload rejected: {e}");
+                }
+                tracing::error!(
+                    %trigger, active_hash,
+                    "config reload rejected: {} error(s); still serving the previous config",
+                    errors.len()
+                );
+            }
+        }
+        outcome
+    }
+
+    /// Builds the new generation beside the running one and swaps it in.
+    async fn apply(
+        &self,
+        mut config: EdgeConfig,
+        fingerprint: &[u8; 32],
+    ) -> Result<ReloadOutcome, ConfigErrors> {
+        let restart_required = self.running.hold(&mut config);
+        let mut commits = Vec::new();
+        let mut errors = Vec::new();
+        for c in &self.components {
+            match c.prepare(&config) {
+                Ok(commit) => commits.push(commit),
+                Err(e) => errors.extend(e.0),
+            }
+        }
+        if !errors.is_empty() {
+            return Err(ConfigErrors(errors));
+        }
+        let previous = self.active.load_full();
+        let (next, pools) = Active::build_next(config, &self.metrics, Some(&previous))
+            .map_err(|reason| whole_file_error(&self.path, "pools", reason))?;
+        // New backends are checked before the swap, so the first request routed to them finds
+        // the healthy ones already in service; the rest wait for the health loop.
+        let probes = next.pools.iter().filter_map(|p| {
+            let created = pools.created.iter().any(|n| n == p.name());
+            let members = p.members().clone();
+            (created || !members.pending().is_empty()).then_some(async move {
+                members.probe_pending().await;
+                if created {
+                    members.mark_checked();
+                }
+            })
+        });
+        futures_util::future::join_all(probes).await;
+        let mut changes = diff::describe(&previous.config, &next.config, &pools);
+        for commit in commits {
+            changes.extend(commit());
+        }
+        self.active.store(Arc::new(next));
+        self.publish(fingerprint, &restart_required);
+        self.applied.send_modify(|n| *n += 1);
+        Ok(ReloadOutcome::Applied {
+            hash: short_hash(fingerprint),
+            changes,
+            restart_required,
+        })
+    }
+
+    fn rejected(&self, errors: ConfigErrors) -> ReloadOutcome {
+        let active = self.active.load();
+        ReloadOutcome::Rejected {
+            active_hash: fingerprint(&active.config)
+                .map(|f| short_hash(&f))
+                .unwrap_or_default(),
+            errors: errors.0,
+        }
+    }
+
+    /// The active config's hash, the time it became active, and whether it waits on a restart.
+    fn publish(&self, fingerprint: &[u8; 32], restart_required: &[String]) {
+        let m = &self.metrics;
+        m.config_info.reset();
+        m.config_info
+            .with_label_values(&[&short_hash(fingerprint)])
+            .set(1);
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0.0, |d| d.as_secs_f64());
+        m.config_last_success.set(now);
+        m.config_restart_required
+            .set(i64::from(!restart_required.is_empty()));
+        *self.restart.lock().unwrap_or_else(|p| p.into_inner()) = restart_required.to_vec();
+    }
+
+    /// Settings in the active config's file that wait on a restart.
+    pub fn restart_required(&self) -> Vec<String> {
+        self.restart
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+}
+
+/// The content hash of everything `config` was built from: its text and every other watched
+/// file. Equal fingerprints mean a reload would change nothing.
+pub fn fingerprint(config: &EdgeConfig) -> Result<[u8; 32], ConfigErrors> {
+    let mut h = Sha256::new();
+    h.update(config.text.as_bytes());
+    for path in config.watched_files() {
+        if config.file.as_deref() == Some(path.as_path()) {
+            continue;
+        }
+        let bytes = std::fs::read(&path).map_err(|e| {
+            whole_file_error(
+                &path,
+                "(file)",
+                format!("cannot read a file the config references: {e}"),
+            )
+        })?;
+        h.update(path.as_os_str().as_encoded_bytes());
+        h.update((bytes.len() as u64).to_be_bytes());
+        h.update(&bytes);
+    }
+    Ok(h.finalize().into())
+}
+
+/// The first 16 hex digits of a fingerprint: what metrics, logs and the admin API show.
+pub fn short_hash(fingerprint: &[u8; 32]) -> String {
+    fingerprint[..8]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+fn whole_file_error(path: &Path, field: &str, reason: impl Into<String>) -> ConfigErrors {
+    ConfigErrors(vec![ConfigError {
+        file: path.display().to_string(),
+        line: 0,
+        column: 0,
+        field: field.to_string(),
+        reason: reason.into(),
+    }])
+}

@@ -1,0 +1,605 @@
+//! Live config reload: each way operators write files, SIGHUP, the admin API, invalid files,
+//! settings that need a restart, pools that keep their health, the cache across reloads, and
+//! fifty reloads under load.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::edge::pool;
+use common::reload::{WriteStyle, TOKEN};
+use common::upstream::Script;
+use common::{client, fetch, free_port, EdgeProc, Upstream};
+
+/// Two pools, `a` and `b`, and one route `/` to `to`, stamped with `version` in a header.
+fn two_pools(a: &Upstream, b: &Upstream, to: &str, version: u32, extra: &str) -> String {
+    format!(
+        "{extra}\n{}{}[[routes]]\nname = \"main\"\npath = \"/\"\npool = \"{to}\"\nresponse_headers = {{ x-config-version = \"{version}\" }}\n\n[routes.cache]\nmode = \"off\"\n",
+        pool("a", &[a.addr], ""),
+        pool("b", &[b.addr], ""),
+    )
+}
+
+async fn upstream_of(edge: &EdgeProc) -> (String, String) {
+    let r = fetch(&edge.url("/who"), &[]).await;
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    (
+        r.header("x-upstream").to_string(),
+        r.header("x-config-version").to_string(),
+    )
+}
+
+/// Given an edge routing to `a`, when the file is rewritten in `style` to route to `b`, then
+/// exactly one reload is applied and the next request goes to `b`.
+async fn one_write_one_reload(style: WriteStyle) {
+    let (a, b) = (Upstream::start("a").await, Upstream::start("b").await);
+    let body = two_pools(&a, &b, "a", 1, "");
+    let edge = match style {
+        WriteStyle::ConfigMap => EdgeProc::start_configmap(&body).await,
+        _ => EdgeProc::start(&body).await,
+    };
+    edge.wait_ready().await;
+    assert_eq!(upstream_of(&edge).await, ("a".into(), "1".into()));
+    let before = edge.config_hash().await;
+
+    edge.rewrite(&two_pools(&a, &b, "b", 2, ""), style);
+
+    assert_eq!(edge.wait_reloads("applied", 1).await, 1, "{}", edge.logs());
+    assert_eq!(upstream_of(&edge).await, ("b".into(), "2".into()));
+    assert_ne!(edge.config_hash().await, before);
+    // Late events of the same write must not make a second reload.
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert_eq!(edge.reloads("applied").await, 1, "{}", edge.logs());
+    assert_eq!(edge.reloads("rejected").await, 0, "{}", edge.logs());
+    assert_eq!(edge.log_count("config reloaded"), 1, "{}", edge.logs());
+}
+
+#[tokio::test]
+async fn an_in_place_write_reloads_once() {
+    one_write_one_reload(WriteStyle::InPlace).await;
+}
+
+#[tokio::test]
+async fn a_temp_file_renamed_over_the_config_reloads_once() {
+    one_write_one_reload(WriteStyle::Rename).await;
+}
+
+#[tokio::test]
+async fn a_configmap_symlink_swap_reloads_once() {
+    one_write_one_reload(WriteStyle::ConfigMap).await;
+}
+
+#[tokio::test]
+async fn five_quick_writes_reload_once_with_the_final_content() {
+    let (a, b) = (Upstream::start("a").await, Upstream::start("b").await);
+    let edge = EdgeProc::start(&two_pools(&a, &b, "a", 1, "")).await;
+    edge.wait_ready().await;
+
+    // Back to back, as a tool that saves a file in several steps does.
+    let versions: Vec<String> = (2..=6)
+        .map(|v| two_pools(&a, &b, if v % 2 == 0 { "b" } else { "a" }, v, ""))
+        .collect();
+    for text in &versions {
+        edge.rewrite(text, WriteStyle::InPlace);
+    }
+
+    assert_eq!(edge.wait_reloads("applied", 1).await, 1);
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert_eq!(edge.reloads("applied").await, 1, "{}", edge.logs());
+    assert_eq!(upstream_of(&edge).await, ("b".into(), "6".into()));
+}
+
+#[tokio::test]
+async fn touching_or_rewriting_the_same_content_reloads_nothing() {
+    let (a, b) = (Upstream::start("a").await, Upstream::start("b").await);
+    let body = two_pools(&a, &b, "a", 1, "");
+    let edge = EdgeProc::start(&body).await;
+    edge.wait_ready().await;
+    let hash = edge.config_hash().await;
+
+    // touch: only the modification time changes.
+    let f = std::fs::File::options()
+        .append(true)
+        .open(&edge.config)
+        .unwrap();
+    f.set_modified(std::time::SystemTime::now()).unwrap();
+    drop(f);
+    // The same bytes written again: an event, but nothing new.
+    edge.rewrite(&body, WriteStyle::InPlace);
+
+    assert!(
+        edge.wait_reloads("unchanged", 1).await >= 1,
+        "{}",
+        edge.logs()
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(edge.reloads("applied").await, 0, "{}", edge.logs());
+    assert_eq!(edge.config_hash().await, hash);
+    assert_eq!(upstream_of(&edge).await, ("a".into(), "1".into()));
+}
+
+#[tokio::test]
+async fn an_invalid_file_keeps_the_old_config_and_is_counted_and_logged() {
+    let (a, b) = (Upstream::start("a").await, Upstream::start("b").await);
+    let edge = EdgeProc::start(&two_pools(&a, &b, "a", 1, "")).await;
+    edge.wait_ready().await;
+    let hash = edge.config_hash().await;
+    let since = edge
+        .metric("dime_config_last_reload_success_timestamp_seconds")
+        .await
+        .unwrap();
+
+    // Two mistakes: a pool that does not exist, a timeout without a unit.
+    let broken = two_pools(&a, &b, "nowhere", 2, "")
+        .replace("[pools.b]\n", "[pools.b]\nconnect_timeout = \"5\"\n");
+    edge.rewrite(&broken, WriteStyle::Rename);
+
+    assert_eq!(edge.wait_reloads("rejected", 1).await, 1, "{}", edge.logs());
+    assert_eq!(upstream_of(&edge).await, ("a".into(), "1".into()));
+    assert_eq!(edge.reloads("applied").await, 0);
+    assert_eq!(edge.config_hash().await, hash);
+    assert_eq!(
+        edge.metric("dime_config_last_reload_success_timestamp_seconds")
+            .await
+            .unwrap(),
+        since
+    );
+    let logs = edge.logs();
+    let file = edge.config.display().to_string();
+    let pool_error = logs
+        .lines()
+        .find(|l| l.contains("config reload rejected") && l.contains("routes[0].pool"))
+        .unwrap_or_else(|| panic!("no routes[0].pool error:\n{logs}"));
+    assert!(pool_error.contains(&format!("{file}:")), "{pool_error}");
+    assert!(
+        pool_error.contains("unknown pool \"nowhere\""),
+        "{pool_error}"
+    );
+    assert!(
+        logs.contains("pools.b.connect_timeout: invalid timeout"),
+        "{logs}"
+    );
+
+    // Fixed: the next write applies.
+    edge.rewrite(&two_pools(&a, &b, "b", 3, ""), WriteStyle::Rename);
+    assert_eq!(edge.wait_reloads("applied", 1).await, 1, "{}", edge.logs());
+    assert_eq!(upstream_of(&edge).await, ("b".into(), "3".into()));
+}
+
+#[tokio::test]
+async fn sighup_reloads_when_watching_is_off() {
+    let (a, b) = (Upstream::start("a").await, Upstream::start("b").await);
+    let off = "[reload]\nwatch = false\n";
+    let edge = EdgeProc::start(&two_pools(&a, &b, "a", 1, off)).await;
+    edge.wait_ready().await;
+
+    edge.rewrite(&two_pools(&a, &b, "b", 2, off), WriteStyle::Rename);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(edge.reloads("applied").await, 0, "{}", edge.logs());
+    assert_eq!(upstream_of(&edge).await, ("a".into(), "1".into()));
+
+    edge.hangup();
+    assert_eq!(edge.wait_reloads("applied", 1).await, 1, "{}", edge.logs());
+    assert_eq!(upstream_of(&edge).await, ("b".into(), "2".into()));
+    assert!(edge.logs().contains("trigger=SIGHUP"), "{}", edge.logs());
+}
+
+#[tokio::test]
+async fn the_admin_reload_api_needs_the_token_and_answers_with_the_outcome() {
+    let (a, b) = (Upstream::start("a").await, Upstream::start("b").await);
+    let edge = EdgeProc::start(&two_pools(&a, &b, "a", 1, "")).await;
+    edge.wait_ready().await;
+
+    // No token configured: the config API is off.
+    let (status, body) = edge.admin_reload(Some(TOKEN)).await;
+    assert_eq!(status, 403, "{body}");
+    assert!(body.contains("admin.token"), "{body}");
+    let r = client()
+        .get(edge.admin_url("/config"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+
+    // The watcher applies a file with a token and watching off; from then on, only the API.
+    let with_token = format!("[admin]\ntoken = \"{TOKEN}\"\n[reload]\nwatch = false\n");
+    edge.rewrite(&two_pools(&a, &b, "a", 1, &with_token), WriteStyle::Rename);
+    assert_eq!(edge.wait_reloads("applied", 1).await, 1, "{}", edge.logs());
+
+    assert_eq!(edge.admin_reload(None).await.0, 401);
+    assert_eq!(
+        edge.admin_reload(Some("wrong-token-0123456789")).await.0,
+        401
+    );
+    let (status, body) = edge.admin_reload(Some(TOKEN)).await;
+    assert_eq!(status, 200, "{body}");
+    let outcome: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(outcome["result"], "unchanged", "{body}");
+
+    let broken = two_pools(&a, &b, "nowhere", 2, &with_token)
+        .replace("[pools.b]\n", "[pools.b]\nretries = 99\n");
+    edge.rewrite(&broken, WriteStyle::InPlace);
+    let (status, body) = edge.admin_reload(Some(TOKEN)).await;
+    assert_eq!(status, 422, "{body}");
+    let outcome: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(outcome["result"], "rejected", "{body}");
+    let errors = outcome["errors"].as_array().unwrap();
+    assert_eq!(errors.len(), 2, "{body}");
+    let fields: Vec<&str> = errors
+        .iter()
+        .map(|e| e["field"].as_str().unwrap())
+        .collect();
+    assert!(fields.contains(&"routes[0].pool"), "{body}");
+    assert!(fields.contains(&"pools.b.retries"), "{body}");
+    assert!(
+        errors.iter().all(|e| e["line"].as_u64().unwrap() > 0),
+        "{body}"
+    );
+    assert_eq!(upstream_of(&edge).await, ("a".into(), "1".into()));
+
+    edge.rewrite(&two_pools(&a, &b, "b", 2, &with_token), WriteStyle::InPlace);
+    let (status, body) = edge.admin_reload(Some(TOKEN)).await;
+    assert_eq!(status, 200, "{body}");
+    let outcome: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(outcome["result"], "applied", "{body}");
+    assert_eq!(outcome["hash"].as_str().unwrap(), edge.config_hash().await);
+    assert!(
+        outcome["changes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|c| c == "route main changed (pool a -> b)"),
+        "{body}"
+    );
+    assert_eq!(upstream_of(&edge).await, ("b".into(), "2".into()));
+    assert_eq!(edge.reloads("rejected").await, 1);
+    assert_eq!(edge.reloads("applied").await, 2);
+}
+
+#[tokio::test]
+async fn get_config_shows_the_active_config_with_secrets_redacted() {
+    let a = Upstream::start("a").await;
+    let body = format!(
+        "[admin]\ntoken = \"{TOKEN}\"\n\n[cache]\npurge_token = \"purge-secret-0123456789\"\n\n{}[[routes]]\npath = \"/\"\npool = \"a\"\nupstream_headers = {{ Authorization = \"Bearer origin-secret\", X-Tenant = \"blue\" }}\n",
+        pool("a", &[a.addr], "")
+    );
+    let edge = EdgeProc::start(&body).await;
+
+    let r = client()
+        .get(edge.admin_url("/config"))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let hash = r
+        .headers()
+        .get("x-dime-config-hash")
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .to_string();
+    let text = r.text().await.unwrap();
+    for secret in [TOKEN, "purge-secret", "origin-secret"] {
+        assert!(!text.contains(secret), "{secret} shown:\n{text}");
+    }
+    assert_eq!(text.matches("[redacted]").count(), 3, "{text}");
+    assert!(text.contains("X-Tenant = \"blue\""), "{text}");
+    assert!(text.contains(&a.addr.to_string()), "{text}");
+    assert_eq!(hash, edge.config_hash().await);
+
+    let r = client()
+        .get(edge.admin_url("/config"))
+        .bearer_auth("not-the-token-0123456")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+}
+
+#[tokio::test]
+async fn a_listener_change_is_reported_as_needing_a_restart() {
+    let (a, b) = (Upstream::start("a").await, Upstream::start("b").await);
+    let extra = format!("[admin]\ntoken = \"{TOKEN}\"\n[reload]\nwatch = false\n");
+    let edge = EdgeProc::start(&two_pools(&a, &b, "a", 1, &extra)).await;
+    edge.wait_ready().await;
+    assert_eq!(edge.metric("dime_config_restart_required").await, Some(0.0));
+
+    let moved: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let text = format!(
+        "[listen]\nhttp = [\"{moved}\"]\nadmin = \"{}\"\n\n{}",
+        edge.admin,
+        two_pools(&a, &b, "b", 2, &extra)
+    );
+    std::fs::write(&edge.config, text).unwrap();
+    let (status, body) = edge.admin_reload(Some(TOKEN)).await;
+    assert_eq!(status, 200, "{body}");
+    let outcome: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(outcome["result"], "applied", "{body}");
+    let restart = outcome["restart_required"].as_array().unwrap();
+    assert_eq!(restart.len(), 1, "{body}");
+    let line = restart[0].as_str().unwrap();
+    assert!(line.starts_with("listen.http changed from"), "{line}");
+    assert!(line.contains(&moved.to_string()), "{line}");
+
+    // The route change applied; the listener stayed where it was.
+    assert_eq!(upstream_of(&edge).await, ("b".into(), "2".into()));
+    assert!(tokio::net::TcpStream::connect(moved).await.is_err());
+    assert_eq!(edge.metric("dime_config_restart_required").await, Some(1.0));
+    assert!(
+        edge.logs().contains("restart needed: listen.http changed"),
+        "{}",
+        edge.logs()
+    );
+    let shown = client()
+        .get(edge.admin_url("/config"))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(shown.contains("# restart required: listen.http"), "{shown}");
+}
+
+/// The dead address of a backend nobody listens on.
+fn dead_addr() -> SocketAddr {
+    format!("127.0.0.1:{}", free_port()).parse().unwrap()
+}
+
+fn healthy_series(pool: &str, backend: SocketAddr) -> String {
+    format!("dime_backend_healthy{{backend=\"{backend}\",pool=\"{pool}\"}}")
+}
+
+async fn wait_metric(edge: &EdgeProc, series: &str, value: f64) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while edge.metric(series).await != Some(value) {
+        assert!(
+            Instant::now() < deadline,
+            "{series} never became {value}:\n{}",
+            edge.metrics().await
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_pool_change_keeps_the_health_and_connections_of_backends_that_stay() {
+    let (a, b) = (Upstream::start("a").await, Upstream::start("b").await);
+    let dead = dead_addr();
+    // One health-check round at startup, then none for a minute: any later connection to
+    // `a` would be a re-check or a new upstream connection, which a reload must not cause.
+    let cfg = |backends: &[SocketAddr], version: u32| {
+        let list: Vec<String> = backends.iter().map(|b| format!("\"{b}\"")).collect();
+        format!(
+            "[pools.p]\nbackends = [{}]\n\n[pools.p.health_check]\ntype = \"http\"\npath = \"/healthz\"\ninterval = \"60s\"\nrise = 1\nfall = 1\n\n[[routes]]\nname = \"main\"\npath = \"/\"\npool = \"p\"\nresponse_headers = {{ x-config-version = \"{version}\" }}\n\n[routes.cache]\nmode = \"off\"\n",
+            list.join(", ")
+        )
+    };
+    let edge = EdgeProc::start(&cfg(&[a.addr, dead], 1)).await;
+    // The dead backend is ejected by the health check before any request is sent.
+    wait_metric(&edge, &healthy_series("p", dead), 0.0).await;
+    for _ in 0..4 {
+        assert_eq!(upstream_of(&edge).await.0, "a");
+    }
+    let connections = a.connections();
+
+    edge.rewrite(&cfg(&[a.addr, dead, b.addr], 2), WriteStyle::Rename);
+    assert_eq!(edge.wait_reloads("applied", 1).await, 1, "{}", edge.logs());
+
+    // At once: the dead backend is still known to be down (not healthy again by default),
+    // the new live one was checked before the swap, and `a` is neither checked again nor
+    // reached over a new connection.
+    let mut seen = Vec::new();
+    for _ in 0..8 {
+        let (who, version) = upstream_of(&edge).await;
+        assert_eq!(version, "2");
+        seen.push(who);
+    }
+    assert!(seen.iter().any(|w| w == "b"), "{seen:?}");
+    assert!(seen.iter().any(|w| w == "a"), "{seen:?}");
+    let text = edge.metrics().await;
+    assert!(
+        !text.contains(&format!("backend=\"{dead}\",outcome")),
+        "the dead backend got traffic:\n{text}"
+    );
+    assert_eq!(
+        a.connections(),
+        connections,
+        "a was re-checked or its keepalive connection was not reused"
+    );
+}
+
+#[tokio::test]
+async fn an_added_backend_with_a_dead_address_never_gets_traffic() {
+    let a = Upstream::start("a").await;
+    let dead = dead_addr();
+    let cfg = |backends: &[SocketAddr]| {
+        format!(
+            "{}[[routes]]\npath = \"/\"\npool = \"p\"\n\n[routes.cache]\nmode = \"off\"\n",
+            pool("p", backends, "")
+        )
+    };
+    let edge = EdgeProc::start(&cfg(&[a.addr])).await;
+    edge.wait_ready().await;
+
+    edge.rewrite(&cfg(&[a.addr, dead]), WriteStyle::InPlace);
+    assert_eq!(edge.wait_reloads("applied", 1).await, 1, "{}", edge.logs());
+    for _ in 0..20 {
+        assert_eq!(upstream_of(&edge).await.0, "a");
+    }
+    wait_metric(&edge, &healthy_series("p", dead), 0.0).await;
+    let text = edge.metrics().await;
+    assert!(
+        !text.contains(&format!("backend=\"{dead}\",outcome")),
+        "the dead backend got traffic:\n{text}"
+    );
+    assert!(
+        edge.logs().contains("new backend kept out of service"),
+        "{}",
+        edge.logs()
+    );
+
+    // Removed again: its health series goes with it.
+    edge.rewrite(&cfg(&[a.addr]), WriteStyle::InPlace);
+    assert_eq!(edge.wait_reloads("applied", 2).await, 2, "{}", edge.logs());
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while edge.metric(&healthy_series("p", dead)).await.is_some() {
+        assert!(Instant::now() < deadline, "{}", edge.metrics().await);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_reload_keeps_the_cache_and_a_new_policy_applies_to_new_requests() {
+    let a = Upstream::start("a").await;
+    a.script(
+        "/obj",
+        Script::ok(&[("cache-control", "max-age=60")], "cached body"),
+    );
+    let cfg = |mode: &str, extra_route: &str| {
+        format!(
+            "{}[[routes]]\npath = \"/\"\npool = \"p\"\n\n[routes.cache]\nmode = \"{mode}\"\n{extra_route}",
+            pool("p", &[a.addr], "")
+        )
+    };
+    let edge = EdgeProc::start(&cfg("rfc", "")).await;
+    edge.wait_ready().await;
+    assert_eq!(fetch(&edge.url("/obj"), &[]).await.cache(), "MISS");
+    assert_eq!(fetch(&edge.url("/obj"), &[]).await.cache(), "HIT");
+
+    let other = "\n[[routes]]\npath = \"/other\"\npool = \"p\"\n";
+    edge.rewrite(&cfg("rfc", other), WriteStyle::Rename);
+    assert_eq!(edge.wait_reloads("applied", 1).await, 1, "{}", edge.logs());
+    assert_eq!(fetch(&edge.url("/obj"), &[]).await.cache(), "HIT");
+    assert_eq!(a.hits_for("/obj"), 1);
+
+    edge.rewrite(&cfg("off", other), WriteStyle::Rename);
+    assert_eq!(edge.wait_reloads("applied", 2).await, 2, "{}", edge.logs());
+    let r = fetch(&edge.url("/obj"), &[]).await;
+    assert_eq!(r.cache(), "BYPASS");
+    assert_eq!(&r.body[..], b"cached body");
+    assert_eq!(a.hits_for("/obj"), 2);
+}
+
+/// One request of the load loop.
+struct Sample {
+    sent: Instant,
+    received: Instant,
+    upstream: String,
+    version: u32,
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fifty_reloads_under_load_fail_no_request_and_route_each_by_an_active_config() {
+    const RELOADS: u32 = 50;
+    const CLIENTS: usize = 4;
+    const MAX_PER_CLIENT: usize = 1250;
+    let (a, b) = (Upstream::start("a").await, Upstream::start("b").await);
+    // Odd versions route to `b` and add a third pool; even ones route to `a` and drop it, and
+    // pool `b` alternates its timeouts: routes and pools change on every reload.
+    let version_body = |v: u32| {
+        let (to, spare, b_extra) = if v % 2 == 1 {
+            (
+                "b",
+                pool("spare", &[a.addr, b.addr], ""),
+                "connect_timeout = \"1s\"",
+            )
+        } else {
+            ("a", String::new(), "connect_timeout = \"2s\"")
+        };
+        format!(
+            "{}{}{spare}[[routes]]\nname = \"main\"\npath = \"/\"\npool = \"{to}\"\nresponse_headers = {{ x-config-version = \"{v}\" }}\n\n[routes.cache]\nmode = \"off\"\n",
+            pool("a", &[a.addr], ""),
+            pool("b", &[b.addr], b_extra),
+        )
+    };
+    let edge = Arc::new(EdgeProc::start(&version_body(0)).await);
+    edge.wait_ready().await;
+
+    let done = Arc::new(AtomicBool::new(false));
+    let mut clients = Vec::new();
+    for _ in 0..CLIENTS {
+        let (edge, done) = (edge.clone(), done.clone());
+        clients.push(tokio::spawn(async move {
+            let http = client();
+            let mut samples = Vec::new();
+            let mut failures = Vec::new();
+            while !done.load(Ordering::Relaxed) && samples.len() < MAX_PER_CLIENT {
+                let sent = Instant::now();
+                match http.get(edge.url("/load")).send().await {
+                    Ok(r) if r.status() == 200 => {
+                        let upstream = r.headers()["x-upstream"].to_str().unwrap().to_string();
+                        let version = r.headers()["x-config-version"]
+                            .to_str()
+                            .unwrap()
+                            .parse()
+                            .unwrap();
+                        let _ = r.bytes().await.unwrap();
+                        samples.push(Sample {
+                            sent,
+                            received: Instant::now(),
+                            upstream,
+                            version,
+                        });
+                    }
+                    Ok(r) => failures.push(format!("status {}", r.status())),
+                    Err(e) => failures.push(e.to_string()),
+                }
+            }
+            (samples, failures)
+        }));
+    }
+
+    // written[v]: just before version v was written; seen[v]: once the edge said it applied it.
+    let start = Instant::now();
+    let mut written = vec![start];
+    let mut seen = vec![start];
+    for v in 1..=RELOADS {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        written.push(Instant::now());
+        edge.rewrite(&version_body(v), WriteStyle::Rename);
+        let applied = edge.wait_reloads("applied", u64::from(v)).await;
+        assert_eq!(applied, u64::from(v), "{}", edge.logs());
+        seen.push(Instant::now());
+    }
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    done.store(true, Ordering::Relaxed);
+
+    let mut samples = Vec::new();
+    for c in clients {
+        let (s, failures) = c.await.unwrap();
+        assert!(failures.is_empty(), "failed requests: {failures:?}");
+        samples.extend(s);
+    }
+    assert!(samples.len() >= 500, "only {} requests", samples.len());
+    let last = RELOADS as usize;
+    for s in &samples {
+        let v = s.version as usize;
+        assert!(v <= last, "unknown version {v}");
+        // Version v was active from some time in [written[v], seen[v]] until some time in
+        // [written[v+1], seen[v+1]]; the request must overlap that.
+        let active_from = written[v];
+        let active_until = seen.get(v + 1).copied();
+        assert!(
+            s.received >= active_from && active_until.is_none_or(|u| s.sent <= u),
+            "a request sent at {:?} and answered at {:?} was routed by version {v}, active from {:?} to {:?}",
+            s.sent - start,
+            s.received - start,
+            active_from - start,
+            active_until.map(|u| u - start)
+        );
+        let expected = if v % 2 == 1 { "b" } else { "a" };
+        assert_eq!(s.upstream, expected, "version {v} routes to {expected}");
+    }
+    let versions: std::collections::BTreeSet<u32> = samples.iter().map(|s| s.version).collect();
+    assert!(
+        versions.len() > 25,
+        "traffic saw only versions {versions:?}"
+    );
+    assert_eq!(edge.reloads("rejected").await, 0);
+}
