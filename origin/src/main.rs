@@ -27,6 +27,8 @@ struct Cli {
 enum Command {
     /// Serve a media directory (HLS playlists, segments, VoD files) over HTTP.
     Streamer(streamer::Args),
+    /// Package a live camera or test pattern into HLS; `sample` and `vod` tools for files.
+    Packager(dime_packager::cli::Args),
 }
 
 /// How log lines are written.
@@ -44,6 +46,7 @@ async fn main() -> ExitCode {
     init_logging(cli.log_format);
     let result = match cli.command {
         Command::Streamer(args) => run_streamer(args).await,
+        Command::Packager(args) => run_packager(args).await,
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -60,6 +63,13 @@ async fn run_streamer(args: streamer::Args) -> anyhow::Result<()> {
     let shutdown = shutdown_signal()?;
     let server = streamer::Server::bind(args.listen, args.config()).await?;
     server.run(shutdown).await;
+    Ok(())
+}
+
+/// Runs the live packager until SIGTERM or SIGINT (then drains), or a packager tool.
+async fn run_packager(args: dime_packager::cli::Args) -> anyhow::Result<()> {
+    let shutdown = shutdown_signal()?;
+    dime_packager::cli::run(args, shutdown).await?;
     Ok(())
 }
 

@@ -1,5 +1,8 @@
 //! Dime's HLS packager: live channels from a camera or a test pattern, and VoD files, on GStreamer.
 
+pub mod cli;
+pub mod health;
+pub mod live;
 pub mod options;
 pub mod pipeline;
 pub mod playlist;

@@ -1,0 +1,202 @@
+//! `dime-origin packager`: the command line (live by default, `sample` and `vod` tools) and its runner.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::live::source::SourceChoice;
+use crate::live::{self, LiveConfig, LiveError};
+use crate::options::{parse_duration, parse_fps, Bitrate, Size};
+use crate::sample::{self, SampleError, SampleOptions};
+use crate::vod::{self, VodError, VodOptions};
+
+/// Package a live channel into HLS (default), or run one of the tools.
+#[derive(Debug, clap::Args)]
+#[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
+pub struct Args {
+    /// A one-off tool instead of the live packager.
+    #[command(subcommand)]
+    pub tool: Option<Tool>,
+
+    /// The live packager's options.
+    #[command(flatten)]
+    pub live: LiveArgs,
+}
+
+/// The one-off tools.
+#[derive(Debug, clap::Subcommand)]
+pub enum Tool {
+    /// Write a sample MP4 (test pattern with a running clock and a tone).
+    Sample(SampleArgs),
+    /// Package a video file into a VoD HLS title (index.m3u8, segments, poster.jpg).
+    Vod(VodArgs),
+}
+
+/// Options of the live packager.
+#[derive(Debug, clap::Args)]
+pub struct LiveArgs {
+    /// The media root; the channel is written to OUT/CHANNEL/index.m3u8 and segment-N.ts.
+    #[arg(long, value_name = "DIR", required = true)]
+    pub out: Option<PathBuf>,
+    /// The channel name (one path component).
+    #[arg(long, value_name = "NAME", required = true)]
+    pub channel: Option<String>,
+    /// The V4L2 camera, or `auto` for the first usable /dev/video* (test pattern if none).
+    #[arg(long, value_name = "/dev/videoN|auto", default_value = "/dev/video0")]
+    pub device: String,
+    /// Encode a live test pattern with a clock overlay instead of a camera.
+    #[arg(long, conflicts_with = "device")]
+    pub test_pattern: bool,
+    /// Frame size, WIDTHxHEIGHT.
+    #[arg(long, default_value = "1280x720")]
+    pub size: Size,
+    /// Frames per second.
+    #[arg(long, default_value = "30", value_parser = parse_fps)]
+    pub fps: u32,
+    /// H.264 bitrate (e.g. 2500k, 4M).
+    #[arg(long, default_value = "2500k")]
+    pub bitrate: Bitrate,
+    /// Segment length; each segment starts with a keyframe.
+    #[arg(long, default_value = "1s", value_parser = parse_duration)]
+    pub segment: Duration,
+    /// Segments listed in the playlist (about twice as many stay on disk).
+    #[arg(long, default_value = "6", value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub window: u32,
+    /// Serve GET /healthz and /metrics on this address (e.g. 127.0.0.1:9091).
+    #[arg(long, value_name = "ADDR")]
+    pub health_listen: Option<SocketAddr>,
+}
+
+/// Options of `packager sample`.
+#[derive(Debug, clap::Args)]
+pub struct SampleArgs {
+    /// The MP4 file to write (replaced atomically if it exists).
+    #[arg(long, value_name = "FILE")]
+    pub out: PathBuf,
+    /// Its length.
+    #[arg(long, default_value = "20s", value_parser = parse_duration)]
+    pub duration: Duration,
+    /// Frame size, WIDTHxHEIGHT.
+    #[arg(long, default_value = "640x360")]
+    pub size: Size,
+    /// Frames per second.
+    #[arg(long, default_value = "25", value_parser = parse_fps)]
+    pub fps: u32,
+    /// Leave out the audio track.
+    #[arg(long)]
+    pub no_audio: bool,
+}
+
+/// Options of `packager vod`.
+#[derive(Debug, clap::Args)]
+pub struct VodArgs {
+    /// The video file to package (anything GStreamer decodes).
+    #[arg(long, value_name = "FILE")]
+    pub input: PathBuf,
+    /// The title directory to create (must not exist yet).
+    #[arg(long, value_name = "DIR")]
+    pub out: PathBuf,
+    /// Segment length.
+    #[arg(long, default_value = "4s", value_parser = parse_duration)]
+    pub segment: Duration,
+    /// H.264 bitrate.
+    #[arg(long, default_value = "2500k")]
+    pub bitrate: Bitrate,
+    /// Drop the audio track.
+    #[arg(long)]
+    pub no_audio: bool,
+}
+
+/// Why `dime-origin packager` failed.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    /// The live packager failed.
+    #[error(transparent)]
+    Live(#[from] LiveError),
+    /// `packager sample` failed.
+    #[error(transparent)]
+    Sample(#[from] SampleError),
+    /// `packager vod` failed.
+    #[error(transparent)]
+    Vod(#[from] VodError),
+    /// A required option is missing (clap normally reports this first).
+    #[error("{0} is required")]
+    Missing(&'static str),
+    /// The blocking worker died.
+    #[error("the packaging worker stopped unexpectedly: {0}")]
+    Worker(String),
+}
+
+/// Runs the command: the live packager until `shutdown`, or a tool to completion.
+pub async fn run(args: Args, shutdown: impl Future<Output = ()>) -> Result<(), RunError> {
+    match args.tool {
+        Some(Tool::Sample(sample)) => {
+            let options = SampleOptions {
+                duration: sample.duration,
+                size: sample.size,
+                fps: sample.fps,
+                audio: !sample.no_audio,
+            };
+            let out = sample.out.clone();
+            blocking(move || sample::write_sample(&out, &options)).await??;
+            tracing::info!(file = %sample.out.display(), duration = ?sample.duration, "sample written");
+            Ok(())
+        }
+        Some(Tool::Vod(vod)) => {
+            let options = VodOptions {
+                segment: vod.segment,
+                video_bitrate: vod.bitrate,
+                audio: !vod.no_audio,
+                ..VodOptions::default()
+            };
+            let package =
+                blocking(move || vod::package_file(&vod.input, &vod.out, &options)).await??;
+            tracing::info!(
+                dir = %package.dir.display(),
+                duration = format_args!("{:.3}", package.duration),
+                segments = package.segments.len(),
+                audio = package.has_audio,
+                "title packaged"
+            );
+            Ok(())
+        }
+        None => {
+            let live = args.live;
+            let source = if live.test_pattern {
+                SourceChoice::TestPattern
+            } else if live.device == "auto" {
+                SourceChoice::Auto
+            } else {
+                SourceChoice::Device(PathBuf::from(&live.device))
+            };
+            let config = LiveConfig {
+                out: live.out.ok_or(RunError::Missing("--out"))?,
+                channel: live.channel.ok_or(RunError::Missing("--channel"))?,
+                source,
+                size: live.size,
+                fps: live.fps,
+                bitrate: live.bitrate,
+                segment: live.segment,
+                window: live.window as usize,
+                health_listen: live.health_listen,
+            };
+            let summary = live::run(config, shutdown).await?;
+            tracing::info!(
+                frames = summary.frames,
+                segments = summary.segments,
+                "live packager stopped cleanly"
+            );
+            Ok(())
+        }
+    }
+}
+
+/// Runs GStreamer work that blocks off the async threads.
+async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, RunError> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|e| RunError::Worker(e.to_string()))
+}

@@ -1,0 +1,306 @@
+//! A live channel's directory: resuming after a restart, the sliding playlist, and old segments' removal.
+
+use std::collections::VecDeque;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
+
+use crate::playlist::{MediaPlaylist, PlaylistError, PlaylistKind, Segment};
+
+/// The playlist's file name in a channel directory.
+pub const PLAYLIST: &str = "index.m3u8";
+/// Segment files are `segment-<media sequence>.ts`.
+const PREFIX: &str = "segment-";
+const SUFFIX: &str = ".ts";
+
+/// A problem with the channel directory.
+#[derive(Debug, thiserror::Error)]
+pub enum ChannelError {
+    /// The directory or one of its files cannot be read, created or deleted.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file or directory concerned.
+        path: PathBuf,
+        /// The underlying error.
+        source: std::io::Error,
+    },
+    /// The existing playlist is unreadable, so the sequence cannot safely continue.
+    #[error("{0}: fix or delete the playlist (the segment files alone are enough to continue)")]
+    Playlist(#[from] PlaylistError),
+}
+
+/// The channel directory and the playlist being written into it.
+#[derive(Debug)]
+pub struct ChannelDir {
+    dir: PathBuf,
+    playlist: MediaPlaylist,
+    window: usize,
+    /// Every segment file known on disk, oldest first.
+    on_disk: VecDeque<(u64, PathBuf)>,
+    next_sequence: u64,
+    /// Whether the next segment follows an earlier run's (a discontinuity).
+    resumed: bool,
+}
+
+impl ChannelDir {
+    /// Opens (creating it if needed) `dir` for a live window of `window` segments of about
+    /// `segment` each, resuming after whatever an earlier run left there.
+    ///
+    /// A restart continues the media sequence after the highest number found in the playlist
+    /// or among the segment files, and marks its first segment as a discontinuity: a segment
+    /// URL is never reused for different bytes, which caches would otherwise keep serving.
+    pub fn open(dir: &Path, segment: Duration, window: usize) -> Result<Self, ChannelError> {
+        let io = |path: &Path| {
+            let path = path.to_path_buf();
+            move |source| ChannelError::Io { path, source }
+        };
+        fs::create_dir_all(dir).map_err(io(dir))?;
+        let mut on_disk: Vec<(u64, PathBuf)> = fs::read_dir(dir)
+            .map_err(io(dir))?
+            .filter_map(Result::ok)
+            .filter_map(|entry| {
+                let name = entry.file_name().into_string().ok()?;
+                Some((sequence_of(&name)?, entry.path()))
+            })
+            .collect();
+        on_disk.sort();
+
+        let path = dir.join(PLAYLIST);
+        let mut playlist = MediaPlaylist::new(PlaylistKind::Live, segment);
+        match fs::read_to_string(&path) {
+            Ok(text) => {
+                let old = MediaPlaylist::parse(&path, &text)?;
+                playlist.discontinuity_sequence = old.discontinuity_sequence;
+                // Keep the old window's tail whose files are all still there, so players
+                // watching through the restart keep a continuous playlist.
+                let keep_from = old
+                    .segments
+                    .iter()
+                    .rposition(|s| !dir.join(&s.uri).is_file())
+                    .map_or(0, |missing| missing + 1);
+                let mut dropped = old.segments;
+                let kept = dropped.split_off(keep_from);
+                playlist.discontinuity_sequence +=
+                    dropped.iter().filter(|s| s.discontinuity).count() as u64;
+                if kept.is_empty() && !dropped.is_empty() {
+                    // The restart's discontinuity has nothing listed before it: count it here.
+                    playlist.discontinuity_sequence += 1;
+                }
+                playlist.segments = kept;
+            }
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => {}
+            Err(source) => return Err(ChannelError::Io { path, source }),
+        }
+        let last_listed = playlist.segments.last().map(|s| s.sequence);
+        let last_file = on_disk.last().map(|(sequence, _)| *sequence);
+        let next_sequence = last_listed.max(last_file).map_or(0, |last| last + 1);
+        Ok(Self {
+            dir: dir.to_path_buf(),
+            resumed: !playlist.segments.is_empty(),
+            playlist,
+            window: window.max(1),
+            on_disk: on_disk.into(),
+            next_sequence,
+        })
+    }
+
+    /// The channel directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The media sequence number the next segment file will carry.
+    pub fn next_sequence(&self) -> u64 {
+        self.next_sequence
+    }
+
+    /// The splitmuxsink location pattern (`%d` is the media sequence number).
+    pub fn location_pattern(&self) -> PathBuf {
+        self.dir.join(format!("{PREFIX}%d{SUFFIX}"))
+    }
+
+    /// The current playlist.
+    pub fn playlist(&self) -> &MediaPlaylist {
+        &self.playlist
+    }
+
+    /// Records a finished segment file: lists it, rewrites the playlist atomically, and
+    /// deletes the files that left the window a window ago (about twice the playlist length
+    /// stays on disk, for players a little behind and for caches still filling).
+    pub fn add(
+        &mut self,
+        file: &Path,
+        duration: Duration,
+        program_date_time: SystemTime,
+    ) -> Result<Segment, ChannelError> {
+        let name = file
+            .file_name()
+            .map(|n| n.to_string_lossy().to_string())
+            .unwrap_or_default();
+        let sequence = sequence_of(&name).unwrap_or(self.next_sequence);
+        let segment = Segment {
+            sequence,
+            uri: name,
+            duration,
+            program_date_time: Some(program_date_time),
+            discontinuity: std::mem::take(&mut self.resumed),
+        };
+        self.next_sequence = sequence + 1;
+        self.on_disk.push_back((sequence, file.to_path_buf()));
+        self.playlist.push(segment.clone(), self.window);
+        self.playlist.write_atomic(&self.dir.join(PLAYLIST))?;
+        let keep_from = self
+            .playlist
+            .media_sequence()
+            .saturating_sub(self.window as u64);
+        while let Some((sequence, path)) = self.on_disk.front() {
+            if *sequence >= keep_from {
+                break;
+            }
+            match fs::remove_file(path) {
+                Ok(()) => {}
+                Err(err) if err.kind() == std::io::ErrorKind::NotFound => {}
+                Err(source) => {
+                    return Err(ChannelError::Io {
+                        path: path.clone(),
+                        source,
+                    })
+                }
+            }
+            self.on_disk.pop_front();
+        }
+        Ok(segment)
+    }
+}
+
+/// The media sequence number in a segment file name, if it is one.
+fn sequence_of(name: &str) -> Option<u64> {
+    name.strip_prefix(PREFIX)?
+        .strip_suffix(SUFFIX)?
+        .parse()
+        .ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn names(dir: &Path) -> Vec<String> {
+        let mut names: Vec<String> = fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        names.sort_by_key(|n| (n.len(), n.clone()));
+        names
+    }
+
+    /// Pretends the muxer wrote the next segment, and records it.
+    fn write_next(channel: &mut ChannelDir) -> Segment {
+        let file = channel
+            .dir()
+            .join(format!("segment-{}.ts", channel.next_sequence()));
+        fs::write(&file, format!("bytes of {}", file.display())).unwrap();
+        channel
+            .add(&file, Duration::from_millis(1000), SystemTime::now())
+            .unwrap()
+    }
+
+    #[test]
+    fn a_new_channel_starts_at_zero_and_keeps_two_windows_on_disk() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut channel = ChannelDir::open(dir.path(), Duration::from_secs(1), 3).unwrap();
+        assert_eq!(channel.next_sequence(), 0);
+        for _ in 0..10 {
+            write_next(&mut channel);
+        }
+        assert_eq!(channel.playlist().media_sequence(), 7);
+        assert_eq!(
+            names(dir.path()),
+            [
+                "index.m3u8",
+                "segment-4.ts",
+                "segment-5.ts",
+                "segment-6.ts",
+                "segment-7.ts",
+                "segment-8.ts",
+                "segment-9.ts"
+            ]
+        );
+    }
+
+    #[test]
+    fn a_restart_continues_the_sequence_after_a_discontinuity() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut first = ChannelDir::open(dir.path(), Duration::from_secs(1), 3).unwrap();
+        for _ in 0..4 {
+            write_next(&mut first);
+        }
+        drop(first);
+        let mut second = ChannelDir::open(dir.path(), Duration::from_secs(1), 3).unwrap();
+        assert_eq!(second.next_sequence(), 4);
+        let segment = write_next(&mut second);
+        assert_eq!(segment.sequence, 4);
+        assert!(segment.discontinuity);
+        assert!(!write_next(&mut second).discontinuity);
+        let text = fs::read_to_string(dir.path().join(PLAYLIST)).unwrap();
+        assert!(text.contains("#EXT-X-MEDIA-SEQUENCE:3\n"), "{text}");
+        assert!(
+            text.contains("segment-3.ts\n#EXT-X-DISCONTINUITY\n"),
+            "{text}"
+        );
+        // Two more segments push the discontinuity out of the window: it is counted.
+        write_next(&mut second);
+        write_next(&mut second);
+        let text = fs::read_to_string(dir.path().join(PLAYLIST)).unwrap();
+        assert!(text.contains("#EXT-X-DISCONTINUITY-SEQUENCE:1\n"), "{text}");
+    }
+
+    #[test]
+    fn a_lost_playlist_still_never_reuses_a_segment_name() {
+        let dir = tempfile::tempdir().unwrap();
+        fs::write(dir.path().join("segment-41.ts"), "old").unwrap();
+        fs::write(dir.path().join("segment-40.ts"), "old").unwrap();
+        let mut channel = ChannelDir::open(dir.path(), Duration::from_secs(1), 3).unwrap();
+        assert_eq!(channel.next_sequence(), 42);
+        let segment = write_next(&mut channel);
+        assert_eq!((segment.sequence, segment.discontinuity), (42, false));
+    }
+
+    #[test]
+    fn listed_segments_whose_files_vanished_are_not_carried_over() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut first = ChannelDir::open(dir.path(), Duration::from_secs(1), 5).unwrap();
+        for _ in 0..4 {
+            write_next(&mut first);
+        }
+        fs::remove_file(dir.path().join("segment-1.ts")).unwrap();
+        let mut second = ChannelDir::open(dir.path(), Duration::from_secs(1), 5).unwrap();
+        write_next(&mut second);
+        let listed: Vec<u64> = second
+            .playlist()
+            .segments
+            .iter()
+            .map(|s| s.sequence)
+            .collect();
+        assert_eq!(listed, [2, 3, 4]);
+    }
+
+    #[test]
+    fn an_unreadable_playlist_stops_the_start_with_its_place() {
+        let dir = tempfile::tempdir().unwrap();
+        fs::write(
+            dir.path().join(PLAYLIST),
+            "#EXTM3U\n#EXT-X-MEDIA-SEQUENCE:x\n",
+        )
+        .unwrap();
+        let err = ChannelDir::open(dir.path(), Duration::from_secs(1), 3).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            format!(
+                "{}:2: bad media sequence \"x\": fix or delete the playlist (the segment files \
+                 alone are enough to continue)",
+                dir.path().join(PLAYLIST).display()
+            )
+        );
+    }
+}

@@ -1,0 +1,402 @@
+//! The live packager: camera or test pattern → H.264 main → MPEG-TS segments and a rolling playlist.
+
+pub mod channel;
+pub mod source;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::pin::pin;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use futures_util::StreamExt;
+use gstreamer as gst;
+use gstreamer::prelude::*;
+
+use crate::health::{self, LiveState};
+use crate::options::{Bitrate, Size};
+use crate::pipeline::{self, GstError};
+use crate::sample::caps_filter;
+use channel::{ChannelDir, ChannelError};
+use source::{CameraFormat, DeviceError, Source, SourceChoice};
+
+/// How long a shutdown waits for the last segment to be finalised.
+const EOS_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Everything the live packager needs to run.
+#[derive(Debug, Clone)]
+pub struct LiveConfig {
+    /// The media root: the channel is written to `out/channel/`.
+    pub out: PathBuf,
+    /// The channel name, one path component.
+    pub channel: String,
+    /// Camera, auto-detection or test pattern.
+    pub source: SourceChoice,
+    /// Encoded frame size.
+    pub size: Size,
+    /// Frames per second.
+    pub fps: u32,
+    /// H.264 bitrate.
+    pub bitrate: Bitrate,
+    /// Segment length (one keyframe at the start of each).
+    pub segment: Duration,
+    /// Segments listed in the playlist; about twice as many stay on disk.
+    pub window: usize,
+    /// Where to serve `/healthz` and `/metrics`, if anywhere.
+    pub health_listen: Option<SocketAddr>,
+}
+
+/// Why the live packager could not start or stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum LiveError {
+    /// The channel name would escape the media root or be hidden from the streamer.
+    #[error(
+        "invalid --channel {0:?}: use letters, digits, '-', '_' or '.', not starting with '.'"
+    )]
+    Channel(String),
+    /// The segment length and frame rate do not make whole frames per segment.
+    #[error("--segment {segment:?} at --fps {fps} is not a whole number of frames: pick a segment length that is")]
+    Cadence {
+        /// The segment length.
+        segment: Duration,
+        /// The frame rate.
+        fps: u32,
+    },
+    /// The camera cannot be used.
+    #[error(transparent)]
+    Device(#[from] DeviceError),
+    /// The channel directory cannot be prepared or written.
+    #[error(transparent)]
+    ChannelDir(#[from] ChannelError),
+    /// The health listener cannot be bound.
+    #[error("cannot listen on {addr} for --health-listen: {source}")]
+    Health {
+        /// The address asked for.
+        addr: SocketAddr,
+        /// The underlying error.
+        source: std::io::Error,
+    },
+    /// The media sequence no longer fits splitmuxsink's index.
+    #[error("media sequence {0} is beyond what splitmuxsink can number: start a new channel name")]
+    SequenceOverflow(u64),
+    /// The pipeline failed (at start or while running).
+    #[error("{source_name}: {source}")]
+    Pipeline {
+        /// What was being captured.
+        source_name: String,
+        /// What GStreamer said.
+        source: GstError,
+    },
+    /// A shutdown did not finish in time: the last segment may not be listed.
+    #[error("the pipeline did not drain within {0:?} of the shutdown request; the last segment is not listed")]
+    DrainTimeout(Duration),
+}
+
+/// What a run did, for the final log line.
+#[derive(Debug, Clone)]
+pub struct LiveSummary {
+    /// Frames encoded.
+    pub frames: u64,
+    /// Segments written and listed.
+    pub segments: u64,
+}
+
+/// Checks the channel name: one visible path component.
+fn check_channel(name: &str) -> Result<(), LiveError> {
+    let valid = !name.is_empty()
+        && !name.starts_with('.')
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+    if valid {
+        Ok(())
+    } else {
+        Err(LiveError::Channel(name.into()))
+    }
+}
+
+/// Runs the live packager until `shutdown` resolves (then drains: EOS, last segment listed)
+/// or the pipeline fails.
+pub async fn run(
+    config: LiveConfig,
+    shutdown: impl Future<Output = ()>,
+) -> Result<LiveSummary, LiveError> {
+    check_channel(&config.channel)?;
+    let frames_per_segment = config.segment.as_secs_f64() * f64::from(config.fps);
+    if (frames_per_segment - frames_per_segment.round()).abs() > 1e-6 || frames_per_segment < 1.0 {
+        return Err(LiveError::Cadence {
+            segment: config.segment,
+            fps: config.fps,
+        });
+    }
+    let gst_failed = |source| LiveError::Pipeline {
+        source_name: "GStreamer".into(),
+        source,
+    };
+    pipeline::init().map_err(gst_failed)?;
+    let source = source::resolve(&config.source, config.size, config.fps)?;
+    let mut channel = ChannelDir::open(
+        &config.out.join(&config.channel),
+        config.segment,
+        config.window,
+    )?;
+    let start_index = i32::try_from(channel.next_sequence())
+        .map_err(|_| LiveError::SequenceOverflow(channel.next_sequence()))?;
+    let state = Arc::new(LiveState::new(
+        &config.channel,
+        &source.describe(),
+        channel.playlist().target_duration(),
+    ));
+    let health_task = match config.health_listen {
+        Some(addr) => {
+            let listener = health::bind(addr)
+                .await
+                .map_err(|source| LiveError::Health { addr, source })?;
+            tracing::info!(addr = %listener.local_addr().unwrap_or(addr), "health endpoint listening");
+            Some(tokio::spawn(health::serve(listener, state.clone())))
+        }
+        None => None,
+    };
+    let name = source_name(&source);
+    let failed = |err| LiveError::Pipeline {
+        source_name: name.clone(),
+        source: err,
+    };
+    let pipeline = build(&config, &source, &channel, start_index, &state).map_err(failed)?;
+    tracing::info!(
+        channel = %config.channel,
+        source = %source.describe(),
+        dir = %channel.dir().display(),
+        first_sequence = channel.next_sequence(),
+        size = %config.size,
+        fps = config.fps,
+        bitrate = %config.bitrate,
+        segment = ?config.segment,
+        window = config.window,
+        "live packager starting"
+    );
+    let result = drive(&pipeline, &mut channel, &state, shutdown).await;
+    let _ = pipeline.set_state(gst::State::Null);
+    state.set_running(false);
+    if let Some(task) = health_task {
+        task.abort();
+    }
+    result.map_err(|err| match err {
+        Stop::Gst(source) => failed(source),
+        Stop::Channel(err) => err.into(),
+        Stop::DrainTimeout => LiveError::DrainTimeout(EOS_TIMEOUT),
+    })?;
+    Ok(LiveSummary {
+        frames: state.frames(),
+        segments: state.segments(),
+    })
+}
+
+/// Why the bus loop stopped early.
+enum Stop {
+    Gst(GstError),
+    Channel(ChannelError),
+    DrainTimeout,
+}
+
+/// What a failing pipeline was capturing, for the first words of its error.
+fn source_name(source: &Source) -> String {
+    match source {
+        Source::TestPattern => "test pattern".into(),
+        Source::Camera { device, .. } => format!("camera at {}", device.display()),
+    }
+}
+
+/// Plays the pipeline and follows its bus: segments into the playlist, errors out, and on
+/// shutdown an EOS whose arrival means the last segment is finalised.
+async fn drive(
+    pipeline: &gst::Pipeline,
+    channel: &mut ChannelDir,
+    state: &LiveState,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), Stop> {
+    let bus = pipeline
+        .bus()
+        .ok_or_else(|| Stop::Gst(GstError::Build("no bus".into())))?;
+    let mut messages = bus.stream();
+    pipeline::set_state(pipeline, gst::State::Playing).map_err(Stop::Gst)?;
+    state.set_running(true);
+    let mut shutdown = pin!(shutdown);
+    let mut draining: Option<tokio::time::Instant> = None;
+    // Wall clock = anchor + running time: one anchor per run keeps the program date times
+    // exactly as far apart as the EXTINF durations say.
+    let mut anchor: Option<SystemTime> = None;
+    let mut opened: Option<gst::ClockTime> = None;
+    loop {
+        let deadline =
+            draining.unwrap_or_else(|| tokio::time::Instant::now() + Duration::from_secs(3600));
+        let message = tokio::select! {
+            () = &mut shutdown, if draining.is_none() => {
+                tracing::info!("draining: sending EOS to finalise the last segment");
+                pipeline.send_event(gst::event::Eos::new());
+                draining = Some(tokio::time::Instant::now() + EOS_TIMEOUT);
+                continue;
+            }
+            () = tokio::time::sleep_until(deadline), if draining.is_some() => {
+                return Err(Stop::DrainTimeout);
+            }
+            message = messages.next() => message,
+        };
+        let Some(message) = message else {
+            return Err(Stop::Gst(GstError::Build("the bus closed".into())));
+        };
+        match message.view() {
+            gst::MessageView::Eos(_) => return Ok(()),
+            gst::MessageView::Error(err) => return Err(Stop::Gst(pipeline::bus_error(err))),
+            gst::MessageView::Element(element) => {
+                let Some(structure) = element.structure() else {
+                    continue;
+                };
+                let running_time = structure.get::<gst::ClockTime>("running-time").ok();
+                match structure.name().as_str() {
+                    "splitmuxsink-fragment-opened" => {
+                        if anchor.is_none() {
+                            anchor = running_time.map(|rt| wall_clock_of(pipeline, rt));
+                        }
+                        opened = running_time;
+                    }
+                    "splitmuxsink-fragment-closed" => {
+                        let (Some(start), Some(end)) = (opened.take(), running_time) else {
+                            continue;
+                        };
+                        let location = structure.get::<String>("location").unwrap_or_default();
+                        let duration = Duration::from_nanos(end.saturating_sub(start).nseconds());
+                        let started = anchor.unwrap_or_else(SystemTime::now)
+                            + Duration::from_nanos(start.nseconds());
+                        let segment = channel
+                            .add(Path::new(&location), duration, started)
+                            .map_err(Stop::Channel)?;
+                        state.segment_written(
+                            duration,
+                            channel.playlist().media_sequence(),
+                            channel.playlist().target_duration(),
+                        );
+                        tracing::info!(
+                            sequence = segment.sequence,
+                            uri = %segment.uri,
+                            duration = format_args!("{:.3}", duration.as_secs_f64()),
+                            "segment written"
+                        );
+                    }
+                    _ => {}
+                }
+            }
+            gst::MessageView::Warning(warning) => {
+                tracing::warn!(error = %warning.error(), debug = ?warning.debug(), "GStreamer warning");
+            }
+            _ => {}
+        }
+    }
+}
+
+/// The wall-clock time at which the pipeline's running time was (or will be) `running_time`.
+fn wall_clock_of(pipeline: &gst::Pipeline, running_time: gst::ClockTime) -> SystemTime {
+    let now = SystemTime::now();
+    let current = pipeline
+        .current_running_time()
+        .unwrap_or(running_time)
+        .nseconds();
+    // The anchor is the wall-clock time of running time zero.
+    now - Duration::from_nanos(current)
+}
+
+/// Builds source → I420 → x264 (main, keyframe per segment) → h264parse → splitmuxsink.
+fn build(
+    config: &LiveConfig,
+    source: &Source,
+    channel: &ChannelDir,
+    start_index: i32,
+    state: &Arc<LiveState>,
+) -> Result<gst::Pipeline, GstError> {
+    let pipeline = gst::Pipeline::new();
+    let add = |elements: &[&gst::Element]| {
+        pipeline
+            .add_many(elements.iter().copied())
+            .map_err(|e| GstError::Build(e.to_string()))
+    };
+    let raw_caps = |name: &str| {
+        gst::Caps::builder(name)
+            .field("width", config.size.width as i32)
+            .field("height", config.size.height as i32)
+            .field("framerate", gst::Fraction::new(config.fps as i32, 1))
+            .build()
+    };
+    let mut chain: Vec<gst::Element> = Vec::new();
+    match source {
+        Source::TestPattern => {
+            let test = pipeline::make("videotestsrc")?;
+            test.set_property("is-live", true);
+            test.set_property_from_str("pattern", "smpte");
+            let clock = pipeline::make("clockoverlay")?;
+            clock.set_property("time-format", "%Y-%m-%d %H:%M:%S");
+            clock.set_property("text", config.channel.as_str());
+            clock.set_property_from_str("halignment", "center");
+            clock.set_property_from_str("valignment", "center");
+            chain.extend([test, caps_filter(raw_caps("video/x-raw"))?, clock]);
+        }
+        Source::Camera { device, format } => {
+            let camera = pipeline::make("v4l2src")?;
+            camera.set_property("device", device.to_string_lossy().to_string());
+            chain.push(camera);
+            match format {
+                CameraFormat::Raw => chain.push(caps_filter(raw_caps("video/x-raw"))?),
+                CameraFormat::Mjpeg => {
+                    chain.push(caps_filter(raw_caps("image/jpeg"))?);
+                    chain.push(pipeline::make("jpegdec")?);
+                }
+            }
+        }
+    }
+    let convert = pipeline::make("videoconvert")?;
+    // 8-bit 4:2:0: left open, x264 negotiates 4:4:4, which doubles CPU and few players decode.
+    let i420 = caps_filter(
+        gst::Caps::builder("video/x-raw")
+            .field("format", "I420")
+            .build(),
+    )?;
+    let queue = pipeline::make("queue")?;
+    // A slow encoder drops frames rather than delaying the live edge.
+    queue.set_property_from_str("leaky", "downstream");
+    queue.set_property("max-size-buffers", 5u32);
+    queue.set_property("max-size-bytes", 0u32);
+    queue.set_property("max-size-time", 0u64);
+    let encoder = pipeline::make("x264enc")?;
+    encoder.set_property_from_str("tune", "zerolatency");
+    encoder.set_property_from_str("speed-preset", "veryfast");
+    encoder.set_property("bitrate", config.bitrate.kbps);
+    let gop = (config.segment.as_secs_f64() * f64::from(config.fps)).round() as u32;
+    encoder.set_property("key-int-max", gop);
+    // Keyframes only at segment starts (requested by splitmuxsink), never on scene cuts.
+    encoder.set_property("option-string", "scenecut=0");
+    let main = caps_filter(
+        gst::Caps::builder("video/x-h264")
+            .field("profile", "main")
+            .build(),
+    )?;
+    let parse = pipeline::make("h264parse")?;
+    let split = crate::vod::splitmux(channel.dir(), config.segment)?;
+    split.set_property(
+        "location",
+        channel.location_pattern().to_string_lossy().to_string(),
+    );
+    split.set_property("start-index", start_index);
+    chain.extend([convert, i420, queue, encoder.clone(), main, parse, split]);
+    let refs: Vec<&gst::Element> = chain.iter().collect();
+    add(&refs)?;
+    pipeline::link_chain(&refs)?;
+
+    let counter = state.clone();
+    if let Some(pad) = encoder.static_pad("sink") {
+        pad.add_probe(gst::PadProbeType::BUFFER, move |_, _| {
+            counter.count_frame();
+            gst::PadProbeReturn::Ok
+        });
+    }
+    Ok(pipeline)
+}

@@ -1,0 +1,498 @@
+//! Scenarios for `dime-origin packager`: the real binary, real GStreamer, files checked with ffprobe.
+
+#[path = "../packager/tests/common/mod.rs"]
+mod common;
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant, SystemTime};
+
+use common::{extinfs, ffprobe, tag};
+
+const BIN: &str = env!("CARGO_BIN_EXE_dime-origin");
+/// Small and cheap: the machine is shared.
+const SMALL: &[&str] = &[
+    "--test-pattern",
+    "--size",
+    "320x180",
+    "--fps",
+    "15",
+    "--bitrate",
+    "300k",
+    "--segment",
+    "1s",
+    "--window",
+    "3",
+];
+
+/// A running live packager whose log lines are collected as they come.
+struct Packager {
+    child: Child,
+    lines: mpsc::Receiver<String>,
+    log: Vec<String>,
+}
+
+impl Packager {
+    fn start(out: &Path, channel: &str, extra: &[&str]) -> Packager {
+        let mut child = Command::new(BIN)
+            .args(["packager", "--out"])
+            .arg(out)
+            .args(["--channel", channel])
+            .args(extra)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let (tx, lines) = mpsc::channel();
+        for stream in [
+            Box::new(child.stdout.take().unwrap()) as Box<dyn std::io::Read + Send>,
+            Box::new(child.stderr.take().unwrap()),
+        ] {
+            let tx = tx.clone();
+            std::thread::spawn(move || {
+                for line in BufReader::new(stream).lines().map_while(Result::ok) {
+                    let _ = tx.send(line);
+                }
+            });
+        }
+        Packager {
+            child,
+            lines,
+            log: Vec::new(),
+        }
+    }
+
+    /// Waits for a log line containing `needle` and returns it.
+    fn wait_for_log(&mut self, needle: &str) -> String {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        if let Some(line) = self.log.iter().find(|l| l.contains(needle)) {
+            return line.clone();
+        }
+        while let Some(left) = deadline.checked_duration_since(Instant::now()) {
+            match self.lines.recv_timeout(left) {
+                Ok(line) => {
+                    self.log.push(line.clone());
+                    if line.contains(needle) {
+                        return line;
+                    }
+                }
+                Err(_) => break,
+            }
+        }
+        panic!(
+            "no log line with {needle:?}; log so far:\n{}",
+            self.log.join("\n")
+        );
+    }
+
+    /// Waits until `count` segments were written in this run.
+    fn wait_for_segments(&mut self, count: usize) {
+        let needle = "segment written";
+        let mut seen = self.log.iter().filter(|l| l.contains(needle)).count();
+        while seen < count {
+            self.wait_for_new_line_with(needle);
+            seen += 1;
+        }
+    }
+
+    fn wait_for_new_line_with(&mut self, needle: &str) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while let Some(left) = deadline.checked_duration_since(Instant::now()) {
+            let line = self
+                .lines
+                .recv_timeout(left)
+                .expect("the packager went quiet");
+            self.log.push(line.clone());
+            if line.contains(needle) {
+                return;
+            }
+        }
+        panic!("no new {needle:?} line");
+    }
+
+    /// Sends a signal and waits for the exit; returns the status and the whole log.
+    fn stop(mut self, signal: i32) -> (ExitStatus, String) {
+        unsafe { libc::kill(self.child.id() as i32, signal) };
+        let status = self.child.wait().unwrap();
+        while let Ok(line) = self.lines.recv_timeout(Duration::from_secs(2)) {
+            self.log.push(line);
+        }
+        (status, self.log.join("\n"))
+    }
+}
+
+/// Runs the binary to completion: exit status, stdout and stderr together.
+fn run(args: &[&str]) -> (ExitStatus, String) {
+    let out = Command::new(BIN).args(args).output().unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status, text)
+}
+
+/// A plain HTTP/1.0 GET: the status code and the body.
+fn http_get(addr: &str, path: &str) -> (u16, String) {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(addr).unwrap();
+    write!(stream, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    let (head, body) = response.split_once("\r\n\r\n").unwrap();
+    let status = head.split_whitespace().nth(1).unwrap().parse().unwrap();
+    (status, body.to_string())
+}
+
+fn program_date_times(text: &str) -> Vec<SystemTime> {
+    text.lines()
+        .filter_map(|l| l.strip_prefix("#EXT-X-PROGRAM-DATE-TIME:"))
+        .map(|v| humantime::parse_rfc3339(v).unwrap())
+        .collect()
+}
+
+fn segment_bytes(dir: &Path) -> BTreeMap<String, Vec<u8>> {
+    fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap())
+        .filter(|e| e.file_name().to_string_lossy().ends_with(".ts"))
+        .map(|e| {
+            (
+                e.file_name().into_string().unwrap(),
+                fs::read(e.path()).unwrap(),
+            )
+        })
+        .collect()
+}
+
+/// Every listed segment exists, decodes as H.264 main 4:2:0 and starts with a keyframe.
+fn assert_segments_decode(dir: &Path, text: &str) {
+    for (_, uri) in extinfs(text) {
+        let probe = ffprobe(&dir.join(&uri));
+        assert_eq!(probe.streams, ["h264 Main yuv420p"], "{uri}");
+        assert!(
+            probe.starts_with_keyframe,
+            "{uri} does not start with a keyframe"
+        );
+    }
+}
+
+#[test]
+fn a_test_pattern_channel_is_live_hls_and_drains_on_sigterm() {
+    let media = tempfile::tempdir().unwrap();
+    let mut extra = SMALL.to_vec();
+    extra.extend(["--health-listen", "127.0.0.1:0"]);
+    let mut packager = Packager::start(media.path(), "camera", &extra);
+    let listening = packager.wait_for_log("health endpoint listening");
+    let addr = listening
+        .split("addr=")
+        .nth(1)
+        .unwrap()
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .to_string();
+    packager.wait_for_segments(3);
+
+    // While it runs: healthy, counting frames and segments, and exporting metrics.
+    let (status, body) = http_get(&addr, "/healthz");
+    assert_eq!(status, 200, "{body}");
+    let body: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(body["running"], true, "{body}");
+    assert!(body["frames"].as_u64().unwrap() >= 30, "{body}");
+    assert!(body["segments"].as_u64().unwrap() >= 3, "{body}");
+    assert!(
+        body["last_segment_time"].as_str().unwrap().ends_with('Z'),
+        "{body}"
+    );
+    assert_eq!(body["source"], "test-pattern");
+    let (_, metrics) = http_get(&addr, "/metrics");
+    assert!(
+        metrics.contains("dime_packager_running{channel=\"camera\"} 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("# TYPE dime_packager_segments_total counter"),
+        "{metrics}"
+    );
+
+    let dir = media.path().join("camera");
+    let (status, log) = packager.stop(libc::SIGTERM);
+    assert!(status.success(), "exit {status:?}\n{log}");
+    assert!(log.contains("live packager stopped cleanly"), "{log}");
+
+    let text = fs::read_to_string(dir.join("index.m3u8")).unwrap();
+    assert_eq!(tag(&text, "#EXT-X-TARGETDURATION"), Some("1"), "{text}");
+    assert!(
+        !text.contains("#EXT-X-ENDLIST"),
+        "a live channel that may restart has no end list"
+    );
+    let segments = extinfs(&text);
+    assert_eq!(segments.len(), 3, "{text}");
+    // Sequence continuity: the listed names are the media sequence numbers, consecutive.
+    let first: u64 = tag(&text, "#EXT-X-MEDIA-SEQUENCE")
+        .unwrap()
+        .parse()
+        .unwrap();
+    for (i, (_, uri)) in segments.iter().enumerate() {
+        assert_eq!(uri, &format!("segment-{}.ts", first + i as u64), "{text}");
+    }
+    // Exact durations, except the last one, cut short by the shutdown.
+    let (last, full) = segments.split_last().unwrap();
+    for (seconds, uri) in full {
+        assert!(
+            (seconds - 1.0).abs() < 0.005,
+            "{uri} lasts {seconds} s\n{text}"
+        );
+    }
+    assert!(last.0 > 0.0 && last.0 <= 1.005, "{text}");
+    // Program date times are as far apart as the durations say.
+    let dates = program_date_times(&text);
+    assert_eq!(dates.len(), 3);
+    for (pair, (seconds, _)) in dates.windows(2).zip(full) {
+        let gap = pair[1].duration_since(pair[0]).unwrap().as_secs_f64();
+        assert!(
+            (gap - seconds).abs() < 0.002,
+            "gap {gap} for {seconds}\n{text}"
+        );
+    }
+    // The last segment is listed and complete: it decodes like the others.
+    assert_segments_decode(&dir, &text);
+    let hidden: Vec<_> = fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .filter(|n| n.starts_with('.'))
+        .collect();
+    assert!(hidden.is_empty(), "temporary files left: {hidden:?}");
+}
+
+#[test]
+fn a_restart_continues_the_sequence_and_never_rewrites_a_segment() {
+    let media = tempfile::tempdir().unwrap();
+    let dir = media.path().join("camera");
+    let mut first = Packager::start(media.path(), "camera", SMALL);
+    first.wait_for_segments(2);
+    let (status, log) = first.stop(libc::SIGINT);
+    assert!(status.success(), "exit {status:?}\n{log}");
+    let before = segment_bytes(&dir);
+    let old_text = fs::read_to_string(dir.join("index.m3u8")).unwrap();
+    let old_last = extinfs(&old_text).last().unwrap().1.clone();
+
+    let mut second = Packager::start(media.path(), "camera", SMALL);
+    // One segment plus the one the shutdown finalises: the window of 3 still shows the old tail.
+    second.wait_for_segments(1);
+    let (status, log) = second.stop(libc::SIGTERM);
+    assert!(status.success(), "exit {status:?}\n{log}");
+
+    let after = segment_bytes(&dir);
+    for (name, bytes) in &before {
+        if let Some(now) = after.get(name) {
+            assert!(now == bytes, "{name} was rewritten with different bytes");
+        }
+    }
+    let text = fs::read_to_string(dir.join("index.m3u8")).unwrap();
+    let uris: Vec<String> = extinfs(&text).into_iter().map(|(_, uri)| uri).collect();
+    let old_number: u64 = old_last["segment-".len()..old_last.len() - 3]
+        .parse()
+        .unwrap();
+    let resumed = format!("segment-{}.ts", old_number + 1);
+    let at = uris
+        .iter()
+        .position(|u| *u == resumed)
+        .unwrap_or_else(|| panic!("{resumed} not in\n{text}"));
+    assert!(
+        at > 0,
+        "the old window's tail is still listed before the restart\n{text}"
+    );
+    // The restart is marked right before its first segment, and only there.
+    let block = text.split(&format!("{}\n", uris[at - 1])).nth(1).unwrap();
+    assert!(
+        block.starts_with("#EXT-X-DISCONTINUITY\n#EXT-X-PROGRAM-DATE-TIME:"),
+        "{text}"
+    );
+    assert_eq!(text.matches("#EXT-X-DISCONTINUITY\n").count(), 1, "{text}");
+    assert_segments_decode(&dir, &text);
+}
+
+#[test]
+fn a_missing_camera_exits_1_naming_the_device_and_the_fixes() {
+    let media = tempfile::tempdir().unwrap();
+    let device = media.path().join("video9");
+    let out = media.path().to_str().unwrap();
+    let (status, text) = run(&[
+        "packager",
+        "--out",
+        out,
+        "--channel",
+        "camera",
+        "--device",
+        device.to_str().unwrap(),
+    ]);
+    assert_eq!(status.code(), Some(1), "{text}");
+    assert!(
+        text.contains(&format!(
+            "dime-origin: no camera at {}: plug one in, pass --device /dev/videoN, or use --test-pattern",
+            device.display()
+        )),
+        "{text}"
+    );
+    assert!(
+        !media.path().join("camera").exists(),
+        "nothing is created for a failed start"
+    );
+}
+
+#[test]
+fn a_device_that_is_not_a_camera_is_refused_with_the_reason() {
+    let media = tempfile::tempdir().unwrap();
+    let (status, text) = run(&[
+        "packager",
+        "--out",
+        media.path().to_str().unwrap(),
+        "--channel",
+        "camera",
+        "--device",
+        "/dev/null",
+    ]);
+    assert_eq!(status.code(), Some(1), "{text}");
+    assert!(
+        text.contains("dime-origin: cannot open the camera at /dev/null: "),
+        "{text}"
+    );
+    assert!(text.contains("or use --test-pattern"), "{text}");
+}
+
+#[test]
+fn device_auto_falls_back_to_the_test_pattern_when_no_camera_works() {
+    let has_cameras = fs::read_dir("/dev").unwrap().any(|e| {
+        e.unwrap()
+            .file_name()
+            .to_string_lossy()
+            .starts_with("video")
+    });
+    let media = tempfile::tempdir().unwrap();
+    let mut extra: Vec<&str> = SMALL
+        .iter()
+        .copied()
+        .filter(|a| *a != "--test-pattern")
+        .collect();
+    extra.extend(["--device", "auto"]);
+    let mut packager = Packager::start(media.path(), "auto", &extra);
+    let started = packager.wait_for_log("live packager starting");
+    if has_cameras {
+        // A machine with a camera uses it, or says why not and falls back.
+        assert!(started.contains("source=/dev/video") || started.contains("source=test-pattern"));
+    } else {
+        packager.wait_for_log("found no usable camera; using the test pattern");
+        assert!(started.contains("source=test-pattern"), "{started}");
+    }
+    packager.wait_for_segments(1);
+    let (status, log) = packager.stop(libc::SIGTERM);
+    assert!(status.success(), "{log}");
+}
+
+#[test]
+fn bad_options_are_refused_before_anything_starts() {
+    let media = tempfile::tempdir().unwrap();
+    let out = media.path().to_str().unwrap();
+    let base = ["packager", "--out", out, "--test-pattern"];
+
+    let (status, text) = run(&[&base[..], &["--channel", "../escape"]].concat());
+    assert_eq!(status.code(), Some(1), "{text}");
+    assert!(text.contains("invalid --channel \"../escape\""), "{text}");
+
+    let (status, text) = run(&[&base[..], &["--channel", "c", "--size", "321x180"]].concat());
+    assert_eq!(status.code(), Some(2), "{text}");
+    assert!(text.contains("width and height must be even"), "{text}");
+
+    let (status, text) = run(&[
+        &base[..],
+        &["--channel", "c", "--fps", "15", "--segment", "1100ms"],
+    ]
+    .concat());
+    assert_eq!(status.code(), Some(1), "{text}");
+    assert!(text.contains("is not a whole number of frames"), "{text}");
+
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let (status, text) = run(&[
+        &base[..],
+        &["--channel", "c", "--health-listen", addr.as_str()],
+    ]
+    .concat());
+    assert_eq!(status.code(), Some(1), "{text}");
+    assert!(
+        text.contains(&format!("cannot listen on {addr} for --health-listen")),
+        "{text}"
+    );
+
+    let (status, text) = run(&[
+        "packager",
+        "--out",
+        out,
+        "--channel",
+        "c",
+        "--test-pattern",
+        "--device",
+        "/dev/video1",
+    ]);
+    assert_eq!(status.code(), Some(2), "{text}");
+    assert!(text.contains("cannot be used with"), "{text}");
+}
+
+#[test]
+fn the_sample_and_vod_tools_make_a_playable_title() {
+    let media = tempfile::tempdir().unwrap();
+    let sample: PathBuf = media.path().join("sample.mp4");
+    let (status, text) = run(&[
+        "packager",
+        "sample",
+        "--out",
+        sample.to_str().unwrap(),
+        "--duration",
+        "3s",
+        "--size",
+        "320x180",
+        "--fps",
+        "15",
+    ]);
+    assert!(status.success(), "{text}");
+    assert_eq!(ffprobe(&sample).streams, ["h264 Main yuv420p", "aac LC"]);
+
+    let title = media.path().join("vod/sample");
+    let (status, text) = run(&[
+        "packager",
+        "vod",
+        "--input",
+        sample.to_str().unwrap(),
+        "--out",
+        title.to_str().unwrap(),
+        "--segment",
+        "1s",
+    ]);
+    assert!(status.success(), "{text}");
+    let playlist = fs::read_to_string(title.join("index.m3u8")).unwrap();
+    assert!(playlist.ends_with("#EXT-X-ENDLIST\n"), "{playlist}");
+    assert_eq!(extinfs(&playlist).len(), 3, "{playlist}");
+    assert!(title.join("poster.jpg").is_file());
+
+    // Packaging into an existing title is refused, and says so.
+    let (status, text) = run(&[
+        "packager",
+        "vod",
+        "--input",
+        sample.to_str().unwrap(),
+        "--out",
+        title.to_str().unwrap(),
+    ]);
+    assert_eq!(status.code(), Some(1), "{text}");
+    assert!(
+        text.contains("already exists; remove it or package into another directory"),
+        "{text}"
+    );
+}
