@@ -116,8 +116,13 @@ impl Packager {
     }
 
     /// Sends a signal and waits for the exit; returns the status and the whole log.
-    fn stop(mut self, signal: i32) -> (ExitStatus, String) {
+    fn stop(self, signal: i32) -> (ExitStatus, String) {
         unsafe { libc::kill(self.child.id() as i32, signal) };
+        self.wait_exit()
+    }
+
+    /// Waits for the packager to exit on its own; returns the status and the whole log.
+    fn wait_exit(mut self) -> (ExitStatus, String) {
         let status = self.child.wait().unwrap();
         while let Ok(line) = self.lines.recv_timeout(Duration::from_secs(2)) {
             self.log.push(line);
@@ -494,5 +499,25 @@ fn the_sample_and_vod_tools_make_a_playable_title() {
     assert!(
         text.contains("already exists; remove it or package into another directory"),
         "{text}"
+    );
+}
+
+#[test]
+fn a_failure_while_running_exits_1_with_the_cause() {
+    let media = tempfile::tempdir().unwrap();
+    let mut packager = Packager::start(media.path(), "camera", SMALL);
+    packager.wait_for_segments(1);
+    // The channel directory disappears under the running packager (a wiped volume).
+    fs::remove_dir_all(media.path().join("camera")).unwrap();
+    let (status, log) = packager.wait_exit();
+    assert_eq!(status.code(), Some(1), "{log}");
+    let dir = media.path().join("camera");
+    let error = log
+        .lines()
+        .find(|l| l.starts_with("dime-origin: "))
+        .expect(&log);
+    assert!(
+        error.contains(&dir.display().to_string()),
+        "the error names the place: {log}"
     );
 }

@@ -244,3 +244,46 @@ fn respond(request: &Request<Incoming>, state: &LiveState) -> Response<Full<Byte
         ),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn healthy_only_while_running_and_segments_keep_coming() {
+        let state = LiveState::new("camera", "test-pattern", 1);
+        let now = SystemTime::now();
+        assert!(!state.healthy(now), "nothing written yet");
+        state.set_running(true);
+        assert!(!state.healthy(now), "running, but no segment yet");
+        state.segment_written(Duration::from_millis(1000), 7, 1);
+        let written = SystemTime::now();
+        assert!(state.healthy(written));
+        assert!(state.healthy(written + Duration::from_millis(2900)));
+        assert!(
+            !state.healthy(written + Duration::from_secs(4)),
+            "three target durations without a segment"
+        );
+        state.set_running(false);
+        assert!(!state.healthy(written));
+    }
+
+    #[test]
+    fn the_json_and_metrics_carry_the_counters() {
+        let state = LiveState::new("camera", "test-pattern", 2);
+        state.set_running(true);
+        state.count_frame();
+        state.count_frame();
+        state.segment_written(Duration::from_millis(1500), 41, 2);
+        let json = state.to_json(SystemTime::now());
+        assert_eq!(json["frames"], 2);
+        assert_eq!(json["segments"], 1);
+        assert_eq!(json["media_sequence"], 41);
+        assert_eq!(json["healthy"], true);
+        let metrics = state.to_prometheus();
+        assert!(metrics.contains("dime_packager_frames_total{channel=\"camera\"} 2\n"));
+        assert!(metrics
+            .contains("dime_packager_last_segment_duration_seconds{channel=\"camera\"} 1.5\n"));
+        assert!(metrics.contains("dime_packager_media_sequence{channel=\"camera\"} 41\n"));
+    }
+}

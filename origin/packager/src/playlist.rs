@@ -10,12 +10,12 @@ use std::time::{Duration, SystemTime};
 #[derive(Debug, thiserror::Error)]
 pub enum PlaylistError {
     /// The file could not be read, written or renamed.
-    #[error("{path}: {source}")]
+    #[error("{path}: {error}")]
     Io {
         /// The playlist (or its temporary file).
         path: PathBuf,
         /// The underlying error.
-        source: std::io::Error,
+        error: std::io::Error,
     },
     /// A line of an existing playlist does not parse.
     #[error("{path}:{line}: {message}")]
@@ -235,7 +235,7 @@ impl MediaPlaylist {
 pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), PlaylistError> {
     let io = |path: &Path| {
         let path = path.to_path_buf();
-        move |source| PlaylistError::Io { path, source }
+        move |error| PlaylistError::Io { path, error }
     };
     let name = path
         .file_name()

@@ -41,20 +41,20 @@ impl Default for SampleOptions {
 #[derive(Debug, thiserror::Error)]
 pub enum SampleError {
     /// The output file (or its directory) cannot be written.
-    #[error("{path}: {source}")]
+    #[error("{path}: {error}")]
     Io {
         /// The file concerned.
         path: PathBuf,
         /// The underlying error.
-        source: std::io::Error,
+        error: std::io::Error,
     },
     /// The encoding pipeline failed.
-    #[error("cannot make the sample {path}: {source}")]
+    #[error("cannot make the sample {path}: {error}")]
     Pipeline {
         /// The file being written.
         path: PathBuf,
         /// What GStreamer said.
-        source: GstError,
+        error: GstError,
     },
 }
 
@@ -62,7 +62,7 @@ pub enum SampleError {
 pub fn write_sample(out: &Path, options: &SampleOptions) -> Result<(), SampleError> {
     let io = |path: &Path| {
         let path = path.to_path_buf();
-        move |source| SampleError::Io { path, source }
+        move |error| SampleError::Io { path, error }
     };
     if let Some(parent) = out.parent().filter(|p| !p.as_os_str().is_empty()) {
         fs::create_dir_all(parent).map_err(io(parent))?;
@@ -74,7 +74,7 @@ pub fn write_sample(out: &Path, options: &SampleOptions) -> Result<(), SampleErr
     let temp = out.with_file_name(format!(".{name}.tmp-{}", std::process::id()));
     let failed = |source| SampleError::Pipeline {
         path: out.to_path_buf(),
-        source,
+        error: source,
     };
     let result = build(&temp, options).and_then(|pipeline| {
         // A minute of slack per ten seconds of media: x264 at veryfast is far quicker than that.

@@ -2,6 +2,7 @@
 
 use std::fs;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -68,12 +69,12 @@ pub struct VodPackage {
 #[derive(Debug, thiserror::Error)]
 pub enum VodError {
     /// The input is missing or unreadable.
-    #[error("{path}: cannot read the input: {source}")]
+    #[error("{path}: cannot read the input: {error}")]
     Input {
         /// The input file.
         path: PathBuf,
         /// The underlying error.
-        source: std::io::Error,
+        error: std::io::Error,
     },
     /// GStreamer cannot make sense of the input.
     #[error("{path}: not a video GStreamer can decode: {reason}")]
@@ -96,20 +97,20 @@ pub enum VodError {
         path: PathBuf,
     },
     /// A file or directory of the output could not be written.
-    #[error("{path}: {source}")]
+    #[error("{path}: {error}")]
     Output {
         /// The file or directory concerned.
         path: PathBuf,
         /// The underlying error.
-        source: std::io::Error,
+        error: std::io::Error,
     },
     /// Transcoding or the poster grab failed.
-    #[error("{path}: packaging failed: {source}")]
+    #[error("{path}: packaging failed: {error}")]
     Pipeline {
         /// The input file.
         path: PathBuf,
         /// What GStreamer said.
-        source: GstError,
+        error: GstError,
     },
     /// The transcode produced no segment (an empty or zero-length input).
     #[error("{path}: packaging produced no segment: is the video empty?")]
@@ -132,11 +133,11 @@ pub fn package_file(
 ) -> Result<VodPackage, VodError> {
     let input = fs::canonicalize(input).map_err(|source| VodError::Input {
         path: input.to_path_buf(),
-        source,
+        error: source,
     })?;
     fs::File::open(&input).map_err(|source| VodError::Input {
         path: input.clone(),
-        source,
+        error: source,
     })?;
     if out_dir.exists() {
         return Err(VodError::OutputExists {
@@ -145,7 +146,7 @@ pub fn package_file(
     }
     let pipeline_error = |source| VodError::Pipeline {
         path: input.clone(),
-        source,
+        error: source,
     };
     pipeline::init().map_err(pipeline_error)?;
     let probe = discover(&input)?;
@@ -156,7 +157,7 @@ pub fn package_file(
         .unwrap_or(Path::new("."));
     let output = |path: &Path| {
         let path = path.to_path_buf();
-        move |source| VodError::Output { path, source }
+        move |error| VodError::Output { path, error }
     };
     fs::create_dir_all(parent).map_err(output(parent))?;
     let name = out_dir
@@ -164,12 +165,18 @@ pub fn package_file(
         .map(|n| n.to_string_lossy().to_string())
         .unwrap_or_else(|| "title".into());
     // A dot name: the streamer refuses dotfiles, so the work in progress is never served.
-    let work = TempDir(parent.join(format!(".{name}.packaging-{}", std::process::id())));
+    // Unique per process and call, so concurrent packagings never share a work directory.
+    static CALLS: AtomicU64 = AtomicU64::new(0);
+    let call = CALLS.fetch_add(1, Ordering::Relaxed);
+    let work = TempDir(parent.join(format!(".{name}.packaging-{}-{call}", std::process::id())));
     let _ = fs::remove_dir_all(&work.0);
     fs::create_dir(&work.0).map_err(output(&work.0))?;
 
     let with_audio = options.audio && probe.has_audio;
-    let segments = transcode(&input, &work.0, options, with_audio).map_err(pipeline_error)?;
+    // H.264 4:2:0 needs even dimensions: an odd one loses its last row or column.
+    let (width, height) = (probe.width & !1, probe.height & !1);
+    let segments =
+        transcode(&input, &work.0, options, with_audio, (width, height)).map_err(pipeline_error)?;
     if segments.is_empty() {
         return Err(VodError::Empty { path: input });
     }
@@ -200,8 +207,8 @@ pub fn package_file(
         poster: out_dir.join(POSTER),
         segments: files,
         duration,
-        width: probe.width,
-        height: probe.height,
+        width,
+        height,
         has_audio: with_audio,
     })
 }
@@ -245,6 +252,7 @@ fn transcode(
     dir: &Path,
     options: &VodOptions,
     with_audio: bool,
+    (width, height): (u32, u32),
 ) -> Result<Vec<Segment>, GstError> {
     let pipeline = gst::Pipeline::new();
     let build = |e: gst::glib::BoolError| GstError::Build(e.to_string());
@@ -255,9 +263,12 @@ fn transcode(
     let video_queue = pipeline::make("queue")?;
     let convert = pipeline::make("videoconvert")?;
     // 4:2:0 8-bit: without the pin x264 may pick 4:4:4, which most players cannot decode.
+    let scale = pipeline::make("videoscale")?;
     let i420 = caps_filter(
         gst::Caps::builder("video/x-raw")
             .field("format", "I420")
+            .field("width", width as i32)
+            .field("height", height as i32)
             .build(),
     )?;
     let encoder = pipeline::make("x264enc")?;
@@ -279,6 +290,7 @@ fn transcode(
             &decode,
             &video_queue,
             &convert,
+            &scale,
             &i420,
             &encoder,
             &main,
@@ -287,7 +299,15 @@ fn transcode(
         ])
         .map_err(build)?;
     pipeline::link_chain(&[&source, &decode])?;
-    pipeline::link_chain(&[&video_queue, &convert, &i420, &encoder, &main, &parse])?;
+    pipeline::link_chain(&[
+        &video_queue,
+        &convert,
+        &scale,
+        &i420,
+        &encoder,
+        &main,
+        &parse,
+    ])?;
     parse
         .link_pads(None, &split, Some("video"))
         .map_err(|e| GstError::Build(format!("cannot link h264parse to splitmuxsink: {e}")))?;

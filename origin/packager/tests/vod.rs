@@ -150,3 +150,26 @@ fn a_missing_input_is_named_in_the_error() {
         )
     );
 }
+
+#[test]
+fn odd_dimensions_are_trimmed_to_even_for_4_2_0() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("odd.mp4");
+    // x264 accepts odd sizes only in 4:4:4, which is exactly what such uploads tend to be.
+    let status = std::process::Command::new("gst-launch-1.0")
+        .args(["-q", "videotestsrc", "num-buffers=30", "!"])
+        .args([
+            "video/x-raw,width=321,height=181,framerate=15/1",
+            "!",
+            "x264enc",
+            "!",
+        ])
+        .args(["mp4mux", "!", "filesink"])
+        .arg(format!("location={}", input.display()))
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let package = package_file(&input, &dir.path().join("t"), &VodOptions::default()).unwrap();
+    assert_eq!((package.width, package.height), (320, 180));
+    assert_eq!(ffprobe(&package.segments[0]).streams, ["h264 Main yuv420p"]);
+}

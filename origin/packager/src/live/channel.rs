@@ -17,16 +17,19 @@ const SUFFIX: &str = ".ts";
 #[derive(Debug, thiserror::Error)]
 pub enum ChannelError {
     /// The directory or one of its files cannot be read, created or deleted.
-    #[error("{path}: {source}")]
+    #[error("{path}: {error}")]
     Io {
         /// The file or directory concerned.
         path: PathBuf,
         /// The underlying error.
-        source: std::io::Error,
+        error: std::io::Error,
     },
     /// The existing playlist is unreadable, so the sequence cannot safely continue.
     #[error("{0}: fix or delete the playlist (the segment files alone are enough to continue)")]
-    Playlist(#[from] PlaylistError),
+    Unreadable(PlaylistError),
+    /// The playlist cannot be rewritten (the directory vanished, the disk is full...).
+    #[error("cannot update the playlist: {0}")]
+    Write(PlaylistError),
 }
 
 /// The channel directory and the playlist being written into it.
@@ -52,7 +55,7 @@ impl ChannelDir {
     pub fn open(dir: &Path, segment: Duration, window: usize) -> Result<Self, ChannelError> {
         let io = |path: &Path| {
             let path = path.to_path_buf();
-            move |source| ChannelError::Io { path, source }
+            move |error| ChannelError::Io { path, error }
         };
         fs::create_dir_all(dir).map_err(io(dir))?;
         let mut on_disk: Vec<(u64, PathBuf)> = fs::read_dir(dir)
@@ -69,7 +72,7 @@ impl ChannelDir {
         let mut playlist = MediaPlaylist::new(PlaylistKind::Live, segment);
         match fs::read_to_string(&path) {
             Ok(text) => {
-                let old = MediaPlaylist::parse(&path, &text)?;
+                let old = MediaPlaylist::parse(&path, &text).map_err(ChannelError::Unreadable)?;
                 playlist.discontinuity_sequence = old.discontinuity_sequence;
                 // Keep the old window's tail whose files are all still there, so players
                 // watching through the restart keep a continuous playlist.
@@ -89,7 +92,12 @@ impl ChannelDir {
                 playlist.segments = kept;
             }
             Err(err) if err.kind() == std::io::ErrorKind::NotFound => {}
-            Err(source) => return Err(ChannelError::Io { path, source }),
+            Err(source) => {
+                return Err(ChannelError::Io {
+                    path,
+                    error: source,
+                })
+            }
         }
         let last_listed = playlist.segments.last().map(|s| s.sequence);
         let last_file = on_disk.last().map(|(sequence, _)| *sequence);
@@ -148,7 +156,9 @@ impl ChannelDir {
         self.next_sequence = sequence + 1;
         self.on_disk.push_back((sequence, file.to_path_buf()));
         self.playlist.push(segment.clone(), self.window);
-        self.playlist.write_atomic(&self.dir.join(PLAYLIST))?;
+        self.playlist
+            .write_atomic(&self.dir.join(PLAYLIST))
+            .map_err(ChannelError::Write)?;
         let keep_from = self
             .playlist
             .media_sequence()
@@ -163,7 +173,7 @@ impl ChannelDir {
                 Err(source) => {
                     return Err(ChannelError::Io {
                         path: path.clone(),
-                        source,
+                        error: source,
                     })
                 }
             }

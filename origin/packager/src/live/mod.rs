@@ -70,23 +70,23 @@ pub enum LiveError {
     #[error(transparent)]
     ChannelDir(#[from] ChannelError),
     /// The health listener cannot be bound.
-    #[error("cannot listen on {addr} for --health-listen: {source}")]
+    #[error("cannot listen on {addr} for --health-listen: {error}")]
     Health {
         /// The address asked for.
         addr: SocketAddr,
         /// The underlying error.
-        source: std::io::Error,
+        error: std::io::Error,
     },
     /// The media sequence no longer fits splitmuxsink's index.
     #[error("media sequence {0} is beyond what splitmuxsink can number: start a new channel name")]
     SequenceOverflow(u64),
     /// The pipeline failed (at start or while running).
-    #[error("{source_name}: {source}")]
+    #[error("{source_name}: {error}")]
     Pipeline {
         /// What was being captured.
         source_name: String,
         /// What GStreamer said.
-        source: GstError,
+        error: GstError,
     },
     /// A shutdown did not finish in time: the last segment may not be listed.
     #[error("the pipeline did not drain within {0:?} of the shutdown request; the last segment is not listed")]
@@ -132,7 +132,7 @@ pub async fn run(
     }
     let gst_failed = |source| LiveError::Pipeline {
         source_name: "GStreamer".into(),
-        source,
+        error: source,
     };
     pipeline::init().map_err(gst_failed)?;
     let source = source::resolve(&config.source, config.size, config.fps)?;
@@ -152,7 +152,10 @@ pub async fn run(
         Some(addr) => {
             let listener = health::bind(addr)
                 .await
-                .map_err(|source| LiveError::Health { addr, source })?;
+                .map_err(|source| LiveError::Health {
+                    addr,
+                    error: source,
+                })?;
             tracing::info!(addr = %listener.local_addr().unwrap_or(addr), "health endpoint listening");
             Some(tokio::spawn(health::serve(listener, state.clone())))
         }
@@ -161,7 +164,7 @@ pub async fn run(
     let name = source_name(&source);
     let failed = |err| LiveError::Pipeline {
         source_name: name.clone(),
-        source: err,
+        error: err,
     };
     let pipeline = build(&config, &source, &channel, start_index, &state).map_err(failed)?;
     tracing::info!(
@@ -257,7 +260,7 @@ async fn drive(
                 match structure.name().as_str() {
                     "splitmuxsink-fragment-opened" => {
                         if anchor.is_none() {
-                            anchor = running_time.map(|rt| wall_clock_of(pipeline, rt));
+                            anchor = Some(wall_clock_at_zero(pipeline));
                         }
                         opened = running_time;
                     }
@@ -295,15 +298,11 @@ async fn drive(
     }
 }
 
-/// The wall-clock time at which the pipeline's running time was (or will be) `running_time`.
-fn wall_clock_of(pipeline: &gst::Pipeline, running_time: gst::ClockTime) -> SystemTime {
+/// The wall-clock time at which the pipeline's running time was zero.
+fn wall_clock_at_zero(pipeline: &gst::Pipeline) -> SystemTime {
     let now = SystemTime::now();
-    let current = pipeline
-        .current_running_time()
-        .unwrap_or(running_time)
-        .nseconds();
-    // The anchor is the wall-clock time of running time zero.
-    now - Duration::from_nanos(current)
+    let running = pipeline.current_running_time().map_or(0, |t| t.nseconds());
+    now - Duration::from_nanos(running)
 }
 
 /// Builds source → I420 → x264 (main, keyframe per segment) → h264parse → splitmuxsink.
