@@ -182,6 +182,8 @@ pub async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
 pub async fn serve(listener: TcpListener, state: Arc<LiveState>) {
     loop {
         let Ok((stream, _)) = listener.accept().await else {
+            // Out of file descriptors, usually: back off instead of spinning on the error.
+            tokio::time::sleep(Duration::from_millis(100)).await;
             continue;
         };
         let state = state.clone();

@@ -173,3 +173,32 @@ fn odd_dimensions_are_trimmed_to_even_for_4_2_0() {
     assert_eq!((package.width, package.height), (320, 180));
     assert_eq!(ffprobe(&package.segments[0]).streams, ["h264 Main yuv420p"]);
 }
+
+#[test]
+fn an_audio_only_file_is_refused_as_having_no_video() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("tone.m4a");
+    let status = std::process::Command::new("gst-launch-1.0")
+        .args([
+            "-q",
+            "audiotestsrc",
+            "num-buffers=50",
+            "!",
+            "audioconvert",
+            "!",
+        ])
+        .args(["voaacenc", "!", "aacparse", "!", "mp4mux", "!", "filesink"])
+        .arg(format!("location={}", input.display()))
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let err = package_file(&input, &dir.path().join("t"), &VodOptions::default()).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        format!(
+            "{}: the file has no video stream (audio-only titles are not supported)",
+            input.display()
+        )
+    );
+    assert!(!dir.path().join("t").exists());
+}
