@@ -2,6 +2,9 @@
 
 #[path = "../packager/tests/common/mod.rs"]
 mod common;
+// The streamer's harness, for the scenario where the streamer serves what the packager writes.
+#[allow(dead_code)]
+mod harness;
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -520,4 +523,36 @@ fn a_failure_while_running_exits_1_with_the_cause() {
         error.contains(&dir.display().to_string()),
         "the error names the place: {log}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_streamer_serves_the_live_channel_it_writes() {
+    let origin = harness::Origin::start().await;
+    // As `make run`: --out MEDIA/live --channel camera, so the URL is /live/camera/index.m3u8.
+    let mut packager = Packager::start(&origin.root().join("live"), "camera", SMALL);
+    tokio::task::block_in_place(|| packager.wait_for_segments(2));
+
+    let response = origin.get("/live/camera/index.m3u8").send().await.unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(
+        harness::header(&response, "content-type"),
+        "application/vnd.apple.mpegurl"
+    );
+    let text = response.text().await.unwrap();
+    let segments = extinfs(&text);
+    assert!(segments.len() >= 2, "{text}");
+    for (_, uri) in &segments {
+        let response = origin
+            .get(&format!("/live/camera/{uri}"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200, "{uri}");
+        assert_eq!(harness::header(&response, "content-type"), "video/mp2t");
+        let body = response.bytes().await.unwrap();
+        let on_disk = fs::read(origin.root().join("live/camera").join(uri)).unwrap();
+        assert!(body == on_disk, "{uri} is served as written");
+    }
+    let (status, log) = tokio::task::block_in_place(|| packager.stop(libc::SIGTERM));
+    assert!(status.success(), "{log}");
 }
