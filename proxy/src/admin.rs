@@ -166,9 +166,12 @@ impl Admin {
     fn show_config(&self) -> Response<Vec<u8>> {
         let active = self.active.load();
         let config = &active.config;
-        let hash = crate::reload::fingerprint(config)
-            .map(|f| short_hash(&f))
-            .unwrap_or_default();
+        let hash = match &self.reloader {
+            Some(r) => r.active_hash(),
+            None => crate::reload::fingerprint(config)
+                .map(|f| short_hash(&f))
+                .unwrap_or_default(),
+        };
         let mut out = format!("# source: {}\n# hash: {hash}\n", config.source);
         if let Some(r) = &self.reloader {
             for line in r.restart_required() {

@@ -72,7 +72,18 @@ pub fn serve(config: EdgeConfig) -> anyhow::Result<()> {
             Reloader::new(path, active.clone(), metrics.clone(), Vec::new())
                 .map_err(anyhow::Error::msg)?,
         )),
-        None => None,
+        None => {
+            // Quick mode reloads nothing, but still says which config it runs.
+            let hash = crate::reload::fingerprint(&active.load().config)
+                .map(|f| crate::reload::short_hash(&f))
+                .map_err(anyhow::Error::msg)?;
+            metrics.config_info.with_label_values(&[&hash]).set(1);
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0.0, |d| d.as_secs_f64());
+            metrics.config_last_success.set(now);
+            None
+        }
     };
 
     let mut proxy = pingora_proxy::http_proxy_service_with_name(

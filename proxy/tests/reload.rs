@@ -75,12 +75,14 @@ async fn a_configmap_symlink_swap_reloads_once() {
 #[tokio::test]
 async fn five_quick_writes_reload_once_with_the_final_content() {
     let (a, b) = (Upstream::start("a").await, Upstream::start("b").await);
-    let edge = EdgeProc::start(&two_pools(&a, &b, "a", 1, "")).await;
+    // A quiet time well above any scheduling hiccup of a busy test machine.
+    let slow = "[reload]\ndebounce = \"250ms\"\n";
+    let edge = EdgeProc::start(&two_pools(&a, &b, "a", 1, slow)).await;
     edge.wait_ready().await;
 
     // Back to back, as a tool that saves a file in several steps does.
     let versions: Vec<String> = (2..=6)
-        .map(|v| two_pools(&a, &b, if v % 2 == 0 { "b" } else { "a" }, v, ""))
+        .map(|v| two_pools(&a, &b, if v % 2 == 0 { "b" } else { "a" }, v, slow))
         .collect();
     for text in &versions {
         edge.rewrite(text, WriteStyle::InPlace);
@@ -602,4 +604,101 @@ async fn fifty_reloads_under_load_fail_no_request_and_route_each_by_an_active_co
         "traffic saw only versions {versions:?}"
     );
     assert_eq!(edge.reloads("rejected").await, 0);
+}
+
+#[tokio::test]
+async fn quick_mode_survives_sighup_and_has_no_config_api() {
+    let a = Upstream::start("a").await;
+    let edge = EdgeProc::start_quick(&[a.addr]).await;
+    edge.wait_ready().await;
+
+    edge.hangup();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(upstream_of(&edge).await.0, "a");
+    assert!(
+        edge.logs()
+            .contains("quick mode has no config file to reload"),
+        "{}",
+        edge.logs()
+    );
+    assert_eq!(edge.admin_reload(Some(TOKEN)).await.0, 403);
+    assert!(!edge.config_hash().await.is_empty());
+}
+
+#[tokio::test]
+async fn a_new_health_check_rebuilds_the_pool_and_a_dropped_pool_is_no_longer_checked() {
+    let (a, b) = (Upstream::start("a").await, Upstream::start("b").await);
+    let token = format!("[admin]\ntoken = \"{TOKEN}\"\n[reload]\nwatch = false\n");
+    let both = format!(
+        "{token}{}{}[[routes]]\npath = \"/\"\npool = \"p\"\n\n[[routes]]\npath = \"/q\"\npool = \"q\"\n",
+        pool("p", &[a.addr], ""),
+        pool("q", &[b.addr], ""),
+    );
+    let edge = EdgeProc::start(&both).await;
+    edge.wait_ready().await;
+    wait_metric(&edge, &healthy_series("q", b.addr), 1.0).await;
+
+    // p's check moves to another path; q and its route go.
+    let one = format!(
+        "{token}{}[[routes]]\npath = \"/\"\npool = \"p\"\n",
+        pool("p", &[a.addr], "").replace("/healthz", "/healthz?v=2")
+    );
+    edge.rewrite(&one, WriteStyle::InPlace);
+    let (status, body) = edge.admin_reload(Some(TOKEN)).await;
+    assert_eq!(status, 200, "{body}");
+    let outcome: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let changes: Vec<&str> = outcome["changes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c.as_str().unwrap())
+        .collect();
+    assert!(
+        changes.iter().any(|c| c.starts_with("pool p rebuilt")),
+        "{body}"
+    );
+    assert!(
+        changes.contains(&"pool q removed (requests in flight finish)"),
+        "{body}"
+    );
+    assert!(changes.contains(&"route /q removed"), "{body}");
+
+    // The rebuilt pool's backend was checked before the swap: it serves at once.
+    assert_eq!(upstream_of(&edge).await.0, "a");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while edge.metric(&healthy_series("q", b.addr)).await.is_some() {
+        assert!(Instant::now() < deadline, "{}", edge.metrics().await);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(fetch(&edge.url("/q/x"), &[]).await.status, 200);
+    assert_eq!(
+        fetch(&edge.url("/q/x"), &[]).await.header("x-upstream"),
+        "a"
+    );
+    edge.wait_ready().await;
+}
+
+#[test]
+fn check_reports_bad_reload_and_admin_settings_with_their_place() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("edge.toml");
+    std::fs::write(
+        &path,
+        "[listen]\nhttp = [\"127.0.0.1:18080\"]\n\n[admin]\ntoken = \"short\"\n\n[reload]\nwatch = true\ndebounce = \"20s\"\n\n[pools.web]\nbackends = [\"127.0.0.1:18083\"]\n\n[[routes]]\npath = \"/\"\npool = \"web\"\n",
+    )
+    .unwrap();
+    let out = std::process::Command::new(common::edge::BIN)
+        .args(["check", "-c", path.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stderr).replace(path.to_str().unwrap(), "edge.toml");
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(
+        text.contains("edge.toml:5:9: admin.token: too short: use at least 16 characters"),
+        "{text}"
+    );
+    assert!(
+        text.contains("edge.toml:9:12: reload.debounce: must be at most 10s"),
+        "{text}"
+    );
 }

@@ -20,6 +20,9 @@ use crate::route::HostMatch;
 /// The admin listener when the file names none.
 pub const DEFAULT_ADMIN: &str = "127.0.0.1:9090";
 const DEFAULT_GRACE: Duration = Duration::from_secs(5);
+/// The watcher's quiet time when the file names none.
+pub const DEFAULT_DEBOUNCE: Duration = Duration::from_millis(50);
+const MAX_DEBOUNCE: Duration = Duration::from_secs(10);
 const MAX_DURATION: Duration = Duration::from_secs(24 * 3600);
 
 /// A validated configuration: everything the proxy needs, nothing it must check again.
@@ -35,6 +38,8 @@ pub struct EdgeConfig {
     pub admin: AdminSettings,
     /// Reload on file change; SIGHUP and `POST /config/reload` work either way.
     pub watch: bool,
+    /// Quiet time after the last file event before the watcher reloads.
+    pub debounce: Duration,
     /// Process-wide settings.
     pub server: ServerSettings,
     /// Plain HTTP listeners.
@@ -365,12 +370,24 @@ impl Compiler<'_> {
 
         let cache = self.cache_settings(&file.cache);
         let admin = self.admin_settings(&file.admin);
+        let debounce = match &file.reload.debounce {
+            Some(d) => match self.duration(Some(d), "reload.debounce") {
+                Some(x) if x <= MAX_DEBOUNCE => x,
+                Some(_) => {
+                    self.err(d.span(), "reload.debounce", "must be at most 10s");
+                    DEFAULT_DEBOUNCE
+                }
+                None => DEFAULT_DEBOUNCE,
+            },
+            None => DEFAULT_DEBOUNCE,
+        };
         EdgeConfig {
             source: self.loc.file.to_string(),
             file: None,
             text: String::new(),
             admin,
             watch: file.reload.watch.unwrap_or(true),
+            debounce,
             server,
             http_listeners,
             admin_listener,

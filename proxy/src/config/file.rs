@@ -37,6 +37,8 @@ pub struct ConfigFile {
 pub struct ReloadSection {
     /// Reload when the config file (or a file it references) changes; default `true`.
     pub watch: Option<bool>,
+    /// Quiet time after the last file event before reloading, e.g. `"50ms"`.
+    pub debounce: Option<Spanned<String>>,
 }
 
 /// `[admin]`: the admin listener's API.

@@ -170,6 +170,9 @@ pub fn describe(old: &EdgeConfig, new: &EdgeConfig, pools: &PoolChanges) -> Vec<
     if old.admin.token != new.admin.token {
         out.push("admin.token changed".into());
     }
+    if old.debounce != new.debounce {
+        out.push(format!("reload.debounce changed to {:?}", new.debounce));
+    }
     if old.watch != new.watch {
         out.push(format!("reload.watch changed to {}", new.watch));
     }

@@ -106,6 +106,8 @@ pub struct Reloader {
     /// triggers never interleave.
     state: Mutex<[u8; 32]>,
     restart: std::sync::Mutex<Vec<String>>,
+    /// Short hash of the active config, as `dime_config_info` shows it.
+    hash: std::sync::Mutex<String>,
     applied: watch::Sender<u64>,
 }
 
@@ -129,6 +131,7 @@ impl Reloader {
             components,
             state: Mutex::new(fingerprint),
             restart: std::sync::Mutex::new(Vec::new()),
+            hash: std::sync::Mutex::new(String::new()),
             applied,
         };
         reloader.publish(&fingerprint, &[]);
@@ -143,6 +146,11 @@ impl Reloader {
     /// The files the active config was built from.
     pub fn watched_files(&self) -> Vec<PathBuf> {
         self.active.load().config.watched_files()
+    }
+
+    /// How long the watcher waits for quiet after a file event, from the active config.
+    pub fn debounce(&self) -> std::time::Duration {
+        self.active.load().config.debounce
     }
 
     /// Whether the active config asks to reload on file changes.
@@ -266,22 +274,24 @@ impl Reloader {
     }
 
     fn rejected(&self, errors: ConfigErrors) -> ReloadOutcome {
-        let active = self.active.load();
         ReloadOutcome::Rejected {
-            active_hash: fingerprint(&active.config)
-                .map(|f| short_hash(&f))
-                .unwrap_or_default(),
+            active_hash: self.active_hash(),
             errors: errors.0,
         }
+    }
+
+    /// Short hash of the active config (files changed on disk but not reloaded do not count).
+    pub fn active_hash(&self) -> String {
+        self.hash.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
     /// The active config's hash, the time it became active, and whether it waits on a restart.
     fn publish(&self, fingerprint: &[u8; 32], restart_required: &[String]) {
         let m = &self.metrics;
+        let hash = short_hash(fingerprint);
         m.config_info.reset();
-        m.config_info
-            .with_label_values(&[&short_hash(fingerprint)])
-            .set(1);
+        m.config_info.with_label_values(&[&hash]).set(1);
+        *self.hash.lock().unwrap_or_else(|p| p.into_inner()) = hash;
         let now = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0.0, |d| d.as_secs_f64());

@@ -23,10 +23,9 @@ use tokio::sync::mpsc;
 
 use super::{Reloader, Trigger};
 
-/// Quiet time after the last event before reloading.
-pub const DEBOUNCE: Duration = Duration::from_millis(100);
-/// Longest wait from the first event of a burst, so a file written continuously still reloads.
-const MAX_DELAY: Duration = Duration::from_millis(500);
+/// Longest wait from the first event of a burst, beyond the quiet time, so a file written
+/// continuously still reloads.
+const MAX_EXTRA_DELAY: Duration = Duration::from_millis(500);
 
 /// Watches the active config's files and reloads when they change.
 pub struct ConfigWatcher {
@@ -66,7 +65,7 @@ impl BackgroundService for ConfigWatcher {
                     if !set.relevant(&event) || !self.reloader.watching() {
                         continue;
                     }
-                    settle(&mut rx, &set).await;
+                    settle(&mut rx, &set, self.reloader.debounce()).await;
                     self.reloader.reload(Trigger::Watcher).await;
                     set.sync(&mut watcher, &self.reloader.watched_files());
                 }
@@ -78,12 +77,13 @@ impl BackgroundService for ConfigWatcher {
     }
 }
 
-/// Waits until no relevant event has arrived for [`DEBOUNCE`], or [`MAX_DELAY`] has passed.
-async fn settle(rx: &mut mpsc::UnboundedReceiver<notify::Event>, set: &WatchSet) {
+/// Waits until no relevant event has arrived for `quiet`, or `quiet` plus
+/// [`MAX_EXTRA_DELAY`] has passed since the first.
+async fn settle(rx: &mut mpsc::UnboundedReceiver<notify::Event>, set: &WatchSet, quiet: Duration) {
     let first = Instant::now();
     let mut last = first;
     loop {
-        let deadline = (last + DEBOUNCE).min(first + MAX_DELAY);
+        let deadline = (last + quiet).min(first + quiet + MAX_EXTRA_DELAY);
         let next = tokio::time::timeout_at(deadline.into(), rx.recv()).await;
         match next {
             Ok(Some(event)) if set.relevant(&event) => last = Instant::now(),
