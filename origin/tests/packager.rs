@@ -274,9 +274,13 @@ fn a_test_pattern_channel_is_live_hls_and_drains_on_sigterm() {
     let hidden: Vec<_> = fs::read_dir(&dir)
         .unwrap()
         .map(|e| e.unwrap().file_name().into_string().unwrap())
-        .filter(|n| n.starts_with('.'))
+        .filter(|n| n.starts_with('.') && n != ".lock")
         .collect();
     assert!(hidden.is_empty(), "temporary files left: {hidden:?}");
+    assert!(
+        dir.join(".lock").is_file(),
+        "the channel lock stays, hidden from the streamer"
+    );
 }
 
 #[test]
@@ -555,4 +559,33 @@ async fn the_streamer_serves_the_live_channel_it_writes() {
     }
     let (status, log) = tokio::task::block_in_place(|| packager.stop(libc::SIGTERM));
     assert!(status.success(), "{log}");
+}
+
+#[test]
+fn a_second_packager_for_the_same_channel_is_refused() {
+    let media = tempfile::tempdir().unwrap();
+    let mut first = Packager::start(media.path(), "camera", SMALL);
+    first.wait_for_log("live packager starting");
+    let mut args = vec![
+        "packager",
+        "--out",
+        media.path().to_str().unwrap(),
+        "--channel",
+        "camera",
+    ];
+    args.extend_from_slice(SMALL);
+    let (status, text) = run(&args);
+    assert_eq!(status.code(), Some(1), "{text}");
+    assert!(
+        text.contains(&format!(
+            "{} is already being packaged by another process",
+            media.path().join("camera").display()
+        )),
+        "{text}"
+    );
+    let (status, log) = first.stop(libc::SIGTERM);
+    assert!(
+        status.success(),
+        "the first one carries on undisturbed: {log}"
+    );
 }

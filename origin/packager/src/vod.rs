@@ -10,6 +10,7 @@ use gstreamer as gst;
 use gstreamer::prelude::*;
 use gstreamer_pbutils as pbutils;
 
+use crate::live::channel::segment_pattern;
 use crate::options::Bitrate;
 use crate::pipeline::{self, GstError};
 use crate::playlist::{MediaPlaylist, PlaylistError, PlaylistKind, Segment};
@@ -175,8 +176,10 @@ pub fn package_file(
     let with_audio = options.audio && probe.has_audio;
     // H.264 4:2:0 needs even dimensions: an odd one loses its last row or column.
     let (width, height) = (probe.width & !1, probe.height & !1);
-    let segments =
-        transcode(&input, &work.0, options, with_audio, (width, height)).map_err(pipeline_error)?;
+    // Transcoding at veryfast runs faster than real time; this limit only catches a hang.
+    let limit = Duration::from_secs(600) + probe.duration * 10;
+    let segments = transcode(&input, &work.0, options, with_audio, (width, height), limit)
+        .map_err(pipeline_error)?;
     if segments.is_empty() {
         return Err(VodError::Empty { path: input });
     }
@@ -215,6 +218,7 @@ pub fn package_file(
 
 /// What the discoverer learnt about an input.
 struct Probe {
+    duration: Duration,
     width: u32,
     height: u32,
     has_audio: bool,
@@ -239,6 +243,9 @@ fn discover(input: &Path) -> Result<Probe, VodError> {
         });
     };
     Ok(Probe {
+        duration: info
+            .duration()
+            .map_or(Duration::ZERO, |d| Duration::from_nanos(d.nseconds())),
         width: first.width(),
         height: first.height(),
         has_audio: !info.audio_streams().is_empty(),
@@ -253,6 +260,7 @@ fn transcode(
     options: &VodOptions,
     with_audio: bool,
     (width, height): (u32, u32),
+    limit: Duration,
 ) -> Result<Vec<Segment>, GstError> {
     let pipeline = gst::Pipeline::new();
     let build = |e: gst::glib::BoolError| GstError::Build(e.to_string());
@@ -370,8 +378,7 @@ fn transcode(
     let mut opened: Option<gst::ClockTime> = None;
     let mut segments = Vec::new();
     let mut sequence = 0u64;
-    // Transcoding at veryfast runs many times faster than real time; this only catches a hang.
-    pipeline::run_to_eos(&pipeline, Duration::from_secs(3600), |structure, _| {
+    pipeline::run_to_eos(&pipeline, limit, |structure, _| {
         let running_time = structure.get::<gst::ClockTime>("running-time").ok();
         match structure.name().as_str() {
             "splitmuxsink-fragment-opened" => opened = running_time,
@@ -406,10 +413,7 @@ pub(crate) fn splitmux(dir: &Path, segment: Duration) -> Result<gst::Element, Gs
     split.set_property("muxer", &mux);
     split.set_property("max-size-time", segment.as_nanos() as u64);
     split.set_property("send-keyframe-requests", true);
-    split.set_property(
-        "location",
-        dir.join("segment-%d.ts").to_string_lossy().to_string(),
-    );
+    split.set_property("location", segment_pattern(dir));
     Ok(split)
 }
 

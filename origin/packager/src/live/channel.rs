@@ -24,6 +24,15 @@ pub enum ChannelError {
         /// The underlying error.
         error: std::io::Error,
     },
+    /// Another packager is writing this channel (two writers would interleave sequences).
+    #[error(
+        "{dir} is already being packaged by another process (it holds {dir}/.lock): stop it \
+         or pick another --channel"
+    )]
+    Busy {
+        /// The channel directory.
+        dir: PathBuf,
+    },
     /// The existing playlist is unreadable, so the sequence cannot safely continue.
     #[error("{0}: fix or delete the playlist (the segment files alone are enough to continue)")]
     Unreadable(PlaylistError),
@@ -43,6 +52,8 @@ pub struct ChannelDir {
     next_sequence: u64,
     /// Whether the next segment follows an earlier run's (a discontinuity).
     resumed: bool,
+    /// Held open with an exclusive flock for as long as this run writes the channel.
+    _lock: fs::File,
 }
 
 impl ChannelDir {
@@ -58,6 +69,7 @@ impl ChannelDir {
             move |error| ChannelError::Io { path, error }
         };
         fs::create_dir_all(dir).map_err(io(dir))?;
+        let lock = lock(dir)?;
         let mut on_disk: Vec<(u64, PathBuf)> = fs::read_dir(dir)
             .map_err(io(dir))?
             .filter_map(Result::ok)
@@ -109,6 +121,7 @@ impl ChannelDir {
             window: window.max(1),
             on_disk: on_disk.into(),
             next_sequence,
+            _lock: lock,
         })
     }
 
@@ -120,11 +133,6 @@ impl ChannelDir {
     /// The media sequence number the next segment file will carry.
     pub fn next_sequence(&self) -> u64 {
         self.next_sequence
-    }
-
-    /// The splitmuxsink location pattern (`%d` is the media sequence number).
-    pub fn location_pattern(&self) -> PathBuf {
-        self.dir.join(format!("{PREFIX}%d{SUFFIX}"))
     }
 
     /// The current playlist.
@@ -183,6 +191,39 @@ impl ChannelDir {
     }
 }
 
+/// Takes the channel's lock file (`.lock`, hidden from the streamer), without waiting.
+fn lock(dir: &Path) -> Result<fs::File, ChannelError> {
+    use std::os::fd::AsRawFd;
+    let path = dir.join(".lock");
+    let file = fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|error| ChannelError::Io {
+            path: path.clone(),
+            error,
+        })?;
+    // flock, not a PID file: the kernel releases it when the process dies, however it dies.
+    if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+        let error = std::io::Error::last_os_error();
+        if error.raw_os_error() == Some(libc::EWOULDBLOCK) {
+            return Err(ChannelError::Busy {
+                dir: dir.to_path_buf(),
+            });
+        }
+        return Err(ChannelError::Io { path, error });
+    }
+    Ok(file)
+}
+
+/// The splitmuxsink location for segments in `dir`: a printf pattern whose `%d` is the
+/// fragment index (the media sequence number, with `start-index`); a `%` in `dir` is escaped.
+pub(crate) fn segment_pattern(dir: &Path) -> String {
+    let dir = dir.to_string_lossy().replace('%', "%%");
+    format!("{dir}/{PREFIX}%d{SUFFIX}")
+}
+
 /// The media sequence number in a segment file name, if it is one.
 fn sequence_of(name: &str) -> Option<u64> {
     name.strip_prefix(PREFIX)?
@@ -199,6 +240,7 @@ mod tests {
         let mut names: Vec<String> = fs::read_dir(dir)
             .unwrap()
             .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .filter(|n| !n.starts_with('.'))
             .collect();
         names.sort_by_key(|n| (n.len(), n.clone()));
         names
@@ -284,6 +326,7 @@ mod tests {
             write_next(&mut first);
         }
         fs::remove_file(dir.path().join("segment-1.ts")).unwrap();
+        drop(first);
         let mut second = ChannelDir::open(dir.path(), Duration::from_secs(1), 5).unwrap();
         write_next(&mut second);
         let listed: Vec<u64> = second
@@ -293,6 +336,16 @@ mod tests {
             .map(|s| s.sequence)
             .collect();
         assert_eq!(listed, [2, 3, 4]);
+    }
+
+    #[test]
+    fn a_second_writer_for_the_same_channel_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = ChannelDir::open(dir.path(), Duration::from_secs(1), 3).unwrap();
+        let err = ChannelDir::open(dir.path(), Duration::from_secs(1), 3).unwrap_err();
+        assert!(matches!(err, ChannelError::Busy { .. }), "{err}");
+        drop(first);
+        ChannelDir::open(dir.path(), Duration::from_secs(1), 3).unwrap();
     }
 
     #[test]

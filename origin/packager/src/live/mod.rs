@@ -380,10 +380,6 @@ fn build(
     )?;
     let parse = pipeline::make("h264parse")?;
     let split = crate::vod::splitmux(channel.dir(), config.segment)?;
-    split.set_property(
-        "location",
-        channel.location_pattern().to_string_lossy().to_string(),
-    );
     split.set_property("start-index", start_index);
     chain.extend([convert, i420, queue, encoder.clone(), main, parse, split]);
     let refs: Vec<&gst::Element> = chain.iter().collect();
