@@ -589,3 +589,63 @@ fn a_second_packager_for_the_same_channel_is_refused() {
         "the first one carries on undisturbed: {log}"
     );
 }
+
+/// Decodes `init + segment` as one file, as a player does with EXT-X-MAP.
+fn assert_cmaf_segment_decodes(dir: &Path, init: &str, uri: &str) {
+    let joined = tempfile::NamedTempFile::new().unwrap();
+    let mut bytes = fs::read(dir.join(init)).unwrap();
+    bytes.extend(fs::read(dir.join(uri)).unwrap());
+    fs::write(joined.path(), bytes).unwrap();
+    let probe = ffprobe(joined.path());
+    assert_eq!(probe.streams, ["h264 Main yuv420p"], "{uri}");
+    assert!(
+        probe.starts_with_keyframe,
+        "{uri} does not start with a keyframe"
+    );
+}
+
+#[test]
+fn a_cmaf_channel_has_an_init_section_per_run_and_m4s_segments() {
+    let media = tempfile::tempdir().unwrap();
+    let dir = media.path().join("camera");
+    let mut args = SMALL.to_vec();
+    args.extend(["--format", "cmaf"]);
+
+    let mut first = Packager::start(media.path(), "camera", &args);
+    first.wait_for_segments(2);
+    let (status, log) = first.stop(libc::SIGTERM);
+    assert!(status.success(), "{log}");
+    let text = fs::read_to_string(dir.join("index.m3u8")).unwrap();
+    assert!(text.starts_with("#EXTM3U\n#EXT-X-VERSION:7\n"), "{text}");
+    assert_eq!(
+        tag(&text, "#EXT-X-MAP"),
+        Some("URI=\"init-0.mp4\""),
+        "{text}"
+    );
+    let segments = extinfs(&text);
+    assert_eq!(segments.len(), 3, "{text}");
+    for (i, (seconds, uri)) in segments.iter().enumerate() {
+        assert_eq!(uri, &format!("segment-{i}.m4s"));
+        if i < 2 {
+            assert!(
+                (seconds - 1.0).abs() < 0.005,
+                "{uri} lasts {seconds} s\n{text}"
+            );
+        }
+        assert_cmaf_segment_decodes(&dir, "init-0.mp4", uri);
+    }
+    let init = fs::read(dir.join("init-0.mp4")).unwrap();
+
+    // A restart gets its own init section: the old URL keeps its bytes.
+    let mut second = Packager::start(media.path(), "camera", &args);
+    second.wait_for_segments(1);
+    let (status, log) = second.stop(libc::SIGTERM);
+    assert!(status.success(), "{log}");
+    let text = fs::read_to_string(dir.join("index.m3u8")).unwrap();
+    assert!(
+        text.contains("#EXT-X-DISCONTINUITY\n#EXT-X-MAP:URI=\"init-3.mp4\"\n"),
+        "{text}"
+    );
+    assert_eq!(fs::read(dir.join("init-0.mp4")).unwrap(), init);
+    assert_cmaf_segment_decodes(&dir, "init-3.mp4", "segment-3.m4s");
+}

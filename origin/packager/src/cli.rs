@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::live::source::SourceChoice;
-use crate::live::{self, LiveConfig, LiveError};
+use crate::live::{self, Format, LiveConfig, LiveError};
 use crate::options::{parse_duration, parse_fps, Bitrate, Size};
 use crate::sample::{self, SampleError, SampleOptions};
 use crate::vod::{self, VodError, VodOptions};
@@ -57,6 +57,9 @@ pub struct LiveArgs {
     /// H.264 bitrate (e.g. 2500k, 4M).
     #[arg(long, default_value = "2500k")]
     pub bitrate: Bitrate,
+    /// Segment container: MPEG-TS, or fMP4/CMAF (init-N.mp4 + segment-N.m4s).
+    #[arg(long, value_enum, default_value = "ts")]
+    pub format: Format,
     /// Segment length; each segment starts with a keyframe.
     #[arg(long, default_value = "1s", value_parser = parse_duration)]
     pub segment: Duration,
@@ -177,6 +180,7 @@ pub async fn run(args: Args, shutdown: impl Future<Output = ()>) -> Result<(), R
                 size: live.size,
                 fps: live.fps,
                 bitrate: live.bitrate,
+                format: live.format,
                 segment: live.segment,
                 window: live.window as usize,
                 health_listen: live.health_listen,

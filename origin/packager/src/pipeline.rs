@@ -40,9 +40,18 @@ pub enum GstError {
     Build(String),
 }
 
-/// Initialises GStreamer once per process.
+/// Initialises GStreamer once per process (and, with the `cmaf` feature, registers cmafmux).
 pub fn init() -> Result<(), GstError> {
-    gst::init().map_err(|e| GstError::Init(e.to_string()))
+    gst::init().map_err(|e| GstError::Init(e.to_string()))?;
+    #[cfg(feature = "cmaf")]
+    {
+        // Registering a static plugin twice fails: do it once, remember the outcome.
+        static FMP4: std::sync::OnceLock<Result<(), String>> = std::sync::OnceLock::new();
+        FMP4.get_or_init(|| gstfmp4::plugin_register_static().map_err(|e| e.to_string()))
+            .clone()
+            .map_err(GstError::Init)?;
+    }
+    Ok(())
 }
 
 /// Makes an element, naming the Debian package to install when it is missing.

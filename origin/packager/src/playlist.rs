@@ -42,6 +42,8 @@ pub struct Segment {
     pub program_date_time: Option<SystemTime>,
     /// Whether it follows a discontinuity (a restart, a new encoder).
     pub discontinuity: bool,
+    /// Its media initialization section (EXT-X-MAP URI) for fMP4 segments; None for MPEG-TS.
+    pub map: Option<String>,
 }
 
 /// Whether a playlist is a sliding live window or a finished video on demand.
@@ -108,7 +110,14 @@ impl MediaPlaylist {
 
     /// The playlist's text.
     pub fn render(&self) -> String {
-        let mut out = String::from("#EXTM3U\n#EXT-X-VERSION:3\n");
+        // EXT-X-MAP in a media playlist without I-frames-only needs version 6; 7 is what
+        // fMP4 packagers announce and players expect. MPEG-TS with decimal EXTINF needs 3.
+        let version = if self.segments.iter().any(|s| s.map.is_some()) {
+            7
+        } else {
+            3
+        };
+        let mut out = format!("#EXTM3U\n#EXT-X-VERSION:{version}\n");
         let _ = writeln!(out, "#EXT-X-TARGETDURATION:{}", self.target_duration());
         let _ = writeln!(out, "#EXT-X-MEDIA-SEQUENCE:{}", self.media_sequence());
         if self.discontinuity_sequence > 0 {
@@ -123,9 +132,14 @@ impl MediaPlaylist {
         }
         // Every segment starts with an IDR frame (forced keyframes at each split).
         out.push_str("#EXT-X-INDEPENDENT-SEGMENTS\n");
+        let mut map: Option<&str> = None;
         for segment in &self.segments {
             if segment.discontinuity {
                 out.push_str("#EXT-X-DISCONTINUITY\n");
+            }
+            if segment.map.is_some() && segment.map.as_deref() != map {
+                map = segment.map.as_deref();
+                let _ = writeln!(out, "#EXT-X-MAP:URI=\"{}\"", map.unwrap_or_default());
             }
             if let Some(time) = segment.program_date_time {
                 let _ = writeln!(
@@ -180,6 +194,7 @@ impl MediaPlaylist {
         let mut duration: Option<Duration> = None;
         let mut program_date_time = None;
         let mut discontinuity = false;
+        let mut map: Option<String> = None;
         for (number, line) in lines {
             if line.is_empty() {
                 continue;
@@ -196,6 +211,12 @@ impl MediaPlaylist {
                 })?;
             } else if line == "#EXT-X-PLAYLIST-TYPE:VOD" {
                 playlist.kind = PlaylistKind::Vod;
+            } else if let Some(value) = line.strip_prefix("#EXT-X-MAP:") {
+                let uri = value
+                    .strip_prefix("URI=\"")
+                    .and_then(|v| v.split('"').next())
+                    .ok_or_else(|| syntax(number, format!("bad EXT-X-MAP {value:?}")))?;
+                map = Some(uri.to_string());
             } else if line == "#EXT-X-DISCONTINUITY" {
                 discontinuity = true;
             } else if let Some(value) = line.strip_prefix("#EXT-X-PROGRAM-DATE-TIME:") {
@@ -223,6 +244,7 @@ impl MediaPlaylist {
                     duration,
                     program_date_time: program_date_time.take(),
                     discontinuity: std::mem::take(&mut discontinuity),
+                    map: map.clone(),
                 });
                 next_sequence += 1;
             }
@@ -270,6 +292,7 @@ mod tests {
                 SystemTime::UNIX_EPOCH + Duration::from_millis(1_790_000_000_000 + sequence * 1000),
             ),
             discontinuity,
+            map: None,
         }
     }
 
@@ -328,6 +351,33 @@ mod tests {
             playlist.push(segment(sequence, 2000 - sequence, sequence == 22), 6);
         }
         let parsed = MediaPlaylist::parse(Path::new("index.m3u8"), &playlist.render()).unwrap();
+        assert_eq!(parsed, playlist);
+    }
+
+    #[test]
+    fn fmp4_segments_carry_their_map_and_version_7() {
+        let mut playlist = MediaPlaylist::new(PlaylistKind::Live, Duration::from_secs(1));
+        for sequence in 3..6 {
+            let mut s = segment(sequence, 1000, sequence == 5);
+            s.uri = format!("segment-{sequence}.m4s");
+            s.map = Some(
+                if sequence < 5 {
+                    "init-0.mp4"
+                } else {
+                    "init-5.mp4"
+                }
+                .into(),
+            );
+            playlist.push(s, 6);
+        }
+        let text = playlist.render();
+        assert!(text.starts_with("#EXTM3U\n#EXT-X-VERSION:7\n"), "{text}");
+        assert_eq!(text.matches("#EXT-X-MAP:").count(), 2, "{text}");
+        assert!(
+            text.contains("#EXT-X-DISCONTINUITY\n#EXT-X-MAP:URI=\"init-5.mp4\"\n"),
+            "{text}"
+        );
+        let parsed = MediaPlaylist::parse(Path::new("index.m3u8"), &text).unwrap();
         assert_eq!(parsed, playlist);
     }
 

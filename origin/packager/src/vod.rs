@@ -397,6 +397,7 @@ fn transcode(
                     duration: Duration::from_nanos(end.saturating_sub(start).nseconds()),
                     program_date_time: None,
                     discontinuity: false,
+                    map: None,
                 });
                 sequence += 1;
             }

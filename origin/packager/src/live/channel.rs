@@ -9,9 +9,10 @@ use crate::playlist::{MediaPlaylist, PlaylistError, PlaylistKind, Segment};
 
 /// The playlist's file name in a channel directory.
 pub const PLAYLIST: &str = "index.m3u8";
-/// Segment files are `segment-<media sequence>.ts`.
+/// Segment files are `segment-<media sequence>.ts` (MPEG-TS) or `.m4s` (fMP4).
 const PREFIX: &str = "segment-";
 const SUFFIX: &str = ".ts";
+const SUFFIXES: [&str; 2] = [".ts", ".m4s"];
 
 /// A problem with the channel directory.
 #[derive(Debug, thiserror::Error)]
@@ -63,7 +64,15 @@ impl ChannelDir {
     /// A restart continues the media sequence after the highest number found in the playlist
     /// or among the segment files, and marks its first segment as a discontinuity: a segment
     /// URL is never reused for different bytes, which caches would otherwise keep serving.
-    pub fn open(dir: &Path, segment: Duration, window: usize) -> Result<Self, ChannelError> {
+    ///
+    /// Only old segments with this run's `extension` (`.ts` or `.m4s`) stay listed: a
+    /// playlist never mixes containers.
+    pub fn open(
+        dir: &Path,
+        segment: Duration,
+        window: usize,
+        extension: &str,
+    ) -> Result<Self, ChannelError> {
         let io = |path: &Path| {
             let path = path.to_path_buf();
             move |error| ChannelError::Io { path, error }
@@ -91,7 +100,7 @@ impl ChannelDir {
                 let keep_from = old
                     .segments
                     .iter()
-                    .rposition(|s| !dir.join(&s.uri).is_file())
+                    .rposition(|s| !s.uri.ends_with(extension) || !dir.join(&s.uri).is_file())
                     .map_or(0, |missing| missing + 1);
                 let mut dropped = old.segments;
                 let kept = dropped.split_off(keep_from);
@@ -148,6 +157,7 @@ impl ChannelDir {
         file: &Path,
         duration: Duration,
         program_date_time: SystemTime,
+        map: Option<String>,
     ) -> Result<Segment, ChannelError> {
         let name = file
             .file_name()
@@ -160,6 +170,7 @@ impl ChannelDir {
             duration,
             program_date_time: Some(program_date_time),
             discontinuity: std::mem::take(&mut self.resumed),
+            map,
         };
         self.next_sequence = sequence + 1;
         self.on_disk.push_back((sequence, file.to_path_buf()));
@@ -226,10 +237,11 @@ pub(crate) fn segment_pattern(dir: &Path) -> String {
 
 /// The media sequence number in a segment file name, if it is one.
 fn sequence_of(name: &str) -> Option<u64> {
-    name.strip_prefix(PREFIX)?
-        .strip_suffix(SUFFIX)?
-        .parse()
-        .ok()
+    let rest = name.strip_prefix(PREFIX)?;
+    let number = SUFFIXES
+        .iter()
+        .find_map(|suffix| rest.strip_suffix(suffix))?;
+    number.parse().ok()
 }
 
 #[cfg(test)]
@@ -253,14 +265,14 @@ mod tests {
             .join(format!("segment-{}.ts", channel.next_sequence()));
         fs::write(&file, format!("bytes of {}", file.display())).unwrap();
         channel
-            .add(&file, Duration::from_millis(1000), SystemTime::now())
+            .add(&file, Duration::from_millis(1000), SystemTime::now(), None)
             .unwrap()
     }
 
     #[test]
     fn a_new_channel_starts_at_zero_and_keeps_two_windows_on_disk() {
         let dir = tempfile::tempdir().unwrap();
-        let mut channel = ChannelDir::open(dir.path(), Duration::from_secs(1), 3).unwrap();
+        let mut channel = ChannelDir::open(dir.path(), Duration::from_secs(1), 3, ".ts").unwrap();
         assert_eq!(channel.next_sequence(), 0);
         for _ in 0..10 {
             write_next(&mut channel);
@@ -283,12 +295,12 @@ mod tests {
     #[test]
     fn a_restart_continues_the_sequence_after_a_discontinuity() {
         let dir = tempfile::tempdir().unwrap();
-        let mut first = ChannelDir::open(dir.path(), Duration::from_secs(1), 3).unwrap();
+        let mut first = ChannelDir::open(dir.path(), Duration::from_secs(1), 3, ".ts").unwrap();
         for _ in 0..4 {
             write_next(&mut first);
         }
         drop(first);
-        let mut second = ChannelDir::open(dir.path(), Duration::from_secs(1), 3).unwrap();
+        let mut second = ChannelDir::open(dir.path(), Duration::from_secs(1), 3, ".ts").unwrap();
         assert_eq!(second.next_sequence(), 4);
         let segment = write_next(&mut second);
         assert_eq!(segment.sequence, 4);
@@ -312,7 +324,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         fs::write(dir.path().join("segment-41.ts"), "old").unwrap();
         fs::write(dir.path().join("segment-40.ts"), "old").unwrap();
-        let mut channel = ChannelDir::open(dir.path(), Duration::from_secs(1), 3).unwrap();
+        let mut channel = ChannelDir::open(dir.path(), Duration::from_secs(1), 3, ".ts").unwrap();
         assert_eq!(channel.next_sequence(), 42);
         let segment = write_next(&mut channel);
         assert_eq!((segment.sequence, segment.discontinuity), (42, false));
@@ -321,13 +333,13 @@ mod tests {
     #[test]
     fn listed_segments_whose_files_vanished_are_not_carried_over() {
         let dir = tempfile::tempdir().unwrap();
-        let mut first = ChannelDir::open(dir.path(), Duration::from_secs(1), 5).unwrap();
+        let mut first = ChannelDir::open(dir.path(), Duration::from_secs(1), 5, ".ts").unwrap();
         for _ in 0..4 {
             write_next(&mut first);
         }
         fs::remove_file(dir.path().join("segment-1.ts")).unwrap();
         drop(first);
-        let mut second = ChannelDir::open(dir.path(), Duration::from_secs(1), 5).unwrap();
+        let mut second = ChannelDir::open(dir.path(), Duration::from_secs(1), 5, ".ts").unwrap();
         write_next(&mut second);
         let listed: Vec<u64> = second
             .playlist()
@@ -339,13 +351,27 @@ mod tests {
     }
 
     #[test]
+    fn switching_containers_starts_a_fresh_window_but_keeps_counting() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut first = ChannelDir::open(dir.path(), Duration::from_secs(1), 3, ".ts").unwrap();
+        for _ in 0..2 {
+            write_next(&mut first);
+        }
+        drop(first);
+        let second = ChannelDir::open(dir.path(), Duration::from_secs(1), 3, ".m4s").unwrap();
+        assert_eq!(second.next_sequence(), 2);
+        assert!(second.playlist().segments.is_empty());
+        assert_eq!(second.playlist().discontinuity_sequence, 1);
+    }
+
+    #[test]
     fn a_second_writer_for_the_same_channel_is_refused() {
         let dir = tempfile::tempdir().unwrap();
-        let first = ChannelDir::open(dir.path(), Duration::from_secs(1), 3).unwrap();
-        let err = ChannelDir::open(dir.path(), Duration::from_secs(1), 3).unwrap_err();
+        let first = ChannelDir::open(dir.path(), Duration::from_secs(1), 3, ".ts").unwrap();
+        let err = ChannelDir::open(dir.path(), Duration::from_secs(1), 3, ".ts").unwrap_err();
         assert!(matches!(err, ChannelError::Busy { .. }), "{err}");
         drop(first);
-        ChannelDir::open(dir.path(), Duration::from_secs(1), 3).unwrap();
+        ChannelDir::open(dir.path(), Duration::from_secs(1), 3, ".ts").unwrap();
     }
 
     #[test]
@@ -356,7 +382,7 @@ mod tests {
             "#EXTM3U\n#EXT-X-MEDIA-SEQUENCE:x\n",
         )
         .unwrap();
-        let err = ChannelDir::open(dir.path(), Duration::from_secs(1), 3).unwrap_err();
+        let err = ChannelDir::open(dir.path(), Duration::from_secs(1), 3, ".ts").unwrap_err();
         assert_eq!(
             err.to_string(),
             format!(

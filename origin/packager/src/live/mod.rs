@@ -1,6 +1,8 @@
 //! The live packager: camera or test pattern → H.264 main → MPEG-TS segments and a rolling playlist.
 
 pub mod channel;
+#[cfg(feature = "cmaf")]
+pub mod cmaf;
 pub mod source;
 
 use std::future::Future;
@@ -39,12 +41,33 @@ pub struct LiveConfig {
     pub fps: u32,
     /// H.264 bitrate.
     pub bitrate: Bitrate,
+    /// Segment container.
+    pub format: Format,
     /// Segment length (one keyframe at the start of each).
     pub segment: Duration,
     /// Segments listed in the playlist; about twice as many stay on disk.
     pub window: usize,
     /// Where to serve `/healthz` and `/metrics`, if anywhere.
     pub health_listen: Option<SocketAddr>,
+}
+
+/// The segment container of a live channel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Format {
+    /// MPEG-TS segments (`segment-N.ts`), muxed by splitmuxsink + mpegtsmux.
+    Ts,
+    /// fMP4/CMAF segments (`segment-N.m4s`) and an init section (`init-N.mp4`), by cmafmux.
+    Cmaf,
+}
+
+impl Format {
+    /// The segment files' extension.
+    pub fn extension(self) -> &'static str {
+        match self {
+            Format::Ts => ".ts",
+            Format::Cmaf => ".m4s",
+        }
+    }
 }
 
 /// Why the live packager could not start or stopped with an error.
@@ -77,6 +100,9 @@ pub enum LiveError {
         /// The underlying error.
         error: std::io::Error,
     },
+    /// `--format cmaf` on a build without the `cmaf` feature.
+    #[error("this build has no fMP4/CMAF support: use --format ts, or build dime-packager with its cmaf feature")]
+    CmafUnavailable,
     /// The media sequence no longer fits splitmuxsink's index.
     #[error("media sequence {0} is beyond what splitmuxsink can number: start a new channel name")]
     SequenceOverflow(u64),
@@ -123,6 +149,9 @@ pub async fn run(
     shutdown: impl Future<Output = ()>,
 ) -> Result<LiveSummary, LiveError> {
     check_channel(&config.channel)?;
+    if config.format == Format::Cmaf && !cfg!(feature = "cmaf") {
+        return Err(LiveError::CmafUnavailable);
+    }
     let frames_per_segment = config.segment.as_secs_f64() * f64::from(config.fps);
     if (frames_per_segment - frames_per_segment.round()).abs() > 1e-6 || frames_per_segment < 1.0 {
         return Err(LiveError::Cadence {
@@ -140,6 +169,7 @@ pub async fn run(
         &config.out.join(&config.channel),
         config.segment,
         config.window,
+        config.format.extension(),
     )?;
     let start_index = i32::try_from(channel.next_sequence())
         .map_err(|_| LiveError::SequenceOverflow(channel.next_sequence()))?;
@@ -175,6 +205,7 @@ pub async fn run(
         size = %config.size,
         fps = config.fps,
         bitrate = %config.bitrate,
+        format = ?config.format,
         segment = ?config.segment,
         window = config.window,
         "live packager starting"
@@ -268,24 +299,28 @@ async fn drive(
                         let (Some(start), Some(end)) = (opened.take(), running_time) else {
                             continue;
                         };
-                        let location = structure.get::<String>("location").unwrap_or_default();
-                        let duration = Duration::from_nanos(end.saturating_sub(start).nseconds());
-                        let started = anchor.unwrap_or_else(SystemTime::now)
-                            + Duration::from_nanos(start.nseconds());
-                        let segment = channel
-                            .add(Path::new(&location), duration, started)
-                            .map_err(Stop::Channel)?;
-                        state.segment_written(
+                        let closed = Closed {
+                            location: structure.get::<String>("location").unwrap_or_default(),
+                            start,
+                            duration: end.saturating_sub(start),
+                            map: None,
+                        };
+                        record(channel, state, &mut anchor, pipeline, closed)?;
+                    }
+                    #[cfg(feature = "cmaf")]
+                    cmaf::SEGMENT_WRITTEN => {
+                        let (Some(start), Ok(duration)) =
+                            (running_time, structure.get::<gst::ClockTime>("duration"))
+                        else {
+                            continue;
+                        };
+                        let closed = Closed {
+                            location: structure.get::<String>("location").unwrap_or_default(),
+                            start,
                             duration,
-                            channel.playlist().media_sequence(),
-                            channel.playlist().target_duration(),
-                        );
-                        tracing::info!(
-                            sequence = segment.sequence,
-                            uri = %segment.uri,
-                            duration = format_args!("{:.3}", duration.as_secs_f64()),
-                            "segment written"
-                        );
+                            map: structure.get::<String>("map").ok(),
+                        };
+                        record(channel, state, &mut anchor, pipeline, closed)?;
                     }
                     _ => {}
                 }
@@ -296,6 +331,42 @@ async fn drive(
             _ => {}
         }
     }
+}
+
+/// A finished segment file, from either muxer.
+struct Closed {
+    location: String,
+    start: gst::ClockTime,
+    duration: gst::ClockTime,
+    map: Option<String>,
+}
+
+/// Lists a finished segment in the playlist and updates the health state.
+fn record(
+    channel: &mut ChannelDir,
+    state: &LiveState,
+    anchor: &mut Option<SystemTime>,
+    pipeline: &gst::Pipeline,
+    closed: Closed,
+) -> Result<(), Stop> {
+    let anchor = *anchor.get_or_insert_with(|| wall_clock_at_zero(pipeline));
+    let duration = Duration::from_nanos(closed.duration.nseconds());
+    let started = anchor + Duration::from_nanos(closed.start.nseconds());
+    let segment = channel
+        .add(Path::new(&closed.location), duration, started, closed.map)
+        .map_err(Stop::Channel)?;
+    state.segment_written(
+        duration,
+        channel.playlist().media_sequence(),
+        channel.playlist().target_duration(),
+    );
+    tracing::info!(
+        sequence = segment.sequence,
+        uri = %segment.uri,
+        duration = format_args!("{:.3}", duration.as_secs_f64()),
+        "segment written"
+    );
+    Ok(())
 }
 
 /// The wall-clock time at which the pipeline's running time was zero.
@@ -379,12 +450,30 @@ fn build(
             .build(),
     )?;
     let parse = pipeline::make("h264parse")?;
-    let split = crate::vod::splitmux(channel.dir(), config.segment)?;
-    split.set_property("start-index", start_index);
-    chain.extend([convert, i420, queue, encoder.clone(), main, parse, split]);
+    chain.extend([convert, i420, queue, encoder.clone(), main, parse]);
+    match config.format {
+        Format::Ts => {
+            let split = crate::vod::splitmux(channel.dir(), config.segment)?;
+            split.set_property("start-index", start_index);
+            chain.push(split);
+        }
+        #[cfg(feature = "cmaf")]
+        Format::Cmaf => {}
+        #[cfg(not(feature = "cmaf"))]
+        Format::Cmaf => return Err(GstError::Build("built without the cmaf feature".into())),
+    }
     let refs: Vec<&gst::Element> = chain.iter().collect();
     add(&refs)?;
     pipeline::link_chain(&refs)?;
+    #[cfg(feature = "cmaf")]
+    if config.format == Format::Cmaf {
+        let first = u64::try_from(start_index).unwrap_or_default();
+        let mux = cmaf::tail(&pipeline, channel.dir(), first, config.segment)?;
+        let last = chain
+            .last()
+            .ok_or_else(|| GstError::Build("empty chain".into()))?;
+        pipeline::link_chain(&[last, &mux])?;
+    }
 
     let counter = state.clone();
     if let Some(pad) = encoder.static_pad("sink") {
