@@ -37,9 +37,7 @@ impl RestartSettings {
     pub fn hold(&self, next: &mut EdgeConfig) -> Vec<String> {
         let mut held = Vec::new();
         let mut note = |field: &str, running: String, wanted: String| {
-            held.push(format!(
-                "{field} changed from {running} to {wanted} (running: {running})"
-            ));
+            held.push(format!("{field} changed from {running} to {wanted}"));
         };
         if next.http_listeners != self.http_listeners {
             note(
@@ -100,7 +98,12 @@ fn list(addrs: &[SocketAddr]) -> String {
 
 /// One line per route added, removed or changed, per pool created, dropped or given new
 /// backends, and per live setting changed.
-pub fn describe(old: &EdgeConfig, new: &EdgeConfig, pools: &PoolChanges) -> Vec<String> {
+pub fn describe(
+    old: &EdgeConfig,
+    new: &EdgeConfig,
+    pools: &PoolChanges,
+    restart_required: bool,
+) -> Vec<String> {
     let mut out = Vec::new();
     for r in &new.routes {
         match old.routes.iter().find(|o| o.name == r.name) {
@@ -177,7 +180,11 @@ pub fn describe(old: &EdgeConfig, new: &EdgeConfig, pools: &PoolChanges) -> Vec<
         out.push(format!("reload.watch changed to {}", new.watch));
     }
     if out.is_empty() {
-        out.push("no effective change (formatting or comments only)".into());
+        out.push(if restart_required {
+            "nothing that applies without a restart".into()
+        } else {
+            "no effective change (formatting or comments only)".into()
+        });
     }
     out
 }

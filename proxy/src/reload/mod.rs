@@ -259,7 +259,12 @@ impl Reloader {
             })
         });
         futures_util::future::join_all(probes).await;
-        let mut changes = diff::describe(&previous.config, &next.config, &pools);
+        let mut changes = diff::describe(
+            &previous.config,
+            &next.config,
+            &pools,
+            !restart_required.is_empty(),
+        );
         for commit in commits {
             changes.extend(commit());
         }
