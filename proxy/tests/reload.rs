@@ -702,3 +702,37 @@ fn check_reports_bad_reload_and_admin_settings_with_their_place() {
         "{text}"
     );
 }
+
+#[tokio::test]
+async fn a_request_in_flight_finishes_on_the_config_it_started_with() {
+    let (a, b) = (Upstream::start("a").await, Upstream::start("b").await);
+    let edge = Arc::new(EdgeProc::start(&two_pools(&a, &b, "a", 1, "")).await);
+    edge.wait_ready().await;
+    let slow = {
+        let edge = edge.clone();
+        tokio::spawn(async move { fetch(&edge.url("/slow?ms=1500"), &[]).await })
+    };
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while a.hits_for("/slow") == 0 {
+        assert!(
+            Instant::now() < deadline,
+            "the slow request never reached a"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+
+    // Pool `a` disappears from the config while it is still sending that answer.
+    let only_b = format!(
+        "{}[[routes]]\nname = \"main\"\npath = \"/\"\npool = \"b\"\nresponse_headers = {{ x-config-version = \"2\" }}\n",
+        pool("b", &[b.addr], "")
+    );
+    edge.rewrite(&only_b, WriteStyle::Rename);
+    assert_eq!(edge.wait_reloads("applied", 1).await, 1, "{}", edge.logs());
+    assert_eq!(upstream_of(&edge).await, ("b".into(), "2".into()));
+
+    let r = slow.await.unwrap();
+    assert_eq!(r.status, 200);
+    assert_eq!(&r.body[..], b"slow done");
+    assert_eq!(r.header("x-upstream"), "a");
+    assert_eq!(r.header("x-config-version"), "1");
+}

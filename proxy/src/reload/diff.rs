@@ -97,13 +97,8 @@ fn list(addrs: &[SocketAddr]) -> String {
 }
 
 /// One line per route added, removed or changed, per pool created, dropped or given new
-/// backends, and per live setting changed.
-pub fn describe(
-    old: &EdgeConfig,
-    new: &EdgeConfig,
-    pools: &PoolChanges,
-    restart_required: bool,
-) -> Vec<String> {
+/// backends, and per live setting changed; empty when nothing that applies live changed.
+pub fn describe(old: &EdgeConfig, new: &EdgeConfig, pools: &PoolChanges) -> Vec<String> {
     let mut out = Vec::new();
     for r in &new.routes {
         match old.routes.iter().find(|o| o.name == r.name) {
@@ -178,13 +173,6 @@ pub fn describe(
     }
     if old.watch != new.watch {
         out.push(format!("reload.watch changed to {}", new.watch));
-    }
-    if out.is_empty() {
-        out.push(if restart_required {
-            "nothing that applies without a restart".into()
-        } else {
-            "no effective change (formatting or comments only)".into()
-        });
     }
     out
 }

@@ -259,14 +259,17 @@ impl Reloader {
             })
         });
         futures_util::future::join_all(probes).await;
-        let mut changes = diff::describe(
-            &previous.config,
-            &next.config,
-            &pools,
-            !restart_required.is_empty(),
-        );
+        let mut changes = diff::describe(&previous.config, &next.config, &pools);
         for commit in commits {
             changes.extend(commit());
+        }
+        // Only after the components: what they swap (a certificate) is a change too.
+        if changes.is_empty() {
+            changes.push(if restart_required.is_empty() {
+                "no effective change (formatting or comments only)".into()
+            } else {
+                "nothing that applies without a restart".into()
+            });
         }
         self.active.store(Arc::new(next));
         self.publish(fingerprint, &restart_required);
