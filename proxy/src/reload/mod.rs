@@ -318,11 +318,17 @@ impl Reloader {
     }
 }
 
-/// The content hash of everything `config` was built from: its text and every other watched
-/// file. Equal fingerprints mean a reload would change nothing.
+/// The content hash of everything `config` was built from: its text, every other watched file,
+/// and the addresses its backend host names resolved to (so a reload after a DNS change applies
+/// it even when no file changed). Equal fingerprints mean a reload would change nothing.
 pub fn fingerprint(config: &EdgeConfig) -> Result<[u8; 32], ConfigErrors> {
     let mut h = Sha256::new();
     h.update(config.text.as_bytes());
+    for pool in &config.pools {
+        for (addr, weight) in &pool.backends {
+            h.update(format!("\n{} {addr} {weight}", pool.name).as_bytes());
+        }
+    }
     for path in config.watched_files() {
         if config.file.as_deref() == Some(path.as_path()) {
             continue;
