@@ -178,11 +178,13 @@ pub fn package_file(
     let (width, height) = (probe.width & !1, probe.height & !1);
     // Transcoding at veryfast runs faster than real time; this limit only catches a hang.
     let limit = Duration::from_secs(600) + probe.duration * 10;
-    let segments = transcode(&input, &work.0, options, with_audio, (width, height), limit)
+    let mut segments = transcode(&input, &work.0, options, with_audio, (width, height), limit)
         .map_err(pipeline_error)?;
-    if segments.is_empty() {
+    let Some(last) = segments.last_mut() else {
         return Err(VodError::Empty { path: input });
-    }
+    };
+    // splitmuxsink closes the final fragment at its last frame's start: count that frame.
+    last.duration += probe.frame.unwrap_or_default();
     let mut playlist = MediaPlaylist::new(PlaylistKind::Vod, options.segment);
     let mut files = Vec::new();
     for segment in segments {
@@ -219,6 +221,8 @@ pub fn package_file(
 /// What the discoverer learnt about an input.
 struct Probe {
     duration: Duration,
+    /// One frame's duration, when the input has a fixed frame rate.
+    frame: Option<Duration>,
     width: u32,
     height: u32,
     has_audio: bool,
@@ -246,6 +250,11 @@ fn discover(input: &Path) -> Result<Probe, VodError> {
         duration: info
             .duration()
             .map_or(Duration::ZERO, |d| Duration::from_nanos(d.nseconds())),
+        frame: {
+            let rate = first.framerate();
+            (rate.numer() > 0 && rate.denom() > 0)
+                .then(|| Duration::from_secs_f64(f64::from(rate.denom()) / f64::from(rate.numer())))
+        },
         width: first.width(),
         height: first.height(),
         has_audio: !info.audio_streams().is_empty(),

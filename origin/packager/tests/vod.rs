@@ -53,7 +53,12 @@ fn a_sample_with_audio_becomes_a_vod_title_of_keyframe_aligned_segments() {
 
     assert!(package.has_audio);
     assert_eq!((package.width, package.height), (320, 180));
-    assert!((package.duration - 7.0).abs() < 0.1, "{}", package.duration);
+    // Exact to the frame, the last one included.
+    assert!(
+        (package.duration - 7.0).abs() < 0.002,
+        "{}",
+        package.duration
+    );
     let text = fs::read_to_string(&package.playlist).unwrap();
     assert_eq!(tag(&text, "#EXT-X-PLAYLIST-TYPE"), Some("VOD"));
     assert!(text.ends_with("#EXT-X-ENDLIST\n"));

@@ -210,7 +210,8 @@ pub async fn run(
         window = config.window,
         "live packager starting"
     );
-    let result = drive(&pipeline, &mut channel, &state, shutdown).await;
+    let frame = gst::ClockTime::SECOND / u64::from(config.fps);
+    let result = drive(&pipeline, &mut channel, &state, frame, shutdown).await;
     let _ = pipeline.set_state(gst::State::Null);
     state.set_running(false);
     if let Some(task) = health_task {
@@ -248,6 +249,7 @@ async fn drive(
     pipeline: &gst::Pipeline,
     channel: &mut ChannelDir,
     state: &LiveState,
+    frame: gst::ClockTime,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), Stop> {
     let bus = pipeline
@@ -262,6 +264,7 @@ async fn drive(
     // exactly as far apart as the EXTINF durations say.
     let mut anchor: Option<SystemTime> = None;
     let mut opened: Option<gst::ClockTime> = None;
+    let mut held: Option<Closed> = None;
     loop {
         let deadline =
             draining.unwrap_or_else(|| tokio::time::Instant::now() + Duration::from_secs(3600));
@@ -281,17 +284,29 @@ async fn drive(
             return Err(Stop::Gst(GstError::Build("the bus closed".into())));
         };
         match message.view() {
-            gst::MessageView::Eos(_) => return Ok(()),
+            gst::MessageView::Eos(_) => {
+                if let Some(mut last) = held.take() {
+                    // splitmuxsink closes the final fragment at its last frame's start.
+                    last.duration += frame;
+                    record(channel, state, &mut anchor, pipeline, last)?;
+                }
+                return Ok(());
+            }
             gst::MessageView::Error(err) => return Err(Stop::Gst(pipeline::bus_error(err))),
             gst::MessageView::Element(element) => {
                 let Some(structure) = element.structure() else {
                     continue;
                 };
                 let running_time = structure.get::<gst::ClockTime>("running-time").ok();
+                tracing::debug!(message = %structure.name(), ?running_time, location = ?structure.get::<String>("location").ok(), "element message");
                 match structure.name().as_str() {
                     "splitmuxsink-fragment-opened" => {
                         if anchor.is_none() {
                             anchor = Some(wall_clock_at_zero(pipeline));
+                        }
+                        if let Some(closed) = held.take() {
+                            // A new fragment: the held one was an ordinary split, exact as is.
+                            record(channel, state, &mut anchor, pipeline, closed)?;
                         }
                         opened = running_time;
                     }
@@ -305,7 +320,13 @@ async fn drive(
                             duration: end.saturating_sub(start),
                             map: None,
                         };
-                        record(channel, state, &mut anchor, pipeline, closed)?;
+                        if draining.is_some() {
+                            // Possibly the final fragment, whose end splitmuxsink reports one
+                            // frame early: hold it until a new fragment opens or EOS arrives.
+                            held = Some(closed);
+                        } else {
+                            record(channel, state, &mut anchor, pipeline, closed)?;
+                        }
                     }
                     #[cfg(feature = "cmaf")]
                     cmaf::SEGMENT_WRITTEN => {
