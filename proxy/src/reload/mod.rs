@@ -164,8 +164,22 @@ impl Reloader {
     }
 
     /// Reads, validates and compiles the file; swaps it in when valid and different. Logs and
-    /// counts the result either way.
-    pub async fn reload(&self, trigger: Trigger) -> ReloadOutcome {
+    /// counts the result either way. Runs as its own task: a caller that goes away (an admin
+    /// client hanging up) cannot stop a reload halfway, between updating pools and the swap.
+    pub async fn reload(self: &Arc<Self>, trigger: Trigger) -> ReloadOutcome {
+        let this = self.clone();
+        match tokio::spawn(async move { this.reload_now(trigger).await }).await {
+            Ok(outcome) => outcome,
+            // Only a panic gets here; the lock it held is released, the old config serves.
+            Err(e) => self.rejected(whole_file_error(
+                &self.path,
+                "(reload)",
+                format!("the reload failed unexpectedly: {e}"),
+            )),
+        }
+    }
+
+    async fn reload_now(&self, trigger: Trigger) -> ReloadOutcome {
         let mut current = self.state.lock().await;
         let started = Instant::now();
         let outcome = match config::load(&self.path) {
