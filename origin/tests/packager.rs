@@ -134,6 +134,16 @@ impl Packager {
     }
 }
 
+impl Drop for Packager {
+    /// A failed assertion must not leave an encoder running on the shared machine.
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
 /// Runs the binary to completion: exit status, stdout and stderr together.
 fn run(args: &[&str]) -> (ExitStatus, String) {
     let out = Command::new(BIN).args(args).output().unwrap();
