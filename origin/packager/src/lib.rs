@@ -1,5 +1,7 @@
 //! Dime's HLS packager: live channels from a camera or a test pattern, and VoD files, on GStreamer.
 
+#![warn(missing_docs)]
+
 pub mod cli;
 pub mod health;
 pub mod live;

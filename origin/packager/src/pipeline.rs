@@ -147,6 +147,13 @@ pub fn run_to_eos(
     result
 }
 
+/// A capsfilter restricting to `caps`.
+pub fn caps_filter(caps: gst::Caps) -> Result<gst::Element, GstError> {
+    let filter = make("capsfilter")?;
+    filter.set_property("caps", caps);
+    Ok(filter)
+}
+
 /// Links a chain of elements, reporting which pair refused.
 pub fn link_chain(elements: &[&gst::Element]) -> Result<(), GstError> {
     for pair in elements.windows(2) {

@@ -8,7 +8,7 @@ use gstreamer as gst;
 use gstreamer::prelude::*;
 
 use crate::options::Size;
-use crate::pipeline::{self, GstError};
+use crate::pipeline::{self, caps_filter, GstError};
 
 /// What the sample looks like.
 #[derive(Debug, Clone)]
@@ -163,11 +163,4 @@ fn build(location: &Path, options: &SampleOptions) -> Result<gst::Pipeline, GstE
         pipeline::link_chain(&audio)?;
     }
     Ok(pipeline)
-}
-
-/// A capsfilter restricting to `caps`.
-pub(crate) fn caps_filter(caps: gst::Caps) -> Result<gst::Element, GstError> {
-    let filter = pipeline::make("capsfilter")?;
-    filter.set_property("caps", caps);
-    Ok(filter)
 }

@@ -12,9 +12,8 @@ use gstreamer_pbutils as pbutils;
 
 use crate::live::channel::segment_pattern;
 use crate::options::Bitrate;
-use crate::pipeline::{self, GstError};
+use crate::pipeline::{self, caps_filter, GstError};
 use crate::playlist::{MediaPlaylist, PlaylistError, PlaylistKind, Segment};
-use crate::sample::caps_filter;
 
 /// The playlist's file name inside a packaged title.
 pub const PLAYLIST: &str = "index.m3u8";

@@ -1,4 +1,4 @@
-//! The live packager: camera or test pattern → H.264 main → MPEG-TS segments and a rolling playlist.
+//! The live packager: camera or test pattern → H.264 main → TS or CMAF segments and a rolling playlist.
 
 pub mod channel;
 #[cfg(feature = "cmaf")]
@@ -18,8 +18,7 @@ use gstreamer::prelude::*;
 
 use crate::health::{self, LiveState};
 use crate::options::{Bitrate, Size};
-use crate::pipeline::{self, GstError};
-use crate::sample::caps_filter;
+use crate::pipeline::{self, caps_filter, GstError};
 use channel::{ChannelDir, ChannelError};
 use source::{CameraFormat, DeviceError, Source, SourceChoice};
 
