@@ -223,6 +223,7 @@ fn a_test_pattern_channel_is_live_hls_and_drains_on_sigterm() {
     let body: serde_json::Value = serde_json::from_str(&body).unwrap();
     assert_eq!(body["running"], true, "{body}");
     assert!(body["frames"].as_u64().unwrap() >= 30, "{body}");
+    assert!(body["captured_frames"].as_u64().unwrap() >= body["frames"].as_u64().unwrap());
     assert!(body["segments"].as_u64().unwrap() >= 3, "{body}");
     assert!(
         body["last_segment_time"].as_str().unwrap().ends_with('Z'),

@@ -24,6 +24,7 @@ pub struct LiveState {
     pub source: String,
     running: AtomicBool,
     frames: AtomicU64,
+    captured: AtomicU64,
     segments: AtomicU64,
     /// Wall-clock milliseconds since the epoch when the last segment was listed; 0 = none yet.
     last_segment_ms: AtomicU64,
@@ -40,6 +41,7 @@ impl LiveState {
             source: source.into(),
             running: AtomicBool::new(false),
             frames: AtomicU64::new(0),
+            captured: AtomicU64::new(0),
             segments: AtomicU64::new(0),
             last_segment_ms: AtomicU64::new(0),
             last_segment_duration_ms: AtomicU64::new(0),
@@ -56,6 +58,12 @@ impl LiveState {
     /// Counts one encoded frame.
     pub fn count_frame(&self) {
         self.frames.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts one captured frame; captured minus encoded is what the leaky queue dropped
+    /// because the encoder fell behind.
+    pub fn count_captured(&self) {
+        self.captured.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Records a segment listed in the playlist.
@@ -110,6 +118,7 @@ impl LiveState {
             "source": self.source,
             "running": self.running.load(Ordering::Relaxed),
             "frames": self.frames(),
+            "captured_frames": self.captured.load(Ordering::Relaxed),
             "segments": self.segments(),
             "last_segment_time": last_time,
             "media_sequence": self.media_sequence.load(Ordering::Relaxed),
@@ -138,6 +147,12 @@ impl LiveState {
             "counter",
             "Frames encoded since start.",
             self.frames() as f64,
+        );
+        metric(
+            "dime_packager_captured_frames_total",
+            "counter",
+            "Frames captured since start (captured - encoded = dropped by a slow encoder).",
+            self.captured.load(Ordering::Relaxed) as f64,
         );
         metric(
             "dime_packager_segments_total",
@@ -276,10 +291,12 @@ mod tests {
         state.set_running(true);
         state.count_frame();
         state.count_frame();
+        state.count_captured();
         state.segment_written(Duration::from_millis(1500), 41, 2);
         let json = state.to_json(SystemTime::now());
         assert_eq!(json["frames"], 2);
         assert_eq!(json["segments"], 1);
+        assert_eq!(json["captured_frames"], 1);
         assert_eq!(json["media_sequence"], 41);
         assert_eq!(json["healthy"], true);
         let metrics = state.to_prometheus();

@@ -470,7 +470,7 @@ fn build(
             .build(),
     )?;
     let parse = pipeline::make("h264parse")?;
-    chain.extend([convert, i420, queue, encoder.clone(), main, parse]);
+    chain.extend([convert, i420, queue.clone(), encoder.clone(), main, parse]);
     match config.format {
         Format::Ts => {
             let split = crate::vod::splitmux(channel.dir(), config.segment)?;
@@ -499,6 +499,13 @@ fn build(
     if let Some(pad) = encoder.static_pad("sink") {
         pad.add_probe(gst::PadProbeType::BUFFER, move |_, _| {
             counter.count_frame();
+            gst::PadProbeReturn::Ok
+        });
+    }
+    let counter = state.clone();
+    if let Some(pad) = queue.static_pad("sink") {
+        pad.add_probe(gst::PadProbeType::BUFFER, move |_, _| {
+            counter.count_captured();
             gst::PadProbeReturn::Ok
         });
     }
