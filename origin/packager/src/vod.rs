@@ -31,6 +31,8 @@ pub struct VodOptions {
     pub audio: bool,
     /// Where in the title the poster frame is taken (earlier if the title is shorter).
     pub poster_at: Duration,
+    /// Taller inputs are scaled down to this height (aspect kept); None keeps every size.
+    pub max_height: Option<u32>,
 }
 
 impl Default for VodOptions {
@@ -40,6 +42,7 @@ impl Default for VodOptions {
             video_bitrate: Bitrate { kbps: 2500 },
             audio: true,
             poster_at: Duration::from_secs(1),
+            max_height: Some(1080),
         }
     }
 }
@@ -173,8 +176,7 @@ pub fn package_file(
     fs::create_dir(&work.0).map_err(output(&work.0))?;
 
     let with_audio = options.audio && probe.has_audio;
-    // H.264 4:2:0 needs even dimensions: an odd one loses its last row or column.
-    let (width, height) = (probe.width & !1, probe.height & !1);
+    let (width, height) = output_size(probe.width, probe.height, options.max_height);
     // Transcoding at veryfast runs faster than real time; this limit only catches a hang.
     let limit = Duration::from_secs(600) + probe.duration * 10;
     let mut segments = transcode(&input, &work.0, options, with_audio, (width, height), limit)
@@ -215,6 +217,18 @@ pub fn package_file(
         height,
         has_audio: with_audio,
     })
+}
+
+/// The encoded size: at most `max_height` tall with the aspect kept, and even in both
+/// dimensions (H.264 4:2:0 needs that; an odd one loses its last row or column).
+fn output_size(width: u32, height: u32, max_height: Option<u32>) -> (u32, u32) {
+    match max_height {
+        Some(max) if height > max && max >= 2 => {
+            let scaled = (f64::from(width) * f64::from(max) / f64::from(height)).round() as u32;
+            ((scaled & !1).max(2), max & !1)
+        }
+        _ => (width & !1, height & !1),
+    }
 }
 
 /// What the discoverer learnt about an input.
@@ -488,5 +502,23 @@ struct TempDir(PathBuf);
 impl Drop for TempDir {
     fn drop(&mut self) {
         let _ = fs::remove_dir_all(&self.0);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn output_sizes_are_even_and_no_taller_than_asked() {
+        assert_eq!(output_size(1920, 1080, Some(1080)), (1920, 1080));
+        assert_eq!(output_size(3840, 2160, Some(1080)), (1920, 1080));
+        assert_eq!(output_size(321, 181, Some(1080)), (320, 180));
+        assert_eq!(
+            output_size(1080, 1920, Some(720)),
+            (404, 720),
+            "portrait keeps its aspect"
+        );
+        assert_eq!(output_size(3840, 2160, None), (3840, 2160));
     }
 }

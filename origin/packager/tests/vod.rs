@@ -207,3 +207,32 @@ fn an_audio_only_file_is_refused_as_having_no_video() {
     );
     assert!(!dir.path().join("t").exists());
 }
+
+#[test]
+fn tall_inputs_are_scaled_down_to_the_maximum_height() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("in.mp4");
+    sample(&input, 2, false);
+    let options = VodOptions {
+        max_height: Some(90),
+        ..VodOptions::default()
+    };
+    let package = package_file(&input, &dir.path().join("t"), &options).unwrap();
+    assert_eq!((package.width, package.height), (160, 90));
+    let out = std::process::Command::new("ffprobe")
+        .args([
+            "-v",
+            "error",
+            "-show_entries",
+            "stream=width,height",
+            "-of",
+            "csv=p=0",
+        ])
+        .arg(&package.segments[0])
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).lines().next(),
+        Some("160,90")
+    );
+}
