@@ -50,6 +50,8 @@ pub struct ChannelDir {
     window: usize,
     /// Every segment file known on disk, oldest first.
     on_disk: VecDeque<(u64, PathBuf)>,
+    /// fMP4 init sections on disk (`init-F.mp4`, F = the first sequence of their run), oldest first.
+    inits: VecDeque<(u64, PathBuf)>,
     next_sequence: u64,
     /// Whether the next segment follows an earlier run's (a discontinuity).
     resumed: bool,
@@ -88,6 +90,15 @@ impl ChannelDir {
             })
             .collect();
         on_disk.sort();
+        let mut inits: Vec<(u64, PathBuf)> = fs::read_dir(dir)
+            .map_err(io(dir))?
+            .filter_map(Result::ok)
+            .filter_map(|entry| {
+                let name = entry.file_name().into_string().ok()?;
+                Some((init_sequence_of(&name)?, entry.path()))
+            })
+            .collect();
+        inits.sort();
 
         let path = dir.join(PLAYLIST);
         let mut playlist = MediaPlaylist::new(PlaylistKind::Live, segment);
@@ -129,6 +140,7 @@ impl ChannelDir {
             playlist,
             window: window.max(1),
             on_disk: on_disk.into(),
+            inits: inits.into(),
             next_sequence,
             _lock: lock,
         })
@@ -174,6 +186,12 @@ impl ChannelDir {
         };
         self.next_sequence = sequence + 1;
         self.on_disk.push_back((sequence, file.to_path_buf()));
+        if let Some(map) = &segment.map {
+            let first = init_sequence_of(map).unwrap_or(sequence);
+            if !self.inits.iter().any(|(f, _)| *f == first) {
+                self.inits.push_back((first, self.dir.join(map)));
+            }
+        }
         self.playlist.push(segment.clone(), self.window);
         self.playlist
             .write_atomic(&self.dir.join(PLAYLIST))
@@ -186,20 +204,40 @@ impl ChannelDir {
             if *sequence >= keep_from {
                 break;
             }
-            match fs::remove_file(path) {
-                Ok(()) => {}
-                Err(err) if err.kind() == std::io::ErrorKind::NotFound => {}
-                Err(source) => {
-                    return Err(ChannelError::Io {
-                        path: path.clone(),
-                        error: source,
-                    })
+            remove(path)?;
+            self.on_disk.pop_front();
+        }
+        // An init section goes once no segment on disk needs it: the oldest segment needs
+        // the newest init section that is not newer than itself.
+        if let Some(&(oldest, _)) = self.on_disk.front() {
+            while self.inits.len() > 1 && self.inits[1].0 <= oldest {
+                if let Some((_, path)) = self.inits.pop_front() {
+                    remove(&path)?;
                 }
             }
-            self.on_disk.pop_front();
         }
         Ok(segment)
     }
+}
+
+/// Deletes a file that may already be gone.
+fn remove(path: &Path) -> Result<(), ChannelError> {
+    match fs::remove_file(path) {
+        Ok(()) => Ok(()),
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(error) => Err(ChannelError::Io {
+            path: path.to_path_buf(),
+            error,
+        }),
+    }
+}
+
+/// The first sequence number in an init section's name (`init-F.mp4`), if it is one.
+fn init_sequence_of(name: &str) -> Option<u64> {
+    name.strip_prefix("init-")?
+        .strip_suffix(".mp4")?
+        .parse()
+        .ok()
 }
 
 /// Takes the channel's lock file (`.lock`, hidden from the streamer), without waiting.
@@ -362,6 +400,36 @@ mod tests {
         assert_eq!(second.next_sequence(), 2);
         assert!(second.playlist().segments.is_empty());
         assert_eq!(second.playlist().discontinuity_sequence, 1);
+    }
+
+    #[test]
+    fn an_init_section_goes_when_no_segment_on_disk_needs_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let write = |channel: &mut ChannelDir, init: &str| {
+            let name = format!("segment-{}.m4s", channel.next_sequence());
+            let file = channel.dir().join(&name);
+            fs::write(&file, "moof").unwrap();
+            fs::write(channel.dir().join(init), "moov").unwrap();
+            let (d, now) = (Duration::from_secs(1), SystemTime::now());
+            channel.add(&file, d, now, Some(init.into())).unwrap();
+        };
+        let mut first = ChannelDir::open(dir.path(), Duration::from_secs(1), 2, ".m4s").unwrap();
+        write(&mut first, "init-0.mp4");
+        write(&mut first, "init-0.mp4");
+        drop(first);
+        let mut second = ChannelDir::open(dir.path(), Duration::from_secs(1), 2, ".m4s").unwrap();
+        for _ in 0..3 {
+            write(&mut second, "init-2.mp4");
+            assert!(
+                dir.path().join("init-0.mp4").exists(),
+                "segment 0 or 1 is still on disk"
+            );
+        }
+        // Segment 1 goes once 5 is written (window 2 listed, 2 more kept), init-0 with it.
+        write(&mut second, "init-2.mp4");
+        assert!(!dir.path().join("segment-1.m4s").exists());
+        assert!(!dir.path().join("init-0.mp4").exists());
+        assert!(dir.path().join("init-2.mp4").exists());
     }
 
     #[test]
