@@ -29,6 +29,8 @@ enum Command {
     Streamer(streamer::Args),
     /// Package a live camera or test pattern into HLS; `sample` and `vod` tools for files.
     Packager(dime_packager::cli::Args),
+    /// The web app (catalog, player pages, admin), or `create-admin`, `import`, `add-channel`.
+    Web(dime_web::Args),
 }
 
 /// How log lines are written.
@@ -47,6 +49,7 @@ async fn main() -> ExitCode {
     let result = match cli.command {
         Command::Streamer(args) => run_streamer(args).await,
         Command::Packager(args) => run_packager(args).await,
+        Command::Web(args) => run_web(args).await,
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -70,6 +73,16 @@ async fn run_streamer(args: streamer::Args) -> anyhow::Result<()> {
 async fn run_packager(args: dime_packager::cli::Args) -> anyhow::Result<()> {
     let shutdown = shutdown_signal()?;
     dime_packager::cli::run(args, shutdown).await?;
+    Ok(())
+}
+
+/// Serves the web app until SIGTERM or SIGINT, or runs one of its maintenance commands
+/// (which install no signal handler, so Ctrl-C at a password prompt still quits).
+async fn run_web(args: dime_web::Args) -> anyhow::Result<()> {
+    match args.command {
+        Some(command) => dime_web::cli::run_command(command).await?,
+        None => dime_web::cli::serve(args.serve, shutdown_signal()?).await?,
+    }
     Ok(())
 }
 

@@ -1,0 +1,323 @@
+//! The `dime-origin web` command line: serve the app, or fill the catalog from a shell
+//! (`create-admin`, `import`, `add-channel`).
+
+use std::future::Future;
+use std::io::{IsTerminal, Read};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use dime_packager::vod::VodOptions;
+
+use crate::accounts::{AccountError, MIN_PASSWORD_CHARS};
+use crate::catalog::ChannelFields;
+use crate::forms::{ChannelForm, FieldError};
+use crate::import::{import, ImportError, ImportRequest};
+use crate::media::{format_duration, InvalidMediaBase, MediaBase};
+use crate::server::{Server, StartError};
+use crate::sessions::random_token;
+use crate::store::{Store, StoreError, DEFAULT_DATABASE_URL};
+
+/// Flags of `dime-origin web`: serve, unless a subcommand is given.
+#[derive(Debug, clap::Args)]
+#[command(args_conflicts_with_subcommands = true)]
+pub struct Args {
+    /// A maintenance command instead of serving.
+    #[command(subcommand)]
+    pub command: Option<Command>,
+
+    /// How to serve.
+    #[command(flatten)]
+    pub serve: ServeArgs,
+}
+
+/// Flags of the server.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ServeArgs {
+    /// Address to listen on (HTTP/1.1), e.g. 0.0.0.0:8083.
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8083")]
+    pub listen: SocketAddr,
+
+    /// The database.
+    #[command(flatten)]
+    pub db: DbArg,
+
+    /// URL prefix of the streams: relative stream and poster paths in the catalog are
+    /// served under it (the edge routes /stream/ to the streamers).
+    #[arg(long, value_name = "URL", default_value = "/stream/")]
+    pub media_base: String,
+}
+
+/// `--db`, shared by every subcommand.
+#[derive(Debug, Clone, clap::Args)]
+pub struct DbArg {
+    /// Database URL: sqlite://PATH (a file, created if missing) or
+    /// postgres://USER[:PASSWORD]@HOST[:PORT]/DATABASE.
+    #[arg(long = "db", value_name = "URL", default_value = DEFAULT_DATABASE_URL)]
+    pub url: String,
+}
+
+/// The maintenance commands.
+#[derive(Debug, clap::Subcommand)]
+pub enum Command {
+    /// Create an admin account (there is no built-in one). The password comes from stdin
+    /// when it is not a terminal, else from a prompt, or is generated and printed.
+    CreateAdmin(CreateAdminArgs),
+    /// Package a video file into HLS under the streamer's root and add it to the catalog.
+    Import(ImportArgs),
+    /// Add a live channel to the catalog, or update the one with the same slug.
+    AddChannel(AddChannelArgs),
+}
+
+/// Flags of `create-admin`.
+#[derive(Debug, clap::Args)]
+pub struct CreateAdminArgs {
+    /// The database.
+    #[command(flatten)]
+    pub db: DbArg,
+    /// Login name.
+    #[arg(long, value_name = "NAME")]
+    pub username: String,
+    /// Read the password from stdin (the default when stdin is not a terminal).
+    #[arg(long, conflicts_with = "generate_password")]
+    pub password_stdin: bool,
+    /// Generate a random password and print it.
+    #[arg(long)]
+    pub generate_password: bool,
+}
+
+/// Flags of `import`.
+#[derive(Debug, clap::Args)]
+pub struct ImportArgs {
+    /// The video file to import (mp4, mkv, mov, webm: anything GStreamer decodes).
+    #[arg(value_name = "FILE")]
+    pub file: PathBuf,
+    /// Display title.
+    #[arg(long)]
+    pub title: String,
+    /// Free text shown on the title page.
+    #[arg(long, default_value = "")]
+    pub description: String,
+    /// URL name (default: made from the title).
+    #[arg(long)]
+    pub slug: Option<String>,
+    /// The directory the streamers serve; the title lands in DIR/vod/<slug>/.
+    #[arg(long, value_name = "DIR")]
+    pub media_root: PathBuf,
+    /// Segment length in seconds.
+    #[arg(long, value_name = "SECONDS", default_value_t = 4, value_parser = clap::value_parser!(u64).range(1..=30))]
+    pub segment: u64,
+    /// The database.
+    #[command(flatten)]
+    pub db: DbArg,
+}
+
+/// Flags of `add-channel`.
+#[derive(Debug, clap::Args)]
+pub struct AddChannelArgs {
+    /// The database.
+    #[command(flatten)]
+    pub db: DbArg,
+    /// Display name.
+    #[arg(long)]
+    pub name: String,
+    /// URL name: the page is /live/SLUG.
+    #[arg(long)]
+    pub slug: String,
+    /// The live playlist, relative to the media base (live/camera/index.m3u8) or http(s)://.
+    #[arg(long, value_name = "URL")]
+    pub stream: String,
+    /// Free text shown on the channel page.
+    #[arg(long, default_value = "")]
+    pub description: String,
+    /// Poster image, relative to the media base or http(s)://.
+    #[arg(long, value_name = "URL")]
+    pub poster: Option<String>,
+}
+
+/// Why a `dime-origin web` command failed.
+#[derive(Debug, thiserror::Error)]
+pub enum CliError {
+    /// `--media-base` is malformed.
+    #[error(transparent)]
+    MediaBase(#[from] InvalidMediaBase),
+    /// The database could not be opened or answered.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The server could not start.
+    #[error(transparent)]
+    Start(#[from] StartError),
+    /// Serving failed.
+    #[error("serving failed: {0}")]
+    Serve(std::io::Error),
+    /// The admin account could not be created.
+    #[error(transparent)]
+    Account(#[from] AccountError),
+    /// The password could not be read.
+    #[error("cannot read the password: {0}")]
+    Password(std::io::Error),
+    /// The two typed passwords differ.
+    #[error("the passwords do not match; nothing was created")]
+    PasswordMismatch,
+    /// The import failed.
+    #[error(transparent)]
+    Import(#[from] ImportError),
+    /// A flag's value is not acceptable.
+    #[error("invalid {flag}: {message}")]
+    Invalid {
+        /// The flag, e.g. `--stream`.
+        flag: &'static str,
+        /// What is wrong and how to fix it.
+        message: String,
+    },
+}
+
+/// Serves the web app until `shutdown` resolves.
+pub async fn serve(
+    args: ServeArgs,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), CliError> {
+    let media_base = MediaBase::new(&args.media_base)?;
+    let store = Store::open(&args.db.url).await?;
+    let server = Server::bind(args.listen, store, media_base).await?;
+    server.run(shutdown).await.map_err(CliError::Serve)
+}
+
+/// Runs one maintenance command.
+pub async fn run_command(command: Command) -> Result<(), CliError> {
+    match command {
+        Command::CreateAdmin(args) => create_admin(args).await,
+        Command::Import(args) => import_file(args).await,
+        Command::AddChannel(args) => add_channel(args).await,
+    }
+}
+
+/// `create-admin`.
+async fn create_admin(args: CreateAdminArgs) -> Result<(), CliError> {
+    // The database first: a wrong --db should fail before anyone types a password.
+    let store = Store::open(&args.db.url).await?;
+    let password = if args.generate_password {
+        random_token()[..32].to_owned()
+    } else if args.password_stdin || !std::io::stdin().is_terminal() {
+        read_password_from_stdin()?
+    } else {
+        prompt_password(&args.username)?
+    };
+    let id = store.create_admin(&args.username, &password).await?;
+    store.close().await;
+    println!("created admin `{}` (id {id})", args.username);
+    if args.generate_password {
+        println!("password: {password}");
+    }
+    Ok(())
+}
+
+/// The whole of stdin minus one trailing line break (what `echo` or a file adds).
+fn read_password_from_stdin() -> Result<String, CliError> {
+    let mut text = String::new();
+    std::io::stdin()
+        .read_to_string(&mut text)
+        .map_err(CliError::Password)?;
+    let text = text
+        .strip_suffix("\r\n")
+        .or_else(|| text.strip_suffix('\n'))
+        .unwrap_or(&text);
+    Ok(text.to_owned())
+}
+
+/// Asks twice on the terminal, without echo.
+fn prompt_password(username: &str) -> Result<String, CliError> {
+    let first = rpassword::prompt_password(format!(
+        "Password for admin `{username}` (at least {MIN_PASSWORD_CHARS} characters): "
+    ))
+    .map_err(CliError::Password)?;
+    let second = rpassword::prompt_password("Repeat the password: ").map_err(CliError::Password)?;
+    if first != second {
+        return Err(CliError::PasswordMismatch);
+    }
+    Ok(first)
+}
+
+/// `import`.
+async fn import_file(args: ImportArgs) -> Result<(), CliError> {
+    let store = Store::open(&args.db.url).await?;
+    let request = ImportRequest {
+        input: args.file,
+        title: args.title,
+        description: args.description,
+        slug: args.slug,
+        media_root: args.media_root,
+        options: VodOptions {
+            segment: Duration::from_secs(args.segment),
+            ..VodOptions::default()
+        },
+    };
+    let imported = import(&store, request).await?;
+    store.close().await;
+    println!(
+        "imported title {} `{}`: page /titles/{}, stream {}, poster {}, duration {} ({})",
+        imported.id,
+        imported.slug,
+        imported.slug,
+        imported.stream_url,
+        imported.poster,
+        format_duration(imported.duration_ms),
+        imported.dir.display(),
+    );
+    Ok(())
+}
+
+/// The flag a channel form field comes from, for messages.
+fn channel_flag(error: &FieldError) -> &'static str {
+    match error.field {
+        "name" => "--name",
+        "slug" => "--slug",
+        "description" => "--description",
+        "poster" => "--poster",
+        _ => "--stream",
+    }
+}
+
+/// `add-channel`: creates the channel, or brings the one with this slug up to date, so that
+/// scripts (`make run`) can call it on every start.
+async fn add_channel(args: AddChannelArgs) -> Result<(), CliError> {
+    let form = ChannelForm {
+        name: args.name,
+        slug: args.slug,
+        description: args.description,
+        poster: args.poster.unwrap_or_default(),
+        stream_url: args.stream,
+    };
+    let fields = form.validate().map_err(|mut errors| {
+        let error = errors.remove(0);
+        CliError::Invalid {
+            flag: channel_flag(&error),
+            message: error.message,
+        }
+    })?;
+    let store = Store::open(&args.db.url).await?;
+    let (id, outcome) = match store.channel_by_slug(&fields.slug).await? {
+        None => (store.create_channel(&fields).await?, "created"),
+        Some(existing) => {
+            let current = ChannelFields {
+                slug: existing.slug.clone(),
+                name: existing.name.clone(),
+                description: existing.description.clone(),
+                poster: existing.poster.clone(),
+                stream_url: existing.stream_url.clone(),
+            };
+            if current == fields {
+                (existing.id, "unchanged")
+            } else {
+                store.update_channel(existing.id, &fields).await?;
+                (existing.id, "updated")
+            }
+        }
+    };
+    store.close().await;
+    println!(
+        "channel `{}` (id {id}) {outcome}: page /live/{}, stream {}",
+        fields.slug, fields.slug, fields.stream_url
+    );
+    Ok(())
+}

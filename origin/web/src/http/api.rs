@@ -1,0 +1,99 @@
+//! The JSON side: the catalog listing, the player's view counter, and the health check.
+
+use axum::extract::{Path, State};
+use axum::http::header::CACHE_CONTROL;
+use axum::http::{HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde_json::json;
+
+use super::caching::NO_STORE;
+use super::views::{ChannelView, TitleView};
+use super::AppState;
+use crate::catalog::Kind;
+use crate::store::StoreError;
+
+/// A JSON answer that no cache keeps.
+fn no_store_json(status: StatusCode, body: serde_json::Value) -> Response {
+    (
+        status,
+        [(CACHE_CONTROL, HeaderValue::from_static(NO_STORE))],
+        Json(body),
+    )
+        .into_response()
+}
+
+/// The JSON error for a database failure.
+fn unavailable(err: StoreError) -> Response {
+    tracing::error!(error = %err, "database failure");
+    no_store_json(
+        StatusCode::SERVICE_UNAVAILABLE,
+        json!({ "error": "the catalog database is not answering", "status": 503 }),
+    )
+}
+
+/// `GET /api/catalog`: every title and channel with its view count.
+pub async fn catalog(State(state): State<AppState>) -> Response {
+    let listing = async {
+        let titles = state.store.titles().await?;
+        let channels = state.store.channels().await?;
+        Ok::<_, StoreError>((titles, channels))
+    };
+    match listing.await {
+        Ok((titles, channels)) => {
+            let titles: Vec<_> = titles
+                .iter()
+                .map(|title| TitleView::new(title, &state.media_base))
+                .collect();
+            let channels: Vec<_> = channels
+                .iter()
+                .map(|channel| ChannelView::new(channel, &state.media_base))
+                .collect();
+            no_store_json(
+                StatusCode::OK,
+                json!({
+                    "media_base": state.media_base.to_string(),
+                    "titles": titles,
+                    "channels": channels,
+                }),
+            )
+        }
+        Err(err) => unavailable(err),
+    }
+}
+
+/// `POST /api/views/{kind}/{slug}`: one playback started; answers the new count.
+pub async fn count_view(
+    State(state): State<AppState>,
+    Path((kind, slug)): Path<(String, String)>,
+) -> Response {
+    let Some(entry_kind) = Kind::from_segment(&kind) else {
+        return no_store_json(
+            StatusCode::NOT_FOUND,
+            json!({ "error": format!("unknown kind `{kind}`: use titles or live"), "status": 404 }),
+        );
+    };
+    match state.store.count_view(entry_kind, &slug).await {
+        Ok(Some(views)) => no_store_json(
+            StatusCode::OK,
+            json!({ "kind": kind, "slug": slug, "views": views }),
+        ),
+        Ok(None) => no_store_json(
+            StatusCode::NOT_FOUND,
+            json!({ "error": format!("no {kind} entry `{slug}`"), "status": 404 }),
+        ),
+        Err(err) => unavailable(err),
+    }
+}
+
+/// `GET /healthz`: 200 when the database answers, 503 otherwise.
+pub async fn healthz(State(state): State<AppState>) -> Response {
+    match state.store.ping().await {
+        Ok(()) => (
+            [(CACHE_CONTROL, HeaderValue::from_static(NO_STORE))],
+            "ok\n",
+        )
+            .into_response(),
+        Err(err) => unavailable(err),
+    }
+}

@@ -1,0 +1,10 @@
+//! `Cache-Control` values, one per kind of response, so the edge knows what it may keep.
+
+/// Fingerprinted static assets: a changed file gets a new URL, so the old one never changes.
+pub const STATIC_ASSET: &str = "public, max-age=31536000, immutable";
+/// Public catalog and player pages: short, so new titles and view counts show up quickly.
+pub const PUBLIC_PAGE: &str = "public, max-age=10";
+/// Admin pages and anything tied to a session or setting a cookie: never stored anywhere.
+pub const PRIVATE: &str = "private, no-store";
+/// Live data (view counters, health, errors): not stored, but not personal either.
+pub const NO_STORE: &str = "no-store";

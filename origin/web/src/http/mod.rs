@@ -1,0 +1,124 @@
+//! The HTTP side: routes, the per-request middleware (session, cache headers, error pages)
+//! and the handlers, one module per audience (viewers, the player API, admins).
+
+pub mod admin;
+pub mod api;
+pub mod caching;
+pub mod context;
+pub mod cookies;
+pub mod errors;
+pub mod pages;
+pub mod static_files;
+pub mod views;
+
+use std::ops::Deref;
+use std::sync::Arc;
+
+use axum::http::header::{CACHE_CONTROL, CONTENT_TYPE};
+use axum::http::{HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::Router;
+use serde::Serialize;
+
+use crate::assets::Assets;
+use crate::media::MediaBase;
+use crate::store::Store;
+use crate::templates::Templates;
+
+/// What every handler shares.
+#[derive(Debug)]
+pub struct Shared {
+    /// The catalog and admin database.
+    pub store: Store,
+    /// Compiled page templates.
+    pub templates: Templates,
+    /// Embedded static files.
+    pub assets: Assets,
+    /// URL prefix of relative stream and poster paths.
+    pub media_base: MediaBase,
+}
+
+/// Cheap handle on [`Shared`], cloned into each request.
+#[derive(Debug, Clone)]
+pub struct AppState(Arc<Shared>);
+
+impl AppState {
+    /// Wraps the shared parts.
+    pub fn new(shared: Shared) -> Self {
+        Self(Arc::new(shared))
+    }
+
+    /// Renders template `name` as an HTML response with `status` and `Cache-Control: cache`;
+    /// a rendering failure is logged and becomes a 500.
+    pub fn html(
+        &self,
+        status: StatusCode,
+        name: &str,
+        context: impl Serialize,
+        cache: &'static str,
+    ) -> Response {
+        match self.templates.render(name, context) {
+            Ok(body) => (
+                status,
+                [
+                    (
+                        CONTENT_TYPE,
+                        HeaderValue::from_static("text/html; charset=utf-8"),
+                    ),
+                    (CACHE_CONTROL, HeaderValue::from_static(cache)),
+                ],
+                body,
+            )
+                .into_response(),
+            Err(err) => {
+                tracing::error!(template = name, error = %err, "template failed to render");
+                errors::PageError::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "This page failed to render; the error is in the server log.",
+                )
+                .into_response()
+            }
+        }
+    }
+}
+
+impl Deref for AppState {
+    type Target = Shared;
+
+    fn deref(&self) -> &Shared {
+        &self.0
+    }
+}
+
+/// Every route of the web app, wrapped in the request middleware.
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/", get(pages::home))
+        .route("/titles/{slug}", get(pages::title))
+        .route("/live/{slug}", get(pages::channel))
+        .route("/static/{*path}", get(static_files::serve))
+        .route("/healthz", get(api::healthz))
+        .route("/api/catalog", get(api::catalog))
+        .route("/api/views/{kind}/{slug}", post(api::count_view))
+        .route("/admin", get(admin::to_index))
+        .route("/admin/", get(admin::index))
+        .route("/admin/login", get(admin::login_form).post(admin::login))
+        .route("/admin/logout", post(admin::logout))
+        .route("/admin/titles", post(admin::create_title))
+        .route("/admin/titles/new", get(admin::new_title))
+        .route("/admin/titles/{id}", post(admin::update_title))
+        .route("/admin/titles/{id}/edit", get(admin::edit_title))
+        .route("/admin/titles/{id}/delete", post(admin::delete_title))
+        .route("/admin/channels", post(admin::create_channel))
+        .route("/admin/channels/new", get(admin::new_channel))
+        .route("/admin/channels/{id}", post(admin::update_channel))
+        .route("/admin/channels/{id}/edit", get(admin::edit_channel))
+        .route("/admin/channels/{id}/delete", post(admin::delete_channel))
+        .fallback(pages::not_found)
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            context::middleware,
+        ))
+        .with_state(state)
+}

@@ -1,0 +1,148 @@
+//! VoD ingest: package a video file into HLS under the streamer's root with
+//! `dime_packager::vod`, then register it in the catalog.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use dime_packager::vod::{self, VodError, VodOptions};
+
+use crate::forms::{slugify, FieldError, TitleForm};
+use crate::store::{Store, StoreError};
+
+/// What to import.
+#[derive(Debug, Clone)]
+pub struct ImportRequest {
+    /// The video file (anything GStreamer decodes, e.g. an mp4).
+    pub input: PathBuf,
+    /// Display title.
+    pub title: String,
+    /// Free text.
+    pub description: String,
+    /// URL name; derived from the title when `None`.
+    pub slug: Option<String>,
+    /// The streamer's root: the title lands in `media_root/vod/<slug>/`.
+    pub media_root: PathBuf,
+    /// How to package it.
+    pub options: VodOptions,
+}
+
+/// An imported title.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Imported {
+    /// Database id.
+    pub id: i64,
+    /// URL name: the page is `/titles/{slug}`.
+    pub slug: String,
+    /// Stream location relative to the media base: `vod/<slug>/index.m3u8`.
+    pub stream_url: String,
+    /// Poster location relative to the media base: `vod/<slug>/poster.jpg`.
+    pub poster: String,
+    /// Running time in milliseconds.
+    pub duration_ms: i64,
+    /// Where the files are on disk.
+    pub dir: PathBuf,
+}
+
+/// Why an import failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ImportError {
+    /// The title, slug or description is not acceptable.
+    #[error("invalid {}: {}", .0.field, .0.message)]
+    Invalid(FieldError),
+    /// The slug is taken in the catalog.
+    #[error("a title with slug `{0}` exists already: pass another --slug")]
+    SlugTaken(String),
+    /// The media root is not a directory.
+    #[error("--media-root {path}: {reason}")]
+    MediaRoot {
+        /// The directory given.
+        path: PathBuf,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// Packaging failed (input unreadable, not a video, output exists, GStreamer error).
+    #[error(transparent)]
+    Package(#[from] VodError),
+    /// The packaging thread died.
+    #[error("the packaging thread failed: {0}")]
+    Task(String),
+    /// Registering the title failed; the packaged files were removed again.
+    #[error("packaged, but could not register the title (files removed): {0}")]
+    Register(StoreError),
+    /// Checking the catalog failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl ImportRequest {
+    /// The slug this import uses.
+    pub fn slug(&self) -> String {
+        self.slug.clone().unwrap_or_else(|| slugify(&self.title))
+    }
+}
+
+/// Packages and registers `request`; nothing is registered unless packaging succeeded, and
+/// nothing stays on disk unless registering did.
+pub async fn import(store: &Store, request: ImportRequest) -> Result<Imported, ImportError> {
+    let slug = request.slug();
+    let stream_url = format!("vod/{slug}/{}", vod::PLAYLIST);
+    let poster = format!("vod/{slug}/{}", vod::POSTER);
+    // The same rules as the admin form, so that the CLI cannot register what the form refuses.
+    let form = TitleForm {
+        title: request.title.clone(),
+        slug: slug.clone(),
+        description: request.description.clone(),
+        poster: poster.clone(),
+        duration: String::new(),
+        stream_url: stream_url.clone(),
+    };
+    let mut fields = form
+        .validate()
+        .map_err(|mut errors| ImportError::Invalid(errors.remove(0)))?;
+    if store.title_by_slug(&slug).await?.is_some() {
+        return Err(ImportError::SlugTaken(slug));
+    }
+    check_media_root(&request.media_root)?;
+    let dir = request.media_root.join("vod").join(&slug);
+
+    let (input, out_dir, options) = (request.input.clone(), dir.clone(), request.options.clone());
+    // GStreamer blocks for the whole transcode: keep it off the async workers.
+    let package =
+        tokio::task::spawn_blocking(move || vod::package_file(&input, &out_dir, &options))
+            .await
+            .map_err(|err| ImportError::Task(err.to_string()))??;
+
+    let duration_ms = (package.duration * 1000.0).round() as i64;
+    fields.duration_ms = Some(duration_ms);
+    match store.create_title(&fields).await {
+        Ok(id) => Ok(Imported {
+            id,
+            slug,
+            stream_url,
+            poster,
+            duration_ms,
+            dir,
+        }),
+        Err(err) => {
+            if let Err(cleanup) = fs::remove_dir_all(&dir) {
+                tracing::warn!(dir = %dir.display(), error = %cleanup, "cannot remove the packaged title");
+            }
+            Err(ImportError::Register(err))
+        }
+    }
+}
+
+/// The media root must exist: a typo should fail here, not create a tree nobody serves.
+fn check_media_root(root: &Path) -> Result<(), ImportError> {
+    match fs::metadata(root) {
+        Ok(meta) if meta.is_dir() => Ok(()),
+        Ok(_) => Err(ImportError::MediaRoot {
+            path: root.to_path_buf(),
+            reason: "not a directory".to_owned(),
+        }),
+        Err(err) => Err(ImportError::MediaRoot {
+            path: root.to_path_buf(),
+            reason: format!("{err} (pass the directory the streamer serves with --root)"),
+        }),
+    }
+}

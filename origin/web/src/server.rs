@@ -1,0 +1,81 @@
+//! The listening socket and its lifetime: bind, serve until shutdown, drain.
+
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+
+use tokio::net::TcpListener;
+
+use crate::assets::Assets;
+use crate::http::{router, AppState, Shared};
+use crate::media::MediaBase;
+use crate::store::Store;
+use crate::templates::Templates;
+
+/// Why the web app could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The listening address is taken or not ours.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address asked for.
+        addr: SocketAddr,
+        /// What the OS said.
+        source: io::Error,
+    },
+    /// A compiled-in template does not parse (a build defect, reported with its line).
+    #[error("page templates are broken: {0}")]
+    Templates(#[from] minijinja::Error),
+}
+
+/// A bound web app, ready to serve.
+#[derive(Debug)]
+pub struct Server {
+    listener: TcpListener,
+    state: AppState,
+}
+
+impl Server {
+    /// Binds `listen` and prepares the app over an opened `store`.
+    pub async fn bind(
+        listen: SocketAddr,
+        store: Store,
+        media_base: MediaBase,
+    ) -> Result<Self, StartError> {
+        let assets = Assets::embedded();
+        let templates = Templates::new(&assets)?;
+        let listener = TcpListener::bind(listen)
+            .await
+            .map_err(|source| StartError::Bind {
+                addr: listen,
+                source,
+            })?;
+        let state = AppState::new(Shared {
+            store,
+            templates,
+            assets,
+            media_base,
+        });
+        Ok(Self { listener, state })
+    }
+
+    /// The address actually bound (tests bind port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.listener
+            .local_addr()
+            .expect("a bound TCP listener has a local address")
+    }
+
+    /// Serves until `shutdown` resolves, then lets in-flight requests finish.
+    pub async fn run(self, shutdown: impl Future<Output = ()> + Send + 'static) -> io::Result<()> {
+        let addr = self.local_addr();
+        tracing::info!(%addr, backend = ?self.state.store.backend(), media_base = %self.state.media_base, "web app listening");
+        let store = self.state.store.clone();
+        let app = router(self.state);
+        let result = axum::serve(self.listener, app)
+            .with_graceful_shutdown(shutdown)
+            .await;
+        store.close().await;
+        result
+    }
+}

@@ -1,0 +1,201 @@
+//! The database: one connection pool for SQLite or PostgreSQL, chosen by the URL, with the
+//! embedded migrations of that backend.
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use sqlx::any::AnyPoolOptions;
+use sqlx::migrate::Migrator;
+use sqlx::AnyPool;
+
+/// SQLite's migrations, compiled into the binary.
+static SQLITE_MIGRATIONS: Migrator = sqlx::migrate!("migrations/sqlite");
+/// PostgreSQL's migrations, compiled into the binary.
+static POSTGRES_MIGRATIONS: Migrator = sqlx::migrate!("migrations/postgres");
+
+/// The database URL used when `--db` is not given: a SQLite file in the working directory.
+pub const DEFAULT_DATABASE_URL: &str = "sqlite://dime-web.db";
+
+/// Which database engine a [`Store`] talks to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    /// An embedded SQLite file (the default, created on first start).
+    Sqlite,
+    /// A PostgreSQL server (how it runs in Kubernetes).
+    Postgres,
+}
+
+impl Backend {
+    /// The backend a database URL names, if it names one Dime supports.
+    pub fn of_url(url: &str) -> Option<Self> {
+        if url.starts_with("sqlite:") {
+            Some(Self::Sqlite)
+        } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            Some(Self::Postgres)
+        } else {
+            None
+        }
+    }
+}
+
+/// Why the database could not be opened or answered.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The URL names no supported database.
+    #[error("unsupported database URL `{0}`: use sqlite://PATH (a file, created if missing) or postgres://USER[:PASSWORD]@HOST[:PORT]/DATABASE")]
+    UnsupportedUrl(String),
+    /// Connecting (or creating the SQLite file) failed.
+    #[error("cannot open database {url}: {source}")]
+    Connect {
+        /// The URL, password redacted.
+        url: String,
+        /// What the driver said.
+        source: sqlx::Error,
+    },
+    /// Applying the migrations failed.
+    #[error("cannot migrate database {url}: {source}")]
+    Migrate {
+        /// The URL, password redacted.
+        url: String,
+        /// What the migrator said.
+        source: sqlx::migrate::MigrateError,
+    },
+    /// A row with this unique value exists already.
+    #[error("a {what} with slug `{slug}` exists already: choose another slug")]
+    Conflict {
+        /// "title" or "channel".
+        what: &'static str,
+        /// The slug that is taken.
+        slug: String,
+    },
+    /// A query failed.
+    #[error("database query failed: {0}")]
+    Query(#[from] sqlx::Error),
+}
+
+/// The catalog and admin database, shared by every request.
+#[derive(Debug, Clone)]
+pub struct Store {
+    pub(crate) pool: AnyPool,
+    backend: Backend,
+}
+
+impl Store {
+    /// Opens the database at `url`, creating a SQLite file if it is missing, and applies the
+    /// migrations that have not run yet.
+    pub async fn open(url: &str) -> Result<Self, StoreError> {
+        let backend =
+            Backend::of_url(url).ok_or_else(|| StoreError::UnsupportedUrl(redact(url)))?;
+        sqlx::any::install_default_drivers();
+        let connect_url = match backend {
+            Backend::Sqlite => sqlite_create_if_missing(url),
+            Backend::Postgres => url.to_owned(),
+        };
+        let pool = AnyPoolOptions::new()
+            .max_connections(8)
+            .connect(&connect_url)
+            .await
+            .map_err(|source| StoreError::Connect {
+                url: redact(url),
+                source,
+            })?;
+        let migrator = match backend {
+            Backend::Sqlite => &SQLITE_MIGRATIONS,
+            Backend::Postgres => &POSTGRES_MIGRATIONS,
+        };
+        migrator
+            .run(&pool)
+            .await
+            .map_err(|source| StoreError::Migrate {
+                url: redact(url),
+                source,
+            })?;
+        Ok(Self { pool, backend })
+    }
+
+    /// The engine behind this store.
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    /// Answers when the database answers a trivial query: what `/healthz` reports.
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+
+    /// Closes every connection; pending queries finish first.
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+}
+
+/// Adds `mode=rwc` to a SQLite URL that sets no mode, so that the file is created on first
+/// start instead of failing with "unable to open database file".
+fn sqlite_create_if_missing(url: &str) -> String {
+    if url.contains("mode=") {
+        url.to_owned()
+    } else if url.contains('?') {
+        format!("{url}&mode=rwc")
+    } else {
+        format!("{url}?mode=rwc")
+    }
+}
+
+/// The URL with its password replaced by `***`, for messages and logs.
+pub fn redact(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    let Some((credentials, host)) = rest.split_once('@') else {
+        return url.to_owned();
+    };
+    match credentials.split_once(':') {
+        Some((user, _password)) => format!("{scheme}://{user}:***@{host}"),
+        None => url.to_owned(),
+    }
+}
+
+/// Seconds since the Unix epoch: how the tables store times.
+pub(crate) fn now_secs() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|elapsed| elapsed.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+/// Whether a query failed on a UNIQUE constraint.
+pub(crate) fn is_unique_violation(err: &sqlx::Error) -> bool {
+    err.as_database_error()
+        .is_some_and(|db| db.is_unique_violation())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn passwords_never_reach_messages() {
+        assert_eq!(
+            redact("postgres://dime:s3cret@db:5432/dime"),
+            "postgres://dime:***@db:5432/dime"
+        );
+        assert_eq!(redact("postgres://dime@db/dime"), "postgres://dime@db/dime");
+        assert_eq!(redact("sqlite://dime-web.db"), "sqlite://dime-web.db");
+    }
+
+    #[test]
+    fn sqlite_files_are_created_unless_a_mode_is_set() {
+        assert_eq!(
+            sqlite_create_if_missing("sqlite://a.db"),
+            "sqlite://a.db?mode=rwc"
+        );
+        assert_eq!(
+            sqlite_create_if_missing("sqlite://a.db?cache=shared"),
+            "sqlite://a.db?cache=shared&mode=rwc"
+        );
+        assert_eq!(
+            sqlite_create_if_missing("sqlite://a.db?mode=ro"),
+            "sqlite://a.db?mode=ro"
+        );
+    }
+}
