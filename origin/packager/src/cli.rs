@@ -109,6 +109,9 @@ pub struct VodArgs {
     /// Drop the audio track.
     #[arg(long)]
     pub no_audio: bool,
+    /// Scale taller inputs down to this height (aspect kept); 0 keeps every size.
+    #[arg(long, default_value = "1080")]
+    pub max_height: u32,
 }
 
 /// Why `dime-origin packager` failed.
@@ -151,6 +154,7 @@ pub async fn run(args: Args, shutdown: impl Future<Output = ()>) -> Result<(), R
                 segment: vod.segment,
                 video_bitrate: vod.bitrate,
                 audio: !vod.no_audio,
+                max_height: (vod.max_height > 0).then_some(vod.max_height),
                 ..VodOptions::default()
             };
             let package =
@@ -159,6 +163,7 @@ pub async fn run(args: Args, shutdown: impl Future<Output = ()>) -> Result<(), R
                 dir = %package.dir.display(),
                 duration = format_args!("{:.3}", package.duration),
                 segments = package.segments.len(),
+                size = format_args!("{}x{}", package.width, package.height),
                 audio = package.has_audio,
                 "title packaged"
             );
