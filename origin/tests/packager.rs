@@ -666,3 +666,28 @@ fn a_cmaf_channel_has_an_init_section_per_run_and_m4s_segments() {
     assert_eq!(fs::read(dir.join("init-0.mp4")).unwrap(), init);
     assert_cmaf_segment_decodes(&dir, "init-3.mp4", "segment-3.m4s");
 }
+
+#[test]
+fn old_segments_leave_the_disk_a_window_after_the_playlist() {
+    let media = tempfile::tempdir().unwrap();
+    let dir = media.path().join("camera");
+    let mut args: Vec<&str> = SMALL.iter().copied().filter(|a| *a != "3").collect();
+    args.retain(|a| *a != "--window");
+    args.extend(["--window", "1"]);
+    let mut packager = Packager::start(media.path(), "camera", &args);
+    packager.wait_for_segments(4);
+    let (status, log) = packager.stop(libc::SIGTERM);
+    assert!(status.success(), "{log}");
+    let text = fs::read_to_string(dir.join("index.m3u8")).unwrap();
+    let listed: u64 = tag(&text, "#EXT-X-MEDIA-SEQUENCE")
+        .unwrap()
+        .parse()
+        .unwrap();
+    let mut on_disk: Vec<u64> = segment_bytes(&dir)
+        .keys()
+        .map(|n| n["segment-".len()..n.len() - 3].parse().unwrap())
+        .collect();
+    on_disk.sort();
+    // One segment listed, one more kept for players and caches a little behind.
+    assert_eq!(on_disk, [listed - 1, listed], "{text}");
+}
