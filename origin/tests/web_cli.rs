@@ -1,0 +1,348 @@
+//! `dime-origin web` from the shell: create-admin, add-channel, import, and serving with the
+//! default SQLite file.
+
+use std::io::Write;
+use std::net::TcpListener;
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use dime_packager::options::Size;
+use dime_packager::sample::{write_sample, SampleOptions};
+use dime_web::Store;
+
+const BIN: &str = env!("CARGO_BIN_EXE_dime-origin");
+
+/// Runs `dime-origin web ARGS` in `dir`, with `stdin` piped in.
+fn web(dir: &Path, args: &[&str], stdin: &str) -> Output {
+    let mut child = Command::new(BIN)
+        .arg("web")
+        .args(args)
+        .current_dir(dir)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start dime-origin");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(stdin.as_bytes())
+        .expect("write stdin");
+    child.wait_with_output().expect("wait for dime-origin")
+}
+
+fn stdout(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+fn db_url(dir: &Path) -> String {
+    format!("sqlite://{}", dir.join("web.db").display())
+}
+
+#[tokio::test]
+async fn create_admin_takes_the_password_from_stdin_and_refuses_short_ones_and_duplicates() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = db_url(dir.path());
+
+    let short = web(
+        dir.path(),
+        &["create-admin", "--db", &db, "--username", "alice"],
+        "short\n",
+    );
+    assert!(!short.status.success());
+    assert!(
+        stderr(&short).contains("password too short: 5 characters, at least 12"),
+        "{}",
+        stderr(&short)
+    );
+
+    let created = web(
+        dir.path(),
+        &[
+            "create-admin",
+            "--db",
+            &db,
+            "--username",
+            "alice",
+            "--password-stdin",
+        ],
+        "correct horse battery\n",
+    );
+    assert!(created.status.success(), "{}", stderr(&created));
+    assert!(stdout(&created).contains("created admin `alice`"));
+
+    let again = web(
+        dir.path(),
+        &["create-admin", "--db", &db, "--username", "alice"],
+        "another long password\n",
+    );
+    assert!(!again.status.success());
+    assert!(
+        stderr(&again).contains("admin `alice` exists already"),
+        "{}",
+        stderr(&again)
+    );
+
+    let store = Store::open(&db).await.unwrap();
+    assert!(store
+        .check_login("alice", "correct horse battery")
+        .await
+        .unwrap()
+        .is_some());
+    assert!(store
+        .check_login("alice", "another long password")
+        .await
+        .unwrap()
+        .is_none());
+}
+
+#[tokio::test]
+async fn create_admin_can_generate_and_print_a_password() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = db_url(dir.path());
+    let created = web(
+        dir.path(),
+        &[
+            "create-admin",
+            "--db",
+            &db,
+            "--username",
+            "ops",
+            "--generate-password",
+        ],
+        "",
+    );
+    assert!(created.status.success(), "{}", stderr(&created));
+    let out = stdout(&created);
+    let password = out
+        .lines()
+        .find_map(|line| line.strip_prefix("password: "))
+        .expect("the generated password is printed");
+    assert_eq!(password.len(), 32);
+    let store = Store::open(&db).await.unwrap();
+    assert!(store.check_login("ops", password).await.unwrap().is_some());
+}
+
+#[tokio::test]
+async fn add_channel_creates_then_leaves_alone_then_updates_by_slug() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = db_url(dir.path());
+    let args = |stream: &'static str| {
+        vec![
+            "add-channel".to_owned(),
+            "--db".to_owned(),
+            db.clone(),
+            "--name".to_owned(),
+            "Camera".to_owned(),
+            "--slug".to_owned(),
+            "camera".to_owned(),
+            "--stream".to_owned(),
+            stream.to_owned(),
+        ]
+    };
+    let run = |args: Vec<String>| {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        web(dir.path(), &args, "")
+    };
+
+    let first = run(args("live/camera/index.m3u8"));
+    assert!(first.status.success(), "{}", stderr(&first));
+    assert!(stdout(&first).contains("created: page /live/camera"));
+    let second = run(args("live/camera/index.m3u8"));
+    assert!(stdout(&second).contains("unchanged"), "{}", stdout(&second));
+    let third = run(args("live/camera2/index.m3u8"));
+    assert!(stdout(&third).contains("updated"), "{}", stdout(&third));
+    let bad = run(args("/etc/passwd"));
+    assert!(!bad.status.success());
+    assert!(
+        stderr(&bad).contains("invalid --stream"),
+        "{}",
+        stderr(&bad)
+    );
+
+    let store = Store::open(&db).await.unwrap();
+    let channels = store.channels().await.unwrap();
+    assert_eq!(channels.len(), 1);
+    assert_eq!(channels[0].stream_url, "live/camera2/index.m3u8");
+}
+
+#[tokio::test]
+async fn import_packages_a_video_under_the_media_root_and_registers_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = db_url(dir.path());
+    let media = dir.path().join("media");
+    std::fs::create_dir(&media).unwrap();
+    let input = dir.path().join("clip.mp4");
+    let options = SampleOptions {
+        duration: Duration::from_secs(2),
+        size: Size {
+            width: 320,
+            height: 180,
+        },
+        fps: 15,
+        audio: false,
+    };
+    tokio::task::spawn_blocking({
+        let input = input.clone();
+        move || write_sample(&input, &options)
+    })
+    .await
+    .unwrap()
+    .expect("write the sample clip");
+
+    let imported = web(
+        dir.path(),
+        &[
+            "import",
+            input.to_str().unwrap(),
+            "--title",
+            "Test Clip",
+            "--description",
+            "Two seconds of colour bars.",
+            "--db",
+            &db,
+            "--media-root",
+            media.to_str().unwrap(),
+            "--segment",
+            "1",
+        ],
+        "",
+    );
+    assert!(imported.status.success(), "{}", stderr(&imported));
+    let out = stdout(&imported);
+    assert!(out.contains("page /titles/test-clip"), "{out}");
+    assert!(out.contains("stream vod/test-clip/index.m3u8"), "{out}");
+    assert!(media.join("vod/test-clip/index.m3u8").is_file());
+    assert!(media.join("vod/test-clip/poster.jpg").is_file());
+
+    let store = Store::open(&db).await.unwrap();
+    let title = store
+        .title_by_slug("test-clip")
+        .await
+        .unwrap()
+        .expect("registered");
+    assert_eq!(title.title, "Test Clip");
+    assert_eq!(title.stream_url, "vod/test-clip/index.m3u8");
+    assert_eq!(title.poster.as_deref(), Some("vod/test-clip/poster.jpg"));
+    let duration = title.duration_ms.expect("a duration");
+    assert!((1500..=2600).contains(&duration), "{duration} ms");
+
+    // The same slug again: refused before any packaging, files untouched.
+    let again = web(
+        dir.path(),
+        &[
+            "import",
+            input.to_str().unwrap(),
+            "--title",
+            "Test Clip",
+            "--db",
+            &db,
+            "--media-root",
+            media.to_str().unwrap(),
+        ],
+        "",
+    );
+    assert!(!again.status.success());
+    assert!(
+        stderr(&again).contains("slug `test-clip` exists already: pass another --slug"),
+        "{}",
+        stderr(&again)
+    );
+
+    let missing = web(
+        dir.path(),
+        &[
+            "import",
+            "nope.mp4",
+            "--title",
+            "Nope",
+            "--db",
+            &db,
+            "--media-root",
+            media.to_str().unwrap(),
+        ],
+        "",
+    );
+    assert!(!missing.status.success());
+    assert!(
+        stderr(&missing).contains("nope.mp4"),
+        "{}",
+        stderr(&missing)
+    );
+    assert!(store.title_by_slug("nope").await.unwrap().is_none());
+    assert!(!media.join("vod/nope").exists());
+}
+
+#[tokio::test]
+async fn serving_creates_the_default_sqlite_file_and_stops_on_sigterm() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let listen = format!("127.0.0.1:{port}");
+    let mut child = Command::new(BIN)
+        .args(["web", "--listen", &listen, "--media-base", "/stream/"])
+        .current_dir(dir.path())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start dime-origin web");
+
+    let client = reqwest::Client::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Ok(response) = client.get(format!("http://{listen}/healthz")).send().await {
+            assert_eq!(response.status(), 200);
+            break;
+        }
+        assert!(Instant::now() < deadline, "the web app did not come up");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        dir.path().join("dime-web.db").is_file(),
+        "the default database file is created"
+    );
+
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let exit = child.wait().unwrap();
+    assert!(exit.success(), "clean exit on SIGTERM: {exit:?}");
+}
+
+#[test]
+fn an_unknown_database_url_is_refused_with_the_forms_that_work() {
+    let dir = tempfile::tempdir().unwrap();
+    let output = web(
+        dir.path(),
+        &[
+            "add-channel",
+            "--db",
+            "mysql://x/y",
+            "--name",
+            "C",
+            "--slug",
+            "c",
+            "--stream",
+            "live/c/index.m3u8",
+        ],
+        "",
+    );
+    assert!(!output.status.success());
+    let err = stderr(&output);
+    assert!(
+        err.contains("unsupported database URL `mysql://x/y`"),
+        "{err}"
+    );
+    assert!(err.contains("sqlite://PATH"), "{err}");
+}
