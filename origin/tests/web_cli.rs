@@ -120,10 +120,12 @@ async fn create_admin_can_generate_and_print_a_password() {
     );
     assert!(created.status.success(), "{}", stderr(&created));
     let out = stdout(&created);
-    let password = out
-        .lines()
-        .find_map(|line| line.strip_prefix("password: "))
-        .expect("the generated password is printed");
+    let password = out.trim_end();
+    assert!(
+        !password.contains(char::is_whitespace),
+        "only the password on stdout: {out}"
+    );
+    assert!(stderr(&created).contains("created admin `ops`"));
     assert_eq!(password.len(), 32);
     let store = Store::open(&db).await.unwrap();
     assert!(store.check_login("ops", password).await.unwrap().is_some());

@@ -81,7 +81,7 @@ pub struct CreateAdminArgs {
     /// Read the password from stdin (the default when stdin is not a terminal).
     #[arg(long, conflicts_with = "generate_password")]
     pub password_stdin: bool,
-    /// Generate a random password and print it.
+    /// Generate a random password and print it, alone, on stdout.
     #[arg(long)]
     pub generate_password: bool,
 }
@@ -205,9 +205,12 @@ async fn create_admin(args: CreateAdminArgs) -> Result<(), CliError> {
     };
     let id = store.create_admin(&args.username, &password).await?;
     store.close().await;
-    println!("created admin `{}` (id {id})", args.username);
     if args.generate_password {
-        println!("password: {password}");
+        // The password alone on stdout, so that scripts can capture it; the rest on stderr.
+        eprintln!("created admin `{}` (id {id}); its password:", args.username);
+        println!("{password}");
+    } else {
+        println!("created admin `{}` (id {id})", args.username);
     }
     Ok(())
 }

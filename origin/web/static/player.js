@@ -14,6 +14,24 @@
     }
   }
 
+  // Starts playback, with sound where the browser allows autoplay, muted where it only
+  // allows muted autoplay (the viewer unmutes with the controls).
+  function start() {
+    var started = video.play();
+    if (!started || typeof started.catch !== "function") {
+      return;
+    }
+    started.catch(function (err) {
+      if (!err || err.name !== "NotAllowedError") {
+        return;
+      }
+      video.muted = true;
+      video.play().catch(function () {
+        say("Press play to start.");
+      });
+    });
+  }
+
   var src = video.getAttribute("data-src");
   var live = video.getAttribute("data-live") === "true";
   if (window.Hls && window.Hls.isSupported()) {
@@ -23,10 +41,12 @@
         say("Playback failed: " + data.details);
       }
     });
+    hls.on(window.Hls.Events.MANIFEST_PARSED, start);
     hls.loadSource(src);
     hls.attachMedia(video);
   } else if (video.canPlayType("application/vnd.apple.mpegurl")) {
     video.src = src;
+    start();
   } else {
     say("This browser cannot play HLS video.");
     return;
