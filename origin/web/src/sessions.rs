@@ -1,7 +1,8 @@
-//! Admin sessions: random ids kept server-side with an expiry and a CSRF token each.
+//! Admin sessions: random ids kept server-side (as hashes) with an expiry and a CSRF token.
 
 use std::time::Duration;
 
+use sha2::{Digest, Sha256};
 use sqlx::Row;
 
 use crate::accounts::Admin;
@@ -32,6 +33,15 @@ pub fn random_token() -> String {
     bytes.iter().map(|byte| format!("{byte:02x}")).collect()
 }
 
+/// What the sessions table stores for a session id: its SHA-256, so that a copy of the
+/// database (a backup, a leaked dump) holds no cookie that logs anyone in.
+fn stored_id(id: &str) -> String {
+    Sha256::digest(id.as_bytes())
+        .iter()
+        .map(|byte| format!("{byte:02x}"))
+        .collect()
+}
+
 /// Compares two secrets in time that does not depend on where they differ.
 pub fn tokens_match(expected: &str, given: &str) -> bool {
     let (expected, given) = (expected.as_bytes(), given.as_bytes());
@@ -60,7 +70,7 @@ impl Store {
         sqlx::query(
             "INSERT INTO sessions (id, admin_id, csrf_token, expires_at) VALUES ($1, $2, $3, $4)",
         )
-        .bind(&session.id)
+        .bind(stored_id(&session.id))
         .bind(admin.id)
         .bind(&session.csrf_token)
         .bind(session.expires_at)
@@ -72,17 +82,17 @@ impl Store {
     /// The unexpired session with this id.
     pub async fn session(&self, id: &str) -> Result<Option<Session>, StoreError> {
         let row = sqlx::query(
-            "SELECT s.id, s.admin_id, a.username, s.csrf_token, s.expires_at \
+            "SELECT s.admin_id, a.username, s.csrf_token, s.expires_at \
              FROM sessions s JOIN admins a ON a.id = s.admin_id \
              WHERE s.id = $1 AND s.expires_at > $2",
         )
-        .bind(id)
+        .bind(stored_id(id))
         .bind(now_secs())
         .fetch_optional(&self.pool)
         .await?;
         let Some(row) = row else { return Ok(None) };
         Ok(Some(Session {
-            id: row.try_get("id")?,
+            id: id.to_owned(),
             admin: Admin {
                 id: row.try_get("admin_id")?,
                 username: row.try_get("username")?,
@@ -95,7 +105,7 @@ impl Store {
     /// Ends a session (logout).
     pub async fn delete_session(&self, id: &str) -> Result<(), StoreError> {
         sqlx::query("DELETE FROM sessions WHERE id = $1")
-            .bind(id)
+            .bind(stored_id(id))
             .execute(&self.pool)
             .await?;
         Ok(())
@@ -112,6 +122,14 @@ mod tests {
         assert_eq!(a.len(), 64);
         assert!(a.chars().all(|c| c.is_ascii_hexdigit()));
         assert_ne!(a, b);
+    }
+
+    #[test]
+    fn stored_ids_are_hashes_of_the_cookie() {
+        let id = random_token();
+        assert_eq!(stored_id(&id), stored_id(&id));
+        assert_ne!(stored_id(&id), id);
+        assert_eq!(stored_id(&id).len(), 64);
     }
 
     #[test]

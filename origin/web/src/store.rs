@@ -98,6 +98,17 @@ impl Store {
                 url: redact(url),
                 source,
             })?;
+        if backend == Backend::Sqlite {
+            // WAL lets viewers' pages read while a view count or an admin edit writes; the
+            // mode is stored in the file, so setting it on every start is cheap.
+            sqlx::query("PRAGMA journal_mode = WAL")
+                .execute(&pool)
+                .await
+                .map_err(|source| StoreError::Connect {
+                    url: redact(url),
+                    source,
+                })?;
+        }
         let migrator = match backend {
             Backend::Sqlite => &SQLITE_MIGRATIONS,
             Backend::Postgres => &POSTGRES_MIGRATIONS,
