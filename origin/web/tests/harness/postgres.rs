@@ -54,6 +54,30 @@ fn free_port() -> u16 {
         .expect("find a free loopback port")
 }
 
+/// Waits until the server accepts connections (pg_isready): true, or false when it exited
+/// first (its port was taken). Panics if it neither answers nor exits within 60 s.
+fn wait_ready(child: &mut Child, bin: &Path, as_root: bool, port: u16, log: &Path) -> bool {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let ready = command_as_server_user(&bin.join("pg_isready"), as_root)
+            .args(["-q", "-h", "127.0.0.1", "-p", &port.to_string()])
+            .status()
+            .is_ok_and(|status| status.success());
+        if ready {
+            return true;
+        }
+        if matches!(child.try_wait(), Ok(Some(_))) {
+            return false;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "postgres neither answered nor exited within 60 s; its log:\n{}",
+            fs::read_to_string(log).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
 impl Postgres {
     /// Creates a cluster and starts the server; panics with the server's log on failure.
     pub fn start() -> Self {
@@ -108,54 +132,45 @@ impl Postgres {
             String::from_utf8_lossy(&output.stdout),
             String::from_utf8_lossy(&output.stderr)
         );
-        let port = free_port();
-        let log_file = fs::File::create(&log).expect("create the server log");
-        if as_root {
-            let _ = Command::new("chown")
-                .arg("postgres:postgres")
-                .arg(&log)
-                .status();
-        }
-        let child = command_as_server_user(&bin.join("postgres"), as_root)
-            .arg("-D")
-            .arg(&data)
-            .args(["-p", &port.to_string(), "-k"])
-            .arg(&sockets)
-            // Throwaway data: durability costs time and buys nothing here.
-            .args([
-                "-c",
-                "listen_addresses=127.0.0.1",
-                "-c",
-                "fsync=off",
-                "-c",
-                "full_page_writes=off",
-            ])
-            .stdout(Stdio::null())
-            .stderr(log_file)
-            .spawn()
-            .expect("start postgres");
-        let server = Self { child, port, dir };
-        server.wait_ready(&bin, as_root, &log);
-        server
-    }
-
-    /// Waits until the server accepts connections (pg_isready), or panics with its log.
-    fn wait_ready(&self, bin: &Path, as_root: bool, log: &Path) {
-        let deadline = Instant::now() + Duration::from_secs(60);
+        // Another test may take the free port between our probe and postgres binding it:
+        // then postgres exits at once, and we try again on a new port.
+        let mut attempts = 0;
         loop {
-            let ready = command_as_server_user(&bin.join("pg_isready"), as_root)
-                .args(["-q", "-h", "127.0.0.1", "-p", &self.port.to_string()])
-                .status()
-                .is_ok_and(|status| status.success());
-            if ready {
-                return;
+            attempts += 1;
+            let port = free_port();
+            let log_file = fs::File::create(&log).expect("create the server log");
+            if as_root {
+                let _ = Command::new("chown")
+                    .arg("postgres:postgres")
+                    .arg(&log)
+                    .status();
+            }
+            let mut child = command_as_server_user(&bin.join("postgres"), as_root)
+                .arg("-D")
+                .arg(&data)
+                .args(["-p", &port.to_string(), "-k"])
+                .arg(&sockets)
+                // Throwaway data: durability costs time and buys nothing here.
+                .args([
+                    "-c",
+                    "listen_addresses=127.0.0.1",
+                    "-c",
+                    "fsync=off",
+                    "-c",
+                    "full_page_writes=off",
+                ])
+                .stdout(Stdio::null())
+                .stderr(log_file)
+                .spawn()
+                .expect("start postgres");
+            if wait_ready(&mut child, &bin, as_root, port, &log) {
+                return Self { child, port, dir };
             }
             assert!(
-                Instant::now() < deadline,
-                "postgres did not start within 60 s; its log:\n{}",
-                fs::read_to_string(log).unwrap_or_default()
+                attempts < 3,
+                "postgres did not start (3 attempts); its log:\n{}",
+                fs::read_to_string(&log).unwrap_or_default()
             );
-            std::thread::sleep(Duration::from_millis(100));
         }
     }
 
