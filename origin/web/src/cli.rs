@@ -14,7 +14,7 @@ use crate::catalog::ChannelFields;
 use crate::forms::{ChannelForm, FieldError};
 use crate::import::{import, ImportError, ImportRequest};
 use crate::media::{format_duration, InvalidMediaBase, MediaBase};
-use crate::server::{Server, StartError};
+use crate::server::{Options, Server, StartError};
 use crate::sessions::random_token;
 use crate::store::{Store, StoreError, DEFAULT_DATABASE_URL};
 
@@ -46,6 +46,11 @@ pub struct ServeArgs {
     /// served under it (the edge routes /stream/ to the streamers).
     #[arg(long, value_name = "URL", default_value = "/stream/")]
     pub media_base: String,
+
+    /// The streamers' directory: turns on the admin upload form, which packages videos into
+    /// DIR/vod/<slug>/ (without it, titles come from `dime-origin web import`).
+    #[arg(long, value_name = "DIR")]
+    pub media_root: Option<PathBuf>,
 }
 
 /// `--db`, shared by every subcommand.
@@ -177,9 +182,12 @@ pub async fn serve(
     args: ServeArgs,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), CliError> {
-    let media_base = MediaBase::new(&args.media_base)?;
+    let options = Options {
+        media_base: MediaBase::new(&args.media_base)?,
+        media_root: args.media_root,
+    };
     let store = Store::open(&args.db.url).await?;
-    let server = Server::bind(args.listen, store, media_base).await?;
+    let server = Server::bind(args.listen, store, options).await?;
     server.run(shutdown).await.map_err(CliError::Serve)
 }
 

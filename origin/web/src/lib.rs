@@ -21,5 +21,5 @@ pub mod templates;
 
 pub use cli::Args;
 pub use media::MediaBase;
-pub use server::{Server, StartError};
+pub use server::{Options, Server, StartError};
 pub use store::{Backend, Store, StoreError};

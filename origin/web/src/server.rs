@@ -3,6 +3,7 @@
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 
 use tokio::net::TcpListener;
 
@@ -28,6 +29,16 @@ pub enum StartError {
     Templates(#[from] minijinja::Error),
 }
 
+/// What the app serves besides its database.
+#[derive(Debug, Clone, Default)]
+pub struct Options {
+    /// URL prefix of relative stream and poster paths.
+    pub media_base: MediaBase,
+    /// The streamers' directory; when set, admins can upload videos (packaged into
+    /// `vod/<slug>/` under it), otherwise only `dime-origin web import` adds titles.
+    pub media_root: Option<PathBuf>,
+}
+
 /// A bound web app, ready to serve.
 #[derive(Debug)]
 pub struct Server {
@@ -40,7 +51,7 @@ impl Server {
     pub async fn bind(
         listen: SocketAddr,
         store: Store,
-        media_base: MediaBase,
+        options: Options,
     ) -> Result<Self, StartError> {
         let assets = Assets::embedded();
         let templates = Templates::new(&assets)?;
@@ -54,7 +65,8 @@ impl Server {
             store,
             templates,
             assets,
-            media_base,
+            media_base: options.media_base,
+            media_root: options.media_root,
         });
         Ok(Self { listener, state })
     }

@@ -33,6 +33,10 @@ const TEMPLATES: &[(&str, &str)] = &[
         include_str!("../templates/admin/title_form.html"),
     ),
     (
+        "admin/upload.html",
+        include_str!("../templates/admin/upload.html"),
+    ),
+    (
         "admin/channel_form.html",
         include_str!("../templates/admin/channel_form.html"),
     ),

@@ -94,13 +94,13 @@ pub struct NoticeQuery {
 }
 
 /// 303 to `location`: after a POST, the browser loads the next page with GET.
-fn see_other(location: &str) -> Response {
+pub(crate) fn see_other(location: &str) -> Response {
     let location = HeaderValue::from_str(location).unwrap_or(HeaderValue::from_static("/admin/"));
     (StatusCode::SEE_OTHER, [(LOCATION, location)]).into_response()
 }
 
 /// 403 unless `given` is this session's CSRF token.
-fn check_csrf(session: &Session, given: &str) -> Result<(), PageError> {
+pub(crate) fn check_csrf(session: &Session, given: &str) -> Result<(), PageError> {
     if tokens_match(&session.csrf_token, given) {
         Ok(())
     } else {
@@ -209,6 +209,7 @@ pub async fn index(
             username => session.admin.username,
             csrf_token => session.csrf_token,
             titles, channels, notice,
+            uploads => state.media_root.is_some(),
         },
         PRIVATE,
     ))

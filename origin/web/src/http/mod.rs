@@ -9,6 +9,7 @@ pub mod cookies;
 pub mod errors;
 pub mod pages;
 pub mod static_files;
+pub mod upload;
 pub mod views;
 
 use std::ops::Deref;
@@ -37,6 +38,8 @@ pub struct Shared {
     pub assets: Assets,
     /// URL prefix of relative stream and poster paths.
     pub media_base: MediaBase,
+    /// Where uploaded videos are packaged, if uploads are on.
+    pub media_root: Option<std::path::PathBuf>,
 }
 
 /// Cheap handle on [`Shared`], cloned into each request.
@@ -107,6 +110,14 @@ pub fn router(state: AppState) -> Router {
         .route("/admin/logout", post(admin::logout))
         .route("/admin/titles", post(admin::create_title))
         .route("/admin/titles/new", get(admin::new_title))
+        .route(
+            "/admin/titles/upload",
+            get(upload::form)
+                .post(upload::receive)
+                .layer(axum::extract::DefaultBodyLimit::max(
+                    upload::MAX_UPLOAD_BYTES,
+                )),
+        )
         .route("/admin/titles/{id}", post(admin::update_title))
         .route("/admin/titles/{id}/edit", get(admin::edit_title))
         .route("/admin/titles/{id}/delete", post(admin::delete_title))

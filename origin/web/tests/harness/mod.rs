@@ -7,7 +7,7 @@ pub mod postgres;
 
 use std::net::SocketAddr;
 
-use dime_web::{MediaBase, Server, Store};
+use dime_web::{MediaBase, Options, Server, Store};
 use reqwest::header::HeaderMap;
 use reqwest::{Response, StatusCode};
 use tempfile::TempDir;
@@ -63,13 +63,21 @@ pub struct App {
 }
 
 impl App {
-    /// Starts the app over `db` with the media base `/stream/`.
+    /// Starts the app over `db` with the media base `/stream/`, uploads off.
     pub async fn start(db: Db) -> Self {
+        Self::start_with(db, None).await
+    }
+
+    /// Starts the app over `db` with the media base `/stream/` and uploads into `media_root`.
+    pub async fn start_with(db: Db, media_root: Option<std::path::PathBuf>) -> Self {
         let store = Store::open(&db.url()).await.expect("open the database");
         let server = Server::bind(
             "127.0.0.1:0".parse().expect("loopback address"),
             store.clone(),
-            MediaBase::new("/stream/").expect("media base"),
+            Options {
+                media_base: MediaBase::new("/stream/").expect("media base"),
+                media_root,
+            },
         )
         .await
         .expect("start the web app");
