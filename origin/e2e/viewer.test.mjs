@@ -1,0 +1,136 @@
+// A viewer's path through the whole platform, in a real browser: Debian's Chromium, driven by
+// playwright-core, against the stack `make run` starts (dime-edge in front of the web app, two
+// streamers and the live packager). origin/e2e/run.sh starts that stack, runs this, stops it.
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { chromium } from 'playwright-core';
+
+const EDGE = process.env.DIME_EDGE_URL || 'http://127.0.0.1:8080';
+const ADMIN = process.env.DIME_ADMIN_URL || 'http://127.0.0.1:9090';
+const VOD_SLUG = process.env.DIME_VOD_SLUG || 'sample';
+const LIVE_SLUG = process.env.DIME_LIVE_SLUG || 'camera';
+const CHROMIUM = process.env.CHROMIUM || '/usr/bin/chromium';
+
+let browser;
+
+before(async () => {
+  browser = await chromium.launch({
+    executablePath: CHROMIUM,
+    args: [
+      '--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
+      '--disable-background-networking', '--disable-component-update', '--disable-sync',
+      '--autoplay-policy=no-user-gesture-required',
+    ],
+  });
+});
+
+after(async () => {
+  await browser?.close();
+});
+
+// Polls fn until it returns a truthy value or timeoutMs passes; returns the last value.
+async function eventually(fn, timeoutMs, what) {
+  const deadline = Date.now() + timeoutMs;
+  let last;
+  while (Date.now() < deadline) {
+    last = await fn();
+    if (last) return last;
+    await new Promise((r) => setTimeout(r, 250));
+  }
+  assert.fail(`${what}: not true after ${timeoutMs} ms (last value ${JSON.stringify(last)})`);
+}
+
+async function catalog() {
+  const res = await fetch(`${EDGE}/api/catalog`);
+  assert.equal(res.status, 200, `GET ${EDGE}/api/catalog`);
+  return res.json();
+}
+
+function viewsOf(list, slug) {
+  const items = [...(list.titles || []), ...(list.channels || [])];
+  const item = items.find((i) => i.slug === slug);
+  assert.ok(item, `catalog has no item with slug ${slug}: ${JSON.stringify(list)}`);
+  return item.views;
+}
+
+// Opens a player page in a fresh context and records the X-Cache-Status of every segment.
+async function openPlayer(path) {
+  const context = await browser.newContext();
+  const page = await context.newPage();
+  const segments = [];
+  const failures = [];
+  page.on('response', (res) => {
+    if (/\.(ts|m4s|mp4)(\?|$)/.test(res.url())) {
+      segments.push({ url: res.url(), status: res.status(), cache: res.headers()['x-cache-status'] });
+    }
+  });
+  page.on('pageerror', (err) => failures.push(String(err)));
+  const res = await page.goto(EDGE + path);
+  assert.equal(res.status(), 200, `GET ${path}`);
+  return { context, page, segments, failures };
+}
+
+// Waits until the <video id="player"> has played past `seconds` and is still advancing.
+async function assertPlays(page, seconds, what) {
+  const start = await eventually(
+    () => page.evaluate(() => document.getElementById('player')?.currentTime || 0)
+      .then((t) => (t > 0 ? t : 0)),
+    30_000, `${what}: playback starts`);
+  await eventually(
+    () => page.evaluate(() => document.getElementById('player').currentTime)
+      .then((t) => t >= start + seconds),
+    30_000, `${what}: currentTime advances ${seconds} s past ${start}`);
+}
+
+test('the home page lists the live channel and the VoD title', async () => {
+  const context = await browser.newContext();
+  const page = await context.newPage();
+  const res = await page.goto(`${EDGE}/`);
+  assert.equal(res.status(), 200);
+  assert.ok(res.headers()['x-cache-status'], 'the home page came through dime-edge');
+  const hrefs = await page.$$eval('a', (links) => links.map((a) => a.getAttribute('href')));
+  assert.ok(hrefs.some((h) => h && h.endsWith(`/titles/${VOD_SLUG}`)), `link to /titles/${VOD_SLUG} in ${hrefs}`);
+  assert.ok(hrefs.some((h) => h && h.endsWith(`/live/${LIVE_SLUG}`)), `link to /live/${LIVE_SLUG} in ${hrefs}`);
+  await context.close();
+});
+
+test('a VoD title plays through the edge and its view is counted', async () => {
+  const before = viewsOf(await catalog(), VOD_SLUG);
+  const viewer = await openPlayer(`/titles/${VOD_SLUG}`);
+  await assertPlays(viewer.page, 2, 'VoD');
+  await eventually(async () => viewsOf(await catalog(), VOD_SLUG) >= before + 1, 10_000,
+    `view count of ${VOD_SLUG} goes above ${before}`);
+  assert.ok(viewer.segments.length > 0, 'the player fetched segments');
+  assert.ok(viewer.segments.every((s) => s.status === 200 || s.status === 206),
+    `segment statuses: ${JSON.stringify(viewer.segments)}`);
+  assert.deepEqual(viewer.failures, []);
+  await viewer.context.close();
+});
+
+test('two live viewers play and the second is served segments from the edge cache', async () => {
+  const before = viewsOf(await catalog(), LIVE_SLUG);
+  const first = await openPlayer(`/live/${LIVE_SLUG}`);
+  await assertPlays(first.page, 2, 'live viewer 1');
+  const second = await openPlayer(`/live/${LIVE_SLUG}`);
+  await assertPlays(second.page, 2, 'live viewer 2');
+  // Both keep advancing together: the live edge moves, the players follow it.
+  await assertPlays(first.page, 1, 'live viewer 1 still');
+  const hits = second.segments.filter((s) => s.cache === 'HIT');
+  assert.ok(hits.length > 0,
+    `the second viewer got at least one segment from the cache: ${JSON.stringify(second.segments)}`);
+  await eventually(async () => viewsOf(await catalog(), LIVE_SLUG) >= before + 2, 10_000,
+    `view count of ${LIVE_SLUG} goes up by two from ${before}`);
+  assert.deepEqual([...first.failures, ...second.failures], []);
+  await first.context.close();
+  await second.context.close();
+});
+
+test("the edge's metrics show cache hits on the stream route", async () => {
+  const res = await fetch(`${ADMIN}/metrics`);
+  assert.equal(res.status, 200);
+  const text = await res.text();
+  const line = text.split('\n').find((l) =>
+    l.startsWith('dime_cache_requests_total{') && l.includes('route="stream"') && l.includes('status="HIT"'));
+  assert.ok(line, 'dime_cache_requests_total{route="stream",status="HIT"} is exported');
+  assert.ok(parseFloat(line.split(' ').pop()) > 0, line);
+});
