@@ -1,3 +1,4 @@
+#!/usr/bin/env bash
 # Runs Dime's whole platform on localhost for a developer; `make run` builds, then calls this.
 #
 #   127.0.0.1:8080         dime-edge, config/dev.toml; its admin listener is :9090
@@ -107,7 +108,7 @@ rm -f "${web_dir}/sample.mp4"
 setup "registering the live channel" "${origin[@]}" web add-channel --db "${database}" \
 	--slug camera --name "Live camera" --stream live/camera/index.m3u8 \
 	--description "The packager's live channel: /dev/video0 when present, a test pattern otherwise."
-admin_user=admin
+admin_user='admin'
 admin_password=$("${origin[@]}" web create-admin --db "${database}" --username "${admin_user}" \
 	--generate-password 2>>"${log_dir}/setup.log" | tail -n 1) ||
 	die "creating the admin user failed (see ${log_dir}/setup.log)"
