@@ -192,7 +192,8 @@ done
 start packager "${origin[@]}" packager --out "${media_dir}/live" --channel camera --device auto \
 	--size "${live_size}" --fps 30 --bitrate "${live_bitrate}" --segment 1s --window 6 \
 	--health-listen "${packager}"
-start web "${origin[@]}" web --listen "${web}" --db "${database}" --media-base /stream/
+start web "${origin[@]}" web --listen "${web}" --db "${database}" --media-base /stream/ \
+	--media-root "${media_dir}"
 start edge "${bin_dir}/dime-edge" run -c "${edge_config}"
 
 # Ready means the edge is listening, its pools have healthy backends, and the live channel has
