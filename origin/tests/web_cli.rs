@@ -348,3 +348,48 @@ fn an_unknown_database_url_is_refused_with_the_forms_that_work() {
     );
     assert!(err.contains("sqlite://PATH"), "{err}");
 }
+
+#[test]
+fn database_errors_say_what_is_wrong_and_hide_the_password() {
+    let dir = tempfile::tempdir().unwrap();
+    let channel = [
+        "--name",
+        "C",
+        "--slug",
+        "c",
+        "--stream",
+        "live/c/index.m3u8",
+    ];
+
+    let missing = dir.path().join("no/such/dir/web.db");
+    let url = format!("sqlite://{}", missing.display());
+    let mut args = vec!["add-channel", "--db", &url];
+    args.extend(channel);
+    let output = web(dir.path(), &args, "");
+    assert!(!output.status.success());
+    let err = stderr(&output);
+    assert!(err.contains("does not exist; create it"), "{err}");
+    assert_eq!(
+        err.lines().count(),
+        1,
+        "one line, no repeated causes: {err}"
+    );
+
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let url = format!("postgres://dime:s3cret@127.0.0.1:{port}/dime");
+    let mut args = vec!["add-channel", "--db", &url];
+    args.extend(channel);
+    let output = web(dir.path(), &args, "");
+    assert!(!output.status.success());
+    let err = stderr(&output);
+    assert!(
+        err.contains("Connection refused"),
+        "the real cause, not a pool timeout: {err}"
+    );
+    assert!(err.contains("dime:***@"), "{err}");
+    assert!(!err.contains("s3cret"), "{err}");
+}

@@ -17,12 +17,12 @@ use crate::templates::Templates;
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
     /// The listening address is taken or not ours.
-    #[error("cannot listen on {addr}: {source}")]
+    #[error("cannot listen on {addr}: {cause}")]
     Bind {
         /// The address asked for.
         addr: SocketAddr,
         /// What the OS said.
-        source: io::Error,
+        cause: io::Error,
     },
     /// A compiled-in template does not parse (a build defect, reported with its line).
     #[error("page templates are broken: {0}")]
@@ -57,9 +57,9 @@ impl Server {
         let templates = Templates::new(&assets)?;
         let listener = TcpListener::bind(listen)
             .await
-            .map_err(|source| StartError::Bind {
+            .map_err(|cause| StartError::Bind {
                 addr: listen,
-                source,
+                cause,
             })?;
         let state = AppState::new(Shared {
             store,

@@ -5,7 +5,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use sqlx::any::AnyPoolOptions;
 use sqlx::migrate::Migrator;
-use sqlx::AnyPool;
+use sqlx::{AnyConnection, AnyPool, Connection};
 
 /// SQLite's migrations, compiled into the binary.
 static SQLITE_MIGRATIONS: Migrator = sqlx::migrate!("migrations/sqlite");
@@ -38,26 +38,37 @@ impl Backend {
 }
 
 /// Why the database could not be opened or answered.
+///
+/// The driver's error is part of each message rather than a `source`: the binary prints
+/// error chains, and sqlx's errors repeat their cause in their own text.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     /// The URL names no supported database.
     #[error("unsupported database URL `{0}`: use sqlite://PATH (a file, created if missing) or postgres://USER[:PASSWORD]@HOST[:PORT]/DATABASE")]
     UnsupportedUrl(String),
+    /// The directory of a SQLite file does not exist.
+    #[error("cannot open database {url}: directory {dir} does not exist; create it, or point --db elsewhere")]
+    NoDirectory {
+        /// The URL.
+        url: String,
+        /// The missing directory.
+        dir: String,
+    },
     /// Connecting (or creating the SQLite file) failed.
-    #[error("cannot open database {url}: {source}")]
+    #[error("cannot open database {url}: {cause}")]
     Connect {
         /// The URL, password redacted.
         url: String,
         /// What the driver said.
-        source: sqlx::Error,
+        cause: sqlx::Error,
     },
     /// Applying the migrations failed.
-    #[error("cannot migrate database {url}: {source}")]
+    #[error("cannot migrate database {url}: {cause}")]
     Migrate {
         /// The URL, password redacted.
         url: String,
         /// What the migrator said.
-        source: sqlx::migrate::MigrateError,
+        cause: sqlx::migrate::MigrateError,
     },
     /// A row with this unique value exists already.
     #[error("a {what} with slug `{slug}` exists already: choose another slug")]
@@ -69,7 +80,13 @@ pub enum StoreError {
     },
     /// A query failed.
     #[error("database query failed: {0}")]
-    Query(#[from] sqlx::Error),
+    Query(sqlx::Error),
+}
+
+impl From<sqlx::Error> for StoreError {
+    fn from(err: sqlx::Error) -> Self {
+        Self::Query(err)
+    }
 }
 
 /// The catalog and admin database, shared by every request.
@@ -87,27 +104,34 @@ impl Store {
             Backend::of_url(url).ok_or_else(|| StoreError::UnsupportedUrl(redact(url)))?;
         sqlx::any::install_default_drivers();
         let connect_url = match backend {
-            Backend::Sqlite => sqlite_create_if_missing(url),
+            Backend::Sqlite => {
+                check_sqlite_directory(url)?;
+                sqlite_create_if_missing(url)
+            }
             Backend::Postgres => url.to_owned(),
         };
+        let connect_error = |cause| StoreError::Connect {
+            url: redact(url),
+            cause,
+        };
+        // One connection first: a pool that cannot connect only says "timed out", while a
+        // single attempt says why (refused, unknown host, bad password, no such database).
+        let probe = AnyConnection::connect(&connect_url)
+            .await
+            .map_err(connect_error)?;
+        let _ = probe.close().await;
         let pool = AnyPoolOptions::new()
             .max_connections(8)
             .connect(&connect_url)
             .await
-            .map_err(|source| StoreError::Connect {
-                url: redact(url),
-                source,
-            })?;
+            .map_err(connect_error)?;
         if backend == Backend::Sqlite {
             // WAL lets viewers' pages read while a view count or an admin edit writes; the
             // mode is stored in the file, so setting it on every start is cheap.
             sqlx::query("PRAGMA journal_mode = WAL")
                 .execute(&pool)
                 .await
-                .map_err(|source| StoreError::Connect {
-                    url: redact(url),
-                    source,
-                })?;
+                .map_err(connect_error)?;
         }
         let migrator = match backend {
             Backend::Sqlite => &SQLITE_MIGRATIONS,
@@ -116,9 +140,9 @@ impl Store {
         migrator
             .run(&pool)
             .await
-            .map_err(|source| StoreError::Migrate {
+            .map_err(|cause| StoreError::Migrate {
                 url: redact(url),
-                source,
+                cause,
             })?;
         Ok(Self { pool, backend })
     }
@@ -137,6 +161,30 @@ impl Store {
     /// Closes every connection; pending queries finish first.
     pub async fn close(&self) {
         self.pool.close().await;
+    }
+}
+
+/// Fails early, and clearly, when a SQLite file's directory is missing (SQLite would only
+/// say "unable to open database file").
+fn check_sqlite_directory(url: &str) -> Result<(), StoreError> {
+    let path = url
+        .trim_start_matches("sqlite://")
+        .trim_start_matches("sqlite:");
+    let path = path.split('?').next().unwrap_or_default();
+    if path.is_empty() || path == ":memory:" {
+        return Ok(());
+    }
+    let dir = match std::path::Path::new(path).parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir,
+        _ => return Ok(()),
+    };
+    if dir.is_dir() {
+        Ok(())
+    } else {
+        Err(StoreError::NoDirectory {
+            url: url.to_owned(),
+            dir: dir.display().to_string(),
+        })
     }
 }
 
