@@ -8,6 +8,7 @@ DOC is the Markdown file to write.
 """
 
 import json
+import re
 import statistics
 import sys
 from collections import defaultdict
@@ -255,7 +256,19 @@ def main() -> None:
         cached=fmt(cached, 0),
     )
     doc.parent.mkdir(parents=True, exist_ok=True)
-    doc.write_text(text)
+    doc.write_text(text + kept_sections(doc))
+
+
+# Sections other benchmarks write into the same file between `<!-- NAME:begin ...-->` and
+# `<!-- NAME:end -->` markers (benches/reload.py, the k6 viewers): a cache run keeps them.
+SECTION = re.compile(r"<!-- ([a-z0-9-]+):begin.*?-->.*?<!-- \1:end -->\n?", re.S)
+
+
+def kept_sections(doc: Path) -> str:
+    if not doc.exists():
+        return ""
+    sections = [m.group(0) for m in SECTION.finditer(doc.read_text())]
+    return "".join("\n" + section for section in sections)
 
 
 def analysis(quick: bool) -> str:
