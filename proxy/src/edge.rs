@@ -5,6 +5,7 @@
 //! in between routing and the upstream, in its own phases.
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -37,6 +38,9 @@ pub struct Edge {
     cache: EdgeCache,
     /// Series for requests no route matched (`route="none"`).
     unrouted: RouteMetrics,
+    /// Set while the process hands its listeners over or shuts down: responses then close
+    /// their connection, so keep-alive viewers reconnect to the process that stays.
+    draining: Arc<AtomicBool>,
 }
 
 impl Edge {
@@ -47,8 +51,39 @@ impl Edge {
             active,
             metrics,
             cache,
+            draining: Arc::new(AtomicBool::new(false)),
         }
     }
+
+    /// Shares the flag that says the process is draining.
+    pub fn with_draining(mut self, draining: Arc<AtomicBool>) -> Self {
+        self.draining = draining;
+        self
+    }
+}
+
+/// Whether the viewer's connection is TLS.
+fn is_tls(session: &Session) -> bool {
+    session.digest().is_some_and(|d| d.ssl_digest.is_some())
+}
+
+/// `https://host[:port]/path?query` for a plain-HTTP request; the port is the first HTTPS
+/// listener's, left out when it is 443.
+fn https_location(raw_host: &str, uri: &http::Uri, https_port: u16) -> String {
+    let host = normalize_host(raw_host);
+    // Keep an IPv6 literal bracketed.
+    let host = if host.contains(':') {
+        format!("[{host}]")
+    } else {
+        host
+    };
+    let port = if https_port == 443 {
+        String::new()
+    } else {
+        format!(":{https_port}")
+    };
+    let path = uri.path_and_query().map_or("/", |p| p.as_str());
+    format!("https://{host}{port}{path}")
 }
 
 /// Per-request state shared across phases.
@@ -131,7 +166,40 @@ impl ProxyHttp for Edge {
         let path = req.uri.path().to_string();
         match ctx.active.table.lookup(&host, &path) {
             Some(i) => {
-                ctx.route = Some(ctx.active.routes[i].clone());
+                let route = ctx.active.routes[i].clone();
+                let https_port = ctx.active.config.https_listeners.first().map(|a| a.port());
+                if let (true, Some(port), false) =
+                    (route.spec.redirect_https, https_port, is_tls(session))
+                {
+                    ctx.route = Some(route);
+                    if host.is_empty() {
+                        respond_text(
+                            session,
+                            400,
+                            "dime: a redirect to HTTPS needs a Host header\n",
+                            &[],
+                        )
+                        .await?;
+                        return Ok(true);
+                    }
+                    let location = https_location(&ctx.raw_host, &session.req_header().uri, port);
+                    let value = http::HeaderValue::from_str(&location).map_err(|_| {
+                        Error::explain(
+                            ErrorType::InvalidHTTPHeader,
+                            "unrepresentable redirect target",
+                        )
+                    })?;
+                    // 308, not 301: the method and body are kept (RFC 9110 §15.4.9).
+                    respond_text(
+                        session,
+                        308,
+                        &format!("dime: moved to {location}\n"),
+                        &[(http::header::LOCATION, value)],
+                    )
+                    .await?;
+                    return Ok(true);
+                }
+                ctx.route = Some(route);
                 Ok(false)
             }
             None => {
@@ -423,7 +491,7 @@ impl ProxyHttp for Edge {
                 .client_addr()
                 .and_then(|a| a.as_inet())
                 .map(|a| a.ip().to_string()),
-            proto: "http",
+            proto: if is_tls(session) { "https" } else { "http" },
             host: &ctx.raw_host,
             version: session.req_header().version,
         };
@@ -478,6 +546,10 @@ impl ProxyHttp for Edge {
         ctx: &mut RequestCtx,
     ) -> Result<()> {
         forwarding::downstream_response(resp, session.req_header().version);
+        if self.draining.load(Ordering::Acquire) {
+            // HTTP/1.1 answers carry `Connection: close`; HTTP/2 ignores it.
+            session.set_keepalive(None);
+        }
         ctx.cache_status = if session.cache.enabled() || session.cache.bypassing() {
             status_of(&session.cache.phase())
         } else {

@@ -19,3 +19,5 @@ pub mod quick;
 pub mod reload;
 pub mod route;
 pub mod server;
+pub mod systemd;
+pub mod tls;

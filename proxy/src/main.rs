@@ -7,11 +7,14 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use dime_edge::config::{self, compile::DEFAULT_ADMIN};
 use dime_edge::logging::{self, LogFormat};
+use dime_edge::tls::generate;
 use dime_edge::{quick, server};
 
 const EXAMPLES: &str = "\
 Examples:
   dime-edge run -c /etc/dime/edge.toml
+  dime-edge run --upgrade -c /etc/dime/edge.toml   # then: kill -QUIT <old pid>
+  dime-edge cert generate --out certs --name localhost
   dime-edge check -c /etc/dime/edge.toml      # like nginx -t: 0 when valid, 1 and every error when not
   dime-edge proxy --listen 0.0.0.0:8080 --to 10.0.0.5:8081,10.0.0.6:8081
   dime-edge --log-format json run -c edge.toml";
@@ -31,10 +34,17 @@ struct Cli {
 enum Command {
     /// Serve with a configuration file.
     #[command(after_help = "Example:\n  dime-edge run -c config/dev.toml")]
+    #[command(
+        after_help = "Examples:\n  dime-edge run -c /etc/dime/edge.toml\n  dime-edge run --upgrade -c /etc/dime/edge.toml & kill -QUIT $OLD_PID   # zero-downtime upgrade"
+    )]
     Run {
         /// The TOML configuration file.
         #[arg(short, long, value_name = "FILE")]
         config: PathBuf,
+        /// Take the listening sockets over from the running edge, through [server]
+        /// upgrade_sock; then send the old process SIGQUIT and it drains and exits.
+        #[arg(long)]
+        upgrade: bool,
     },
     /// Validate a configuration file and exit: 0 when valid, 1 with every error when not.
     #[command(
@@ -45,6 +55,9 @@ enum Command {
         #[arg(short, long, value_name = "FILE")]
         config: PathBuf,
     },
+    /// Certificates for development and tests.
+    #[command(subcommand)]
+    Cert(CertCommand),
     /// Quick mode, no file: proxy everything on one listener to one pool.
     #[command(
         after_help = "Example:\n  dime-edge proxy --listen 127.0.0.1:8080 --to 127.0.0.1:8081,127.0.0.1:8082"
@@ -67,6 +80,26 @@ enum Command {
     },
 }
 
+#[derive(Subcommand)]
+enum CertCommand {
+    /// Write a local CA (ca.pem, ca.key; kept if present) and a server certificate it signs
+    /// (edge.pem, edge.key) into DIR, and print how to trust the CA.
+    #[command(
+        after_help = "Example:\n  dime-edge cert generate --out .dev/certs --name localhost --name 127.0.0.1"
+    )]
+    Generate {
+        /// Directory for the files; created if missing.
+        #[arg(long, value_name = "DIR")]
+        out: PathBuf,
+        /// DNS name, *.wildcard or IP address the certificate serves (repeat for more).
+        #[arg(long = "name", value_name = "NAME", required = true)]
+        names: Vec<String>,
+        /// Validity of the server certificate, e.g. 90d.
+        #[arg(long, value_name = "DURATION", default_value = "90d", value_parser = humantime::parse_duration)]
+        valid_for: std::time::Duration,
+    },
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
@@ -82,8 +115,8 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
-        Command::Run { config } => match config::load(&config) {
-            Ok(c) => serve(cli.log_format, c),
+        Command::Run { config, upgrade } => match config::load(&config) {
+            Ok(c) => serve(cli.log_format, c, server::RunOptions { upgrade }),
             Err(errors) => {
                 eprintln!("{errors}");
                 eprintln!(
@@ -94,6 +127,11 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
+        Command::Cert(CertCommand::Generate {
+            out,
+            names,
+            valid_for,
+        }) => cert_generate(&out, &names, valid_for),
         Command::Proxy { listen, to, admin } => {
             let q = quick::QuickMode {
                 listen: &listen,
@@ -101,7 +139,7 @@ fn main() -> ExitCode {
                 admin: &admin,
             };
             match quick::config(&q) {
-                Ok(c) => serve(cli.log_format, c),
+                Ok(c) => serve(cli.log_format, c, server::RunOptions::default()),
                 Err(e) => {
                     eprintln!("{e}");
                     ExitCode::FAILURE
@@ -111,9 +149,42 @@ fn main() -> ExitCode {
     }
 }
 
-fn serve(format: LogFormat, config: config::EdgeConfig) -> ExitCode {
+fn cert_generate(
+    out: &std::path::Path,
+    names: &[String],
+    valid_for: std::time::Duration,
+) -> ExitCode {
+    match generate::generate_dir(out, names, valid_for) {
+        Ok(g) => {
+            let ca = g.ca_cert.display();
+            let _ = writeln!(
+                std::io::stdout(),
+                "{} CA: {ca}\nserver certificate for {}: {} (key {})\n\n\
+                 Use it in the config:\n  [listen]\n  https = [\"127.0.0.1:8443\"]\n  [[tls.certificates]]\n  cert = \"{}\"\n  key = \"{}\"\n\n\
+                 Trust the CA (once; it is reused by later runs):\n  \
+                 curl:      curl --cacert {ca} https://localhost:8443/\n  \
+                 Debian:    sudo cp {ca} /usr/local/share/ca-certificates/dime-dev-ca.crt && sudo update-ca-certificates\n  \
+                 Chromium:  certutil -d sql:$HOME/.pki/nssdb -A -t C,, -n dime-dev-ca -i {ca}\n  \
+                 Firefox:   Settings > Privacy & Security > Certificates > View Certificates > Authorities > Import {ca}",
+                if g.new_ca { "new" } else { "reused" },
+                names.join(", "),
+                g.cert.display(),
+                g.key.display(),
+                g.cert.display(),
+                g.key.display(),
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("dime-edge cert generate: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn serve(format: LogFormat, config: config::EdgeConfig, options: server::RunOptions) -> ExitCode {
     logging::init(format);
-    match server::serve(config) {
+    match server::serve(config, options) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("dime-edge: {e:#}");

@@ -2,12 +2,15 @@
 //! reload) and shutdown.
 
 use std::net::TcpListener;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use arc_swap::ArcSwap;
-use pingora_core::server::configuration::ServerConf;
+use pingora_core::listeners::tls::TlsSettings;
+use pingora_core::server::configuration::{Opt, ServerConf};
 use pingora_core::server::{ExecutionPhase, Server};
 use pingora_core::services::background::background_service;
 use pingora_core::services::listening::Service;
@@ -22,19 +25,45 @@ use crate::metrics::Metrics;
 use crate::reload::signal::SighupReload;
 use crate::reload::watcher::ConfigWatcher;
 use crate::reload::Reloader;
+use crate::tls::live::{log_certificates, CertificateReload};
+use crate::tls::SniResolver;
+
+/// After shutdown starts, in-flight must stay at zero this long before the process exits:
+/// a connection accepted just before the listeners closed gets its request parsed (and
+/// counted) within it.
+const DRAIN_SETTLE: Duration = Duration::from_millis(250);
+
+/// How `run` starts.
+#[derive(Debug, Clone, Default)]
+pub struct RunOptions {
+    /// Take the listening sockets over from a running edge (`run --upgrade`) instead of
+    /// binding them.
+    pub upgrade: bool,
+}
 
 /// Starts the edge with `config` and serves until a signal ends the process.
-pub fn serve(config: EdgeConfig) -> anyhow::Result<()> {
-    // pingora binds inside its service threads and exits the process on failure with a
-    // terse log line; binding once here first turns that into a clear error.
-    // Held together, so listeners that conflict with each other (`0.0.0.0:P` beside `[::]:P`
-    // on a dual-stack host) fail here too.
-    let mut probes = Vec::new();
-    for addr in config.http_listeners.iter().chain([&config.admin_listener]) {
-        probes.push(TcpListener::bind(addr).with_context(|| format!("cannot listen on {addr}"))?);
+pub fn serve(config: EdgeConfig, run: RunOptions) -> anyhow::Result<()> {
+    if run.upgrade {
+        check_upgrade_sock(&config.server.upgrade_sock)?;
+    } else {
+        // pingora binds inside its service threads and exits the process on failure with a
+        // terse log line; binding once here first turns that into a clear error.
+        // Held together, so listeners that conflict with each other (`0.0.0.0:P` beside
+        // `[::]:P` on a dual-stack host) fail here too. An upgrade inherits its sockets.
+        let mut probes = Vec::new();
+        for addr in config
+            .http_listeners
+            .iter()
+            .chain(&config.https_listeners)
+            .chain([&config.admin_listener])
+        {
+            probes
+                .push(TcpListener::bind(addr).with_context(|| format!("cannot listen on {addr}"))?);
+        }
+        drop(probes);
     }
-    drop(probes);
     tracing::info!("{}", config.summary());
+    log_certificates(&config.certificates);
 
     let grace = config.server.grace_period;
     let conf = ServerConf {
@@ -43,10 +72,25 @@ pub fn serve(config: EdgeConfig) -> anyhow::Result<()> {
         // the grace period is over; pingora's own (whole-second) timer is only a backstop.
         grace_period_seconds: Some(grace.as_secs() + 2),
         graceful_shutdown_timeout_seconds: Some(1),
+        upgrade_sock: config.server.upgrade_sock.display().to_string(),
         ..ServerConf::default()
     };
-    let mut server = Server::new_with_opt_and_conf(None, conf);
+    let opt = Opt {
+        upgrade: run.upgrade,
+        ..Opt::default()
+    };
+    let mut server = Server::new_with_opt_and_conf(Some(opt), conf);
+    if run.upgrade {
+        tracing::info!(
+            socket = %config.server.upgrade_sock.display(),
+            "waiting for the running edge's listeners: send it SIGQUIT now"
+        );
+    }
+    // With --upgrade this blocks until the old process sends its sockets (it does on SIGQUIT).
     server.bootstrap();
+    if run.upgrade {
+        tracing::info!("listeners taken over from the previous process");
+    }
 
     let metrics = Arc::new(Metrics::new());
     let cache = EdgeCache::new(
@@ -61,6 +105,9 @@ pub fn serve(config: EdgeConfig) -> anyhow::Result<()> {
         .set(i64::try_from(config.cache.memory).unwrap_or(i64::MAX));
     let config_file = config.file.clone();
     let http_listeners = config.http_listeners.clone();
+    let https_listeners = config.https_listeners.clone();
+    let resolver = Arc::new(SniResolver::new(config.cert_set()));
+    let certificates = config.certificates.clone();
     let admin_listener = config.admin_listener;
     let active = Active::build(config, &metrics).map_err(anyhow::Error::msg)?;
     if active.pools.is_empty() {
@@ -69,8 +116,16 @@ pub fn serve(config: EdgeConfig) -> anyhow::Result<()> {
     let active = Arc::new(ArcSwap::from_pointee(active));
     let reloader = match &config_file {
         Some(path) => Some(Arc::new(
-            Reloader::new(path, active.clone(), metrics.clone(), Vec::new())
-                .map_err(anyhow::Error::msg)?,
+            Reloader::new(
+                path,
+                active.clone(),
+                metrics.clone(),
+                vec![Arc::new(CertificateReload::new(
+                    resolver.clone(),
+                    &certificates,
+                ))],
+            )
+            .map_err(anyhow::Error::msg)?,
         )),
         None => {
             // Quick mode reloads nothing, but still says which config it runs.
@@ -86,9 +141,10 @@ pub fn serve(config: EdgeConfig) -> anyhow::Result<()> {
         }
     };
 
+    let draining = Arc::new(AtomicBool::new(false));
     let mut proxy = pingora_proxy::http_proxy_service_with_name(
         &server.configuration,
-        Edge::new(active.clone(), metrics.clone(), cache),
+        Edge::new(active.clone(), metrics.clone(), cache).with_draining(draining.clone()),
         "dime-edge proxy",
     );
     // HTTP/2 over cleartext (prior knowledge) beside HTTP/1.1, as Varnish and nginx offer.
@@ -99,6 +155,16 @@ pub fn serve(config: EdgeConfig) -> anyhow::Result<()> {
     }
     for addr in &http_listeners {
         proxy.add_tcp(&addr.to_string());
+    }
+    for addr in &https_listeners {
+        // The paths are unused: the resolver supplies every certificate, by SNI.
+        let mut tls = TlsSettings::intermediate("", "")
+            .map_err(|e| anyhow::anyhow!("TLS settings for {addr}: {e}"))?;
+        tls.set_cert_resolver(resolver.clone());
+        // ALPN: h2 preferred, http/1.1 beside it. pingora's rustls acceptor allows TLS 1.2
+        // and 1.3 only.
+        tls.enable_h2();
+        proxy.add_tls_with_settings(&addr.to_string(), None, tls);
     }
 
     let mut admin = Service::new(
@@ -134,19 +200,56 @@ pub fn serve(config: EdgeConfig) -> anyhow::Result<()> {
         ));
     }
     server.add_service(background_service("SIGHUP", SighupReload { reloader }));
-    spawn_drain_watcher(&server, metrics, grace);
+    server.add_service(background_service("systemd notify", SystemdReady));
+    spawn_drain_watcher(&server, metrics, grace, draining);
     server.run_forever();
 }
 
-/// Ends the process as soon as in-flight requests are done after SIGTERM, instead of always
-/// sleeping the whole grace period as pingora does.
-fn spawn_drain_watcher(server: &Server, metrics: Arc<Metrics>, grace: Duration) {
+/// `run --upgrade` binds the socket the old process connects to; pingora panics when it
+/// cannot, so say why first.
+fn check_upgrade_sock(path: &Path) -> anyhow::Result<()> {
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    if !dir.is_dir() {
+        bail!(
+            "server.upgrade_sock {}: directory {} does not exist; create it or set [server] upgrade_sock",
+            path.display(),
+            dir.display()
+        );
+    }
+    Ok(())
+}
+
+/// Ends the process as soon as in-flight requests are done after SIGTERM or an upgrade,
+/// instead of always sleeping the whole grace period as pingora does. During an upgrade's
+/// handover it also sets `draining`, so keep-alive viewers are told to reconnect (to the new
+/// process) after their current response instead of having idle connections cut.
+fn spawn_drain_watcher(
+    server: &Server,
+    metrics: Arc<Metrics>,
+    grace: Duration,
+    draining: Arc<AtomicBool>,
+) {
     let mut phases = server.watch_execution_phase();
     std::thread::spawn(move || loop {
         match phases.blocking_recv() {
+            Ok(ExecutionPhase::GracefulUpgradeTransferringFds) => {
+                tracing::info!("upgrade: handing the listeners to the new process");
+                draining.store(true, Ordering::Release);
+            }
             Ok(ExecutionPhase::ShutdownGracePeriod) => {
+                draining.store(true, Ordering::Release);
                 let deadline = Instant::now() + grace;
-                while metrics.in_flight.get() > 0 && Instant::now() < deadline {
+                let mut idle_since: Option<Instant> = None;
+                while Instant::now() < deadline {
+                    if metrics.in_flight.get() > 0 {
+                        idle_since = None;
+                    } else if idle_since.get_or_insert_with(Instant::now).elapsed() >= DRAIN_SETTLE
+                    {
+                        break;
+                    }
                     std::thread::sleep(Duration::from_millis(20));
                 }
                 let left = metrics.in_flight.get();
@@ -165,4 +268,14 @@ fn spawn_drain_watcher(server: &Server, metrics: Arc<Metrics>, grace: Duration) 
             Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
         }
     });
+}
+
+/// Tells systemd, when it started us, that the edge is up and which pid it is.
+struct SystemdReady;
+
+#[async_trait::async_trait]
+impl pingora_core::services::background::BackgroundService for SystemdReady {
+    async fn start(&self, _shutdown: pingora_core::server::ShutdownWatch) {
+        crate::systemd::ready();
+    }
 }

@@ -4,6 +4,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::ops::Range;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use http::{HeaderName, HeaderValue};
@@ -12,10 +13,11 @@ use toml::Spanned;
 use super::error::{ConfigError, ConfigErrors, Locator};
 use super::file::{
     AdminSection, BackendEntry, CacheSection, ConfigFile, HealthCheckSection, PoolSection,
-    RouteCacheSection, RouteSection,
+    RouteCacheSection, RouteSection, TlsSection,
 };
 use crate::cache::{CacheMode, CachePolicy};
 use crate::route::HostMatch;
+use crate::tls::{self, CertSet, LoadedCert};
 
 /// The admin listener when the file names none.
 pub const DEFAULT_ADMIN: &str = "127.0.0.1:9090";
@@ -23,6 +25,8 @@ const DEFAULT_GRACE: Duration = Duration::from_secs(5);
 /// The watcher's quiet time when the file names none.
 pub const DEFAULT_DEBOUNCE: Duration = Duration::from_millis(50);
 const MAX_DEBOUNCE: Duration = Duration::from_secs(10);
+/// Where `run --upgrade` meets the running process when the file names no socket.
+pub const DEFAULT_UPGRADE_SOCK: &str = "/run/dime-edge/upgrade.sock";
 const MAX_DURATION: Duration = Duration::from_secs(24 * 3600);
 
 /// A validated configuration: everything the proxy needs, nothing it must check again.
@@ -44,6 +48,10 @@ pub struct EdgeConfig {
     pub server: ServerSettings,
     /// Plain HTTP listeners.
     pub http_listeners: Vec<SocketAddr>,
+    /// HTTPS listeners (HTTP/2 and HTTP/1.1 by ALPN).
+    pub https_listeners: Vec<SocketAddr>,
+    /// Certificates for the HTTPS listeners, in file order; the first is the default.
+    pub certificates: Vec<CertSpec>,
     /// The admin listener.
     pub admin_listener: SocketAddr,
     /// Pools, by name order.
@@ -59,6 +67,32 @@ pub struct EdgeConfig {
 pub struct AdminSettings {
     /// Bearer token of `POST /config/reload` and `GET /config`; `None` refuses both.
     pub token: Option<String>,
+}
+
+/// One served certificate, read and checked when the config was compiled.
+#[derive(Debug, Clone)]
+pub struct CertSpec {
+    /// The PEM chain file, resolved against the config file's directory.
+    pub cert: PathBuf,
+    /// The PEM key file.
+    pub key: PathBuf,
+    /// SNI names it serves, lowercase: `host` or `*.suffix`.
+    pub names: Vec<String>,
+    /// The chain and key as read.
+    pub loaded: LoadedCert,
+}
+
+/// How a pool talks TLS to its backends.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UpstreamTls {
+    /// Name sent in SNI and verified against the backend's certificate.
+    pub sni: String,
+    /// Whether the backend's certificate is verified (chain and name).
+    pub verify: bool,
+    /// The CA bundle, DER certificates; `None` means the system roots.
+    pub ca: Option<Arc<Vec<Vec<u8>>>>,
+    /// Where the bundle came from, for messages.
+    pub ca_file: Option<PathBuf>,
 }
 
 /// The shared cache's settings.
@@ -82,6 +116,8 @@ pub struct ServerSettings {
     pub threads: usize,
     /// How long SIGTERM waits for in-flight requests before exiting.
     pub grace_period: Duration,
+    /// Unix socket where `run --upgrade` receives the listeners from the running process.
+    pub upgrade_sock: PathBuf,
 }
 
 /// How a pool picks a backend for a request.
@@ -116,6 +152,8 @@ pub struct PoolSpec {
     pub retries: usize,
     /// Active health check.
     pub health_check: HealthCheckSpec,
+    /// TLS to the backends, when on.
+    pub tls: Option<UpstreamTls>,
 }
 
 /// What an active health check sends.
@@ -168,6 +206,8 @@ pub struct RouteSpec {
     pub response_headers: Vec<(HeaderName, HeaderValue)>,
     /// Cache policy.
     pub cache: CachePolicy,
+    /// Plain-HTTP requests get a 308 to the HTTPS URL.
+    pub redirect_https: bool,
 }
 
 impl EdgeConfig {
@@ -180,7 +220,15 @@ impl EdgeConfig {
     /// itself and whatever it references. A component that reads another file (a certificate,
     /// a key) adds it here, so editing it triggers a reload like editing the config does.
     pub fn watched_files(&self) -> Vec<PathBuf> {
-        self.file.iter().cloned().collect()
+        let mut files: Vec<PathBuf> = self.file.iter().cloned().collect();
+        files.extend(self.certificate_files());
+        // A new CA bundle changes which origins are trusted: reload for it too.
+        files.extend(
+            self.pools
+                .iter()
+                .filter_map(|p| p.tls.as_ref()?.ca_file.clone()),
+        );
+        files
     }
 
     /// The directory relative paths inside the config resolve against: the config file's own.
@@ -191,9 +239,16 @@ impl EdgeConfig {
     /// One line for `dime-edge check` and the startup log.
     pub fn summary(&self) -> String {
         let backends: usize = self.pools.iter().map(|p| p.backends.len()).sum();
-        let listeners: Vec<String> = self.http_listeners.iter().map(|a| a.to_string()).collect();
+        let mut listeners: Vec<String> =
+            self.http_listeners.iter().map(|a| a.to_string()).collect();
+        listeners.extend(self.https_listeners.iter().map(|a| format!("https://{a}")));
+        let certs = if self.certificates.is_empty() {
+            String::new()
+        } else {
+            format!(", {} certificate(s)", self.certificates.len())
+        };
         format!(
-            "{}: ok: {} route(s), {} pool(s), {} backend(s), listening on {}, admin on {}",
+            "{}: ok: {} route(s), {} pool(s), {} backend(s){certs}, listening on {}, admin on {}",
             self.source,
             self.routes.len(),
             self.pools.len(),
@@ -201,6 +256,24 @@ impl EdgeConfig {
             listeners.join(", "),
             self.admin_listener
         )
+    }
+
+    /// The certificate table the HTTPS listeners serve.
+    pub fn cert_set(&self) -> CertSet {
+        let entries: Vec<_> = self
+            .certificates
+            .iter()
+            .map(|c| (c.names.clone(), c.loaded.key.clone()))
+            .collect();
+        CertSet::new(&entries)
+    }
+
+    /// Every certificate and key file the config reads, for the file watcher.
+    pub fn certificate_files(&self) -> Vec<PathBuf> {
+        self.certificates
+            .iter()
+            .flat_map(|c| [c.cert.clone(), c.key.clone()])
+            .collect()
     }
 }
 
@@ -280,6 +353,18 @@ impl Compiler<'_> {
             grace_period: self
                 .duration(file.server.grace_period.as_ref(), "server.grace_period")
                 .unwrap_or(DEFAULT_GRACE),
+            upgrade_sock: match &file.server.upgrade_sock {
+                Some(p) if p.get_ref().trim().is_empty() => {
+                    self.err(
+                        p.span(),
+                        "server.upgrade_sock",
+                        "must not be empty: write a path, e.g. \"/run/dime-edge/upgrade.sock\"",
+                    );
+                    PathBuf::from(DEFAULT_UPGRADE_SOCK)
+                }
+                Some(p) => self.path(p.get_ref()),
+                None => PathBuf::from(DEFAULT_UPGRADE_SOCK),
+            },
         };
 
         let mut http_listeners = Vec::new();
@@ -291,11 +376,50 @@ impl Compiler<'_> {
                 http_listeners.push(addr);
             }
         }
-        if file.listen.http.is_empty() {
-            self.errors.push(
-                self.loc
-                    .whole("listen.http", "at least one HTTP listener is required"),
+        let mut https_listeners = Vec::new();
+        for (i, l) in file.listen.https.iter().enumerate() {
+            let field = format!("listen.https[{i}]");
+            if let Some(addr) = self.listen_addr(l, &field) {
+                if https_listeners.contains(&addr) {
+                    self.err(l.span(), &field, "listed twice");
+                } else if http_listeners.contains(&addr) {
+                    self.err(
+                        l.span(),
+                        &field,
+                        format!(
+                            "{addr} is also a plain HTTP listener; one address serves one protocol"
+                        ),
+                    );
+                }
+                https_listeners.push(addr);
+            }
+        }
+        if file.listen.http.is_empty() && file.listen.https.is_empty() {
+            self.errors.push(self.loc.whole(
+                "listen.http",
+                "at least one HTTP or HTTPS listener is required",
+            ));
+        }
+        let certificates = self.certificates(&file.tls);
+        if !https_listeners.is_empty()
+            && certificates.is_empty()
+            && file.tls.certificates.is_empty()
+        {
+            let span = file.listen.https[0].span();
+            self.err(
+                span,
+                "listen.https",
+                "HTTPS listeners need at least one [[tls.certificates]] entry (cert = \"...pem\", key = \"...key\")",
             );
+        }
+        if https_listeners.is_empty() {
+            if let Some(first) = file.tls.certificates.first() {
+                self.err(
+                    first.span(),
+                    "tls.certificates",
+                    "certificates are configured but no HTTPS listener: add [listen] https = [\"0.0.0.0:443\"]",
+                );
+            }
         }
         let admin_listener = match &file.listen.admin {
             Some(a) => self
@@ -303,12 +427,12 @@ impl Compiler<'_> {
                 .unwrap_or_else(|| DEFAULT_ADMIN.parse().expect("constant address")),
             None => DEFAULT_ADMIN.parse().expect("constant address"),
         };
-        if http_listeners.contains(&admin_listener) {
+        if http_listeners.contains(&admin_listener) || https_listeners.contains(&admin_listener) {
             let span = file.listen.admin.as_ref().map_or(0..0, |a| a.span());
             self.err(
                 span,
                 "listen.admin",
-                "the admin listener cannot share an HTTP listener's address",
+                "the admin listener cannot share an HTTP or HTTPS listener's address",
             );
         }
 
@@ -323,7 +447,7 @@ impl Compiler<'_> {
         let mut seen: HashMap<(HostMatch, String), usize> = HashMap::new();
         let mut names: HashMap<String, usize> = HashMap::new();
         for (i, r) in file.routes.iter().enumerate() {
-            if let Some(route) = self.route(i, r, &pool_names) {
+            if let Some(route) = self.route(i, r, &pool_names, !https_listeners.is_empty()) {
                 let name_span = r.get_ref().name.as_ref().map_or(r.span(), |n| n.span());
                 if route.name == "none" {
                     self.err(
@@ -390,6 +514,8 @@ impl Compiler<'_> {
             debounce,
             server,
             http_listeners,
+            https_listeners,
+            certificates,
             admin_listener,
             pools,
             routes,
@@ -488,6 +614,7 @@ impl Compiler<'_> {
             None => 2,
         };
         let health_check = self.health_check(&field, p.health_check.as_ref());
+        let tls = self.upstream_tls(&field, p);
         Some(PoolSpec {
             name: name.to_string(),
             backends,
@@ -499,6 +626,157 @@ impl Compiler<'_> {
             idle_timeout,
             retries,
             health_check,
+            tls,
+        })
+    }
+
+    /// A path from the file (certificates, CA bundles), relative to the file's directory, so
+    /// the config means the same whatever directory the edge starts in.
+    fn path(&self, p: &str) -> PathBuf {
+        resolve_path(Some(Path::new(self.loc.file)), p)
+    }
+
+    fn certificates(&mut self, t: &TlsSection) -> Vec<CertSpec> {
+        let mut out: Vec<CertSpec> = Vec::new();
+        // name -> index of the certificate that serves it
+        let mut owners: HashMap<String, usize> = HashMap::new();
+        for (i, entry) in t.certificates.iter().enumerate() {
+            let field = format!("tls.certificates[{i}]");
+            let e = entry.get_ref();
+            let cert = self.path(e.cert.get_ref());
+            let key = self.path(e.key.get_ref());
+            let loaded = match tls::certs::load(&cert, &key) {
+                Ok(l) => l,
+                Err(err) => {
+                    // A key problem is reported at the key field, everything else at the cert.
+                    let (span, f) = match &err {
+                        tls::CertError::NoKey { .. } => (e.key.span(), format!("{field}.key")),
+                        tls::CertError::Read { path, .. } if *path == key => {
+                            (e.key.span(), format!("{field}.key"))
+                        }
+                        _ => (e.cert.span(), format!("{field}.cert")),
+                    };
+                    self.err(span, &f, err.to_string());
+                    continue;
+                }
+            };
+            let names: Vec<String> = match &e.names {
+                Some(list) => {
+                    if list.get_ref().is_empty() {
+                        self.err(list.span(), &format!("{field}.names"), "empty list: name at least one host, or leave names out to use the certificate's SANs");
+                    }
+                    let mut names = Vec::new();
+                    for (j, n) in list.get_ref().iter().enumerate() {
+                        let nf = format!("{field}.names[{j}]");
+                        let name = match HostMatch::parse(n.get_ref()) {
+                            Ok(HostMatch::Exact(h)) => h,
+                            Ok(HostMatch::Wildcard(suffix)) => format!("*{suffix}"),
+                            Ok(HostMatch::Any) => continue,
+                            Err(reason) => {
+                                self.err(n.span(), &nf, reason);
+                                continue;
+                            }
+                        };
+                        if !loaded.covers(&name) {
+                            self.err(
+                                n.span(),
+                                &nf,
+                                format!(
+                                    "{} does not cover \"{name}\" (its DNS names: {}); clients would reject the handshake",
+                                    cert.display(),
+                                    if loaded.sans.is_empty() { "none".to_string() } else { loaded.sans.join(", ") }
+                                ),
+                            );
+                        }
+                        names.push(name);
+                    }
+                    names
+                }
+                None => {
+                    if loaded.sans.is_empty() {
+                        self.err(
+                            e.cert.span(),
+                            &format!("{field}.cert"),
+                            format!("{}: the certificate has no DNS names in subjectAltName; list the hosts it serves with names = [...]", cert.display()),
+                        );
+                    }
+                    loaded.sans.clone()
+                }
+            };
+            for name in &names {
+                if let Some(j) = owners.get(name) {
+                    let span = e.names.as_ref().map_or(e.cert.span(), |n| n.span());
+                    self.err(
+                        span,
+                        &format!("{field}.names"),
+                        format!("\"{name}\" is already served by tls.certificates[{j}]; each name needs exactly one certificate"),
+                    );
+                } else {
+                    owners.insert(name.clone(), i);
+                }
+            }
+            out.push(CertSpec {
+                cert,
+                key,
+                names,
+                loaded,
+            });
+        }
+        out
+    }
+
+    fn upstream_tls(&mut self, field: &str, p: &PoolSection) -> Option<UpstreamTls> {
+        let on = p.tls.as_ref().is_some_and(|t| *t.get_ref());
+        if !on {
+            for (key, span) in [
+                ("sni", p.sni.as_ref().map(|s| s.span())),
+                ("ca_file", p.ca_file.as_ref().map(|s| s.span())),
+                ("verify", p.verify.as_ref().map(|s| s.span())),
+            ] {
+                if let Some(span) = span {
+                    self.err(
+                        span,
+                        &format!("{field}.{key}"),
+                        "only applies with tls = true",
+                    );
+                }
+            }
+            return None;
+        }
+        let verify = p.verify.as_ref().is_none_or(|v| *v.get_ref());
+        let sni = match &p.sni {
+            Some(s) => match HostMatch::parse(s.get_ref()) {
+                Ok(HostMatch::Exact(h)) => h,
+                _ => {
+                    self.err(s.span(), &format!("{field}.sni"), format!("invalid name \"{}\": write the host name the backends' certificates are issued for, e.g. \"origin.example.com\"", s.get_ref()));
+                    String::new()
+                }
+            },
+            None if verify => {
+                let span = p.tls.as_ref().map_or(0..0, |t| t.span());
+                self.err(span, &format!("{field}.sni"), "tls = true needs sni = \"name\": the host name the backends' certificates are issued for (it is sent in SNI and verified)");
+                String::new()
+            }
+            None => String::new(),
+        };
+        let (ca, ca_file) = match &p.ca_file {
+            None => (None, None),
+            Some(f) => {
+                let path = self.path(f.get_ref());
+                match read_ca_bundle(&path) {
+                    Ok(ders) => (Some(Arc::new(ders)), Some(path)),
+                    Err(reason) => {
+                        self.err(f.span(), &format!("{field}.ca_file"), reason);
+                        (None, Some(path))
+                    }
+                }
+            }
+        };
+        Some(UpstreamTls {
+            sni,
+            verify,
+            ca,
+            ca_file,
         })
     }
 
@@ -612,7 +890,13 @@ impl Compiler<'_> {
         }
     }
 
-    fn route(&mut self, i: usize, r: &Spanned<RouteSection>, pools: &[&str]) -> Option<RouteSpec> {
+    fn route(
+        &mut self,
+        i: usize,
+        r: &Spanned<RouteSection>,
+        pools: &[&str],
+        has_https: bool,
+    ) -> Option<RouteSpec> {
         let field = format!("routes[{i}]");
         let s = r.get_ref();
         let mut ok = true;
@@ -681,7 +965,17 @@ impl Compiler<'_> {
             },
         };
         let cache = self.route_cache(&field, s.cache.as_ref());
+        let redirect_https = s.redirect_https.as_ref().is_some_and(|r| *r.get_ref());
+        if redirect_https && !has_https {
+            let span = s.redirect_https.as_ref().map_or(r.span(), |r| r.span());
+            self.err(
+                span,
+                &format!("{field}.redirect_https"),
+                "redirects to HTTPS need an HTTPS listener: add [listen] https = [\"0.0.0.0:443\"]",
+            );
+        }
         ok.then(|| RouteSpec {
+            redirect_https,
             cache,
             name,
             host,
@@ -969,4 +1263,32 @@ fn valid_route_name(s: &str) -> bool {
     !s.is_empty()
         && s.chars()
             .all(|c| c.is_ascii_alphanumeric() || "-_./*".contains(c))
+}
+
+/// Reads a PEM bundle of CA certificates into DER, each one checked to parse.
+fn read_ca_bundle(path: &Path) -> Result<Vec<Vec<u8>>, String> {
+    use rustls_pki_types::pem::PemObject;
+    use x509_parser::prelude::{FromDer, X509Certificate};
+    let pem = std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let ders = rustls_pki_types::CertificateDer::pem_slice_iter(&pem)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| format!("{}: not a PEM certificate bundle: {e}", path.display()))?;
+    if ders.is_empty() {
+        return Err(format!(
+            "{}: no CERTIFICATE block: expected PEM CA certificates",
+            path.display()
+        ));
+    }
+    let mut out = Vec::new();
+    for (i, d) in ders.iter().enumerate() {
+        X509Certificate::from_der(d.as_ref()).map_err(|e| {
+            format!(
+                "{}: certificate #{} cannot be parsed: {e}",
+                path.display(),
+                i + 1
+            )
+        })?;
+        out.push(d.to_vec());
+    }
+    Ok(out)
 }

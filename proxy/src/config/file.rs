@@ -23,6 +23,9 @@ pub struct ConfigFile {
     /// The shared in-memory cache.
     #[serde(default)]
     pub cache: CacheSection,
+    /// Certificates for the HTTPS listeners.
+    #[serde(default)]
+    pub tls: TlsSection,
     /// The admin API's own settings.
     #[serde(default)]
     pub admin: AdminSection,
@@ -47,6 +50,27 @@ pub struct ReloadSection {
 pub struct AdminSection {
     /// Bearer token for `POST /config/reload` and `GET /config`; both are refused without one.
     pub token: Option<Spanned<String>>,
+}
+
+/// `[tls]`: certificates served on the HTTPS listeners.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsSection {
+    /// `[[tls.certificates]]`, in file order; the first is the default.
+    #[serde(default)]
+    pub certificates: Vec<Spanned<CertificateSection>>,
+}
+
+/// `[[tls.certificates]]`: one certificate chain and its key.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CertificateSection {
+    /// PEM file: the leaf certificate first, then its intermediates.
+    pub cert: Spanned<String>,
+    /// PEM file: the private key (PKCS#8, PKCS#1 or SEC1).
+    pub key: Spanned<String>,
+    /// SNI names it serves (`example.com`, `*.example.com`); absent means its SANs.
+    pub names: Option<Spanned<Vec<Spanned<String>>>>,
 }
 
 /// `[cache]`: the in-memory cache every route shares.
@@ -91,6 +115,8 @@ pub struct ServerSection {
     pub threads: Option<Spanned<i64>>,
     /// How long SIGTERM waits for in-flight requests, e.g. `"5s"`.
     pub grace_period: Option<Spanned<String>>,
+    /// Unix socket through which `run --upgrade` takes the listeners over.
+    pub upgrade_sock: Option<Spanned<String>>,
 }
 
 /// `[listen]`: listening addresses.
@@ -100,6 +126,9 @@ pub struct ListenSection {
     /// Plain HTTP listeners, `IP:port`.
     #[serde(default)]
     pub http: Vec<Spanned<String>>,
+    /// HTTPS listeners, `IP:port`; they need `[[tls.certificates]]`.
+    #[serde(default)]
+    pub https: Vec<Spanned<String>>,
     /// Admin listener (metrics, health), `IP:port`.
     pub admin: Option<Spanned<String>>,
 }
@@ -126,6 +155,14 @@ pub struct PoolSection {
     pub retries: Option<Spanned<i64>>,
     /// Active health check.
     pub health_check: Option<HealthCheckSection>,
+    /// Talk to the backends over TLS.
+    pub tls: Option<Spanned<bool>>,
+    /// Name sent in SNI and checked against the backends' certificates.
+    pub sni: Option<Spanned<String>>,
+    /// PEM bundle of the CAs that may sign the backends' certificates (default: system roots).
+    pub ca_file: Option<Spanned<String>>,
+    /// Verify the backends' certificates (default true; false is logged as a warning).
+    pub verify: Option<Spanned<bool>>,
 }
 
 /// One backend of a pool. (Untagged enums lose TOML spans, so the entry as a whole carries
@@ -195,4 +232,6 @@ pub struct RouteSection {
     pub response_headers: BTreeMap<String, Spanned<String>>,
     /// Cache policy; absent means RFC 9111 caching.
     pub cache: Option<RouteCacheSection>,
+    /// Answer plain-HTTP requests with a 308 to the same URL over HTTPS.
+    pub redirect_https: Option<Spanned<bool>>,
 }

@@ -19,7 +19,7 @@ use pingora_load_balancing::selection::RoundRobin;
 use pingora_load_balancing::{Backend, Backends, HealthRegistry, LoadBalancer};
 
 use super::health_check;
-use crate::config::{HealthCheckSpec, PoolSpec, Selection};
+use crate::config::{HealthCheckSpec, PoolSpec, Selection, UpstreamTls};
 
 /// How far a selection walks the ring (or list) looking for an acceptable backend.
 const MAX_SELECT_ITERATIONS: usize = 256;
@@ -30,6 +30,7 @@ pub struct Members {
     name: String,
     selection: Selection,
     health_check: HealthCheckSpec,
+    tls: Option<UpstreamTls>,
     balancer: Balancer,
     roster: Arc<Roster>,
     /// A second instance of the pool's check, run on pending backends only: pingora's health
@@ -132,7 +133,7 @@ impl Members {
             backends: ArcSwap::from_pointee(set),
         });
         let registry = Arc::new(HealthRegistry::with_equivalence(address_key));
-        registry.set_health_check(health_check(&spec.health_check));
+        registry.set_health_check(health_check(spec));
         let backends =
             Backends::new_with_health_registry(Box::new(RosterDiscovery(roster.clone())), registry);
         let balancer = match spec.selection {
@@ -147,9 +148,10 @@ impl Members {
             name: spec.name.clone(),
             selection: spec.selection,
             health_check: spec.health_check.clone(),
+            tls: spec.tls.clone(),
             balancer,
             roster,
-            probe: health_check(&spec.health_check),
+            probe: health_check(spec),
             checked_once: AtomicBool::new(false),
         };
         members.rediscover()?;
@@ -162,6 +164,8 @@ impl Members {
         self.name == spec.name
             && self.selection == spec.selection
             && self.health_check == spec.health_check
+            // The health check speaks the pool's TLS, so new TLS settings need new members.
+            && self.tls == spec.tls
     }
 
     /// Makes `list` the backend set. Backends that stay keep their health and connections;

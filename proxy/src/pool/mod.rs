@@ -11,13 +11,15 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use pingora_core::protocols::tls::CaType;
 use pingora_core::upstreams::peer::HttpPeer;
+use pingora_core::utils::tls::{parse_x509, WrappedX509};
 use pingora_error::{Error, ErrorType};
 use pingora_http::RequestHeader;
 use pingora_load_balancing::health_check::{HealthCheck, HttpHealthCheck, TcpHealthCheck};
 
 use crate::config::compile::HealthCheckKind;
-use crate::config::{HealthCheckSpec, PoolSpec};
+use crate::config::{PoolSpec, UpstreamTls};
 
 pub use members::{MemberChange, Members};
 
@@ -26,6 +28,8 @@ pub struct Pool {
     /// The validated settings it was built from.
     pub spec: PoolSpec,
     members: Arc<Members>,
+    /// The CA bundle in the form pingora's connector takes, built once per generation.
+    ca: Option<Arc<CaType>>,
 }
 
 impl Pool {
@@ -33,16 +37,20 @@ impl Pool {
     /// waits for the first health-check round instead).
     pub fn new(spec: PoolSpec) -> Result<Self, String> {
         let members = Members::new(&spec, false)?;
-        Ok(Pool {
-            spec,
-            members: Arc::new(members),
-        })
+        Ok(Pool::with_members(spec, Arc::new(members)))
     }
 
     /// This generation's view of `members`, which the caller has already given `spec`'s
     /// backends.
     pub fn with_members(spec: PoolSpec, members: Arc<Members>) -> Self {
-        Pool { spec, members }
+        if spec.tls.as_ref().is_some_and(|t| !t.verify) {
+            tracing::warn!(
+                pool = %spec.name,
+                "TLS to this pool's backends is NOT verified (verify = false): anyone on the path can impersonate them"
+            );
+        }
+        let ca = spec.tls.as_ref().and_then(ca_of);
+        Pool { spec, members, ca }
     }
 
     /// The backends, their health and their selection, shared across reloads.
@@ -72,7 +80,14 @@ impl Pool {
 
     /// The peer to connect to for `addr`, with this pool's timeouts.
     pub fn peer(&self, addr: SocketAddr) -> HttpPeer {
-        let mut peer = HttpPeer::new(addr, false, String::new());
+        let mut peer = match &self.spec.tls {
+            None => HttpPeer::new(addr, false, String::new()),
+            Some(tls) => {
+                let mut peer = HttpPeer::new(addr, true, server_name(tls, addr));
+                apply_tls(&mut peer, tls, self.ca.clone());
+                peer
+            }
+        };
         let o = &mut peer.options;
         o.connection_timeout = Some(self.spec.connect_timeout);
         o.total_connection_timeout = Some(self.spec.connect_timeout);
@@ -83,8 +98,38 @@ impl Pool {
     }
 }
 
-/// The active check `spec` describes.
-pub(crate) fn health_check(spec: &HealthCheckSpec) -> Box<dyn HealthCheck + Send + Sync> {
+/// The bundle as pingora's per-peer CA list; `None` keeps the system roots.
+fn ca_of(tls: &UpstreamTls) -> Option<Arc<CaType>> {
+    let ders = tls.ca.as_ref()?;
+    // Each DER was parsed when the config was compiled, so parse_x509 cannot fail here.
+    let list: Vec<WrappedX509> = ders
+        .iter()
+        .map(|d| WrappedX509::new(d.clone(), parse_x509))
+        .collect();
+    Some(Arc::from(list.into_boxed_slice()))
+}
+
+/// The name the TLS client uses: the configured SNI, or (only possible with verify = false)
+/// the backend's IP, which rustls accepts and which sends no SNI at all.
+fn server_name(tls: &UpstreamTls, addr: SocketAddr) -> String {
+    if tls.sni.is_empty() {
+        addr.ip().to_string()
+    } else {
+        tls.sni.clone()
+    }
+}
+
+/// Verification settings of a TLS peer.
+fn apply_tls(peer: &mut HttpPeer, tls: &UpstreamTls, ca: Option<Arc<CaType>>) {
+    peer.options.verify_cert = tls.verify;
+    peer.options.verify_hostname = tls.verify;
+    peer.options.ca = ca;
+}
+
+/// The active check the pool `pool` describes; over TLS when the pool uses TLS.
+pub(crate) fn health_check(pool: &PoolSpec) -> Box<dyn HealthCheck + Send + Sync> {
+    let spec = &pool.health_check;
+    let tls = pool.tls.as_ref();
     match &spec.kind {
         HealthCheckKind::Tcp => {
             let mut hc = TcpHealthCheck::new();
@@ -100,7 +145,17 @@ pub(crate) fn health_check(spec: &HealthCheckSpec) -> Box<dyn HealthCheck + Send
             expect_status,
         } => {
             let host = host.as_deref().unwrap_or("localhost");
-            let mut hc = HttpHealthCheck::new(host, false);
+            let mut hc = HttpHealthCheck::new(host, tls.is_some());
+            if let Some(tls) = tls {
+                // The check speaks TLS like real requests, with the same name and trust. One
+                // template serves every backend; without an SNI name (verify = false) any IP
+                // literal does, since nothing is verified and no SNI is sent.
+                hc.peer_template.sni = match pool.backends.first() {
+                    Some((a, _)) => server_name(tls, *a),
+                    None => tls.sni.clone(),
+                };
+                apply_tls(&mut hc.peer_template, tls, ca_of(tls));
+            }
             hc.consecutive_success = spec.rise;
             hc.consecutive_failure = spec.fall;
             set_timeouts(&mut hc.peer_template, spec.timeout);

@@ -2,6 +2,7 @@
 //! change (held at their running values and reported, never silently ignored).
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::active::PoolChanges;
@@ -12,6 +13,8 @@ use crate::config::EdgeConfig;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RestartSettings {
     http_listeners: Vec<SocketAddr>,
+    https_listeners: Vec<SocketAddr>,
+    upgrade_sock: PathBuf,
     admin_listener: SocketAddr,
     threads: usize,
     grace_period: Duration,
@@ -24,6 +27,8 @@ impl RestartSettings {
     pub fn of(config: &EdgeConfig) -> Self {
         RestartSettings {
             http_listeners: config.http_listeners.clone(),
+            https_listeners: config.https_listeners.clone(),
+            upgrade_sock: config.server.upgrade_sock.clone(),
             admin_listener: config.admin_listener,
             threads: config.server.threads,
             grace_period: config.server.grace_period,
@@ -46,6 +51,22 @@ impl RestartSettings {
                 list(&next.http_listeners),
             );
             next.http_listeners = self.http_listeners.clone();
+        }
+        if next.https_listeners != self.https_listeners {
+            note(
+                "listen.https",
+                list(&self.https_listeners),
+                list(&next.https_listeners),
+            );
+            next.https_listeners = self.https_listeners.clone();
+        }
+        if next.server.upgrade_sock != self.upgrade_sock {
+            note(
+                "server.upgrade_sock",
+                self.upgrade_sock.display().to_string(),
+                next.server.upgrade_sock.display().to_string(),
+            );
+            next.server.upgrade_sock = self.upgrade_sock.clone();
         }
         if next.admin_listener != self.admin_listener {
             note(

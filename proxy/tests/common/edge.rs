@@ -92,7 +92,9 @@ impl EdgeProc {
         .await
     }
 
-    async fn spawn(
+    /// Starts `dime-edge ARGS` with its log in `dir`, and waits until its admin and HTTP
+    /// listeners answer.
+    pub async fn spawn(
         dir: tempfile::TempDir,
         http: SocketAddr,
         admin: SocketAddr,

@@ -4,6 +4,7 @@
 
 pub mod edge;
 pub mod reload;
+pub mod tls;
 pub mod upstream;
 
 pub use edge::EdgeProc;
