@@ -707,3 +707,35 @@ async fn cert_generate_makes_a_ca_and_a_certificate_the_edge_serves() {
         "the IP SAN serves clients that use the address"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_changed_https_listener_waits_for_an_upgrade_and_the_running_one_keeps_serving() {
+    let origin = Upstream::start("o").await;
+    let pki = Pki::new();
+    let a = pki.issue("a", &["a.test"]);
+    let b = pki.issue("b", &["b.test"]);
+    let body = format!(
+        "{}{}{}",
+        cert_entry(&a, None),
+        pool("p", &[origin.addr], ""),
+        route("p")
+    );
+    let edge = TlsEdge::start(pki.dir.path(), &body).await;
+    let text = std::fs::read_to_string(&edge.config).unwrap();
+    let moved = format!("127.0.0.1:{}", common::free_port());
+    // A new listener address and a second certificate, in one edit.
+    let next = text.replace(&edge.https.to_string(), &moved) + &cert_entry(&b, None);
+    replace(&edge.config, next.as_bytes());
+    wait_for_log(&edge, "restart needed: listen.https changed").await;
+    wait_for_log(&edge, "config reloaded").await;
+
+    // The running listener stays, and already serves the new certificate.
+    let hs = handshake(edge.https, "b.test", client_config(pki.ca_pem(), &[]))
+        .await
+        .unwrap();
+    assert_eq!(hs.leaf, b.leaf_der());
+    assert!(
+        tokio::net::TcpStream::connect(&moved).await.is_err(),
+        "a listener appeared without an upgrade"
+    );
+}
