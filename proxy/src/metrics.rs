@@ -49,6 +49,9 @@ pub struct Metrics {
     /// `dime_config_restart_required`: 1 when the active config changes something only a
     /// restart applies (listeners, threads, cache memory).
     pub config_restart_required: IntGauge,
+    /// `dime_tls_certificate_expiry_timestamp_seconds{cert}`: notAfter of each served
+    /// certificate, for alerts before it lapses.
+    pub tls_cert_expiry: IntGaugeVec,
 }
 
 impl Metrics {
@@ -182,6 +185,14 @@ impl Metrics {
             "1 when the active config changes a setting that only a restart applies (listeners, threads, cache memory); the old value is in force.",
         )
         .expect("valid metric");
+        let tls_cert_expiry = IntGaugeVec::new(
+            Opts::new(
+                "dime_tls_certificate_expiry_timestamp_seconds",
+                "Unix time a served certificate expires (its notAfter), by certificate file.",
+            ),
+            &["cert"],
+        )
+        .expect("valid metric");
         for c in [
             Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(request_duration.clone()),
@@ -202,6 +213,7 @@ impl Metrics {
             Box::new(config_last_success.clone()),
             Box::new(config_info.clone()),
             Box::new(config_restart_required.clone()),
+            Box::new(tls_cert_expiry.clone()),
         ] {
             registry.register(c).expect("unique metric names");
         }
@@ -226,6 +238,7 @@ impl Metrics {
             config_last_success,
             config_info,
             config_restart_required,
+            tls_cert_expiry,
         }
     }
 

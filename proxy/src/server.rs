@@ -63,7 +63,6 @@ pub fn serve(config: EdgeConfig, run: RunOptions) -> anyhow::Result<()> {
         drop(probes);
     }
     tracing::info!("{}", config.summary());
-    log_certificates(&config.certificates);
 
     let grace = config.server.grace_period;
     let conf = ServerConf {
@@ -108,6 +107,7 @@ pub fn serve(config: EdgeConfig, run: RunOptions) -> anyhow::Result<()> {
     let https_listeners = config.https_listeners.clone();
     let resolver = Arc::new(SniResolver::new(config.cert_set()));
     let certificates = config.certificates.clone();
+    log_certificates(&certificates, &metrics);
     let admin_listener = config.admin_listener;
     let active = Active::build(config, &metrics).map_err(anyhow::Error::msg)?;
     if active.pools.is_empty() {
@@ -122,6 +122,7 @@ pub fn serve(config: EdgeConfig, run: RunOptions) -> anyhow::Result<()> {
                 metrics.clone(),
                 vec![Arc::new(CertificateReload::new(
                     resolver.clone(),
+                    metrics.clone(),
                     &certificates,
                 ))],
             )

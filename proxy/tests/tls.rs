@@ -57,6 +57,24 @@ async fn sni_picks_the_certificate_issued_for_each_name() {
     let deep = handshake(edge.https, "a.b.w.test", config.clone()).await;
     assert!(deep.is_err(), "a.b.w.test was accepted: {deep:?}");
 
+    // Each certificate's end date is exported, for alerts before one lapses (issued for 30 days).
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64();
+    for pair in [&a, &b, &wild] {
+        let series = format!(
+            "dime_tls_certificate_expiry_timestamp_seconds{{cert=\"{}\"}}",
+            pair.cert.display()
+        );
+        let expiry = edge.edge.metric(&series).await.expect(&series);
+        let days = (expiry - now) / 86400.0;
+        assert!(
+            (29.0..31.0).contains(&days),
+            "{series} {expiry}: {days} days"
+        );
+    }
+
     // And through a real client, with the name in the Host header too.
     let client = https_client(pki.ca_pem(), &["b.test"], edge.https)
         .build()

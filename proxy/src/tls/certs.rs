@@ -81,6 +81,8 @@ pub struct LoadedCert {
     pub sans: Vec<String>,
     /// The leaf's notAfter, as text.
     pub not_after: String,
+    /// The leaf's notAfter, Unix seconds.
+    pub not_after_unix: i64,
     /// Time left until notAfter.
     pub expires_in: Duration,
     /// The leaf's serial number in hex, to tell certificates apart in logs.
@@ -198,6 +200,7 @@ pub fn load(cert_path: &Path, key_path: &Path) -> Result<LoadedCert, CertError> 
         key: Arc::new(certified),
         sans,
         not_after: validity.not_after.to_string(),
+        not_after_unix: not_after_ts,
         expires_in: Duration::from_secs((not_after_ts - now) as u64),
         serial,
     })

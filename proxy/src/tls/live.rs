@@ -5,15 +5,22 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use crate::config::{CertSpec, ConfigErrors, EdgeConfig};
+use crate::metrics::Metrics;
 use crate::reload::{Commit, Component};
 use crate::tls::SniResolver;
 
 /// Certificates closer to their end than this are reported at startup and at each reload.
 const EXPIRY_WARNING: Duration = Duration::from_secs(14 * 24 * 3600);
 
-/// Logs what each certificate serves and warns about those close to expiry.
-pub fn log_certificates(certificates: &[CertSpec]) {
+/// Logs what each certificate serves, warns about those close to expiry, and publishes their
+/// expiry dates (only the served ones: a removed certificate's series goes).
+pub fn log_certificates(certificates: &[CertSpec], metrics: &Metrics) {
+    metrics.tls_cert_expiry.reset();
     for c in certificates {
+        metrics
+            .tls_cert_expiry
+            .with_label_values(&[&c.cert.display().to_string()])
+            .set(c.loaded.not_after_unix);
         if c.loaded.expires_in < EXPIRY_WARNING {
             tracing::warn!(
                 cert = %c.cert.display(),
@@ -56,14 +63,20 @@ fn served(certificates: &[CertSpec]) -> Vec<Served> {
 /// handshake gets the old set or the new one, never an error.
 pub struct CertificateReload {
     resolver: Arc<SniResolver>,
+    metrics: Arc<Metrics>,
     current: Arc<Mutex<Vec<Served>>>,
 }
 
 impl CertificateReload {
     /// The component for `resolver`, which serves `certificates` now.
-    pub fn new(resolver: Arc<SniResolver>, certificates: &[CertSpec]) -> Self {
+    pub fn new(
+        resolver: Arc<SniResolver>,
+        metrics: Arc<Metrics>,
+        certificates: &[CertSpec],
+    ) -> Self {
         CertificateReload {
             resolver,
+            metrics,
             current: Arc::new(Mutex::new(served(certificates))),
         }
     }
@@ -75,6 +88,7 @@ impl Component for CertificateReload {
         let next = served(&config.certificates);
         let certificates = config.certificates.clone();
         let resolver = self.resolver.clone();
+        let metrics = self.metrics.clone();
         let current = self.current.clone();
         Ok(Box::new(move || {
             let mut current = current.lock().unwrap_or_else(|p| p.into_inner());
@@ -83,7 +97,7 @@ impl Component for CertificateReload {
             // matches the config in service.
             resolver.replace(set);
             if !changes.is_empty() {
-                log_certificates(&certificates);
+                log_certificates(&certificates, &metrics);
             }
             *current = next;
             changes
