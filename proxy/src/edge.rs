@@ -68,22 +68,26 @@ fn is_tls(session: &Session) -> bool {
 }
 
 /// `https://host[:port]/path?query` for a plain-HTTP request; the port is the first HTTPS
-/// listener's, left out when it is 443.
-fn https_location(raw_host: &str, uri: &http::Uri, https_port: u16) -> String {
+/// listener's, left out when it is 443. `None` when the host is not a plain host name or IP
+/// literal: the viewer's Host header must not be able to point the redirect elsewhere.
+fn https_location(raw_host: &str, uri: &http::Uri, https_port: u16) -> Option<String> {
+    // normalize_host keeps an IPv6 literal in its brackets and drops the port.
     let host = normalize_host(raw_host);
-    // Keep an IPv6 literal bracketed.
-    let host = if host.contains(':') {
-        format!("[{host}]")
-    } else {
-        host
-    };
+    let plain = !host.is_empty()
+        && host
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-.[]:".contains(c));
+    if !plain {
+        return None;
+    }
     let port = if https_port == 443 {
         String::new()
     } else {
         format!(":{https_port}")
     };
+    // HTTP/2 requests carry an absolute URI: only its path and query are kept.
     let path = uri.path_and_query().map_or("/", |p| p.as_str());
-    format!("https://{host}{port}{path}")
+    Some(format!("https://{host}{port}{path}"))
 }
 
 /// Per-request state shared across phases.
@@ -172,17 +176,18 @@ impl ProxyHttp for Edge {
                     (route.spec.redirect_https, https_port, is_tls(session))
                 {
                     ctx.route = Some(route);
-                    if host.is_empty() {
+                    let Some(location) =
+                        https_location(&ctx.raw_host, &session.req_header().uri, port)
+                    else {
                         respond_text(
                             session,
                             400,
-                            "dime: a redirect to HTTPS needs a Host header\n",
+                            "dime: a redirect to HTTPS needs a Host header with a plain host name\n",
                             &[],
                         )
                         .await?;
                         return Ok(true);
-                    }
-                    let location = https_location(&ctx.raw_host, &session.req_header().uri, port);
+                    };
                     let value = http::HeaderValue::from_str(&location).map_err(|_| {
                         Error::explain(
                             ErrorType::InvalidHTTPHeader,
@@ -706,4 +711,33 @@ async fn respond_text(
             .await?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::https_location;
+
+    #[test]
+    fn the_https_location_keeps_path_and_query_and_swaps_the_port() {
+        let uri: http::Uri = "/a/b?x=1".parse().unwrap();
+        assert_eq!(
+            https_location("Example.com:8080", &uri, 8443).as_deref(),
+            Some("https://example.com:8443/a/b?x=1")
+        );
+        assert_eq!(
+            https_location("example.com", &uri, 443).as_deref(),
+            Some("https://example.com/a/b?x=1")
+        );
+        assert_eq!(
+            https_location("[::1]:8080", &uri, 8443).as_deref(),
+            Some("https://[::1]:8443/a/b?x=1")
+        );
+        let absolute: http::Uri = "http://example.com/v.m3u8".parse().unwrap();
+        assert_eq!(
+            https_location("example.com", &absolute, 443).as_deref(),
+            Some("https://example.com/v.m3u8")
+        );
+        assert_eq!(https_location("evil.example/x", &uri, 443), None);
+        assert_eq!(https_location("user@evil.example", &uri, 443), None);
+    }
 }
