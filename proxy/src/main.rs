@@ -8,6 +8,7 @@ use clap::{Parser, Subcommand};
 use dime_edge::config::{self, compile::DEFAULT_ADMIN};
 use dime_edge::logging::{self, LogFormat};
 use dime_edge::tls::generate;
+use dime_edge::tls::live::EXPIRY_WARNING;
 use dime_edge::{quick, server};
 
 const EXAMPLES: &str = "\
@@ -107,6 +108,10 @@ fn main() -> ExitCode {
             Ok(c) => {
                 // A closed pipe (`| head`) is not an error worth a panic.
                 let _ = writeln!(std::io::stdout(), "{}", c.summary());
+                // Valid, but worth knowing before it becomes an outage.
+                for w in expiry_warnings(&c) {
+                    eprintln!("{w}");
+                }
                 ExitCode::SUCCESS
             }
             Err(errors) => {
@@ -180,6 +185,24 @@ fn cert_generate(
             ExitCode::FAILURE
         }
     }
+}
+
+/// `check`'s warnings: certificates that expire within the warning window.
+fn expiry_warnings(c: &config::EdgeConfig) -> Vec<String> {
+    c.certificates
+        .iter()
+        .enumerate()
+        .filter(|(_, cert)| cert.loaded.expires_in < EXPIRY_WARNING)
+        .map(|(i, cert)| {
+            format!(
+                "{}: warning: tls.certificates[{i}].cert: {} expires on {} (in {} day(s)); renew it",
+                c.source,
+                cert.cert.display(),
+                cert.loaded.not_after,
+                cert.loaded.expires_in.as_secs() / 86400
+            )
+        })
+        .collect()
 }
 
 fn serve(format: LogFormat, config: config::EdgeConfig, options: server::RunOptions) -> ExitCode {

@@ -441,6 +441,25 @@ fn bad_certificates_are_refused_with_the_config_line_and_the_file() {
     assert!(!ok);
     assert!(text.contains("the certificate expired on"), "{text}");
 
+    // Valid, but about to expire: accepted, with a warning.
+    let soon = pki.issue_for("soon", &["a.test"], Duration::from_secs(5 * 86400));
+    let (ok, text) = check(
+        dir,
+        &format!(
+            "[[tls.certificates]]\ncert = \"{}\"\nkey = \"{}\"\n",
+            soon.cert.display(),
+            soon.key.display()
+        ),
+    );
+    assert!(ok, "{text}");
+    assert!(
+        text.contains(&format!(
+            "check.toml: warning: tls.certificates[0].cert: {} expires on",
+            soon.cert.display()
+        )) && text.contains(" day(s)); renew it"),
+        "{text}"
+    );
+
     // HTTPS without certificates.
     let (ok, text) = check(dir, "");
     assert!(!ok);

@@ -242,3 +242,32 @@ fn upgrade_without_a_place_for_its_socket_says_so() {
         "{text}"
     );
 }
+
+#[test]
+fn upgrade_with_no_running_edge_gives_up_and_exits_1() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("edge.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[listen]\nhttp = [\"127.0.0.1:{}\"]\n\n[server]\nupgrade_sock = \"{}\"\n\n[pools.p]\nbackends = [\"127.0.0.1:18081\"]\n\n[[routes]]\npath = \"/\"\npool = \"p\"\n",
+            common::free_port(),
+            dir.path().join("upgrade.sock").display()
+        ),
+    )
+    .unwrap();
+    let started = Instant::now();
+    let out = Command::new(BIN)
+        .args(["run", "--upgrade", "-c", config.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let text =
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(text.contains("Bootstrap failed"), "{text}");
+    assert!(
+        started.elapsed() < Duration::from_secs(15),
+        "it waited {:?}",
+        started.elapsed()
+    );
+}

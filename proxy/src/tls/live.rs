@@ -10,7 +10,7 @@ use crate::reload::{Commit, Component};
 use crate::tls::SniResolver;
 
 /// Certificates closer to their end than this are reported at startup and at each reload.
-const EXPIRY_WARNING: Duration = Duration::from_secs(14 * 24 * 3600);
+pub const EXPIRY_WARNING: Duration = Duration::from_secs(14 * 24 * 3600);
 
 /// Logs what each certificate serves, warns about those close to expiry, and publishes their
 /// expiry dates (only the served ones: a removed certificate's series goes).

@@ -69,11 +69,13 @@ impl Pki {
     /// Issues a certificate for `names` as `<file>.pem` / `<file>.key`, replacing any earlier
     /// pair of that name by rename (key first), as a certificate manager does.
     pub fn issue(&self, file: &str, names: &[&str]) -> Pair {
+        self.issue_for(file, names, Duration::from_secs(30 * 24 * 3600))
+    }
+
+    /// Like [`Pki::issue`], valid from yesterday until `valid_for` from now.
+    pub fn issue_for(&self, file: &str, names: &[&str], valid_for: Duration) -> Pair {
         let names: Vec<String> = names.iter().map(|n| n.to_string()).collect();
-        let issued = self
-            .ca
-            .issue(&names, Duration::from_secs(30 * 24 * 3600))
-            .unwrap();
+        let issued = self.ca.issue(&names, valid_for).unwrap();
         let pair = self.pair(file);
         replace(&pair.key, issued.key_pem.as_bytes());
         replace(&pair.cert, issued.cert_pem.as_bytes());
