@@ -157,6 +157,81 @@ async fn http2_and_http1_are_both_served_by_alpn_over_tls_1_2_and_1_3() {
     assert_eq!(r.text().await.unwrap(), "o /one");
 }
 
+/// A ClientHello for `name` announcing `version` the way pre-TLS 1.3 clients do: in the
+/// legacy version field, without a supported_versions extension.
+fn client_hello(version: [u8; 2], name: &str) -> Vec<u8> {
+    let mut ext = Vec::new();
+    // server_name
+    let host = name.as_bytes();
+    let mut sni = vec![0x00];
+    sni.extend((host.len() as u16).to_be_bytes());
+    sni.extend(host);
+    let mut list = (sni.len() as u16).to_be_bytes().to_vec();
+    list.extend(sni);
+    ext.extend([0x00, 0x00]);
+    ext.extend((list.len() as u16).to_be_bytes());
+    ext.extend(list);
+    // supported_groups: x25519, secp256r1; ec_point_formats: uncompressed
+    ext.extend([0x00, 0x0a, 0x00, 0x06, 0x00, 0x04, 0x00, 0x1d, 0x00, 0x17]);
+    ext.extend([0x00, 0x0b, 0x00, 0x02, 0x01, 0x00]);
+    // signature_algorithms: ecdsa_secp256r1_sha256, rsa_pss_rsae_sha256, rsa_pkcs1_sha256
+    ext.extend([
+        0x00, 0x0d, 0x00, 0x08, 0x00, 0x06, 0x04, 0x03, 0x08, 0x04, 0x04, 0x01,
+    ]);
+    let mut body = version.to_vec();
+    body.extend([7u8; 32]); // random
+    body.push(0); // no session id
+                  // ECDHE-ECDSA/RSA with AES-GCM (TLS 1.2) and AES-CBC-SHA (TLS 1.0/1.1)
+    body.extend([0x00, 0x08, 0xc0, 0x2b, 0xc0, 0x2f, 0xc0, 0x09, 0xc0, 0x13]);
+    body.extend([0x01, 0x00]); // null compression
+    body.extend((ext.len() as u16).to_be_bytes());
+    body.extend(ext);
+    let mut handshake = vec![0x01];
+    handshake.extend(&(body.len() as u32).to_be_bytes()[1..]);
+    handshake.extend(body);
+    let mut record = vec![0x16, 0x03, 0x01];
+    record.extend((handshake.len() as u16).to_be_bytes());
+    record.extend(handshake);
+    record
+}
+
+/// The first record the edge answers `hello` with: its content type and first 2 payload bytes.
+async fn first_record(addr: std::net::SocketAddr, hello: &[u8]) -> [u8; 7] {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    tcp.write_all(hello).await.unwrap();
+    let mut answer = [0u8; 7];
+    tokio::time::timeout(Duration::from_secs(10), tcp.read_exact(&mut answer))
+        .await
+        .expect("no answer to the ClientHello")
+        .unwrap();
+    answer
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn tls_1_1_and_older_are_refused() {
+    let origin = Upstream::start("o").await;
+    let pki = Pki::new();
+    let a = pki.issue("a", &["a.test"]);
+    let body = format!(
+        "{}{}{}",
+        cert_entry(&a, None),
+        pool("p", &[origin.addr], ""),
+        route("p")
+    );
+    let edge = TlsEdge::start(pki.dir.path(), &body).await;
+    // The same hello as TLS 1.2 gets a ServerHello (handshake record, 22)...
+    let tls12 = first_record(edge.https, &client_hello([3, 3], "a.test")).await;
+    assert_eq!(tls12[0], 22, "TLS 1.2 hello answered with {tls12:?}");
+    assert_eq!(tls12[5], 2, "not a ServerHello: {tls12:?}");
+    // ...and as TLS 1.1 or 1.0 a fatal alert (21), no handshake.
+    for version in [[3, 2], [3, 1]] {
+        let old = first_record(edge.https, &client_hello(version, "a.test")).await;
+        assert_eq!(old[0], 21, "{version:?} hello answered with {old:?}");
+        assert_eq!(old[5], 2, "not a fatal alert: {old:?}");
+    }
+}
+
 fn load_roots(ca_pem: &str) -> rustls::RootCertStore {
     use rustls::pki_types::pem::PemObject;
     let mut roots = rustls::RootCertStore::empty();
