@@ -220,7 +220,19 @@ fn check_upgrade_sock(path: &Path) -> anyhow::Result<()> {
             dir.display()
         );
     }
-    Ok(())
+    // Creating the socket needs write access to the directory.
+    let probe = dir.join(format!(".dime-edge-upgrade-probe-{}", std::process::id()));
+    match std::fs::File::create(&probe) {
+        Ok(_) => {
+            let _ = std::fs::remove_file(&probe);
+            Ok(())
+        }
+        Err(e) => bail!(
+            "server.upgrade_sock {}: cannot create files in {}: {e}; run as a user who can, or set [server] upgrade_sock",
+            path.display(),
+            dir.display()
+        ),
+    }
 }
 
 /// Ends the process as soon as in-flight requests are done after SIGTERM or an upgrade,

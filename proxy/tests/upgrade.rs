@@ -226,19 +226,28 @@ async fn an_upgrade_under_load_hands_the_listeners_over_without_a_failed_request
 fn upgrade_without_a_place_for_its_socket_says_so() {
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("edge.toml");
-    std::fs::write(
-        &config,
-        "[listen]\nhttp = [\"127.0.0.1:18080\"]\n\n[server]\nupgrade_sock = \"/nonexistent/dir/upgrade.sock\"\n\n[pools.p]\nbackends = [\"127.0.0.1:18081\"]\n\n[[routes]]\npath = \"/\"\npool = \"p\"\n",
-    )
-    .unwrap();
-    let out = Command::new(BIN)
-        .args(["run", "--upgrade", "-c", config.to_str().unwrap()])
-        .output()
+    let run = |sock: &str| {
+        std::fs::write(
+            &config,
+            format!("[listen]\nhttp = [\"127.0.0.1:18080\"]\n\n[server]\nupgrade_sock = \"{sock}\"\n\n[pools.p]\nbackends = [\"127.0.0.1:18081\"]\n\n[[routes]]\npath = \"/\"\npool = \"p\"\n"),
+        )
         .unwrap();
-    let text = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{text}");
+        let out = Command::new(BIN)
+            .args(["run", "--upgrade", "-c", config.to_str().unwrap()])
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(1));
+        String::from_utf8_lossy(&out.stderr).to_string()
+    };
+    let text = run("/nonexistent/dir/upgrade.sock");
     assert!(
         text.contains("server.upgrade_sock /nonexistent/dir/upgrade.sock: directory /nonexistent/dir does not exist"),
+        "{text}"
+    );
+    // /proc refuses new files even to root.
+    let text = run("/proc/upgrade.sock");
+    assert!(
+        text.contains("server.upgrade_sock /proc/upgrade.sock: cannot create files in /proc"),
         "{text}"
     );
 }
