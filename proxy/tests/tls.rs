@@ -766,6 +766,17 @@ async fn cert_generate_makes_a_ca_and_a_certificate_the_edge_serves() {
         );
         String::from_utf8_lossy(&out.stdout).to_string()
     };
+    let bad = Command::new(BIN)
+        .args(["cert", "generate", "--out", out_dir.to_str().unwrap()])
+        .args(["--name", "bad name!"])
+        .output()
+        .unwrap();
+    assert_eq!(bad.status.code(), Some(1));
+    assert_eq!(
+        String::from_utf8_lossy(&bad.stderr),
+        "dime-edge cert generate: --name \"bad name!\": not a host name (\"localhost\", \"*.example.test\") or an IP address\n"
+    );
+    assert!(!out_dir.exists(), "nothing is written for a bad name");
     let first = gen(&["localhost", "127.0.0.1"]);
     assert!(first.starts_with("new CA:"), "{first}");
     assert!(

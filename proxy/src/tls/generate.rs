@@ -29,6 +29,12 @@ pub enum GenerateError {
     /// rcgen refused the parameters (e.g. an invalid DNS name).
     #[error("cannot create the certificate: {0}")]
     Rcgen(#[from] rcgen::Error),
+    /// A name that is neither a host name, a `*.wildcard` nor an IP address.
+    #[error("--name {0:?}: not a host name (\"localhost\", \"*.example.test\") or an IP address")]
+    InvalidName(String),
+    /// No name at all.
+    #[error("at least one --name is required")]
+    NoName,
     /// An existing `ca.pem` / `ca.key` pair is not one this tool made.
     #[error("{0}: not a CA made by `dime-edge cert generate` (or ca.key does not match it); move ca.pem and ca.key away to make a new one")]
     ForeignCa(PathBuf),
@@ -156,6 +162,7 @@ pub fn generate_dir(
     names: &[String],
     valid_for: Duration,
 ) -> Result<Generated, GenerateError> {
+    check_names(names)?;
     let io = |path: &Path| {
         let path = path.to_path_buf();
         move |source| GenerateError::Io { path, source }
@@ -188,6 +195,21 @@ pub fn generate_dir(
         cert,
         key,
     })
+}
+
+/// Every name must be a host name, a one-label wildcard or an IP literal: what a client can
+/// ask for, so what a certificate can usefully carry.
+fn check_names(names: &[String]) -> Result<(), GenerateError> {
+    if names.is_empty() {
+        return Err(GenerateError::NoName);
+    }
+    for n in names {
+        let ip = n.parse::<std::net::IpAddr>().is_ok();
+        if !ip && crate::route::HostMatch::parse(n).is_err() {
+            return Err(GenerateError::InvalidName(n.clone()));
+        }
+    }
+    Ok(())
 }
 
 /// Writes through a temporary file and a rename, so readers never see half a file.
