@@ -48,6 +48,8 @@ $(EDGE_DEBUG): $(EDGE_SOURCES)
 	$(CARGO) build -p dime-edge
 
 check-config: $(EDGE_DEBUG) ## Validate every config/*.toml with `dime-edge check`
+	@# config/dev.toml serves HTTPS with the certificate `make run` generates: make it first.
+	@$(EDGE_DEBUG) cert generate --out .dev/certs --name localhost --name 127.0.0.1 >/dev/null
 	@failed=0; \
 	for config in $(CONFIGS); do \
 		echo "$(EDGE_DEBUG) check -c $$config"; \
@@ -55,7 +57,7 @@ check-config: $(EDGE_DEBUG) ## Validate every config/*.toml with `dime-edge chec
 	done; \
 	exit $$failed
 
-e2e: ## The platform in headless Chromium through the edge (debug build, ports 8080-8084)
+e2e: ## The platform in headless Chromium through the edge (debug build, ports 8080-8084, 8443, 9090)
 	$(CARGO) build -p dime-edge -p dime-origin
 	bash origin/e2e/run.sh
 

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs Dime's whole platform on localhost for a developer; `make run` builds, then calls this.
 #
-#   127.0.0.1:8080         dime-edge, config/dev.toml; its admin listener is :9090
+#   127.0.0.1:8080         dime-edge, config/dev.toml; HTTPS on :8443 with a certificate from a
+#                          local CA (.dev/certs, kept across runs); its admin listener is :9090
 #   127.0.0.1:8081, :8082  dime-origin streamers over .dev/media (pool `streamers`, /stream/)
 #   127.0.0.1:8083         dime-origin web: catalog, players, admin, on .dev/web/dime.db (pool `web`, /)
 #   127.0.0.1:8084         dime-origin packager's health and metrics; it writes the live channel
@@ -37,7 +38,11 @@ readonly bin_dir=${DIME_BIN_DIR:-${CARGO_TARGET_DIR:-target}/release}
 readonly dev_dir=${DIME_DEV_DIR:-.dev}
 readonly media_dir=${dev_dir}/media web_dir=${dev_dir}/web log_dir=${dev_dir}/logs
 readonly database=sqlite://${dev_dir}/web/dime.db
-readonly edge=127.0.0.1:8080 admin=127.0.0.1:9090 web=127.0.0.1:8083 packager=127.0.0.1:8084
+readonly edge=127.0.0.1:8080 https=127.0.0.1:8443 admin=127.0.0.1:9090 web=127.0.0.1:8083
+readonly packager=127.0.0.1:8084
+# config/dev.toml names the certificate by this path, whatever DIME_DEV_DIR is; the CA is kept
+# across runs, so a browser that trusts it once keeps trusting it.
+readonly cert_dir=.dev/certs
 readonly streamers=(127.0.0.1:8081 127.0.0.1:8082)
 readonly live_size=${DIME_LIVE_SIZE:-1280x720} live_bitrate=${DIME_LIVE_BITRATE:-2500k}
 readonly ready_timeout=60 stop_timeout=10
@@ -75,7 +80,7 @@ port_owner() {
 		sed -n 's/.*users:(("\([^"]*\)",pid=\([0-9]*\).*/ (\1, pid \2)/p' | head -n 1) || true
 	printf '%s' "${owner}"
 }
-for address in "${edge}" "${admin}" "${streamers[@]}" "${web}" "${packager}"; do
+for address in "${edge}" "${https}" "${admin}" "${streamers[@]}" "${web}" "${packager}"; do
 	if port_in_use "${address}"; then
 		die "port ${address##*:} on 127.0.0.1 is already in use$(port_owner "${address}"): stop that process (an earlier make run?) and try again"
 	fi
@@ -98,6 +103,9 @@ setup() {
 		die "${name} failed (log above, in full in ${log})"
 	fi
 }
+
+setup "the development certificate" "${bin_dir}/dime-edge" cert generate --out "${cert_dir}" \
+	--name localhost --name 127.0.0.1
 
 say "generating and packaging a sample VoD title (about 20 s of work)"
 setup "the sample video" "${origin[@]}" packager sample --out "${web_dir}/sample.mp4" --duration 20s
@@ -212,7 +220,7 @@ done
 
 cat <<EOF
 dev-stack: ready. Open:
-  catalog          http://${edge}/
+  catalog          http://${edge}/   and   https://localhost:${https##*:}/
   VoD title        http://${edge}/titles/sample
   live channel     http://${edge}/live/camera
   admin            http://${edge}/admin/  (user ${admin_user}, password ${admin_password})
@@ -220,6 +228,9 @@ dev-stack: ready. Open:
   edge metrics     http://${admin}/metrics   readiness http://${admin}/readyz
   packager health  http://${packager}/healthz
   logs             ${log_dir}/
+HTTPS uses a local CA, ${cert_dir}/ca.pem: curl --cacert ${cert_dir}/ca.pem https://localhost:${https##*:}/
+  To trust it in Chromium: certutil -d sql:\$HOME/.pki/nssdb -A -t C,, -n dime-dev-ca -i ${cert_dir}/ca.pem
+  System-wide (Debian): cp ${cert_dir}/ca.pem /usr/local/share/ca-certificates/dime-dev-ca.crt && update-ca-certificates
 Ctrl-C stops everything.
 EOF
 

@@ -47,6 +47,8 @@ until grep -q '^dev-stack: ready' "${stack_log}"; do
 done
 say "stack ready; running the browser test"
 
+# The stack's HTTPS certificate comes from the local CA in .dev/certs (see dev-stack.sh).
+export NODE_EXTRA_CA_CERTS=${PWD}/.dev/certs/ca.pem
 if ! (cd origin/e2e && node --test --test-concurrency=1 viewer.test.mjs); then
 	show_logs
 	say "browser test failed (stack logs above)"
