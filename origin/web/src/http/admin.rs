@@ -2,6 +2,7 @@
 //! titles and channels. Every state-changing form carries the session's CSRF token.
 
 use std::collections::BTreeMap;
+use std::future::Future;
 
 use axum::extract::rejection::FormRejection;
 use axum::extract::{FromRequestParts, Path, Query, State};
@@ -11,7 +12,8 @@ use axum::http::{HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Form};
 use minijinja::context;
-use serde::Deserialize;
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
 
 use super::caching::PRIVATE;
 use super::context::RequestContext;
@@ -19,10 +21,10 @@ use super::cookies::{clear_cookie, cookie, set_cookie, LOGIN_COOKIE, SESSION_COO
 use super::errors::PageError;
 use super::views::{ChannelView, TitleView};
 use super::AppState;
-use crate::catalog::{Channel, Title};
+use crate::catalog::{Channel, ChannelFields, Title, TitleFields};
 use crate::forms::{ChannelForm, FieldError, TitleForm};
 use crate::sessions::{random_token, tokens_match, Session, SESSION_LIFETIME};
-use crate::store::StoreError;
+use crate::store::{Store, StoreError};
 
 /// Where the session cookie is sent: only the admin side, so public pages stay cacheable for
 /// admins too.
@@ -167,6 +169,112 @@ impl From<&Channel> for ChannelForm {
             poster: channel.poster.clone().unwrap_or_default(),
             stream_url: channel.stream_url.clone(),
         }
+    }
+}
+
+/// One kind of catalog entry as the admin forms edit it, named by its form type: the same
+/// new/create/edit/update/delete handlers serve titles and channels.
+pub trait EntryForm:
+    Default + Serialize + DeserializeOwned + for<'a> From<&'a Self::Record> + Send + Sync + 'static
+{
+    /// The stored entry.
+    type Record;
+    /// The validated, editable fields.
+    type Fields: Send + Sync;
+    /// What logs call it: `title`, `channel`.
+    const NOUN: &'static str;
+    /// What a 404 calls it: `video`, `channel`.
+    const MISSING: &'static str;
+    /// Where the form posts a new entry; an existing one is at `{PATH}/{id}`.
+    const PATH: &'static str;
+    /// The form's template.
+    const TEMPLATE: &'static str;
+    /// The heading of the empty form.
+    const NEW_HEADING: &'static str;
+    /// The heading of the filled-in form.
+    const EDIT_HEADING: &'static str;
+
+    /// The fields this form describes, or every problem found.
+    fn validate(&self) -> Result<Self::Fields, Vec<FieldError>>;
+    /// The URL name in `fields`.
+    fn slug(fields: &Self::Fields) -> &str;
+    /// The entry with this id.
+    fn find(
+        store: &Store,
+        id: i64,
+    ) -> impl Future<Output = Result<Option<Self::Record>, StoreError>> + Send;
+    /// Adds an entry and returns its id.
+    fn create(
+        store: &Store,
+        fields: &Self::Fields,
+    ) -> impl Future<Output = Result<i64, StoreError>> + Send;
+    /// Replaces an entry's fields; false if there is no such entry.
+    fn update(
+        store: &Store,
+        id: i64,
+        fields: &Self::Fields,
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send;
+    /// Removes an entry; false if there was no such entry.
+    fn delete(store: &Store, id: i64) -> impl Future<Output = Result<bool, StoreError>> + Send;
+}
+
+impl EntryForm for TitleForm {
+    type Record = Title;
+    type Fields = TitleFields;
+    const NOUN: &'static str = "title";
+    const MISSING: &'static str = "video";
+    const PATH: &'static str = "/admin/titles";
+    const TEMPLATE: &'static str = "admin/title_form.html";
+    const NEW_HEADING: &'static str = "Add a video";
+    const EDIT_HEADING: &'static str = "Edit video";
+
+    fn validate(&self) -> Result<TitleFields, Vec<FieldError>> {
+        TitleForm::validate(self)
+    }
+    fn slug(fields: &TitleFields) -> &str {
+        &fields.slug
+    }
+    async fn find(store: &Store, id: i64) -> Result<Option<Title>, StoreError> {
+        store.title_by_id(id).await
+    }
+    async fn create(store: &Store, fields: &TitleFields) -> Result<i64, StoreError> {
+        store.create_title(fields).await
+    }
+    async fn update(store: &Store, id: i64, fields: &TitleFields) -> Result<bool, StoreError> {
+        store.update_title(id, fields).await
+    }
+    async fn delete(store: &Store, id: i64) -> Result<bool, StoreError> {
+        store.delete_title(id).await
+    }
+}
+
+impl EntryForm for ChannelForm {
+    type Record = Channel;
+    type Fields = ChannelFields;
+    const NOUN: &'static str = "channel";
+    const MISSING: &'static str = "channel";
+    const PATH: &'static str = "/admin/channels";
+    const TEMPLATE: &'static str = "admin/channel_form.html";
+    const NEW_HEADING: &'static str = "Add a live channel";
+    const EDIT_HEADING: &'static str = "Edit channel";
+
+    fn validate(&self) -> Result<ChannelFields, Vec<FieldError>> {
+        ChannelForm::validate(self)
+    }
+    fn slug(fields: &ChannelFields) -> &str {
+        &fields.slug
+    }
+    async fn find(store: &Store, id: i64) -> Result<Option<Channel>, StoreError> {
+        store.channel_by_id(id).await
+    }
+    async fn create(store: &Store, fields: &ChannelFields) -> Result<i64, StoreError> {
+        store.create_channel(fields).await
+    }
+    async fn update(store: &Store, id: i64, fields: &ChannelFields) -> Result<bool, StoreError> {
+        store.update_channel(id, fields).await
+    }
+    async fn delete(store: &Store, id: i64) -> Result<bool, StoreError> {
+        store.delete_channel(id).await
     }
 }
 
@@ -322,22 +430,22 @@ pub async fn logout(
     Ok(response)
 }
 
-/// The title form page; `status` is 400 or 409 when re-shown with errors.
-fn title_form_page(
+/// An entry's form page; `status` is 400 or 409 when re-shown with errors.
+fn form_page<F: EntryForm>(
     state: &AppState,
     session: &Session,
     status: StatusCode,
     target: Option<i64>,
-    form: &TitleForm,
+    form: &F,
     errors: &[FieldError],
 ) -> Response {
     let (heading, action) = match target {
-        Some(id) => ("Edit video", format!("/admin/titles/{id}")),
-        None => ("Add a video", "/admin/titles".to_owned()),
+        Some(id) => (F::EDIT_HEADING, format!("{}/{id}", F::PATH)),
+        None => (F::NEW_HEADING, F::PATH.to_owned()),
     };
     state.html(
         status,
-        "admin/title_form.html",
+        F::TEMPLATE,
         context! {
             page_title => heading, heading, action, form,
             errors => by_field(errors),
@@ -349,31 +457,9 @@ fn title_form_page(
     )
 }
 
-/// The channel form page; `status` is 400 or 409 when re-shown with errors.
-fn channel_form_page(
-    state: &AppState,
-    session: &Session,
-    status: StatusCode,
-    target: Option<i64>,
-    form: &ChannelForm,
-    errors: &[FieldError],
-) -> Response {
-    let (heading, action) = match target {
-        Some(id) => ("Edit channel", format!("/admin/channels/{id}")),
-        None => ("Add a live channel", "/admin/channels".to_owned()),
-    };
-    state.html(
-        status,
-        "admin/channel_form.html",
-        context! {
-            page_title => heading, heading, action, form,
-            errors => by_field(errors),
-            username => &session.admin.username,
-            csrf_token => &session.csrf_token,
-            media_base => state.media_base.to_string(),
-        },
-        PRIVATE,
-    )
+/// 404 for an entry id that is not in the catalog.
+fn missing<F: EntryForm>(id: i64) -> PageError {
+    PageError::not_found(format!("There is no {} with id {id}.", F::MISSING))
 }
 
 /// A slug conflict as a field error, or any other store failure as it is.
@@ -387,26 +473,19 @@ fn slug_conflict(err: StoreError) -> Result<FieldError, PageError> {
     }
 }
 
-/// `GET /admin/titles/new`: the empty title form.
-pub async fn new_title(
+/// `GET /admin/titles/new`, `GET /admin/channels/new`: the empty form.
+pub async fn new_entry<F: EntryForm>(
     State(state): State<AppState>,
     AdminSession(session): AdminSession,
 ) -> Response {
-    title_form_page(
-        &state,
-        &session,
-        StatusCode::OK,
-        None,
-        &TitleForm::default(),
-        &[],
-    )
+    form_page(&state, &session, StatusCode::OK, None, &F::default(), &[])
 }
 
-/// `POST /admin/titles`: adds a title.
-pub async fn create_title(
+/// `POST /admin/titles`, `POST /admin/channels`: adds an entry.
+pub async fn create_entry<F: EntryForm>(
     State(state): State<AppState>,
     AdminSession(session): AdminSession,
-    form: Result<Form<Posted<TitleForm>>, FormRejection>,
+    form: Result<Form<Posted<F>>, FormRejection>,
 ) -> Result<Response, PageError> {
     let posted = posted(form)?;
     check_csrf(&session, &posted.csrf_token)?;
@@ -414,7 +493,7 @@ pub async fn create_title(
     let fields = match form.validate() {
         Ok(fields) => fields,
         Err(errors) => {
-            return Ok(title_form_page(
+            return Ok(form_page(
                 &state,
                 &session,
                 StatusCode::BAD_REQUEST,
@@ -424,14 +503,14 @@ pub async fn create_title(
             ))
         }
     };
-    match state.store.create_title(&fields).await {
+    match F::create(&state.store, &fields).await {
         Ok(id) => {
-            tracing::info!(id, slug = %fields.slug, admin = %session.admin.username, "title created");
+            tracing::info!(id, slug = %F::slug(&fields), admin = %session.admin.username, "{} created", F::NOUN);
             Ok(see_other("/admin/?notice=created"))
         }
         Err(err) => {
             let error = slug_conflict(err)?;
-            Ok(title_form_page(
+            Ok(form_page(
                 &state,
                 &session,
                 StatusCode::CONFLICT,
@@ -443,34 +522,32 @@ pub async fn create_title(
     }
 }
 
-/// `GET /admin/titles/{id}/edit`: the title form, filled in.
-pub async fn edit_title(
+/// `GET /admin/titles/{id}/edit`, `GET /admin/channels/{id}/edit`: the form, filled in.
+pub async fn edit_entry<F: EntryForm>(
     State(state): State<AppState>,
     AdminSession(session): AdminSession,
     Path(id): Path<String>,
 ) -> Result<Response, PageError> {
     let id = record_id(&id)?;
-    let title = state
-        .store
-        .title_by_id(id)
+    let record = F::find(&state.store, id)
         .await?
-        .ok_or_else(|| PageError::not_found(format!("There is no video with id {id}.")))?;
-    Ok(title_form_page(
+        .ok_or_else(|| missing::<F>(id))?;
+    Ok(form_page(
         &state,
         &session,
         StatusCode::OK,
         Some(id),
-        &TitleForm::from(&title),
+        &F::from(&record),
         &[],
     ))
 }
 
-/// `POST /admin/titles/{id}`: saves a title's new fields.
-pub async fn update_title(
+/// `POST /admin/titles/{id}`, `POST /admin/channels/{id}`: saves an entry's new fields.
+pub async fn update_entry<F: EntryForm>(
     State(state): State<AppState>,
     AdminSession(session): AdminSession,
     Path(id): Path<String>,
-    form: Result<Form<Posted<TitleForm>>, FormRejection>,
+    form: Result<Form<Posted<F>>, FormRejection>,
 ) -> Result<Response, PageError> {
     let id = record_id(&id)?;
     let posted = posted(form)?;
@@ -479,7 +556,7 @@ pub async fn update_title(
     let fields = match form.validate() {
         Ok(fields) => fields,
         Err(errors) => {
-            return Ok(title_form_page(
+            return Ok(form_page(
                 &state,
                 &session,
                 StatusCode::BAD_REQUEST,
@@ -489,17 +566,15 @@ pub async fn update_title(
             ))
         }
     };
-    match state.store.update_title(id, &fields).await {
+    match F::update(&state.store, id, &fields).await {
         Ok(true) => {
-            tracing::info!(id, slug = %fields.slug, admin = %session.admin.username, "title updated");
+            tracing::info!(id, slug = %F::slug(&fields), admin = %session.admin.username, "{} updated", F::NOUN);
             Ok(see_other("/admin/?notice=updated"))
         }
-        Ok(false) => Err(PageError::not_found(format!(
-            "There is no video with id {id}."
-        ))),
+        Ok(false) => Err(missing::<F>(id)),
         Err(err) => {
             let error = slug_conflict(err)?;
-            Ok(title_form_page(
+            Ok(form_page(
                 &state,
                 &session,
                 StatusCode::CONFLICT,
@@ -511,8 +586,8 @@ pub async fn update_title(
     }
 }
 
-/// `POST /admin/titles/{id}/delete`: removes a title.
-pub async fn delete_title(
+/// `POST /admin/titles/{id}/delete`, `POST /admin/channels/{id}/delete`: removes an entry.
+pub async fn delete_entry<F: EntryForm>(
     State(state): State<AppState>,
     AdminSession(session): AdminSession,
     Path(id): Path<String>,
@@ -520,154 +595,10 @@ pub async fn delete_title(
 ) -> Result<Response, PageError> {
     let id = record_id(&id)?;
     check_csrf(&session, &posted(form)?.csrf_token)?;
-    if !state.store.delete_title(id).await? {
-        return Err(PageError::not_found(format!(
-            "There is no video with id {id}."
-        )));
+    if !F::delete(&state.store, id).await? {
+        return Err(missing::<F>(id));
     }
-    tracing::info!(id, admin = %session.admin.username, "title deleted");
-    Ok(see_other("/admin/?notice=deleted"))
-}
-
-/// `GET /admin/channels/new`: the empty channel form.
-pub async fn new_channel(
-    State(state): State<AppState>,
-    AdminSession(session): AdminSession,
-) -> Response {
-    channel_form_page(
-        &state,
-        &session,
-        StatusCode::OK,
-        None,
-        &ChannelForm::default(),
-        &[],
-    )
-}
-
-/// `POST /admin/channels`: adds a channel.
-pub async fn create_channel(
-    State(state): State<AppState>,
-    AdminSession(session): AdminSession,
-    form: Result<Form<Posted<ChannelForm>>, FormRejection>,
-) -> Result<Response, PageError> {
-    let posted = posted(form)?;
-    check_csrf(&session, &posted.csrf_token)?;
-    let form = posted.fields;
-    let fields = match form.validate() {
-        Ok(fields) => fields,
-        Err(errors) => {
-            return Ok(channel_form_page(
-                &state,
-                &session,
-                StatusCode::BAD_REQUEST,
-                None,
-                &form,
-                &errors,
-            ))
-        }
-    };
-    match state.store.create_channel(&fields).await {
-        Ok(id) => {
-            tracing::info!(id, slug = %fields.slug, admin = %session.admin.username, "channel created");
-            Ok(see_other("/admin/?notice=created"))
-        }
-        Err(err) => {
-            let error = slug_conflict(err)?;
-            Ok(channel_form_page(
-                &state,
-                &session,
-                StatusCode::CONFLICT,
-                None,
-                &form,
-                &[error],
-            ))
-        }
-    }
-}
-
-/// `GET /admin/channels/{id}/edit`: the channel form, filled in.
-pub async fn edit_channel(
-    State(state): State<AppState>,
-    AdminSession(session): AdminSession,
-    Path(id): Path<String>,
-) -> Result<Response, PageError> {
-    let id = record_id(&id)?;
-    let channel = state
-        .store
-        .channel_by_id(id)
-        .await?
-        .ok_or_else(|| PageError::not_found(format!("There is no channel with id {id}.")))?;
-    Ok(channel_form_page(
-        &state,
-        &session,
-        StatusCode::OK,
-        Some(id),
-        &ChannelForm::from(&channel),
-        &[],
-    ))
-}
-
-/// `POST /admin/channels/{id}`: saves a channel's new fields.
-pub async fn update_channel(
-    State(state): State<AppState>,
-    AdminSession(session): AdminSession,
-    Path(id): Path<String>,
-    form: Result<Form<Posted<ChannelForm>>, FormRejection>,
-) -> Result<Response, PageError> {
-    let id = record_id(&id)?;
-    let posted = posted(form)?;
-    check_csrf(&session, &posted.csrf_token)?;
-    let form = posted.fields;
-    let fields = match form.validate() {
-        Ok(fields) => fields,
-        Err(errors) => {
-            return Ok(channel_form_page(
-                &state,
-                &session,
-                StatusCode::BAD_REQUEST,
-                Some(id),
-                &form,
-                &errors,
-            ))
-        }
-    };
-    match state.store.update_channel(id, &fields).await {
-        Ok(true) => {
-            tracing::info!(id, slug = %fields.slug, admin = %session.admin.username, "channel updated");
-            Ok(see_other("/admin/?notice=updated"))
-        }
-        Ok(false) => Err(PageError::not_found(format!(
-            "There is no channel with id {id}."
-        ))),
-        Err(err) => {
-            let error = slug_conflict(err)?;
-            Ok(channel_form_page(
-                &state,
-                &session,
-                StatusCode::CONFLICT,
-                Some(id),
-                &form,
-                &[error],
-            ))
-        }
-    }
-}
-
-/// `POST /admin/channels/{id}/delete`: removes a channel.
-pub async fn delete_channel(
-    State(state): State<AppState>,
-    AdminSession(session): AdminSession,
-    Path(id): Path<String>,
-    form: Result<Form<CsrfOnly>, FormRejection>,
-) -> Result<Response, PageError> {
-    let id = record_id(&id)?;
-    check_csrf(&session, &posted(form)?.csrf_token)?;
-    if !state.store.delete_channel(id).await? {
-        return Err(PageError::not_found(format!(
-            "There is no channel with id {id}."
-        )));
-    }
-    tracing::info!(id, admin = %session.admin.username, "channel deleted");
+    tracing::info!(id, admin = %session.admin.username, "{} deleted", F::NOUN);
     Ok(see_other("/admin/?notice=deleted"))
 }
 

@@ -23,6 +23,7 @@ use axum::Router;
 use serde::Serialize;
 
 use crate::assets::Assets;
+use crate::forms::{ChannelForm, TitleForm};
 use crate::media::MediaBase;
 use crate::store::Store;
 use crate::templates::Templates;
@@ -108,8 +109,8 @@ pub fn router(state: AppState) -> Router {
         .route("/admin/", get(admin::index))
         .route("/admin/login", get(admin::login_form).post(admin::login))
         .route("/admin/logout", post(admin::logout))
-        .route("/admin/titles", post(admin::create_title))
-        .route("/admin/titles/new", get(admin::new_title))
+        .route("/admin/titles", post(admin::create_entry::<TitleForm>))
+        .route("/admin/titles/new", get(admin::new_entry::<TitleForm>))
         .route(
             "/admin/titles/upload",
             get(upload::form)
@@ -118,14 +119,29 @@ pub fn router(state: AppState) -> Router {
                     upload::MAX_UPLOAD_BYTES,
                 )),
         )
-        .route("/admin/titles/{id}", post(admin::update_title))
-        .route("/admin/titles/{id}/edit", get(admin::edit_title))
-        .route("/admin/titles/{id}/delete", post(admin::delete_title))
-        .route("/admin/channels", post(admin::create_channel))
-        .route("/admin/channels/new", get(admin::new_channel))
-        .route("/admin/channels/{id}", post(admin::update_channel))
-        .route("/admin/channels/{id}/edit", get(admin::edit_channel))
-        .route("/admin/channels/{id}/delete", post(admin::delete_channel))
+        .route("/admin/titles/{id}", post(admin::update_entry::<TitleForm>))
+        .route(
+            "/admin/titles/{id}/edit",
+            get(admin::edit_entry::<TitleForm>),
+        )
+        .route(
+            "/admin/titles/{id}/delete",
+            post(admin::delete_entry::<TitleForm>),
+        )
+        .route("/admin/channels", post(admin::create_entry::<ChannelForm>))
+        .route("/admin/channels/new", get(admin::new_entry::<ChannelForm>))
+        .route(
+            "/admin/channels/{id}",
+            post(admin::update_entry::<ChannelForm>),
+        )
+        .route(
+            "/admin/channels/{id}/edit",
+            get(admin::edit_entry::<ChannelForm>),
+        )
+        .route(
+            "/admin/channels/{id}/delete",
+            post(admin::delete_entry::<ChannelForm>),
+        )
         .fallback(pages::not_found)
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
