@@ -41,6 +41,14 @@ fn stderr(output: &Output) -> String {
     String::from_utf8_lossy(&output.stderr).into_owned()
 }
 
+/// The command failed and said `expected` on stderr.
+#[track_caller]
+fn assert_fails_with(output: &Output, expected: &str) {
+    let err = stderr(output);
+    assert!(!output.status.success(), "{err}");
+    assert!(err.contains(expected), "{err}");
+}
+
 fn db_url(dir: &Path) -> String {
     format!("sqlite://{}", dir.join("web.db").display())
 }
@@ -55,12 +63,7 @@ async fn create_admin_takes_the_password_from_stdin_and_refuses_short_ones_and_d
         &["create-admin", "--db", &db, "--username", "alice"],
         "short\n",
     );
-    assert!(!short.status.success());
-    assert!(
-        stderr(&short).contains("password too short: 5 characters, at least 12"),
-        "{}",
-        stderr(&short)
-    );
+    assert_fails_with(&short, "password too short: 5 characters, at least 12");
 
     let created = web(
         dir.path(),
@@ -82,12 +85,7 @@ async fn create_admin_takes_the_password_from_stdin_and_refuses_short_ones_and_d
         &["create-admin", "--db", &db, "--username", "alice"],
         "another long password\n",
     );
-    assert!(!again.status.success());
-    assert!(
-        stderr(&again).contains("admin `alice` exists already"),
-        "{}",
-        stderr(&again)
-    );
+    assert_fails_with(&again, "admin `alice` exists already");
 
     let store = Store::open(&db).await.unwrap();
     assert!(store
@@ -161,12 +159,7 @@ async fn add_channel_creates_then_leaves_alone_then_updates_by_slug() {
     let third = run(args("live/camera2/index.m3u8"));
     assert!(stdout(&third).contains("updated"), "{}", stdout(&third));
     let bad = run(args("/etc/passwd"));
-    assert!(!bad.status.success());
-    assert!(
-        stderr(&bad).contains("invalid --stream"),
-        "{}",
-        stderr(&bad)
-    );
+    assert_fails_with(&bad, "invalid --stream");
 
     let store = Store::open(&db).await.unwrap();
     let channels = store.channels().await.unwrap();
@@ -198,23 +191,30 @@ async fn import_packages_a_video_under_the_media_root_and_registers_it() {
     .unwrap()
     .expect("write the sample clip");
 
-    let imported = web(
-        dir.path(),
-        &[
+    let media_root = media.to_str().unwrap();
+    let import = |file: &str, title: &str, extra: &[&str]| {
+        let mut args = vec![
             "import",
-            input.to_str().unwrap(),
+            file,
             "--title",
-            "Test Clip",
-            "--description",
-            "Two seconds of colour bars.",
+            title,
             "--db",
             &db,
             "--media-root",
-            media.to_str().unwrap(),
+            media_root,
+        ];
+        args.extend_from_slice(extra);
+        web(dir.path(), &args, "")
+    };
+    let imported = import(
+        input.to_str().unwrap(),
+        "Test Clip",
+        &[
+            "--description",
+            "Two seconds of colour bars.",
             "--segment",
             "1",
         ],
-        "",
     );
     assert!(imported.status.success(), "{}", stderr(&imported));
     let out = stdout(&imported);
@@ -236,47 +236,14 @@ async fn import_packages_a_video_under_the_media_root_and_registers_it() {
     assert!((1500..=2600).contains(&duration), "{duration} ms");
 
     // The same slug again: refused before any packaging, files untouched.
-    let again = web(
-        dir.path(),
-        &[
-            "import",
-            input.to_str().unwrap(),
-            "--title",
-            "Test Clip",
-            "--db",
-            &db,
-            "--media-root",
-            media.to_str().unwrap(),
-        ],
-        "",
-    );
-    assert!(!again.status.success());
-    assert!(
-        stderr(&again).contains("slug `test-clip` exists already: pass another --slug"),
-        "{}",
-        stderr(&again)
+    let again = import(input.to_str().unwrap(), "Test Clip", &[]);
+    assert_fails_with(
+        &again,
+        "slug `test-clip` exists already: pass another --slug",
     );
 
-    let missing = web(
-        dir.path(),
-        &[
-            "import",
-            "nope.mp4",
-            "--title",
-            "Nope",
-            "--db",
-            &db,
-            "--media-root",
-            media.to_str().unwrap(),
-        ],
-        "",
-    );
-    assert!(!missing.status.success());
-    assert!(
-        stderr(&missing).contains("nope.mp4"),
-        "{}",
-        stderr(&missing)
-    );
+    let missing = import("nope.mp4", "Nope", &[]);
+    assert_fails_with(&missing, "nope.mp4");
     assert!(store.title_by_slug("nope").await.unwrap().is_none());
     assert!(!media.join("vod/nope").exists());
 }
@@ -340,13 +307,8 @@ fn an_unknown_database_url_is_refused_with_the_forms_that_work() {
         ],
         "",
     );
-    assert!(!output.status.success());
-    let err = stderr(&output);
-    assert!(
-        err.contains("unsupported database URL `mysql://x/y`"),
-        "{err}"
-    );
-    assert!(err.contains("sqlite://PATH"), "{err}");
+    assert_fails_with(&output, "unsupported database URL `mysql://x/y`");
+    assert_fails_with(&output, "sqlite://PATH");
 }
 
 #[test]

@@ -19,7 +19,7 @@ use super::caching::PRIVATE;
 use super::context::RequestContext;
 use super::cookies::{clear_cookie, cookie, set_cookie, LOGIN_COOKIE, SESSION_COOKIE};
 use super::errors::PageError;
-use super::views::{ChannelView, TitleView};
+use super::views::catalog_views;
 use super::AppState;
 use crate::catalog::{Channel, ChannelFields, Title, TitleFields};
 use crate::forms::{ChannelForm, FieldError, TitleForm};
@@ -289,20 +289,7 @@ pub async fn index(
     AdminSession(session): AdminSession,
     Query(query): Query<NoticeQuery>,
 ) -> Result<Response, PageError> {
-    let titles: Vec<_> = state
-        .store
-        .titles()
-        .await?
-        .iter()
-        .map(|title| TitleView::new(title, &state.media_base))
-        .collect();
-    let channels: Vec<_> = state
-        .store
-        .channels()
-        .await?
-        .iter()
-        .map(|channel| ChannelView::new(channel, &state.media_base))
-        .collect();
+    let (titles, channels) = catalog_views(&state.store, &state.media_base).await?;
     let notice = match query.notice.as_deref() {
         Some("created") => Some("Saved: the new entry is in the catalog."),
         Some("updated") => Some("Saved."),

@@ -8,7 +8,7 @@ use axum::Json;
 use serde_json::json;
 
 use super::caching::NO_STORE;
-use super::views::{ChannelView, TitleView};
+use super::views::catalog_views;
 use super::AppState;
 use crate::catalog::Kind;
 use crate::store::StoreError;
@@ -34,30 +34,15 @@ fn unavailable(err: StoreError) -> Response {
 
 /// `GET /api/catalog`: every title and channel with its view count.
 pub async fn catalog(State(state): State<AppState>) -> Response {
-    let listing = async {
-        let titles = state.store.titles().await?;
-        let channels = state.store.channels().await?;
-        Ok::<_, StoreError>((titles, channels))
-    };
-    match listing.await {
-        Ok((titles, channels)) => {
-            let titles: Vec<_> = titles
-                .iter()
-                .map(|title| TitleView::new(title, &state.media_base))
-                .collect();
-            let channels: Vec<_> = channels
-                .iter()
-                .map(|channel| ChannelView::new(channel, &state.media_base))
-                .collect();
-            no_store_json(
-                StatusCode::OK,
-                json!({
-                    "media_base": state.media_base.to_string(),
-                    "titles": titles,
-                    "channels": channels,
-                }),
-            )
-        }
+    match catalog_views(&state.store, &state.media_base).await {
+        Ok((titles, channels)) => no_store_json(
+            StatusCode::OK,
+            json!({
+                "media_base": state.media_base.to_string(),
+                "titles": titles,
+                "channels": channels,
+            }),
+        ),
         Err(err) => unavailable(err),
     }
 }

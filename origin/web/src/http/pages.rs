@@ -7,21 +7,12 @@ use minijinja::context;
 
 use super::caching::PUBLIC_PAGE;
 use super::errors::PageError;
-use super::views::{ChannelView, PlayerView, TitleView};
+use super::views::{catalog_views, PlayerView};
 use super::AppState;
 
 /// `GET /`: every live channel and title as a grid of cards.
 pub async fn home(State(state): State<AppState>) -> Result<Response, PageError> {
-    let titles = state.store.titles().await?;
-    let channels = state.store.channels().await?;
-    let titles: Vec<_> = titles
-        .iter()
-        .map(|title| TitleView::new(title, &state.media_base))
-        .collect();
-    let channels: Vec<_> = channels
-        .iter()
-        .map(|channel| ChannelView::new(channel, &state.media_base))
-        .collect();
+    let (titles, channels) = catalog_views(&state.store, &state.media_base).await?;
     Ok(state.html(
         StatusCode::OK,
         "home.html",

@@ -188,36 +188,24 @@ pub async fn receive(
             ..VodOptions::default()
         },
     };
-    match import(&state.store, request).await {
+    let (status, errors, error) = match import(&state.store, request).await {
         Ok(imported) => {
             tracing::info!(id = imported.id, slug = %imported.slug, admin = %session.admin.username, "video uploaded and packaged");
-            Ok(see_other("/admin/?notice=created"))
+            return Ok(see_other("/admin/?notice=created"));
         }
-        Err(ImportError::Invalid(error)) => {
-            let errors = BTreeMap::from([(error.field, error.message)]);
-            Ok(page(
-                &state,
-                &session,
-                StatusCode::BAD_REQUEST,
-                &fields,
-                errors,
-                None,
-            ))
-        }
-        Err(ImportError::SlugTaken(slug)) => {
-            let errors = BTreeMap::from([(
+        Err(ImportError::Invalid(error)) => (
+            StatusCode::BAD_REQUEST,
+            BTreeMap::from([(error.field, error.message)]),
+            None,
+        ),
+        Err(ImportError::SlugTaken(slug)) => (
+            StatusCode::CONFLICT,
+            BTreeMap::from([(
                 "slug",
                 format!("another title uses `{slug}` already: choose another slug"),
-            )]);
-            Ok(page(
-                &state,
-                &session,
-                StatusCode::CONFLICT,
-                &fields,
-                errors,
-                None,
-            ))
-        }
+            )]),
+            None,
+        ),
         Err(ImportError::Package(
             err @ (VodError::NotMedia { .. } | VodError::NoVideo { .. } | VodError::Empty { .. }),
         )) => {
@@ -232,27 +220,20 @@ pub async fn receive(
                     .unwrap_or_default()
                     .to_owned(),
             };
-            let errors =
-                BTreeMap::from([("file", format!("not a video we can package: {reason}"))]);
-            Ok(page(
-                &state,
-                &session,
+            (
                 StatusCode::BAD_REQUEST,
-                &fields,
-                errors,
+                BTreeMap::from([("file", format!("not a video we can package: {reason}"))]),
                 None,
-            ))
+            )
         }
         Err(err) => {
             tracing::error!(error = %err, "upload packaging failed");
-            Ok(page(
-                &state,
-                &session,
+            (
                 StatusCode::INTERNAL_SERVER_ERROR,
-                &fields,
                 BTreeMap::new(),
                 Some(format!("Packaging failed: {err}")),
-            ))
+            )
         }
-    }
+    };
+    Ok(page(&state, &session, status, &fields, errors, error))
 }

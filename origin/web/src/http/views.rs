@@ -5,6 +5,26 @@ use serde::Serialize;
 
 use crate::catalog::{Channel, Kind, Title};
 use crate::media::{format_duration, MediaBase};
+use crate::store::{Store, StoreError};
+
+/// Every title and channel as the home grid, the admin list and `GET /api/catalog` show them.
+pub async fn catalog_views(
+    store: &Store,
+    base: &MediaBase,
+) -> Result<(Vec<TitleView>, Vec<ChannelView>), StoreError> {
+    let titles = store.titles().await?;
+    let channels = store.channels().await?;
+    Ok((
+        titles
+            .iter()
+            .map(|title| TitleView::new(title, base))
+            .collect(),
+        channels
+            .iter()
+            .map(|channel| ChannelView::new(channel, base))
+            .collect(),
+    ))
+}
 
 /// A title as the home grid, the admin list and `GET /api/catalog` show it.
 #[derive(Debug, Clone, Serialize)]
