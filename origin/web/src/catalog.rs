@@ -1,6 +1,7 @@
 //! The catalog: VoD titles and live channels, their queries and their view counters.
 
-use sqlx::any::AnyRow;
+use sqlx::any::{Any, AnyArguments, AnyRow};
+use sqlx::query::Query;
 use sqlx::Row;
 
 use crate::store::{is_unique_violation, now_secs, Store, StoreError};
@@ -148,6 +149,16 @@ fn conflict<'a>(what: &'static str, slug: &'a str) -> impl FnOnce(sqlx::Error) -
 }
 
 impl Store {
+    /// The one entry `query` finds, if any, read by `from_row`.
+    async fn fetch_entry<'q, T>(
+        &self,
+        query: Query<'q, Any, AnyArguments<'q>>,
+        from_row: fn(&AnyRow) -> Result<T, sqlx::Error>,
+    ) -> Result<Option<T>, StoreError> {
+        let row = query.fetch_optional(&self.pool).await?;
+        Ok(row.as_ref().map(from_row).transpose()?)
+    }
+
     /// Every title, newest first.
     pub async fn titles(&self) -> Result<Vec<Title>, StoreError> {
         let sql = format!("SELECT {TITLE_COLUMNS} FROM titles ORDER BY id DESC");
@@ -158,21 +169,15 @@ impl Store {
     /// The title with this slug.
     pub async fn title_by_slug(&self, slug: &str) -> Result<Option<Title>, StoreError> {
         let sql = format!("SELECT {TITLE_COLUMNS} FROM titles WHERE slug = $1");
-        let row = sqlx::query(&sql)
-            .bind(slug)
-            .fetch_optional(&self.pool)
-            .await?;
-        Ok(row.as_ref().map(title_from_row).transpose()?)
+        self.fetch_entry(sqlx::query(&sql).bind(slug), title_from_row)
+            .await
     }
 
     /// The title with this id.
     pub async fn title_by_id(&self, id: i64) -> Result<Option<Title>, StoreError> {
         let sql = format!("SELECT {TITLE_COLUMNS} FROM titles WHERE id = $1");
-        let row = sqlx::query(&sql)
-            .bind(id)
-            .fetch_optional(&self.pool)
-            .await?;
-        Ok(row.as_ref().map(title_from_row).transpose()?)
+        self.fetch_entry(sqlx::query(&sql).bind(id), title_from_row)
+            .await
     }
 
     /// Adds a title and returns its id; [`StoreError::Conflict`] if the slug is taken.
@@ -235,21 +240,15 @@ impl Store {
     /// The channel with this slug.
     pub async fn channel_by_slug(&self, slug: &str) -> Result<Option<Channel>, StoreError> {
         let sql = format!("SELECT {CHANNEL_COLUMNS} FROM channels WHERE slug = $1");
-        let row = sqlx::query(&sql)
-            .bind(slug)
-            .fetch_optional(&self.pool)
-            .await?;
-        Ok(row.as_ref().map(channel_from_row).transpose()?)
+        self.fetch_entry(sqlx::query(&sql).bind(slug), channel_from_row)
+            .await
     }
 
     /// The channel with this id.
     pub async fn channel_by_id(&self, id: i64) -> Result<Option<Channel>, StoreError> {
         let sql = format!("SELECT {CHANNEL_COLUMNS} FROM channels WHERE id = $1");
-        let row = sqlx::query(&sql)
-            .bind(id)
-            .fetch_optional(&self.pool)
-            .await?;
-        Ok(row.as_ref().map(channel_from_row).transpose()?)
+        self.fetch_entry(sqlx::query(&sql).bind(id), channel_from_row)
+            .await
     }
 
     /// Adds a channel and returns its id; [`StoreError::Conflict`] if the slug is taken.

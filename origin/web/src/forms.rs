@@ -220,24 +220,62 @@ fn check_common(
     }
 }
 
+/// The fields every catalog form shares, trimmed: what [`common_fields`] hands back.
+struct Common {
+    name: String,
+    slug: String,
+    description: String,
+    poster: Option<String>,
+    stream_url: String,
+}
+
+/// Trims the shared fields (the slug derived from the name when left empty) and checks them;
+/// appends problems to `errors`.
+fn common_fields(
+    name_field: &'static str,
+    name: &str,
+    slug: &str,
+    description: &str,
+    poster: &str,
+    stream_url: &str,
+    errors: &mut Vec<FieldError>,
+) -> Common {
+    let name = name.trim();
+    let slug = match slug.trim() {
+        "" => slugify(name),
+        given => given.to_owned(),
+    };
+    let poster = optional(poster);
+    let stream_url = stream_url.trim();
+    check_common(
+        name_field,
+        name,
+        &slug,
+        description,
+        poster.as_deref(),
+        stream_url,
+        errors,
+    );
+    Common {
+        name: name.to_owned(),
+        slug,
+        description: description.trim().to_owned(),
+        poster,
+        stream_url: stream_url.to_owned(),
+    }
+}
+
 impl TitleForm {
     /// The catalog fields this form describes, or every problem found.
     pub fn validate(&self) -> Result<TitleFields, Vec<FieldError>> {
-        let title = self.title.trim();
-        let slug = match self.slug.trim() {
-            "" => slugify(title),
-            given => given.to_owned(),
-        };
-        let poster = optional(&self.poster);
-        let stream_url = self.stream_url.trim();
         let mut errors = Vec::new();
-        check_common(
+        let common = common_fields(
             "title",
-            title,
-            &slug,
+            &self.title,
+            &self.slug,
             &self.description,
-            poster.as_deref(),
-            stream_url,
+            &self.poster,
+            &self.stream_url,
             &mut errors,
         );
         let duration_ms = parse_duration(&self.duration).unwrap_or_else(|message| {
@@ -251,12 +289,12 @@ impl TitleForm {
             return Err(errors);
         }
         Ok(TitleFields {
-            slug,
-            title: title.to_owned(),
-            description: self.description.trim().to_owned(),
-            poster,
+            slug: common.slug,
+            title: common.name,
+            description: common.description,
+            poster: common.poster,
             duration_ms,
-            stream_url: stream_url.to_owned(),
+            stream_url: common.stream_url,
         })
     }
 }
@@ -264,32 +302,25 @@ impl TitleForm {
 impl ChannelForm {
     /// The catalog fields this form describes, or every problem found.
     pub fn validate(&self) -> Result<ChannelFields, Vec<FieldError>> {
-        let name = self.name.trim();
-        let slug = match self.slug.trim() {
-            "" => slugify(name),
-            given => given.to_owned(),
-        };
-        let poster = optional(&self.poster);
-        let stream_url = self.stream_url.trim();
         let mut errors = Vec::new();
-        check_common(
+        let common = common_fields(
             "name",
-            name,
-            &slug,
+            &self.name,
+            &self.slug,
             &self.description,
-            poster.as_deref(),
-            stream_url,
+            &self.poster,
+            &self.stream_url,
             &mut errors,
         );
         if !errors.is_empty() {
             return Err(errors);
         }
         Ok(ChannelFields {
-            slug,
-            name: name.to_owned(),
-            description: self.description.trim().to_owned(),
-            poster,
-            stream_url: stream_url.to_owned(),
+            slug: common.slug,
+            name: common.name,
+            description: common.description,
+            poster: common.poster,
+            stream_url: common.stream_url,
         })
     }
 }
