@@ -41,6 +41,13 @@ fn stderr(output: &Output) -> String {
     String::from_utf8_lossy(&output.stderr).into_owned()
 }
 
+/// The command succeeded; what it said on stdout.
+#[track_caller]
+fn succeeded(output: &Output) -> String {
+    assert!(output.status.success(), "{}", stderr(output));
+    stdout(output)
+}
+
 /// The command failed and said `expected` on stderr.
 #[track_caller]
 fn assert_fails_with(output: &Output, expected: &str) {
@@ -77,8 +84,7 @@ async fn create_admin_takes_the_password_from_stdin_and_refuses_short_ones_and_d
         ],
         "correct horse battery\n",
     );
-    assert!(created.status.success(), "{}", stderr(&created));
-    assert!(stdout(&created).contains("created admin `alice`"));
+    assert!(succeeded(&created).contains("created admin `alice`"));
 
     let again = web(
         dir.path(),
@@ -116,8 +122,7 @@ async fn create_admin_can_generate_and_print_a_password() {
         ],
         "",
     );
-    assert!(created.status.success(), "{}", stderr(&created));
-    let out = stdout(&created);
+    let out = succeeded(&created);
     let password = out.trim_end();
     assert!(
         !password.contains(char::is_whitespace),
@@ -152,8 +157,7 @@ async fn add_channel_creates_then_leaves_alone_then_updates_by_slug() {
     };
 
     let first = run(args("live/camera/index.m3u8"));
-    assert!(first.status.success(), "{}", stderr(&first));
-    assert!(stdout(&first).contains("created: page /live/camera"));
+    assert!(succeeded(&first).contains("created: page /live/camera"));
     let second = run(args("live/camera/index.m3u8"));
     assert!(stdout(&second).contains("unchanged"), "{}", stdout(&second));
     let third = run(args("live/camera2/index.m3u8"));
@@ -216,8 +220,7 @@ async fn import_packages_a_video_under_the_media_root_and_registers_it() {
             "1",
         ],
     );
-    assert!(imported.status.success(), "{}", stderr(&imported));
-    let out = stdout(&imported);
+    let out = succeeded(&imported);
     assert!(out.contains("page /titles/test-clip"), "{out}");
     assert!(out.contains("stream vod/test-clip/index.m3u8"), "{out}");
     assert!(media.join("vod/test-clip/index.m3u8").is_file());
