@@ -4,23 +4,10 @@
 mod common;
 
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Command;
 
-use common::edge::BIN;
+use common::edge::{check, BIN};
 use common::{client, EdgeProc, Upstream};
-
-fn check(text: &str) -> (Output, String) {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("edge.toml");
-    std::fs::write(&path, text).unwrap();
-    let out = Command::new(BIN)
-        .args(["check", "-c", path.to_str().unwrap()])
-        .output()
-        .unwrap();
-    let text =
-        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
-    (out, text.replace(path.to_str().unwrap(), "edge.toml"))
-}
 
 const GOOD: &str = r#"
 [listen]
@@ -36,8 +23,8 @@ pool = "web"
 
 #[test]
 fn check_accepts_a_valid_file_with_a_one_line_summary() {
-    let (out, text) = check(GOOD);
-    assert_eq!(out.status.code(), Some(0), "{text}");
+    let (status, text) = check(GOOD);
+    assert_eq!(status.code(), Some(0), "{text}");
     assert_eq!(text.lines().count(), 1, "{text}");
     assert!(
         text.starts_with("edge.toml: ok: 1 route(s), 1 pool(s), 1 backend(s)"),
@@ -101,12 +88,8 @@ fn check_reports_each_config_error_with_its_place() {
         ),
     ];
     for (what, config, expected) in cases {
-        let (out, text) = check(config);
-        assert_eq!(
-            out.status.code(),
-            Some(1),
-            "{what}: expected exit 1:\n{text}"
-        );
+        let (status, text) = check(config);
+        assert_eq!(status.code(), Some(1), "{what}: expected exit 1:\n{text}");
         assert!(
             text.contains(expected),
             "{what}: expected `{expected}` in:\n{text}"
@@ -121,8 +104,8 @@ fn check_reports_every_error_not_just_the_first() {
         "backends = [",
         "connect_timeout = \"-1s\"\nretries = 99\nbackends = [",
     );
-    let (out, text) = check(&config);
-    assert_eq!(out.status.code(), Some(1));
+    let (status, text) = check(&config);
+    assert_eq!(status.code(), Some(1));
     assert!(text.contains("pools.web.connect_timeout"), "{text}");
     assert!(
         text.contains("pools.web.retries: must be between 0 and 16, got 99"),
@@ -298,8 +281,8 @@ fn check_rejects_duplicate_route_names_and_a_bad_health_check_host() {
     let config = GOOD.to_string()
         + "\n[pools.web.health_check]\ntype = \"http\"\nhost = \"bad host\"\n"
         + "\n[[routes]]\nname = \"/\"\npath = \"/x\"\npool = \"web\"\n";
-    let (out, text) = check(&config);
-    assert_eq!(out.status.code(), Some(1), "{text}");
+    let (status, text) = check(&config);
+    assert_eq!(status.code(), Some(1), "{text}");
     assert!(
         text.contains("pools.web.health_check.host: invalid host"),
         "{text}"

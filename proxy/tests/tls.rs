@@ -8,14 +8,25 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::edge::{pool, BIN};
+use common::edge::{check, check_in, pool, BIN};
 use common::tls::{
-    cert_entry, client_config, handshake, https_client, replace, Pki, TlsEdge, TlsOrigin,
+    cert_entry, client_config, handshake, https_client, replace, Pair, Pki, TlsEdge, TlsOrigin,
 };
 use common::Upstream;
 
 fn route(pool_name: &str) -> String {
     format!("[[routes]]\npath = \"/\"\npool = \"{pool_name}\"\n")
+}
+
+/// An edge serving `pair` over HTTPS, with every path routed to `origin`.
+async fn edge_with(pki: &Pki, pair: &Pair, origin: &Upstream) -> TlsEdge {
+    let body = format!(
+        "{}{}{}",
+        cert_entry(pair, None),
+        pool("p", &[origin.addr], ""),
+        route("p")
+    );
+    TlsEdge::start(pki.dir.path(), &body).await
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -98,13 +109,7 @@ async fn http2_and_http1_are_both_served_by_alpn_over_tls_1_2_and_1_3() {
     let origin = Upstream::start("o").await;
     let pki = Pki::new();
     let a = pki.issue("a", &["a.test"]);
-    let body = format!(
-        "{}{}{}",
-        cert_entry(&a, None),
-        pool("p", &[origin.addr], ""),
-        route("p")
-    );
-    let edge = TlsEdge::start(pki.dir.path(), &body).await;
+    let edge = edge_with(&pki, &a, &origin).await;
 
     let h2 = handshake(
         edge.https,
@@ -213,13 +218,7 @@ async fn tls_1_1_and_older_are_refused() {
     let origin = Upstream::start("o").await;
     let pki = Pki::new();
     let a = pki.issue("a", &["a.test"]);
-    let body = format!(
-        "{}{}{}",
-        cert_entry(&a, None),
-        pool("p", &[origin.addr], ""),
-        route("p")
-    );
-    let edge = TlsEdge::start(pki.dir.path(), &body).await;
+    let edge = edge_with(&pki, &a, &origin).await;
     // The same hello as TLS 1.2 gets a ServerHello (handshake record, 22)...
     let tls12 = first_record(edge.https, &client_hello([3, 3], "a.test")).await;
     assert_eq!(tls12[0], 22, "TLS 1.2 hello answered with {tls12:?}");
@@ -285,13 +284,7 @@ async fn certificates_rotate_under_load_without_one_failed_handshake() {
     let origin = Upstream::start("o").await;
     let pki = Pki::new();
     let first = pki.issue("site", &["a.test"]);
-    let body = format!(
-        "{}{}{}",
-        cert_entry(&first, None),
-        pool("p", &[origin.addr], ""),
-        route("p")
-    );
-    let edge = TlsEdge::start(pki.dir.path(), &body).await;
+    let edge = edge_with(&pki, &first, &origin).await;
 
     let stop = Arc::new(AtomicBool::new(false));
     let ok = Arc::new(AtomicUsize::new(0));
@@ -352,13 +345,7 @@ async fn a_bad_new_certificate_is_rejected_and_the_old_one_kept() {
     let origin = Upstream::start("o").await;
     let pki = Pki::new();
     let good = pki.issue("site", &["a.test"]);
-    let body = format!(
-        "{}{}{}",
-        cert_entry(&good, None),
-        pool("p", &[origin.addr], ""),
-        route("p")
-    );
-    let edge = TlsEdge::start(pki.dir.path(), &body).await;
+    let edge = edge_with(&pki, &good, &origin).await;
     let good_leaf = good.leaf_der();
     let good_key = std::fs::read(&good.key).unwrap();
 
@@ -409,23 +396,13 @@ async fn wait_for_log(edge: &TlsEdge, needle: &str) {
 }
 
 /// `dime-edge check` on `body` (after a `[listen]` with an HTTPS listener) in `dir`.
-fn check(dir: &std::path::Path, body: &str) -> (bool, String) {
-    let path = dir.join("check.toml");
-    std::fs::write(
-        &path,
-        format!("[listen]\nhttp = [\"127.0.0.1:18080\"]\nhttps = [\"127.0.0.1:18443\"]\n\n{body}\n[pools.p]\nbackends = [\"127.0.0.1:18081\"]\n\n[[routes]]\npath = \"/\"\npool = \"p\"\n"),
-    )
-    .unwrap();
-    let out = Command::new(BIN)
-        .args(["check", "-c", path.to_str().unwrap()])
-        .output()
-        .unwrap();
-    let text =
-        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
-    (
-        out.status.success(),
-        text.replace(path.to_str().unwrap(), "check.toml"),
-    )
+fn check_https(dir: &std::path::Path, body: &str) -> (bool, String) {
+    let (status, text) = check_in(
+        dir,
+        "check.toml",
+        &format!("[listen]\nhttp = [\"127.0.0.1:18080\"]\nhttps = [\"127.0.0.1:18443\"]\n\n{body}\n[pools.p]\nbackends = [\"127.0.0.1:18081\"]\n\n[[routes]]\npath = \"/\"\npool = \"p\"\n"),
+    );
+    (status.success(), text)
 }
 
 #[test]
@@ -436,14 +413,14 @@ fn bad_certificates_are_refused_with_the_config_line_and_the_file() {
     let dir = pki.dir.path();
 
     // Relative paths are relative to the config file.
-    let (ok, text) = check(
+    let (ok, text) = check_https(
         dir,
         "[[tls.certificates]]\ncert = \"a.pem\"\nkey = \"a.key\"\n",
     );
     assert!(ok, "{text}");
     assert!(text.contains("1 certificate(s)"), "{text}");
 
-    let (ok, text) = check(
+    let (ok, text) = check_https(
         dir,
         "[[tls.certificates]]\ncert = \"a.pem\"\nkey = \"b.key\"\n",
     );
@@ -457,7 +434,7 @@ fn bad_certificates_are_refused_with_the_config_line_and_the_file() {
         "{text}"
     );
 
-    let (ok, text) = check(
+    let (ok, text) = check_https(
         dir,
         "[[tls.certificates]]\ncert = \"missing.pem\"\nkey = \"a.key\"\n",
     );
@@ -469,7 +446,7 @@ fn bad_certificates_are_refused_with_the_config_line_and_the_file() {
     assert!(text.contains("missing.pem"), "{text}");
 
     std::fs::write(dir.join("junk.pem"), "hello\n").unwrap();
-    let (ok, text) = check(
+    let (ok, text) = check_https(
         dir,
         "[[tls.certificates]]\ncert = \"junk.pem\"\nkey = \"a.key\"\n",
     );
@@ -478,7 +455,7 @@ fn bad_certificates_are_refused_with_the_config_line_and_the_file() {
     assert!(text.contains("junk.pem: no certificate"), "{text}");
 
     // A name the certificate does not cover would fail every client's verification.
-    let (ok, text) = check(
+    let (ok, text) = check_https(
         dir,
         "[[tls.certificates]]\ncert = \"a.pem\"\nkey = \"a.key\"\nnames = [\"c.test\"]\n",
     );
@@ -490,7 +467,7 @@ fn bad_certificates_are_refused_with_the_config_line_and_the_file() {
     );
 
     // One name, two certificates.
-    let (ok, text) = check(
+    let (ok, text) = check_https(
         dir,
         &format!(
             "{}{}",
@@ -506,7 +483,7 @@ fn bad_certificates_are_refused_with_the_config_line_and_the_file() {
 
     // An expired certificate.
     let expired = expired_pair(dir);
-    let (ok, text) = check(
+    let (ok, text) = check_https(
         dir,
         &format!(
             "[[tls.certificates]]\ncert = \"{}\"\nkey = \"{}\"\n",
@@ -518,7 +495,7 @@ fn bad_certificates_are_refused_with_the_config_line_and_the_file() {
 
     // Valid, but about to expire: accepted, with a warning.
     let soon = pki.issue_for("soon", &["a.test"], Duration::from_secs(5 * 86400));
-    let (ok, text) = check(
+    let (ok, text) = check_https(
         dir,
         &format!(
             "[[tls.certificates]]\ncert = \"{}\"\nkey = \"{}\"\n",
@@ -536,7 +513,7 @@ fn bad_certificates_are_refused_with_the_config_line_and_the_file() {
     );
 
     // HTTPS without certificates.
-    let (ok, text) = check(dir, "");
+    let (ok, text) = check_https(dir, "");
     assert!(!ok);
     assert!(
         text.contains("listen.https: HTTPS listeners need at least one [[tls.certificates]]"),
@@ -721,19 +698,10 @@ fn tls_pool(addr: std::net::SocketAddr, extra: &str) -> String {
 
 #[test]
 fn pool_tls_settings_are_checked() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("edge.toml");
-    std::fs::write(
-        &path,
+    let (status, text) = check(
         "[listen]\nhttp = [\"127.0.0.1:18080\"]\n\n[pools.a]\nbackends = [\"127.0.0.1:1\"]\ntls = true\n\n[pools.b]\nbackends = [\"127.0.0.1:2\"]\nsni = \"x.test\"\n\n[pools.c]\nbackends = [\"127.0.0.1:3\"]\ntls = true\nsni = \"c.test\"\nca_file = \"nope.pem\"\n\n[[routes]]\npath = \"/\"\npool = \"a\"\n",
-    )
-    .unwrap();
-    let out = Command::new(BIN)
-        .args(["check", "-c", path.to_str().unwrap()])
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stderr).replace(path.to_str().unwrap(), "edge.toml");
-    assert_eq!(out.status.code(), Some(1), "{text}");
+    );
+    assert_eq!(status.code(), Some(1), "{text}");
     assert!(
         text.contains("edge.toml:6:7: pools.a.sni: tls = true needs sni"),
         "{text}"
@@ -837,13 +805,7 @@ async fn a_changed_https_listener_waits_for_an_upgrade_and_the_running_one_keeps
     let pki = Pki::new();
     let a = pki.issue("a", &["a.test"]);
     let b = pki.issue("b", &["b.test"]);
-    let body = format!(
-        "{}{}{}",
-        cert_entry(&a, None),
-        pool("p", &[origin.addr], ""),
-        route("p")
-    );
-    let edge = TlsEdge::start(pki.dir.path(), &body).await;
+    let edge = edge_with(&pki, &a, &origin).await;
     let text = std::fs::read_to_string(&edge.config).unwrap();
     let moved = format!("127.0.0.1:{}", common::free_port());
     // A new listener address and a second certificate, in one edit.

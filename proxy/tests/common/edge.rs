@@ -240,6 +240,25 @@ impl Drop for EdgeProc {
     }
 }
 
+/// `dime-edge check -c` on `text`, written to `dir/name`: the exit status and stdout then
+/// stderr, with the file's path shortened to `name` so expectations read like the output.
+pub fn check_in(dir: &std::path::Path, name: &str, text: &str) -> (ExitStatus, String) {
+    let path = dir.join(name);
+    std::fs::write(&path, text).unwrap();
+    let out = Command::new(BIN)
+        .args(["check", "-c", path.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let text =
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    (out.status, text.replace(path.to_str().unwrap(), name))
+}
+
+/// `check_in` a fresh temporary directory, as `edge.toml`.
+pub fn check(text: &str) -> (ExitStatus, String) {
+    check_in(tempfile::tempdir().unwrap().path(), "edge.toml", text)
+}
+
 /// A pool section for `backends`, with a fast HTTP health check.
 pub fn pool(name: &str, backends: &[SocketAddr], extra: &str) -> String {
     let list: Vec<String> = backends.iter().map(|b| format!("\"{b}\"")).collect();
