@@ -191,13 +191,18 @@ fn segment_bytes(dir: &Path) -> BTreeMap<String, Vec<u8>> {
 /// Every listed segment exists, decodes as H.264 main 4:2:0 and starts with a keyframe.
 fn assert_segments_decode(dir: &Path, text: &str) {
     for (_, uri) in extinfs(text) {
-        let probe = ffprobe(&dir.join(&uri));
-        assert_eq!(probe.streams, ["h264 Main yuv420p"], "{uri}");
-        assert!(
-            probe.starts_with_keyframe,
-            "{uri} does not start with a keyframe"
-        );
+        assert_main_420_from_a_keyframe(&dir.join(&uri), &uri);
     }
+}
+
+/// `file` (segment `uri`) is H.264 main 4:2:0 and starts with a keyframe.
+fn assert_main_420_from_a_keyframe(file: &Path, uri: &str) {
+    let probe = ffprobe(file);
+    assert_eq!(probe.streams, ["h264 Main yuv420p"], "{uri}");
+    assert!(
+        probe.starts_with_keyframe,
+        "{uri} does not start with a keyframe"
+    );
 }
 
 #[test]
@@ -613,12 +618,7 @@ fn assert_cmaf_segment_decodes(dir: &Path, init: &str, uri: &str) {
     let mut bytes = fs::read(dir.join(init)).unwrap();
     bytes.extend(fs::read(dir.join(uri)).unwrap());
     fs::write(joined.path(), bytes).unwrap();
-    let probe = ffprobe(joined.path());
-    assert_eq!(probe.streams, ["h264 Main yuv420p"], "{uri}");
-    assert!(
-        probe.starts_with_keyframe,
-        "{uri} does not start with a keyframe"
-    );
+    assert_main_420_from_a_keyframe(joined.path(), uri);
 }
 
 #[test]

@@ -154,6 +154,32 @@ pub fn caps_filter(caps: gst::Caps) -> Result<gst::Element, GstError> {
     Ok(filter)
 }
 
+/// A capsfilter pinning raw video to 8-bit 4:2:0 (and to `size`, when given): left open, x264
+/// negotiates 4:4:4, which doubles the CPU and which few players decode.
+pub fn i420(size: Option<(u32, u32)>) -> Result<gst::Element, GstError> {
+    let mut caps = gst::Caps::builder("video/x-raw").field("format", "I420");
+    if let Some((width, height)) = size {
+        caps = caps
+            .field("width", width as i32)
+            .field("height", height as i32);
+    }
+    caps_filter(caps.build())
+}
+
+/// x264 (veryfast, `bitrate_kbps`) held to the main profile, then h264parse: `[encoder, main
+/// caps, parser]`, to link in that order. Callers set keyframe placement on the encoder.
+pub fn h264_main(bitrate_kbps: u32) -> Result<[gst::Element; 3], GstError> {
+    let encoder = make("x264enc")?;
+    encoder.set_property_from_str("speed-preset", "veryfast");
+    encoder.set_property("bitrate", bitrate_kbps);
+    let main = caps_filter(
+        gst::Caps::builder("video/x-h264")
+            .field("profile", "main")
+            .build(),
+    )?;
+    Ok([encoder, main, make("h264parse")?])
+}
+
 /// Links a chain of elements, reporting which pair refused.
 pub fn link_chain(elements: &[&gst::Element]) -> Result<(), GstError> {
     for pair in elements.windows(2) {

@@ -108,21 +108,9 @@ fn build(location: &Path, options: &SampleOptions) -> Result<gst::Pipeline, GstE
     overlay.set_property_from_str("valignment", "center");
     overlay.set_property("font-desc", "Sans 32");
     let convert = pipeline::make("videoconvert")?;
-    let i420 = caps_filter(
-        gst::Caps::builder("video/x-raw")
-            .field("format", "I420")
-            .build(),
-    )?;
-    let encoder = pipeline::make("x264enc")?;
-    encoder.set_property_from_str("speed-preset", "veryfast");
-    encoder.set_property("bitrate", 1200u32);
+    let i420 = pipeline::i420(None)?;
+    let [encoder, main, parse] = pipeline::h264_main(1200)?;
     encoder.set_property("key-int-max", options.fps * 2);
-    let main = caps_filter(
-        gst::Caps::builder("video/x-h264")
-            .field("profile", "main")
-            .build(),
-    )?;
-    let parse = pipeline::make("h264parse")?;
     let mux = pipeline::make("mp4mux")?;
     // The index up front lets a browser start playing a progressive download at once.
     mux.set_property("faststart", true);

@@ -12,7 +12,7 @@ use gstreamer_pbutils as pbutils;
 
 use crate::live::channel::segment_pattern;
 use crate::options::Bitrate;
-use crate::pipeline::{self, caps_filter, GstError};
+use crate::pipeline::{self, GstError};
 use crate::playlist::{MediaPlaylist, PlaylistError, PlaylistKind, Segment};
 
 /// The playlist's file name inside a packaged title.
@@ -292,44 +292,14 @@ fn transcode(
 
     let video_queue = pipeline::make("queue")?;
     let convert = pipeline::make("videoconvert")?;
-    // 4:2:0 8-bit: without the pin x264 may pick 4:4:4, which most players cannot decode.
     let scale = pipeline::make("videoscale")?;
-    let i420 = caps_filter(
-        gst::Caps::builder("video/x-raw")
-            .field("format", "I420")
-            .field("width", width as i32)
-            .field("height", height as i32)
-            .build(),
-    )?;
-    let encoder = pipeline::make("x264enc")?;
-    encoder.set_property_from_str("speed-preset", "veryfast");
-    encoder.set_property("bitrate", options.video_bitrate.kbps);
+    let i420 = pipeline::i420(Some((width, height)))?;
+    let [encoder, main, parse] = pipeline::h264_main(options.video_bitrate.kbps)?;
     // Keyframes only where splitmuxsink asks for them (every segment), not on scene cuts.
     encoder.set_property("option-string", "scenecut=0");
-    let main = caps_filter(
-        gst::Caps::builder("video/x-h264")
-            .field("profile", "main")
-            .build(),
-    )?;
-    let parse = pipeline::make("h264parse")?;
     let split = splitmux(dir, options.segment)?;
 
-    pipeline
-        .add_many([
-            &source,
-            &decode,
-            &video_queue,
-            &convert,
-            &scale,
-            &i420,
-            &encoder,
-            &main,
-            &parse,
-            &split,
-        ])
-        .map_err(build)?;
-    pipeline::link_chain(&[&source, &decode])?;
-    pipeline::link_chain(&[
+    let video = [
         &video_queue,
         &convert,
         &scale,
@@ -337,7 +307,13 @@ fn transcode(
         &encoder,
         &main,
         &parse,
-    ])?;
+    ];
+    pipeline
+        .add_many([&source, &decode, &split])
+        .and_then(|_| pipeline.add_many(video))
+        .map_err(build)?;
+    pipeline::link_chain(&[&source, &decode])?;
+    pipeline::link_chain(&video)?;
     parse
         .link_pads(None, &split, Some("video"))
         .map_err(|e| GstError::Build(format!("cannot link h264parse to splitmuxsink: {e}")))?;

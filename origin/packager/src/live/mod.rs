@@ -444,32 +444,19 @@ fn build(
         }
     }
     let convert = pipeline::make("videoconvert")?;
-    // 8-bit 4:2:0: left open, x264 negotiates 4:4:4, which doubles CPU and few players decode.
-    let i420 = caps_filter(
-        gst::Caps::builder("video/x-raw")
-            .field("format", "I420")
-            .build(),
-    )?;
+    let i420 = pipeline::i420(None)?;
     let queue = pipeline::make("queue")?;
     // A slow encoder drops frames rather than delaying the live edge.
     queue.set_property_from_str("leaky", "downstream");
     queue.set_property("max-size-buffers", 5u32);
     queue.set_property("max-size-bytes", 0u32);
     queue.set_property("max-size-time", 0u64);
-    let encoder = pipeline::make("x264enc")?;
+    let [encoder, main, parse] = pipeline::h264_main(config.bitrate.kbps)?;
     encoder.set_property_from_str("tune", "zerolatency");
-    encoder.set_property_from_str("speed-preset", "veryfast");
-    encoder.set_property("bitrate", config.bitrate.kbps);
     let gop = (config.segment.as_secs_f64() * f64::from(config.fps)).round() as u32;
     encoder.set_property("key-int-max", gop);
     // Keyframes only at segment starts (requested by splitmuxsink), never on scene cuts.
     encoder.set_property("option-string", "scenecut=0");
-    let main = caps_filter(
-        gst::Caps::builder("video/x-h264")
-            .field("profile", "main")
-            .build(),
-    )?;
-    let parse = pipeline::make("h264parse")?;
     chain.extend([convert, i420, queue.clone(), encoder.clone(), main, parse]);
     match config.format {
         Format::Ts => {
