@@ -185,6 +185,7 @@ pub async fn serve(
     let options = Options {
         media_base: MediaBase::new(&args.media_base)?,
         media_root: args.media_root,
+        ..Options::default()
     };
     let store = Store::open(&args.db.url).await?;
     let server = Server::bind(args.listen, store, options).await?;

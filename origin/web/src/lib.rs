@@ -13,6 +13,7 @@ pub mod cli;
 pub mod forms;
 pub mod http;
 pub mod import;
+pub mod login_throttle;
 pub mod media;
 pub mod server;
 pub mod sessions;

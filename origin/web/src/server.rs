@@ -9,6 +9,7 @@ use tokio::net::TcpListener;
 
 use crate::assets::Assets;
 use crate::http::{router, AppState, Shared};
+use crate::login_throttle::{Limits, LoginThrottle};
 use crate::media::MediaBase;
 use crate::store::Store;
 use crate::templates::Templates;
@@ -37,6 +38,8 @@ pub struct Options {
     /// The streamers' directory; when set, admins can upload videos (packaged into
     /// `vod/<slug>/` under it), otherwise only `dime-origin web import` adds titles.
     pub media_root: Option<PathBuf>,
+    /// How many failed admin logins are tolerated, per address and per username.
+    pub login_limits: Limits,
 }
 
 /// A bound web app, ready to serve.
@@ -67,6 +70,7 @@ impl Server {
             assets,
             media_base: options.media_base,
             media_root: options.media_root,
+            login_throttle: LoginThrottle::new(options.login_limits),
         });
         Ok(Self { listener, state })
     }
@@ -84,6 +88,8 @@ impl Server {
         tracing::info!(%addr, backend = ?self.state.store.backend(), media_base = %self.state.media_base, "web app listening");
         let store = self.state.store.clone();
         let app = router(self.state);
+        // The peer address keys the login throttle when no proxy names the client.
+        let app = app.into_make_service_with_connect_info::<SocketAddr>();
         let result = axum::serve(self.listener, app)
             .with_graceful_shutdown(shutdown)
             .await;

@@ -330,6 +330,50 @@ async fn login_failures_do_not_say_which_part_was_wrong(db: Db) {
     assert_eq!(forged.status(), StatusCode::FORBIDDEN);
 }
 
+/// The throttle is in memory, the same over either database: SQLite only.
+#[tokio::test]
+async fn repeated_login_failures_are_refused_for_a_while() {
+    let app = App::start(Db::sqlite().await).await;
+    app.store.create_admin("alice", PASSWORD).await.unwrap();
+
+    // Five wrong passwords from one client (the default limit) are each a plain 401.
+    for _ in 0..5 {
+        let refused = app.login("alice", "guess").await.err().expect("refused");
+        assert_eq!(refused.status(), StatusCode::UNAUTHORIZED);
+    }
+    // The sixth try is refused before the password is looked at, even the right one.
+    let throttled = app.login("alice", PASSWORD).await.err().expect("throttled");
+    assert_eq!(throttled.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert!(set_cookie_line(throttled.headers(), "dime_session").is_none());
+    let retry_after: u64 = throttled.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((850..=900).contains(&retry_after), "{retry_after}");
+    assert_eq!(cache_control(&throttled), "private, no-store");
+    let page = throttled.text().await.unwrap();
+    assert!(
+        page.contains("Too many failed logins. Try again in 15 minutes."),
+        "{page}"
+    );
+    // Another username from the same client: the address is what is blocked.
+    let other = app.login("bob", "guess").await.err().expect("throttled");
+    assert_eq!(other.status(), StatusCode::TOO_MANY_REQUESTS);
+
+    // Another viewer behind the edge (named by X-Forwarded-For) logs in as usual; the last
+    // entry is the one the edge added, so a client cannot pick its own.
+    app.login_via(Some("192.0.2.1, 203.0.113.7"), "alice", PASSWORD)
+        .await
+        .expect("another client logs in");
+    let spoofed = app
+        .login_via(Some("203.0.113.7, 127.0.0.1"), "alice", PASSWORD)
+        .await
+        .err()
+        .expect("still the throttled address");
+    assert_eq!(spoofed.status(), StatusCode::TOO_MANY_REQUESTS);
+}
+
 async fn an_admin_adds_edits_and_deletes_a_title(db: Db) {
     let app = App::start(db).await;
     let admin = app.admin("alice").await;

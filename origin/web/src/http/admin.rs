@@ -3,10 +3,11 @@
 
 use std::collections::BTreeMap;
 use std::future::Future;
+use std::net::SocketAddr;
 
 use axum::extract::rejection::FormRejection;
-use axum::extract::{FromRequestParts, Path, Query, State};
-use axum::http::header::{LOCATION, SET_COOKIE};
+use axum::extract::{ConnectInfo, FromRequestParts, Path, Query, State};
+use axum::http::header::{LOCATION, RETRY_AFTER, SET_COOKIE};
 use axum::http::request::Parts;
 use axum::http::{HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -16,13 +17,14 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use super::caching::PRIVATE;
-use super::context::RequestContext;
+use super::context::{client_address, RequestContext};
 use super::cookies::{clear_cookie, cookie, set_cookie, LOGIN_COOKIE, SESSION_COOKIE};
 use super::errors::PageError;
 use super::views::catalog_views;
 use super::AppState;
 use crate::catalog::{Channel, ChannelFields, Title, TitleFields};
 use crate::forms::{ChannelForm, FieldError, TitleForm};
+use crate::login_throttle::Refused;
 use crate::sessions::{random_token, tokens_match, Session, SESSION_LIFETIME};
 use crate::store::{Store, StoreError};
 
@@ -338,6 +340,33 @@ fn login_page(
     response
 }
 
+/// The login page with 429 and `Retry-After` for a refused attempt. The same words whether
+/// the username or the address hit its limit: no probing for usernames this way either.
+fn throttled(
+    state: &AppState,
+    context: &RequestContext,
+    username: &str,
+    refused: Refused,
+) -> Response {
+    let secs = refused.retry_after.as_secs().max(1);
+    let minutes = secs.div_ceil(60);
+    let message = format!(
+        "Too many failed logins. Try again in {minutes} minute{}.",
+        if minutes == 1 { "" } else { "s" }
+    );
+    let mut response = login_page(
+        state,
+        context,
+        StatusCode::TOO_MANY_REQUESTS,
+        Some(&message),
+        username,
+    );
+    response
+        .headers_mut()
+        .insert(RETRY_AFTER, HeaderValue::from(secs));
+    response
+}
+
 /// `GET /admin/login`: the form, or the list when already logged in.
 pub async fn login_form(
     State(state): State<AppState>,
@@ -350,9 +379,11 @@ pub async fn login_form(
 }
 
 /// `POST /admin/login`: checks the form token and the credentials, then starts a session.
+/// Clients and usernames with too many recent failures get 429 without a password check.
 pub async fn login(
     State(state): State<AppState>,
     Extension(context): Extension<RequestContext>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: axum::http::HeaderMap,
     form: Result<Form<LoginForm>, FormRejection>,
 ) -> Result<Response, PageError> {
@@ -363,12 +394,24 @@ pub async fn login(
             "This login form is out of date or did not come from this site: reload the login page and try again.",
         ));
     }
+    let address = client_address(&headers, peer);
+    if let Err(refused) = state.login_throttle.check(address, &form.username) {
+        tracing::warn!(
+            %address,
+            username = %form.username,
+            retry_after_secs = refused.retry_after.as_secs(),
+            limit = if refused.username_limit { "username" } else { "address" },
+            "admin login refused: too many failed logins"
+        );
+        return Ok(throttled(&state, &context, &form.username, refused));
+    }
     let Some(admin) = state
         .store
         .check_login(&form.username, &form.password)
         .await?
     else {
-        tracing::warn!(username = %form.username, "admin login failed");
+        state.login_throttle.failed(address, &form.username);
+        tracing::warn!(%address, username = %form.username, "admin login failed");
         // One message whichever of the two was wrong: no probing for usernames.
         return Ok(login_page(
             &state,
@@ -378,6 +421,7 @@ pub async fn login(
             &form.username,
         ));
     };
+    state.login_throttle.succeeded(address);
     let session = state.store.create_session(&admin).await?;
     tracing::info!(username = %admin.username, "admin logged in");
     let mut response = see_other("/admin/");

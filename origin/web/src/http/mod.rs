@@ -24,6 +24,7 @@ use serde::Serialize;
 
 use crate::assets::Assets;
 use crate::forms::{ChannelForm, TitleForm};
+use crate::login_throttle::LoginThrottle;
 use crate::media::MediaBase;
 use crate::store::Store;
 use crate::templates::Templates;
@@ -41,6 +42,8 @@ pub struct Shared {
     pub media_base: MediaBase,
     /// Where uploaded videos are packaged, if uploads are on.
     pub media_root: Option<std::path::PathBuf>,
+    /// Failed admin logins, per address and username.
+    pub login_throttle: LoginThrottle,
 }
 
 /// Cheap handle on [`Shared`], cloned into each request.

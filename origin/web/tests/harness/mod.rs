@@ -77,6 +77,7 @@ impl App {
             Options {
                 media_base: MediaBase::new("/stream/").expect("media base"),
                 media_root,
+                ..Options::default()
             },
         )
         .await
@@ -150,21 +151,33 @@ impl App {
 
     /// Logs in through the form; `Err` holds the failed response.
     pub async fn login(&self, username: &str, password: &str) -> Result<Admin, Response> {
+        self.login_via(None, username, password).await
+    }
+
+    /// Logs in through the form as a client that a proxy names in `X-Forwarded-For`.
+    pub async fn login_via(
+        &self,
+        forwarded_for: Option<&str>,
+        username: &str,
+        password: &str,
+    ) -> Result<Admin, Response> {
         let form = self.get("/admin/login").await;
         assert_eq!(form.status(), StatusCode::OK);
         let login_cookie = set_cookie_pair(form.headers(), "dime_login").expect("login cookie");
         let token = hidden_token(&form.text().await.expect("login page"));
-        let response = self
-            .post_form(
-                "/admin/login",
-                &[
-                    ("csrf_token", &token),
-                    ("username", username),
-                    ("password", password),
-                ],
-                Some(&login_cookie),
-            )
-            .await;
+        let mut request = self
+            .client
+            .post(self.url("/admin/login"))
+            .header("cookie", login_cookie)
+            .form(&[
+                ("csrf_token", token.as_str()),
+                ("username", username),
+                ("password", password),
+            ]);
+        if let Some(forwarded_for) = forwarded_for {
+            request = request.header("x-forwarded-for", forwarded_for);
+        }
+        let response = request.send().await.expect("POST /admin/login");
         if response.status() != StatusCode::SEE_OTHER {
             return Err(response);
         }
