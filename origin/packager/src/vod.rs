@@ -134,25 +134,16 @@ pub fn package_file(
     out_dir: &Path,
     options: &VodOptions,
 ) -> Result<VodPackage, VodError> {
-    let input = fs::canonicalize(input).map_err(|source| VodError::Input {
-        path: input.to_path_buf(),
-        error: source,
-    })?;
-    fs::File::open(&input).map_err(|source| VodError::Input {
-        path: input.clone(),
-        error: source,
-    })?;
     if out_dir.exists() {
         return Err(VodError::OutputExists {
             path: out_dir.to_path_buf(),
         });
     }
+    let (input, probe) = open_and_discover(input)?;
     let pipeline_error = |source| VodError::Pipeline {
         path: input.clone(),
         error: source,
     };
-    pipeline::init().map_err(pipeline_error)?;
-    let probe = discover(&input)?;
 
     let parent = out_dir
         .parent()
@@ -217,6 +208,30 @@ pub fn package_file(
         height,
         has_audio: with_audio,
     })
+}
+
+/// Checks, in a second or two, that `input` is readable video that [`package_file`] can
+/// package: callers that package later (a background job) refuse bad files at once. Blocks.
+pub fn check_input(input: &Path) -> Result<(), VodError> {
+    open_and_discover(input).map(|_| ())
+}
+
+/// The input's canonical path and what the discoverer learnt about it.
+fn open_and_discover(input: &Path) -> Result<(PathBuf, Probe), VodError> {
+    let input = fs::canonicalize(input).map_err(|source| VodError::Input {
+        path: input.to_path_buf(),
+        error: source,
+    })?;
+    fs::File::open(&input).map_err(|source| VodError::Input {
+        path: input.clone(),
+        error: source,
+    })?;
+    pipeline::init().map_err(|source| VodError::Pipeline {
+        path: input.clone(),
+        error: source,
+    })?;
+    let probe = discover(&input)?;
+    Ok((input, probe))
 }
 
 /// The encoded size: at most `max_height` tall with the aspect kept, and even in both

@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 
 use dime_packager::vod::{self, VodError, VodOptions};
 
+use crate::catalog::TitleFields;
 use crate::forms::{slugify, FieldError, TitleForm};
 use crate::store::{Store, StoreError};
 
@@ -84,50 +85,91 @@ impl ImportRequest {
 /// Packages and registers `request`; nothing is registered unless packaging succeeded, and
 /// nothing stays on disk unless registering did.
 pub async fn import(store: &Store, request: ImportRequest) -> Result<Imported, ImportError> {
+    prepare(store, request).await?.run(store).await
+}
+
+/// An import whose fields, slug, media root and input have been checked: what is left is the
+/// long part, packaging, then registering.
+#[derive(Debug)]
+pub struct Prepared {
+    request: ImportRequest,
+    fields: TitleFields,
+    slug: String,
+    dir: PathBuf,
+}
+
+/// Checks everything that can be checked quickly (the same rules as the admin form, the slug
+/// is free, the media root exists, the input is video GStreamer decodes), so that a caller
+/// that packages in the background can still refuse a bad request at once.
+pub async fn prepare(store: &Store, request: ImportRequest) -> Result<Prepared, ImportError> {
     let slug = request.slug();
-    let stream_url = format!("vod/{slug}/{}", vod::PLAYLIST);
-    let poster = format!("vod/{slug}/{}", vod::POSTER);
     // The same rules as the admin form, so that the CLI cannot register what the form refuses.
     let form = TitleForm {
         title: request.title.clone(),
         slug: slug.clone(),
         description: request.description.clone(),
-        poster: poster.clone(),
+        poster: format!("vod/{slug}/{}", vod::POSTER),
         duration: String::new(),
-        stream_url: stream_url.clone(),
+        stream_url: format!("vod/{slug}/{}", vod::PLAYLIST),
     };
-    let mut fields = form
+    let fields = form
         .validate()
         .map_err(|mut errors| ImportError::Invalid(errors.remove(0)))?;
     if store.title_by_slug(&slug).await?.is_some() {
         return Err(ImportError::SlugTaken(slug));
     }
     check_media_root(&request.media_root)?;
+    let input = request.input.clone();
+    tokio::task::spawn_blocking(move || vod::check_input(&input))
+        .await
+        .map_err(|err| ImportError::Task(err.to_string()))??;
     let dir = request.media_root.join("vod").join(&slug);
+    Ok(Prepared {
+        request,
+        fields,
+        slug,
+        dir,
+    })
+}
 
-    let (input, out_dir, options) = (request.input.clone(), dir.clone(), request.options.clone());
-    // GStreamer blocks for the whole transcode: keep it off the async workers.
-    let package =
-        tokio::task::spawn_blocking(move || vod::package_file(&input, &out_dir, &options))
-            .await
-            .map_err(|err| ImportError::Task(err.to_string()))??;
+impl Prepared {
+    /// The slug the title gets.
+    pub fn slug(&self) -> &str {
+        &self.slug
+    }
 
-    let duration_ms = (package.duration * 1000.0).round() as i64;
-    fields.duration_ms = Some(duration_ms);
-    match store.create_title(&fields).await {
-        Ok(id) => Ok(Imported {
-            id,
+    /// Packages (on a blocking thread: GStreamer holds it for the whole transcode), then
+    /// registers the title; the packaged files are removed again if registering fails.
+    pub async fn run(self, store: &Store) -> Result<Imported, ImportError> {
+        let Prepared {
+            request,
+            mut fields,
             slug,
-            stream_url,
-            poster,
-            duration_ms,
             dir,
-        }),
-        Err(err) => {
-            if let Err(cleanup) = fs::remove_dir_all(&dir) {
-                tracing::warn!(dir = %dir.display(), error = %cleanup, "cannot remove the packaged title");
+        } = self;
+        let (input, out_dir, options) = (request.input, dir.clone(), request.options);
+        let package =
+            tokio::task::spawn_blocking(move || vod::package_file(&input, &out_dir, &options))
+                .await
+                .map_err(|err| ImportError::Task(err.to_string()))??;
+
+        let duration_ms = (package.duration * 1000.0).round() as i64;
+        fields.duration_ms = Some(duration_ms);
+        match store.create_title(&fields).await {
+            Ok(id) => Ok(Imported {
+                id,
+                stream_url: format!("vod/{slug}/{}", vod::PLAYLIST),
+                poster: format!("vod/{slug}/{}", vod::POSTER),
+                slug,
+                duration_ms,
+                dir,
+            }),
+            Err(err) => {
+                if let Err(cleanup) = fs::remove_dir_all(&dir) {
+                    tracing::warn!(dir = %dir.display(), error = %cleanup, "cannot remove the packaged title");
+                }
+                Err(ImportError::Register(err))
             }
-            Err(ImportError::Register(err))
         }
     }
 }

@@ -11,6 +11,7 @@ use crate::assets::Assets;
 use crate::http::{router, AppState, Shared};
 use crate::login_throttle::{Limits, LoginThrottle};
 use crate::media::MediaBase;
+use crate::packaging_jobs::PackagingJobs;
 use crate::store::Store;
 use crate::templates::Templates;
 
@@ -71,6 +72,7 @@ impl Server {
             media_base: options.media_base,
             media_root: options.media_root,
             login_throttle: LoginThrottle::new(options.login_limits),
+            packaging_jobs: PackagingJobs::default(),
         });
         Ok(Self { listener, state })
     }

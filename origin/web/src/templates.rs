@@ -37,6 +37,10 @@ const TEMPLATES: &[(&str, &str)] = &[
         include_str!("../templates/admin/upload.html"),
     ),
     (
+        "admin/upload_job.html",
+        include_str!("../templates/admin/upload_job.html"),
+    ),
+    (
         "admin/channel_form.html",
         include_str!("../templates/admin/channel_form.html"),
     ),

@@ -51,6 +51,39 @@ async fn post_upload(app: &App, cookie: &str, form: Form) -> reqwest::Response {
         .unwrap()
 }
 
+/// Follows an upload's job page (where the upload redirected to) until packaging has ended;
+/// returns the final state (`done` or `failed`) and the page.
+async fn wait_for_job(app: &App, cookie: &str, uploaded: &reqwest::Response) -> (String, String) {
+    assert_eq!(uploaded.status(), StatusCode::SEE_OTHER);
+    let location = uploaded.headers()["location"].to_str().unwrap().to_owned();
+    assert!(location.starts_with("/admin/uploads/"), "{location}");
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    loop {
+        let response = app.get_with_cookie(&location, cookie).await;
+        assert_eq!(response.status(), StatusCode::OK);
+        assert_eq!(cache_control(&response), "private, no-store");
+        let page = response.text().await.unwrap();
+        let state = page
+            .split(r#"id="upload-job" data-state=""#)
+            .nth(1)
+            .and_then(|rest| rest.split('"').next())
+            .expect("the job page shows its state")
+            .to_owned();
+        if state != "packaging" {
+            return (state, page);
+        }
+        assert!(
+            page.contains(r#"<meta http-equiv="refresh""#),
+            "a running job's page reloads itself"
+        );
+        assert!(
+            std::time::Instant::now() < deadline,
+            "packaging never ended"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
 #[tokio::test]
 async fn an_uploaded_video_is_packaged_under_the_media_root_and_listed() {
     let media = tempfile::tempdir().unwrap();
@@ -74,11 +107,14 @@ async fn an_uploaded_video_is_packaged_under_the_media_root_and_listed() {
         upload_form(&admin.csrf, "Holiday 2025", clip().await),
     )
     .await;
-    assert_eq!(
-        uploaded.status(),
-        StatusCode::SEE_OTHER,
-        "{}",
-        uploaded.text().await.unwrap()
+    let (state, page) = wait_for_job(&app, &admin.cookie, &uploaded).await;
+    assert_eq!(state, "done", "{page}");
+    assert!(page.contains(r#"href="/titles/holiday-2025""#), "{page}");
+    let index = app.get_with_cookie("/admin/", &admin.cookie).await;
+    let index = index.text().await.unwrap();
+    assert!(
+        index.contains(r#"id="admin-uploads""#) && index.contains("Holiday 2025"),
+        "the admin list shows the upload: {index}"
     );
 
     let title = app
@@ -144,9 +180,17 @@ async fn forged_broken_and_duplicate_uploads_change_nothing() {
         upload_form(&admin.csrf, "Twice", clip.clone()),
     )
     .await;
-    assert_eq!(first.status(), StatusCode::SEE_OTHER);
-    let second = post_upload(&app, &admin.cookie, upload_form(&admin.csrf, "Twice", clip)).await;
+    // The same slug again while the first packages, then once it is listed: both refused.
+    let second = post_upload(
+        &app,
+        &admin.cookie,
+        upload_form(&admin.csrf, "Twice", clip.clone()),
+    )
+    .await;
     assert_eq!(second.status(), StatusCode::CONFLICT);
+    assert_eq!(wait_for_job(&app, &admin.cookie, &first).await.0, "done");
+    let third = post_upload(&app, &admin.cookie, upload_form(&admin.csrf, "Twice", clip)).await;
+    assert_eq!(third.status(), StatusCode::CONFLICT);
 
     let slugs: Vec<_> = app
         .store
@@ -164,6 +208,30 @@ async fn forged_broken_and_duplicate_uploads_change_nothing() {
             .count(),
         0
     );
+}
+
+#[tokio::test]
+async fn a_job_page_needs_a_session_and_an_existing_job() {
+    let media = tempfile::tempdir().unwrap();
+    let app = App::start_with(Db::sqlite().await, Some(media.path().to_path_buf())).await;
+    let admin = app.admin("alice").await;
+    let unknown = app
+        .get_with_cookie("/admin/uploads/99", &admin.cookie)
+        .await;
+    assert_eq!(unknown.status(), StatusCode::NOT_FOUND);
+    assert!(unknown.text().await.unwrap().contains("No such upload"));
+
+    let uploaded = post_upload(
+        &app,
+        &admin.cookie,
+        upload_form(&admin.csrf, "Private", clip().await),
+    )
+    .await;
+    let location = uploaded.headers()["location"].to_str().unwrap().to_owned();
+    let anonymous = app.get(&location).await;
+    assert_eq!(anonymous.status(), StatusCode::SEE_OTHER);
+    assert_eq!(anonymous.headers()["location"], "/admin/login");
+    assert_eq!(wait_for_job(&app, &admin.cookie, &uploaded).await.0, "done");
 }
 
 #[tokio::test]

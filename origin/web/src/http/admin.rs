@@ -307,6 +307,7 @@ pub async fn index(
             csrf_token => session.csrf_token,
             titles, channels, notice,
             uploads => state.media_root.is_some(),
+            upload_jobs => state.packaging_jobs.recent(),
         },
         PRIVATE,
     ))

@@ -26,6 +26,7 @@ use crate::assets::Assets;
 use crate::forms::{ChannelForm, TitleForm};
 use crate::login_throttle::LoginThrottle;
 use crate::media::MediaBase;
+use crate::packaging_jobs::PackagingJobs;
 use crate::store::Store;
 use crate::templates::Templates;
 
@@ -44,6 +45,8 @@ pub struct Shared {
     pub media_root: Option<std::path::PathBuf>,
     /// Failed admin logins, per address and username.
     pub login_throttle: LoginThrottle,
+    /// Uploads being packaged, and the last ones that finished.
+    pub packaging_jobs: PackagingJobs,
 }
 
 /// Cheap handle on [`Shared`], cloned into each request.
@@ -122,6 +125,7 @@ pub fn router(state: AppState) -> Router {
                     upload::MAX_UPLOAD_BYTES,
                 )),
         )
+        .route("/admin/uploads/{id}", get(upload::job))
         .route("/admin/titles/{id}", post(admin::update_entry::<TitleForm>))
         .route(
             "/admin/titles/{id}/edit",

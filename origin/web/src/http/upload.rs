@@ -1,5 +1,6 @@
-//! The admin upload form: a video file streamed to disk under the media root, packaged and
-//! registered by [`crate::import`], the same path as `dime-origin web import`.
+//! The admin upload form: a video file streamed to disk under the media root, checked, then
+//! packaged and registered in the background by [`crate::import`] (the same path as
+//! `dime-origin web import`), followed on a job page ([`crate::packaging_jobs`]).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -17,7 +18,8 @@ use super::admin::{check_csrf, see_other, AdminSession};
 use super::caching::PRIVATE;
 use super::errors::PageError;
 use super::AppState;
-use crate::import::{import, ImportError, ImportRequest};
+use crate::import::{prepare, ImportError, ImportRequest};
+use crate::packaging_jobs::{JobState, SlugBusy};
 use crate::sessions::{random_token, Session};
 
 /// The largest upload accepted (4 GiB); larger files go through `dime-origin web import`.
@@ -118,8 +120,9 @@ async fn save(mut field: Field<'_>, path: &Path) -> Result<u64, PageError> {
 }
 
 /// `POST /admin/titles/upload`: checks the session's CSRF token (which the form sends before
-/// the file, so a forged upload is refused before a byte is stored), stores the file,
-/// packages it and registers the title.
+/// the file, so a forged upload is refused before a byte is stored), stores the file, checks
+/// it and the fields, then packages and registers it in the background and sends the admin
+/// to the job's page.
 pub async fn receive(
     State(state): State<AppState>,
     AdminSession(session): AdminSession,
@@ -188,17 +191,59 @@ pub async fn receive(
             ..VodOptions::default()
         },
     };
-    let (status, errors, error) = match import(&state.store, request).await {
-        Ok(imported) => {
-            tracing::info!(id = imported.id, slug = %imported.slug, admin = %session.admin.username, "video uploaded and packaged");
-            return Ok(see_other("/admin/?notice=created"));
-        }
-        Err(ImportError::Invalid(error)) => (
+    let refused = |error: ImportError| {
+        let (status, errors, error) = refusal(error);
+        page(&state, &session, status, &fields, errors, error)
+    };
+    let prepared = match prepare(&state.store, request).await {
+        Ok(prepared) => prepared,
+        Err(error) => return Ok(refused(error)),
+    };
+    let id = match state.packaging_jobs.start(
+        fields.title.trim(),
+        prepared.slug(),
+        &session.admin.username,
+    ) {
+        Ok(id) => id,
+        Err(SlugBusy(slug)) => return Ok(refused(ImportError::SlugTaken(slug))),
+    };
+    tracing::info!(job = id, slug = %prepared.slug(), admin = %session.admin.username, "upload stored; packaging");
+    let job_state = state.clone();
+    tokio::spawn(async move {
+        let outcome = prepared.run(&job_state.store).await;
+        // The uploaded file goes whatever the outcome.
+        drop(file);
+        let ended = match outcome {
+            Ok(imported) => {
+                tracing::info!(job = id, title = imported.id, slug = %imported.slug, "upload packaged and listed");
+                JobState::Done {
+                    title_id: imported.id,
+                }
+            }
+            Err(error) => {
+                tracing::error!(job = id, error = %error, "upload packaging failed");
+                let (_, errors, error) = refusal(error);
+                JobState::Failed {
+                    reason: error
+                        .or_else(|| errors.into_values().next())
+                        .unwrap_or_default(),
+                }
+            }
+        };
+        job_state.packaging_jobs.finish(id, ended);
+    });
+    Ok(see_other(&format!("/admin/uploads/{id}")))
+}
+
+/// How a refused or failed import is shown: status, field errors, page error.
+fn refusal(error: ImportError) -> (StatusCode, BTreeMap<&'static str, String>, Option<String>) {
+    match error {
+        ImportError::Invalid(error) => (
             StatusCode::BAD_REQUEST,
             BTreeMap::from([(error.field, error.message)]),
             None,
         ),
-        Err(ImportError::SlugTaken(slug)) => (
+        ImportError::SlugTaken(slug) => (
             StatusCode::CONFLICT,
             BTreeMap::from([(
                 "slug",
@@ -206,9 +251,9 @@ pub async fn receive(
             )]),
             None,
         ),
-        Err(ImportError::Package(
+        ImportError::Package(
             err @ (VodError::NotMedia { .. } | VodError::NoVideo { .. } | VodError::Empty { .. }),
-        )) => {
+        ) => {
             // The message names the stored file; the admin knows it by its own name.
             let reason = match &err {
                 VodError::NoVideo { .. } => "the file has no video stream".to_owned(),
@@ -226,7 +271,7 @@ pub async fn receive(
                 None,
             )
         }
-        Err(err) => {
+        err => {
             tracing::error!(error = %err, "upload packaging failed");
             (
                 StatusCode::INTERNAL_SERVER_ERROR,
@@ -234,6 +279,34 @@ pub async fn receive(
                 Some(format!("Packaging failed: {err}")),
             )
         }
+    }
+}
+
+/// `GET /admin/uploads/{id}`: how an upload's packaging is going; the page reloads itself
+/// until the job has ended.
+pub async fn job(
+    State(state): State<AppState>,
+    AdminSession(session): AdminSession,
+    axum::extract::Path(id): axum::extract::Path<u64>,
+) -> Result<Response, PageError> {
+    let job = state.packaging_jobs.get(id).ok_or_else(|| {
+        PageError::not_found(
+            "No such upload: jobs are kept in memory, so a restart of the web app forgets them.",
+        )
+    })?;
+    let title_page = match &job.state {
+        JobState::Done { .. } => Some(format!("/titles/{}", job.slug)),
+        _ => None,
     };
-    Ok(page(&state, &session, status, &fields, errors, error))
+    Ok(state.html(
+        StatusCode::OK,
+        "admin/upload_job.html",
+        context! {
+            page_title => format!("Upload: {}", job.title),
+            job, title_page,
+            username => &session.admin.username,
+            csrf_token => &session.csrf_token,
+        },
+        PRIVATE,
+    ))
 }
