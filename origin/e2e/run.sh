@@ -47,6 +47,15 @@ until grep -q '^dev-stack: ready' "${stack_log}"; do
 done
 say "stack ready; running the browser test"
 
+# The admin the stack created (its password is in the ready banner) and a clip to upload.
+credentials=$(sed -n 's/.*(user \([^,]*\), password \([^)]*\)).*/\1 \2/p' "${stack_log}")
+read -r DIME_ADMIN_USER DIME_ADMIN_PASSWORD <<<"${credentials}"
+export DIME_ADMIN_USER DIME_ADMIN_PASSWORD
+"${DIME_BIN_DIR}/dime-origin" packager sample --out "${DIME_DEV_DIR}/upload.mp4" --duration 4s \
+	--size 320x180 >/dev/null
+DIME_UPLOAD_FILE=$(realpath "${DIME_DEV_DIR}/upload.mp4")
+export DIME_UPLOAD_FILE
+
 # The stack's HTTPS certificate comes from the local CA in .dev/certs (see dev-stack.sh).
 export NODE_EXTRA_CA_CERTS=${PWD}/.dev/certs/ca.pem
 if ! (cd origin/e2e && node --test --test-concurrency=1 viewer.test.mjs); then

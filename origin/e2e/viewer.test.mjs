@@ -1,6 +1,7 @@
-// A viewer's path through the whole platform, in a real browser: Debian's Chromium, driven by
-// playwright-core, against the stack `make run` starts (dime-edge in front of the web app, two
-// streamers and the live packager). origin/e2e/run.sh starts that stack, runs this, stops it.
+// Viewers' and an admin's paths through the whole platform, in a real browser: Debian's
+// Chromium, driven by playwright-core, against the stack `make run` starts (dime-edge in front
+// of the web app, two streamers and the live packager). origin/e2e/run.sh starts that stack,
+// runs this, stops it.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { chromium } from 'playwright-core';
@@ -13,6 +14,10 @@ const CHROMIUM = process.env.CHROMIUM || '/usr/bin/chromium';
 // HTTPS with the certificate make run generates; run.sh makes Node trust its CA
 // (NODE_EXTRA_CA_CERTS), so fetch() below verifies the chain and the name.
 const EDGE_HTTPS = process.env.DIME_EDGE_HTTPS_URL || 'https://localhost:8443';
+// The admin make run created, and a video file to upload (run.sh sets both).
+const ADMIN_USER = process.env.DIME_ADMIN_USER;
+const ADMIN_PASSWORD = process.env.DIME_ADMIN_PASSWORD;
+const UPLOAD_FILE = process.env.DIME_UPLOAD_FILE;
 
 let browser;
 
@@ -155,4 +160,49 @@ test('the edge serves the site over HTTPS with HTTP/2 and a certificate from the
   assert.equal(protocol, 'h2');
   await assertPlays(page, 1, 'VoD over HTTPS');
   await context.close();
+});
+
+test('an admin logs in through the edge, uploads a video, and viewers play it', async () => {
+  assert.ok(ADMIN_USER && ADMIN_PASSWORD && UPLOAD_FILE, 'run.sh passes the admin and a clip');
+  const context = await browser.newContext();
+  const page = await context.newPage();
+  const login = await page.goto(`${EDGE}/admin/`);
+  assert.match(page.url(), /\/admin\/login$/, 'the admin side starts at the login form');
+  assert.equal(login.headers()['cache-control'], 'private, no-store');
+  await page.fill('input[name=username]', ADMIN_USER);
+  await page.fill('input[name=password]', ADMIN_PASSWORD);
+  await Promise.all([page.waitForURL(`${EDGE}/admin/`), page.click('button[type=submit]')]);
+
+  // Pages with a session are never served from the edge's cache.
+  for (let i = 0; i < 2; i++) {
+    const res = await context.request.get(`${EDGE}/admin/`);
+    assert.equal(res.status(), 200);
+    assert.equal(res.headers()['cache-control'], 'private, no-store');
+    assert.notEqual(res.headers()['x-cache-status'], 'HIT', 'an admin page came from the cache');
+  }
+
+  await page.goto(`${EDGE}/admin/titles/upload`);
+  await page.fill('input[name=title]', 'Uploaded in the browser test');
+  await page.setInputFiles('input[name=file]', UPLOAD_FILE);
+  // The upload form's own button (the page also has the log-out button).
+  await Promise.all([
+    page.waitForURL(/\/admin\/uploads\/\d+$/),
+    page.click('form[action="/admin/titles/upload"] button[type=submit]'),
+  ]);
+  const jobUrl = page.url();
+  const state = await eventually(async () => {
+    const res = await context.request.get(jobUrl);
+    const found = /id="upload-job" data-state="([a-z]+)"/.exec(await res.text());
+    return found && found[1] !== 'packaging' ? found[1] : null;
+  }, 120_000, 'the upload is packaged');
+  assert.equal(state, 'done');
+  await context.close();
+
+  const titles = (await catalog()).titles || [];
+  const uploaded = titles.find((t) => t.title === 'Uploaded in the browser test');
+  assert.ok(uploaded, `the catalog lists the upload: ${JSON.stringify(titles)}`);
+  const viewer = await openPlayer(`/titles/${uploaded.slug}`);
+  await assertPlays(viewer.page, 1, 'the uploaded title');
+  assert.deepEqual(viewer.failures, []);
+  await viewer.context.close();
 });
