@@ -134,12 +134,56 @@ pub fn package_file(
     out_dir: &Path,
     options: &VodOptions,
 ) -> Result<VodPackage, VodError> {
+    // Refused before the input is probed: an existing title is the first thing to report.
+    refuse_existing(out_dir)?;
+    package(&open_input(input)?, out_dir, options)
+}
+
+/// Titles are never overwritten in place.
+fn refuse_existing(out_dir: &Path) -> Result<(), VodError> {
     if out_dir.exists() {
         return Err(VodError::OutputExists {
             path: out_dir.to_path_buf(),
         });
     }
-    let (input, probe) = open_and_discover(input)?;
+    Ok(())
+}
+
+/// An input file that opened and that GStreamer decodes as video: what [`package`] starts
+/// from. [`open_input`] takes a second or two, so callers that package later (a background
+/// job) refuse a bad file at once and do not probe it twice.
+#[derive(Debug)]
+pub struct Input {
+    path: PathBuf,
+    probe: Probe,
+}
+
+/// Opens `input` and checks that it is decodable video. Blocks.
+pub fn open_input(input: &Path) -> Result<Input, VodError> {
+    let path = fs::canonicalize(input).map_err(|source| VodError::Input {
+        path: input.to_path_buf(),
+        error: source,
+    })?;
+    fs::File::open(&path).map_err(|source| VodError::Input {
+        path: path.clone(),
+        error: source,
+    })?;
+    pipeline::init().map_err(|source| VodError::Pipeline {
+        path: path.clone(),
+        error: source,
+    })?;
+    let probe = discover(&path)?;
+    Ok(Input { path, probe })
+}
+
+/// [`package_file`] for an input already opened with [`open_input`].
+pub fn package(
+    input: &Input,
+    out_dir: &Path,
+    options: &VodOptions,
+) -> Result<VodPackage, VodError> {
+    refuse_existing(out_dir)?;
+    let Input { path: input, probe } = input;
     let pipeline_error = |source| VodError::Pipeline {
         path: input.clone(),
         error: source,
@@ -170,10 +214,12 @@ pub fn package_file(
     let (width, height) = output_size(probe.width, probe.height, options.max_height);
     // Transcoding at veryfast runs faster than real time; this limit only catches a hang.
     let limit = Duration::from_secs(600) + probe.duration * 10;
-    let mut segments = transcode(&input, &work.0, options, with_audio, (width, height), limit)
+    let mut segments = transcode(input, &work.0, options, with_audio, (width, height), limit)
         .map_err(pipeline_error)?;
     let Some(last) = segments.last_mut() else {
-        return Err(VodError::Empty { path: input });
+        return Err(VodError::Empty {
+            path: input.clone(),
+        });
     };
     // splitmuxsink closes the final fragment at its last frame's start: count that frame.
     last.duration += probe.frame.unwrap_or_default();
@@ -194,7 +240,7 @@ pub fn package_file(
     let at = options
         .poster_at
         .min(Duration::from_secs_f64(duration / 2.0));
-    let jpeg = poster(&input, at).map_err(pipeline_error)?;
+    let jpeg = poster(input, at).map_err(pipeline_error)?;
     fs::write(work.0.join(POSTER), jpeg).map_err(output(&work.0.join(POSTER)))?;
 
     fs::rename(&work.0, out_dir).map_err(output(out_dir))?;
@@ -210,30 +256,6 @@ pub fn package_file(
     })
 }
 
-/// Checks, in a second or two, that `input` is readable video that [`package_file`] can
-/// package: callers that package later (a background job) refuse bad files at once. Blocks.
-pub fn check_input(input: &Path) -> Result<(), VodError> {
-    open_and_discover(input).map(|_| ())
-}
-
-/// The input's canonical path and what the discoverer learnt about it.
-fn open_and_discover(input: &Path) -> Result<(PathBuf, Probe), VodError> {
-    let input = fs::canonicalize(input).map_err(|source| VodError::Input {
-        path: input.to_path_buf(),
-        error: source,
-    })?;
-    fs::File::open(&input).map_err(|source| VodError::Input {
-        path: input.clone(),
-        error: source,
-    })?;
-    pipeline::init().map_err(|source| VodError::Pipeline {
-        path: input.clone(),
-        error: source,
-    })?;
-    let probe = discover(&input)?;
-    Ok((input, probe))
-}
-
 /// The encoded size: at most `max_height` tall with the aspect kept, and even in both
 /// dimensions (H.264 4:2:0 needs that; an odd one loses its last row or column).
 fn output_size(width: u32, height: u32, max_height: Option<u32>) -> (u32, u32) {
@@ -247,6 +269,7 @@ fn output_size(width: u32, height: u32, max_height: Option<u32>) -> (u32, u32) {
 }
 
 /// What the discoverer learnt about an input.
+#[derive(Debug)]
 struct Probe {
     duration: Duration,
     /// One frame's duration, when the input has a fixed frame rate.

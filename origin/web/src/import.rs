@@ -92,9 +92,9 @@ pub async fn import(store: &Store, request: ImportRequest) -> Result<Imported, I
 /// long part, packaging, then registering.
 #[derive(Debug)]
 pub struct Prepared {
-    request: ImportRequest,
+    input: vod::Input,
+    options: VodOptions,
     fields: TitleFields,
-    slug: String,
     dir: PathBuf,
 }
 
@@ -105,9 +105,9 @@ pub async fn prepare(store: &Store, request: ImportRequest) -> Result<Prepared, 
     let slug = request.slug();
     // The same rules as the admin form, so that the CLI cannot register what the form refuses.
     let form = TitleForm {
-        title: request.title.clone(),
+        title: request.title,
         slug: slug.clone(),
-        description: request.description.clone(),
+        description: request.description,
         poster: format!("vod/{slug}/{}", vod::POSTER),
         duration: String::new(),
         stream_url: format!("vod/{slug}/{}", vod::PLAYLIST),
@@ -119,48 +119,46 @@ pub async fn prepare(store: &Store, request: ImportRequest) -> Result<Prepared, 
         return Err(ImportError::SlugTaken(slug));
     }
     check_media_root(&request.media_root)?;
-    let input = request.input.clone();
-    tokio::task::spawn_blocking(move || vod::check_input(&input))
+    let path = request.input;
+    let input = tokio::task::spawn_blocking(move || vod::open_input(&path))
         .await
         .map_err(|err| ImportError::Task(err.to_string()))??;
-    let dir = request.media_root.join("vod").join(&slug);
     Ok(Prepared {
-        request,
+        input,
+        options: request.options,
+        dir: request.media_root.join("vod").join(&slug),
         fields,
-        slug,
-        dir,
     })
 }
 
 impl Prepared {
     /// The slug the title gets.
     pub fn slug(&self) -> &str {
-        &self.slug
+        &self.fields.slug
     }
 
     /// Packages (on a blocking thread: GStreamer holds it for the whole transcode), then
     /// registers the title; the packaged files are removed again if registering fails.
     pub async fn run(self, store: &Store) -> Result<Imported, ImportError> {
         let Prepared {
-            request,
+            input,
+            options,
             mut fields,
-            slug,
             dir,
         } = self;
-        let (input, out_dir, options) = (request.input, dir.clone(), request.options);
-        let package =
-            tokio::task::spawn_blocking(move || vod::package_file(&input, &out_dir, &options))
-                .await
-                .map_err(|err| ImportError::Task(err.to_string()))??;
+        let out_dir = dir.clone();
+        let package = tokio::task::spawn_blocking(move || vod::package(&input, &out_dir, &options))
+            .await
+            .map_err(|err| ImportError::Task(err.to_string()))??;
 
         let duration_ms = (package.duration * 1000.0).round() as i64;
         fields.duration_ms = Some(duration_ms);
         match store.create_title(&fields).await {
             Ok(id) => Ok(Imported {
                 id,
-                stream_url: format!("vod/{slug}/{}", vod::PLAYLIST),
-                poster: format!("vod/{slug}/{}", vod::POSTER),
-                slug,
+                poster: fields.poster.unwrap_or_default(),
+                stream_url: fields.stream_url,
+                slug: fields.slug,
                 duration_ms,
                 dir,
             }),
