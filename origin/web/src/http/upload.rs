@@ -192,8 +192,11 @@ pub async fn receive(
         },
     };
     let refused = |error: ImportError| {
-        let (status, errors, error) = refusal(error);
-        page(&state, &session, status, &fields, errors, error)
+        let (status, errors, message) = refusal(&error);
+        if status.is_server_error() {
+            tracing::error!(error = %error, "upload refused");
+        }
+        page(&state, &session, status, &fields, errors, message)
     };
     let prepared = match prepare(&state.store, request).await {
         Ok(prepared) => prepared,
@@ -222,7 +225,7 @@ pub async fn receive(
             }
             Err(error) => {
                 tracing::error!(job = id, error = %error, "upload packaging failed");
-                let (_, errors, error) = refusal(error);
+                let (_, errors, error) = refusal(&error);
                 JobState::Failed {
                     reason: error
                         .or_else(|| errors.into_values().next())
@@ -236,11 +239,11 @@ pub async fn receive(
 }
 
 /// How a refused or failed import is shown: status, field errors, page error.
-fn refusal(error: ImportError) -> (StatusCode, BTreeMap<&'static str, String>, Option<String>) {
+fn refusal(error: &ImportError) -> (StatusCode, BTreeMap<&'static str, String>, Option<String>) {
     match error {
         ImportError::Invalid(error) => (
             StatusCode::BAD_REQUEST,
-            BTreeMap::from([(error.field, error.message)]),
+            BTreeMap::from([(error.field, error.message.clone())]),
             None,
         ),
         ImportError::SlugTaken(slug) => (
@@ -255,7 +258,7 @@ fn refusal(error: ImportError) -> (StatusCode, BTreeMap<&'static str, String>, O
             err @ (VodError::NotMedia { .. } | VodError::NoVideo { .. } | VodError::Empty { .. }),
         ) => {
             // The message names the stored file; the admin knows it by its own name.
-            let reason = match &err {
+            let reason = match err {
                 VodError::NoVideo { .. } => "the file has no video stream".to_owned(),
                 VodError::Empty { .. } => "the video is empty".to_owned(),
                 other => other
@@ -271,14 +274,11 @@ fn refusal(error: ImportError) -> (StatusCode, BTreeMap<&'static str, String>, O
                 None,
             )
         }
-        err => {
-            tracing::error!(error = %err, "upload packaging failed");
-            (
-                StatusCode::INTERNAL_SERVER_ERROR,
-                BTreeMap::new(),
-                Some(format!("Packaging failed: {err}")),
-            )
-        }
+        err => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            BTreeMap::new(),
+            Some(format!("Packaging failed: {err}")),
+        ),
     }
 }
 
