@@ -128,9 +128,20 @@ impl App {
         form: &[(&str, &str)],
         cookie: Option<&str>,
     ) -> Response {
+        let cookie = cookie.map(|cookie| ("cookie", cookie));
+        self.post_form_with(path, form, cookie.as_slice()).await
+    }
+
+    /// `POST path` with a form and extra request headers.
+    pub async fn post_form_with(
+        &self,
+        path: &str,
+        form: &[(&str, &str)],
+        headers: &[(&str, &str)],
+    ) -> Response {
         let mut request = self.client.post(self.url(path)).form(form);
-        if let Some(cookie) = cookie {
-            request = request.header("cookie", cookie);
+        for (name, value) in headers {
+            request = request.header(*name, *value);
         }
         request.send().await.expect("POST")
     }
@@ -165,19 +176,19 @@ impl App {
         assert_eq!(form.status(), StatusCode::OK);
         let login_cookie = set_cookie_pair(form.headers(), "dime_login").expect("login cookie");
         let token = hidden_token(&form.text().await.expect("login page"));
-        let mut request = self
-            .client
-            .post(self.url("/admin/login"))
-            .header("cookie", login_cookie)
-            .form(&[
-                ("csrf_token", token.as_str()),
-                ("username", username),
-                ("password", password),
-            ]);
-        if let Some(forwarded_for) = forwarded_for {
-            request = request.header("x-forwarded-for", forwarded_for);
-        }
-        let response = request.send().await.expect("POST /admin/login");
+        let mut headers = vec![("cookie", login_cookie.as_str())];
+        headers.extend(forwarded_for.map(|client| ("x-forwarded-for", client)));
+        let response = self
+            .post_form_with(
+                "/admin/login",
+                &[
+                    ("csrf_token", &token),
+                    ("username", username),
+                    ("password", password),
+                ],
+                &headers,
+            )
+            .await;
         if response.status() != StatusCode::SEE_OTHER {
             return Err(response);
         }
