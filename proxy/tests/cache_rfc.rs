@@ -138,28 +138,55 @@ async fn authorized_requests_are_shared_only_when_the_origin_says_so() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn set_cookie_responses_are_not_shared_unless_public() {
+async fn set_cookie_responses_are_not_stored_unless_the_route_opts_in() {
+    // A shared cache must not hand one viewer's cookie to the next: like nginx and Varnish,
+    // a response with Set-Cookie is not stored, however public the origin says it is.
+    let origin = Upstream::start("o").await;
+    for path in ["/c", "/cp"] {
+        let cc = if path == "/cp" {
+            "public, max-age=60"
+        } else {
+            "max-age=60"
+        };
+        origin.script(
+            path,
+            Script::ok(
+                &[("cache-control", cc), ("set-cookie", "sid=viewer-1")],
+                BODY,
+            ),
+        );
+    }
+    let edge = cached_edge(&origin, "", "").await;
+    assert_eq!(twice(&edge, &origin, "/c", &[]).await, 2);
+    assert_eq!(twice(&edge, &origin, "/cp", &[]).await, 2);
+    let second = fetch(&edge.url("/cp"), &[]).await;
+    assert_ne!(second.cache(), "HIT", "never a hit that replays the cookie");
+
+    // The route that opts in gets what RFC 9111 allows: stored, cookie and all.
     let origin = Upstream::start("o").await;
     origin.script(
         "/c",
         Script::ok(
-            &[("cache-control", "max-age=60"), ("set-cookie", "sid=1")],
+            &[("cache-control", "max-age=60"), ("set-cookie", "lb=node-1")],
             BODY,
         ),
     );
     origin.script(
-        "/cp",
+        "/private",
         Script::ok(
             &[
-                ("cache-control", "public, max-age=60"),
-                ("set-cookie", "sid=1"),
+                ("cache-control", "private, max-age=60"),
+                ("set-cookie", "lb=node-1"),
             ],
             BODY,
         ),
     );
-    let edge = cached_edge(&origin, "", "").await;
-    assert_eq!(twice(&edge, &origin, "/c", &[]).await, 2);
-    assert_eq!(twice(&edge, &origin, "/cp", &[]).await, 1);
+    let edge = cached_edge(&origin, "store_set_cookie = true", "").await;
+    assert_eq!(twice(&edge, &origin, "/c", &[]).await, 1);
+    let hit = fetch(&edge.url("/c"), &[]).await;
+    assert_eq!(hit.cache(), "HIT");
+    assert_eq!(hit.header("set-cookie"), "lb=node-1");
+    assert_eq!(twice(&edge, &origin, "/private", &[]).await, 2);
 }
 
 #[tokio::test(flavor = "multi_thread")]

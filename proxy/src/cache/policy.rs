@@ -38,6 +38,8 @@ pub struct CachePolicy {
     pub stale_while_revalidate: Duration,
     /// Serve-stale-if-error window when the response names none.
     pub stale_if_error: Duration,
+    /// Store responses that carry `Set-Cookie` (as RFC 9111 allows); off by default.
+    pub store_set_cookie: bool,
 }
 
 impl CachePolicy {
@@ -52,6 +54,7 @@ impl CachePolicy {
             keep_query: None,
             stale_while_revalidate: Duration::ZERO,
             stale_if_error: Duration::ZERO,
+            store_set_cookie: false,
         }
     }
 }
@@ -149,8 +152,11 @@ pub fn decide(
     {
         return uncacheable("authorization");
     }
-    // Our choice: a response that sets a cookie is personal unless the origin says it is shared.
-    if resp.headers.contains_key(header::SET_COOKIE) && !explicitly_shared {
+    // RFC 9111 lets a shared cache store Set-Cookie, and §7.3 leaves sensitive information to
+    // the cache's judgement: a cookie is usually one viewer's session, and `public` on the
+    // response does not make it anyone else's. Like nginx and Varnish, store it only when the
+    // route says its cookies are shared.
+    if resp.headers.contains_key(header::SET_COOKIE) && !policy.store_set_cookie {
         return uncacheable("set-cookie");
     }
 
@@ -387,5 +393,53 @@ pub fn request_demand(req: &RequestHeader, meta: &CacheMeta) -> RequestDemand {
                 RequestDemand::Normal
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn response(headers: &[(&str, &str)]) -> ResponseHeader {
+        let mut resp = ResponseHeader::build(200, None).unwrap();
+        for (name, value) in headers {
+            resp.append_header(name.to_string(), *value).unwrap();
+        }
+        resp
+    }
+
+    #[test]
+    fn set_cookie_is_stored_only_on_routes_that_opt_in() {
+        let req = RequestHeader::build("GET", b"/a", None).unwrap();
+        let now = SystemTime::now();
+        let cases = [
+            // (response Cache-Control, route opts in, stored)
+            ("max-age=60", false, false),
+            ("public, max-age=60", false, false),
+            ("s-maxage=60", false, false),
+            ("max-age=60", true, true),
+            ("public, max-age=60", true, true),
+            ("private, max-age=60", true, false),
+            ("no-store", true, false),
+        ];
+        for (cc, opt_in, stored) in cases {
+            let policy = CachePolicy {
+                store_set_cookie: opt_in,
+                ..CachePolicy::rfc_default()
+            };
+            let resp = response(&[("cache-control", cc), ("set-cookie", "sid=1")]);
+            let got = matches!(
+                decide(&policy, &req, &resp, now),
+                RespCacheable::Cacheable(_)
+            );
+            assert_eq!(got, stored, "{cc}, store_set_cookie = {opt_in}");
+        }
+        // Without a cookie the route's choice changes nothing.
+        let resp = response(&[("cache-control", "max-age=60")]);
+        let policy = CachePolicy::rfc_default();
+        assert!(matches!(
+            decide(&policy, &req, &resp, now),
+            RespCacheable::Cacheable(_)
+        ));
     }
 }

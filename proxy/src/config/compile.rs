@@ -1057,6 +1057,9 @@ impl Compiler<'_> {
         if let Some(keep) = &c.keep_query {
             p.keep_query = Some(keep.clone());
         }
+        if let Some(store) = c.store_set_cookie {
+            p.store_set_cookie = store;
+        }
         if let Some(m) = &c.max_object_size {
             if let Some(n) = self.size(m, &format!("{field}.max_object_size")) {
                 p.max_object_size = usize::try_from(n).unwrap_or(usize::MAX);

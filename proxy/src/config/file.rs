@@ -105,6 +105,8 @@ pub struct RouteCacheSection {
     pub stale_while_revalidate: Option<Spanned<String>>,
     /// Default stale-if-error window.
     pub stale_if_error: Option<Spanned<String>>,
+    /// Store responses that set a cookie, replaying the cookie to every viewer (default false).
+    pub store_set_cookie: Option<bool>,
 }
 
 /// `[server]`: process-wide settings.
