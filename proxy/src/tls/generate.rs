@@ -2,7 +2,7 @@
 
 use std::fs;
 use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -212,21 +212,102 @@ fn check_names(names: &[String]) -> Result<(), GenerateError> {
     Ok(())
 }
 
-/// Writes through a temporary file and a rename, so readers never see half a file.
+/// Writes through a new temporary file in the same directory and a rename, so readers never see
+/// half a file. The temporary file is created with O_EXCL (`create_new`) and `mode` from the
+/// start: a file or symlink planted under a predictable name can neither widen the key's
+/// permissions nor redirect it elsewhere; it is skipped and left alone.
 fn write_file(path: &Path, text: &str, mode: u32) -> Result<(), GenerateError> {
-    let tmp = path.with_extension("tmp");
     let err = |source| GenerateError::Io {
         path: path.to_path_buf(),
         source,
     };
-    let mut f = fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(mode)
-        .open(&tmp)
-        .map_err(err)?;
-    f.write_all(text.as_bytes()).map_err(err)?;
-    f.sync_all().map_err(err)?;
-    fs::rename(&tmp, path).map_err(err)
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let nonce = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
+    let mut attempt = 0u32;
+    let (tmp, mut f) = loop {
+        let tmp = dir.join(format!(
+            ".{name}.{}.{nonce:08x}{attempt}.tmp",
+            std::process::id()
+        ));
+        // O_CREAT|O_EXCL fails on any existing name, a symlink included (it is not followed).
+        match fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(mode)
+            .open(&tmp)
+        {
+            Ok(f) => break (tmp, f),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && attempt < 16 => {
+                attempt += 1;
+            }
+            Err(e) => return Err(err(e)),
+        }
+    };
+    let written = (|| {
+        // The umask may only have narrowed the mode; set it exactly (0644 for certificates).
+        f.set_permissions(fs::Permissions::from_mode(mode))?;
+        f.write_all(text.as_bytes())?;
+        f.sync_all()?;
+        // rename replaces `path` itself, even when it is a symlink, never the symlink's target.
+        fs::rename(&tmp, path)
+    })();
+    if written.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    written.map_err(err)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::{symlink, PermissionsExt};
+
+    use super::*;
+
+    fn mode(path: &Path) -> u32 {
+        fs::symlink_metadata(path).unwrap().permissions().mode() & 0o777
+    }
+
+    #[test]
+    fn planted_temporary_files_and_symlinks_cannot_expose_the_keys() {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("certs");
+        fs::create_dir(&out).unwrap();
+        // A world-readable file where the old code put its temporary key...
+        fs::write(out.join("edge.tmp"), "planted").unwrap();
+        fs::set_permissions(out.join("edge.tmp"), fs::Permissions::from_mode(0o666)).unwrap();
+        // ...and a symlink that would send the CA key somewhere else.
+        let elsewhere = dir.path().join("elsewhere");
+        fs::write(&elsewhere, "untouched").unwrap();
+        fs::set_permissions(&elsewhere, fs::Permissions::from_mode(0o644)).unwrap();
+        symlink(&elsewhere, out.join("ca.tmp")).unwrap();
+        // A symlink in the key's own place is replaced, not followed.
+        symlink(&elsewhere, out.join("edge.key")).unwrap();
+
+        let names = ["localhost".to_string()];
+        let generated = generate_dir(&out, &names, Duration::from_secs(3600)).unwrap();
+
+        for key in [&generated.key, &out.join("ca.key")] {
+            assert!(fs::symlink_metadata(key).unwrap().is_file(), "{key:?}");
+            assert_eq!(mode(key), 0o600, "{key:?}");
+            assert!(fs::read_to_string(key).unwrap().contains("PRIVATE KEY"));
+        }
+        assert_eq!(fs::read_to_string(&elsewhere).unwrap(), "untouched");
+        assert_eq!(fs::read_to_string(out.join("edge.tmp")).unwrap(), "planted");
+        let mut left: Vec<String> = fs::read_dir(&out)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        left.sort();
+        assert_eq!(
+            left,
+            ["ca.key", "ca.pem", "ca.tmp", "edge.key", "edge.pem", "edge.tmp"],
+            "no temporary file is left behind"
+        );
+    }
 }
