@@ -1,4 +1,7 @@
-//! What a proxy owes the next hop: `X-Forwarded-*` and `Via` added, hop-by-hop headers removed.
+//! What a proxy owes the next hop: `Forwarded`, `X-Forwarded-*` and `Via` added, hop-by-hop
+//! headers and spoofable client claims removed.
+
+use std::net::IpAddr;
 
 use http::header::{self, HeaderName};
 use http::HeaderMap;
@@ -58,6 +61,10 @@ pub fn upstream_request(req: &mut RequestHeader, client: &ClientInfo<'_>) {
     if !client.host.is_empty() {
         let _ = req.insert_header("x-forwarded-host", client.host);
     }
+    let forwarded = forwarded_value(&req.headers, client);
+    let _ = req.insert_header("forwarded", forwarded);
+    // X-Real-IP is one address, not a list: a viewer's value would pass for its own address.
+    req.remove_header("x-real-ip");
     let via = via_value(
         req.headers.get(header::VIA).and_then(|v| v.to_str().ok()),
         client.version,
@@ -75,6 +82,127 @@ pub fn downstream_response(resp: &mut ResponseHeader, version: http::Version) {
         version,
     );
     let _ = resp.insert_header(header::VIA, via);
+}
+
+/// RFC 7239 §4: the viewer's element appended to the `Forwarded` it sent, if that parses; one
+/// that does not cannot be extended without producing garbage, so it is replaced.
+fn forwarded_value(headers: &HeaderMap, client: &ClientInfo<'_>) -> String {
+    // RFC 7239 §6: an IPv6 address is bracketed and, with its `:`, quoted; no address is
+    // "unknown" (§6.2).
+    let node = match client.ip.as_deref().map(str::parse::<IpAddr>) {
+        Some(Ok(IpAddr::V4(v4))) => v4.to_string(),
+        Some(Ok(IpAddr::V6(v6))) => format!("\"[{v6}]\""),
+        _ => "unknown".to_string(),
+    };
+    let mut element = format!("for={node};proto={}", client.proto);
+    if let Some(host) = forwarded_param_value(client.host) {
+        element.push_str(";host=");
+        element.push_str(&host);
+    }
+    let mut previous = Vec::new();
+    for v in headers.get_all("forwarded") {
+        match v.to_str() {
+            Ok(v) if is_valid_forwarded(v) => previous.push(v.trim()),
+            _ => return element,
+        }
+    }
+    previous.retain(|v| !v.is_empty());
+    previous.push(&element);
+    previous.join(", ")
+}
+
+/// A `token`, or else a `quoted-string` (RFC 7230 §3.2.6); `None` when empty or unquotable.
+fn forwarded_param_value(v: &str) -> Option<String> {
+    if v.is_empty() || v.chars().any(|c| c.is_ascii_control() && c != '\t') {
+        return None;
+    }
+    if v.bytes().all(is_tchar) {
+        return Some(v.to_string());
+    }
+    let mut quoted = String::with_capacity(v.len() + 2);
+    quoted.push('"');
+    for c in v.chars() {
+        if c == '"' || c == '\\' {
+            quoted.push('\\');
+        }
+        quoted.push(c);
+    }
+    quoted.push('"');
+    Some(quoted)
+}
+
+fn is_tchar(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
+}
+
+/// RFC 7239 §4: `#forwarded-element`, each `[ pair ] *( ";" [ pair ] )`, a pair
+/// `token "=" ( token / quoted-string )`, no parameter twice in one element. Whitespace around
+/// `,` and `;` is tolerated.
+fn is_valid_forwarded(v: &str) -> bool {
+    let bytes = v.as_bytes();
+    let mut i = 0;
+    let mut names: Vec<String> = Vec::new();
+    let skip_ws = |i: &mut usize| {
+        while *i < bytes.len() && (bytes[*i] == b' ' || bytes[*i] == b'\t') {
+            *i += 1;
+        }
+    };
+    loop {
+        skip_ws(&mut i);
+        if i == bytes.len() {
+            return true;
+        }
+        match bytes[i] {
+            b',' => {
+                names.clear();
+                i += 1;
+                continue;
+            }
+            b';' => {
+                i += 1;
+                continue;
+            }
+            _ => {}
+        }
+        let start = i;
+        while i < bytes.len() && is_tchar(bytes[i]) {
+            i += 1;
+        }
+        if i == start || i == bytes.len() || bytes[i] != b'=' {
+            return false;
+        }
+        let name = v[start..i].to_ascii_lowercase();
+        if names.contains(&name) {
+            return false;
+        }
+        names.push(name);
+        i += 1;
+        if i < bytes.len() && bytes[i] == b'"' {
+            i += 1;
+            loop {
+                match bytes.get(i) {
+                    None => return false,
+                    Some(b'"') => break,
+                    Some(b'\\') => i += 2,
+                    Some(&b) if (b < 0x20 && b != b'\t') || b == 0x7f => return false,
+                    Some(_) => i += 1,
+                }
+            }
+            i += 1;
+        } else {
+            let value_start = i;
+            while i < bytes.len() && is_tchar(bytes[i]) {
+                i += 1;
+            }
+            if i == value_start {
+                return false;
+            }
+        }
+        skip_ws(&mut i);
+        if i < bytes.len() && bytes[i] != b';' && bytes[i] != b',' {
+            return false;
+        }
+    }
 }
 
 fn via_value(prev: Option<&str>, version: http::Version) -> String {
@@ -121,5 +249,94 @@ fn strip_hop_by_hop(req: &mut RequestHeader, keep_upgrade: bool) {
             continue;
         }
         req.remove_header(name);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn element(ip: Option<&str>, proto: &str, host: &str, previous: &[&str]) -> String {
+        let mut headers = HeaderMap::new();
+        for p in previous {
+            headers.append("forwarded", p.parse().unwrap());
+        }
+        let client = ClientInfo {
+            ip: ip.map(str::to_string),
+            proto,
+            host,
+            version: http::Version::HTTP_11,
+        };
+        forwarded_value(&headers, &client)
+    }
+
+    #[test]
+    fn the_viewer_is_described_as_rfc_7239_asks() {
+        let cases = [
+            (
+                Some("192.0.2.60"),
+                "http",
+                "example.com",
+                "for=192.0.2.60;proto=http;host=example.com",
+            ),
+            (
+                Some("2001:db8:cafe::17"),
+                "https",
+                "example.com:8443",
+                "for=\"[2001:db8:cafe::17]\";proto=https;host=\"example.com:8443\"",
+            ),
+            (
+                Some("::1"),
+                "http",
+                "[::1]:80",
+                "for=\"[::1]\";proto=http;host=\"[::1]:80\"",
+            ),
+            (None, "http", "", "for=unknown;proto=http"),
+            (
+                Some("192.0.2.60"),
+                "http",
+                "a\"b",
+                "for=192.0.2.60;proto=http;host=\"a\\\"b\"",
+            ),
+        ];
+        for (ip, proto, host, want) in cases {
+            assert_eq!(element(ip, proto, host, &[]), want, "{ip:?} {host}");
+        }
+    }
+
+    #[test]
+    fn a_valid_forwarded_is_extended_and_an_invalid_one_replaced() {
+        let ours = "for=192.0.2.60;proto=http;host=a.org";
+        let cases: &[(&[&str], String)] = &[
+            (&["for=192.0.2.43"], format!("for=192.0.2.43, {ours}")),
+            (
+                &[
+                    "for=192.0.2.43, for=\"[2001:db8::1]:4711\";by=unknown",
+                    "proto=https",
+                ],
+                format!(
+                    "for=192.0.2.43, for=\"[2001:db8::1]:4711\";by=unknown, proto=https, {ours}"
+                ),
+            ),
+            (
+                &["for=a; proto=https ,for=b"],
+                format!("for=a; proto=https ,for=b, {ours}"),
+            ),
+            (&["for=\"x,y;z\\\"\""], format!("for=\"x,y;z\\\"\", {ours}")),
+            (&[""], ours.to_string()),
+            (&["for=\"unterminated"], ours.to_string()),
+            (&["for=1.2.3.4;for=5.6.7.8"], ours.to_string()),
+            (&["for=[::1]"], ours.to_string()),
+            (&["just-a-token"], ours.to_string()),
+            (&["for="], ours.to_string()),
+            (&["for=a", "garbage here"], ours.to_string()),
+        ];
+        for (previous, want) in cases {
+            assert_eq!(
+                &element(Some("192.0.2.60"), "http", "a.org", previous),
+                want,
+                "{previous:?}"
+            );
+        }
     }
 }

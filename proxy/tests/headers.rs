@@ -22,6 +22,8 @@ async fn forwarding_headers_and_via_are_added() {
         .header("host", "videos.example.com")
         .header("x-forwarded-for", "203.0.113.7")
         .header("via", "1.1 upstream-proxy")
+        .header("forwarded", "for=203.0.113.7;proto=https")
+        .header("x-real-ip", "198.51.100.66")
         .send()
         .await
         .unwrap();
@@ -34,6 +36,36 @@ async fn forwarding_headers_and_via_are_added() {
     assert_eq!(seen.headers["x-forwarded-host"], "videos.example.com");
     assert_eq!(seen.headers["host"], "videos.example.com");
     assert_eq!(seen.headers["via"], "1.1 upstream-proxy, 1.1 dime");
+    // RFC 7239 §4: appended like X-Forwarded-For, so earlier proxies stay visible.
+    assert_eq!(
+        seen.headers["forwarded"],
+        "for=203.0.113.7;proto=https, for=127.0.0.1;proto=http;host=videos.example.com"
+    );
+    // X-Real-IP is not a list: whatever a viewer sends would be taken as its address.
+    assert!(
+        !seen.headers.contains_key("x-real-ip"),
+        "{:?}",
+        seen.headers
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_malformed_forwarded_header_is_replaced_not_extended() {
+    let origin = Upstream::start("o").await;
+    let edge = edge_for(&origin).await;
+    let r = client()
+        .get(edge.url("/f"))
+        .header("host", "[::1]:8080")
+        .header("forwarded", "for=\"unterminated")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let seen = origin.last();
+    assert_eq!(
+        seen.headers.get_all("forwarded").iter().collect::<Vec<_>>(),
+        ["for=127.0.0.1;proto=http;host=\"[::1]:8080\""]
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
