@@ -300,6 +300,11 @@ fn reply(status: StatusCode, content_type: &'static str, body: Vec<u8>) -> Respo
         http::header::CACHE_CONTROL,
         http::HeaderValue::from_static("no-store"),
     );
+    // Every admin answer is the edge's own: a browser must not sniff it into HTML.
+    h.insert(
+        http::header::X_CONTENT_TYPE_OPTIONS,
+        http::HeaderValue::from_static("nosniff"),
+    );
     if let Ok(len) = http::HeaderValue::from_str(&r.body().len().to_string()) {
         r.headers_mut().insert(http::header::CONTENT_LENGTH, len);
     }

@@ -106,6 +106,8 @@ pub struct RequestCtx {
     /// A 304 from revalidation: pingora merges only a few of its fields, RFC 9111 §4.3.4
     /// asks for all of them.
     not_modified: Option<ResponseHeader>,
+    /// Names the request in the access log and on the edge's own error answers.
+    request_id: String,
     _in_flight: InFlight,
 }
 
@@ -148,6 +150,7 @@ impl ProxyHttp for Edge {
             failure: None,
             cache_status: "BYPASS",
             not_modified: None,
+            request_id: logging::next_request_id(),
             _in_flight: InFlight::new(&self.metrics.in_flight),
         }
     }
@@ -589,20 +592,34 @@ impl ProxyHttp for Edge {
         };
         // Once the response has started, the only honest signal left is to cut the connection.
         if code > 0 && session.response_written().is_none() {
+            // Backends and pools are the operator's business: the log gets the whole reason
+            // under the request id, the viewer a short reason and the id to quote.
             let reason = ctx.failure.clone().unwrap_or_else(|| e.to_string());
+            let id = ctx.request_id.as_str();
+            let route = ctx.route_name();
+            if code >= 500 {
+                tracing::warn!(request_id = %id, route, status = code, "answered {code}: {reason}");
+            } else {
+                // A viewer's malformed request is not the operator's problem.
+                tracing::info!(request_id = %id, route, status = code, "answered {code}: {reason}");
+            }
             let what = match code {
-                502 => "bad gateway",
-                504 => "gateway timeout",
+                502 => "bad gateway: the origin could not be reached or failed",
+                504 => "gateway timeout: the origin did not answer in time",
                 400 => "bad request",
-                _ => "error",
+                _ => "internal error",
             };
             // The route's response headers (CORS, for one) belong on its error pages too, or a
             // player cannot even read why its request failed.
-            let extra = ctx
+            let mut extra = ctx
                 .route
                 .as_ref()
-                .map_or(&[][..], |r| &r.spec.response_headers[..]);
-            let _ = respond_text(session, code, &format!("dime: {what}: {reason}\n"), extra).await;
+                .map_or_else(Vec::new, |r| r.spec.response_headers.clone());
+            if let Ok(id) = http::HeaderValue::from_str(&ctx.request_id) {
+                extra.push((http::HeaderName::from_static("x-request-id"), id));
+            }
+            let body = format!("dime: {what} (request id {})\n", ctx.request_id);
+            let _ = respond_text(session, code, &body, &extra).await;
         }
         FailToProxy {
             error_code: code,
@@ -638,6 +655,7 @@ impl ProxyHttp for Edge {
             backend: ctx.backend,
             cache: ctx.cache_status,
             error: e.map(|e| e.to_string()),
+            request_id: &ctx.request_id,
         });
     }
 }
@@ -699,6 +717,8 @@ async fn respond_text(
     resp.insert_header(http::header::CONTENT_TYPE, "text/plain; charset=utf-8")?;
     resp.insert_header(http::header::CONTENT_LENGTH, body.len().to_string())?;
     resp.insert_header(http::header::CACHE_CONTROL, "no-store")?;
+    // The edge's own answers are text: a browser must not sniff them into HTML.
+    resp.insert_header(http::header::X_CONTENT_TYPE_OPTIONS, "nosniff")?;
     for (name, value) in extra {
         resp.insert_header(name.clone(), value.clone())?;
     }

@@ -1,6 +1,9 @@
 //! Logs through `tracing`: process logs and the one-line-per-request access log, text or JSON.
 
+use std::hash::BuildHasher;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::OnceLock;
 use std::time::Duration;
 
 use clap::ValueEnum;
@@ -29,6 +32,20 @@ pub fn init(format: LogFormat) {
     };
 }
 
+/// A new request id: 16 or more hex digits, a random per-process prefix then a counter, so ids
+/// are unique within a process and, with high probability, across restarts and edges. One
+/// atomic increment and one small format: cheap enough for every request.
+pub fn next_request_id() -> String {
+    static PREFIX: OnceLock<u32> = OnceLock::new();
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    // std's RandomState is seeded from the OS's randomness; no extra dependency for 32 bits.
+    let prefix = *PREFIX.get_or_init(|| {
+        std::collections::hash_map::RandomState::new().hash_one(std::process::id()) as u32
+    });
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    format!("{prefix:08x}{n:08x}")
+}
+
 /// One finished request, as the access log records it.
 pub struct AccessRecord<'a> {
     /// The viewer's address.
@@ -53,6 +70,8 @@ pub struct AccessRecord<'a> {
     pub cache: &'a str,
     /// Error that ended the request, if any.
     pub error: Option<String>,
+    /// The request's id, also sent on the edge's own error answers.
+    pub request_id: &'a str,
 }
 
 /// Writes one access log line at INFO, target `access`.
@@ -82,5 +101,6 @@ pub fn access(r: &AccessRecord<'_>) {
         backend = %backend,
         cache = r.cache,
         error = r.error.as_deref().unwrap_or("-"),
+        request_id = %r.request_id,
     );
 }

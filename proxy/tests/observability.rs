@@ -3,7 +3,7 @@
 mod common;
 
 use common::edge::pool;
-use common::{client, EdgeProc, Upstream};
+use common::{client, fetch, EdgeProc, Upstream};
 
 fn routes(pool: &str) -> String {
     format!(
@@ -127,6 +127,7 @@ async fn the_access_log_has_one_json_line_per_request() {
         "\"route\":\"stream\"",
         &format!("\"backend\":\"{}\"", origin.addr),
         "\"cache\":",
+        "\"request_id\":\"",
     ] {
         assert!(line.contains(field), "access log lacks {field}: {line}");
     }
@@ -174,4 +175,92 @@ async fn healthz_is_liveness_and_readyz_follows_the_pools() {
     edge.wait_ready().await;
     let unknown = client().get(edge.admin_url("/nope")).send().await.unwrap();
     assert_eq!(unknown.status(), 404);
+}
+
+/// The first log line that contains every one of `needles`, waiting for it a moment (the
+/// access log is written after the response completes).
+async fn log_line(edge: &EdgeProc, needles: &[&str]) -> String {
+    for _ in 0..100 {
+        let logs = edge.logs();
+        if let Some(line) = logs.lines().find(|l| needles.iter().all(|n| l.contains(n))) {
+            return line.to_string();
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    panic!("no log line with {needles:?} in:\n{}", edge.logs());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn error_pages_give_a_request_id_and_keep_backends_and_pools_in_the_log() {
+    let live = Upstream::start("live").await;
+    let dead = Upstream::start("dead").await;
+    let dead_addr = dead.addr;
+    drop(dead);
+    // No health check reaches the dead backend first: the request itself finds it down.
+    let config = format!(
+        "[pools.secret-gone]\nbackends = [\"{dead_addr}\"]\n[pools.secret-gone.health_check]\ninterval = \"10m\"\n\n{}\
+[[routes]]\npath = \"/gone/\"\npool = \"secret-gone\"\n\n[[routes]]\npath = \"/\"\npool = \"secret-slow\"\n",
+        pool("secret-slow", &[live.addr], "read_timeout = \"300ms\"")
+    );
+    let edge = EdgeProc::start_with_flags(&config, &["--log-format", "json"]).await;
+    let mut ids = Vec::new();
+    for (path, status, backend) in [
+        ("/gone/x", 502, dead_addr),
+        ("/slow?ms=3000", 504, live.addr),
+    ] {
+        let r = fetch(&edge.url(path), &[]).await;
+        assert_eq!(r.status, status, "{path}");
+        let body = String::from_utf8_lossy(&r.body).to_string();
+        let id = r.header("x-request-id").to_string();
+        assert!(id.len() >= 8, "{path}: no request id: {:?}", r.headers);
+        assert!(
+            body.contains(&id),
+            "{path}: the body names the request id: {body}"
+        );
+        for internal in [
+            backend.to_string(),
+            backend.port().to_string(),
+            "secret".to_string(),
+            "pool".to_string(),
+        ] {
+            assert!(
+                !body.contains(&internal),
+                "{path}: {internal} leaked: {body}"
+            );
+        }
+        assert_eq!(r.header("x-content-type-options"), "nosniff", "{path}");
+        // The operator finds the details under the same id.
+        let access = log_line(
+            &edge,
+            &["\"target\":\"access\"", &format!("\"request_id\":\"{id}\"")],
+        )
+        .await;
+        assert!(access.contains(&format!("\"status\":{status}")), "{access}");
+        let why = log_line(&edge, &[&id, &backend.to_string(), "secret-"]).await;
+        assert!(!why.is_empty());
+        ids.push(id);
+    }
+    assert_ne!(ids[0], ids[1], "one id per request");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn edge_made_answers_are_never_sniffed_and_text_logs_carry_the_request_id() {
+    let origin = Upstream::start("o").await;
+    let config = pool("p", &[origin.addr], "")
+        + "[[routes]]\nhost = \"videos.example.com\"\npath = \"/\"\npool = \"p\"\n";
+    let edge = EdgeProc::start(&config).await;
+    let unrouted = fetch(&edge.url("/nowhere"), &[]).await;
+    assert_eq!(unrouted.status, 404);
+    assert_eq!(unrouted.header("x-content-type-options"), "nosniff");
+    for path in ["/healthz", "/metrics", "/nope", "/config"] {
+        let r = fetch(&edge.admin_url(path), &[]).await;
+        assert_eq!(
+            r.header("x-content-type-options"),
+            "nosniff",
+            "admin {path} ({})",
+            r.status
+        );
+    }
+    let line = log_line(&edge, &["path=\"/nowhere\"", "request_id="]).await;
+    assert!(line.contains("status=404"), "{line}");
 }

@@ -146,8 +146,11 @@ async fn no_healthy_backend_answers_502_quickly_with_a_reason() {
     let r = client().get(edge.url("/x")).send().await.unwrap();
     assert_eq!(r.status(), 502);
     assert_eq!(r.headers()["content-type"], "text/plain; charset=utf-8");
+    let id = r.headers()["x-request-id"].to_str().unwrap().to_string();
     let body = r.text().await.unwrap();
-    assert!(body.contains("cannot connect to backend"), "{body}");
+    assert!(body.contains("bad gateway") && body.contains(&id), "{body}");
+    // The reason, with the backend, is for the operator: in the log under the request id.
+    assert_logged(&edge, &id, "cannot connect to backend").await;
     assert!(
         started.elapsed() < Duration::from_secs(3),
         "took {:?}",
@@ -167,11 +170,8 @@ async fn no_healthy_backend_answers_502_quickly_with_a_reason() {
     .await;
     let r = client().get(edge.url("/x")).send().await.unwrap();
     assert_eq!(r.status(), 502);
-    assert!(r
-        .text()
-        .await
-        .unwrap()
-        .contains("no healthy backend in pool \"p\""));
+    let id = r.headers()["x-request-id"].to_str().unwrap().to_string();
+    assert_logged(&edge, &id, "no healthy backend in pool \"p\"").await;
     let ready = client()
         .get(edge.admin_url("/readyz"))
         .send()
@@ -181,6 +181,21 @@ async fn no_healthy_backend_answers_502_quickly_with_a_reason() {
         .await
         .unwrap();
     assert!(ready.contains("pool p: no healthy backend"), "{ready}");
+}
+
+/// Waits (bounded) for a log line that carries request `id` and `reason`.
+async fn assert_logged(edge: &EdgeProc, id: &str, reason: &str) {
+    for _ in 0..100 {
+        if edge
+            .logs()
+            .lines()
+            .any(|l| l.contains(id) && l.contains(reason))
+        {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("no log line with {id} and {reason}:\n{}", edge.logs());
 }
 
 #[tokio::test(flavor = "multi_thread")]
