@@ -13,6 +13,7 @@ use arc_swap::ArcSwap;
 use async_trait::async_trait;
 use bytes::Bytes;
 use pingora_cache::key::HashBinary;
+use pingora_cache::lock::LockStatus;
 use pingora_cache::{
     CacheKey, CacheMeta, CacheOptionOverrides, ForcedFreshness, HitHandler, RespCacheable,
     VarianceBuilder,
@@ -24,8 +25,10 @@ use pingora_proxy::{FailToProxy, ProxyHttp, Session};
 use prometheus::IntGauge;
 
 use crate::active::{Active, Route};
+use crate::cache::background::{self, FillPermit};
 use crate::cache::policy::{self, RequestDemand};
-use crate::cache::{key, status_of, CacheMode, EdgeCache};
+use crate::cache::store::BACKGROUND_FILL_TAG;
+use crate::cache::{key, status_of, AbandonedFill, CacheMode, EdgeCache};
 use crate::forwarding::{self, ClientInfo};
 use crate::logging::{self, AccessRecord};
 use crate::metrics::{status_class, Metrics, RouteMetrics};
@@ -106,6 +109,10 @@ pub struct RequestCtx {
     /// A 304 from revalidation: pingora merges only a few of its fields, RFC 9111 §4.3.4
     /// asks for all of them.
     not_modified: Option<ResponseHeader>,
+    /// Set in a background fill's subrequest: the lock its viewers wait on.
+    fill: Option<FillPermit>,
+    /// This viewer's miss started a background fill, which it then reads like a waiter.
+    started_fill: bool,
     _in_flight: InFlight,
 }
 
@@ -148,6 +155,8 @@ impl ProxyHttp for Edge {
             failure: None,
             cache_status: "BYPASS",
             not_modified: None,
+            fill: None,
+            started_fill: false,
             _in_flight: InFlight::new(&self.metrics.in_flight),
         }
     }
@@ -172,9 +181,9 @@ impl ProxyHttp for Edge {
             Some(i) => {
                 let route = ctx.active.routes[i].clone();
                 let https_port = ctx.active.config.https_listeners.first().map(|a| a.port());
-                if let (true, Some(port), false) =
-                    (route.spec.redirect_https, https_port, is_tls(session))
-                {
+                // A background fill is the edge's own request: its viewer was already let in.
+                let secure = is_tls(session) || session.subrequest_ctx.is_some();
+                if let (true, Some(port), false) = (route.spec.redirect_https, https_port, secure) {
                     ctx.route = Some(route);
                     let Some(location) =
                         https_location(&ctx.raw_host, &session.req_header().uri, port)
@@ -205,6 +214,7 @@ impl ProxyHttp for Edge {
                     return Ok(true);
                 }
                 ctx.route = Some(route);
+                self.prepare_fill(session, ctx);
                 Ok(false)
             }
             None => {
@@ -241,11 +251,13 @@ impl ProxyHttp for Edge {
         // so this only bounds a fill whose origin sends no headers at all.
         overrides.wait_timeout =
             Some(route.pool.spec.read_timeout + route.pool.spec.connect_timeout);
+        // A background fill writes without the lock: its viewers wait on the one it holds.
+        let lock = ctx.fill.is_none().then_some(self.cache.lock);
         session.cache.enable(
             self.cache.store,
             None,
             Some(self.cache.predictor),
-            Some(self.cache.lock),
+            lock,
             Some(overrides),
         );
         session
@@ -255,13 +267,15 @@ impl ProxyHttp for Edge {
     }
 
     fn cache_key_callback(&self, session: &Session, ctx: &mut RequestCtx) -> Result<CacheKey> {
-        let keep = ctx
-            .route
-            .as_ref()
-            .and_then(|r| r.spec.cache.keep_query.as_deref());
-        let uri = &session.req_header().uri;
-        let text = key::key_text(&ctx.raw_host, uri.path(), uri.query(), keep);
-        Ok(CacheKey::new(text, ""))
+        let mut key = cache_key(session, ctx);
+        if ctx.fill.is_some() {
+            key.user_tag = BACKGROUND_FILL_TAG.to_string();
+        }
+        Ok(key)
+    }
+
+    fn allow_spawning_subrequest(&self, _session: &Session, _ctx: &RequestCtx) -> bool {
+        true
     }
 
     async fn cache_hit_filter(
@@ -532,6 +546,16 @@ impl ProxyHttp for Edge {
         _end_of_stream: bool,
         ctx: &mut RequestCtx,
     ) -> Result<Option<Duration>> {
+        if let (Some(fill), Some(route)) = (&ctx.fill, &ctx.route) {
+            if route.spec.cache.abandoned_fill == AbandonedFill::Abort
+                && self.cache.store.fill_abandoned(fill.key())
+            {
+                return Error::e_explain(
+                    ErrorType::InternalError,
+                    "background fill aborted: every viewer left (abandoned_fill = \"abort\")",
+                );
+            }
+        }
         let total = ctx.route.as_ref().and_then(|r| r.pool.spec.total_timeout);
         if let (Some(total), Some(start)) = (total, ctx.attempt_started) {
             if start.elapsed() > total {
@@ -550,12 +574,24 @@ impl ProxyHttp for Edge {
         resp: &mut ResponseHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
+        if let Some(fill) = ctx.fill.as_mut() {
+            // The fill is registered (or will not be): the waiting viewers may look again.
+            let status = if self.cache.store.holds(fill.key()) {
+                LockStatus::Done
+            } else {
+                LockStatus::GiveUp
+            };
+            fill.release(status);
+        }
         forwarding::downstream_response(resp, session.req_header().version);
         if self.draining.load(Ordering::Acquire) {
             // HTTP/1.1 answers carry `Connection: close`; HTTP/2 ignores it.
             session.set_keepalive(None);
         }
-        ctx.cache_status = if session.cache.enabled() || session.cache.bypassing() {
+        ctx.cache_status = if ctx.started_fill {
+            // Its miss went to the origin, though it reads the fill like a waiter.
+            "MISS"
+        } else if session.cache.enabled() || session.cache.bypassing() {
             status_of(&session.cache.phase())
         } else {
             "BYPASS"
@@ -611,6 +647,15 @@ impl ProxyHttp for Edge {
     }
 
     async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut RequestCtx) {
+        if ctx.fill.is_some() {
+            // Not a viewer's request: its origin attempt is counted, the viewers are logged.
+            tracing::debug!(
+                route = ctx.route_name(),
+                error = ?e.map(|e| e.to_string()),
+                "background fill finished"
+            );
+            return;
+        }
         let status = session.response_written().map_or(0, |r| r.status.as_u16());
         let route = ctx.route_name().to_string();
         let bytes = session.body_bytes_sent();
@@ -643,6 +688,22 @@ impl ProxyHttp for Edge {
 }
 
 impl Edge {
+    /// Sets the viewer's send timeout and, for a miss a background task should fill, starts
+    /// that task; in the task itself, picks up the lock its viewers wait on.
+    fn prepare_fill(&self, session: &mut Session, ctx: &mut RequestCtx) {
+        if session.subrequest_ctx.is_some() {
+            ctx.fill = background::take_permit(session);
+            return;
+        }
+        session.set_write_timeout(Some(ctx.active.config.server.send_timeout));
+        let Some(route) = &ctx.route else { return };
+        let policy = &route.spec.cache;
+        if policy.mode != CacheMode::Off && background::wanted(session, policy.background_fill) {
+            let key = cache_key(session, ctx);
+            ctx.started_fill = background::start(&self.cache, session, &key);
+        }
+    }
+
     /// RFC 9111 §4.4: a successful unsafe request invalidates what the cache holds for its URL.
     fn invalidate_after_unsafe_method(&self, session: &Session, ctx: &RequestCtx, status: u16) {
         let req = session.req_header();
@@ -676,6 +737,17 @@ impl Edge {
             .with_label_values(&[pool, &backend, outcome])
             .inc();
     }
+}
+
+/// The cache key of a request: normalised host, path and the query parameters its route keeps.
+fn cache_key(session: &Session, ctx: &RequestCtx) -> CacheKey {
+    let keep = ctx
+        .route
+        .as_ref()
+        .and_then(|r| r.spec.cache.keep_query.as_deref());
+    let uri = &session.req_header().uri;
+    let text = key::key_text(&ctx.raw_host, uri.path(), uri.query(), keep);
+    CacheKey::new(text, "")
 }
 
 fn is_timeout(e: &Error) -> bool {

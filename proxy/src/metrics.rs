@@ -36,6 +36,11 @@ pub struct Metrics {
     pub cache_evictions: IntCounter,
     /// `dime_cache_coalesced_waits_total{route}`: requests that waited for another's fill.
     pub cache_coalesced_waits: IntCounterVec,
+    /// `dime_cache_fill_bytes`: body bytes held by fills in progress.
+    pub cache_fill_bytes: IntGauge,
+    /// `dime_cache_fills_demoted_total`: fills that found the fill budget spent and streamed
+    /// through uncached.
+    pub cache_fills_demoted: IntCounter,
     /// `dime_cache_purges_total{kind}`: purge API calls by kind (url, prefix, all).
     pub cache_purges: IntCounterVec,
     /// `dime_config_reloads_total{result}`: reload attempts by result (applied, unchanged,
@@ -148,6 +153,16 @@ impl Metrics {
             &["route"],
         )
         .expect("valid metric");
+        let cache_fill_bytes = IntGauge::new(
+            "dime_cache_fill_bytes",
+            "Body bytes held by fills in progress, against cache.fill_memory.",
+        )
+        .expect("valid metric");
+        let cache_fills_demoted = IntCounter::new(
+            "dime_cache_fills_demoted_total",
+            "Fills that found cache.fill_memory spent: streamed to their viewers at the slowest one's pace and not stored.",
+        )
+        .expect("valid metric");
         let cache_purges = IntCounterVec::new(
             Opts::new(
                 "dime_cache_purges_total",
@@ -208,6 +223,8 @@ impl Metrics {
             Box::new(cache_capacity_bytes.clone()),
             Box::new(cache_evictions.clone()),
             Box::new(cache_coalesced_waits.clone()),
+            Box::new(cache_fill_bytes.clone()),
+            Box::new(cache_fills_demoted.clone()),
             Box::new(cache_purges.clone()),
             Box::new(config_reloads.clone()),
             Box::new(config_last_success.clone()),
@@ -233,6 +250,8 @@ impl Metrics {
             cache_capacity_bytes,
             cache_evictions,
             cache_coalesced_waits,
+            cache_fill_bytes,
+            cache_fills_demoted,
             cache_purges,
             config_reloads,
             config_last_success,

@@ -15,7 +15,7 @@ use super::file::{
     AdminSection, BackendEntry, CacheSection, ConfigFile, HealthCheckSection, PoolSection,
     RouteCacheSection, RouteSection, TlsSection,
 };
-use crate::cache::{CacheMode, CachePolicy};
+use crate::cache::{AbandonedFill, CacheMode, CachePolicy};
 use crate::route::HostMatch;
 use crate::tls::{self, CertSet, LoadedCert};
 
@@ -104,6 +104,8 @@ pub struct CacheSettings {
     pub purge_token: Option<String>,
     /// How long one fill may hold the lock that coalesces misses.
     pub lock_timeout: Duration,
+    /// Bytes that fills in progress may hold before new fills stream through uncached.
+    pub fill_memory: u64,
 }
 
 /// Cache memory when the file names none.
@@ -118,7 +120,12 @@ pub struct ServerSettings {
     pub grace_period: Duration,
     /// Unix socket where `run --upgrade` receives the listeners from the running process.
     pub upgrade_sock: PathBuf,
+    /// A write to a viewer that makes no progress for this long closes the connection.
+    pub send_timeout: Duration,
 }
+
+/// `server.send_timeout` when the file names none (nginx's `send_timeout` default).
+pub const DEFAULT_SEND_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// How a pool picks a backend for a request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -365,6 +372,9 @@ impl Compiler<'_> {
                 Some(p) => self.path(p.get_ref()),
                 None => PathBuf::from(DEFAULT_UPGRADE_SOCK),
             },
+            send_timeout: self
+                .duration(file.server.send_timeout.as_ref(), "server.send_timeout")
+                .unwrap_or(DEFAULT_SEND_TIMEOUT),
         };
 
         let mut http_listeners = Vec::new();
@@ -1023,10 +1033,17 @@ impl Compiler<'_> {
         let lock_timeout = self
             .duration(c.lock_timeout.as_ref(), "cache.lock_timeout")
             .unwrap_or(Duration::from_secs(30));
+        // A quarter of the cache by default: fills become stored objects, so the two together
+        // stay within 1.25x `memory` even when every fill is in progress at once.
+        let fill_memory = match &c.fill_memory {
+            Some(m) => self.size(m, "cache.fill_memory").unwrap_or(memory / 4),
+            None => memory / 4,
+        };
         CacheSettings {
             memory,
             purge_token,
             lock_timeout,
+            fill_memory,
         }
     }
 
@@ -1053,6 +1070,24 @@ impl Compiler<'_> {
         }
         if p.mode == CacheMode::Video {
             p.keep_query = Some(vec!["_HLS_msn".into(), "_HLS_part".into()]);
+            p.background_fill = true;
+        }
+        if let Some(on) = c.background_fill {
+            p.background_fill = on;
+        }
+        if let Some(a) = &c.abandoned_fill {
+            p.abandoned_fill = match a.get_ref().as_str() {
+                "finish" => AbandonedFill::Finish,
+                "abort" => AbandonedFill::Abort,
+                other => {
+                    self.err(
+                        a.span(),
+                        &format!("{field}.abandoned_fill"),
+                        format!("unknown value \"{other}\": use finish or abort"),
+                    );
+                    AbandonedFill::Finish
+                }
+            };
         }
         if let Some(keep) = &c.keep_query {
             p.keep_query = Some(keep.clone());
