@@ -113,6 +113,8 @@ pub struct RequestCtx {
     fill: Option<FillPermit>,
     /// This viewer's miss started a background fill, which it then reads like a waiter.
     started_fill: bool,
+    /// The cache key, once computed.
+    key: Option<CacheKey>,
     _in_flight: InFlight,
 }
 
@@ -157,6 +159,7 @@ impl ProxyHttp for Edge {
             not_modified: None,
             fill: None,
             started_fill: false,
+            key: None,
             _in_flight: InFlight::new(&self.metrics.in_flight),
         }
     }
@@ -267,7 +270,7 @@ impl ProxyHttp for Edge {
     }
 
     fn cache_key_callback(&self, session: &Session, ctx: &mut RequestCtx) -> Result<CacheKey> {
-        let mut key = cache_key(session, ctx);
+        let mut key = ctx.key.take().unwrap_or_else(|| cache_key(session, ctx));
         if ctx.fill.is_some() {
             key.user_tag = BACKGROUND_FILL_TAG.to_string();
         }
@@ -701,6 +704,7 @@ impl Edge {
         if policy.mode != CacheMode::Off && background::wanted(session, policy.background_fill) {
             let key = cache_key(session, ctx);
             ctx.started_fill = background::start(&self.cache, session, &key);
+            ctx.key = Some(key);
         }
     }
 

@@ -65,7 +65,8 @@ pub fn start(cache: &EdgeCache, session: &Session, key: &CacheKey) -> bool {
     let Some(spawner) = session.subrequest_spawner.as_ref() else {
         return false;
     };
-    if !cache.predictor.cacheable_prediction(key) {
+    // Most requests are hits: answer them without touching the lock table.
+    if cache.store.holds(key) || !cache.predictor.cacheable_prediction(key) {
         return false;
     }
     let permit = match cache.lock.lock(key, false) {
