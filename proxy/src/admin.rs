@@ -9,7 +9,7 @@ use http::{Response, StatusCode};
 use pingora_core::apps::http_app::ServeHttp;
 use pingora_core::protocols::http::ServerSession;
 
-use crate::active::Active;
+use crate::active::{Active, Readiness};
 use crate::cache::{key, EdgeCache};
 use crate::config::redact;
 use crate::metrics::Metrics;
@@ -45,9 +45,10 @@ impl ServeHttp for Admin {
                 )
             }
             (true, "/healthz") => text(StatusCode::OK, "ok\n"),
-            (true, "/readyz") => match self.active.load().not_ready() {
-                None => text(StatusCode::OK, "ready\n"),
-                Some(why) => text(StatusCode::SERVICE_UNAVAILABLE, &format!("not ready:\n{why}\n")),
+            (true, "/readyz") => match self.active.load().readiness() {
+                Readiness::Ready => text(StatusCode::OK, "ready\n"),
+                Readiness::Degraded(why) => text(StatusCode::OK, &format!("ready, degraded:\n{why}\n")),
+                Readiness::NotReady(why) => text(StatusCode::SERVICE_UNAVAILABLE, &format!("not ready:\n{why}\n")),
             },
             (false, "/cache/purge") if method == http::Method::POST => self.purge(session),
             (false, "/config/reload") if method == http::Method::POST => {

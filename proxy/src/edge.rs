@@ -372,7 +372,14 @@ impl ProxyHttp for Edge {
         // one origin whatever the query string or strip_prefix does.
         let key = session.req_header().uri.path().as_bytes().to_vec();
         match pool.select(&key, &ctx.tried) {
-            Some(addr) => {
+            Some(pick) => {
+                let addr = pick.addr;
+                if pick.panic {
+                    self.metrics
+                        .pool_panic_picks
+                        .with_label_values(&[pool.name()])
+                        .inc();
+                }
                 ctx.tried.push(addr);
                 ctx.backend = Some(addr);
                 ctx.attempt_started = Some(Instant::now());

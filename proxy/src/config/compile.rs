@@ -150,6 +150,8 @@ pub struct PoolSpec {
     pub idle_timeout: Duration,
     /// Other backends tried after a failed attempt.
     pub retries: usize,
+    /// When no healthy backend is left to try, try those marked down rather than fail.
+    pub panic_mode: bool,
     /// Active health check.
     pub health_check: HealthCheckSpec,
     /// TLS to the backends, when on.
@@ -613,6 +615,7 @@ impl Compiler<'_> {
                 .unwrap_or(0),
             None => 2,
         };
+        let panic_mode = p.panic_mode.as_ref().is_none_or(|v| *v.get_ref());
         let health_check = self.health_check(&field, p.health_check.as_ref());
         let tls = self.upstream_tls(&field, p);
         Some(PoolSpec {
@@ -625,6 +628,7 @@ impl Compiler<'_> {
             total_timeout,
             idle_timeout,
             retries,
+            panic_mode,
             health_check,
             tls,
         })
