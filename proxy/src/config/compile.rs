@@ -931,6 +931,23 @@ impl Compiler<'_> {
         let prefix = match &s.path {
             None => "/".to_string(),
             Some(p) if p.get_ref().starts_with('/') && !p.get_ref().contains(['?', '#']) => {
+                // Requests are matched by their canonical path, which a prefix that is not
+                // canonical itself could never start.
+                match crate::request_path::canonicalize(p.get_ref()) {
+                    Ok(c) if c == *p.get_ref() => {}
+                    Ok(c) => {
+                        self.err(
+                            p.span(),
+                            &format!("{field}.path"),
+                            format!("requests are routed by their canonical path, which never starts with \"{}\": write \"{c}\"", p.get_ref()),
+                        );
+                        ok = false;
+                    }
+                    Err(e) => {
+                        self.err(p.span(), &format!("{field}.path"), e.to_string());
+                        ok = false;
+                    }
+                }
                 p.get_ref().clone()
             }
             Some(p) => {
