@@ -32,6 +32,7 @@ use crate::cache::{key, status_of, AbandonedFill, CacheMode, EdgeCache};
 use crate::forwarding::{self, ClientInfo};
 use crate::logging::{self, AccessRecord};
 use crate::metrics::{status_class, Metrics, RouteMetrics};
+use crate::request_path;
 use crate::route::normalize_host;
 
 /// The edge proxy: routes each request to a pool and forwards it.
@@ -100,6 +101,9 @@ pub struct RequestCtx {
     active: Arc<Active>,
     route: Option<Arc<Route>>,
     raw_host: String,
+    /// The canonical request path ([`request_path`]): what routing, the cache key, backend
+    /// selection and the upstream request all use.
+    path: String,
     tried: Vec<SocketAddr>,
     backend: Option<SocketAddr>,
     attempt_started: Option<Instant>,
@@ -150,6 +154,7 @@ impl ProxyHttp for Edge {
             active: self.active.load_full(),
             route: None,
             raw_host: String::new(),
+            path: String::new(),
             tried: Vec::new(),
             backend: None,
             attempt_started: None,
@@ -179,8 +184,15 @@ impl ProxyHttp for Edge {
             })
             .unwrap_or_default();
         let host = normalize_host(&ctx.raw_host);
-        let path = req.uri.path().to_string();
-        match ctx.active.table.lookup(&host, &path) {
+        ctx.path = match request_path::canonicalize(req.uri.path()) {
+            Ok(path) => path,
+            Err(e) => {
+                respond_text(session, 400, &format!("dime: bad request: {e}\n"), &[]).await?;
+                return Ok(true);
+            }
+        };
+        let path = ctx.path.as_str();
+        match ctx.active.table.lookup(&host, path) {
             Some(i) => {
                 let route = ctx.active.routes[i].clone();
                 let https_port = ctx.active.config.https_listeners.first().map(|a| a.port());
@@ -375,7 +387,7 @@ impl ProxyHttp for Edge {
 
     async fn upstream_peer(
         &self,
-        session: &mut Session,
+        _session: &mut Session,
         ctx: &mut RequestCtx,
     ) -> Result<Box<HttpPeer>> {
         let Some(route) = ctx.route.clone() else {
@@ -385,11 +397,18 @@ impl ProxyHttp for Edge {
             );
         };
         let pool = &route.pool;
-        // The key is the path the viewer asked for, so consistent hashing keeps one object on
-        // one origin whatever the query string or strip_prefix does.
-        let key = session.req_header().uri.path().as_bytes().to_vec();
+        // The key is the canonical path the viewer asked for, so consistent hashing keeps one
+        // object on one origin whatever the spelling, query string or strip_prefix.
+        let key = ctx.path.as_bytes().to_vec();
         match pool.select(&key, &ctx.tried) {
-            Some(addr) => {
+            Some(pick) => {
+                let addr = pick.addr;
+                if pick.panic {
+                    self.metrics
+                        .pool_panic_picks
+                        .with_label_values(&[pool.name()])
+                        .inc();
+                }
                 ctx.tried.push(addr);
                 ctx.backend = Some(addr);
                 ctx.attempt_started = Some(Instant::now());
@@ -479,8 +498,7 @@ impl ProxyHttp for Edge {
         let Some(route) = ctx.route.clone() else {
             return Ok(());
         };
-        let uri = &session.req_header().uri;
-        let path = uri.path();
+        let path = ctx.path.as_str();
         let path = if route.spec.strip_prefix {
             let rest = path
                 .strip_prefix(route.spec.prefix.as_str())
@@ -494,7 +512,7 @@ impl ProxyHttp for Edge {
             path.to_string()
         };
         // Always origin-form: HTTP/2 viewers send absolute URIs, HTTP/1.1 origins want a path.
-        let target = match uri.query() {
+        let target = match session.req_header().uri.query() {
             Some(q) => format!("{path}?{q}"),
             None => path,
         };
@@ -718,7 +736,7 @@ impl Edge {
         if route.spec.cache.mode == CacheMode::Off {
             return;
         }
-        let target = key::key_text(&ctx.raw_host, req.uri.path(), None, None);
+        let target = key::key_text(&ctx.raw_host, &ctx.path, None, None);
         let n = self
             .cache
             .store
@@ -743,14 +761,15 @@ impl Edge {
     }
 }
 
-/// The cache key of a request: normalised host, path and the query parameters its route keeps.
+/// The cache key of a request: normalised host, canonical path and the query parameters its
+/// route keeps.
 fn cache_key(session: &Session, ctx: &RequestCtx) -> CacheKey {
     let keep = ctx
         .route
         .as_ref()
         .and_then(|r| r.spec.cache.keep_query.as_deref());
-    let uri = &session.req_header().uri;
-    let text = key::key_text(&ctx.raw_host, uri.path(), uri.query(), keep);
+    let query = session.req_header().uri.query();
+    let text = key::key_text(&ctx.raw_host, &ctx.path, query, keep);
     CacheKey::new(text, "")
 }
 

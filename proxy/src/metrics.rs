@@ -16,6 +16,9 @@ pub struct Metrics {
     pub upstream_requests: IntCounterVec,
     /// `dime_backend_healthy{pool, backend}`: 1 when the health check passes.
     pub backend_healthy: IntGaugeVec,
+    /// `dime_pool_panic_picks_total{pool}`: backends tried although marked down, because no
+    /// healthy one was left to try (panic mode).
+    pub pool_panic_picks: IntCounterVec,
     /// `dime_sent_bytes_total{route}`: response body bytes sent to viewers.
     pub sent_bytes: IntCounterVec,
     /// `dime_requests_in_flight`: requests being served now.
@@ -97,6 +100,14 @@ impl Metrics {
                 "1 when the backend passes its active health check, 0 when it is ejected.",
             ),
             &["pool", "backend"],
+        )
+        .expect("valid metric");
+        let pool_panic_picks = IntCounterVec::new(
+            Opts::new(
+                "dime_pool_panic_picks_total",
+                "Backends tried although marked down, because no healthy backend was left to try (panic mode), by pool.",
+            ),
+            &["pool"],
         )
         .expect("valid metric");
         let sent_bytes = IntCounterVec::new(
@@ -213,6 +224,7 @@ impl Metrics {
             Box::new(request_duration.clone()),
             Box::new(upstream_requests.clone()),
             Box::new(backend_healthy.clone()),
+            Box::new(pool_panic_picks.clone()),
             Box::new(sent_bytes.clone()),
             Box::new(in_flight.clone()),
             Box::new(build_info.clone()),
@@ -240,6 +252,7 @@ impl Metrics {
             request_duration,
             upstream_requests,
             backend_healthy,
+            pool_panic_picks,
             sent_bytes,
             in_flight,
             build_info,

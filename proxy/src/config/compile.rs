@@ -157,6 +157,8 @@ pub struct PoolSpec {
     pub idle_timeout: Duration,
     /// Other backends tried after a failed attempt.
     pub retries: usize,
+    /// When no healthy backend is left to try, try those marked down rather than fail.
+    pub panic_mode: bool,
     /// Active health check.
     pub health_check: HealthCheckSpec,
     /// TLS to the backends, when on.
@@ -623,6 +625,7 @@ impl Compiler<'_> {
                 .unwrap_or(0),
             None => 2,
         };
+        let panic_mode = p.panic_mode.as_ref().is_none_or(|v| *v.get_ref());
         let health_check = self.health_check(&field, p.health_check.as_ref());
         let tls = self.upstream_tls(&field, p);
         Some(PoolSpec {
@@ -635,6 +638,7 @@ impl Compiler<'_> {
             total_timeout,
             idle_timeout,
             retries,
+            panic_mode,
             health_check,
             tls,
         })
@@ -937,6 +941,23 @@ impl Compiler<'_> {
         let prefix = match &s.path {
             None => "/".to_string(),
             Some(p) if p.get_ref().starts_with('/') && !p.get_ref().contains(['?', '#']) => {
+                // Requests are matched by their canonical path, which a prefix that is not
+                // canonical itself could never start.
+                match crate::request_path::canonicalize(p.get_ref()) {
+                    Ok(c) if c == *p.get_ref() => {}
+                    Ok(c) => {
+                        self.err(
+                            p.span(),
+                            &format!("{field}.path"),
+                            format!("requests are routed by their canonical path, which never starts with \"{}\": write \"{c}\"", p.get_ref()),
+                        );
+                        ok = false;
+                    }
+                    Err(e) => {
+                        self.err(p.span(), &format!("{field}.path"), e.to_string());
+                        ok = false;
+                    }
+                }
                 p.get_ref().clone()
             }
             Some(p) => {

@@ -161,6 +161,8 @@ pub struct PoolSection {
     pub idle_timeout: Option<Spanned<String>>,
     /// How many other backends to try after a failed attempt.
     pub retries: Option<Spanned<i64>>,
+    /// Try backends marked down when no healthy one is left (default true).
+    pub panic_mode: Option<Spanned<bool>>,
     /// Active health check.
     pub health_check: Option<HealthCheckSection>,
     /// Talk to the backends over TLS.
