@@ -125,12 +125,12 @@ impl Active {
         Ok((active, changes))
     }
 
-    /// Why the edge is not ready, or `None` when every pool has a healthy backend.
-    pub fn not_ready(&self) -> Option<String> {
-        let mut reasons = Vec::new();
+    /// Whether the edge should take traffic, and why not or why only degraded.
+    pub fn readiness(&self) -> Readiness {
+        let (mut blocking, mut degraded) = (Vec::new(), Vec::new());
         for pool in &self.pools {
             if !pool.checked_once() {
-                reasons.push(format!(
+                blocking.push(format!(
                     "pool {}: first health check not finished",
                     pool.name()
                 ));
@@ -139,14 +139,41 @@ impl Active {
             let health = pool.health();
             if !health.iter().any(|(_, up)| *up) {
                 let down: Vec<String> = health.iter().map(|(a, _)| a.to_string()).collect();
-                reasons.push(format!(
+                let reason = format!(
                     "pool {}: no healthy backend ({} down: {})",
                     pool.name(),
                     down.len(),
                     down.join(", ")
-                ));
+                );
+                // In panic mode the pool still serves (cache hits, and backends tried
+                // anyway); taking the edge out of its load balancer would only add the
+                // cache's share to the outage, on every edge at once when they share origins.
+                if pool.spec.panic_mode {
+                    degraded.push(format!("{reason}; panic mode: trying them anyway"));
+                } else {
+                    blocking.push(reason);
+                }
             }
         }
-        (!reasons.is_empty()).then(|| reasons.join("\n"))
+        if !blocking.is_empty() {
+            blocking.extend(degraded);
+            Readiness::NotReady(blocking.join("\n"))
+        } else if !degraded.is_empty() {
+            Readiness::Degraded(degraded.join("\n"))
+        } else {
+            Readiness::Ready
+        }
     }
+}
+
+/// What `/readyz` answers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Readiness {
+    /// Every pool has a healthy backend.
+    Ready,
+    /// Serving, but pools in panic mode have no healthy backend (one line each).
+    Degraded(String),
+    /// Not ready: a first health check is unfinished, or a pool without panic mode has no
+    /// healthy backend (one line each).
+    NotReady(String),
 }

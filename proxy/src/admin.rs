@@ -9,11 +9,12 @@ use http::{Response, StatusCode};
 use pingora_core::apps::http_app::ServeHttp;
 use pingora_core::protocols::http::ServerSession;
 
-use crate::active::Active;
+use crate::active::{Active, Readiness};
 use crate::cache::{key, EdgeCache};
 use crate::config::redact;
 use crate::metrics::Metrics;
 use crate::reload::{short_hash, ReloadOutcome, Reloader, Trigger};
+use crate::request_path;
 
 /// The admin HTTP application.
 pub struct Admin {
@@ -45,9 +46,10 @@ impl ServeHttp for Admin {
                 )
             }
             (true, "/healthz") => text(StatusCode::OK, "ok\n"),
-            (true, "/readyz") => match self.active.load().not_ready() {
-                None => text(StatusCode::OK, "ready\n"),
-                Some(why) => text(StatusCode::SERVICE_UNAVAILABLE, &format!("not ready:\n{why}\n")),
+            (true, "/readyz") => match self.active.load().readiness() {
+                Readiness::Ready => text(StatusCode::OK, "ready\n"),
+                Readiness::Degraded(why) => text(StatusCode::OK, &format!("ready, degraded:\n{why}\n")),
+                Readiness::NotReady(why) => text(StatusCode::SERVICE_UNAVAILABLE, &format!("not ready:\n{why}\n")),
             },
             (false, "/cache/purge") if method == http::Method::POST => self.purge(session),
             (false, "/config/reload") if method == http::Method::POST => {
@@ -90,20 +92,38 @@ impl Admin {
         let params = query_params(req.uri.query().unwrap_or(""));
         let get = |k: &str| params.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
         let store = self.cache.store;
+        // Keys hold canonical paths, so the purge target is made canonical the same way; one
+        // that has none matches no key, and saying so beats answering "purged": 0.
+        let refuse = |what: &str, e: request_path::PathError| {
+            text(
+                StatusCode::BAD_REQUEST,
+                &format!("cannot purge {what:?}: {e}\n"),
+            )
+        };
         let (kind, target, purged) = if let Some(url) = get("url") {
-            let target = normalize_target(&url);
+            let target = match normalize_target(&url) {
+                Ok(t) => t,
+                Err(e) => return refuse(&url, e),
+            };
             let t = target.clone();
             let n = store.purge_where(move |k| key::without_query(k) == t);
             ("url", target, n)
         } else if let Some(prefix) = get("prefix") {
             if prefix.starts_with('/') {
-                let p = prefix.clone();
+                let p = match request_path::canonicalize(&prefix) {
+                    Ok(p) => p,
+                    Err(e) => return refuse(&prefix, e),
+                };
+                let shown = format!("(any host){p}");
                 let n = store.purge_where(move |k| {
                     k.find('/').is_some_and(|i| k[i..].starts_with(p.as_str()))
                 });
-                ("prefix", format!("(any host){prefix}"), n)
+                ("prefix", shown, n)
             } else {
-                let target = normalize_target(&prefix);
+                let target = match normalize_target(&prefix) {
+                    Ok(t) => t,
+                    Err(e) => return refuse(&prefix, e),
+                };
                 let t = target.clone();
                 let n = store.purge_where(move |k| k.starts_with(t.as_str()));
                 ("prefix", target, n)
@@ -236,8 +256,8 @@ fn check_bearer(
 /// The answer to a request that may not proceed.
 type Refused = Box<Response<Vec<u8>>>;
 
-/// `http://Host:80/a` or `Host/a` → `host/a`, the form cache keys use.
-fn normalize_target(s: &str) -> String {
+/// `http://Host:80/a` or `Host/a//b` → `host/a` or `host/a/b`, the form cache keys use.
+fn normalize_target(s: &str) -> Result<String, request_path::PathError> {
     let s = s
         .strip_prefix("http://")
         .or_else(|| s.strip_prefix("https://"))
@@ -245,7 +265,8 @@ fn normalize_target(s: &str) -> String {
     let (host, path) = s.split_at(s.find('/').unwrap_or(s.len()));
     let path = if path.is_empty() { "/" } else { path };
     let path = path.split('?').next().unwrap_or(path);
-    key::key_text(host, path, None, None)
+    let path = request_path::canonicalize(path)?;
+    Ok(key::key_text(host, &path, None, None))
 }
 
 fn query_params(q: &str) -> Vec<(String, String)> {

@@ -13,6 +13,7 @@ use arc_swap::ArcSwap;
 use async_trait::async_trait;
 use bytes::Bytes;
 use pingora_cache::key::HashBinary;
+use pingora_cache::lock::LockStatus;
 use pingora_cache::{
     CacheKey, CacheMeta, CacheOptionOverrides, ForcedFreshness, HitHandler, RespCacheable,
     VarianceBuilder,
@@ -24,11 +25,14 @@ use pingora_proxy::{FailToProxy, ProxyHttp, Session};
 use prometheus::IntGauge;
 
 use crate::active::{Active, Route};
+use crate::cache::background::{self, FillPermit};
 use crate::cache::policy::{self, RequestDemand};
-use crate::cache::{key, status_of, CacheMode, EdgeCache};
+use crate::cache::store::BACKGROUND_FILL_TAG;
+use crate::cache::{key, status_of, AbandonedFill, CacheMode, EdgeCache};
 use crate::forwarding::{self, ClientInfo};
 use crate::logging::{self, AccessRecord};
 use crate::metrics::{status_class, Metrics, RouteMetrics};
+use crate::request_path;
 use crate::route::normalize_host;
 
 /// The edge proxy: routes each request to a pool and forwards it.
@@ -97,6 +101,9 @@ pub struct RequestCtx {
     active: Arc<Active>,
     route: Option<Arc<Route>>,
     raw_host: String,
+    /// The canonical request path ([`request_path`]): what routing, the cache key, backend
+    /// selection and the upstream request all use.
+    path: String,
     tried: Vec<SocketAddr>,
     backend: Option<SocketAddr>,
     attempt_started: Option<Instant>,
@@ -108,6 +115,12 @@ pub struct RequestCtx {
     not_modified: Option<ResponseHeader>,
     /// Names the request in the access log and on the edge's own error answers.
     request_id: String,
+    /// Set in a background fill's subrequest: the lock its viewers wait on.
+    fill: Option<FillPermit>,
+    /// This viewer's miss started a background fill, which it then reads like a waiter.
+    started_fill: bool,
+    /// The cache key, once computed.
+    key: Option<CacheKey>,
     _in_flight: InFlight,
 }
 
@@ -143,6 +156,7 @@ impl ProxyHttp for Edge {
             active: self.active.load_full(),
             route: None,
             raw_host: String::new(),
+            path: String::new(),
             tried: Vec::new(),
             backend: None,
             attempt_started: None,
@@ -151,6 +165,9 @@ impl ProxyHttp for Edge {
             cache_status: "BYPASS",
             not_modified: None,
             request_id: logging::next_request_id(),
+            fill: None,
+            started_fill: false,
+            key: None,
             _in_flight: InFlight::new(&self.metrics.in_flight),
         }
     }
@@ -170,14 +187,21 @@ impl ProxyHttp for Edge {
             })
             .unwrap_or_default();
         let host = normalize_host(&ctx.raw_host);
-        let path = req.uri.path().to_string();
-        match ctx.active.table.lookup(&host, &path) {
+        ctx.path = match request_path::canonicalize(req.uri.path()) {
+            Ok(path) => path,
+            Err(e) => {
+                respond_text(session, 400, &format!("dime: bad request: {e}\n"), &[]).await?;
+                return Ok(true);
+            }
+        };
+        let path = ctx.path.as_str();
+        match ctx.active.table.lookup(&host, path) {
             Some(i) => {
                 let route = ctx.active.routes[i].clone();
                 let https_port = ctx.active.config.https_listeners.first().map(|a| a.port());
-                if let (true, Some(port), false) =
-                    (route.spec.redirect_https, https_port, is_tls(session))
-                {
+                // A background fill is the edge's own request: its viewer was already let in.
+                let secure = is_tls(session) || session.subrequest_ctx.is_some();
+                if let (true, Some(port), false) = (route.spec.redirect_https, https_port, secure) {
                     ctx.route = Some(route);
                     let Some(location) =
                         https_location(&ctx.raw_host, &session.req_header().uri, port)
@@ -208,6 +232,7 @@ impl ProxyHttp for Edge {
                     return Ok(true);
                 }
                 ctx.route = Some(route);
+                self.prepare_fill(session, ctx);
                 Ok(false)
             }
             None => {
@@ -244,11 +269,13 @@ impl ProxyHttp for Edge {
         // so this only bounds a fill whose origin sends no headers at all.
         overrides.wait_timeout =
             Some(route.pool.spec.read_timeout + route.pool.spec.connect_timeout);
+        // A background fill writes without the lock: its viewers wait on the one it holds.
+        let lock = ctx.fill.is_none().then_some(self.cache.lock);
         session.cache.enable(
             self.cache.store,
             None,
             Some(self.cache.predictor),
-            Some(self.cache.lock),
+            lock,
             Some(overrides),
         );
         session
@@ -258,13 +285,15 @@ impl ProxyHttp for Edge {
     }
 
     fn cache_key_callback(&self, session: &Session, ctx: &mut RequestCtx) -> Result<CacheKey> {
-        let keep = ctx
-            .route
-            .as_ref()
-            .and_then(|r| r.spec.cache.keep_query.as_deref());
-        let uri = &session.req_header().uri;
-        let text = key::key_text(&ctx.raw_host, uri.path(), uri.query(), keep);
-        Ok(CacheKey::new(text, ""))
+        let mut key = ctx.key.take().unwrap_or_else(|| cache_key(session, ctx));
+        if ctx.fill.is_some() {
+            key.user_tag = BACKGROUND_FILL_TAG.to_string();
+        }
+        Ok(key)
+    }
+
+    fn allow_spawning_subrequest(&self, _session: &Session, _ctx: &RequestCtx) -> bool {
+        true
     }
 
     async fn cache_hit_filter(
@@ -361,7 +390,7 @@ impl ProxyHttp for Edge {
 
     async fn upstream_peer(
         &self,
-        session: &mut Session,
+        _session: &mut Session,
         ctx: &mut RequestCtx,
     ) -> Result<Box<HttpPeer>> {
         let Some(route) = ctx.route.clone() else {
@@ -371,11 +400,18 @@ impl ProxyHttp for Edge {
             );
         };
         let pool = &route.pool;
-        // The key is the path the viewer asked for, so consistent hashing keeps one object on
-        // one origin whatever the query string or strip_prefix does.
-        let key = session.req_header().uri.path().as_bytes().to_vec();
+        // The key is the canonical path the viewer asked for, so consistent hashing keeps one
+        // object on one origin whatever the spelling, query string or strip_prefix.
+        let key = ctx.path.as_bytes().to_vec();
         match pool.select(&key, &ctx.tried) {
-            Some(addr) => {
+            Some(pick) => {
+                let addr = pick.addr;
+                if pick.panic {
+                    self.metrics
+                        .pool_panic_picks
+                        .with_label_values(&[pool.name()])
+                        .inc();
+                }
                 ctx.tried.push(addr);
                 ctx.backend = Some(addr);
                 ctx.attempt_started = Some(Instant::now());
@@ -465,8 +501,7 @@ impl ProxyHttp for Edge {
         let Some(route) = ctx.route.clone() else {
             return Ok(());
         };
-        let uri = &session.req_header().uri;
-        let path = uri.path();
+        let path = ctx.path.as_str();
         let path = if route.spec.strip_prefix {
             let rest = path
                 .strip_prefix(route.spec.prefix.as_str())
@@ -480,7 +515,7 @@ impl ProxyHttp for Edge {
             path.to_string()
         };
         // Always origin-form: HTTP/2 viewers send absolute URIs, HTTP/1.1 origins want a path.
-        let target = match uri.query() {
+        let target = match session.req_header().uri.query() {
             Some(q) => format!("{path}?{q}"),
             None => path,
         };
@@ -535,6 +570,16 @@ impl ProxyHttp for Edge {
         _end_of_stream: bool,
         ctx: &mut RequestCtx,
     ) -> Result<Option<Duration>> {
+        if let (Some(fill), Some(route)) = (&ctx.fill, &ctx.route) {
+            if route.spec.cache.abandoned_fill == AbandonedFill::Abort
+                && self.cache.store.fill_abandoned(fill.key())
+            {
+                return Error::e_explain(
+                    ErrorType::InternalError,
+                    "background fill aborted: every viewer left (abandoned_fill = \"abort\")",
+                );
+            }
+        }
         let total = ctx.route.as_ref().and_then(|r| r.pool.spec.total_timeout);
         if let (Some(total), Some(start)) = (total, ctx.attempt_started) {
             if start.elapsed() > total {
@@ -553,12 +598,24 @@ impl ProxyHttp for Edge {
         resp: &mut ResponseHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
+        if let Some(fill) = ctx.fill.as_mut() {
+            // The fill is registered (or will not be): the waiting viewers may look again.
+            let status = if self.cache.store.holds(fill.key()) {
+                LockStatus::Done
+            } else {
+                LockStatus::GiveUp
+            };
+            fill.release(status);
+        }
         forwarding::downstream_response(resp, session.req_header().version);
         if self.draining.load(Ordering::Acquire) {
             // HTTP/1.1 answers carry `Connection: close`; HTTP/2 ignores it.
             session.set_keepalive(None);
         }
-        ctx.cache_status = if session.cache.enabled() || session.cache.bypassing() {
+        ctx.cache_status = if ctx.started_fill {
+            // Its miss went to the origin, though it reads the fill like a waiter.
+            "MISS"
+        } else if session.cache.enabled() || session.cache.bypassing() {
             status_of(&session.cache.phase())
         } else {
             "BYPASS"
@@ -628,6 +685,15 @@ impl ProxyHttp for Edge {
     }
 
     async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut RequestCtx) {
+        if ctx.fill.is_some() {
+            // Not a viewer's request: its origin attempt is counted, the viewers are logged.
+            tracing::debug!(
+                route = ctx.route_name(),
+                error = ?e.map(|e| e.to_string()),
+                "background fill finished"
+            );
+            return;
+        }
         let status = session.response_written().map_or(0, |r| r.status.as_u16());
         let route = ctx.route_name().to_string();
         let bytes = session.body_bytes_sent();
@@ -661,6 +727,23 @@ impl ProxyHttp for Edge {
 }
 
 impl Edge {
+    /// Sets the viewer's send timeout and, for a miss a background task should fill, starts
+    /// that task; in the task itself, picks up the lock its viewers wait on.
+    fn prepare_fill(&self, session: &mut Session, ctx: &mut RequestCtx) {
+        if session.subrequest_ctx.is_some() {
+            ctx.fill = background::take_permit(session);
+            return;
+        }
+        session.set_write_timeout(Some(ctx.active.config.server.send_timeout));
+        let Some(route) = &ctx.route else { return };
+        let policy = &route.spec.cache;
+        if policy.mode != CacheMode::Off && background::wanted(session, policy.background_fill) {
+            let key = cache_key(session, ctx);
+            ctx.started_fill = background::start(&self.cache, session, &key);
+            ctx.key = Some(key);
+        }
+    }
+
     /// RFC 9111 §4.4: a successful unsafe request invalidates what the cache holds for its URL.
     fn invalidate_after_unsafe_method(&self, session: &Session, ctx: &RequestCtx, status: u16) {
         let req = session.req_header();
@@ -671,7 +754,7 @@ impl Edge {
         if route.spec.cache.mode == CacheMode::Off {
             return;
         }
-        let target = key::key_text(&ctx.raw_host, req.uri.path(), None, None);
+        let target = key::key_text(&ctx.raw_host, &ctx.path, None, None);
         let n = self
             .cache
             .store
@@ -694,6 +777,18 @@ impl Edge {
             .with_label_values(&[pool, &backend, outcome])
             .inc();
     }
+}
+
+/// The cache key of a request: normalised host, canonical path and the query parameters its
+/// route keeps.
+fn cache_key(session: &Session, ctx: &RequestCtx) -> CacheKey {
+    let keep = ctx
+        .route
+        .as_ref()
+        .and_then(|r| r.spec.cache.keep_query.as_deref());
+    let query = session.req_header().uri.query();
+    let text = key::key_text(&ctx.raw_host, &ctx.path, query, keep);
+    CacheKey::new(text, "")
 }
 
 fn is_timeout(e: &Error) -> bool {

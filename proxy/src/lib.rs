@@ -1,9 +1,9 @@
 //! Dime's edge: a caching reverse proxy for video, built on pingora.
 //!
-//! A request flows one way through these modules: [`route`] picks the route, [`pool`] the
-//! backend, [`forwarding`] prepares the headers, [`edge`] drives the phases; [`config`] is
-//! compiled into [`active`] before any of that runs, and [`reload`] swaps a new one in while
-//! the edge serves.
+//! A request flows one way through these modules: [`request_path`] gives its path one
+//! canonical spelling, [`route`] picks the route, [`pool`] the backend, [`forwarding`]
+//! prepares the headers, [`edge`] drives the phases; [`config`] is compiled into [`active`]
+//! before any of that runs, and [`reload`] swaps a new one in while the edge serves.
 
 pub mod active;
 pub mod admin;
@@ -17,6 +17,7 @@ pub mod metrics;
 pub mod pool;
 pub mod quick;
 pub mod reload;
+pub mod request_path;
 pub mod route;
 pub mod server;
 pub mod systemd;

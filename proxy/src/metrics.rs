@@ -16,6 +16,9 @@ pub struct Metrics {
     pub upstream_requests: IntCounterVec,
     /// `dime_backend_healthy{pool, backend}`: 1 when the health check passes.
     pub backend_healthy: IntGaugeVec,
+    /// `dime_pool_panic_picks_total{pool}`: backends tried although marked down, because no
+    /// healthy one was left to try (panic mode).
+    pub pool_panic_picks: IntCounterVec,
     /// `dime_sent_bytes_total{route}`: response body bytes sent to viewers.
     pub sent_bytes: IntCounterVec,
     /// `dime_requests_in_flight`: requests being served now.
@@ -36,6 +39,11 @@ pub struct Metrics {
     pub cache_evictions: IntCounter,
     /// `dime_cache_coalesced_waits_total{route}`: requests that waited for another's fill.
     pub cache_coalesced_waits: IntCounterVec,
+    /// `dime_cache_fill_bytes`: body bytes held by fills in progress.
+    pub cache_fill_bytes: IntGauge,
+    /// `dime_cache_fills_demoted_total`: fills that found the fill budget spent and streamed
+    /// through uncached.
+    pub cache_fills_demoted: IntCounter,
     /// `dime_cache_purges_total{kind}`: purge API calls by kind (url, prefix, all).
     pub cache_purges: IntCounterVec,
     /// `dime_config_reloads_total{result}`: reload attempts by result (applied, unchanged,
@@ -94,6 +102,14 @@ impl Metrics {
             &["pool", "backend"],
         )
         .expect("valid metric");
+        let pool_panic_picks = IntCounterVec::new(
+            Opts::new(
+                "dime_pool_panic_picks_total",
+                "Backends tried although marked down, because no healthy backend was left to try (panic mode), by pool.",
+            ),
+            &["pool"],
+        )
+        .expect("valid metric");
         let sent_bytes = IntCounterVec::new(
             Opts::new(
                 "dime_sent_bytes_total",
@@ -148,6 +164,16 @@ impl Metrics {
             &["route"],
         )
         .expect("valid metric");
+        let cache_fill_bytes = IntGauge::new(
+            "dime_cache_fill_bytes",
+            "Body bytes held by fills in progress, against cache.fill_memory.",
+        )
+        .expect("valid metric");
+        let cache_fills_demoted = IntCounter::new(
+            "dime_cache_fills_demoted_total",
+            "Fills that found cache.fill_memory spent: streamed to their viewers at the slowest one's pace and not stored.",
+        )
+        .expect("valid metric");
         let cache_purges = IntCounterVec::new(
             Opts::new(
                 "dime_cache_purges_total",
@@ -198,6 +224,7 @@ impl Metrics {
             Box::new(request_duration.clone()),
             Box::new(upstream_requests.clone()),
             Box::new(backend_healthy.clone()),
+            Box::new(pool_panic_picks.clone()),
             Box::new(sent_bytes.clone()),
             Box::new(in_flight.clone()),
             Box::new(build_info.clone()),
@@ -208,6 +235,8 @@ impl Metrics {
             Box::new(cache_capacity_bytes.clone()),
             Box::new(cache_evictions.clone()),
             Box::new(cache_coalesced_waits.clone()),
+            Box::new(cache_fill_bytes.clone()),
+            Box::new(cache_fills_demoted.clone()),
             Box::new(cache_purges.clone()),
             Box::new(config_reloads.clone()),
             Box::new(config_last_success.clone()),
@@ -223,6 +252,7 @@ impl Metrics {
             request_duration,
             upstream_requests,
             backend_healthy,
+            pool_panic_picks,
             sent_bytes,
             in_flight,
             build_info,
@@ -233,6 +263,8 @@ impl Metrics {
             cache_capacity_bytes,
             cache_evictions,
             cache_coalesced_waits,
+            cache_fill_bytes,
+            cache_fills_demoted,
             cache_purges,
             config_reloads,
             config_last_success,

@@ -17,7 +17,7 @@ use pingora_core::services::listening::Service;
 
 use crate::active::Active;
 use crate::admin::Admin;
-use crate::cache::{EdgeCache, StoreCounters};
+use crate::cache::{EdgeCache, FillBudget, StoreCounters};
 use crate::config::EdgeConfig;
 use crate::edge::Edge;
 use crate::health::HealthChecks;
@@ -97,6 +97,11 @@ pub fn serve(config: EdgeConfig, run: RunOptions) -> anyhow::Result<()> {
         StoreCounters {
             evictions: metrics.cache_evictions.clone(),
         },
+        FillBudget::new(
+            config.cache.fill_memory,
+            metrics.cache_fill_bytes.clone(),
+            metrics.cache_fills_demoted.clone(),
+        ),
         config.cache.lock_timeout,
     );
     metrics

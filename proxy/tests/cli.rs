@@ -82,6 +82,11 @@ fn check_reports_each_config_error_with_its_place() {
             "edge.toml:6:16: pools.web.read_timeout: invalid timeout: must be greater than zero",
         ),
         (
+            "route path that no canonical request path starts with",
+            &GOOD.replace("path = \"/\"", "path = \"/stream//%6Cive/\""),
+            "edge.toml:9:8: routes[0].path: requests are routed by their canonical path, which never starts with \"/stream//%6Cive/\": write \"/stream/live/\"",
+        ),
+        (
             "wrong type",
             &GOOD.replace("backends = [", "retries = \"three\"\nbackends = ["),
             "edge.toml:6:11: pools.web.retries: invalid type: string \"three\", expected i64",

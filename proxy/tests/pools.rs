@@ -137,9 +137,9 @@ async fn killing_a_backend_mid_load_fails_no_request_and_it_comes_back() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn no_healthy_backend_answers_502_quickly_with_a_reason() {
+async fn without_panic_mode_no_healthy_backend_answers_502_quickly_with_a_reason() {
     let a = Upstream::start("a").await;
-    let edge = EdgeProc::start(&(pool("p", &[a.addr], "") + &route("p"))).await;
+    let edge = EdgeProc::start(&(pool("p", &[a.addr], "panic_mode = false") + &route("p"))).await;
     edge.wait_ready().await;
     a.kill();
     let started = Instant::now();
@@ -227,6 +227,119 @@ async fn a_backend_slower_than_read_timeout_gives_504() {
             .unwrap()
             .status(),
         200
+    );
+}
+
+/// A pool on `backends` whose health check ejects at the first failure but would take
+/// almost a minute to bring a backend back (rise 100 × 500 ms): anything served before that is
+/// served in panic mode.
+fn slow_rise_pool(backends: &[std::net::SocketAddr], extra: &str) -> String {
+    let list: Vec<String> = backends.iter().map(|b| format!("\"{b}\"")).collect();
+    format!(
+        "[pools.p]\nbackends = [{}]\n{extra}\n\n[pools.p.health_check]\ntype = \"http\"\npath = \"/healthz\"\ninterval = \"500ms\"\nrise = 100\nfall = 1\n\n",
+        list.join(", ")
+    ) + &route("p")
+}
+
+async fn readyz(edge: &EdgeProc) -> (u16, String) {
+    let r = client()
+        .get(edge.admin_url("/readyz"))
+        .send()
+        .await
+        .unwrap();
+    (r.status().as_u16(), r.text().await.unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_origin_that_starts_after_the_edge_is_used_at_once_in_panic_mode() {
+    // Given an edge whose only origin is not up yet...
+    let addr: std::net::SocketAddr = format!("127.0.0.1:{}", common::free_port())
+        .parse()
+        .unwrap();
+    let edge = EdgeProc::start(&slow_rise_pool(&[addr], "")).await;
+    let down = format!("dime_backend_healthy{{backend=\"{addr}\",pool=\"p\"}}");
+    wait_for(|| async { edge.metric(&down).await == Some(0.0) }).await;
+    // ...it still counts as ready, and says the pool is degraded.
+    let (status, body) = readyz(&edge).await;
+    assert_eq!(status, 200, "{body}");
+    assert!(
+        body.contains("degraded") && body.contains("pool p: no healthy backend"),
+        "{body}"
+    );
+    // A request now tries the backend anyway, and fails over nowhere: 502, the reason logged.
+    let r = client().get(edge.url("/x")).send().await.unwrap();
+    assert_eq!(r.status(), 502);
+    let id = r.headers()["x-request-id"].to_str().unwrap().to_string();
+    assert_logged(&edge, &id, "cannot connect to backend").await;
+
+    // When the origin comes up, the very next request is served, long before the health
+    // check would bring the backend back.
+    let origin = Upstream::start_on("late", addr).await;
+    let r = client().get(edge.url("/first")).send().await.unwrap();
+    assert_eq!(r.status(), 200, "{}", edge.logs());
+    assert_eq!(origin.hits_for("/first"), 1);
+    assert_eq!(
+        edge.metric(&down).await,
+        Some(0.0),
+        "the check brought it back"
+    );
+    assert_eq!(
+        edge.metric("dime_pool_panic_picks_total{pool=\"p\"}").await,
+        Some(2.0)
+    );
+    let (status, body) = readyz(&edge).await;
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("degraded"), "{body}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn panic_mode_tries_each_backend_once_per_request() {
+    // Three distinct ports nobody listens on: held together while chosen, then released.
+    let held: Vec<std::net::TcpListener> = (0..3)
+        .map(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap())
+        .collect();
+    let dead: Vec<std::net::SocketAddr> = held.iter().map(|l| l.local_addr().unwrap()).collect();
+    drop(held);
+    let edge = EdgeProc::start(&slow_rise_pool(&dead, "retries = 5")).await;
+    for a in &dead {
+        let m = format!("dime_backend_healthy{{backend=\"{a}\",pool=\"p\"}}");
+        wait_for(|| async { edge.metric(&m).await == Some(0.0) }).await;
+    }
+    let r = client().get(edge.url("/x")).send().await.unwrap();
+    assert_eq!(r.status(), 502);
+    // Three backends, a budget of six attempts: each was tried exactly once.
+    for a in &dead {
+        let m = format!(
+            "dime_upstream_requests_total{{backend=\"{a}\",outcome=\"connect_error\",pool=\"p\"}}"
+        );
+        assert_eq!(edge.metric(&m).await, Some(1.0), "{m}");
+    }
+    assert_eq!(
+        edge.metric("dime_pool_panic_picks_total{pool=\"p\"}").await,
+        Some(3.0)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn without_panic_mode_an_origin_that_starts_late_waits_for_the_health_check() {
+    let addr: std::net::SocketAddr = format!("127.0.0.1:{}", common::free_port())
+        .parse()
+        .unwrap();
+    let edge = EdgeProc::start(&slow_rise_pool(&[addr], "panic_mode = false")).await;
+    let down = format!("dime_backend_healthy{{backend=\"{addr}\",pool=\"p\"}}");
+    wait_for(|| async { edge.metric(&down).await == Some(0.0) }).await;
+    let (status, body) = readyz(&edge).await;
+    assert_eq!(status, 503, "{body}");
+    assert!(body.contains("pool p: no healthy backend"), "{body}");
+    let origin = Upstream::start_on("late", addr).await;
+    let r = client().get(edge.url("/first")).send().await.unwrap();
+    assert_eq!(r.status(), 502);
+    let id = r.headers()["x-request-id"].to_str().unwrap().to_string();
+    assert_logged(&edge, &id, "no healthy backend in pool \"p\"").await;
+    assert_eq!(origin.hits(), 0);
+    assert_eq!(
+        edge.metric("dime_pool_panic_picks_total{pool=\"p\"}").await,
+        None
     );
 }
 

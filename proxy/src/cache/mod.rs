@@ -1,17 +1,22 @@
-//! The HTTP cache: storage (`store`), what may be stored and for how long (`policy`), keys
-//! (`key`), and the status a viewer sees (`CacheStatus`).
+//! The HTTP cache: storage (`store`), fills in progress (`fill`) and in the background
+//! (`background`), what may be stored and for
+//! how long (`policy`), keys (`key`), and the status a viewer sees (`status_of`).
 
+pub mod background;
+pub mod fill;
 pub mod key;
 pub mod policy;
 pub mod store;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use pingora_cache::lock::{CacheKeyLockImpl, CacheLock};
 use pingora_cache::predictor::{CacheablePredictor, Predictor};
 use pingora_cache::CachePhase;
 
-pub use policy::{CacheMode, CachePolicy};
+pub use fill::FillBudget;
+pub use policy::{AbandonedFill, CacheMode, CachePolicy};
 pub use store::{MemoryStore, StoreCounters};
 
 /// The process-wide cache: one store and one lock table, alive as long as the process.
@@ -27,11 +32,20 @@ pub struct EdgeCache {
 }
 
 impl EdgeCache {
-    /// Creates the store (at most `max_bytes`) and the lock table. Both live until exit,
-    /// as pingora's cache API requires `'static` storage; a reload keeps them.
-    pub fn new(max_bytes: u64, counters: StoreCounters, lock_age_timeout: Duration) -> Self {
-        let store: &'static MemoryStore =
-            Box::leak(Box::new(MemoryStore::new(max_bytes, counters)));
+    /// Creates the store (at most `max_bytes`, fills drawing on `fills`) and the lock table.
+    /// Both live until exit, as pingora's cache API requires `'static` storage; a reload keeps
+    /// them.
+    pub fn new(
+        max_bytes: u64,
+        counters: StoreCounters,
+        fills: FillBudget,
+        lock_age_timeout: Duration,
+    ) -> Self {
+        let store: &'static MemoryStore = Box::leak(Box::new(MemoryStore::new(
+            max_bytes,
+            counters,
+            Arc::new(fills),
+        )));
         let lock: &'static CacheLock = Box::leak(CacheLock::new_boxed(lock_age_timeout));
         // Reasons that depend on one viewer's request must not mark the URL for everyone.
         fn per_request(reason: &'static str) -> bool {

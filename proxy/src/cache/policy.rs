@@ -19,6 +19,16 @@ pub enum CacheMode {
     Video,
 }
 
+/// What a background fill does when every viewer that was reading it has left.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AbandonedFill {
+    /// Complete it and store the object: the next viewer gets a hit (ATS and nginx's
+    /// `proxy_cache_background_update` behave so).
+    Finish,
+    /// Stop reading the origin: nothing is stored, the next viewer starts a new fill.
+    Abort,
+}
+
 /// A route's compiled cache policy.
 #[derive(Debug, Clone)]
 pub struct CachePolicy {
@@ -40,6 +50,11 @@ pub struct CachePolicy {
     pub stale_if_error: Duration,
     /// Store responses that carry `Set-Cookie` (as RFC 9111 allows); off by default.
     pub store_set_cookie: bool,
+    /// Misses are filled by a background task at the origin's speed, and every viewer,
+    /// the first included, reads the fill at its own pace.
+    pub background_fill: bool,
+    /// What a background fill does when all its viewers left.
+    pub abandoned_fill: AbandonedFill,
 }
 
 impl CachePolicy {
@@ -55,6 +70,8 @@ impl CachePolicy {
             stale_while_revalidate: Duration::ZERO,
             stale_if_error: Duration::ZERO,
             store_set_cookie: false,
+            background_fill: false,
+            abandoned_fill: AbandonedFill::Finish,
         }
     }
 }

@@ -4,7 +4,7 @@
 //! Modelled on pingora's test-only `MemCache`, with three differences that matter in
 //! production: the store is bounded and evicts, hits are zero-copy slices, and a fill that is
 //! abandoned makes its readers fail instead of ending cleanly on a truncated body (upstream
-//! pingora issue #932).
+//! pingora issue #932). Fills in progress and their memory budget live in `fill`.
 
 use std::any::Any;
 use std::collections::HashMap;
@@ -13,7 +13,7 @@ use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant, SystemTime};
 
 use async_trait::async_trait;
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use moka::notification::RemovalCause;
 use moka::sync::Cache;
 use moka::Expiry;
@@ -29,7 +29,8 @@ use pingora_cache::{CacheKey, CacheMeta};
 use pingora_error::{Error, ErrorType, Result};
 use pingora_http::ResponseHeader;
 use prometheus::IntCounter;
-use tokio::sync::watch;
+
+use super::fill::{Fill, FillBudget, FillReader, FillState, READ_CHUNK};
 
 /// Fixed per-entry bookkeeping counted against the memory limit, beside body and headers.
 const ENTRY_OVERHEAD: usize = 256;
@@ -37,7 +38,7 @@ const ENTRY_OVERHEAD: usize = 256;
 /// A `CacheMeta` kept parsed. pingora's serialized form compresses the header with zstd, and
 /// decoding it on every hit cost more than the rest of the hit; `CacheMeta` is not `Clone`,
 /// so the parts are kept and a meta is rebuilt from them.
-struct MetaParts {
+pub struct MetaParts {
     fresh_until: SystemTime,
     created: SystemTime,
     updated: SystemTime,
@@ -51,7 +52,8 @@ struct MetaParts {
 }
 
 impl MetaParts {
-    fn of(meta: &CacheMeta) -> Self {
+    /// The parts of `meta`.
+    pub fn of(meta: &CacheMeta) -> Self {
         let header = meta.response_header_copy();
         let header_bytes = header
             .headers
@@ -125,25 +127,6 @@ impl Entry {
     }
 }
 
-/// How far a fill has got, as its readers see it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum FillState {
-    /// Bytes written so far; more may come.
-    Writing(usize),
-    /// The whole body is written.
-    Done(usize),
-    /// The writer gave up: what was written must not be served as complete.
-    Aborted,
-}
-
-/// A fill in progress.
-struct Fill {
-    url: Arc<str>,
-    meta: Arc<MetaParts>,
-    chunks: RwLock<Vec<Bytes>>,
-    state: watch::Sender<FillState>,
-}
-
 /// Counters the store reports into.
 #[derive(Clone)]
 pub struct StoreCounters {
@@ -151,11 +134,16 @@ pub struct StoreCounters {
     pub evictions: IntCounter,
 }
 
+/// The `user_tag` of the cache key a background fill writes under: its own reader of the
+/// fill is then not counted as a viewer.
+pub const BACKGROUND_FILL_TAG: &str = "background-fill";
+
 /// The moka-backed cache store.
 pub struct MemoryStore {
     committed: Cache<HashBinary, Arc<Entry>>,
     filling: RwLock<HashMap<HashBinary, HashMap<u64, Arc<Fill>>>>,
     next_fill: AtomicU64,
+    budget: Arc<FillBudget>,
 }
 
 struct UntilUsable;
@@ -188,8 +176,9 @@ fn remaining(until: SystemTime) -> Duration {
 }
 
 impl MemoryStore {
-    /// A store holding at most `max_bytes` of objects (bodies, headers and bookkeeping).
-    pub fn new(max_bytes: u64, counters: StoreCounters) -> Self {
+    /// A store holding at most `max_bytes` of objects (bodies, headers and bookkeeping), with
+    /// fills in progress drawing on `budget`.
+    pub fn new(max_bytes: u64, counters: StoreCounters, budget: Arc<FillBudget>) -> Self {
         let committed = Cache::builder()
             .max_capacity(max_bytes)
             .weigher(|_k: &HashBinary, v: &Arc<Entry>| v.weight())
@@ -205,7 +194,30 @@ impl MemoryStore {
             committed,
             filling: RwLock::new(HashMap::new()),
             next_fill: AtomicU64::new(1),
+            budget,
         }
+    }
+
+    /// Bytes held by fills in progress.
+    pub fn fill_bytes(&self) -> u64 {
+        self.budget.used()
+    }
+
+    /// Whether `key` has anything stored or filling, under any variant.
+    pub fn holds(&self, key: &CacheKey) -> bool {
+        let hash = key.combined_bin();
+        self.committed.contains_key(&hash)
+            || self
+                .filling
+                .read()
+                .unwrap_or_else(|p| p.into_inner())
+                .contains_key(&hash)
+    }
+
+    /// Whether the newest fill for `key` had viewers and all of them left.
+    pub fn fill_abandoned(&self, key: &CacheKey) -> bool {
+        self.fill_for(&key.combined_bin(), None)
+            .is_some_and(|f| f.abandoned())
     }
 
     /// Objects stored now.
@@ -273,27 +285,19 @@ impl MemoryStore {
         let fills = filling.get(hash)?;
         match tag {
             Some(t) => fills.get(&t).cloned(),
-            // The newest fill is the one a new reader should follow.
+            // The newest fill a new reader can start from byte 0 is the one to follow.
             None => fills
                 .iter()
+                .filter(|(_, f)| f.joinable())
                 .max_by_key(|(id, _)| **id)
                 .map(|(_, f)| f.clone()),
         }
     }
 }
 
-fn partial_hit(fill: Arc<Fill>) -> Result<Option<(CacheMeta, HitHandler)>> {
+fn partial_hit(fill: Arc<Fill>, viewer: bool) -> Result<Option<(CacheMeta, HitHandler)>> {
     let meta = fill.meta.meta();
-    let state = fill.state.subscribe();
-    Ok(Some((
-        meta,
-        Box::new(Hit::Partial(PartialHit {
-            fill,
-            state,
-            pos: 0,
-            end: None,
-        })),
-    )))
+    Ok(Some((meta, Box::new(Hit::Partial(fill.reader(viewer))))))
 }
 
 #[async_trait]
@@ -305,7 +309,7 @@ impl Storage for MemoryStore {
     ) -> Result<Option<(CacheMeta, HitHandler)>> {
         let hash = key.combined_bin();
         if let Some(fill) = self.fill_for(&hash, None) {
-            return partial_hit(fill);
+            return partial_hit(fill, true);
         }
         match self.committed.get(&hash) {
             Some(entry) => {
@@ -313,12 +317,7 @@ impl Storage for MemoryStore {
                 let end = entry.body.len();
                 Ok(Some((
                     meta,
-                    Box::new(Hit::Complete(CompleteHit {
-                        entry,
-                        start: 0,
-                        end,
-                        done: false,
-                    })),
+                    Box::new(Hit::Complete(CompleteHit { entry, pos: 0, end })),
                 )))
             }
             None => Ok(None),
@@ -338,7 +337,11 @@ impl Storage for MemoryStore {
             return self.lookup(key, trace).await;
         };
         match self.fill_for(&key.combined_bin(), Some(tag)) {
-            Some(fill) => partial_hit(fill),
+            // The writer's own reader: a viewer, unless a background task writes the fill.
+            Some(fill) => {
+                let viewer = !fill.background;
+                partial_hit(fill, viewer)
+            }
             None => Ok(None),
         }
     }
@@ -351,13 +354,12 @@ impl Storage for MemoryStore {
     ) -> Result<MissHandler> {
         let hash = key.combined_bin();
         let url: Arc<str> = key.primary_key_str().unwrap_or("").into();
-        let (state, _) = watch::channel(FillState::Writing(0));
-        let fill = Arc::new(Fill {
+        let fill = Arc::new(Fill::new(
             url,
-            meta: Arc::new(MetaParts::of(meta)),
-            chunks: RwLock::new(Vec::new()),
-            state,
-        });
+            Arc::new(MetaParts::of(meta)),
+            key.user_tag == BACKGROUND_FILL_TAG,
+            self.budget.clone(),
+        ));
         let id = self.next_fill.fetch_add(1, Ordering::Relaxed);
         self.filling
             .write()
@@ -438,72 +440,15 @@ const REVALIDATION_WINDOW: Duration = Duration::from_secs(600);
 /// Reads one cached object.
 enum Hit {
     Complete(CompleteHit),
-    Partial(PartialHit),
+    Partial(FillReader),
 }
 
 struct CompleteHit {
     entry: Arc<Entry>,
-    start: usize,
-    end: usize,
-    done: bool,
-}
-
-struct PartialHit {
-    fill: Arc<Fill>,
-    state: watch::Receiver<FillState>,
     /// Next body offset to return.
     pos: usize,
-    /// Exclusive end, when a range was asked for.
-    end: Option<usize>,
-}
-
-impl PartialHit {
-    async fn read(&mut self) -> Result<Option<Bytes>> {
-        loop {
-            let state = *self.state.borrow_and_update();
-            let (available, complete) = match state {
-                FillState::Aborted => {
-                    return Error::e_explain(
-                        ErrorType::InternalError,
-                        "cache fill aborted before the end of the body",
-                    )
-                }
-                FillState::Writing(n) => (n, false),
-                FillState::Done(n) => (n, true),
-            };
-            let limit = self.end.map_or(available, |e| e.min(available));
-            if self.pos < limit {
-                let chunk = self.slice(limit);
-                self.pos += chunk.len();
-                return Ok(Some(chunk));
-            }
-            if complete || self.end.is_some_and(|e| self.pos >= e) {
-                return Ok(None);
-            }
-            if self.state.changed().await.is_err() {
-                // The writer vanished without saying Done or Aborted.
-                return Error::e_explain(
-                    ErrorType::InternalError,
-                    "cache fill ended without completing",
-                );
-            }
-        }
-    }
-
-    /// The bytes from `pos` up to `limit`, within one stored chunk: zero-copy.
-    fn slice(&self, limit: usize) -> Bytes {
-        let chunks = self.fill.chunks.read().unwrap_or_else(|p| p.into_inner());
-        let mut offset = 0;
-        for c in chunks.iter() {
-            if self.pos < offset + c.len() {
-                let from = self.pos - offset;
-                let to = (limit - offset).min(c.len());
-                return c.slice(from..to);
-            }
-            offset += c.len();
-        }
-        Bytes::new()
-    }
+    /// Exclusive end.
+    end: usize,
 }
 
 #[async_trait]
@@ -511,11 +456,13 @@ impl HandleHit for Hit {
     async fn read_body(&mut self) -> Result<Option<Bytes>> {
         match self {
             Hit::Complete(c) => {
-                if c.done || c.start >= c.end {
+                if c.pos >= c.end {
                     return Ok(None);
                 }
-                c.done = true;
-                Ok(Some(c.entry.body.slice(c.start..c.end)))
+                let to = c.end.min(c.pos + READ_CHUNK);
+                let chunk = c.entry.body.slice(c.pos..to);
+                c.pos = to;
+                Ok(Some(chunk))
             }
             Hit::Partial(p) => p.read().await,
         }
@@ -544,14 +491,12 @@ impl HandleHit for Hit {
                         format!("seek start {start} beyond body length {len}"),
                     );
                 }
-                c.start = start;
+                c.pos = start;
                 c.end = end.map_or(len, |e| e.min(len));
-                c.done = false;
                 Ok(())
             }
             Hit::Partial(p) => {
-                p.pos = start;
-                p.end = end;
+                p.seek(start, end);
                 Ok(())
             }
         }
@@ -588,25 +533,22 @@ struct Miss {
 impl HandleMiss for Miss {
     async fn write_body(&mut self, data: Bytes, eof: bool) -> Result<()> {
         if !data.is_empty() {
-            self.written += data.len();
-            self.fill
-                .chunks
-                .write()
-                .unwrap_or_else(|p| p.into_inner())
-                .push(data);
+            let len = data.len();
+            self.fill.append(data, self.written).await?;
+            self.written += len;
         }
         let state = if eof {
             FillState::Done(self.written)
         } else {
             FillState::Writing(self.written)
         };
-        self.fill.state.send_replace(state);
+        self.fill.set_state(state);
         Ok(())
     }
 
     async fn finish(mut self: Box<Self>) -> Result<MissFinishType> {
         self.finished = true;
-        self.fill.state.send_replace(FillState::Done(self.written));
+        self.fill.set_state(FillState::Done(self.written));
         // A purge during the fill removed it from `filling`: then it must not be committed.
         let still_wanted = {
             let mut filling = self
@@ -623,7 +565,11 @@ impl HandleMiss for Miss {
             }
             removed
         };
-        let body = compact(&self.fill.chunks.read().unwrap_or_else(|p| p.into_inner()));
+        // A demoted fill kept only a window of its body: it cannot be stored.
+        if self.fill.is_demoted() {
+            return Ok(MissFinishType::Created(0));
+        }
+        let body = self.fill.seal();
         let size = body.len();
         let entry = Entry {
             url: self.fill.url.clone(),
@@ -648,7 +594,7 @@ impl Drop for Miss {
             return;
         }
         // Readers following this fill must see an error, never a clean end of a short body.
-        self.fill.state.send_replace(FillState::Aborted);
+        self.fill.set_state(FillState::Aborted);
         let mut filling = self
             .store
             .filling
@@ -661,14 +607,4 @@ impl Drop for Miss {
             }
         }
     }
-}
-
-/// One contiguous, exactly-sized buffer: the fill's chunks may pin larger read buffers.
-fn compact(chunks: &[Bytes]) -> Bytes {
-    let total = chunks.iter().map(Bytes::len).sum();
-    let mut buf = BytesMut::with_capacity(total);
-    for c in chunks {
-        buf.extend_from_slice(c);
-    }
-    buf.freeze()
 }

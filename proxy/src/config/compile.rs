@@ -15,7 +15,7 @@ use super::file::{
     AdminSection, BackendEntry, CacheSection, ConfigFile, HealthCheckSection, PoolSection,
     RouteCacheSection, RouteSection, TlsSection,
 };
-use crate::cache::{CacheMode, CachePolicy};
+use crate::cache::{AbandonedFill, CacheMode, CachePolicy};
 use crate::route::HostMatch;
 use crate::tls::{self, CertSet, LoadedCert};
 
@@ -104,6 +104,8 @@ pub struct CacheSettings {
     pub purge_token: Option<String>,
     /// How long one fill may hold the lock that coalesces misses.
     pub lock_timeout: Duration,
+    /// Bytes that fills in progress may hold before new fills stream through uncached.
+    pub fill_memory: u64,
 }
 
 /// Cache memory when the file names none.
@@ -118,7 +120,12 @@ pub struct ServerSettings {
     pub grace_period: Duration,
     /// Unix socket where `run --upgrade` receives the listeners from the running process.
     pub upgrade_sock: PathBuf,
+    /// A write to a viewer that makes no progress for this long closes the connection.
+    pub send_timeout: Duration,
 }
+
+/// `server.send_timeout` when the file names none (nginx's `send_timeout` default).
+pub const DEFAULT_SEND_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// How a pool picks a backend for a request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -150,6 +157,8 @@ pub struct PoolSpec {
     pub idle_timeout: Duration,
     /// Other backends tried after a failed attempt.
     pub retries: usize,
+    /// When no healthy backend is left to try, try those marked down rather than fail.
+    pub panic_mode: bool,
     /// Active health check.
     pub health_check: HealthCheckSpec,
     /// TLS to the backends, when on.
@@ -365,6 +374,9 @@ impl Compiler<'_> {
                 Some(p) => self.path(p.get_ref()),
                 None => PathBuf::from(DEFAULT_UPGRADE_SOCK),
             },
+            send_timeout: self
+                .duration(file.server.send_timeout.as_ref(), "server.send_timeout")
+                .unwrap_or(DEFAULT_SEND_TIMEOUT),
         };
 
         let mut http_listeners = Vec::new();
@@ -613,6 +625,7 @@ impl Compiler<'_> {
                 .unwrap_or(0),
             None => 2,
         };
+        let panic_mode = p.panic_mode.as_ref().is_none_or(|v| *v.get_ref());
         let health_check = self.health_check(&field, p.health_check.as_ref());
         let tls = self.upstream_tls(&field, p);
         Some(PoolSpec {
@@ -625,6 +638,7 @@ impl Compiler<'_> {
             total_timeout,
             idle_timeout,
             retries,
+            panic_mode,
             health_check,
             tls,
         })
@@ -927,6 +941,23 @@ impl Compiler<'_> {
         let prefix = match &s.path {
             None => "/".to_string(),
             Some(p) if p.get_ref().starts_with('/') && !p.get_ref().contains(['?', '#']) => {
+                // Requests are matched by their canonical path, which a prefix that is not
+                // canonical itself could never start.
+                match crate::request_path::canonicalize(p.get_ref()) {
+                    Ok(c) if c == *p.get_ref() => {}
+                    Ok(c) => {
+                        self.err(
+                            p.span(),
+                            &format!("{field}.path"),
+                            format!("requests are routed by their canonical path, which never starts with \"{}\": write \"{c}\"", p.get_ref()),
+                        );
+                        ok = false;
+                    }
+                    Err(e) => {
+                        self.err(p.span(), &format!("{field}.path"), e.to_string());
+                        ok = false;
+                    }
+                }
                 p.get_ref().clone()
             }
             Some(p) => {
@@ -1023,10 +1054,17 @@ impl Compiler<'_> {
         let lock_timeout = self
             .duration(c.lock_timeout.as_ref(), "cache.lock_timeout")
             .unwrap_or(Duration::from_secs(30));
+        // A quarter of the cache by default: fills become stored objects, so the two together
+        // stay within 1.25x `memory` even when every fill is in progress at once.
+        let fill_memory = match &c.fill_memory {
+            Some(m) => self.size(m, "cache.fill_memory").unwrap_or(memory / 4),
+            None => memory / 4,
+        };
         CacheSettings {
             memory,
             purge_token,
             lock_timeout,
+            fill_memory,
         }
     }
 
@@ -1053,6 +1091,24 @@ impl Compiler<'_> {
         }
         if p.mode == CacheMode::Video {
             p.keep_query = Some(vec!["_HLS_msn".into(), "_HLS_part".into()]);
+            p.background_fill = true;
+        }
+        if let Some(on) = c.background_fill {
+            p.background_fill = on;
+        }
+        if let Some(a) = &c.abandoned_fill {
+            p.abandoned_fill = match a.get_ref().as_str() {
+                "finish" => AbandonedFill::Finish,
+                "abort" => AbandonedFill::Abort,
+                other => {
+                    self.err(
+                        a.span(),
+                        &format!("{field}.abandoned_fill"),
+                        format!("unknown value \"{other}\": use finish or abort"),
+                    );
+                    AbandonedFill::Finish
+                }
+            };
         }
         if let Some(keep) = &c.keep_query {
             p.keep_query = Some(keep.clone());

@@ -83,6 +83,8 @@ pub struct CacheSection {
     pub purge_token: Option<Spanned<String>>,
     /// How long one fill may hold the lock that coalesces misses.
     pub lock_timeout: Option<Spanned<String>>,
+    /// Memory for fills in progress, e.g. `"128MiB"`; default a quarter of `memory`.
+    pub fill_memory: Option<Spanned<String>>,
 }
 
 /// `[routes.cache]`: one route's cache policy.
@@ -107,6 +109,10 @@ pub struct RouteCacheSection {
     pub stale_if_error: Option<Spanned<String>>,
     /// Store responses that set a cookie, replaying the cookie to every viewer (default false).
     pub store_set_cookie: Option<bool>,
+    /// Fill misses in a background task at the origin's speed (default: on in `video` mode).
+    pub background_fill: Option<bool>,
+    /// `finish` (default) or `abort`: what a background fill does when all its viewers left.
+    pub abandoned_fill: Option<Spanned<String>>,
 }
 
 /// `[server]`: process-wide settings.
@@ -119,6 +125,8 @@ pub struct ServerSection {
     pub grace_period: Option<Spanned<String>>,
     /// Unix socket through which `run --upgrade` takes the listeners over.
     pub upgrade_sock: Option<Spanned<String>>,
+    /// A write to a viewer that makes no progress for this long closes its connection.
+    pub send_timeout: Option<Spanned<String>>,
 }
 
 /// `[listen]`: listening addresses.
@@ -155,6 +163,8 @@ pub struct PoolSection {
     pub idle_timeout: Option<Spanned<String>>,
     /// How many other backends to try after a failed attempt.
     pub retries: Option<Spanned<i64>>,
+    /// Try backends marked down when no healthy one is left (default true).
+    pub panic_mode: Option<Spanned<bool>>,
     /// Active health check.
     pub health_check: Option<HealthCheckSection>,
     /// Talk to the backends over TLS.

@@ -16,6 +16,7 @@ pub const PUBLIC_FIELDS: &[&str] = &[
     "server.threads",
     "server.grace_period",
     "server.upgrade_sock",
+    "server.send_timeout",
     "listen.http",
     "listen.https",
     "listen.admin",
@@ -24,6 +25,7 @@ pub const PUBLIC_FIELDS: &[&str] = &[
     "tls.certificates.names",
     "cache.memory",
     "cache.lock_timeout",
+    "cache.fill_memory",
     "reload.watch",
     "reload.debounce",
     "pools.*.backends",
@@ -40,6 +42,7 @@ pub const PUBLIC_FIELDS: &[&str] = &[
     "pools.*.sni",
     "pools.*.ca_file",
     "pools.*.verify",
+    "pools.*.panic_mode",
     "pools.*.health_check.type",
     "pools.*.health_check.path",
     "pools.*.health_check.host",
@@ -63,6 +66,8 @@ pub const PUBLIC_FIELDS: &[&str] = &[
     "routes.cache.stale_while_revalidate",
     "routes.cache.stale_if_error",
     "routes.cache.store_set_cookie",
+    "routes.cache.background_fill",
+    "routes.cache.abandoned_fill",
 ];
 
 /// The config `text` as TOML with every value outside [`PUBLIC_FIELDS`] redacted. Comments

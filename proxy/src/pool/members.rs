@@ -44,6 +44,15 @@ enum Balancer {
     Hash(LoadBalancer<KetamaHashing>),
 }
 
+/// The backend chosen for one attempt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Pick {
+    /// Where to connect.
+    pub addr: SocketAddr,
+    /// Chosen although marked down, because no healthy backend was left to try.
+    pub panic: bool,
+}
+
 /// What a call to [`Members::set_backends`] changed.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct MemberChange {
@@ -261,10 +270,28 @@ impl Members {
     }
 
     /// Picks a backend that takes traffic and is not in `exclude`; `key` drives hashing.
-    pub fn select(&self, key: &[u8], exclude: &[SocketAddr]) -> Option<SocketAddr> {
-        let accept = |b: &Backend, ready: bool| {
-            ready && b.addr.as_inet().is_some_and(|a| !exclude.contains(a))
-        };
+    /// With `panic`, when no such backend is left, picks one marked down (still not in
+    /// `exclude`) rather than none.
+    pub fn select(&self, key: &[u8], exclude: &[SocketAddr], panic: bool) -> Option<Pick> {
+        let untried = |b: &Backend| b.addr.as_inet().is_some_and(|a| !exclude.contains(a));
+        if let Some(addr) = self.select_with(key, |b, ready| ready && untried(b)) {
+            return Some(Pick { addr, panic: false });
+        }
+        // nginx's and Envoy's panic mode: health checks lag (an origin that starts after the
+        // edge stays down for rise × interval), and a failed connect costs little because it
+        // fails over at once, so trying a backend marked down beats a certain 502.
+        if !panic {
+            return None;
+        }
+        let addr = self.select_with(key, |b, _| untried(b))?;
+        Some(Pick { addr, panic: true })
+    }
+
+    fn select_with(
+        &self,
+        key: &[u8],
+        accept: impl Fn(&Backend, bool) -> bool,
+    ) -> Option<SocketAddr> {
         let backend = match &self.balancer {
             Balancer::RoundRobin(lb) => lb.select_with(key, MAX_SELECT_ITERATIONS, accept),
             Balancer::Hash(lb) => lb.select_with(key, MAX_SELECT_ITERATIONS, accept),

@@ -21,7 +21,7 @@ use pingora_load_balancing::health_check::{HealthCheck, HttpHealthCheck, TcpHeal
 use crate::config::compile::HealthCheckKind;
 use crate::config::{PoolSpec, UpstreamTls};
 
-pub use members::{MemberChange, Members};
+pub use members::{MemberChange, Members, Pick};
 
 /// One pool of interchangeable origin backends, as one config generation sees it.
 pub struct Pool {
@@ -63,9 +63,10 @@ impl Pool {
         &self.spec.name
     }
 
-    /// Picks a healthy backend not in `exclude`; `key` drives consistent hashing.
-    pub fn select(&self, key: &[u8], exclude: &[SocketAddr]) -> Option<SocketAddr> {
-        self.members.select(key, exclude)
+    /// Picks a backend not in `exclude`: a healthy one, or, in panic mode when none is left,
+    /// one marked down; `key` drives consistent hashing.
+    pub fn select(&self, key: &[u8], exclude: &[SocketAddr]) -> Option<Pick> {
+        self.members.select(key, exclude, self.spec.panic_mode)
     }
 
     /// Each backend and whether it takes traffic now.

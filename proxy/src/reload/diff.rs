@@ -19,6 +19,7 @@ pub struct RestartSettings {
     threads: usize,
     grace_period: Duration,
     cache_memory: u64,
+    cache_fill_memory: u64,
     cache_lock_timeout: Duration,
 }
 
@@ -33,6 +34,7 @@ impl RestartSettings {
             threads: config.server.threads,
             grace_period: config.server.grace_period,
             cache_memory: config.cache.memory,
+            cache_fill_memory: config.cache.fill_memory,
             cache_lock_timeout: config.cache.lock_timeout,
         }
     }
@@ -99,6 +101,14 @@ impl RestartSettings {
                 format!("{} bytes", next.cache.memory),
             );
             next.cache.memory = self.cache_memory;
+        }
+        if next.cache.fill_memory != self.cache_fill_memory {
+            note(
+                "cache.fill_memory",
+                format!("{} bytes", self.cache_fill_memory),
+                format!("{} bytes", next.cache.fill_memory),
+            );
+            next.cache.fill_memory = self.cache_fill_memory;
         }
         if next.cache.lock_timeout != self.cache_lock_timeout {
             note(

@@ -105,7 +105,10 @@ impl EdgeProc {
         let out = std::fs::File::create(&log).unwrap();
         let child = Command::new(BIN)
             .args(args)
-            .env("RUST_LOG", "info")
+            .env(
+                "RUST_LOG",
+                std::env::var("EDGE_LOG").unwrap_or("info".into()),
+            )
             .stdout(Stdio::from(out.try_clone().unwrap()))
             .stderr(Stdio::from(out))
             .spawn()
