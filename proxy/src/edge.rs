@@ -329,9 +329,9 @@ impl ProxyHttp for Edge {
         Ok(match ctx.not_modified.take() {
             Some(fresh) => {
                 let merged = policy::merge_not_modified(resp, &fresh);
-                policy::decide(policy, session.req_header(), &merged, now)
+                policy::decide(policy, session.req_header(), &ctx.path, &merged, now)
             }
-            None => policy::decide(policy, session.req_header(), resp, now),
+            None => policy::decide(policy, session.req_header(), &ctx.path, resp, now),
         })
     }
 

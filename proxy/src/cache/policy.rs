@@ -113,10 +113,12 @@ fn heuristically_cacheable(status: StatusCode) -> bool {
     )
 }
 
-/// Decides whether and how to store `resp` for `req`.
+/// Decides whether and how to store `resp` for `req`, whose canonical path is `path` (the kind
+/// of media it names picks the video defaults, so `/a%2Ets` is a segment like `/a.ts`).
 pub fn decide(
     policy: &CachePolicy,
     req: &RequestHeader,
+    path: &str,
     resp: &ResponseHeader,
     now: SystemTime,
 ) -> RespCacheable {
@@ -179,7 +181,7 @@ pub fn decide(
 
     let initial_age = initial_age(resp, now);
     let explicit = explicit_lifetime(cc.as_ref(), resp);
-    let kind = MediaKind::of(req.uri.path());
+    let kind = MediaKind::of(path);
     let video = policy.mode == CacheMode::Video;
     let error_status = status == StatusCode::NOT_FOUND || status.is_server_error();
     let must_revalidate_every_time = cc
@@ -446,7 +448,7 @@ mod tests {
             };
             let resp = response(&[("cache-control", cc), ("set-cookie", "sid=1")]);
             let got = matches!(
-                decide(&policy, &req, &resp, now),
+                decide(&policy, &req, "/", &resp, now),
                 RespCacheable::Cacheable(_)
             );
             assert_eq!(got, stored, "{cc}, store_set_cookie = {opt_in}");
@@ -455,7 +457,28 @@ mod tests {
         let resp = response(&[("cache-control", "max-age=60")]);
         let policy = CachePolicy::rfc_default();
         assert!(matches!(
-            decide(&policy, &req, &resp, now),
+            decide(&policy, &req, "/", &resp, now),
+            RespCacheable::Cacheable(_)
+        ));
+    }
+
+    #[test]
+    fn the_video_defaults_follow_the_canonical_path_not_the_spelling() {
+        let now = SystemTime::now();
+        let policy = CachePolicy {
+            mode: CacheMode::Video,
+            ..CachePolicy::rfc_default()
+        };
+        let mut req = RequestHeader::build("GET", b"/v/a%2Ets", None).unwrap();
+        req.insert_header("host", "edge").unwrap();
+        let resp = response(&[]);
+        // No cache headers: a segment gets media_ttl, an unknown kind nothing at all.
+        assert!(matches!(
+            decide(&policy, &req, "/v/a.ts", &resp, now),
+            RespCacheable::Cacheable(_)
+        ));
+        assert!(!matches!(
+            decide(&policy, &req, "/v/a%2Ets", &resp, now),
             RespCacheable::Cacheable(_)
         ));
     }
