@@ -92,8 +92,8 @@ impl Admin {
         let store = self.cache.store;
         let (kind, target, purged) = if let Some(url) = get("url") {
             let target = normalize_target(&url);
-            let t = target.clone();
-            let n = store.purge_where(move |k| key::without_query(k) == t);
+            // A key lookup: every query and Vary variant of that path, without a scan.
+            let n = store.purge_path(&target);
             ("url", target, n)
         } else if let Some(prefix) = get("prefix") {
             if prefix.starts_with('/') {

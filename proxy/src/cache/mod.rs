@@ -1,6 +1,8 @@
 //! The HTTP cache: storage (`store`), what may be stored and for how long (`policy`), keys
-//! (`key`), and the status a viewer sees (`CacheStatus`).
+//! (`key`), what an unsafe request invalidates (`invalidation`), and the status a viewer sees
+//! (`CacheStatus`).
 
+pub mod invalidation;
 pub mod key;
 pub mod policy;
 pub mod store;
