@@ -168,14 +168,17 @@ pub struct MemoryStore {
 /// successful unsafe request).
 ///
 /// Grouped by the key text without its query, so one lookup finds a URL's Vary variants (same
-/// key text) and its kept-query siblings (what the purge API's `url=` removes). Each slot holds
-/// a `Weak` to the entry it was made for: moka reports a removal later than it happens, maybe
-/// after a newer entry took the same hash, and only the slot of the entry actually removed may
-/// go. The `Weak` also keeps that comparison sound, as its allocation cannot be reused.
+/// key text) and its kept-query siblings (what the purge API's `url=` removes). A slot is
+/// written before its entry is stored, and only moka's removal notice takes it out; moka may
+/// deliver that notice after a newer entry took the same hash, so each slot names the entry it
+/// was written for (a `Weak`, whose allocation cannot be reused while the slot holds it).
 struct UrlIndex {
     hasher: RandomState,
-    by_path: Mutex<HashMap<u64, HashMap<HashBinary, Weak<Entry>>>>,
+    by_path: Mutex<HashMap<u64, Variants>>,
 }
+
+/// The stored variants of one path: hash → (the entry the slot was written for, its key text).
+type Variants = HashMap<HashBinary, (Weak<Entry>, Arc<str>)>;
 
 impl UrlIndex {
     fn new() -> Self {
@@ -189,7 +192,7 @@ impl UrlIndex {
         self.hasher.hash_one(key::without_query(url))
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u64, HashMap<HashBinary, Weak<Entry>>>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Variants>> {
         self.by_path.lock().unwrap_or_else(|p| p.into_inner())
     }
 
@@ -199,20 +202,28 @@ impl UrlIndex {
         self.lock()
             .entry(slot)
             .or_default()
-            .insert(hash, Arc::downgrade(entry));
+            .insert(hash, (Arc::downgrade(entry), entry.url.clone()));
     }
 
-    /// Forgets `entry`, which moka removed from `hash`, unless a newer entry took its place.
-    fn forget(&self, hash: &HashBinary, entry: &Arc<Entry>) {
+    /// Forgets `entry`, which moka removed from `hash` for `cause`, unless another entry may
+    /// be stored there.
+    fn forget(&self, hash: &HashBinary, entry: &Arc<Entry>, cause: RemovalCause) {
+        // Replaced: the hash holds a newer entry, whose slot was written before it was stored.
+        if cause == RemovalCause::Replaced {
+            return;
+        }
         let slot = self.slot(&entry.url);
         let mut by_path = self.lock();
         let Some(variants) = by_path.get_mut(&slot) else {
             return;
         };
-        if variants
-            .get(hash)
-            .is_some_and(|w| std::ptr::eq(w.as_ptr(), Arc::as_ptr(entry)))
-        {
+        // The slot is this entry's, or that of one already gone: two fills of one key that
+        // commit at once can store the older after the newer wrote its slot, and then the
+        // entry removed now is the last one written before that slot.
+        let ours = variants.get(hash).is_some_and(|(w, _)| {
+            std::ptr::eq(w.as_ptr(), Arc::as_ptr(entry)) || w.strong_count() == 0
+        });
+        if ours {
             variants.remove(hash);
             if variants.is_empty() {
                 by_path.remove(&slot);
@@ -229,11 +240,9 @@ impl UrlIndex {
         };
         variants
             .iter()
-            .filter_map(|(hash, w)| {
-                let e = w.upgrade()?;
-                // Two paths may share a slot: the key text decides.
-                (key::without_query(&e.url) == path && matches(&e.url)).then_some(*hash)
-            })
+            // Two paths may share a slot: the key text decides.
+            .filter(|(_, (_, url))| key::without_query(url) == path && matches(url))
+            .map(|(hash, _)| *hash)
             .collect()
     }
 
@@ -288,7 +297,7 @@ impl MemoryStore {
                 if cause == RemovalCause::Size {
                     counters.evictions.inc();
                 }
-                listener_index.forget(&k, &v);
+                listener_index.forget(&k, &v, cause);
             })
             .build();
         MemoryStore {
@@ -920,6 +929,34 @@ mod tests {
         small.purge_all();
         assert!(consistent(small));
         assert_eq!(small.index.len(), 0);
+    }
+
+    #[test]
+    fn two_commits_of_one_key_racing_leave_the_stored_one_findable() {
+        // Each commit writes its slot, then stores: here the older entry is stored last.
+        let s = store(1 << 20);
+        let now = SystemTime::now();
+        let header = ResponseHeader::build(200, None).unwrap();
+        let meta = CacheMeta::new(now + Duration::from_secs(60), now, 0, 0, header);
+        let entry = || {
+            let meta = Arc::new(MetaParts::of(&meta));
+            Arc::new(Entry {
+                url: "h/a".into(),
+                usable_until: meta.usable_until(),
+                meta,
+                body: Bytes::from_static(b"x"),
+            })
+        };
+        let hash = key("h/a", None).combined_bin();
+        let (older, newer) = (entry(), entry());
+        s.index.add(hash, &older);
+        s.index.add(hash, &newer);
+        s.committed.insert(hash, newer);
+        s.committed.insert(hash, older);
+        assert_eq!(s.object_count(), 1);
+        assert_eq!(s.invalidate_url("h/a"), 1);
+        assert!(consistent(s));
+        assert_eq!(s.index.len(), 0);
     }
 
     #[tokio::test]
