@@ -5,6 +5,12 @@ burst URL -n 200       N concurrent GETs for one URL, released together: every c
                        opened first and a barrier lets all requests go at once, as when a live
                        stream's viewers all ask for a segment nobody has cached yet.
 fetch -w 4 URL...      GETs each URL once over W keepalive connections (fills a cache).
+fetch -w 8 -n 10000 URL
+                       The same for URL with `{i}` replaced by 0 .. N-1.
+post -n 1000 --over 8 URL
+                       N POSTs, one at a time on one keepalive connection, evenly spread over
+                       --over seconds (after --delay seconds), to URL with `{i}` replaced by
+                       0 .. N-1: unsafe requests beside a hit benchmark.
 """
 
 import argparse
@@ -75,9 +81,18 @@ def burst(args: argparse.Namespace) -> dict:
     return summary(results)
 
 
+def expand(urls: list, n) -> list:
+    """URLs as given, or the one template URL for i in 0 .. n-1."""
+    if n is None:
+        return urls
+    if len(urls) != 1 or "{i}" not in urls[0]:
+        raise SystemExit("-n needs exactly one URL containing {i}")
+    return [urls[0].replace("{i}", str(i)) for i in range(n)]
+
+
 def fetch(args: argparse.Namespace) -> dict:
     todo: queue.Queue = queue.Queue()
-    for url in args.urls:
+    for url in expand(args.urls, args.n):
         todo.put(url)
     lock = threading.Lock()
     results = []
@@ -114,6 +129,36 @@ def fetch(args: argparse.Namespace) -> dict:
     return summary(results)
 
 
+def post(args: argparse.Namespace) -> dict:
+    urls = expand([args.url], args.n)
+    host, port, _ = target(urls[0])
+    conn = http.client.HTTPConnection(host, port, timeout=args.timeout)
+    results = []
+    time.sleep(args.delay)
+    start = time.monotonic()
+    for i, url in enumerate(urls):
+        # Evenly spread: request i leaves at start + i * over / n, or at once when late.
+        wait = start + i * args.over / len(urls) - time.monotonic()
+        if wait > 0:
+            time.sleep(wait)
+        status, took, error = 0, 0.0, ""
+        try:
+            sent = time.monotonic()
+            conn.request("POST", target(url)[2], body=b"x", headers={"Content-Type": "text/plain"})
+            resp = conn.getresponse()
+            resp.read()
+            status, took = resp.status, time.monotonic() - sent
+        except Exception as err:
+            error = type(err).__name__
+            conn.close()
+            conn = http.client.HTTPConnection(host, port, timeout=args.timeout)
+        results.append((status, 0, "-", took, error))
+    conn.close()
+    out = summary(results)
+    out["elapsed_s"] = round(time.monotonic() - start, 3)
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--timeout", type=float, default=60.0, help="seconds per socket op")
@@ -123,9 +168,16 @@ def main() -> None:
     b.add_argument("-n", type=int, default=200)
     f = sub.add_parser("fetch", help="GET each URL once")
     f.add_argument("-w", type=int, default=4, help="connections")
+    f.add_argument("-n", type=int, help="expand the one URL's {i} to 0 .. N-1")
     f.add_argument("urls", nargs="+")
+    p = sub.add_parser("post", help="N paced POSTs")
+    p.add_argument("-n", type=int, default=1000)
+    p.add_argument("--over", type=float, default=8.0, help="seconds to spread them over")
+    p.add_argument("--delay", type=float, default=0.0, help="seconds before the first")
+    p.add_argument("url")
     args = parser.parse_args()
-    print(json.dumps(burst(args) if args.command == "burst" else fetch(args)))
+    run = {"burst": burst, "fetch": fetch, "post": post}[args.command]
+    print(json.dumps(run(args)))
 
 
 if __name__ == "__main__":

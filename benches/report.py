@@ -1,10 +1,11 @@
 #!/usr/bin/env python3
 """Turns the rows benches/run.sh measured into docs/benchmarks.md (and prints the tables).
 
-Usage: report.py RESULTS_DIR DOC
+Usage: report.py [--only invalidation] RESULTS_DIR DOC
 RESULTS_DIR (target/bench/full or target/bench/quick) holds results.tsv ("proxy round scenario
-metric value" rows), machine.txt, notes.txt, burst.txt, memory.txt, load.txt and perf-*.txt;
-DOC is the Markdown file to write.
+metric value" rows), machine.txt, notes.txt, burst.txt, memory.txt, invalidation.txt, load.txt
+and perf-*.txt; DOC is the Markdown file to write. With --only invalidation (the results of
+`BENCH_ONLY=invalidation bash benches/run.sh`), DOC holds that benchmark alone.
 """
 
 import json
@@ -60,8 +61,121 @@ def fmt(v, digits: int) -> str:
     return f"{v:,.{digits}f}"
 
 
+INVAL_TARGET_PCT = 5.0
+
+
+def thousands(n: str) -> str:
+    """"10000" -> "10,000"; anything else as it is."""
+    return f"{int(n):,}" if n.isdigit() else n
+
+
+def invalidation(median, values, disturbed, machine: dict) -> tuple:
+    """The invalidation benchmark: (section text, target row), or ("", "") when it did not run."""
+    phases = [("inval_before", "before"), ("inval_during", "during the POSTs"), ("inval_after", "after")]
+    if median("dime", "inval_before", "rps") is None:
+        return "", ""
+    objects = thousands(machine.get("inval_objects", "?"))
+    posts = thousands(machine.get("inval_posts", "?"))
+
+    def ratio(metric: str, phase: str) -> str:
+        a, b = median("dime", phase, metric), median("dime", "inval_before", metric)
+        return f"{a / b:.3f}×" if a is not None and b else "n/a"
+
+    lines = [
+        f"| 1 KB hits on one object, {objects} "
+        "objects cached | before | during the POSTs | after | during / before | after / before |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    for label, metric, digits in (("requests/s", "rps", 0),
+                                  ("requests/s per proxy core-second", "rps_per_core", 0),
+                                  ("p99 latency, ms", "p99_ms", 2),
+                                  ("proxy CPU, % of its core", "proxy_cpu_pct", 0),
+                                  ("wrk CPU, % of its core", "wrk_cpu_pct", 0)):
+        cells = [fmt(median("dime", ph, metric), digits) for ph, _ in phases]
+        lines.append(f"| {label} | {' | '.join(cells)} | {ratio(metric, 'inval_during')} "
+                     f"| {ratio(metric, 'inval_after')} |")
+    rounds = []
+    for ph, name in phases:
+        vs = values.get(("dime", ph, "rps_per_core"), [])
+        rounds.append(f"{name} " + " / ".join(
+            fmt(v, 0) + ("*" if ("dime", r, ph) in disturbed else "") for r, v in vs))
+    cached = median("dime", "invalidation", "objects_cached")
+    after = median("dime", "invalidation", "objects_after_posts")
+    ok = median("dime", "invalidation", "posts_ok")
+    took = median("dime", "invalidation", "posts_elapsed_s")
+    text = "\n".join(lines) + (
+        f"\n\nPOSTs: {fmt(ok, 0)} of {posts} answered 200 by the origin, sent over {fmt(took, 1)} s "
+        f"inside the \"during\" run; objects cached {fmt(cached, 0)} before them, {fmt(after, 0)} "
+        f"after (each POST invalidates its own URL). Requests/s per proxy core-second, per round: "
+        + "; ".join(rounds) + " (a `*` marks a run during which other processes used more than "
+        f"{float(machine.get('max_other', '15')):.0f} % of a core).\n")
+    before = median("dime", "inval_before", "rps_per_core")
+    during = median("dime", "inval_during", "rps_per_core")
+    if before and during is not None:
+        change = (during / before - 1) * 100
+        measured = f"{change:+.1f} % ({during / before:.3f}×)"
+        verdict = "**met**" if change > -INVAL_TARGET_PCT else "**missed**"
+    else:
+        measured, verdict = "n/a", "n/a"
+    target = (f"| Hits while {posts} POSTs invalidate, {objects} objects cached: requests/s per "
+              f"proxy core-second drop < {INVAL_TARGET_PCT:.0f} % | {measured} | {verdict} |")
+    return text, target
+
+
+INVAL_METHOD = """**Invalidation (dime-edge only).** A small Python origin (`benches/slow_origin.py
+--delay 0 --size 1024 --max-age 3600`, route `/inval/`) serves 1 KiB objects and accepts POSTs
+with `200`. dime-edge, freshly started, caches {objects} distinct objects
+(`benches/client.py fetch -n`) and one more, the hot object; then three 1 KB hit runs on the hot
+object (32 connections): before, during {posts} POSTs to the first {posts} cached URLs
+(`benches/client.py post`: one connection, evenly spread over 80 % of the run, starting 0.5 s
+into it; each one invalidates its URL, RFC 9111 §4.4), and after. The script checks that the
+object count fell by exactly {posts}, a POSTed URL is a MISS and an untouched one still a HIT.
+The target compares requests per proxy core-second, during against before: the POST client
+shares wrk's core, so raw requests/s can also measure wrk. nginx and Varnish do not invalidate on
+POST without extra configuration, so they are not in this test. `BENCH_ONLY=invalidation bash
+benches/run.sh` runs it alone (no nginx, Varnish or media), writing
+`target/bench/invalidation/benchmarks.md`."""
+
+
+def only_invalidation(work: Path, doc: Path, median, values, disturbed, machine: dict) -> None:
+    text, target = invalidation(median, values, disturbed, machine)
+    notes = (work / "notes.txt").read_text().splitlines() if (work / "notes.txt").exists() else []
+    out = "\n".join([
+        "# Invalidation benchmark",
+        "",
+        f"`BENCH_ONLY=invalidation bash benches/run.sh`, run of {machine.get('date', '?')}, commit "
+        f"{machine.get('commit', '?')}: {machine.get('rounds', '?')} round(s) of "
+        f"{machine.get('duration', '?')} s per wrk run; {machine.get('cpu', '?')}, "
+        f"{machine.get('cores', '?')} cores, {machine.get('wrk', '?')}.",
+        "",
+        text or "(no results)",
+        "| Target | Measured | Result |",
+        "|---|---|---|",
+        target,
+        "",
+        "## What the run saw",
+        "",
+        "\n".join(f"- {n}" for n in notes) or "- Nothing unexpected: every check passed.",
+        "",
+        "## Method",
+        "",
+        INVAL_METHOD.format(objects=thousands(machine.get("inval_objects", "?")),
+                            posts=thousands(machine.get("inval_posts", "?"))),
+        "",
+    ])
+    print(out)
+    doc.parent.mkdir(parents=True, exist_ok=True)
+    doc.write_text(out)
+
+
 def main() -> None:
-    work, doc = Path(sys.argv[1]), Path(sys.argv[2])
+    args = sys.argv[1:]
+    only = None
+    if args[:1] == ["--only"]:
+        only, args = args[1], args[2:]
+        if only != "invalidation":
+            raise SystemExit(f"--only {only}: unknown; the one part that runs alone is invalidation")
+    work, doc = Path(args[0]), Path(args[1])
     machine = keyvalues(work / "machine.txt")
     max_other = float(machine.get("max_other", "15"))
     values, disturbed = load(work, max_other)
@@ -75,6 +189,11 @@ def main() -> None:
 
     def ratio(a, b) -> str:
         return f"{a / b:.2f}×" if a is not None and b else "n/a"
+
+    if only:
+        only_invalidation(work, doc, median, values, disturbed, machine)
+        return
+    inval_text, inval_target = invalidation(median, values, disturbed, machine)
 
     def memory_mib(proxy: str):
         rss, tmpfs = median(proxy, "memory", "rss_mib"), median(proxy, "memory", "tmpfs_mib")
@@ -180,6 +299,8 @@ def main() -> None:
         f"| Memory overhead < 15 % of the cached bytes | {fmt(over['dime'], 1)} % "
         f"| {verdict(None if over['dime'] is None else over['dime'] < 15)} |"
     )
+    if inval_target:
+        targets.append(inval_target)
 
     # What the run saw besides the numbers.
     observed = []
@@ -240,6 +361,9 @@ def main() -> None:
         spread="\n".join(spread),
         max_other=max_other,
         busy="\n".join(busy),
+        invalidation=inval_text or "(not in this run)\n",
+        inval_method=INVAL_METHOD.format(objects=thousands(machine.get("inval_objects", "?")),
+                                         posts=thousands(machine.get("inval_posts", "?"))),
         observed="\n".join(observed),
         profiles="\n".join(profiles) if profiles else "(no profile in this run: `perf` missing, or BENCH_PERF=0 / BENCH_QUICK=1)\n",
         analysis=analysis(quick),
@@ -305,6 +429,11 @@ load generator limited that run, and then "per proxy core-second" is the fairer 
 
 {busy}
 
+### Hits while POSTs invalidate (dime-edge only)
+
+Medians over the rounds; see "Invalidation" under Method.
+
+{invalidation}
 ## Targets
 
 {targets}
@@ -398,6 +527,8 @@ playlist in each cache). RSS includes what the process holds before
 caching anything (see "What the run saw" for the idle RSS, and PSS, which does not count pages
 shared between a master and its workers twice).
 
+{inval_method}
+
 **Who was the limit.** For every run the script reads the CPU time of the proxy's processes
 (`/proc/PID/stat`) and of wrk (`time`): "per proxy core-second" divides the requests or bytes
 served by the proxy's CPU time, so it compares the proxies' capacity even when wrk, on its one
@@ -419,14 +550,16 @@ proxies here, not what they do in production.
 make bench                 # or: bash benches/run.sh
 BENCH_QUICK=1 bash benches/run.sh   # smoke run: 1 round of 3 s, 16 memory objects,
                                     # report in target/bench/quick/benchmarks.md
+BENCH_ONLY=invalidation bash benches/run.sh   # the invalidation test alone, dime-edge only;
+                                              # report in target/bench/invalidation/benchmarks.md
 ```
 
 Needs Linux, 2 or more cores, root or sudo for `apt-get` (it installs `nginx-light`, `varnish`,
 `wrk`, and `linux-perf` for the profile, when missing; on a host with systemd the packages may
 start their own services on ports 80 and 6081, which the benchmark does not use), Python 3,
-and about 600 MiB in `target/bench/` for the media. Ports 18400–18403 on 127.0.0.1
+and about 600 MiB in `target/bench/` for the media. Ports 18400–18404 on 127.0.0.1
 (`BENCH_PORT_BASE` moves them). Other knobs: `BENCH_ROUNDS`, `BENCH_DURATION` (seconds per wrk
-run), `BENCH_RSS_OBJECTS`, `BENCH_PERF=0`, `BENCH_DOC` (where this report goes), `BENCH_NICE`,
+run), `BENCH_RSS_OBJECTS`, `BENCH_INVAL_OBJECTS`, `BENCH_INVAL_POSTS`, `BENCH_PERF=0`, `BENCH_DOC` (where this report goes), `BENCH_NICE`,
 `BENCH_MAX_OTHER` and `BENCH_QUIET_WAIT` (see "Noise"). A full run takes about 6 minutes on a
 quiet machine, plus the release build; the first one also writes the 520 MiB of media. Every
 process the script starts is stopped when it ends, however it ends. Configs and media stay in
@@ -435,7 +568,8 @@ process the script starts is stopped when it ends, however it ends. Configs and 
 
 The targets: hits at least 1.3× nginx's requests/s for small objects, at least the best of nginx
 and Varnish for segments, p99 no worse than nginx, exactly one origin request for a cold burst,
-and memory overhead under 15 % of what is cached.
+memory overhead under 15 % of what is cached, and hits that lose less than 5 % while POSTs
+invalidate.
 """
 
 

@@ -3,10 +3,14 @@
 # dime-origin streamer, all on loopback; the method and the last results are in
 # docs/benchmarks.md. `bash benches/run.sh` does everything: installs the peers, builds, makes
 # the media, measures, writes docs/benchmarks.md. BENCH_QUICK=1 is a short smoke run that
-# writes target/bench/quick/benchmarks.md instead.
+# writes target/bench/quick/benchmarks.md instead. BENCH_ONLY=invalidation runs only the
+# invalidation benchmark (dime-edge alone: no nginx, Varnish or media needed) and writes
+# target/bench/invalidation/benchmarks.md.
 #
-# Knobs (environment): BENCH_QUICK, BENCH_ROUNDS, BENCH_DURATION (seconds per wrk run),
-# BENCH_RSS_OBJECTS (4 MiB objects in the memory test), BENCH_PORT_BASE (4 ports from here),
+# Knobs (environment): BENCH_QUICK, BENCH_ONLY, BENCH_ROUNDS, BENCH_DURATION (seconds per wrk
+# run), BENCH_RSS_OBJECTS (4 MiB objects in the memory test), BENCH_INVAL_OBJECTS and
+# BENCH_INVAL_POSTS (cached objects and POSTs in the invalidation test, default 10000 and
+# 1000), BENCH_PORT_BASE (5 ports from here),
 # BENCH_PERF (0: skip the perf profile of dime-edge), BENCH_DOC (where the report goes),
 # BENCH_NICE (priority of everything it runs, default -15 as root), BENCH_MAX_OTHER (% of a
 # core other processes may use during a wrk run before it is repeated, default 15),
@@ -18,6 +22,13 @@ ROOT=$PWD
 BENCHES=$ROOT/benches
 
 QUICK=${BENCH_QUICK:-0}
+ONLY=${BENCH_ONLY:-}
+case $ONLY in
+"" | invalidation) ;;
+*) echo "BENCH_ONLY=$ONLY: unknown; the one part that runs alone is 'invalidation'" >&2; exit 2 ;;
+esac
+INVAL_OBJECTS=${BENCH_INVAL_OBJECTS:-10000}
+INVAL_POSTS=${BENCH_INVAL_POSTS:-1000}
 if [[ $QUICK == 1 ]]; then
     ROUNDS=${BENCH_ROUNDS:-1} DURATION=${BENCH_DURATION:-3} RSS_OBJECTS=${BENCH_RSS_OBJECTS:-16}
 else
@@ -29,14 +40,15 @@ BIN=$TARGET_DIR/release
 # nginx keeps its cache in files; tmpfs makes that memory too, as the other two use.
 SHM=/dev/shm/dime-bench-$$
 # Results, logs and profiles of this run; configs and media stay in WORK.
-if [[ $QUICK == 1 ]]; then OUT=$WORK/quick; else OUT=$WORK/full; fi
-if [[ $QUICK == 1 ]]; then DOC=${BENCH_DOC:-$OUT/benchmarks.md}; else DOC=${BENCH_DOC:-$ROOT/docs/benchmarks.md}; fi
+if [[ -n $ONLY ]]; then OUT=$WORK/$ONLY; elif [[ $QUICK == 1 ]]; then OUT=$WORK/quick; else OUT=$WORK/full; fi
+if [[ $QUICK == 1 || -n $ONLY ]]; then DOC=${BENCH_DOC:-$OUT/benchmarks.md}; else DOC=${BENCH_DOC:-$ROOT/docs/benchmarks.md}; fi
 
 PORT_BASE=${BENCH_PORT_BASE:-18400}
 PROXY_PORT=$PORT_BASE
 ADMIN_PORT=$((PORT_BASE + 1))
 STREAMER_PORT=$((PORT_BASE + 2))
 SLOW_PORT=$((PORT_BASE + 3))
+INVAL_PORT=$((PORT_BASE + 4))
 PROXY=http://127.0.0.1:$PROXY_PORT
 # nginx and varnishd live in sbin, which a plain user's PATH may lack.
 export PATH=$PATH:/usr/sbin:/sbin
@@ -165,8 +177,10 @@ apt_install() {
 
 install_tools() {
     local missing=()
-    command -v nginx >/dev/null || missing+=(nginx-light)
-    command -v varnishd >/dev/null || missing+=(varnish)
+    if [[ -z $ONLY ]]; then
+        command -v nginx >/dev/null || missing+=(nginx-light)
+        command -v varnishd >/dev/null || missing+=(varnish)
+    fi
     command -v wrk >/dev/null || missing+=(wrk)
     command -v curl >/dev/null || missing+=(curl)
     command -v taskset >/dev/null || missing+=(util-linux)
@@ -179,7 +193,7 @@ install_tools() {
         fi
         apt_install "${missing[@]}" || die "cannot install the tools the benchmark needs"
     fi
-    if [[ ${BENCH_PERF:-1} == 1 && $QUICK != 1 ]] && ! command -v perf >/dev/null; then
+    if [[ ${BENCH_PERF:-1} == 1 && $QUICK != 1 && -z $ONLY ]] && ! command -v perf >/dev/null; then
         # Optional: the profile of dime-edge in the report. Debian calls it linux-perf.
         apt_install linux-perf || true
     fi
@@ -187,6 +201,12 @@ install_tools() {
 }
 
 build() {
+    if [[ -n $ONLY ]]; then
+        log "cargo build --release -p dime-edge"
+        cargo build --release -p dime-edge
+        [[ -x $BIN/dime-edge ]] || die "no release binary in $BIN"
+        return
+    fi
     log "cargo build --release -p dime-edge -p dime-origin"
     cargo build --release -p dime-edge -p dime-origin
     [[ -x $BIN/dime-edge && -x $BIN/dime-origin ]] || die "no release binaries in $BIN"
@@ -221,13 +241,20 @@ EOF
 
 start_origins() {
     local p
-    for p in "$PROXY_PORT" "$ADMIN_PORT" "$STREAMER_PORT" "$SLOW_PORT"; do
+    for p in "$PROXY_PORT" "$ADMIN_PORT" "$STREAMER_PORT" "$SLOW_PORT" "$INVAL_PORT"; do
         port_free "$p" || die "127.0.0.1:$p is in use; set BENCH_PORT_BASE"
     done
+    # Small objects that stay fresh for the whole run, and POSTs it accepts.
+    start inval-origin "$LOAD_CPU" python3 "$BENCHES/slow_origin.py" \
+        --listen "127.0.0.1:$INVAL_PORT" --delay 0 --size 1024 --max-age 3600
+    ORIGIN_PIDS=("$LAST_PID")
+    wait_http "http://127.0.0.1:$INVAL_PORT/healthz" "$LAST_PID" ||
+        die "invalidation origin did not start; see $OUT/logs/inval-origin.log"
+    [[ -n $ONLY ]] && return 0
     # --playlist-max-age: see "Why the playlist is fresh for the whole run" in docs/benchmarks.md.
     start streamer "$LOAD_CPU" "$BIN/dime-origin" streamer --root "$WORK/media" \
         --listen "127.0.0.1:$STREAMER_PORT" --playlist-max-age 3600
-    ORIGIN_PIDS=("$LAST_PID")
+    ORIGIN_PIDS+=("$LAST_PID")
     wait_http "http://127.0.0.1:$STREAMER_PORT/live/index.m3u8" "$LAST_PID" ||
         die "dime-origin streamer did not start; see $OUT/logs/streamer.log"
     start slow-origin "$LOAD_CPU" python3 "$BENCHES/slow_origin.py" \
@@ -243,7 +270,7 @@ start_origins() {
 render() { # render TEMPLATE OUT
     sed -e "s|@WORK@|$WORK|g" -e "s|@SHM@|$SHM/nginx|g" -e "s|@PROXY_PORT@|$PROXY_PORT|g" \
         -e "s|@ADMIN_PORT@|$ADMIN_PORT|g" -e "s|@STREAMER_PORT@|$STREAMER_PORT|g" \
-        -e "s|@SLOW_PORT@|$SLOW_PORT|g" "$1" >"$2"
+        -e "s|@SLOW_PORT@|$SLOW_PORT|g" -e "s|@INVAL_PORT@|$INVAL_PORT|g" "$1" >"$2"
 }
 
 start_dime() {
@@ -481,6 +508,62 @@ memory() {
     stop_proxy
 }
 
+# dime-edge's dime_cache_objects gauge.
+dime_objects() {
+    curl -s -m 5 "http://127.0.0.1:$ADMIN_PORT/metrics" | awk '/^dime_cache_objects / { print $2 }'
+}
+
+# inval_run ROUND SCENARIO: one measured 1 KiB hit run of the invalidation test, not repeated
+# (a repeat would need its POSTs again); a disturbed run is marked in the report.
+inval_run() {
+    wait_quiet
+    wrk_once dime "$1" "$2" /inval/hot 1024 32
+    cat "$OUT/run.tsv" >>"$OUT/results.tsv"
+    ((OTHER_PCT <= MAX_OTHER)) || note "dime round $1 $2: other processes used $OTHER_PCT % of a core"
+    log "  $2: $(awk '{ printf "%s=%s ", $4, $5 }' "$OUT/run.tsv")"
+}
+
+# Hits on one 1 KiB object while INVAL_OBJECTS objects are cached: before, during and after
+# INVAL_POSTS POSTs the origin accepts, each of which invalidates one cached object (RFC 9111
+# §4.4). Invalidation must cost a lookup, not a scan that hits pay for. dime-edge only: nginx
+# and Varnish do not invalidate on POST without extra configuration.
+invalidation() {
+    local round=$1 json objects after_posts post_pid over got
+    log "invalidation round $round: $INVAL_OBJECTS cached objects, $INVAL_POSTS POSTs"
+    start_proxy dime
+    json=$(taskset -c "$LOAD_CPU" python3 "$BENCHES/client.py" fetch -w 8 -n "$INVAL_OBJECTS" "$PROXY/inval/obj{i}")
+    echo "dime fill $json" >>"$OUT/invalidation.txt"
+    warm dime "$PROXY/inval/hot" 1024 || true
+    objects=$(dime_objects)
+    record dime "$round" invalidation objects_cached "$objects"
+    ((${objects:-0} > INVAL_OBJECTS)) || note "dime round $round: only $objects objects cached before the POSTs (want $INVAL_OBJECTS + 1)"
+    inval_run "$round" inval_before
+    # The POSTs start half a second into the wrk run and end before it does.
+    over=$(awk -v d="$DURATION" 'BEGIN { printf "%.2f", d * 0.8 }')
+    taskset -c "$LOAD_CPU" python3 "$BENCHES/client.py" post -n "$INVAL_POSTS" --over "$over" --delay 0.5 \
+        "$PROXY/inval/obj{i}" >"$OUT/posts-$round.json" &
+    post_pid=$!
+    PIDS+=("$post_pid")
+    inval_run "$round" inval_during
+    wait "$post_pid" || die "the POST client failed; see $OUT/posts-$round.json"
+    forget "$post_pid"
+    json=$(cat "$OUT/posts-$round.json")
+    echo "dime posts $json" >>"$OUT/invalidation.txt"
+    record dime "$round" invalidation posts_ok "$(python3 -c 'import json,sys; print(json.loads(sys.argv[1])["status"].get("200", 0))' "$json")"
+    record dime "$round" invalidation posts_elapsed_s "$(python3 -c 'import json,sys; print(json.loads(sys.argv[1])["elapsed_s"])' "$json")"
+    inval_run "$round" inval_after
+    # Every POSTed object is gone, the rest and the hot object stay.
+    after_posts=$(dime_objects)
+    record dime "$round" invalidation objects_after_posts "$after_posts"
+    ((${after_posts:-0} == ${objects:-0} - INVAL_POSTS)) ||
+        note "dime round $round: $after_posts objects after $INVAL_POSTS POSTs, from $objects (want $((objects - INVAL_POSTS)))"
+    got=$(cache_status "$PROXY/inval/obj0")
+    [[ $got == *" MISS" ]] || note "dime round $round: /inval/obj0 after its POST: $got (want a MISS)"
+    got=$(cache_status "$PROXY/inval/obj$((INVAL_POSTS))")
+    [[ $got == *" HIT" ]] || note "dime round $round: /inval/obj$INVAL_POSTS, never POSTed: $got (want a HIT)"
+    stop_proxy
+}
+
 # pid_ticks PID...: CPU time (clock ticks, user + system, all threads) used so far.
 pid_ticks() {
     local pid t=0 v
@@ -570,6 +653,9 @@ machine() {
         echo "rounds=$ROUNDS"
         echo "duration=$DURATION"
         echo "rss_objects=$RSS_OBJECTS"
+        echo "inval_objects=$INVAL_OBJECTS"
+        echo "inval_posts=$INVAL_POSTS"
+        echo "only=$ONLY"
     } >"$f"
 }
 
@@ -585,11 +671,21 @@ main() {
     touch "$OUT/notes.txt"
     install_tools
     build
-    log "making the media in $WORK/media"
-    make_media
+    if [[ -z $ONLY ]]; then
+        log "making the media in $WORK/media"
+        make_media
+    fi
     machine
     start_origins
     echo "start $(cut -d' ' -f1-3 /proc/loadavg)" >>"$OUT/load.txt"
+    if [[ $ONLY == invalidation ]]; then
+        for ((round = 1; round <= ROUNDS; round++)); do invalidation "$round"; done
+        echo "end $(cut -d' ' -f1-3 /proc/loadavg)" >>"$OUT/load.txt"
+        echo "elapsed=$((SECONDS - started))" >>"$OUT/machine.txt"
+        python3 "$BENCHES/report.py" --only invalidation "$OUT" "$DOC"
+        log "report written to $DOC (took $((SECONDS - started)) s)"
+        return
+    fi
 
     # Round-robin, so a slow minute of the machine hurts all three alike.
     for ((round = 1; round <= ROUNDS; round++)); do
@@ -597,6 +693,7 @@ main() {
     done
     for proxy in "${PROXIES[@]}"; do coalesce "$proxy"; done
     for proxy in "${PROXIES[@]}"; do memory "$proxy"; done
+    for ((round = 1; round <= ROUNDS; round++)); do invalidation "$round"; done
     echo "end $(cut -d' ' -f1-3 /proc/loadavg)" >>"$OUT/load.txt"
     profile_dime
 

@@ -1,10 +1,15 @@
 #!/usr/bin/env python3
 """A slow origin for the coalescing benchmark: counts the requests it gets for each path.
+With --delay 0 it is also the small-object origin of the invalidation benchmark.
 
 GET /count?path=/slow/x   -> how many requests /slow/x has received so far (plain integer)
 GET /healthz              -> 200 "ok", not counted
 GET anything else         -> counted, then after --delay seconds a --size byte body with
-                             `Cache-Control: public, max-age=60`, so every proxy may cache it.
+                             `Cache-Control: public, max-age=N` (--max-age, default 60), so
+                             every proxy may cache it.
+POST anything             -> counted, body read, `200` "accepted" with `no-store`: an unsafe
+                             request the origin accepts, which makes an RFC 9111 cache
+                             invalidate the URL (the invalidation benchmark).
 
 Only the standard library; one thread per connection, so a proxy that does not coalesce
 really does send its 200 requests at once.
@@ -24,12 +29,15 @@ class Server(ThreadingHTTPServer):
     request_queue_size = 1024
 
 
-def handler(delay: float, body: bytes) -> type:
+def handler(delay: float, body: bytes, max_age: int) -> type:
     counts: Counter = Counter()
     lock = threading.Lock()
 
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
+        # Headers and body go out in separate writes: without TCP_NODELAY, Nagle and the
+        # peer's delayed ACK hold every keepalive answer back about 40 ms.
+        disable_nagle_algorithm = True
 
         def log_message(self, *args) -> None:
             pass
@@ -56,10 +64,19 @@ def handler(delay: float, body: bytes) -> type:
                 return
             with lock:
                 counts[url.path] += 1
-            time.sleep(delay)
-            self.reply(200, body, "public, max-age=60")
+            if delay:
+                time.sleep(delay)
+            self.reply(200, body, f"public, max-age={max_age}")
 
         do_HEAD = do_GET
+
+        def do_POST(self) -> None:
+            length = int(self.headers.get("Content-Length") or 0)
+            if length:
+                self.rfile.read(length)
+            with lock:
+                counts[urlsplit(self.path).path] += 1
+            self.reply(200, b"accepted\n", "no-store")
 
     return Handler
 
@@ -69,9 +86,10 @@ def main() -> None:
     parser.add_argument("--listen", default="127.0.0.1:0", help="IP:port (loopback)")
     parser.add_argument("--delay", type=float, default=1.0, help="seconds before answering")
     parser.add_argument("--size", type=int, default=1 << 20, help="body bytes")
+    parser.add_argument("--max-age", type=int, default=60, help="freshness of GET answers, s")
     args = parser.parse_args()
     host, port = args.listen.rsplit(":", 1)
-    server = Server((host, int(port)), handler(args.delay, bytes(args.size)))
+    server = Server((host, int(port)), handler(args.delay, bytes(args.size), args.max_age))
     print(f"slow origin on {host}:{server.server_address[1]}", flush=True)
     server.serve_forever()
 

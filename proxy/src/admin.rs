@@ -105,8 +105,8 @@ impl Admin {
                 Ok(t) => t,
                 Err(e) => return refuse(&url, e),
             };
-            let t = target.clone();
-            let n = store.purge_where(move |k| key::without_query(k) == t);
+            // A key lookup: every query and Vary variant of that path, without a scan.
+            let n = store.purge_path(&target);
             ("url", target, n)
         } else if let Some(prefix) = get("prefix") {
             if prefix.starts_with('/') {

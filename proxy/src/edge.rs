@@ -28,7 +28,7 @@ use crate::active::{Active, Route};
 use crate::cache::background::{self, FillPermit};
 use crate::cache::policy::{self, RequestDemand};
 use crate::cache::store::BACKGROUND_FILL_TAG;
-use crate::cache::{key, status_of, AbandonedFill, CacheMode, EdgeCache};
+use crate::cache::{invalidation, key, status_of, AbandonedFill, CacheMode, EdgeCache};
 use crate::forwarding::{self, ClientInfo};
 use crate::logging::{self, AccessRecord};
 use crate::metrics::{status_class, Metrics, RouteMetrics};
@@ -556,6 +556,9 @@ impl ProxyHttp for Edge {
         }
         let status = resp.status.as_u16();
         ctx.upstream_status = Some(status);
+        // As the origin's answer arrives, before the viewer sees it: a viewer who got the
+        // answer to its POST never gets the old object afterwards.
+        self.invalidate_after_unsafe_method(session, ctx, resp);
         if status == 304 && session.cache.enabled() {
             ctx.not_modified = Some(resp.clone());
         }
@@ -706,7 +709,6 @@ impl ProxyHttp for Edge {
             ctx.cache_status,
             session.cache.lock_duration().is_some(),
         );
-        self.invalidate_after_unsafe_method(session, ctx, status);
         let req = session.req_header();
         let path = req.uri.path_and_query().map_or("/", |p| p.as_str());
         logging::access(&AccessRecord {
@@ -744,21 +746,36 @@ impl Edge {
         }
     }
 
-    /// RFC 9111 §4.4: a successful unsafe request invalidates what the cache holds for its URL.
-    fn invalidate_after_unsafe_method(&self, session: &Session, ctx: &RequestCtx, status: u16) {
+    /// RFC 9111 §4.4: an unsafe request the origin answered with 2xx or 3xx invalidates its
+    /// target URI and the same-host URIs in Location and Content-Location, each by key lookup.
+    fn invalidate_after_unsafe_method(
+        &self,
+        session: &Session,
+        ctx: &RequestCtx,
+        resp: &ResponseHeader,
+    ) {
         let req = session.req_header();
-        if req.method.is_safe() || !(200..400).contains(&status) {
+        if !invalidation::invalidates(&req.method, ctx.upstream_status) {
             return;
         }
         let Some(route) = &ctx.route else { return };
-        if route.spec.cache.mode == CacheMode::Off {
-            return;
-        }
-        let target = key::key_text(&ctx.raw_host, &ctx.path, None, None);
-        let n = self
-            .cache
-            .store
-            .purge_where(move |url| key::without_query(url) == target);
+        let headers = &resp.headers;
+        let active = &ctx.active;
+        let keys = invalidation::invalidated_keys(
+            &ctx.raw_host,
+            &ctx.path,
+            req.uri.query(),
+            route.spec.cache.keep_query.as_deref(),
+            headers,
+            |host, path| {
+                let i = active.table.lookup(host, path)?;
+                Some(active.routes[i].spec.cache.keep_query.as_deref())
+            },
+        );
+        let n: usize = keys
+            .iter()
+            .map(|k| self.cache.store.invalidate_url(k))
+            .sum();
         if n > 0 {
             tracing::debug!(route = %route.spec.name, objects = n, "invalidated by {}", req.method);
         }

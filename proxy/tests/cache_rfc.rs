@@ -315,6 +315,181 @@ async fn unsafe_methods_pass_through_and_invalidate_the_url() {
     assert_eq!(seen, ["GET", "POST", "GET"]);
 }
 
+/// GET `path` with `Host: host` and the extra headers; returns X-Cache-Status.
+async fn status_on(
+    edge: &common::EdgeProc,
+    host: &str,
+    path: &str,
+    extra: &[(&str, &str)],
+) -> String {
+    let mut headers = vec![("host", host)];
+    headers.extend_from_slice(extra);
+    let r = fetch(&edge.url(path), &headers).await;
+    assert_eq!(r.status, 200, "{host}{path}");
+    r.cache().to_string()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_accepted_post_invalidates_the_same_host_location_and_content_location() {
+    // RFC 9111 §4.4: the target URI, and the Location and Content-Location URIs when they
+    // are on the target's host; never another host's.
+    let origin = Upstream::start("o").await;
+    let cc = ("cache-control", "max-age=60");
+    for path in ["/created", "/described", "/untouched", "/c"] {
+        origin.script(path, Script::ok(&[cc], BODY));
+    }
+    origin.script(
+        "/form",
+        Script::ok(
+            &[
+                cc,
+                ("location", "created"),
+                ("content-location", "http://site.test:8443/described"),
+            ],
+            BODY,
+        ),
+    );
+    origin.script(
+        "/elsewhere",
+        Script::ok(
+            &[
+                cc,
+                ("location", "http://other.test/c"),
+                ("content-location", "//other.test/c"),
+            ],
+            BODY,
+        ),
+    );
+    let edge = cached_edge(&origin, "", "").await;
+    let site = [
+        "/form",
+        "/created",
+        "/described",
+        "/untouched",
+        "/c",
+        "/elsewhere",
+    ];
+    for path in site {
+        status_on(&edge, "site.test", path, &[]).await;
+        assert_eq!(
+            status_on(&edge, "site.test", path, &[]).await,
+            "HIT",
+            "{path}"
+        );
+    }
+    status_on(&edge, "other.test", "/c", &[]).await;
+    assert_eq!(status_on(&edge, "other.test", "/c", &[]).await, "HIT");
+
+    let post = fetch_with("POST", &edge.url("/form"), &[("host", "site.test")]).await;
+    assert_eq!(post.status, 200);
+    for path in ["/form", "/created", "/described"] {
+        assert_eq!(
+            status_on(&edge, "site.test", path, &[]).await,
+            "MISS",
+            "{path}"
+        );
+    }
+    assert_eq!(
+        status_on(&edge, "site.test", "/untouched", &[]).await,
+        "HIT"
+    );
+
+    // A Location on another host leaves that host's objects, and this host's same path, alone.
+    let post = fetch_with("POST", &edge.url("/elsewhere"), &[("host", "site.test")]).await;
+    assert_eq!(post.status, 200);
+    assert_eq!(status_on(&edge, "other.test", "/c", &[]).await, "HIT");
+    assert_eq!(status_on(&edge, "site.test", "/c", &[]).await, "HIT");
+    assert_eq!(
+        status_on(&edge, "site.test", "/elsewhere", &[]).await,
+        "MISS"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn invalidation_removes_every_vary_variant_of_the_url() {
+    // RFC 9111 §4.4 invalidates responses by target URI, whatever they vary on.
+    let origin = Upstream::start("o").await;
+    origin.script(
+        "/v",
+        Script::ok(
+            &[("cache-control", "max-age=60"), ("vary", "accept-encoding")],
+            BODY,
+        ),
+    );
+    let edge = cached_edge(&origin, "", "").await;
+    let variants = [[("accept-encoding", "gzip")], [("accept-encoding", "br")]];
+    for v in &variants {
+        assert_eq!(status_on(&edge, "site.test", "/v", v).await, "MISS");
+        assert_eq!(status_on(&edge, "site.test", "/v", v).await, "HIT");
+    }
+    let put = fetch_with("PUT", &edge.url("/v"), &[("host", "site.test")]).await;
+    assert_eq!(put.status, 200);
+    for v in &variants {
+        assert_eq!(
+            status_on(&edge, "site.test", "/v", v).await,
+            "MISS",
+            "{v:?}"
+        );
+    }
+    assert_eq!(origin.hits_for("/v"), 5);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_unsafe_request_the_origin_never_answered_invalidates_nothing() {
+    // The edge's own 502: the origin saw nothing, so nothing it holds changed.
+    let (origin, edge) = setup("/kept", &[("cache-control", "max-age=60")]).await;
+    fetch(&edge.url("/kept"), &[]).await;
+    origin.kill();
+    let post = fetch_with("POST", &edge.url("/kept"), &[]).await;
+    assert_eq!(post.status, 502);
+    let r = fetch(&edge.url("/kept"), &[]).await;
+    assert_eq!((r.status, r.cache()), (200, "HIT"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_edges_own_redirect_to_https_does_not_invalidate() {
+    // An anonymous POST over plain HTTP gets the edge's 308; what HTTPS viewers use stays.
+    let origin = Upstream::start("o").await;
+    origin.script(
+        "/page",
+        Script::ok(&[("cache-control", "max-age=60")], BODY),
+    );
+    let pki = common::tls::Pki::new();
+    let pair = pki.issue("a", &["a.test"]);
+    let body = format!(
+        "{}{}[[routes]]\npath = \"/\"\npool = \"p\"\nredirect_https = true\n",
+        common::tls::cert_entry(&pair, None),
+        common::edge::pool("p", &[origin.addr], ""),
+    );
+    let edge = common::tls::TlsEdge::start(pki.dir.path(), &body).await;
+    let https = common::tls::https_client(pki.ca_pem(), &["a.test"], edge.https)
+        .build()
+        .unwrap();
+    let get = || async {
+        let r = https.get(edge.url("a.test", "/page")).send().await.unwrap();
+        assert_eq!(r.status(), 200);
+        r.headers()["x-cache-status"].to_str().unwrap().to_string()
+    };
+    assert_eq!(get().await, "MISS");
+    assert_eq!(get().await, "HIT");
+
+    let no_redirects = reqwest::Client::builder()
+        .no_proxy()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let post = no_redirects
+        .post(format!("http://{}/page", edge.edge.http))
+        .header("host", "a.test")
+        .body("anonymous")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(post.status(), 308);
+    assert_eq!(get().await, "HIT");
+    assert_eq!(origin.hits_for("/page"), 1);
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn must_revalidate_is_never_served_stale_even_when_the_origin_is_down() {
     // RFC 9111 §5.2.2.2.

@@ -7,9 +7,11 @@
 //! pingora issue #932). Fills in progress and their memory budget live in `fill`.
 
 use std::any::Any;
+use std::collections::hash_map::RandomState;
 use std::collections::HashMap;
+use std::hash::BuildHasher;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock, Weak};
 use std::time::{Duration, Instant, SystemTime};
 
 use async_trait::async_trait;
@@ -31,6 +33,8 @@ use pingora_http::ResponseHeader;
 use prometheus::IntCounter;
 
 use super::fill::{Fill, FillBudget, FillReader, FillState, READ_CHUNK};
+
+use super::key;
 
 /// Fixed per-entry bookkeeping counted against the memory limit, beside body and headers.
 const ENTRY_OVERHEAD: usize = 256;
@@ -144,6 +148,97 @@ pub struct MemoryStore {
     filling: RwLock<HashMap<HashBinary, HashMap<u64, Arc<Fill>>>>,
     next_fill: AtomicU64,
     budget: Arc<FillBudget>,
+    index: Arc<UrlIndex>,
+}
+
+/// Which stored objects belong to which URL, so that invalidating one URL costs the number of
+/// its variants, never a scan of the cache (RFC 9111 §4.4 invalidation runs on every
+/// successful unsafe request).
+///
+/// Grouped by the key text without its query, so one lookup finds a URL's Vary variants (same
+/// key text) and its kept-query siblings (what the purge API's `url=` removes). A slot is
+/// written before its entry is stored, and only moka's removal notice takes it out; moka may
+/// deliver that notice after a newer entry took the same hash, so each slot names the entry it
+/// was written for (a `Weak`, whose allocation cannot be reused while the slot holds it).
+struct UrlIndex {
+    hasher: RandomState,
+    by_path: Mutex<HashMap<u64, Variants>>,
+}
+
+/// The stored variants of one path: hash → (the entry the slot was written for, its key text).
+type Variants = HashMap<HashBinary, (Weak<Entry>, Arc<str>)>;
+
+impl UrlIndex {
+    fn new() -> Self {
+        UrlIndex {
+            hasher: RandomState::new(),
+            by_path: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn slot(&self, url: &str) -> u64 {
+        self.hasher.hash_one(key::without_query(url))
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Variants>> {
+        self.by_path.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Records `entry`, about to be stored under `hash`.
+    fn add(&self, hash: HashBinary, entry: &Arc<Entry>) {
+        let slot = self.slot(&entry.url);
+        self.lock()
+            .entry(slot)
+            .or_default()
+            .insert(hash, (Arc::downgrade(entry), entry.url.clone()));
+    }
+
+    /// Forgets `entry`, which moka removed from `hash` for `cause`, unless another entry may
+    /// be stored there.
+    fn forget(&self, hash: &HashBinary, entry: &Arc<Entry>, cause: RemovalCause) {
+        // Replaced: the hash holds a newer entry, whose slot was written before it was stored.
+        if cause == RemovalCause::Replaced {
+            return;
+        }
+        let slot = self.slot(&entry.url);
+        let mut by_path = self.lock();
+        let Some(variants) = by_path.get_mut(&slot) else {
+            return;
+        };
+        // The slot is this entry's, or that of one already gone: two fills of one key that
+        // commit at once can store the older after the newer wrote its slot, and then the
+        // entry removed now is the last one written before that slot.
+        let ours = variants.get(hash).is_some_and(|(w, _)| {
+            std::ptr::eq(w.as_ptr(), Arc::as_ptr(entry)) || w.strong_count() == 0
+        });
+        if ours {
+            variants.remove(hash);
+            if variants.is_empty() {
+                by_path.remove(&slot);
+            }
+        }
+    }
+
+    /// The hashes of the stored entries whose key text, without its query, is `path` and that
+    /// `matches` accepts.
+    fn find(&self, path: &str, matches: impl Fn(&str) -> bool) -> Vec<HashBinary> {
+        let by_path = self.lock();
+        let Some(variants) = by_path.get(&self.hasher.hash_one(path)) else {
+            return Vec::new();
+        };
+        variants
+            .iter()
+            // Two paths may share a slot: the key text decides.
+            .filter(|(_, (_, url))| key::without_query(url) == path && matches(url))
+            .map(|(hash, _)| *hash)
+            .collect()
+    }
+
+    /// How many entries it holds.
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.lock().values().map(HashMap::len).sum()
+    }
 }
 
 struct UntilUsable;
@@ -179,15 +274,19 @@ impl MemoryStore {
     /// A store holding at most `max_bytes` of objects (bodies, headers and bookkeeping), with
     /// fills in progress drawing on `budget`.
     pub fn new(max_bytes: u64, counters: StoreCounters, budget: Arc<FillBudget>) -> Self {
+        let index = Arc::new(UrlIndex::new());
+        let listener_index = index.clone();
         let committed = Cache::builder()
             .max_capacity(max_bytes)
             .weigher(|_k: &HashBinary, v: &Arc<Entry>| v.weight())
             .expire_after(UntilUsable)
-            .support_invalidation_closures()
-            .eviction_listener(move |_k, _v, cause| {
+            // Every removal (evicted, expired, replaced, invalidated) passes here, so the
+            // index never outlives what it points at.
+            .eviction_listener(move |k: Arc<HashBinary>, v: Arc<Entry>, cause| {
                 if cause == RemovalCause::Size {
                     counters.evictions.inc();
                 }
+                listener_index.forget(&k, &v, cause);
             })
             .build();
         MemoryStore {
@@ -195,6 +294,7 @@ impl MemoryStore {
             filling: RwLock::new(HashMap::new()),
             next_fill: AtomicU64::new(1),
             budget,
+            index,
         }
     }
 
@@ -220,6 +320,14 @@ impl MemoryStore {
             .is_some_and(|f| f.abandoned())
     }
 
+    /// Stores a committed object under `hash`, indexed by its URL.
+    fn commit(&self, hash: HashBinary, entry: Entry) {
+        let entry = Arc::new(entry);
+        // Indexed first: were moka to drop it at once, its removal would find the slot.
+        self.index.add(hash, &entry);
+        self.committed.insert(hash, entry);
+    }
+
     /// Objects stored now.
     pub fn object_count(&self) -> u64 {
         self.committed.run_pending_tasks();
@@ -234,39 +342,62 @@ impl MemoryStore {
 
     /// Removes every object whose key text matches, and abandons matching fills.
     /// Returns the number of committed objects it found.
-    pub fn purge_where(&self, matches: impl Fn(&str) -> bool + Send + Sync + 'static) -> usize {
-        let matches = Arc::new(matches);
-        let found = self
+    ///
+    /// A scan of the whole cache, for operator purges by prefix. Each object is removed by its
+    /// key: moka's `invalidate_entries_if` would keep the predicate until a sweep, and every
+    /// lookup meanwhile pays for checking it.
+    pub fn purge_where(&self, matches: impl Fn(&str) -> bool) -> usize {
+        let keys: Vec<Arc<HashBinary>> = self
             .committed
             .iter()
             .filter(|(_, e)| matches(&e.url))
-            .count();
-        let m = matches.clone();
-        // Invalidated entries are never returned again, even before moka sweeps them.
-        if self
-            .committed
-            .invalidate_entries_if(move |_, e| m(&e.url))
-            .is_err()
-        {
-            // Closures are enabled at build time, so this cannot happen; fall back to a sweep.
-            let keys: Vec<_> = self
-                .committed
-                .iter()
-                .filter(|(_, e)| matches(&e.url))
-                .map(|(k, _)| k)
-                .collect();
-            for k in keys {
-                self.committed.invalidate(k.as_ref());
-            }
-        }
-        self.filling
-            .write()
-            .unwrap_or_else(|p| p.into_inner())
-            .retain(|_, fills| {
-                fills.retain(|_, f| !matches(&f.url));
-                !fills.is_empty()
-            });
+            .map(|(k, _)| k)
+            .collect();
+        let found = self.remove_committed(keys.iter().map(|k| **k));
+        self.abandon_fills(matches);
         found
+    }
+
+    /// Invalidates one URL, given as its key text (`host/path?kept-query`): every stored
+    /// variant of it under Vary, and its fills in progress (RFC 9111 §4.4). Other kept-query
+    /// URLs of the same path are other resources and stay. Costs the variants of that path,
+    /// not the size of the cache. Returns the number of objects removed.
+    pub fn invalidate_url(&self, url: &str) -> usize {
+        let hashes = self.index.find(key::without_query(url), |u| u == url);
+        let found = self.remove_committed(hashes);
+        self.abandon_fills(|u| u == url);
+        found
+    }
+
+    /// Removes every object of one path (`host/path`), whatever its kept query and Vary
+    /// variants, and its fills in progress: the purge API's `url=`. Returns the number of
+    /// objects removed.
+    pub fn purge_path(&self, path: &str) -> usize {
+        let path = key::without_query(path);
+        let hashes = self.index.find(path, |_| true);
+        let found = self.remove_committed(hashes);
+        self.abandon_fills(|u| key::without_query(u) == path);
+        found
+    }
+
+    fn remove_committed(&self, hashes: impl IntoIterator<Item = HashBinary>) -> usize {
+        // `remove` says whether it was still there; the listener updates the index.
+        hashes
+            .into_iter()
+            .filter(|h| self.committed.remove(h).is_some())
+            .count()
+    }
+
+    /// Drops the fills whose key text matches: they are not committed when they finish.
+    fn abandon_fills(&self, matches: impl Fn(&str) -> bool) {
+        let mut filling = self.filling.write().unwrap_or_else(|p| p.into_inner());
+        if filling.is_empty() {
+            return;
+        }
+        filling.retain(|_, fills| {
+            fills.retain(|_, f| !matches(&f.url));
+            !fills.is_empty()
+        });
     }
 
     /// Removes everything.
@@ -419,7 +550,7 @@ impl Storage for MemoryStore {
             meta: parts,
             body: old.body.clone(),
         };
-        self.committed.insert(hash, Arc::new(entry));
+        self.commit(hash, entry);
         Ok(true)
     }
 
@@ -549,36 +680,38 @@ impl HandleMiss for Miss {
     async fn finish(mut self: Box<Self>) -> Result<MissFinishType> {
         self.finished = true;
         self.fill.set_state(FillState::Done(self.written));
+        // A demoted fill kept only a window of its body: it cannot be stored.
+        let stored = (!self.fill.is_demoted()).then(|| {
+            let body = self.fill.seal();
+            Entry {
+                url: self.fill.url.clone(),
+                meta: self.fill.meta.clone(),
+                body,
+                usable_until: self.fill.meta.usable_until(),
+            }
+        });
+        let size = stored.as_ref().map_or(0, |e| e.body.len());
+        let mut filling = self
+            .store
+            .filling
+            .write()
+            .unwrap_or_else(|p| p.into_inner());
         // A purge during the fill removed it from `filling`: then it must not be committed.
-        let still_wanted = {
-            let mut filling = self
-                .store
-                .filling
-                .write()
-                .unwrap_or_else(|p| p.into_inner());
-            let removed = filling
-                .get_mut(&self.hash)
-                .and_then(|fills| fills.remove(&self.id))
-                .is_some();
-            if filling.get(&self.hash).is_some_and(|f| f.is_empty()) {
+        let still_wanted = filling
+            .get(&self.hash)
+            .is_some_and(|fills| fills.contains_key(&self.id));
+        if let Some(entry) = stored {
+            if still_wanted && entry.usable_until > SystemTime::now() {
+                // Committed before the fill leaves `filling`, under its lock: a lookup finds
+                // one or the other, never neither (which would send it to the origin again).
+                self.store.commit(self.hash, entry);
+            }
+        }
+        if let Some(fills) = filling.get_mut(&self.hash) {
+            fills.remove(&self.id);
+            if fills.is_empty() {
                 filling.remove(&self.hash);
             }
-            removed
-        };
-        // A demoted fill kept only a window of its body: it cannot be stored.
-        if self.fill.is_demoted() {
-            return Ok(MissFinishType::Created(0));
-        }
-        let body = self.fill.seal();
-        let size = body.len();
-        let entry = Entry {
-            url: self.fill.url.clone(),
-            meta: self.fill.meta.clone(),
-            body,
-            usable_until: self.fill.meta.usable_until(),
-        };
-        if still_wanted && entry.usable_until > SystemTime::now() {
-            self.store.committed.insert(self.hash, Arc::new(entry));
         }
         Ok(MissFinishType::Created(size))
     }
@@ -606,5 +739,202 @@ impl Drop for Miss {
                 filling.remove(&self.hash);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn store(max_bytes: u64) -> &'static MemoryStore {
+        let evictions = IntCounter::new("evictions", "evictions").unwrap();
+        let budget = FillBudget::new(
+            max_bytes,
+            prometheus::IntGauge::new("fill", "fill").unwrap(),
+            IntCounter::new("demoted", "demoted").unwrap(),
+        );
+        Box::leak(Box::new(MemoryStore::new(
+            max_bytes,
+            StoreCounters { evictions },
+            Arc::new(budget),
+        )))
+    }
+
+    fn key(url: &str, variant: Option<u8>) -> CacheKey {
+        let mut k = CacheKey::new(url, "");
+        if let Some(v) = variant {
+            k.set_variance_key([v; 16]);
+        }
+        k
+    }
+
+    /// Fills and commits `key` with a fresh 200 of `body_len` bytes, through the miss handler.
+    async fn fill(store: &'static MemoryStore, key: &CacheKey, body_len: usize) {
+        let now = SystemTime::now();
+        let header = ResponseHeader::build(200, None).unwrap();
+        let mut meta = CacheMeta::new(now + Duration::from_secs(60), now, 0, 0, header);
+        if let Some(v) = key.variance_bin() {
+            meta.set_variance(v);
+        }
+        let trace = pingora_cache::trace::Span::inactive().handle();
+        let mut miss = store.get_miss_handler(key, &meta, &trace).await.unwrap();
+        miss.write_body(Bytes::from(vec![b'x'; body_len]), true)
+            .await
+            .unwrap();
+        miss.finish().await.unwrap();
+    }
+
+    async fn cached(store: &'static MemoryStore, key: &CacheKey) -> bool {
+        let trace = pingora_cache::trace::Span::inactive().handle();
+        store.lookup(key, &trace).await.unwrap().is_some()
+    }
+
+    /// The index holds exactly the stored objects.
+    fn consistent(store: &MemoryStore) -> bool {
+        store.committed.run_pending_tasks();
+        store.index.len() as u64 == store.committed.entry_count()
+    }
+
+    #[tokio::test]
+    async fn invalidating_a_url_removes_its_vary_variants_and_nothing_else() {
+        let s = store(1 << 20);
+        let a_gzip = key("h/a", Some(1));
+        let a_br = key("h/a", Some(2));
+        let a_msn = key("h/a?_HLS_msn=3", None);
+        let b = key("h/b", None);
+        for k in [&a_gzip, &a_br, &a_msn, &b] {
+            fill(s, k, 10).await;
+        }
+        assert_eq!(s.object_count(), 4);
+        assert!(consistent(s));
+
+        assert_eq!(s.invalidate_url("h/a"), 2, "both Vary variants");
+        assert!(!cached(s, &a_gzip).await && !cached(s, &a_br).await);
+        assert!(
+            cached(s, &a_msn).await,
+            "another kept-query URL is another resource"
+        );
+        assert!(cached(s, &b).await);
+        assert_eq!(s.invalidate_url("h/a"), 0, "nothing left to invalidate");
+        assert!(consistent(s));
+
+        assert_eq!(
+            s.purge_path("h/a"),
+            1,
+            "the purge API's url= takes every query"
+        );
+        assert!(!cached(s, &a_msn).await);
+        assert!(consistent(s));
+        assert_eq!(s.object_count(), 1);
+    }
+
+    #[tokio::test]
+    async fn the_index_follows_replacement_removal_eviction_and_purge_all() {
+        let s = store(1 << 20);
+        let a = key("h/a", None);
+        fill(s, &a, 10).await;
+        // A second fill of the same key replaces the first: the index keeps the new one.
+        fill(s, &a, 20).await;
+        let now = SystemTime::now();
+        let header = ResponseHeader::build(200, None).unwrap();
+        let meta = CacheMeta::new(now + Duration::from_secs(60), now, 0, 0, header);
+        let trace = pingora_cache::trace::Span::inactive().handle();
+        assert!(s.update_meta(&a, &meta, &trace).await.unwrap());
+        assert!(consistent(s));
+        assert_eq!(
+            s.invalidate_url("h/a"),
+            1,
+            "the replaced entry is still found"
+        );
+        assert!(consistent(s));
+
+        // pingora's own purge removes by hash; the index follows.
+        fill(s, &a, 10).await;
+        let outcome = s
+            .purge(
+                PurgeTarget::Active(&a.to_compact()),
+                PurgeType::Invalidation,
+                &trace,
+            )
+            .await
+            .unwrap();
+        assert!(matches!(outcome, PurgeOutcome::Purged(_)));
+        assert!(consistent(s));
+        assert_eq!(s.index.len(), 0);
+
+        // Evictions: a store of about 10 objects receives 200.
+        let small = store(10 * 2048);
+        for i in 0..200 {
+            fill(small, &key(&format!("h/e{i}"), None), 1024).await;
+        }
+        assert!(small.object_count() < 200, "some were evicted");
+        assert!(consistent(small));
+
+        small.purge_all();
+        assert!(consistent(small));
+        assert_eq!(small.index.len(), 0);
+    }
+
+    #[test]
+    fn two_commits_of_one_key_racing_leave_the_stored_one_findable() {
+        // Each commit writes its slot, then stores: here the older entry is stored last.
+        let s = store(1 << 20);
+        let now = SystemTime::now();
+        let header = ResponseHeader::build(200, None).unwrap();
+        let meta = CacheMeta::new(now + Duration::from_secs(60), now, 0, 0, header);
+        let entry = || {
+            let meta = Arc::new(MetaParts::of(&meta));
+            Arc::new(Entry {
+                url: "h/a".into(),
+                usable_until: meta.usable_until(),
+                meta,
+                body: Bytes::from_static(b"x"),
+            })
+        };
+        let hash = key("h/a", None).combined_bin();
+        let (older, newer) = (entry(), entry());
+        s.index.add(hash, &older);
+        s.index.add(hash, &newer);
+        s.committed.insert(hash, newer);
+        s.committed.insert(hash, older);
+        assert_eq!(s.object_count(), 1);
+        assert_eq!(s.invalidate_url("h/a"), 1);
+        assert!(consistent(s));
+        assert_eq!(s.index.len(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_fill_in_progress_of_an_invalidated_url_is_not_committed() {
+        let s = store(1 << 20);
+        let a = key("h/a", None);
+        let now = SystemTime::now();
+        let header = ResponseHeader::build(200, None).unwrap();
+        let meta = CacheMeta::new(now + Duration::from_secs(60), now, 0, 0, header);
+        let trace = pingora_cache::trace::Span::inactive().handle();
+        let mut miss = s.get_miss_handler(&a, &meta, &trace).await.unwrap();
+        miss.write_body(Bytes::from_static(b"old"), false)
+            .await
+            .unwrap();
+        s.invalidate_url("h/a");
+        miss.write_body(Bytes::new(), true).await.unwrap();
+        miss.finish().await.unwrap();
+        assert!(!cached(s, &a).await);
+        assert!(consistent(s));
+    }
+
+    #[test]
+    fn a_prefix_purge_removes_by_key_and_keeps_the_rest() {
+        let s = store(1 << 20);
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            for u in ["h/live/a", "h/live/b", "h/vod/c"] {
+                fill(s, &key(u, None), 10).await;
+            }
+        });
+        assert_eq!(s.purge_where(|u| u.starts_with("h/live/")), 2);
+        assert_eq!(s.object_count(), 1);
+        assert!(consistent(s));
     }
 }
