@@ -11,6 +11,7 @@ use dime_packager::vod::VodOptions;
 
 use crate::accounts::{AccountError, MIN_PASSWORD_CHARS};
 use crate::catalog::ChannelFields;
+use crate::client_address::{Cidr, TrustedProxies};
 use crate::forms::{ChannelForm, FieldError};
 use crate::import::{import, ImportError, ImportRequest};
 use crate::media::{format_duration, InvalidMediaBase, MediaBase};
@@ -51,6 +52,11 @@ pub struct ServeArgs {
     /// DIR/vod/<slug>/ (without it, titles come from `dime-origin web import`).
     #[arg(long, value_name = "DIR")]
     pub media_root: Option<PathBuf>,
+
+    /// A proxy (the edge) whose X-Forwarded-For names the client, as CIDR (10.0.0.0/8) or an
+    /// address; repeatable. Other peers are the client themselves. Default: loopback.
+    #[arg(long = "trusted-proxy", value_name = "CIDR", default_values = ["127.0.0.0/8", "::1/128"])]
+    pub trusted_proxies: Vec<Cidr>,
 }
 
 /// `--db`, shared by every subcommand.
@@ -185,6 +191,7 @@ pub async fn serve(
     let options = Options {
         media_base: MediaBase::new(&args.media_base)?,
         media_root: args.media_root,
+        trusted_proxies: TrustedProxies::new(args.trusted_proxies),
         ..Options::default()
     };
     let store = Store::open(&args.db.url).await?;

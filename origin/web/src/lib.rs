@@ -10,6 +10,7 @@ pub mod accounts;
 pub mod assets;
 pub mod catalog;
 pub mod cli;
+pub mod client_address;
 pub mod forms;
 pub mod http;
 pub mod import;

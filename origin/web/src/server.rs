@@ -8,6 +8,7 @@ use std::path::PathBuf;
 use tokio::net::TcpListener;
 
 use crate::assets::Assets;
+use crate::client_address::TrustedProxies;
 use crate::http::{router, AppState, Shared};
 use crate::login_throttle::{Limits, LoginThrottle};
 use crate::media::MediaBase;
@@ -41,6 +42,8 @@ pub struct Options {
     pub media_root: Option<PathBuf>,
     /// How many failed admin logins are tolerated, per address and per username.
     pub login_limits: Limits,
+    /// The proxies (the edge) whose `X-Forwarded-For` names the client; loopback by default.
+    pub trusted_proxies: TrustedProxies,
 }
 
 /// A bound web app, ready to serve.
@@ -72,6 +75,7 @@ impl Server {
             media_base: options.media_base,
             media_root: options.media_root,
             login_throttle: LoginThrottle::new(options.login_limits),
+            trusted_proxies: options.trusted_proxies,
             packaging_jobs: PackagingJobs::default(),
         });
         Ok(Self { listener, state })
@@ -87,10 +91,17 @@ impl Server {
     /// Serves until `shutdown` resolves, then lets in-flight requests finish.
     pub async fn run(self, shutdown: impl Future<Output = ()> + Send + 'static) -> io::Result<()> {
         let addr = self.local_addr();
-        tracing::info!(%addr, backend = ?self.state.store.backend(), media_base = %self.state.media_base, "web app listening");
+        let trusted: Vec<String> = self
+            .state
+            .trusted_proxies
+            .blocks()
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        tracing::info!(%addr, backend = ?self.state.store.backend(), media_base = %self.state.media_base, trusted_proxies = ?trusted, "web app listening");
         let store = self.state.store.clone();
         let app = router(self.state);
-        // The peer address keys the login throttle when no proxy names the client.
+        // The peer address is the client, unless it is a trusted proxy that names the client.
         let app = app.into_make_service_with_connect_info::<SocketAddr>();
         let result = axum::serve(self.listener, app)
             .with_graceful_shutdown(shutdown)

@@ -4,6 +4,8 @@
 mod harness;
 
 use dime_web::catalog::{ChannelFields, TitleFields};
+use dime_web::client_address::TrustedProxies;
+use dime_web::Options;
 use harness::{cache_control, hidden_token, set_cookie_line, App, Db, PASSWORD};
 use reqwest::StatusCode;
 use serde_json::Value;
@@ -22,6 +24,8 @@ on_both_databases!(
     malformed_and_invalid_forms_are_400_and_taken_slugs_409,
     logout_ends_the_session,
     health_follows_the_database,
+    concurrent_wrong_logins_are_counted_before_any_password_is_checked,
+    oversized_login_fields_are_refused_before_anything_else,
 );
 
 fn sample_title(slug: &str) -> TitleFields {
@@ -705,4 +709,93 @@ async fn health_follows_the_database(db: Db) {
     app.store.close().await;
     let health = app.get("/healthz").await;
     assert_eq!(health.status(), StatusCode::SERVICE_UNAVAILABLE);
+}
+
+async fn concurrent_wrong_logins_are_counted_before_any_password_is_checked(db: Db) {
+    let app = App::start(db).await;
+    app.store.create_admin("alice", PASSWORD).await.unwrap();
+    let mut forms = Vec::new();
+    for _ in 0..20 {
+        forms.push(app.login_form().await);
+    }
+    // Twenty wrong passwords at once from one client: only the five the address may try
+    // reach the password check, however the requests interleave.
+    let mut logins = tokio::task::JoinSet::new();
+    for (cookie, token) in forms {
+        let request = app
+            .client
+            .post(app.url("/admin/login"))
+            .header("cookie", cookie)
+            .form(&[
+                ("csrf_token", token.as_str()),
+                ("username", "alice"),
+                ("password", "wrong guess"),
+            ]);
+        logins.spawn(async move { request.send().await.expect("POST").status() });
+    }
+    let statuses = logins.join_all().await;
+    let throttled = statuses
+        .iter()
+        .filter(|&&status| status == StatusCode::TOO_MANY_REQUESTS)
+        .count();
+    let checked = statuses
+        .iter()
+        .filter(|&&status| status == StatusCode::UNAUTHORIZED)
+        .count();
+    assert_eq!(throttled + checked, 20, "{statuses:?}");
+    assert!(checked <= 5 && throttled >= 15, "{statuses:?}");
+}
+
+async fn oversized_login_fields_are_refused_before_anything_else(db: Db) {
+    let app = App::start(db).await;
+    app.store.create_admin("alice", PASSWORD).await.unwrap();
+    let long_name = "a".repeat(65);
+    let long_password = "p".repeat(1025);
+    for (username, password) in [
+        (long_name.as_str(), "guess"),
+        ("alice", long_password.as_str()),
+    ]
+    .iter()
+    .cycle()
+    .take(8)
+    {
+        let refused = app.login(username, password).await.err().expect("refused");
+        assert_eq!(refused.status(), StatusCode::BAD_REQUEST);
+        let page = refused.text().await.unwrap();
+        assert!(page.contains("at most 64 characters"), "{page}");
+        assert!(!page.contains(&long_name), "not echoed back");
+    }
+    // None of them counted against the client: it logs in at once.
+    app.login("alice", PASSWORD).await.expect("not throttled");
+}
+
+/// The trust decision is in memory, the same over either database: SQLite only.
+#[tokio::test]
+async fn forwarded_for_is_believed_only_from_trusted_proxies() {
+    // The edge is elsewhere: this loopback client is not a proxy, whatever it claims.
+    let app = App::start_options(
+        Db::sqlite().await,
+        Options {
+            trusted_proxies: TrustedProxies::new(vec!["192.0.2.0/24".parse().unwrap()]),
+            ..Options::default()
+        },
+    )
+    .await;
+    app.store.create_admin("alice", PASSWORD).await.unwrap();
+    for n in 0..5 {
+        let forged = format!("198.51.100.{n}");
+        let refused = app
+            .login_via(Some(&forged), "alice", "guess")
+            .await
+            .err()
+            .expect("refused");
+        assert_eq!(refused.status(), StatusCode::UNAUTHORIZED);
+    }
+    // A sixth "client" is the same peer: the five failures counted against it.
+    let throttled = app
+        .login_via(Some("198.51.100.99"), "alice", PASSWORD)
+        .await
+        .err()
+        .expect("throttled");
+    assert_eq!(throttled.status(), StatusCode::TOO_MANY_REQUESTS);
 }

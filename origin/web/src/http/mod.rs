@@ -23,6 +23,7 @@ use axum::Router;
 use serde::Serialize;
 
 use crate::assets::Assets;
+use crate::client_address::TrustedProxies;
 use crate::forms::{ChannelForm, TitleForm};
 use crate::login_throttle::LoginThrottle;
 use crate::media::MediaBase;
@@ -45,6 +46,8 @@ pub struct Shared {
     pub media_root: Option<std::path::PathBuf>,
     /// Failed admin logins, per address and username.
     pub login_throttle: LoginThrottle,
+    /// Whose `X-Forwarded-For` names the client.
+    pub trusted_proxies: TrustedProxies,
     /// Uploads being packaged, and the last ones that finished.
     pub packaging_jobs: PackagingJobs,
 }
