@@ -21,6 +21,7 @@ pub mod server;
 pub mod sessions;
 pub mod store;
 pub mod templates;
+pub mod view_limit;
 
 pub use cli::Args;
 pub use media::MediaBase;

@@ -15,6 +15,7 @@ use crate::media::MediaBase;
 use crate::packaging_jobs::PackagingJobs;
 use crate::store::Store;
 use crate::templates::Templates;
+use crate::view_limit::ViewLimiter;
 
 /// Why the web app could not start.
 #[derive(Debug, thiserror::Error)]
@@ -76,6 +77,7 @@ impl Server {
             media_root: options.media_root,
             login_throttle: LoginThrottle::new(options.login_limits),
             trusted_proxies: options.trusted_proxies,
+            view_limiter: ViewLimiter::default(),
             packaging_jobs: PackagingJobs::default(),
         });
         Ok(Self { listener, state })

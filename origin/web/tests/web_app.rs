@@ -26,6 +26,7 @@ on_both_databases!(
     health_follows_the_database,
     concurrent_wrong_logins_are_counted_before_any_password_is_checked,
     oversized_login_fields_are_refused_before_anything_else,
+    a_viewer_counts_once_per_entry_per_hour,
 );
 
 fn sample_title(slug: &str) -> TitleFields {
@@ -99,9 +100,12 @@ async fn a_title_page_plays_the_stream_and_counts_views_server_side(db: Db) {
     assert!(html.contains(r#"<script src="/static/player.js?v="#));
     assert!(!html.contains("://"), "no third-party URL in the page");
 
-    // The player posts once per playback start; the server counts.
-    for expected in [1, 2] {
-        let counted = app.post("/api/views/titles/sample").await;
+    // The player posts once per playback start; the server counts (two viewers here: one
+    // viewer counts once an hour).
+    for (viewer, expected) in [("198.51.100.1", 1), ("198.51.100.2", 2)] {
+        let counted = app
+            .post_with("/api/views/titles/sample", &[("x-forwarded-for", viewer)])
+            .await;
         assert_eq!(counted.status(), StatusCode::OK);
         assert_eq!(cache_control(&counted), "no-store");
         let body = json(counted).await;
@@ -769,6 +773,50 @@ async fn oversized_login_fields_are_refused_before_anything_else(db: Db) {
     app.login("alice", PASSWORD).await.expect("not throttled");
 }
 
+async fn a_viewer_counts_once_per_entry_per_hour(db: Db) {
+    let app = App::start(db).await;
+    app.store
+        .create_title(&sample_title("sample"))
+        .await
+        .unwrap();
+    app.store.create_channel(&camera()).await.unwrap();
+    let view = |path: &'static str, viewer: &'static str| {
+        let app = &app;
+        async move {
+            let response = app.post_with(path, &[("x-forwarded-for", viewer)]).await;
+            (response.status(), json(response).await)
+        }
+    };
+    // The first playback of a viewer counts; the same viewer again does not, however often.
+    for (viewer, views, counted) in [
+        ("198.51.100.1", 1, true),
+        ("198.51.100.1", 1, false),
+        ("198.51.100.1", 1, false),
+        ("198.51.100.2", 2, true),
+        ("2001:db8:7:7::1", 3, true),
+        // The same IPv6 /64.
+        ("2001:db8:7:7::2", 3, false),
+    ] {
+        let (status, body) = view("/api/views/titles/sample", viewer).await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(body["views"], views, "{viewer}: {body}");
+        assert_eq!(body["counted"], counted, "{viewer}: {body}");
+    }
+    // Another entry counts on its own.
+    let (_, body) = view("/api/views/live/camera", "198.51.100.1").await;
+    assert_eq!(
+        (body["views"].clone(), body["counted"].clone()),
+        (1.into(), true.into())
+    );
+    // An unknown entry is 404 every time.
+    for _ in 0..2 {
+        let (status, _) = view("/api/views/titles/nope", "198.51.100.1").await;
+        assert_eq!(status, StatusCode::NOT_FOUND);
+    }
+    let title = app.store.title_by_slug("sample").await.unwrap().unwrap();
+    assert_eq!(title.views, 3);
+}
+
 /// The trust decision is in memory, the same over either database: SQLite only.
 #[tokio::test]
 async fn forwarded_for_is_believed_only_from_trusted_proxies() {
@@ -798,4 +846,16 @@ async fn forwarded_for_is_believed_only_from_trusted_proxies() {
         .err()
         .expect("throttled");
     assert_eq!(throttled.status(), StatusCode::TOO_MANY_REQUESTS);
+
+    // The view counter keys on the peer too.
+    app.store
+        .create_title(&sample_title("sample"))
+        .await
+        .unwrap();
+    for viewer in ["198.51.100.1", "198.51.100.2"] {
+        app.post_with("/api/views/titles/sample", &[("x-forwarded-for", viewer)])
+            .await;
+    }
+    let title = app.store.title_by_slug("sample").await.unwrap().unwrap();
+    assert_eq!(title.views, 1, "one peer, one view");
 }

@@ -30,6 +30,7 @@ use crate::media::MediaBase;
 use crate::packaging_jobs::PackagingJobs;
 use crate::store::Store;
 use crate::templates::Templates;
+use crate::view_limit::ViewLimiter;
 
 /// What every handler shares.
 #[derive(Debug)]
@@ -48,6 +49,8 @@ pub struct Shared {
     pub login_throttle: LoginThrottle,
     /// Whose `X-Forwarded-For` names the client.
     pub trusted_proxies: TrustedProxies,
+    /// Which viewers' views were counted in the last hour.
+    pub view_limiter: ViewLimiter,
     /// Uploads being packaged, and the last ones that finished.
     pub packaging_jobs: PackagingJobs,
 }
