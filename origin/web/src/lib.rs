@@ -16,6 +16,7 @@ pub mod http;
 pub mod import;
 pub mod login_throttle;
 pub mod media;
+pub mod packaging_child;
 pub mod packaging_jobs;
 pub mod server;
 pub mod sessions;

@@ -9,6 +9,11 @@ use tokio::net::TcpListener;
 
 use crate::assets::Assets;
 use crate::client_address::TrustedProxies;
+use std::sync::Arc;
+
+use tokio::sync::Semaphore;
+
+use crate::http::upload::{remove_leftovers, UploadLimits};
 use crate::http::{router, AppState, Shared};
 use crate::login_throttle::{Limits, LoginThrottle};
 use crate::media::MediaBase;
@@ -45,6 +50,8 @@ pub struct Options {
     pub login_limits: Limits,
     /// The proxies (the edge) whose `X-Forwarded-For` names the client; loopback by default.
     pub trusted_proxies: TrustedProxies,
+    /// Size, concurrency and free-space limits of uploads, and the packager child's limits.
+    pub upload_limits: UploadLimits,
 }
 
 /// A bound web app, ready to serve.
@@ -69,6 +76,10 @@ impl Server {
                 addr: listen,
                 cause,
             })?;
+        if let Some(root) = &options.media_root {
+            // Before any upload can start: what is there now is a crash's leftover.
+            remove_leftovers(root);
+        }
         let state = AppState::new(Shared {
             store,
             templates,
@@ -78,6 +89,8 @@ impl Server {
             login_throttle: LoginThrottle::new(options.login_limits),
             trusted_proxies: options.trusted_proxies,
             view_limiter: ViewLimiter::default(),
+            upload_slots: Arc::new(Semaphore::new(options.upload_limits.max_concurrent)),
+            upload_limits: options.upload_limits,
             packaging_jobs: PackagingJobs::default(),
         });
         Ok(Self { listener, state })
