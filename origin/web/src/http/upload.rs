@@ -374,6 +374,14 @@ pub async fn receive(
         Err(SlugBusy(slug)) => return Ok(refused(ImportError::SlugTaken(slug))),
     };
     let job_page = format!("/admin/uploads/{id}");
+    // Until the background task owns the job, a dropped request (the admin went away while
+    // the child probed) must not leave the job "packaging" and its slug reserved forever.
+    let mut pending = PendingJob {
+        state: state.clone(),
+        id,
+        dir: checked.dir().to_path_buf(),
+        pid: None,
+    };
     let spawned = PackagerChild::spawn(
         &limits.packager,
         &file.0,
@@ -383,16 +391,16 @@ pub async fn receive(
     let mut child = match spawned {
         Ok(child) => child,
         Err(failure) => {
-            fail_job(&state, id, &failure);
+            pending.fail(&failure);
             return Ok(see_other(&job_page));
         }
     };
-    let pid = child.id();
+    pending.pid = child.id();
     match child.probed().await {
         Ok(()) => {}
         Err(ChildFailure::BadInput(reason)) => {
             // Refused at once, on the form: the file is not video.
-            state.packaging_jobs.forget(id);
+            pending.forget();
             let errors =
                 BTreeMap::from([("file", format!("not a video we can package: {reason}"))]);
             return Ok(page(
@@ -405,17 +413,59 @@ pub async fn receive(
             ));
         }
         Err(failure) => {
-            cleanup_child(checked.dir(), pid);
-            fail_job(&state, id, &failure);
+            pending.fail(&failure);
             return Ok(see_other(&job_page));
         }
     }
+    let pid = pending.hand_over();
     tracing::info!(job = id, slug = %checked.slug(), admin = %session.admin.username, ?pid, "upload stored; packaging in a child process");
     let job_state = state.clone();
     tokio::spawn(package_in_background(
         job_state, id, file, checked, child, pid, slot,
     ));
     Ok(see_other(&job_page))
+}
+
+/// A job the request registered and has not handed to the background task yet.
+struct PendingJob {
+    state: AppState,
+    /// 0 once handled (job ids start at 1).
+    id: u64,
+    dir: PathBuf,
+    pid: Option<u32>,
+}
+
+impl PendingJob {
+    /// The child failed: the job ends with its reason.
+    fn fail(mut self, failure: &ChildFailure) {
+        cleanup_child(&self.dir, self.pid);
+        fail_job(&self.state, self.id, failure);
+        self.id = 0;
+    }
+
+    /// The upload was refused on the form: no job at all.
+    fn forget(mut self) {
+        self.state.packaging_jobs.forget(self.id);
+        self.id = 0;
+    }
+
+    /// The background task takes over; the child's pid.
+    fn hand_over(mut self) -> Option<u32> {
+        self.id = 0;
+        self.pid
+    }
+}
+
+impl Drop for PendingJob {
+    fn drop(&mut self) {
+        if self.id != 0 {
+            cleanup_child(&self.dir, self.pid);
+            let failure = ChildFailure::Failed(
+                "the upload was interrupted before packaging started".to_owned(),
+            );
+            fail_job(&self.state, self.id, &failure);
+        }
+    }
 }
 
 /// The rest of an upload's life: the child packages, the title is registered, the upload
