@@ -200,8 +200,9 @@ done
 start packager "${origin[@]}" packager --out "${media_dir}/live" --channel camera --device auto \
 	--size "${live_size}" --fps 30 --bitrate "${live_bitrate}" --segment 1s --window 6 \
 	--health-listen "${packager}"
+# The edge reaches the web app from 127.0.0.1: only its X-Forwarded-For names the viewer.
 start web "${origin[@]}" web --listen "${web}" --db "${database}" --media-base /stream/ \
-	--media-root "${media_dir}"
+	--media-root "${media_dir}" --trusted-proxy 127.0.0.1/32
 start edge "${bin_dir}/dime-edge" run -c "${edge_config}"
 
 # Ready means the edge is listening, its pools have healthy backends, and the live channel has

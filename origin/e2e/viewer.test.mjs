@@ -126,8 +126,9 @@ test('two live viewers play and the second is served segments from the edge cach
   const hits = second.segments.filter((s) => s.cache === 'HIT');
   assert.ok(hits.length > 0,
     `the second viewer got at least one segment from the cache: ${JSON.stringify(second.segments)}`);
-  await eventually(async () => viewsOf(await catalog(), LIVE_SLUG) >= before + 2, 10_000,
-    `view count of ${LIVE_SLUG} goes up by two from ${before}`);
+  // Both viewers are this machine's address: one counted view an hour between them.
+  await eventually(async () => viewsOf(await catalog(), LIVE_SLUG) === before + 1, 10_000,
+    `view count of ${LIVE_SLUG} goes up by one (one address) from ${before}`);
   assert.deepEqual([...first.failures, ...second.failures], []);
   await first.context.close();
   await second.context.close();

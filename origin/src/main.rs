@@ -45,7 +45,15 @@ enum LogFormat {
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging(cli.log_format);
+    // `packager vod --report` speaks JSON lines on stdout to its parent: its logs go to stderr.
+    let logs_to_stderr = matches!(
+        &cli.command,
+        Command::Packager(dime_packager::cli::Args {
+            tool: Some(dime_packager::cli::Tool::Vod(vod)),
+            ..
+        }) if vod.report
+    );
+    init_logging(cli.log_format, logs_to_stderr);
     let result = match cli.command {
         Command::Streamer(args) => run_streamer(args).await,
         Command::Packager(args) => run_packager(args).await,
@@ -100,13 +108,25 @@ fn shutdown_signal() -> anyhow::Result<impl Future<Output = ()>> {
     })
 }
 
-/// Sends tracing output to stdout in the chosen format.
-fn init_logging(format: LogFormat) {
+/// Sends tracing output to stdout (or stderr) in the chosen format.
+fn init_logging(format: LogFormat, to_stderr: bool) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     // Colours only for a person at a terminal; log collectors get plain bytes.
+    let terminal = if to_stderr {
+        std::io::stderr().is_terminal()
+    } else {
+        std::io::stdout().is_terminal()
+    };
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_ansi(std::io::stdout().is_terminal());
+        .with_ansi(terminal)
+        .with_writer(move || -> Box<dyn std::io::Write> {
+            if to_stderr {
+                Box::new(std::io::stderr())
+            } else {
+                Box::new(std::io::stdout())
+            }
+        });
     match format {
         LogFormat::Json => builder.json().flatten_event(true).init(),
         LogFormat::Text => builder.init(),

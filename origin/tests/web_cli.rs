@@ -358,3 +358,133 @@ fn database_errors_say_what_is_wrong_and_hide_the_password() {
     assert!(err.contains("dime:***@"), "{err}");
     assert!(!err.contains("s3cret"), "{err}");
 }
+
+/// Peak resident memory of process `pid` (`VmHWM`), in KiB.
+fn peak_rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("read its status");
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmHWM:"))
+        .and_then(|value| value.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("a VmHWM line")
+}
+
+/// A `dime-origin web` process on a free port, killed on drop.
+struct WebProcess {
+    child: std::process::Child,
+    listen: String,
+}
+
+impl WebProcess {
+    /// Serves `db` with `extra` flags and waits for /healthz.
+    async fn start(dir: &Path, db: &str, extra: &[&str]) -> Self {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let listen = format!("127.0.0.1:{port}");
+        let child = Command::new(BIN)
+            .args(["web", "--listen", &listen, "--db", db])
+            .args(extra)
+            .current_dir(dir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start dime-origin web");
+        let process = Self { child, listen };
+        let client = reqwest::Client::new();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while client.get(process.url("/healthz")).send().await.is_err() {
+            assert!(Instant::now() < deadline, "the web app did not come up");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        process
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.listen)
+    }
+}
+
+impl Drop for WebProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The `dime_login` cookie and CSRF token of a fresh login form.
+async fn login_form(client: &reqwest::Client, web: &WebProcess) -> (String, String) {
+    let form = client.get(web.url("/admin/login")).send().await.unwrap();
+    let cookie = form
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .find(|line| line.starts_with("dime_login="))
+        .and_then(|line| line.split(';').next())
+        .expect("a login cookie")
+        .to_owned();
+    let html = form.text().await.unwrap();
+    let marker = "name=\"csrf_token\" value=\"";
+    let start = html.find(marker).expect("a token") + marker.len();
+    let token = html[start..][..html[start..].find('"').unwrap()].to_owned();
+    (cookie, token)
+}
+
+#[tokio::test]
+async fn a_burst_of_wrong_logins_is_mostly_refused_and_stays_small() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = db_url(dir.path());
+    let created = web(
+        dir.path(),
+        &["create-admin", "--db", &db, "--username", "alice"],
+        "correct horse battery\n",
+    );
+    succeeded(&created);
+    let web = WebProcess::start(dir.path(), &db, &[]).await;
+    let client = reqwest::Client::new();
+    let mut forms = Vec::new();
+    for _ in 0..20 {
+        forms.push(login_form(&client, &web).await);
+    }
+    let before = peak_rss_kib(web.child.id());
+
+    let mut logins = tokio::task::JoinSet::new();
+    for (cookie, token) in forms {
+        let request = client
+            .post(web.url("/admin/login"))
+            .header("cookie", cookie)
+            .form(&[
+                ("csrf_token", token.as_str()),
+                ("username", "alice"),
+                ("password", "wrong guess"),
+            ]);
+        logins.spawn(async move { request.send().await.expect("POST").status() });
+    }
+    let statuses = logins.join_all().await;
+
+    let throttled = statuses
+        .iter()
+        .filter(|status| status.as_u16() == 429)
+        .count();
+    let growth_mib = peak_rss_kib(web.child.id()).saturating_sub(before) / 1024;
+    assert!(
+        throttled >= 15,
+        "{statuses:?}, RSS grew by {growth_mib} MiB"
+    );
+    // argon2 takes 19 MiB per verification: twenty at once would be ~380 MiB.
+    assert!(growth_mib < 100, "peak RSS grew by {growth_mib} MiB");
+}
+
+#[test]
+fn a_trusted_proxy_must_be_an_address_block() {
+    let dir = tempfile::tempdir().unwrap();
+    let output = web(dir.path(), &["--trusted-proxy", "edge.internal"], "");
+    assert_fails_with(
+        &output,
+        "invalid value 'edge.internal' for '--trusted-proxy <CIDR>'",
+    );
+    assert_fails_with(&output, "use CIDR notation such as 10.0.0.0/8");
+}

@@ -112,6 +112,46 @@ pub struct VodArgs {
     /// Scale taller inputs down to this height (aspect kept); 0 keeps every size.
     #[arg(long, default_value = "1080")]
     pub max_height: u32,
+    /// Report progress as JSON lines on stdout (logs go to stderr): `{"event":"probed"}`
+    /// once the input decodes, then `{"event":"done","duration":SECONDS}`, or
+    /// `{"event":"failed","bad_input":BOOL,"reason":TEXT}` (no paths). For the web app, which
+    /// packages uploads in a child process.
+    #[arg(long)]
+    pub report: bool,
+}
+
+/// One line of `packager vod --report`.
+fn report(event: &serde_json::Value) {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    // A parent that went away cannot be told anything more: the exit status is all that is left.
+    let _ = writeln!(out, "{event}").and_then(|()| out.flush());
+}
+
+/// Probes, then packages, reporting each step when asked to.
+fn package_reporting(vod: &VodArgs, options: &VodOptions) -> Result<vod::VodPackage, VodError> {
+    // An existing title is the first thing to report, before the input is probed.
+    let result = vod::refuse_existing(&vod.out)
+        .and_then(|()| vod::open_input(&vod.input))
+        .and_then(|input| {
+            if vod.report {
+                report(&serde_json::json!({ "event": "probed" }));
+            }
+            vod::package(&input, &vod.out, options)
+        });
+    if vod.report {
+        match &result {
+            Ok(package) => {
+                report(&serde_json::json!({ "event": "done", "duration": package.duration }))
+            }
+            Err(err) => report(&serde_json::json!({
+                "event": "failed",
+                "bad_input": err.is_bad_input(),
+                "reason": err.summary(),
+            })),
+        }
+    }
+    result
 }
 
 /// Why `dime-origin packager` failed.
@@ -157,8 +197,7 @@ pub async fn run(args: Args, shutdown: impl Future<Output = ()>) -> Result<(), R
                 max_height: (vod.max_height > 0).then_some(vod.max_height),
                 ..VodOptions::default()
             };
-            let package =
-                blocking(move || vod::package_file(&vod.input, &vod.out, &options)).await??;
+            let package = blocking(move || package_reporting(&vod, &options)).await??;
             tracing::info!(
                 dir = %package.dir.display(),
                 duration = format_args!("{:.3}", package.duration),

@@ -126,6 +126,49 @@ pub enum VodError {
     Playlist(#[from] PlaylistError),
 }
 
+impl VodError {
+    /// Whether the input itself is at fault (not video, no video stream, empty), as opposed
+    /// to the output, GStreamer or the machine.
+    pub fn is_bad_input(&self) -> bool {
+        matches!(
+            self,
+            Self::NotMedia { .. } | Self::NoVideo { .. } | Self::Empty { .. }
+        )
+    }
+
+    /// What went wrong in words for someone who knows neither the server's paths nor
+    /// GStreamer's element names: no file path, no pipeline detail (those go to the log).
+    pub fn summary(&self) -> String {
+        match self {
+            Self::Input { error, .. } => format!("the file cannot be read ({})", error.kind()),
+            Self::NotMedia { reason, .. } => {
+                // The discoverer's message can name the file's URI: keep its last clause.
+                let reason = reason.rsplit(": ").next().unwrap_or_default();
+                if reason.contains('/') {
+                    "GStreamer cannot decode it".to_owned()
+                } else {
+                    reason.to_owned()
+                }
+            }
+            Self::NoVideo { .. } => "the file has no video stream".to_owned(),
+            Self::Empty { .. } => "the video is empty".to_owned(),
+            Self::OutputExists { .. } => {
+                "the title's directory exists already on the media volume: remove it or choose another slug".to_owned()
+            }
+            Self::Output { error, .. } => {
+                format!("the packaged files cannot be written ({})", error.kind())
+            }
+            Self::Pipeline { error, .. } => match error {
+                GstError::Timeout(limit) => {
+                    format!("decoding did not finish within {} s", limit.as_secs())
+                }
+                _ => "decoding or encoding failed (details in the server log)".to_owned(),
+            },
+            Self::Playlist(_) => "the playlist cannot be written".to_owned(),
+        }
+    }
+}
+
 /// Packages `input` into an HLS title at `out_dir` (`index.m3u8`, `segment-N.ts`,
 /// `poster.jpg`). Blocks until done. Works in a hidden directory next to `out_dir` and
 /// renames it into place on success, so a half-packaged title is never visible.
@@ -140,7 +183,7 @@ pub fn package_file(
 }
 
 /// Titles are never overwritten in place.
-fn refuse_existing(out_dir: &Path) -> Result<(), VodError> {
+pub(crate) fn refuse_existing(out_dir: &Path) -> Result<(), VodError> {
     if out_dir.exists() {
         return Err(VodError::OutputExists {
             path: out_dir.to_path_buf(),

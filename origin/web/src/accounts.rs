@@ -9,6 +9,10 @@ use crate::store::{is_unique_violation, now_secs, Store, StoreError};
 
 /// The shortest password `create-admin` accepts.
 pub const MIN_PASSWORD_CHARS: usize = 12;
+/// The longest username, in bytes (usernames are ASCII).
+pub const MAX_USERNAME_BYTES: usize = 64;
+/// The longest password, in bytes: argon2 reads all of it, and no one types more.
+pub const MAX_PASSWORD_BYTES: usize = 1024;
 
 /// An admin who logged in.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -31,6 +35,12 @@ pub enum AccountError {
         /// Characters given.
         chars: usize,
     },
+    /// The password is longer than [`MAX_PASSWORD_BYTES`].
+    #[error("password too long: {bytes} bytes, at most {MAX_PASSWORD_BYTES}")]
+    PasswordTooLong {
+        /// Bytes given.
+        bytes: usize,
+    },
     /// An admin with that name exists already.
     #[error("admin `{0}` exists already: choose another --username")]
     UserExists(String),
@@ -44,7 +54,7 @@ pub enum AccountError {
 
 /// Whether `username` is acceptable as a login name.
 fn valid_username(username: &str) -> bool {
-    (1..=64).contains(&username.len())
+    (1..=MAX_USERNAME_BYTES).contains(&username.len())
         && username
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | '@'))
@@ -82,6 +92,11 @@ impl Store {
         if chars < MIN_PASSWORD_CHARS {
             return Err(AccountError::PasswordTooShort { chars });
         }
+        if password.len() > MAX_PASSWORD_BYTES {
+            return Err(AccountError::PasswordTooLong {
+                bytes: password.len(),
+            });
+        }
         let password = password.to_owned();
         // argon2 is deliberately slow: keep it off the async workers.
         let hash = tokio::task::spawn_blocking(move || hash_password(&password))
@@ -111,6 +126,17 @@ impl Store {
         username: &str,
         password: &str,
     ) -> Result<Option<Admin>, StoreError> {
+        self.check_login_holding(username, password, ()).await
+    }
+
+    /// [`Store::check_login`] holding `slot` (a verification slot of the login throttle)
+    /// until the password has been verified, even if this future is dropped first.
+    pub async fn check_login_holding(
+        &self,
+        username: &str,
+        password: &str,
+        slot: impl Send + 'static,
+    ) -> Result<Option<Admin>, StoreError> {
         let row = sqlx::query("SELECT id, password_hash FROM admins WHERE username = $1")
             .bind(username)
             .fetch_optional(&self.pool)
@@ -123,9 +149,13 @@ impl Store {
             None => (None, DECOY_HASH.to_owned()),
         };
         let password = password.to_owned();
-        let matches = tokio::task::spawn_blocking(move || verify_password(&password, &hash))
-            .await
-            .unwrap_or(false);
+        let matches = tokio::task::spawn_blocking(move || {
+            let matches = verify_password(&password, &hash);
+            drop(slot);
+            matches
+        })
+        .await
+        .unwrap_or(false);
         Ok(match (id, matches) {
             (Some(id), true) => Some(Admin {
                 id,

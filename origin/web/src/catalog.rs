@@ -79,7 +79,7 @@ pub struct ChannelFields {
 }
 
 /// The two kinds of catalog entries, as they appear in URLs (`/titles/..`, `/live/..`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Kind {
     /// A VoD title.
     Title,
@@ -308,6 +308,19 @@ impl Store {
             Kind::Channel => {
                 "UPDATE channels SET views = views + 1 WHERE slug = $1 RETURNING views"
             }
+        };
+        let row = sqlx::query(sql)
+            .bind(slug)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.map(|row| row.try_get("views")).transpose()?)
+    }
+
+    /// The view count of the entry `slug` of `kind`, or `None` if there is no such entry.
+    pub async fn views(&self, kind: Kind, slug: &str) -> Result<Option<i64>, StoreError> {
+        let sql = match kind {
+            Kind::Title => "SELECT views FROM titles WHERE slug = $1",
+            Kind::Channel => "SELECT views FROM channels WHERE slug = $1",
         };
         let row = sqlx::query(sql)
             .bind(slug)

@@ -11,9 +11,12 @@ use dime_packager::vod::VodOptions;
 
 use crate::accounts::{AccountError, MIN_PASSWORD_CHARS};
 use crate::catalog::ChannelFields;
+use crate::client_address::{Cidr, TrustedProxies};
 use crate::forms::{ChannelForm, FieldError};
+use crate::http::upload::UploadLimits;
 use crate::import::{import, ImportError, ImportRequest};
 use crate::media::{format_duration, InvalidMediaBase, MediaBase};
+use crate::packaging_child::PackagerLimits;
 use crate::server::{Options, Server, StartError};
 use crate::sessions::random_token;
 use crate::store::{Store, StoreError, DEFAULT_DATABASE_URL};
@@ -51,6 +54,60 @@ pub struct ServeArgs {
     /// DIR/vod/<slug>/ (without it, titles come from `dime-origin web import`).
     #[arg(long, value_name = "DIR")]
     pub media_root: Option<PathBuf>,
+
+    /// A proxy (the edge) whose X-Forwarded-For names the client, as CIDR (10.0.0.0/8) or an
+    /// address; repeatable. Other peers are the client themselves. Default: loopback.
+    #[arg(long = "trusted-proxy", value_name = "CIDR", default_values = ["127.0.0.0/8", "::1/128"])]
+    pub trusted_proxies: Vec<Cidr>,
+
+    /// The largest file the upload form takes (e.g. 4GiB, 500MiB; bytes without a unit).
+    #[arg(long, value_name = "SIZE", default_value = "4GiB", value_parser = parse_size)]
+    pub upload_max_size: u64,
+
+    /// Uploads received or packaged at once; more are refused with 429.
+    #[arg(long, value_name = "N", default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=64))]
+    pub upload_concurrency: u32,
+
+    /// Free space to keep on the media volume: an upload that would leave less is refused
+    /// with 507 before it is written.
+    #[arg(long, value_name = "SIZE", default_value = "1GiB", value_parser = parse_size)]
+    pub upload_min_free: u64,
+
+    /// Address space of the child process that packages an upload (RLIMIT_AS).
+    #[arg(long, value_name = "SIZE", default_value = "2GiB", value_parser = parse_size)]
+    pub packager_memory: u64,
+
+    /// CPU seconds of that child (RLIMIT_CPU); it is also stopped after as many seconds of
+    /// wall-clock time.
+    #[arg(long, value_name = "SECONDS", default_value_t = 3600, value_parser = clap::value_parser!(u64).range(1..))]
+    pub packager_cpu_secs: u64,
+}
+
+/// A byte count: a number with an optional unit B, KiB, MiB, GiB or TiB.
+fn parse_size(text: &str) -> Result<u64, String> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let shift = match unit.trim() {
+        "" | "B" => 0,
+        "KiB" => 10,
+        "MiB" => 20,
+        "GiB" => 30,
+        "TiB" => 40,
+        other => {
+            return Err(format!(
+                "unknown unit `{other}`: use B, KiB, MiB, GiB or TiB (e.g. 4GiB)"
+            ))
+        }
+    };
+    let number: u64 = number
+        .parse()
+        .map_err(|_| format!("`{text}` is not a size: use a number and a unit, e.g. 4GiB"))?;
+    number
+        .checked_mul(1 << shift)
+        .ok_or_else(|| format!("`{text}` is too large"))
 }
 
 /// `--db`, shared by every subcommand.
@@ -185,6 +242,18 @@ pub async fn serve(
     let options = Options {
         media_base: MediaBase::new(&args.media_base)?,
         media_root: args.media_root,
+        trusted_proxies: TrustedProxies::new(args.trusted_proxies),
+        upload_limits: UploadLimits {
+            max_bytes: args.upload_max_size,
+            max_concurrent: args.upload_concurrency as usize,
+            min_free_bytes: args.upload_min_free,
+            packager: PackagerLimits {
+                // This very binary: `dime-origin packager vod --report`.
+                program: None,
+                memory_bytes: args.packager_memory,
+                cpu_secs: args.packager_cpu_secs,
+            },
+        },
         ..Options::default()
     };
     let store = Store::open(&args.db.url).await?;
@@ -332,4 +401,20 @@ async fn add_channel(args: AddChannelArgs) -> Result<(), CliError> {
         fields.slug, fields.slug, fields.stream_url
     );
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_take_binary_units() {
+        assert_eq!(parse_size("4GiB"), Ok(4 << 30));
+        assert_eq!(parse_size("500MiB"), Ok(500 << 20));
+        assert_eq!(parse_size("1024"), Ok(1024));
+        assert_eq!(parse_size("7 KiB"), Ok(7 << 10));
+        assert!(parse_size("4GB").unwrap_err().contains("unknown unit `GB`"));
+        assert!(parse_size("GiB").is_err());
+        assert!(parse_size("99999999TiB").unwrap_err().contains("too large"));
+    }
 }

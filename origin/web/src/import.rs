@@ -88,20 +88,26 @@ pub async fn import(store: &Store, request: ImportRequest) -> Result<Imported, I
     prepare(store, request).await?.run(store).await
 }
 
-/// An import whose fields, slug, media root and input have been checked: what is left is the
-/// long part, packaging, then registering.
+/// An import whose fields, slug and media root have been checked, not yet its input.
 #[derive(Debug)]
-pub struct Prepared {
-    input: vod::Input,
+pub struct Checked {
+    input: PathBuf,
     options: VodOptions,
     fields: TitleFields,
     dir: PathBuf,
 }
 
-/// Checks everything that can be checked quickly (the same rules as the admin form, the slug
-/// is free, the media root exists, the input is video GStreamer decodes), so that a caller
-/// that packages in the background can still refuse a bad request at once.
-pub async fn prepare(store: &Store, request: ImportRequest) -> Result<Prepared, ImportError> {
+/// An import whose input has been probed too: what is left is the long part, packaging,
+/// then registering.
+#[derive(Debug)]
+pub struct Prepared {
+    input: vod::Input,
+    checked: Checked,
+}
+
+/// Checks what can be checked without decoding the input: the same rules as the admin form,
+/// the slug is free, the media root exists.
+pub async fn check(store: &Store, request: ImportRequest) -> Result<Checked, ImportError> {
     let slug = request.slug();
     // The same rules as the admin form, so that the CLI cannot register what the form refuses.
     let form = TitleForm {
@@ -119,39 +125,52 @@ pub async fn prepare(store: &Store, request: ImportRequest) -> Result<Prepared, 
         return Err(ImportError::SlugTaken(slug));
     }
     check_media_root(&request.media_root)?;
-    let path = request.input;
-    let input = tokio::task::spawn_blocking(move || vod::open_input(&path))
-        .await
-        .map_err(|err| ImportError::Task(err.to_string()))??;
-    Ok(Prepared {
-        input,
+    Ok(Checked {
+        input: request.input,
         options: request.options,
         dir: request.media_root.join("vod").join(&slug),
         fields,
     })
 }
 
-impl Prepared {
+/// [`check`], then probes the input in this process (the command line's trusted files; the
+/// upload form probes in a child, see [`crate::packaging_child`]).
+pub async fn prepare(store: &Store, request: ImportRequest) -> Result<Prepared, ImportError> {
+    let checked = check(store, request).await?;
+    let path = checked.input.clone();
+    let input = tokio::task::spawn_blocking(move || vod::open_input(&path))
+        .await
+        .map_err(|err| ImportError::Task(err.to_string()))??;
+    Ok(Prepared { input, checked })
+}
+
+impl Checked {
     /// The slug the title gets.
     pub fn slug(&self) -> &str {
         &self.fields.slug
     }
 
-    /// Packages (on a blocking thread: GStreamer holds it for the whole transcode), then
-    /// registers the title; the packaged files are removed again if registering fails.
-    pub async fn run(self, store: &Store) -> Result<Imported, ImportError> {
-        let Prepared {
-            input,
-            options,
-            mut fields,
-            dir,
-        } = self;
-        let out_dir = dir.clone();
-        let package = tokio::task::spawn_blocking(move || vod::package(&input, &out_dir, &options))
-            .await
-            .map_err(|err| ImportError::Task(err.to_string()))??;
+    /// Where the title is packaged: `media_root/vod/<slug>`.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
 
-        let duration_ms = (package.duration * 1000.0).round() as i64;
+    /// How it is packaged.
+    pub fn options(&self) -> &VodOptions {
+        &self.options
+    }
+
+    /// Registers the title packaged in [`Checked::dir`] with its playable length; the
+    /// packaged files are removed again if registering fails.
+    pub async fn register(
+        self,
+        store: &Store,
+        duration_secs: f64,
+    ) -> Result<Imported, ImportError> {
+        let Checked {
+            mut fields, dir, ..
+        } = self;
+        let duration_ms = (duration_secs * 1000.0).round() as i64;
         fields.duration_ms = Some(duration_ms);
         match store.create_title(&fields).await {
             Ok(id) => Ok(Imported {
@@ -169,6 +188,25 @@ impl Prepared {
                 Err(ImportError::Register(err))
             }
         }
+    }
+}
+
+impl Prepared {
+    /// The slug the title gets.
+    pub fn slug(&self) -> &str {
+        self.checked.slug()
+    }
+
+    /// Packages (on a blocking thread: GStreamer holds it for the whole transcode), then
+    /// registers the title; the packaged files are removed again if registering fails.
+    pub async fn run(self, store: &Store) -> Result<Imported, ImportError> {
+        let Prepared { input, checked } = self;
+        let out_dir = checked.dir.clone();
+        let options = checked.options.clone();
+        let package = tokio::task::spawn_blocking(move || vod::package(&input, &out_dir, &options))
+            .await
+            .map_err(|err| ImportError::Task(err.to_string()))??;
+        checked.register(store, package.duration).await
     }
 }
 

@@ -116,6 +116,11 @@ impl PackagingJobs {
         }
     }
 
+    /// Drops job `id` (its upload was refused before packaging started).
+    pub fn forget(&self, id: u64) {
+        self.lock().by_id.remove(&id);
+    }
+
     /// Job `id`, if it is remembered.
     pub fn get(&self, id: u64) -> Option<Job> {
         self.lock().by_id.get(&id).cloned()

@@ -8,12 +8,19 @@ use std::path::PathBuf;
 use tokio::net::TcpListener;
 
 use crate::assets::Assets;
+use crate::client_address::TrustedProxies;
+use std::sync::Arc;
+
+use tokio::sync::Semaphore;
+
+use crate::http::upload::{remove_leftovers, UploadLimits};
 use crate::http::{router, AppState, Shared};
 use crate::login_throttle::{Limits, LoginThrottle};
 use crate::media::MediaBase;
 use crate::packaging_jobs::PackagingJobs;
 use crate::store::Store;
 use crate::templates::Templates;
+use crate::view_limit::ViewLimiter;
 
 /// Why the web app could not start.
 #[derive(Debug, thiserror::Error)]
@@ -41,6 +48,10 @@ pub struct Options {
     pub media_root: Option<PathBuf>,
     /// How many failed admin logins are tolerated, per address and per username.
     pub login_limits: Limits,
+    /// The proxies (the edge) whose `X-Forwarded-For` names the client; loopback by default.
+    pub trusted_proxies: TrustedProxies,
+    /// Size, concurrency and free-space limits of uploads, and the packager child's limits.
+    pub upload_limits: UploadLimits,
 }
 
 /// A bound web app, ready to serve.
@@ -65,6 +76,10 @@ impl Server {
                 addr: listen,
                 cause,
             })?;
+        if let Some(root) = &options.media_root {
+            // Before any upload can start: what is there now is a crash's leftover.
+            remove_leftovers(root);
+        }
         let state = AppState::new(Shared {
             store,
             templates,
@@ -72,6 +87,10 @@ impl Server {
             media_base: options.media_base,
             media_root: options.media_root,
             login_throttle: LoginThrottle::new(options.login_limits),
+            trusted_proxies: options.trusted_proxies,
+            view_limiter: ViewLimiter::default(),
+            upload_slots: Arc::new(Semaphore::new(options.upload_limits.max_concurrent)),
+            upload_limits: options.upload_limits,
             packaging_jobs: PackagingJobs::default(),
         });
         Ok(Self { listener, state })
@@ -87,10 +106,17 @@ impl Server {
     /// Serves until `shutdown` resolves, then lets in-flight requests finish.
     pub async fn run(self, shutdown: impl Future<Output = ()> + Send + 'static) -> io::Result<()> {
         let addr = self.local_addr();
-        tracing::info!(%addr, backend = ?self.state.store.backend(), media_base = %self.state.media_base, "web app listening");
+        let trusted: Vec<String> = self
+            .state
+            .trusted_proxies
+            .blocks()
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        tracing::info!(%addr, backend = ?self.state.store.backend(), media_base = %self.state.media_base, trusted_proxies = ?trusted, "web app listening");
         let store = self.state.store.clone();
         let app = router(self.state);
-        // The peer address keys the login throttle when no proxy names the client.
+        // The peer address is the client, unless it is a trusted proxy that names the client.
         let app = app.into_make_service_with_connect_info::<SocketAddr>();
         let result = axum::serve(self.listener, app)
             .with_graceful_shutdown(shutdown)

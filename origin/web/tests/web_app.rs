@@ -4,6 +4,8 @@
 mod harness;
 
 use dime_web::catalog::{ChannelFields, TitleFields};
+use dime_web::client_address::TrustedProxies;
+use dime_web::Options;
 use harness::{cache_control, hidden_token, set_cookie_line, App, Db, PASSWORD};
 use reqwest::StatusCode;
 use serde_json::Value;
@@ -22,6 +24,9 @@ on_both_databases!(
     malformed_and_invalid_forms_are_400_and_taken_slugs_409,
     logout_ends_the_session,
     health_follows_the_database,
+    concurrent_wrong_logins_are_counted_before_any_password_is_checked,
+    oversized_login_fields_are_refused_before_anything_else,
+    a_viewer_counts_once_per_entry_per_hour,
 );
 
 fn sample_title(slug: &str) -> TitleFields {
@@ -95,9 +100,12 @@ async fn a_title_page_plays_the_stream_and_counts_views_server_side(db: Db) {
     assert!(html.contains(r#"<script src="/static/player.js?v="#));
     assert!(!html.contains("://"), "no third-party URL in the page");
 
-    // The player posts once per playback start; the server counts.
-    for expected in [1, 2] {
-        let counted = app.post("/api/views/titles/sample").await;
+    // The player posts once per playback start; the server counts (two viewers here: one
+    // viewer counts once an hour).
+    for (viewer, expected) in [("198.51.100.1", 1), ("198.51.100.2", 2)] {
+        let counted = app
+            .post_with("/api/views/titles/sample", &[("x-forwarded-for", viewer)])
+            .await;
         assert_eq!(counted.status(), StatusCode::OK);
         assert_eq!(cache_control(&counted), "no-store");
         let body = json(counted).await;
@@ -705,4 +713,149 @@ async fn health_follows_the_database(db: Db) {
     app.store.close().await;
     let health = app.get("/healthz").await;
     assert_eq!(health.status(), StatusCode::SERVICE_UNAVAILABLE);
+}
+
+async fn concurrent_wrong_logins_are_counted_before_any_password_is_checked(db: Db) {
+    let app = App::start(db).await;
+    app.store.create_admin("alice", PASSWORD).await.unwrap();
+    let mut forms = Vec::new();
+    for _ in 0..20 {
+        forms.push(app.login_form().await);
+    }
+    // Twenty wrong passwords at once from one client: only the five the address may try
+    // reach the password check, however the requests interleave.
+    let mut logins = tokio::task::JoinSet::new();
+    for (cookie, token) in forms {
+        let request = app
+            .client
+            .post(app.url("/admin/login"))
+            .header("cookie", cookie)
+            .form(&[
+                ("csrf_token", token.as_str()),
+                ("username", "alice"),
+                ("password", "wrong guess"),
+            ]);
+        logins.spawn(async move { request.send().await.expect("POST").status() });
+    }
+    let statuses = logins.join_all().await;
+    let throttled = statuses
+        .iter()
+        .filter(|&&status| status == StatusCode::TOO_MANY_REQUESTS)
+        .count();
+    let checked = statuses
+        .iter()
+        .filter(|&&status| status == StatusCode::UNAUTHORIZED)
+        .count();
+    assert_eq!(throttled + checked, 20, "{statuses:?}");
+    assert!(checked <= 5 && throttled >= 15, "{statuses:?}");
+}
+
+async fn oversized_login_fields_are_refused_before_anything_else(db: Db) {
+    let app = App::start(db).await;
+    app.store.create_admin("alice", PASSWORD).await.unwrap();
+    let long_name = "a".repeat(65);
+    let long_password = "p".repeat(1025);
+    for (username, password) in [
+        (long_name.as_str(), "guess"),
+        ("alice", long_password.as_str()),
+    ]
+    .iter()
+    .cycle()
+    .take(8)
+    {
+        let refused = app.login(username, password).await.err().expect("refused");
+        assert_eq!(refused.status(), StatusCode::BAD_REQUEST);
+        let page = refused.text().await.unwrap();
+        assert!(page.contains("at most 64 characters"), "{page}");
+        assert!(!page.contains(&long_name), "not echoed back");
+    }
+    // None of them counted against the client: it logs in at once.
+    app.login("alice", PASSWORD).await.expect("not throttled");
+}
+
+async fn a_viewer_counts_once_per_entry_per_hour(db: Db) {
+    let app = App::start(db).await;
+    app.store
+        .create_title(&sample_title("sample"))
+        .await
+        .unwrap();
+    app.store.create_channel(&camera()).await.unwrap();
+    let view = |path: &'static str, viewer: &'static str| {
+        let app = &app;
+        async move {
+            let response = app.post_with(path, &[("x-forwarded-for", viewer)]).await;
+            (response.status(), json(response).await)
+        }
+    };
+    // The first playback of a viewer counts; the same viewer again does not, however often.
+    for (viewer, views, counted) in [
+        ("198.51.100.1", 1, true),
+        ("198.51.100.1", 1, false),
+        ("198.51.100.1", 1, false),
+        ("198.51.100.2", 2, true),
+        ("2001:db8:7:7::1", 3, true),
+        // The same IPv6 /64.
+        ("2001:db8:7:7::2", 3, false),
+    ] {
+        let (status, body) = view("/api/views/titles/sample", viewer).await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(body["views"], views, "{viewer}: {body}");
+        assert_eq!(body["counted"], counted, "{viewer}: {body}");
+    }
+    // Another entry counts on its own.
+    let (_, body) = view("/api/views/live/camera", "198.51.100.1").await;
+    assert_eq!(
+        (body["views"].clone(), body["counted"].clone()),
+        (1.into(), true.into())
+    );
+    // An unknown entry is 404 every time.
+    for _ in 0..2 {
+        let (status, _) = view("/api/views/titles/nope", "198.51.100.1").await;
+        assert_eq!(status, StatusCode::NOT_FOUND);
+    }
+    let title = app.store.title_by_slug("sample").await.unwrap().unwrap();
+    assert_eq!(title.views, 3);
+}
+
+/// The trust decision is in memory, the same over either database: SQLite only.
+#[tokio::test]
+async fn forwarded_for_is_believed_only_from_trusted_proxies() {
+    // The edge is elsewhere: this loopback client is not a proxy, whatever it claims.
+    let app = App::start_options(
+        Db::sqlite().await,
+        Options {
+            trusted_proxies: TrustedProxies::new(vec!["192.0.2.0/24".parse().unwrap()]),
+            ..Options::default()
+        },
+    )
+    .await;
+    app.store.create_admin("alice", PASSWORD).await.unwrap();
+    for n in 0..5 {
+        let forged = format!("198.51.100.{n}");
+        let refused = app
+            .login_via(Some(&forged), "alice", "guess")
+            .await
+            .err()
+            .expect("refused");
+        assert_eq!(refused.status(), StatusCode::UNAUTHORIZED);
+    }
+    // A sixth "client" is the same peer: the five failures counted against it.
+    let throttled = app
+        .login_via(Some("198.51.100.99"), "alice", PASSWORD)
+        .await
+        .err()
+        .expect("throttled");
+    assert_eq!(throttled.status(), StatusCode::TOO_MANY_REQUESTS);
+
+    // The view counter keys on the peer too.
+    app.store
+        .create_title(&sample_title("sample"))
+        .await
+        .unwrap();
+    for viewer in ["198.51.100.1", "198.51.100.2"] {
+        app.post_with("/api/views/titles/sample", &[("x-forwarded-for", viewer)])
+            .await;
+    }
+    let title = app.store.title_by_slug("sample").await.unwrap().unwrap();
+    assert_eq!(title.views, 1, "one peer, one view");
 }

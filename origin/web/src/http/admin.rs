@@ -17,14 +17,15 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use super::caching::PRIVATE;
-use super::context::{client_address, RequestContext};
+use super::context::RequestContext;
 use super::cookies::{clear_cookie, cookie, set_cookie, LOGIN_COOKIE, SESSION_COOKIE};
 use super::errors::PageError;
 use super::views::catalog_views;
 use super::AppState;
+use crate::accounts::{MAX_PASSWORD_BYTES, MAX_USERNAME_BYTES};
 use crate::catalog::{Channel, ChannelFields, Title, TitleFields};
 use crate::forms::{ChannelForm, FieldError, TitleForm};
-use crate::login_throttle::Refused;
+use crate::login_throttle::{Busy, Refused};
 use crate::sessions::{random_token, tokens_match, Session, SESSION_LIFETIME};
 use crate::store::{Store, StoreError};
 
@@ -380,7 +381,9 @@ pub async fn login_form(
 }
 
 /// `POST /admin/login`: checks the form token and the credentials, then starts a session.
-/// Clients and usernames with too many recent failures get 429 without a password check.
+/// Oversized fields are refused (400) before anything else; clients and usernames with too
+/// many recent attempts get 429 without a password check, and so does a login that finds
+/// every verification slot taken.
 pub async fn login(
     State(state): State<AppState>,
     Extension(context): Extension<RequestContext>,
@@ -389,29 +392,62 @@ pub async fn login(
     form: Result<Form<LoginForm>, FormRejection>,
 ) -> Result<Response, PageError> {
     let form = posted(form)?;
+    if form.username.len() > MAX_USERNAME_BYTES || form.password.len() > MAX_PASSWORD_BYTES {
+        // Not counted, not looked up, not hashed, and not echoed back into the form.
+        return Ok(login_page(
+            &state,
+            &context,
+            StatusCode::BAD_REQUEST,
+            Some(&format!(
+                "Usernames have at most {MAX_USERNAME_BYTES} characters and passwords at most {MAX_PASSWORD_BYTES}."
+            )),
+            "",
+        ));
+    }
     let expected = cookie(&headers, LOGIN_COOKIE).unwrap_or_default();
     if expected.is_empty() || !tokens_match(&expected, &form.csrf_token) {
         return Err(PageError::forbidden(
             "This login form is out of date or did not come from this site: reload the login page and try again.",
         ));
     }
-    let address = client_address(&headers, peer);
-    if let Err(refused) = state.login_throttle.check(address, &form.username) {
-        tracing::warn!(
-            %address,
-            username = %form.username,
-            retry_after_secs = refused.retry_after.as_secs(),
-            limit = if refused.username_limit { "username" } else { "address" },
-            "admin login refused: too many failed logins"
-        );
-        return Ok(throttled(&state, &context, &form.username, refused));
-    }
+    let address = state.trusted_proxies.client_address(&headers, peer.ip());
+    let attempt = match state.login_throttle.attempt(address, &form.username) {
+        Ok(attempt) => attempt,
+        Err(refused) => {
+            tracing::warn!(
+                %address,
+                username = %form.username,
+                retry_after_secs = refused.retry_after.as_secs(),
+                limit = if refused.username_limit { "username" } else { "address" },
+                "admin login refused: too many failed logins"
+            );
+            return Ok(throttled(&state, &context, &form.username, refused));
+        }
+    };
+    let slot = match state.login_throttle.verification().await {
+        Ok(slot) => slot,
+        Err(Busy) => {
+            state.login_throttle.withdraw(attempt);
+            tracing::warn!(%address, username = %form.username, "admin login refused: too many logins at once");
+            let mut response = login_page(
+                &state,
+                &context,
+                StatusCode::TOO_MANY_REQUESTS,
+                Some("Too many logins at once. Try again in a few seconds."),
+                &form.username,
+            );
+            response
+                .headers_mut()
+                .insert(RETRY_AFTER, HeaderValue::from_static("5"));
+            return Ok(response);
+        }
+    };
     let Some(admin) = state
         .store
-        .check_login(&form.username, &form.password)
+        .check_login_holding(&form.username, &form.password, slot)
         .await?
     else {
-        state.login_throttle.failed(address, &form.username);
+        // The attempt stays counted.
         tracing::warn!(%address, username = %form.username, "admin login failed");
         // One message whichever of the two was wrong: no probing for usernames.
         return Ok(login_page(
@@ -422,7 +458,7 @@ pub async fn login(
             &form.username,
         ));
     };
-    state.login_throttle.succeeded(address);
+    state.login_throttle.succeeded(attempt);
     let session = state.store.create_session(&admin).await?;
     tracing::info!(username = %admin.username, "admin logged in");
     let mut response = see_other("/admin/");

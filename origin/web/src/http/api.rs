@@ -1,8 +1,10 @@
 //! The JSON side: the catalog listing, the player's view counter, and the health check.
 
-use axum::extract::{Path, State};
+use std::net::SocketAddr;
+
+use axum::extract::{ConnectInfo, Path, State};
 use axum::http::header::CACHE_CONTROL;
-use axum::http::{HeaderValue, StatusCode};
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::json;
@@ -12,6 +14,7 @@ use super::views::catalog_views;
 use super::AppState;
 use crate::catalog::Kind;
 use crate::store::StoreError;
+use crate::view_limit::Verdict;
 
 /// A JSON answer that no cache keeps.
 fn no_store_json(status: StatusCode, body: serde_json::Value) -> Response {
@@ -47,9 +50,12 @@ pub async fn catalog(State(state): State<AppState>) -> Response {
     }
 }
 
-/// `POST /api/views/{kind}/{slug}`: one playback started; answers the new count.
+/// `POST /api/views/{kind}/{slug}`: one playback started; answers the count and whether
+/// this one was counted (once per viewer and entry per hour, see [`crate::view_limit`]).
 pub async fn count_view(
     State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
     Path((kind, slug)): Path<(String, String)>,
 ) -> Response {
     let Some(entry_kind) = Kind::from_segment(&kind) else {
@@ -58,10 +64,21 @@ pub async fn count_view(
             json!({ "error": format!("unknown kind `{kind}`: use titles or live"), "status": 404 }),
         );
     };
-    match state.store.count_view(entry_kind, &slug).await {
+    let client = state.trusted_proxies.client_address(&headers, peer.ip());
+    let (views, counted) = match state.view_limiter.admit(entry_kind, &slug, client) {
+        Verdict::Count(mark) => match state.store.count_view(entry_kind, &slug).await {
+            Ok(None) => {
+                state.view_limiter.forget(mark);
+                (Ok(None), false)
+            }
+            views => (views, true),
+        },
+        Verdict::Seen | Verdict::Full => (state.store.views(entry_kind, &slug).await, false),
+    };
+    match views {
         Ok(Some(views)) => no_store_json(
             StatusCode::OK,
-            json!({ "kind": kind, "slug": slug, "views": views }),
+            json!({ "kind": kind, "slug": slug, "views": views, "counted": counted }),
         ),
         Ok(None) => no_store_json(
             StatusCode::NOT_FOUND,

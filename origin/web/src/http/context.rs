@@ -1,8 +1,6 @@
 //! The request middleware: resolves the admin session once, then fixes the response's cache
 //! headers (anything personal is `private, no-store`) and renders bare error responses.
 
-use std::net::{IpAddr, SocketAddr};
-
 use axum::extract::{Request, State};
 use axum::http::header::{CACHE_CONTROL, CONTENT_TYPE, SET_COOKIE};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
@@ -33,19 +31,6 @@ fn forwarded_https(headers: &HeaderMap) -> bool {
         .and_then(|value| value.to_str().ok())
         .and_then(|value| value.split(',').next())
         .is_some_and(|proto| proto.trim().eq_ignore_ascii_case("https"))
-}
-
-/// The client's address: the last `X-Forwarded-For` entry (the one the proxy in front of us
-/// added; earlier ones are the client's word), else the connection's peer.
-pub fn client_address(headers: &HeaderMap, peer: SocketAddr) -> IpAddr {
-    headers
-        .get_all("x-forwarded-for")
-        .iter()
-        .filter_map(|value| value.to_str().ok())
-        .flat_map(|value| value.split(','))
-        .next_back()
-        .and_then(|entry| entry.trim().parse().ok())
-        .unwrap_or_else(|| peer.ip())
 }
 
 /// Runs around every handler; see the module doc.

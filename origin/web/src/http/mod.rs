@@ -23,12 +23,14 @@ use axum::Router;
 use serde::Serialize;
 
 use crate::assets::Assets;
+use crate::client_address::TrustedProxies;
 use crate::forms::{ChannelForm, TitleForm};
 use crate::login_throttle::LoginThrottle;
 use crate::media::MediaBase;
 use crate::packaging_jobs::PackagingJobs;
 use crate::store::Store;
 use crate::templates::Templates;
+use crate::view_limit::ViewLimiter;
 
 /// What every handler shares.
 #[derive(Debug)]
@@ -45,8 +47,16 @@ pub struct Shared {
     pub media_root: Option<std::path::PathBuf>,
     /// Failed admin logins, per address and username.
     pub login_throttle: LoginThrottle,
+    /// Whose `X-Forwarded-For` names the client.
+    pub trusted_proxies: TrustedProxies,
+    /// Which viewers' views were counted in the last hour.
+    pub view_limiter: ViewLimiter,
     /// Uploads being packaged, and the last ones that finished.
     pub packaging_jobs: PackagingJobs,
+    /// The upload form's limits.
+    pub upload_limits: upload::UploadLimits,
+    /// One permit per upload being received or packaged.
+    pub upload_slots: Arc<tokio::sync::Semaphore>,
 }
 
 /// Cheap handle on [`Shared`], cloned into each request.
@@ -103,6 +113,9 @@ impl Deref for AppState {
 
 /// Every route of the web app, wrapped in the request middleware.
 pub fn router(state: AppState) -> Router {
+    // The form's text fields and multipart framing come on top of the file.
+    let upload_body_limit = usize::try_from(state.upload_limits.max_bytes.saturating_add(1 << 20))
+        .unwrap_or(usize::MAX);
     Router::new()
         .route("/", get(pages::home))
         .route("/titles/{slug}", get(pages::title))
@@ -121,9 +134,7 @@ pub fn router(state: AppState) -> Router {
             "/admin/titles/upload",
             get(upload::form)
                 .post(upload::receive)
-                .layer(axum::extract::DefaultBodyLimit::max(
-                    upload::MAX_UPLOAD_BYTES,
-                )),
+                .layer(axum::extract::DefaultBodyLimit::max(upload_body_limit)),
         )
         .route("/admin/uploads/{id}", get(upload::job))
         .route("/admin/titles/{id}", post(admin::update_entry::<TitleForm>))

@@ -10,20 +10,46 @@ use axum::extract::multipart::{Field, MultipartRejection};
 use axum::extract::{Multipart, State};
 use axum::http::StatusCode;
 use axum::response::Response;
-use dime_packager::vod::{VodError, VodOptions};
+use dime_packager::vod::VodOptions;
 use minijinja::context;
 use tokio::io::AsyncWriteExt;
+use tokio::sync::OwnedSemaphorePermit;
 
 use super::admin::{check_csrf, see_other, AdminSession};
 use super::caching::PRIVATE;
 use super::errors::PageError;
 use super::AppState;
-use crate::import::{prepare, ImportError, ImportRequest};
+use crate::import::{check, ImportError, ImportRequest};
+use crate::packaging_child::{remove_work_dirs, ChildFailure, PackagerChild, PackagerLimits};
 use crate::packaging_jobs::{JobState, SlugBusy};
 use crate::sessions::{random_token, Session};
 
-/// The largest upload accepted (4 GiB); larger files go through `dime-origin web import`.
-pub const MAX_UPLOAD_BYTES: usize = 4 << 30;
+/// The limits of the upload form (`--upload-*`, `--packager-*`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UploadLimits {
+    /// The largest file accepted, in bytes; larger files go through `dime-origin web import`.
+    pub max_bytes: u64,
+    /// Uploads received or packaged at once; more are refused with 429.
+    pub max_concurrent: usize,
+    /// Free space the media volume keeps: an upload that would leave less is refused (507).
+    pub min_free_bytes: u64,
+    /// How the packager child runs.
+    pub packager: PackagerLimits,
+}
+
+impl Default for UploadLimits {
+    fn default() -> Self {
+        Self {
+            max_bytes: 4 << 30,
+            max_concurrent: 2,
+            min_free_bytes: 1 << 30,
+            packager: PackagerLimits::default(),
+        }
+    }
+}
+
+/// How often, while an upload is written, the free space is checked again.
+const FREE_SPACE_CHECK_BYTES: u64 = 64 << 20;
 /// Segment length of uploaded titles, in seconds.
 const SEGMENT_SECS: u64 = 4;
 /// Where uploads wait for packaging, under the media root: a dot name, which the streamer
@@ -100,44 +126,184 @@ fn malformed(err: impl std::fmt::Display) -> PageError {
     PageError::new(StatusCode::BAD_REQUEST, format!("Malformed upload: {err}"))
 }
 
-/// Streams one file field to `path`.
-async fn save(mut field: Field<'_>, path: &Path) -> Result<u64, PageError> {
-    let io_error = |err: std::io::Error| {
-        tracing::error!(path = %path.display(), error = %err, "cannot store an upload");
-        PageError::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            format!("Cannot store the upload under the media root: {err}"),
-        )
-    };
-    let mut file = tokio::fs::File::create(path).await.map_err(io_error)?;
-    let mut written = 0u64;
-    while let Some(chunk) = field.chunk().await.map_err(malformed)? {
-        file.write_all(&chunk).await.map_err(io_error)?;
-        written += chunk.len() as u64;
+/// A failure to store the upload: logged with its path, shown without.
+fn store_error(path: &Path, err: std::io::Error) -> PageError {
+    tracing::error!(path = %path.display(), error = %err, "cannot store an upload");
+    PageError::new(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        format!(
+            "Cannot store the upload on the media volume ({}); the details are in the server log.",
+            err.kind()
+        ),
+    )
+}
+
+/// 507 when the media volume has less than `needed` bytes free.
+fn check_free_space(root: &Path, needed: u64) -> Result<(), PageError> {
+    match free_bytes(root) {
+        Ok(free) if free < needed => {
+            tracing::warn!(
+                free,
+                needed,
+                "upload refused: the media volume is nearly full"
+            );
+            Err(PageError::new(
+                StatusCode::INSUFFICIENT_STORAGE,
+                "Not enough free space on the media volume for this upload: free some space or ask the operator.",
+            ))
+        }
+        Ok(_) => Ok(()),
+        Err(err) => Err(store_error(root, err)),
     }
-    file.flush().await.map_err(io_error)?;
+}
+
+/// Bytes available to us on the filesystem holding `path`.
+fn free_bytes(path: &Path) -> std::io::Result<u64> {
+    use std::os::unix::ffi::OsStrExt as _;
+    let c_path = std::ffi::CString::new(path.as_os_str().as_bytes())
+        .map_err(|_| std::io::Error::from(std::io::ErrorKind::InvalidInput))?;
+    let mut stat = std::mem::MaybeUninit::<libc::statvfs>::uninit();
+    // SAFETY: a NUL-terminated path and a buffer of the right type, filled on success.
+    if unsafe { libc::statvfs(c_path.as_ptr(), stat.as_mut_ptr()) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: statvfs returned 0, so it filled the struct.
+    let stat = unsafe { stat.assume_init() };
+    // The field types differ across targets (u32 on some 32-bit ones).
+    #[allow(clippy::useless_conversion)]
+    Ok(u64::from(stat.f_bavail).saturating_mul(u64::from(stat.f_frsize)))
+}
+
+/// Streams one file field to `path`, within the size limit and the free-space floor.
+async fn save(
+    mut field: Field<'_>,
+    path: &Path,
+    root: &Path,
+    limits: &UploadLimits,
+) -> Result<u64, PageError> {
+    let mut file = tokio::fs::File::create(path)
+        .await
+        .map_err(|err| store_error(path, err))?;
+    let mut written = 0u64;
+    let mut next_check = FREE_SPACE_CHECK_BYTES;
+    while let Some(chunk) = field.chunk().await.map_err(multipart_error)? {
+        written += chunk.len() as u64;
+        if written > limits.max_bytes {
+            return Err(too_large(limits));
+        }
+        file.write_all(&chunk)
+            .await
+            .map_err(|err| store_error(path, err))?;
+        if written >= next_check {
+            check_free_space(root, limits.min_free_bytes)?;
+            next_check += FREE_SPACE_CHECK_BYTES;
+        }
+    }
+    file.flush().await.map_err(|err| store_error(path, err))?;
     Ok(written)
 }
 
-/// `POST /admin/titles/upload`: checks the session's CSRF token (which the form sends before
-/// the file, so a forged upload is refused before a byte is stored), stores the file, checks
-/// it and the fields, then packages and registers it in the background and sends the admin
-/// to the job's page.
+/// 413 for a file over the limit.
+fn too_large(limits: &UploadLimits) -> PageError {
+    PageError::new(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        format!(
+            "The file is larger than the upload limit ({} MiB): use `dime-origin web import` on the server.",
+            limits.max_bytes >> 20
+        ),
+    )
+}
+
+/// A multipart error: 413 past the body limit, else 400.
+fn multipart_error(err: axum::extract::multipart::MultipartError) -> PageError {
+    if err.status() == StatusCode::PAYLOAD_TOO_LARGE {
+        PageError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "The upload is larger than the limit: use `dime-origin web import` on the server.",
+        )
+    } else {
+        malformed(err)
+    }
+}
+
+/// Removes what a crash left under `root`: uploads waiting for packaging (`.uploads/`) and
+/// packaging work directories (`vod/.<slug>.packaging-*`). Run at start, before any upload.
+pub fn remove_leftovers(root: &Path) {
+    let mut removed = 0usize;
+    let mut remove = |path: &Path, dir: bool| {
+        let result = if dir {
+            std::fs::remove_dir_all(path)
+        } else {
+            std::fs::remove_file(path)
+        };
+        match result {
+            Ok(()) => removed += 1,
+            Err(err) => {
+                tracing::warn!(path = %path.display(), error = %err, "cannot remove a leftover upload")
+            }
+        }
+    };
+    for entry in std::fs::read_dir(root.join(UPLOAD_DIR))
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
+        let dir = entry.file_type().is_ok_and(|kind| kind.is_dir());
+        remove(&entry.path(), dir);
+    }
+    for entry in std::fs::read_dir(root.join("vod"))
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if name.starts_with('.') && name.contains(".packaging-") {
+            remove(&entry.path(), true);
+        }
+    }
+    if removed > 0 {
+        tracing::info!(removed, "removed leftovers of interrupted uploads");
+    }
+}
+
+/// `POST /admin/titles/upload`: takes one of the upload slots (429 without), checks the free
+/// space (507), checks the session's CSRF token (which the form sends before the file, so a
+/// forged upload is refused before a byte is stored), stores the file within the size limit,
+/// checks the fields, then has a packager child probe it (a file that is not video: 400) and
+/// package it in the background, and sends the admin to the job's page.
 pub async fn receive(
     State(state): State<AppState>,
     AdminSession(session): AdminSession,
+    headers: axum::http::HeaderMap,
     multipart: Result<Multipart, MultipartRejection>,
 ) -> Result<Response, PageError> {
     let root = media_root(&state)?.to_path_buf();
+    let limits = &state.upload_limits;
+    let Ok(slot) = state.upload_slots.clone().try_acquire_owned() else {
+        return Err(PageError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            format!(
+                "{} uploads are being received or packaged already: try again when one has finished.",
+                limits.max_concurrent
+            ),
+        ));
+    };
+    // The body's length bounds the file's: refuse before writing what would not fit.
+    let length: u64 = headers
+        .get(axum::http::header::CONTENT_LENGTH)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.parse().ok())
+        .unwrap_or(0);
+    check_free_space(&root, limits.min_free_bytes.saturating_add(length))?;
     let mut multipart = multipart.map_err(|rejection| malformed(rejection.body_text()))?;
     let mut fields = UploadFields::default();
     let mut csrf_checked = false;
     let mut upload: Option<(UploadFile, u64)> = None;
-    while let Some(field) = multipart.next_field().await.map_err(malformed)? {
+    while let Some(field) = multipart.next_field().await.map_err(multipart_error)? {
         let name = field.name().unwrap_or_default().to_owned();
         match name.as_str() {
             "csrf_token" => {
-                let token = field.text().await.map_err(malformed)?;
+                let token = field.text().await.map_err(multipart_error)?;
                 check_csrf(&session, &token)?;
                 csrf_checked = true;
             }
@@ -146,19 +312,16 @@ pub async fn receive(
                     return Err(malformed("csrf_token must come before the file"));
                 }
                 let dir = root.join(UPLOAD_DIR);
-                tokio::fs::create_dir_all(&dir).await.map_err(|err| {
-                    PageError::new(
-                        StatusCode::INTERNAL_SERVER_ERROR,
-                        format!("Cannot create {}: {err}", dir.display()),
-                    )
-                })?;
+                tokio::fs::create_dir_all(&dir)
+                    .await
+                    .map_err(|err| store_error(&dir, err))?;
                 let file = UploadFile(dir.join(format!("{}.upload", random_token())));
-                let size = save(field, &file.0).await?;
+                let size = save(field, &file.0, &root, limits).await?;
                 upload = Some((file, size));
             }
-            "title" => fields.title = field.text().await.map_err(malformed)?,
-            "slug" => fields.slug = field.text().await.map_err(malformed)?,
-            "description" => fields.description = field.text().await.map_err(malformed)?,
+            "title" => fields.title = field.text().await.map_err(multipart_error)?,
+            "slug" => fields.slug = field.text().await.map_err(multipart_error)?,
+            "description" => fields.description = field.text().await.map_err(multipart_error)?,
             _ => {}
         }
     }
@@ -198,25 +361,128 @@ pub async fn receive(
         }
         page(&state, &session, status, &fields, errors, message)
     };
-    let prepared = match prepare(&state.store, request).await {
-        Ok(prepared) => prepared,
+    let checked = match check(&state.store, request).await {
+        Ok(checked) => checked,
         Err(error) => return Ok(refused(error)),
     };
     let id = match state.packaging_jobs.start(
         fields.title.trim(),
-        prepared.slug(),
+        checked.slug(),
         &session.admin.username,
     ) {
         Ok(id) => id,
         Err(SlugBusy(slug)) => return Ok(refused(ImportError::SlugTaken(slug))),
     };
-    tracing::info!(job = id, slug = %prepared.slug(), admin = %session.admin.username, "upload stored; packaging");
+    let job_page = format!("/admin/uploads/{id}");
+    // Until the background task owns the job, a dropped request (the admin went away while
+    // the child probed) must not leave the job "packaging" and its slug reserved forever.
+    let mut pending = PendingJob {
+        state: state.clone(),
+        id,
+        dir: checked.dir().to_path_buf(),
+        pid: None,
+    };
+    let spawned = PackagerChild::spawn(
+        &limits.packager,
+        &file.0,
+        checked.dir(),
+        checked.options().segment,
+    );
+    let mut child = match spawned {
+        Ok(child) => child,
+        Err(failure) => {
+            pending.fail(&failure);
+            return Ok(see_other(&job_page));
+        }
+    };
+    pending.pid = child.id();
+    match child.probed().await {
+        Ok(()) => {}
+        Err(ChildFailure::BadInput(reason)) => {
+            // Refused at once, on the form: the file is not video.
+            pending.forget();
+            let errors =
+                BTreeMap::from([("file", format!("not a video we can package: {reason}"))]);
+            return Ok(page(
+                &state,
+                &session,
+                StatusCode::BAD_REQUEST,
+                &fields,
+                errors,
+                None,
+            ));
+        }
+        Err(failure) => {
+            pending.fail(&failure);
+            return Ok(see_other(&job_page));
+        }
+    }
+    let pid = pending.hand_over();
+    tracing::info!(job = id, slug = %checked.slug(), admin = %session.admin.username, ?pid, "upload stored; packaging in a child process");
     let job_state = state.clone();
-    tokio::spawn(async move {
-        let outcome = prepared.run(&job_state.store).await;
-        // The uploaded file goes whatever the outcome.
-        drop(file);
-        let ended = match outcome {
+    tokio::spawn(package_in_background(
+        job_state, id, file, checked, child, pid, slot,
+    ));
+    Ok(see_other(&job_page))
+}
+
+/// A job the request registered and has not handed to the background task yet.
+struct PendingJob {
+    state: AppState,
+    /// 0 once handled (job ids start at 1).
+    id: u64,
+    dir: PathBuf,
+    pid: Option<u32>,
+}
+
+impl PendingJob {
+    /// The child failed: the job ends with its reason.
+    fn fail(mut self, failure: &ChildFailure) {
+        cleanup_child(&self.dir, self.pid);
+        fail_job(&self.state, self.id, failure);
+        self.id = 0;
+    }
+
+    /// The upload was refused on the form: no job at all.
+    fn forget(mut self) {
+        self.state.packaging_jobs.forget(self.id);
+        self.id = 0;
+    }
+
+    /// The background task takes over; the child's pid.
+    fn hand_over(mut self) -> Option<u32> {
+        self.id = 0;
+        self.pid
+    }
+}
+
+impl Drop for PendingJob {
+    fn drop(&mut self) {
+        if self.id != 0 {
+            cleanup_child(&self.dir, self.pid);
+            let failure = ChildFailure::Failed(
+                "the upload was interrupted before packaging started".to_owned(),
+            );
+            fail_job(&self.state, self.id, &failure);
+        }
+    }
+}
+
+/// The rest of an upload's life: the child packages, the title is registered, the upload
+/// file and the upload slot go whatever the outcome.
+async fn package_in_background(
+    state: AppState,
+    id: u64,
+    file: UploadFile,
+    checked: crate::import::Checked,
+    child: PackagerChild,
+    pid: Option<u32>,
+    slot: OwnedSemaphorePermit,
+) {
+    let outcome = child.finish().await;
+    drop(file);
+    let ended = match outcome {
+        Ok(duration) => match checked.register(&state.store, duration).await {
             Ok(imported) => {
                 tracing::info!(job = id, title = imported.id, slug = %imported.slug, "upload packaged and listed");
                 JobState::Done {
@@ -224,7 +490,7 @@ pub async fn receive(
                 }
             }
             Err(error) => {
-                tracing::error!(job = id, error = %error, "upload packaging failed");
+                tracing::error!(job = id, error = %error, "upload packaged but not registered");
                 let (_, errors, error) = refusal(&error);
                 JobState::Failed {
                     reason: error
@@ -232,13 +498,48 @@ pub async fn receive(
                         .unwrap_or_default(),
                 }
             }
-        };
-        job_state.packaging_jobs.finish(id, ended);
-    });
-    Ok(see_other(&format!("/admin/uploads/{id}")))
+        },
+        Err(failure) => {
+            cleanup_child(checked.dir(), pid);
+            tracing::error!(
+                job = id,
+                reason = failure.reason(),
+                "upload packaging failed"
+            );
+            JobState::Failed {
+                reason: failure.reason().to_owned(),
+            }
+        }
+    };
+    state.packaging_jobs.finish(id, ended);
+    drop(slot);
 }
 
-/// How a refused or failed import is shown: status, field errors, page error.
+/// Ends job `id` as failed with the child's reason.
+fn fail_job(state: &AppState, id: u64, failure: &ChildFailure) {
+    tracing::error!(
+        job = id,
+        reason = failure.reason(),
+        "upload packaging failed"
+    );
+    state.packaging_jobs.finish(
+        id,
+        JobState::Failed {
+            reason: failure.reason().to_owned(),
+        },
+    );
+}
+
+/// Removes the work directory of a child that did not finish.
+fn cleanup_child(out_dir: &Path, pid: Option<u32>) {
+    if let Some(pid) = pid {
+        remove_work_dirs(out_dir, pid);
+    }
+}
+
+/// How a refused or failed import is shown: status, field errors, page error. No message
+/// names a path: the admin knows the file by its own name, and the server's layout is not
+/// theirs to see (the log has it).
 fn refusal(error: &ImportError) -> (StatusCode, BTreeMap<&'static str, String>, Option<String>) {
     match error {
         ImportError::Invalid(error) => (
@@ -254,30 +555,35 @@ fn refusal(error: &ImportError) -> (StatusCode, BTreeMap<&'static str, String>, 
             )]),
             None,
         ),
-        ImportError::Package(
-            err @ (VodError::NotMedia { .. } | VodError::NoVideo { .. } | VodError::Empty { .. }),
-        ) => {
-            // The message names the stored file; the admin knows it by its own name.
-            let reason = match err {
-                VodError::NoVideo { .. } => "the file has no video stream".to_owned(),
-                VodError::Empty { .. } => "the video is empty".to_owned(),
-                other => other
-                    .to_string()
-                    .rsplit(": ")
-                    .next()
-                    .unwrap_or_default()
-                    .to_owned(),
-            };
-            (
-                StatusCode::BAD_REQUEST,
-                BTreeMap::from([("file", format!("not a video we can package: {reason}"))]),
-                None,
-            )
-        }
-        err => (
+        ImportError::Package(err) if err.is_bad_input() => (
+            StatusCode::BAD_REQUEST,
+            BTreeMap::from([(
+                "file",
+                format!("not a video we can package: {}", err.summary()),
+            )]),
+            None,
+        ),
+        ImportError::Package(err) => (
             StatusCode::INTERNAL_SERVER_ERROR,
             BTreeMap::new(),
-            Some(format!("Packaging failed: {err}")),
+            Some(format!("Packaging failed: {}.", err.summary())),
+        ),
+        ImportError::MediaRoot { .. } => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            BTreeMap::new(),
+            Some(
+                "The media directory is not usable; the details are in the server log.".to_owned(),
+            ),
+        ),
+        ImportError::Register(_) | ImportError::Store(_) => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            BTreeMap::new(),
+            Some("The catalog database failed; the details are in the server log.".to_owned()),
+        ),
+        ImportError::Task(_) => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            BTreeMap::new(),
+            Some("Packaging failed; the details are in the server log.".to_owned()),
         ),
     }
 }

@@ -70,15 +70,24 @@ impl App {
 
     /// Starts the app over `db` with the media base `/stream/` and uploads into `media_root`.
     pub async fn start_with(db: Db, media_root: Option<std::path::PathBuf>) -> Self {
-        let store = Store::open(&db.url()).await.expect("open the database");
-        let server = Server::bind(
-            "127.0.0.1:0".parse().expect("loopback address"),
-            store.clone(),
+        Self::start_options(
+            db,
             Options {
                 media_base: MediaBase::new("/stream/").expect("media base"),
                 media_root,
                 ..Options::default()
             },
+        )
+        .await
+    }
+
+    /// Starts the app over `db` with `options`.
+    pub async fn start_options(db: Db, options: Options) -> Self {
+        let store = Store::open(&db.url()).await.expect("open the database");
+        let server = Server::bind(
+            "127.0.0.1:0".parse().expect("loopback address"),
+            store.clone(),
+            options,
         )
         .await
         .expect("start the web app");
@@ -148,7 +157,25 @@ impl App {
 
     /// `POST path` with no body.
     pub async fn post(&self, path: &str) -> Response {
-        self.client.post(self.url(path)).send().await.expect("POST")
+        self.post_with(path, &[]).await
+    }
+
+    /// `POST path` with no body and extra request headers.
+    pub async fn post_with(&self, path: &str, headers: &[(&str, &str)]) -> Response {
+        let mut request = self.client.post(self.url(path));
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        request.send().await.expect("POST")
+    }
+
+    /// A fresh login form: its `Cookie` header (`dime_login=…`) and its CSRF token.
+    pub async fn login_form(&self) -> (String, String) {
+        let form = self.get("/admin/login").await;
+        assert_eq!(form.status(), StatusCode::OK);
+        let login_cookie = set_cookie_pair(form.headers(), "dime_login").expect("login cookie");
+        let token = hidden_token(&form.text().await.expect("login page"));
+        (login_cookie, token)
     }
 
     /// Creates admin `username` with [`PASSWORD`] and logs in.
@@ -172,10 +199,7 @@ impl App {
         username: &str,
         password: &str,
     ) -> Result<Admin, Response> {
-        let form = self.get("/admin/login").await;
-        assert_eq!(form.status(), StatusCode::OK);
-        let login_cookie = set_cookie_pair(form.headers(), "dime_login").expect("login cookie");
-        let token = hidden_token(&form.text().await.expect("login page"));
+        let (login_cookie, token) = self.login_form().await;
         let mut headers = vec![("cookie", login_cookie.as_str())];
         headers.extend(forwarded_for.map(|client| ("x-forwarded-for", client)));
         let response = self
