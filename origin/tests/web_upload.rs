@@ -344,6 +344,34 @@ async fn a_packager_over_its_time_limit_fails_its_job_and_the_app_keeps_serving(
 }
 
 #[tokio::test]
+async fn a_packager_that_cannot_live_in_its_memory_limit_fails_its_job_and_the_app_keeps_serving() {
+    let media = tempfile::tempdir().unwrap();
+    let mut limits = limits();
+    // Far below what the program and GStreamer's libraries take to load, on any machine:
+    // the limit is applied to the child, and only the child suffers from it.
+    limits.packager.memory_bytes = 16 << 20;
+    let app = start(media.path(), limits).await;
+    let admin = app.admin("alice").await;
+
+    let uploaded = post_upload(
+        &app,
+        &admin.cookie,
+        upload_form(&admin.csrf, "Starved", clip().await),
+    )
+    .await;
+    let (state, page) = wait_for_job(&app, &admin.cookie, &uploaded).await;
+    assert_eq!(state, "failed", "{page}");
+    assert!(page.contains("the packager"), "{page}");
+    assert!(
+        !page.contains("not a video"),
+        "a limit is not the file's fault: {page}"
+    );
+    assert_eq!(app.get("/healthz").await.status(), StatusCode::OK);
+    assert!(app.store.title_by_slug("starved").await.unwrap().is_none());
+    assert_eq!(entries(&media.path().join("vod")), Vec::<String>::new());
+}
+
+#[tokio::test]
 async fn uploads_over_the_size_limit_or_the_free_space_floor_are_refused_before_writing() {
     let media = tempfile::tempdir().unwrap();
     let mut small = limits();
