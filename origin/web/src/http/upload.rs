@@ -73,6 +73,24 @@ fn media_root(state: &AppState) -> Result<&Path, PageError> {
     })
 }
 
+/// The form again, with 400 and `reason` under its file field.
+fn file_refused(
+    state: &AppState,
+    session: &Session,
+    fields: &UploadFields,
+    reason: String,
+) -> Response {
+    let errors = BTreeMap::from([("file", reason)]);
+    page(
+        state,
+        session,
+        StatusCode::BAD_REQUEST,
+        fields,
+        errors,
+        None,
+    )
+}
+
 /// The form page; `status` and `error` after a failed upload.
 fn page(
     state: &AppState,
@@ -331,14 +349,11 @@ pub async fn receive(
     let file = match upload {
         Some((file, size)) if size > 0 => file,
         _ => {
-            let errors = BTreeMap::from([("file", "choose a video file".to_owned())]);
-            return Ok(page(
+            return Ok(file_refused(
                 &state,
                 &session,
-                StatusCode::BAD_REQUEST,
                 &fields,
-                errors,
-                None,
+                "choose a video file".to_owned(),
             ));
         }
     };
@@ -401,15 +416,11 @@ pub async fn receive(
         Err(ChildFailure::BadInput(reason)) => {
             // Refused at once, on the form: the file is not video.
             pending.forget();
-            let errors =
-                BTreeMap::from([("file", format!("not a video we can package: {reason}"))]);
-            return Ok(page(
+            return Ok(file_refused(
                 &state,
                 &session,
-                StatusCode::BAD_REQUEST,
                 &fields,
-                errors,
-                None,
+                format!("not a video we can package: {reason}"),
             ));
         }
         Err(failure) => {
