@@ -1,3 +1,3 @@
-//! Dime's origin servers: the media streamer today, the packager and the web app later.
+//! Dime's origin servers: the media streamer; the packager and the web app are their own crates.
 
 pub mod streamer;

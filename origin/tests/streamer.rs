@@ -537,11 +537,37 @@ async fn directories_are_not_listed() {
 }
 
 #[tokio::test]
-async fn a_missing_file_is_not_found_and_not_cached() {
+async fn a_missing_file_is_not_found_and_cacheable_for_a_second() {
+    // A cache in front answers the viewers asking for a segment before it is written, and
+    // sees it a second later.
     let origin = Origin::start().await;
     let response = origin.get("/live/seg_999.ts").send().await.unwrap();
     assert_eq!(response.status(), StatusCode::NOT_FOUND);
+    assert_eq!(header(&response, "cache-control"), "public, max-age=1");
+}
+
+#[tokio::test]
+async fn the_not_found_lifetime_is_configurable_and_zero_means_no_store() {
+    let origin = Origin::start_with(|config| {
+        config.cache = CachePolicy::default().with_not_found_max_age(3)
+    })
+    .await;
+    let response = origin.get("/live/seg_999.ts").send().await.unwrap();
+    assert_eq!(header(&response, "cache-control"), "public, max-age=3");
+    let origin = Origin::start_with(|config| {
+        config.cache = CachePolicy::default().with_not_found_max_age(0)
+    })
+    .await;
+    let response = origin.get("/live/seg_999.ts").send().await.unwrap();
     assert_eq!(header(&response, "cache-control"), "no-store");
+}
+
+#[tokio::test]
+async fn refused_paths_are_never_cacheable() {
+    let origin = Origin::start().await;
+    let response = origin.raw_get("/seg%00.ts").await;
+    assert_eq!(response.status, 400);
+    assert_eq!(response.header("cache-control"), Some("no-store"));
 }
 
 // ---- operations ----
@@ -751,4 +777,18 @@ fn the_binary_logs_its_address_and_exits_cleanly_on_sigterm() {
         .unwrap();
     assert!(killed.success());
     assert!(child.wait().unwrap().success());
+}
+
+#[test]
+fn help_names_every_server_and_promises_none_for_later() {
+    let output = Command::new(env!("CARGO_BIN_EXE_dime-origin"))
+        .arg("--help")
+        .output()
+        .unwrap();
+    assert!(output.status.success());
+    let help = String::from_utf8_lossy(&output.stdout);
+    for server in ["streamer", "packager", "web"] {
+        assert!(help.contains(server), "{server} missing from:\n{help}");
+    }
+    assert!(!help.contains("later"), "{help}");
 }

@@ -29,6 +29,11 @@ pub struct Args {
     #[arg(long, value_name = "SECONDS", default_value_t = 300)]
     pub other_max_age: u32,
 
+    /// `max-age` of a 404, so a cache in front answers repeated requests for a segment that is
+    /// not written yet (0: `no-store`).
+    #[arg(long, value_name = "SECONDS", default_value_t = 1)]
+    pub not_found_max_age: u32,
+
     /// How long in-flight requests may run after SIGTERM or SIGINT.
     #[arg(long, value_name = "SECONDS", default_value_t = 5)]
     pub grace_period: u64,
@@ -43,7 +48,8 @@ impl Args {
                 self.playlist_max_age,
                 self.media_max_age,
                 self.other_max_age,
-            ),
+            )
+            .with_not_found_max_age(self.not_found_max_age),
             grace_period: Duration::from_secs(self.grace_period),
         }
     }

@@ -20,8 +20,8 @@ use super::range::{self, RangeRequest};
 /// `healthz` at the top of the root is shadowed; media trees never have one.
 pub const HEALTHZ: &str = "/healthz";
 
-/// For responses that must not be stored: a segment missing now may be published a moment
-/// later, and RFC 9111 §4.2.2 would otherwise let a cache keep a 404 heuristically.
+/// For error responses that must not be stored (400, 403, 500): RFC 9111 §4.2.2 would otherwise
+/// let a cache keep some of them heuristically. A 404 gets the policy's short `max-age` instead.
 const NO_STORE: HeaderValue = HeaderValue::from_static("no-store");
 
 /// Turns requests into responses for files under one root.
@@ -57,7 +57,7 @@ impl Handler {
         }
         match self.serve_file(request, head).await {
             Ok(response) => response,
-            Err(err) => error_response(&err, request, head),
+            Err(err) => error_response(&err, request, head, &self.cache),
         }
     }
 
@@ -211,14 +211,25 @@ fn plain(status: StatusCode, text: &'static str, head: bool) -> Response<Body> {
 }
 
 /// Maps a failure to its status, logging what the client is not told.
-fn error_response<B>(err: &ServeError, request: &Request<B>, head: bool) -> Response<Body> {
+fn error_response<B>(
+    err: &ServeError,
+    request: &Request<B>,
+    head: bool,
+    cache: &CachePolicy,
+) -> Response<Body> {
     let path = request.uri().path();
     match err {
         ServeError::Path(PathError::Malformed(reason)) => {
             tracing::debug!(path, reason, "refused request path");
             plain(StatusCode::BAD_REQUEST, "bad request\n", head)
         }
-        ServeError::Path(PathError::NotFound) => plain(StatusCode::NOT_FOUND, "not found\n", head),
+        ServeError::Path(PathError::NotFound) => {
+            let mut response = plain(StatusCode::NOT_FOUND, "not found\n", head);
+            response
+                .headers_mut()
+                .insert(CACHE_CONTROL, cache.not_found());
+            response
+        }
         ServeError::Path(PathError::Forbidden) => {
             tracing::warn!(path, "file is not readable by the streamer");
             plain(StatusCode::FORBIDDEN, "forbidden\n", head)

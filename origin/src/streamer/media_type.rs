@@ -69,6 +69,7 @@ pub struct CachePolicy {
     playlist: HeaderValue,
     media: HeaderValue,
     other: HeaderValue,
+    not_found: HeaderValue,
 }
 
 impl CachePolicy {
@@ -79,7 +80,25 @@ impl CachePolicy {
             // RFC 8246: `immutable` spares revalidation on reload; a segment's name is never reused.
             media: header(format!("public, max-age={media_max_age}, immutable")),
             other: header(format!("public, max-age={other_max_age}")),
+            not_found: header("public, max-age=1".to_string()),
         }
+    }
+
+    /// Sets how long a cache may keep a 404: briefly, so the edge answers the viewers that ask
+    /// for a segment before the packager writes it (RFC 9111 §4.2.1 negative caching), yet
+    /// sees the segment a moment later. 0 sends `no-store`.
+    pub fn with_not_found_max_age(mut self, seconds: u32) -> Self {
+        self.not_found = if seconds == 0 {
+            HeaderValue::from_static("no-store")
+        } else {
+            header(format!("public, max-age={seconds}"))
+        };
+        self
+    }
+
+    /// Returns the `Cache-Control` value of a 404.
+    pub fn not_found(&self) -> HeaderValue {
+        self.not_found.clone()
     }
 
     /// Returns the `Cache-Control` value for `kind`.
@@ -99,7 +118,7 @@ fn header(value: String) -> HeaderValue {
 
 impl Default for CachePolicy {
     /// One second for playlists (a live playlist changes every segment), a year for media,
-    /// five minutes for the rest.
+    /// five minutes for the rest, one second for a 404.
     fn default() -> Self {
         Self::new(1, 31_536_000, 300)
     }
