@@ -10,7 +10,8 @@ fetch -w 8 -n 10000 URL
 post -n 1000 --over 8 URL
                        N POSTs, one at a time on one keepalive connection, evenly spread over
                        --over seconds (after --delay seconds), to URL with `{i}` replaced by
-                       0 .. N-1: unsafe requests beside a hit benchmark.
+                       0 .. N-1 (--first K: K .. K+N-1): unsafe requests beside a hit benchmark;
+                       --over 0 sends them back to back.
 """
 
 import argparse
@@ -81,13 +82,13 @@ def burst(args: argparse.Namespace) -> dict:
     return summary(results)
 
 
-def expand(urls: list, n) -> list:
-    """URLs as given, or the one template URL for i in 0 .. n-1."""
+def expand(urls: list, n, first: int = 0) -> list:
+    """URLs as given, or the one template URL for i in first .. first+n-1."""
     if n is None:
         return urls
     if len(urls) != 1 or "{i}" not in urls[0]:
         raise SystemExit("-n needs exactly one URL containing {i}")
-    return [urls[0].replace("{i}", str(i)) for i in range(n)]
+    return [urls[0].replace("{i}", str(i)) for i in range(first, first + n)]
 
 
 def fetch(args: argparse.Namespace) -> dict:
@@ -130,7 +131,7 @@ def fetch(args: argparse.Namespace) -> dict:
 
 
 def post(args: argparse.Namespace) -> dict:
-    urls = expand([args.url], args.n)
+    urls = expand([args.url], args.n, args.first)
     host, port, _ = target(urls[0])
     conn = http.client.HTTPConnection(host, port, timeout=args.timeout)
     results = []
@@ -173,6 +174,7 @@ def main() -> None:
     p = sub.add_parser("post", help="N paced POSTs")
     p.add_argument("-n", type=int, default=1000)
     p.add_argument("--over", type=float, default=8.0, help="seconds to spread them over")
+    p.add_argument("--first", type=int, default=0, help="the first {i}")
     p.add_argument("--delay", type=float, default=0.0, help="seconds before the first")
     p.add_argument("url")
     args = parser.parse_args()

@@ -71,7 +71,8 @@ def thousands(n: str) -> str:
 
 def invalidation(median, values, disturbed, machine: dict) -> tuple:
     """The invalidation benchmark: (section text, target row), or ("", "") when it did not run."""
-    phases = [("inval_before", "before"), ("inval_during", "during the POSTs"), ("inval_after", "after")]
+    phases = [("inval_before", "before"), ("inval_during", "during invalidating POSTs"),
+              ("inval_control", "during POSTs to uncached URLs"), ("inval_after", "after")]
     if median("dime", "inval_before", "rps") is None:
         return "", ""
     objects = thousands(machine.get("inval_objects", "?"))
@@ -82,9 +83,10 @@ def invalidation(median, values, disturbed, machine: dict) -> tuple:
         return f"{a / b:.3f}×" if a is not None and b else "n/a"
 
     lines = [
-        f"| 1 KB hits on one object, {objects} "
-        "objects cached | before | during the POSTs | after | during / before | after / before |",
-        "|---|---:|---:|---:|---:|---:|",
+        f"| 1 KB hits on one object, {objects} objects cached | "
+        + " | ".join(name for _, name in phases)
+        + " | invalidating / before | uncached / before | after / before |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for label, metric, digits in (("requests/s", "rps", 0),
                                   ("requests/s per proxy core-second", "rps_per_core", 0),
@@ -93,7 +95,7 @@ def invalidation(median, values, disturbed, machine: dict) -> tuple:
                                   ("wrk CPU, % of its core", "wrk_cpu_pct", 0)):
         cells = [fmt(median("dime", ph, metric), digits) for ph, _ in phases]
         lines.append(f"| {label} | {' | '.join(cells)} | {ratio(metric, 'inval_during')} "
-                     f"| {ratio(metric, 'inval_after')} |")
+                     f"| {ratio(metric, 'inval_control')} | {ratio(metric, 'inval_after')} |")
     rounds = []
     for ph, name in phases:
         vs = values.get(("dime", ph, "rps_per_core"), [])
@@ -101,19 +103,29 @@ def invalidation(median, values, disturbed, machine: dict) -> tuple:
             fmt(v, 0) + ("*" if ("dime", r, ph) in disturbed else "") for r, v in vs))
     cached = median("dime", "invalidation", "objects_cached")
     after = median("dime", "invalidation", "objects_after_posts")
-    ok = median("dime", "invalidation", "posts_ok")
-    took = median("dime", "invalidation", "posts_elapsed_s")
+    ok = median("dime", "inval_during", "posts_ok")
+    took = median("dime", "inval_during", "posts_elapsed_s")
+    small_objects = median("dime", "invalidation", "objects_small")
+    small = median("dime", "invalidation", "post_cpu_us_small")
+    large = median("dime", "invalidation", "post_cpu_us_large")
+    growth = f" ({large / small:.2f}×)" if small and large is not None else ""
     text = "\n".join(lines) + (
-        f"\n\nPOSTs: {fmt(ok, 0)} of {posts} answered 200 by the origin, sent over {fmt(took, 1)} s "
-        f"inside the \"during\" run; objects cached {fmt(cached, 0)} before them, {fmt(after, 0)} "
-        f"after (each POST invalidates its own URL). Requests/s per proxy core-second, per round: "
-        + "; ".join(rounds) + " (a `*` marks a run during which other processes used more than "
-        f"{float(machine.get('max_other', '15')):.0f} % of a core).\n")
+        f"\n\nInvalidating POSTs: {fmt(ok, 0)} of {posts} answered 200 by the origin, sent over "
+        f"{fmt(took, 1)} s inside their run; objects cached {fmt(cached, 0)} before them, "
+        f"{fmt(after, 0)} after (each POST invalidates its own URL). Requests/s per proxy "
+        "core-second, per round: " + "; ".join(rounds) + " (a `*` marks a run during which other "
+        f"processes used more than {float(machine.get('max_other', '15')):.0f} % of a core).\n\n"
+        f"Edge CPU time per invalidating POST, {posts} sent back to back with nothing else "
+        f"running: {fmt(small, 0)} µs with {fmt(small_objects, 0)} objects cached, {fmt(large, 0)} µs "
+        f"with {fmt(after, 0)} objects cached{growth}.\n")
     before = median("dime", "inval_before", "rps_per_core")
     during = median("dime", "inval_during", "rps_per_core")
+    control = median("dime", "inval_control", "rps_per_core")
     if before and during is not None:
         change = (during / before - 1) * 100
         measured = f"{change:+.1f} % ({during / before:.3f}×)"
+        if control is not None:
+            measured += f"; POSTs to uncached URLs: {(control / before - 1) * 100:+.1f} %"
         verdict = "**met**" if change > -INVAL_TARGET_PCT else "**missed**"
     else:
         measured, verdict = "n/a", "n/a"
@@ -124,15 +136,20 @@ def invalidation(median, values, disturbed, machine: dict) -> tuple:
 
 INVAL_METHOD = """**Invalidation (dime-edge only).** A small Python origin (`benches/slow_origin.py
 --delay 0 --size 1024 --max-age 3600`, route `/inval/`) serves 1 KiB objects and accepts POSTs
-with `200`. dime-edge, freshly started, caches {objects} distinct objects
-(`benches/client.py fetch -n`) and one more, the hot object; then three 1 KB hit runs on the hot
-object (32 connections): before, during {posts} POSTs to the first {posts} cached URLs
-(`benches/client.py post`: one connection, evenly spread over 80 % of the run, starting 0.5 s
-into it; each one invalidates its URL, RFC 9111 §4.4), and after. The script checks that the
-object count fell by exactly {posts}, a POSTed URL is a MISS and an untouched one still a HIT.
-The target compares requests per proxy core-second, during against before: the POST client
-shares wrk's core, so raw requests/s can also measure wrk. nginx and Varnish do not invalidate on
-POST without extra configuration, so they are not in this test. `BENCH_ONLY=invalidation bash
+with `200`. In each round dime-edge, freshly started, first caches {posts} objects and takes
+{posts} POSTs to them back to back, nothing else running (its CPU time per POST with a small
+cache). Then it caches {objects} more distinct objects (`benches/client.py fetch -n`) and one
+more, the hot object, and four {duration} s hit runs on the hot object (32 connections) follow:
+before; during {posts} POSTs to the first {posts} cached URLs (`benches/client.py post`: one
+connection, evenly spread over 80 % of the run, starting 0.5 s into it; each one invalidates its
+URL, RFC 9111 §4.4); during {posts} POSTs to URLs that are not cached (the control: the same
+proxying, nothing to invalidate; the two alternate in order between rounds); and after. Last,
+{posts} POSTs back to back to the next {posts} cached URLs give the CPU time per POST with the
+large cache. The script checks that the object count fell by exactly {posts}, a POSTed URL is a
+MISS and an untouched one still a HIT. The target compares requests per proxy core-second,
+during the invalidating POSTs against before: the POST client and the origin share wrk's core,
+so raw requests/s can also measure wrk. nginx and Varnish do not invalidate on POST without
+extra configuration, so they are not in this test. `BENCH_ONLY=invalidation bash
 benches/run.sh` runs it alone (no nginx, Varnish or media), writing
 `target/bench/invalidation/benchmarks.md`."""
 
@@ -160,7 +177,8 @@ def only_invalidation(work: Path, doc: Path, median, values, disturbed, machine:
         "## Method",
         "",
         INVAL_METHOD.format(objects=thousands(machine.get("inval_objects", "?")),
-                            posts=thousands(machine.get("inval_posts", "?"))),
+                            posts=thousands(machine.get("inval_posts", "?")),
+                            duration=machine.get("inval_duration", "?")),
         "",
     ])
     print(out)
@@ -363,7 +381,8 @@ def main() -> None:
         busy="\n".join(busy),
         invalidation=inval_text or "(not in this run)\n",
         inval_method=INVAL_METHOD.format(objects=thousands(machine.get("inval_objects", "?")),
-                                         posts=thousands(machine.get("inval_posts", "?"))),
+                                         posts=thousands(machine.get("inval_posts", "?")),
+                                         duration=machine.get("inval_duration", "?")),
         observed="\n".join(observed),
         profiles="\n".join(profiles) if profiles else "(no profile in this run: `perf` missing, or BENCH_PERF=0 / BENCH_QUICK=1)\n",
         analysis=analysis(quick),

@@ -10,9 +10,8 @@
 # Knobs (environment): BENCH_QUICK, BENCH_ONLY, BENCH_ROUNDS, BENCH_DURATION (seconds per wrk
 # run), BENCH_RSS_OBJECTS (4 MiB objects in the memory test), BENCH_INVAL_OBJECTS and
 # BENCH_INVAL_POSTS (cached objects and POSTs in the invalidation test, default 10000 and
-# 1000), BENCH_INVAL_CONTROL (1: the POSTs go to URLs that are not cached, so they cost their
-# proxying and no invalidation: the control for the invalidation row), BENCH_PORT_BASE (5 ports
-# from here),
+# 1000), BENCH_INVAL_DURATION (seconds per wrk run in the invalidation test, default 30: the
+# POSTs are spread over it), BENCH_PORT_BASE (5 ports from here),
 # BENCH_PERF (0: skip the perf profile of dime-edge), BENCH_DOC (where the report goes),
 # BENCH_NICE (priority of everything it runs, default -15 as root), BENCH_MAX_OTHER (% of a
 # core other processes may use during a wrk run before it is repeated, default 15),
@@ -33,9 +32,15 @@ INVAL_OBJECTS=${BENCH_INVAL_OBJECTS:-10000}
 INVAL_POSTS=${BENCH_INVAL_POSTS:-1000}
 if [[ $QUICK == 1 ]]; then
     ROUNDS=${BENCH_ROUNDS:-1} DURATION=${BENCH_DURATION:-3} RSS_OBJECTS=${BENCH_RSS_OBJECTS:-16}
+    INVAL_DURATION=${BENCH_INVAL_DURATION:-3}
 else
     ROUNDS=${BENCH_ROUNDS:-3} DURATION=${BENCH_DURATION:-10} RSS_OBJECTS=${BENCH_RSS_OBJECTS:-130}
+    INVAL_DURATION=${BENCH_INVAL_DURATION:-30}
 fi
+((INVAL_OBJECTS > 2 * INVAL_POSTS)) || {
+    echo "BENCH_INVAL_OBJECTS must exceed twice BENCH_INVAL_POSTS (the test POSTs two sets)" >&2
+    exit 2
+}
 TARGET_DIR=$(realpath -m "${CARGO_TARGET_DIR:-target}")
 WORK=$TARGET_DIR/bench
 BIN=$TARGET_DIR/release
@@ -518,6 +523,7 @@ dime_objects() {
 # inval_run ROUND SCENARIO: one measured 1 KiB hit run of the invalidation test, not repeated
 # (a repeat would need its POSTs again); a disturbed run is marked in the report.
 inval_run() {
+    local DURATION=$INVAL_DURATION
     wait_quiet
     wrk_once dime "$1" "$2" /inval/hot 1024 32
     cat "$OUT/run.tsv" >>"$OUT/results.tsv"
@@ -525,19 +531,53 @@ inval_run() {
     log "  $2: $(awk '{ printf "%s=%s ", $4, $5 }' "$OUT/run.tsv")"
 }
 
-# Hits on one 1 KiB object while INVAL_OBJECTS objects are cached: before, during and after
-# INVAL_POSTS POSTs the origin accepts, each of which invalidates one cached object (RFC 9111
-# §4.4). Invalidation must cost a lookup, not a scan that hits pay for. dime-edge only: nginx
-# and Varnish do not invalidate on POST without extra configuration.
+# inval_posts_during ROUND SCENARIO URL: a hit run while INVAL_POSTS POSTs to URL ({i} from 0)
+# are spread over it; the POST client's outcome is recorded under SCENARIO.
+inval_posts_during() {
+    local round=$1 scenario=$2 url=$3 over post_pid json
+    # The POSTs start half a second into the wrk run and end before it does.
+    over=$(awk -v d="$INVAL_DURATION" 'BEGIN { printf "%.2f", d * 0.8 }')
+    taskset -c "$LOAD_CPU" python3 "$BENCHES/client.py" post -n "$INVAL_POSTS" --over "$over" --delay 0.5 \
+        "$url" >"$OUT/posts-$scenario-$round.json" &
+    post_pid=$!
+    PIDS+=("$post_pid")
+    inval_run "$round" "$scenario"
+    wait "$post_pid" || die "the POST client failed; see $OUT/posts-$scenario-$round.json"
+    forget "$post_pid"
+    json=$(cat "$OUT/posts-$scenario-$round.json")
+    echo "dime $scenario $json" >>"$OUT/invalidation.txt"
+    record dime "$round" "$scenario" posts_ok "$(python3 -c 'import json,sys; print(json.loads(sys.argv[1])["status"].get("200", 0))' "$json")"
+    record dime "$round" "$scenario" posts_elapsed_s "$(python3 -c 'import json,sys; print(json.loads(sys.argv[1])["elapsed_s"])' "$json")"
+}
+
+# inval_cpu_per_post ROUND NAME URL [FIRST]: INVAL_POSTS POSTs to URL ({i} from FIRST) one after another with nothing
+# else running; records the edge's CPU time per POST, in microseconds.
+inval_cpu_per_post() {
+    local before after
+    before=$(proxy_ticks)
+    taskset -c "$LOAD_CPU" python3 "$BENCHES/client.py" post -n "$INVAL_POSTS" --over 0 --first "${4:-0}" "$3" >>"$OUT/invalidation.txt" ||
+        die "the POST client failed; see $OUT/invalidation.txt"
+    after=$(proxy_ticks)
+    record dime "$1" invalidation "$2" "$(awk -v t=$((after - before)) -v hz="$HZ" -v n="$INVAL_POSTS" \
+        'BEGIN { printf "%.1f", t / hz / n * 1e6 }')"
+}
+
+# Hits on one 1 KiB object while INVAL_OBJECTS objects are cached: before, during INVAL_POSTS
+# POSTs the origin accepts, each of which invalidates one cached object (RFC 9111 §4.4), during
+# as many POSTs to URLs that are not cached (the control: the same proxying, nothing to
+# invalidate; the two alternate in order between rounds), and after. Then the edge's CPU time
+# per invalidating POST with few and with many objects cached: invalidation must cost a lookup,
+# not a scan that grows with the cache. dime-edge only: nginx and Varnish do not invalidate on
+# POST without extra configuration.
 invalidation() {
-    local round=$1 json objects after_posts post_pid over got post_url removed=$INVAL_POSTS
-    post_url="$PROXY/inval/obj{i}"
-    if [[ ${BENCH_INVAL_CONTROL:-0} == 1 ]]; then
-        post_url="$PROXY/inval/uncached{i}"
-        removed=0
-    fi
+    local round=$1 json objects after_posts got
     log "invalidation round $round: $INVAL_OBJECTS cached objects, $INVAL_POSTS POSTs"
     start_proxy dime
+    # A small cache first: INVAL_POSTS objects, each POSTed once.
+    json=$(taskset -c "$LOAD_CPU" python3 "$BENCHES/client.py" fetch -w 8 -n "$INVAL_POSTS" "$PROXY/inval/small{i}")
+    echo "dime fill-small $json" >>"$OUT/invalidation.txt"
+    record dime "$round" invalidation objects_small "$(dime_objects)"
+    inval_cpu_per_post "$round" post_cpu_us_small "$PROXY/inval/small{i}"
     json=$(taskset -c "$LOAD_CPU" python3 "$BENCHES/client.py" fetch -w 8 -n "$INVAL_OBJECTS" "$PROXY/inval/obj{i}")
     echo "dime fill $json" >>"$OUT/invalidation.txt"
     warm dime "$PROXY/inval/hot" 1024 || true
@@ -545,31 +585,25 @@ invalidation() {
     record dime "$round" invalidation objects_cached "$objects"
     ((${objects:-0} > INVAL_OBJECTS)) || note "dime round $round: only $objects objects cached before the POSTs (want $INVAL_OBJECTS + 1)"
     inval_run "$round" inval_before
-    # The POSTs start half a second into the wrk run and end before it does.
-    over=$(awk -v d="$DURATION" 'BEGIN { printf "%.2f", d * 0.8 }')
-    taskset -c "$LOAD_CPU" python3 "$BENCHES/client.py" post -n "$INVAL_POSTS" --over "$over" --delay 0.5 \
-        "$post_url" >"$OUT/posts-$round.json" &
-    post_pid=$!
-    PIDS+=("$post_pid")
-    inval_run "$round" inval_during
-    wait "$post_pid" || die "the POST client failed; see $OUT/posts-$round.json"
-    forget "$post_pid"
-    json=$(cat "$OUT/posts-$round.json")
-    echo "dime posts $json" >>"$OUT/invalidation.txt"
-    record dime "$round" invalidation posts_ok "$(python3 -c 'import json,sys; print(json.loads(sys.argv[1])["status"].get("200", 0))' "$json")"
-    record dime "$round" invalidation posts_elapsed_s "$(python3 -c 'import json,sys; print(json.loads(sys.argv[1])["elapsed_s"])' "$json")"
+    if ((round % 2 == 1)); then
+        inval_posts_during "$round" inval_during "$PROXY/inval/obj{i}"
+        inval_posts_during "$round" inval_control "$PROXY/inval/uncached{i}"
+    else
+        inval_posts_during "$round" inval_control "$PROXY/inval/uncached{i}"
+        inval_posts_during "$round" inval_during "$PROXY/inval/obj{i}"
+    fi
     inval_run "$round" inval_after
     # Every POSTed object is gone, the rest and the hot object stay.
     after_posts=$(dime_objects)
     record dime "$round" invalidation objects_after_posts "$after_posts"
-    ((${after_posts:-0} == ${objects:-0} - removed)) ||
-        note "dime round $round: $after_posts objects after $INVAL_POSTS POSTs, from $objects (want $((objects - removed)))"
+    ((${after_posts:-0} == ${objects:-0} - INVAL_POSTS)) ||
+        note "dime round $round: $after_posts objects after $INVAL_POSTS POSTs, from $objects (want $((objects - INVAL_POSTS)))"
     got=$(cache_status "$PROXY/inval/obj0")
-    if ((removed > 0)); then
-        [[ $got == *" MISS" ]] || note "dime round $round: /inval/obj0 after its POST: $got (want a MISS)"
-    fi
-    got=$(cache_status "$PROXY/inval/obj$((INVAL_POSTS))")
-    [[ $got == *" HIT" ]] || note "dime round $round: /inval/obj$INVAL_POSTS, never POSTed: $got (want a HIT)"
+    [[ $got == *" MISS" ]] || note "dime round $round: /inval/obj0 after its POST: $got (want a MISS)"
+    # The next INVAL_POSTS objects, one after another, in the large cache.
+    inval_cpu_per_post "$round" post_cpu_us_large "$PROXY/inval/obj{i}" "$INVAL_POSTS"
+    got=$(cache_status "$PROXY/inval/obj$((2 * INVAL_POSTS))")
+    [[ $got == *" HIT" ]] || note "dime round $round: /inval/obj$((2 * INVAL_POSTS)), never POSTed: $got (want a HIT)"
     stop_proxy
 }
 
@@ -664,6 +698,7 @@ machine() {
         echo "rss_objects=$RSS_OBJECTS"
         echo "inval_objects=$INVAL_OBJECTS"
         echo "inval_posts=$INVAL_POSTS"
+        echo "inval_duration=$INVAL_DURATION"
         echo "only=$ONLY"
     } >"$f"
 }
