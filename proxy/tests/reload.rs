@@ -253,7 +253,7 @@ async fn the_admin_reload_api_needs_the_token_and_answers_with_the_outcome() {
             .as_array()
             .unwrap()
             .iter()
-            .any(|c| c == "route main changed (pool a -> b)"),
+            .any(|c| c == "route main: pool a → b"),
         "{body}"
     );
     assert_eq!(upstream_of(&edge).await, ("b".into(), "2".into()));
@@ -326,7 +326,8 @@ async fn a_listener_change_is_reported_as_needing_a_restart() {
     let restart = outcome["restart_required"].as_array().unwrap();
     assert_eq!(restart.len(), 1, "{body}");
     let line = restart[0].as_str().unwrap();
-    assert!(line.starts_with("listen.http changed from"), "{line}");
+    assert!(line.starts_with("listen.http changed: ["), "{line}");
+    assert!(line.contains("] → ["), "{line}");
     assert!(line.contains(&moved.to_string()), "{line}");
 
     // The route change applied; the listener stayed where it was.
@@ -728,4 +729,31 @@ async fn a_request_in_flight_finishes_on_the_config_it_started_with() {
     assert_eq!(&r.body[..], b"slow done");
     assert_eq!(r.header("x-upstream"), "a");
     assert_eq!(r.header("x-config-version"), "1");
+}
+
+#[tokio::test]
+async fn a_reload_that_adds_a_backend_names_it() {
+    let (a, b) = (Upstream::start("a").await, Upstream::start("b").await);
+    let extra = format!("[admin]\ntoken = \"{TOKEN}\"\n[reload]\nwatch = false\n");
+    let cfg = |backends: &[SocketAddr]| {
+        format!(
+            "{extra}{}[[routes]]\npath = \"/\"\npool = \"web\"\n",
+            pool("web", backends, "connect_timeout = \"1s\"")
+        )
+    };
+    let edge = EdgeProc::start(&cfg(&[a.addr])).await;
+    edge.wait_ready().await;
+    std::fs::write(
+        &edge.config,
+        format!("{}{}", edge.listen_lines(), cfg(&[a.addr, b.addr])),
+    )
+    .unwrap();
+    let (status, body) = edge.admin_reload(Some(TOKEN)).await;
+    assert_eq!(status, 200, "{body}");
+    let outcome: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(
+        outcome["changes"],
+        serde_json::json!([format!("pool web: backend {} added", b.addr)]),
+        "{body}"
+    );
 }
