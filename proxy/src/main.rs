@@ -80,6 +80,7 @@ enum Command {
         #[arg(short, long, value_name = "FILE")]
         config: PathBuf,
         /// The running edge's process id; default: the process listening on listen.admin.
+        /// Either way it must be the one holding listen.admin, or nothing is signalled.
         #[arg(long, value_name = "PID")]
         pid: Option<u32>,
     },

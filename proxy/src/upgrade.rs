@@ -168,17 +168,21 @@ impl Default for Limits {
 /// the old edge still serves.
 pub fn upgrade(config: &EdgeConfig, pid: Option<u32>, limits: Limits) -> Result<Upgraded, String> {
     let admin = config.admin_listener;
-    let old = match pid {
-        Some(pid) => pid,
-        None => match listener_pids(admin).as_slice() {
-            [pid] => *pid,
-            [] => return Err(format!(
-                "no process listens on {admin} (listen.admin): is the edge running, with this config? Pass --pid PID to name it"
-            )),
-            many => return Err(format!(
-                "several processes hold {admin} (listen.admin): {many:?}; is an upgrade already under way? Pass --pid PID to name the edge"
-            )),
-        },
+    // Whatever names it, the process signalled must be the edge this config runs: SIGUSR2
+    // ends most other programs.
+    let holders = listener_pids(admin);
+    let old = match (pid, holders.as_slice()) {
+        (Some(pid), _) if holders.contains(&pid) => pid,
+        (Some(pid), _) => return Err(format!(
+            "pid {pid} does not listen on {admin} (listen.admin): it is not the edge running with this config (or it belongs to another user: run as that user or root); nothing was signalled"
+        )),
+        (None, [pid]) => *pid,
+        (None, []) => return Err(format!(
+            "no process listens on {admin} (listen.admin): is the edge running, with this config? (Another user's edge is only seen by that user or root)"
+        )),
+        (None, many) => return Err(format!(
+            "several processes hold {admin} (listen.admin): {many:?}; is an upgrade already under way? Pass --pid PID to name the edge"
+        )),
     };
     if !alive(old) {
         return Err(format!("no process {old}"));

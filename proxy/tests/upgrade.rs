@@ -421,6 +421,22 @@ async fn an_upgrade_that_cannot_start_leaves_the_old_edge_serving() {
         edge.logs()
     );
 
+    // A pid that is not this edge is not signalled (SIGUSR2 would end it).
+    let mut bystander = Command::new("sleep").arg("60").spawn().unwrap();
+    let (config, pid) = (
+        edge.config.display().to_string(),
+        bystander.id().to_string(),
+    );
+    let (code, text) = upgrade_command(&["-c", &config, "--pid", &pid]);
+    assert_eq!(code, Some(1), "{text}");
+    assert!(
+        text.contains(&format!("pid {pid} does not listen on {}", edge.admin)),
+        "{text}"
+    );
+    assert!(bystander.try_wait().unwrap().is_none(), "it was signalled");
+    let _ = bystander.kill();
+    let _ = bystander.wait();
+
     // An invalid config upgrades nothing; neither does a config no edge runs with.
     std::fs::write(&edge.config, "[listen]\nhttp = [\"nowhere\"]\n").unwrap();
     let config = edge.config.display().to_string();
