@@ -830,7 +830,7 @@ async fn systemctl_reload_as_the_unit_runs_it_keeps_the_cache_and_logs_each_chan
         "{reloaded}"
     );
     assert!(
-        logs.contains("restart needed: cache.memory changed: 64 MiB → 128 MiB"),
+        logs.contains("restart needed: cache.memory changed: 64 MiB → 128 MiB; the running value stays until an upgrade (dime-edge upgrade) or a restart"),
         "{logs}"
     );
 }
