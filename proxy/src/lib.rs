@@ -22,3 +22,4 @@ pub mod route;
 pub mod server;
 pub mod systemd;
 pub mod tls;
+pub mod upgrade;

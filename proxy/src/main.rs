@@ -14,11 +14,26 @@ use dime_edge::{quick, server};
 const EXAMPLES: &str = "\
 Examples:
   dime-edge run -c /etc/dime/edge.toml
-  dime-edge run --upgrade -c /etc/dime/edge.toml   # then: kill -QUIT <old pid>
+  kill -HUP <pid>                             # reload the config, the cache is kept
+  dime-edge upgrade -c /etc/dime/edge.toml    # new binary: hand the listeners over, cache starts empty
   dime-edge cert generate --out certs --name localhost
   dime-edge check -c /etc/dime/edge.toml      # like nginx -t: 0 when valid, 1 and every error when not
   dime-edge proxy --listen 0.0.0.0:8080 --to 10.0.0.5:8081,10.0.0.6:8081
   dime-edge --log-format json run -c edge.toml";
+
+const UPGRADE_HELP: &str = "\
+Config changes do not need this: `systemctl reload dime-edge` (SIGHUP) applies them and keeps
+the cache. Upgrade after installing a new binary, or to apply listeners, threads or cache size.
+
+Steps: check FILE; SIGUSR2 to the edge, which starts `run --upgrade` (under systemd, inside the
+service); once that waits on server.upgrade_sock, SIGQUIT to the old edge, which hands over its
+listeners, keeps serving 5 s, drains and exits. A new process that cannot start leaves the old
+one serving.
+
+Examples:
+  install -m 0755 target/release/dime-edge /usr/local/bin/dime-edge
+  dime-edge upgrade -c /etc/dime/edge.toml
+  dime-edge upgrade -c /etc/dime/edge.toml --pid $(systemctl show -p MainPID --value dime-edge)";
 
 /// Dime's edge: a caching reverse proxy for video, built on pingora.
 #[derive(Parser)]
@@ -36,7 +51,7 @@ enum Command {
     /// Serve with a configuration file.
     #[command(after_help = "Example:\n  dime-edge run -c config/dev.toml")]
     #[command(
-        after_help = "Examples:\n  dime-edge run -c /etc/dime/edge.toml\n  dime-edge run --upgrade -c /etc/dime/edge.toml & kill -QUIT $OLD_PID   # zero-downtime upgrade"
+        after_help = "Examples:\n  dime-edge run -c /etc/dime/edge.toml\n  dime-edge upgrade -c /etc/dime/edge.toml   # zero-downtime binary upgrade of the running edge"
     )]
     Run {
         /// The TOML configuration file.
@@ -49,12 +64,25 @@ enum Command {
     },
     /// Validate a configuration file and exit: 0 when valid, 1 with every error when not.
     #[command(
-        after_help = "Example:\n  dime-edge check -c /etc/dime/edge.toml && systemctl restart dime-edge"
+        after_help = "Example:\n  dime-edge check -c /etc/dime/edge.toml && systemctl reload dime-edge   # applies it live, the cache is kept"
     )]
     Check {
         /// The TOML configuration file.
         #[arg(short, long, value_name = "FILE")]
         config: PathBuf,
+    },
+    /// Zero-downtime binary upgrade: the running edge starts the binary now installed where it
+    /// was started from, hands it the listeners, drains and exits (the cache starts empty).
+    /// 0 when the new process serves; 1, with the reason, when not.
+    #[command(after_help = UPGRADE_HELP)]
+    Upgrade {
+        /// The running edge's TOML configuration file.
+        #[arg(short, long, value_name = "FILE")]
+        config: PathBuf,
+        /// The running edge's process id; default: the process listening on listen.admin.
+        /// Either way it must be the one holding listen.admin, or nothing is signalled.
+        #[arg(long, value_name = "PID")]
+        pid: Option<u32>,
     },
     /// Certificates for development and tests.
     #[command(subcommand)]
@@ -132,6 +160,7 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
+        Command::Upgrade { config, pid } => upgrade(&config, pid),
         Command::Cert(CertCommand::Generate {
             out,
             names,
@@ -150,6 +179,37 @@ fn main() -> ExitCode {
                     ExitCode::FAILURE
                 }
             }
+        }
+    }
+}
+
+fn upgrade(config: &std::path::Path, pid: Option<u32>) -> ExitCode {
+    let c = match config::load(config) {
+        Ok(c) => c,
+        Err(errors) => {
+            eprintln!("{errors}");
+            eprintln!(
+                "{}: {} error(s); not upgrading, the running edge is unchanged",
+                config.display(),
+                errors.0.len()
+            );
+            return ExitCode::FAILURE;
+        }
+    };
+    match dime_edge::upgrade::upgrade(&c, pid, Default::default()) {
+        Ok(u) => {
+            let _ = writeln!(
+                std::io::stdout(),
+                "dime-edge upgrade: pid {} handed its listeners to pid {}, drained and exited; pid {} serves",
+                u.old,
+                u.new,
+                u.new
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("dime-edge upgrade: {e}");
+            ExitCode::FAILURE
         }
     }
 }

@@ -206,6 +206,10 @@ pub fn serve(config: EdgeConfig, run: RunOptions) -> anyhow::Result<()> {
         ));
     }
     server.add_service(background_service("SIGHUP", SighupReload { reloader }));
+    server.add_service(background_service(
+        "SIGUSR2",
+        crate::upgrade::Respawn::new(config_file.as_deref()),
+    ));
     server.add_service(background_service("systemd notify", SystemdReady));
     spawn_drain_watcher(&server, metrics, grace, draining);
     server.run_forever();

@@ -253,7 +253,7 @@ async fn the_admin_reload_api_needs_the_token_and_answers_with_the_outcome() {
             .as_array()
             .unwrap()
             .iter()
-            .any(|c| c == "route main changed (pool a -> b)"),
+            .any(|c| c == "route main: pool a → b"),
         "{body}"
     );
     assert_eq!(upstream_of(&edge).await, ("b".into(), "2".into()));
@@ -326,7 +326,8 @@ async fn a_listener_change_is_reported_as_needing_a_restart() {
     let restart = outcome["restart_required"].as_array().unwrap();
     assert_eq!(restart.len(), 1, "{body}");
     let line = restart[0].as_str().unwrap();
-    assert!(line.starts_with("listen.http changed from"), "{line}");
+    assert!(line.starts_with("listen.http changed: ["), "{line}");
+    assert!(line.contains("] → ["), "{line}");
     assert!(line.contains(&moved.to_string()), "{line}");
 
     // The route change applied; the listener stayed where it was.
@@ -728,4 +729,135 @@ async fn a_request_in_flight_finishes_on_the_config_it_started_with() {
     assert_eq!(&r.body[..], b"slow done");
     assert_eq!(r.header("x-upstream"), "a");
     assert_eq!(r.header("x-config-version"), "1");
+}
+
+/// The `ExecReload=` command lines of the shipped systemd unit, in order.
+fn unit_exec_reload() -> Vec<String> {
+    let unit = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../config/systemd/dime-edge.service"
+    ))
+    .unwrap();
+    unit.lines()
+        .filter_map(|l| l.trim().strip_prefix("ExecReload="))
+        .map(str::to_string)
+        .collect()
+}
+
+#[test]
+fn the_systemd_unit_reloads_with_a_check_then_sighup_and_never_upgrades() {
+    let lines = unit_exec_reload();
+    assert_eq!(
+        lines,
+        [
+            "/usr/local/bin/dime-edge check -c /etc/dime/edge.toml",
+            "/bin/kill -HUP $MAINPID"
+        ],
+        "{lines:?}"
+    );
+    for l in &lines {
+        assert!(
+            !l.contains("--upgrade") && !l.contains("QUIT") && !l.contains(" run "),
+            "{l}"
+        );
+    }
+}
+
+#[test]
+fn check_help_suggests_a_reload_not_a_restart() {
+    let out = std::process::Command::new(common::edge::BIN)
+        .args(["check", "--help"])
+        .output()
+        .unwrap();
+    let help = String::from_utf8_lossy(&out.stdout);
+    assert!(help.contains("systemctl reload dime-edge"), "{help}");
+    assert!(!help.contains("systemctl restart"), "{help}");
+}
+
+#[tokio::test]
+async fn systemctl_reload_as_the_unit_runs_it_keeps_the_cache_and_logs_each_changed_field() {
+    let a = Upstream::start("a").await;
+    a.script(
+        "/obj",
+        Script::ok(&[("cache-control", "max-age=60")], "cached body"),
+    );
+    // Watching off: only the reload the unit sends applies the file.
+    let cfg = |mode: &str, memory: &str, ttl: &str| {
+        format!(
+            "[reload]\nwatch = false\n\n[cache]\nmemory = \"{memory}\"\n\n{}[[routes]]\nname = \"site\"\npath = \"/\"\npool = \"p\"\n\n[[routes]]\nname = \"stream\"\npath = \"/stream/\"\npool = \"p\"\n\n[routes.cache]\nmode = \"{mode}\"\nmedia_ttl = \"{ttl}\"\n",
+            pool("p", &[a.addr], "")
+        )
+    };
+    let edge = EdgeProc::start(&cfg("rfc", "64MiB", "10s")).await;
+    edge.wait_ready().await;
+    assert_eq!(fetch(&edge.url("/obj"), &[]).await.cache(), "MISS");
+    assert_eq!(fetch(&edge.url("/obj"), &[]).await.cache(), "HIT");
+
+    edge.rewrite(&cfg("video", "128MiB", "30s"), WriteStyle::Rename);
+    // `systemctl reload dime-edge`: each ExecReload line, with systemd's substitutions.
+    for line in unit_exec_reload() {
+        let args: Vec<String> = line
+            .split_whitespace()
+            .map(|w| match w {
+                "/usr/local/bin/dime-edge" => common::edge::BIN.to_string(),
+                "/etc/dime/edge.toml" => edge.config.display().to_string(),
+                "$MAINPID" => edge.pid().to_string(),
+                w => w.to_string(),
+            })
+            .collect();
+        let out = std::process::Command::new(&args[0])
+            .args(&args[1..])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{line}: {out:?}");
+    }
+    assert_eq!(edge.wait_reloads("applied", 1).await, 1, "{}", edge.logs());
+
+    // Same process, same cache: the object is still a hit, the origin saw it once.
+    assert_eq!(fetch(&edge.url("/obj"), &[]).await.cache(), "HIT");
+    assert_eq!(a.hits_for("/obj"), 1);
+    let logs = edge.logs();
+    let reloaded = logs
+        .lines()
+        .find(|l| l.contains("config reloaded"))
+        .unwrap_or_else(|| panic!("no reload line:\n{logs}"));
+    assert!(
+        reloaded.contains("route stream: cache.mode rfc → video"),
+        "{reloaded}"
+    );
+    assert!(
+        reloaded.contains("route stream: cache.media_ttl 10s → 30s"),
+        "{reloaded}"
+    );
+    assert!(
+        logs.contains("restart needed: cache.memory changed: 64 MiB → 128 MiB; the running value stays until an upgrade (dime-edge upgrade) or a restart"),
+        "{logs}"
+    );
+}
+
+#[tokio::test]
+async fn a_reload_that_adds_a_backend_names_it() {
+    let (a, b) = (Upstream::start("a").await, Upstream::start("b").await);
+    let extra = format!("[admin]\ntoken = \"{TOKEN}\"\n[reload]\nwatch = false\n");
+    let cfg = |backends: &[SocketAddr]| {
+        format!(
+            "{extra}{}[[routes]]\npath = \"/\"\npool = \"web\"\n",
+            pool("web", backends, "connect_timeout = \"1s\"")
+        )
+    };
+    let edge = EdgeProc::start(&cfg(&[a.addr])).await;
+    edge.wait_ready().await;
+    std::fs::write(
+        &edge.config,
+        format!("{}{}", edge.listen_lines(), cfg(&[a.addr, b.addr])),
+    )
+    .unwrap();
+    let (status, body) = edge.admin_reload(Some(TOKEN)).await;
+    assert_eq!(status, 200, "{body}");
+    let outcome: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(
+        outcome["changes"],
+        serde_json::json!([format!("pool web: backend {} added", b.addr)]),
+        "{body}"
+    );
 }

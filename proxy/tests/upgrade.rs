@@ -280,3 +280,178 @@ fn upgrade_with_no_running_edge_gives_up_and_exits_1() {
         started.elapsed()
     );
 }
+
+/// `dime-edge upgrade ARGS`: exit code and stdout then stderr.
+fn upgrade_command(args: &[&str]) -> (Option<i32>, String) {
+    let out = Command::new(BIN)
+        .arg("upgrade")
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr),
+    )
+}
+
+/// A process the edge started (not the test), killed when dropped.
+struct Adopted(u32);
+
+impl Drop for Adopted {
+    fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-KILL", &self.0.to_string()])
+            .status();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_upgrade_command_hands_a_running_edge_over_without_a_failed_request() {
+    let origin = Upstream::start("o").await;
+    let run = tempfile::tempdir().unwrap();
+    let sock = run.path().join("upgrade.sock");
+    let mut old = common::EdgeProc::start(&format!(
+        "[server]\ngrace_period = \"10s\"\nupgrade_sock = \"{}\"\n\n{}[[routes]]\npath = \"/\"\npool = \"p\"\n",
+        sock.display(),
+        pool("p", &[origin.addr], "")
+    ))
+    .await;
+    old.wait_ready().await;
+    let old_pid = old.pid();
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let tally = Arc::new(Tally::default());
+    let http = old.http;
+    let plain = move |kind: &'static str| {
+        move |i: usize| {
+            let path = format!("/{kind}/{i}");
+            (format!("http://{http}{path}"), format!("o {path}"))
+        }
+    };
+    let loops = vec![
+        load(client(), plain("keepalive"), stop.clone(), tally.clone()),
+        load(fresh_client(), plain("fresh"), stop.clone(), tally.clone()),
+    ];
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    // As an operator types it: the config file only; the edge is found by its admin listener.
+    let config = old.config.display().to_string();
+    let (code, text) = tokio::task::spawn_blocking(move || upgrade_command(&["-c", &config]))
+        .await
+        .unwrap();
+    let new_pid: u32 = text
+        .rsplit("pid ")
+        .next()
+        .and_then(|t| t.split_whitespace().next())
+        .and_then(|p| p.parse().ok())
+        .unwrap_or(0);
+    let _new = Adopted(new_pid);
+    assert_eq!(code, Some(0), "{text}\n{}", old.logs());
+    assert!(
+        text.contains(&format!(
+            "pid {old_pid} handed its listeners to pid {new_pid}, drained and exited"
+        )),
+        "{text}"
+    );
+    assert_ne!(new_pid, old_pid);
+    let exit = old.wait_exit(Duration::from_secs(5)).await;
+    assert!(exit.is_some_and(|e| e.success()), "{exit:?}");
+    let at_exit = tally.ok.load(Ordering::Relaxed);
+
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    stop.store(true, Ordering::Relaxed);
+    for l in loops {
+        l.await.unwrap();
+    }
+    let failures = std::mem::take(&mut *tally.failures.lock().unwrap());
+    assert!(
+        failures.is_empty(),
+        "{} failed requests, e.g. {:?}\n{}",
+        failures.len(),
+        &failures[..failures.len().min(5)],
+        old.logs()
+    );
+    assert!(
+        at_exit > 100,
+        "too little load before the handover: {at_exit}"
+    );
+    let total = tally.ok.load(Ordering::Relaxed);
+    assert!(
+        total > at_exit + 20,
+        "the new process served too little after the old one left: {} requests",
+        total - at_exit
+    );
+    // The new process serves, and logs where the old one did.
+    let r = client().get(old.url("/after")).send().await.unwrap();
+    assert_eq!(r.text().await.unwrap(), "o /after");
+    let logs = old.logs();
+    assert!(logs.contains("upgrade: started the new process"), "{logs}");
+    assert!(
+        logs.contains("listeners taken over from the previous process"),
+        "{logs}"
+    );
+}
+
+#[tokio::test]
+async fn an_upgrade_that_cannot_start_leaves_the_old_edge_serving() {
+    let origin = Upstream::start("o").await;
+    // The new process cannot create its socket there: it fails before taking anything over.
+    let body = format!(
+        "[server]\nupgrade_sock = \"/nonexistent/dir/upgrade.sock\"\n\n{}[[routes]]\npath = \"/\"\npool = \"p\"\n",
+        pool("p", &[origin.addr], "")
+    );
+    let edge = common::EdgeProc::start(&body).await;
+    edge.wait_ready().await;
+    let (config, pid) = (edge.config.display().to_string(), edge.pid().to_string());
+    let (code, text) =
+        tokio::task::spawn_blocking(move || upgrade_command(&["-c", &config, "--pid", &pid]))
+            .await
+            .unwrap();
+    assert_eq!(code, Some(1), "{text}");
+    assert!(
+        text.contains("exited before taking over") && text.contains("still serves"),
+        "{text}"
+    );
+    let r = client().get(edge.url("/still")).send().await.unwrap();
+    assert_eq!(r.text().await.unwrap(), "o /still");
+    assert!(
+        edge.logs()
+            .contains("directory /nonexistent/dir does not exist"),
+        "{}",
+        edge.logs()
+    );
+
+    // A pid that is not this edge is not signalled (SIGUSR2 would end it).
+    let mut bystander = Command::new("sleep").arg("60").spawn().unwrap();
+    let (config, pid) = (
+        edge.config.display().to_string(),
+        bystander.id().to_string(),
+    );
+    let (code, text) = upgrade_command(&["-c", &config, "--pid", &pid]);
+    assert_eq!(code, Some(1), "{text}");
+    assert!(
+        text.contains(&format!("pid {pid} does not listen on {}", edge.admin)),
+        "{text}"
+    );
+    assert!(bystander.try_wait().unwrap().is_none(), "it was signalled");
+    let _ = bystander.kill();
+    let _ = bystander.wait();
+
+    // An invalid config upgrades nothing; neither does a config no edge runs with.
+    std::fs::write(&edge.config, "[listen]\nhttp = [\"nowhere\"]\n").unwrap();
+    let config = edge.config.display().to_string();
+    let (code, text) = upgrade_command(&["-c", &config]);
+    assert_eq!(code, Some(1), "{text}");
+    assert!(text.contains("not upgrading"), "{text}");
+    let other = format!(
+        "[listen]\nhttp = [\"127.0.0.1:{}\"]\nadmin = \"127.0.0.1:{}\"\n\n{body}",
+        common::free_port(),
+        common::free_port()
+    );
+    std::fs::write(&edge.config, other).unwrap();
+    let (code, text) = upgrade_command(&["-c", &config]);
+    assert_eq!(code, Some(1), "{text}");
+    assert!(text.contains("no process listens on"), "{text}");
+    let r = client().get(edge.url("/still")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+}

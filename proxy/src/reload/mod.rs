@@ -211,7 +211,7 @@ impl Reloader {
             } => {
                 for r in restart_required {
                     tracing::warn!(
-                        "restart needed: {r}; the running value stays until dime-edge restarts"
+                        "restart needed: {r}; the running value stays until an upgrade (dime-edge upgrade) or a restart"
                     );
                 }
                 tracing::info!(
