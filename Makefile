@@ -58,7 +58,7 @@ check-config: $(EDGE_DEBUG) ## Validate every config/*.toml with `dime-edge chec
 	exit $$failed
 
 k8s-lint: $(EDGE_DEBUG) ## Kubernetes manifests offline: kustomize, strict schemas, checkov, wiring tests (pip-installs pinned tools)
-	DIME_EDGE=$(EDGE_DEBUG) bash k8s/lint/run.sh
+	DIME_EDGE=$(EDGE_DEBUG) DIME_ORIGIN=$(TARGET_DIR)/debug/dime-origin bash k8s/lint/run.sh
 
 k8s-secrets: ## Write the git-ignored credentials k8s/base's secretGenerator reads (kept when present)
 	bash k8s/secrets.sh

@@ -3,13 +3,18 @@
 #   1. kubectl kustomize renders every overlay (into .dev/k8s/rendered/OVERLAY.yaml);
 #   2. validate.py: every object against the strict Kubernetes schemas, every error reported;
 #   3. checkov (Kubernetes framework, on the rendered YAML, offline): zero failed checks;
-#   4. pytest test_k8s.py: the wiring checks on every overlay, and a mutation test per check.
+#   4. pytest test_k8s.py: the wiring checks on every overlay (the containers' command lines
+#      parsed by the real binaries among them), and a mutation test per check.
 # Installs its Python tools, pinned in requirements.txt, into a virtualenv the first time.
-# Environment: DIME_EDGE (a built dime-edge; make passes the debug one), DIME_K8S_VENV.
+# Environment: DIME_EDGE (a built dime-edge; make passes the debug one), DIME_ORIGIN (a built
+# dime-origin, to check the origins' command lines), DIME_K8S_VENV.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/../.."
 
 readonly edge=${DIME_EDGE:-${CARGO_TARGET_DIR:-target}/debug/dime-edge}
+# The origins' command lines are checked with this binary when it is built (make test builds
+# it); without it those tests are reported as skipped.
+readonly origin=${DIME_ORIGIN:-${CARGO_TARGET_DIR:-target}/debug/dime-origin}
 readonly venv=${DIME_K8S_VENV:-.dev/k8s-lint-venv}
 readonly out=.dev/k8s/rendered
 # The oldest Kubernetes release the manifests are meant for, and the newest the pinned
@@ -42,7 +47,7 @@ fi
 export PATH=${PWD}/${venv}/bin:${PATH}
 # checkov offline: no policy download, no package-update check, no platform mapping.
 export BC_SKIP_MAPPING=TRUE CKV_SKIP_PACKAGE_UPDATE_CHECK=TRUE
-export DIME_EDGE=${edge}
+export DIME_EDGE=${edge} DIME_ORIGIN=${origin}
 
 # The secretGenerator's files (git-ignored): generated when missing, kept otherwise.
 bash k8s/secrets.sh
@@ -83,7 +88,7 @@ step "checkov --framework kubernetes on ${out}" \
 	checkov --directory "${out}" --framework kubernetes --skip-download --quiet --compact || true
 
 step "wiring tests (pytest k8s/lint)" \
-	python -m pytest -q --tb=short -p no:cacheprovider k8s/lint || true
+	python -m pytest -q -rs --tb=short -p no:cacheprovider k8s/lint || true
 
 say "${passed} passed, ${failed} failed"
 ((failed == 0))

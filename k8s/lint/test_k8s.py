@@ -71,6 +71,52 @@ def test_shield_config_passes_dime_edge_check(rendered, overlay):
     assert not problems, f"k8s/overlays/{overlay}:\n" + "\n".join(problems)
 
 
+def origin_binary():
+    origin = os.environ.get("DIME_ORIGIN")
+    if not origin or not os.access(origin, os.X_OK):
+        pytest.skip(f"DIME_ORIGIN={origin!r} is not a built dime-origin: build the workspace "
+                    "(make test does) to check the origins' command lines")
+    return origin
+
+
+def binaries():
+    return {"dime-edge": edge_binary(), "dime-origin": origin_binary()}
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_command_lines_parse(rendered, overlay):
+    tools = binaries()
+    problems, unchecked = [], []
+    for where, name, args in wiring.command_lines(rendered[overlay]):
+        if "--db-url-file" in " ".join(args):
+            # The flag arrives with the web app's multi-replica work (branch h-web); until the
+            # binary has it, the summary says what was not checked instead of failing.
+            run = subprocess.run([tools[name], "web", "--help"], capture_output=True, text=True, check=False)
+            if "--db-url-file" not in run.stdout:
+                unchecked.append(where)
+                continue
+        problems += wiring.command_line_problems(where, tools[name], args)
+    assert not problems, f"k8s/overlays/{overlay}:\n" + "\n".join(problems)
+    if unchecked:
+        pytest.skip(f"not checked, this dime-origin has no web --db-url-file yet: {', '.join(unchecked)}")
+
+
+def test_a_misspelt_flag_is_caught(dev):
+    args = pod(dev, "packager-camera")["containers"][0]["args"]
+    args[args.index("--size=640x360")] = "--sise=640x360"
+    where, name, argv = next(c for c in wiring.command_lines(dev) if c[0].endswith("container packager"))
+    problems = wiring.command_line_problems(where, binaries()[name], argv)
+    assert len(problems) == 1 and "unexpected argument '--sise' found" in problems[0], problems
+
+
+def test_an_invalid_flag_value_is_caught(dev):
+    args = pod(dev, "shield")["containers"][0]["args"]
+    args[args.index("--log-format=json")] = "--log-format=yaml"
+    where, name, argv = next(c for c in wiring.command_lines(dev) if c[0].endswith("container shield"))
+    problems = wiring.command_line_problems(where, binaries()[name], argv)
+    assert len(problems) == 1 and "invalid value 'yaml'" in problems[0], problems
+
+
 def test_camera_overlay_asks_for_the_camera(rendered):
     packager = pod(rendered["camera"], "packager-camera")["containers"][0]
     assert packager["resources"]["limits"]["smarter-devices/video0"] == 1

@@ -10,7 +10,9 @@ Each check takes the rendered objects and returns a list of problems (empty: pas
   docs/kubernetes.md exactly (nothing missing, nothing extra);
 - shield_pools: every backend of the shield's config is a Service port in the manifests;
 - shield_config_check: the shield's config passes `dime-edge check`, with the Services' names
-  resolving (a private /etc/hosts in a mount namespace).
+  resolving (a private /etc/hosts in a mount namespace);
+- command_line_problems: each container's dime-edge or dime-origin command line parses with
+  the real binary (every flag known, every value valid).
 """
 
 import ipaddress
@@ -419,6 +421,28 @@ def shield_config_check(objects, edge_binary):
             output = (run.stdout + run.stderr).strip().replace(str(config), "shield-config/edge.toml")
             return [f"dime-edge check failed on the shield's config (exit {run.returncode}):\n{output}"]
     return []
+
+
+def command_lines(objects):
+    """(where, binary name, argv after it) of every container that runs dime-edge or dime-origin."""
+    out = []
+    for workload, _, spec, _, _ in pod_templates(objects):
+        for c in containers(spec):
+            argv = (c.get("command") or []) + (c.get("args") or [])
+            if argv and argv[0] in ("dime-edge", "dime-origin"):
+                out.append((f"{name_of(workload)} container {c['name']}", argv[0], argv[1:]))
+    return out
+
+
+def command_line_problems(where, binary, args):
+    """Whether the real binary's parser takes `args`: clap checks every flag and value in
+    order, so `--help` at the end prints help (exit 0) only when all before it are valid."""
+    run = subprocess.run([str(binary)] + args + ["--help"], capture_output=True, text=True,
+                         timeout=30, check=False)
+    if run.returncode == 0:
+        return []
+    error = next((l for l in run.stderr.splitlines() if l.startswith("error:")), run.stderr.strip())
+    return [f"{where}: {pathlib.Path(binary).name} {' '.join(args)}: {error}"]
 
 
 def checkov_skips_have_reasons(objects):
