@@ -18,7 +18,7 @@ EDGE_DEBUG := $(TARGET_DIR)/debug/dime-edge
 CONFIGS := $(sort $(wildcard config/*.toml))
 EDGE_SOURCES := Cargo.toml Cargo.lock proxy/Cargo.toml $(shell find proxy/src -name '*.rs')
 
-.PHONY: help deps build fmt lint nextest check-config e2e test run bench viewers clean
+.PHONY: help deps build fmt lint nextest check-config k8s-lint k8s-secrets e2e test run bench viewers clean
 
 help: ## List the targets (this text)
 	@echo 'Usage: make TARGET'
@@ -57,11 +57,17 @@ check-config: $(EDGE_DEBUG) ## Validate every config/*.toml with `dime-edge chec
 	done; \
 	exit $$failed
 
+k8s-lint: $(EDGE_DEBUG) ## Kubernetes manifests offline: kustomize, strict schemas, checkov, wiring tests (pip-installs pinned tools)
+	DIME_EDGE=$(EDGE_DEBUG) DIME_ORIGIN=$(TARGET_DIR)/debug/dime-origin bash k8s/lint/run.sh
+
+k8s-secrets: ## Write the git-ignored credentials k8s/base's secretGenerator reads (kept when present)
+	bash k8s/secrets.sh
+
 e2e: ## The platform in headless Chromium through the edge (debug build, ports 8080-8084, 8443, 9090)
 	$(CARGO) build -p dime-edge -p dime-origin
 	bash origin/e2e/run.sh
 
-test: deps lint nextest check-config e2e ## What CI runs: deps, fmt, clippy, tests, config check, browser test
+test: deps lint nextest check-config k8s-lint e2e ## What CI runs: deps, fmt, clippy, tests, config check, manifests, browser test
 
 run: deps ## Release build, then the local stack on :8080 (Ctrl-C stops it)
 	$(CARGO) build --release -p dime-edge -p dime-origin
