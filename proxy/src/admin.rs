@@ -82,10 +82,14 @@ impl Admin {
         let Some(token) = token else {
             return text(
                 StatusCode::FORBIDDEN,
-                "purge is disabled: set cache.purge_token in the config to enable it\n",
+                &format!(
+                    "purge is disabled: {} to enable it\n",
+                    self.how_to_set("cache.purge_token", "--purge-token")
+                ),
             );
         };
-        if let Err(refused) = check_bearer(session, &token, "purge", "cache.purge_token") {
+        let field = self.setting("cache.purge_token", "--purge-token");
+        if let Err(refused) = check_bearer(session, &token, "purge", field) {
             return *refused;
         }
         let params = query_params(session.req_header().uri.query().unwrap_or(""));
@@ -106,6 +110,25 @@ impl Admin {
         body.push(b'\n');
         reply(StatusCode::OK, "application/json", body)
     }
+
+    /// The name an operator knows `field` by: the config field, or in quick mode (no file) the
+    /// `dime-edge proxy` flag that sets it.
+    fn setting(&self, field: &'static str, flag: &'static str) -> &'static str {
+        if self.reloader.is_none() {
+            flag
+        } else {
+            field
+        }
+    }
+
+    /// How to set `field`, for a refusal that says how to enable what was refused.
+    fn how_to_set(&self, field: &'static str, flag: &'static str) -> String {
+        if self.reloader.is_none() {
+            format!("start quick mode with {flag} TOKEN (or {flag}-file FILE)")
+        } else {
+            format!("set {field} in the config")
+        }
+    }
 }
 
 impl Admin {
@@ -116,11 +139,13 @@ impl Admin {
             return Err(Box::new(text(
                 StatusCode::FORBIDDEN,
                 &format!(
-                    "{what} is disabled: set admin.token in the config to enable the config API\n"
+                    "{what} is disabled: {} to enable the config API\n",
+                    self.how_to_set("admin.token", "--admin-token")
                 ),
             )));
         };
-        check_bearer(session, &token, what, "admin.token")
+        let field = self.setting("admin.token", "--admin-token");
+        check_bearer(session, &token, what, field)
     }
 
     /// `POST /config/reload`: 200 with the outcome when applied or unchanged, 422 with every

@@ -1,7 +1,7 @@
 //! `dime-edge`: the command line.
 
 use std::io::Write;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
@@ -78,6 +78,19 @@ enum Command {
         /// Admin listener (metrics, health).
         #[arg(long, value_name = "ADDR", default_value = DEFAULT_ADMIN)]
         admin: String,
+        /// Bearer token for the purge API (POST /cache/purge), at least 16 characters; without
+        /// one, purge is refused.
+        #[arg(long, value_name = "TOKEN", conflicts_with = "purge_token_file")]
+        purge_token: Option<String>,
+        /// Read the purge token from the first line of FILE (kept out of the process list).
+        #[arg(long, value_name = "FILE")]
+        purge_token_file: Option<PathBuf>,
+        /// Bearer token for the config API (GET /config), at least 16 characters.
+        #[arg(long, value_name = "TOKEN", conflicts_with = "admin_token_file")]
+        admin_token: Option<String>,
+        /// Read the config API's token from the first line of FILE.
+        #[arg(long, value_name = "FILE")]
+        admin_token_file: Option<PathBuf>,
     },
 }
 
@@ -137,11 +150,21 @@ fn main() -> ExitCode {
             names,
             valid_for,
         }) => cert_generate(&out, &names, valid_for),
-        Command::Proxy { listen, to, admin } => {
+        Command::Proxy {
+            listen,
+            to,
+            admin,
+            purge_token,
+            purge_token_file,
+            admin_token,
+            admin_token_file,
+        } => {
             let q = quick::QuickMode {
                 listen: &listen,
                 to: &to,
                 admin: &admin,
+                admin_token: token(admin_token.as_deref(), admin_token_file.as_deref()),
+                purge_token: token(purge_token.as_deref(), purge_token_file.as_deref()),
             };
             match quick::config(&q) {
                 Ok(c) => serve(cli.log_format, c, server::RunOptions::default()),
@@ -151,6 +174,15 @@ fn main() -> ExitCode {
                 }
             }
         }
+    }
+}
+
+/// Quick mode's token: the flag's value, or the file named by its `-file` twin.
+fn token<'a>(value: Option<&'a str>, file: Option<&'a Path>) -> Option<quick::Token<'a>> {
+    match (value, file) {
+        (Some(v), _) => Some(quick::Token::Value(v)),
+        (None, Some(f)) => Some(quick::Token::File(f)),
+        (None, None) => None,
     }
 }
 

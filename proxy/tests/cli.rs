@@ -1,13 +1,15 @@
 //! The command line: `check` exit codes and error reports, `run` refusing bad config,
-//! `--version`, `--help`, and quick mode behaving as a full edge.
+//! `--version`, `--help`, and quick mode behaving as a full edge, its admin APIs included.
 
 mod common;
 
 use std::path::Path;
 use std::process::Command;
+use std::time::{Duration, Instant};
 
 use common::edge::{check, BIN};
-use common::{client, EdgeProc, Upstream};
+use common::upstream::Script;
+use common::{client, fetch, EdgeProc, Upstream};
 
 const GOOD: &str = r#"
 [listen]
@@ -296,4 +298,138 @@ fn check_rejects_duplicate_route_names_and_a_bad_health_check_host() {
         text.contains("routes[1].name: route name \"/\" is already used by routes[0]"),
         "{text}"
     );
+}
+const QUICK_TOKEN: &str = "0123456789abcdef-quick";
+
+async fn post(edge: &EdgeProc, path: &str, token: Option<&str>) -> (u16, String) {
+    let mut req = client().post(edge.admin_url(path));
+    if let Some(t) = token {
+        req = req.bearer_auth(t);
+    }
+    let r = req.send().await.unwrap();
+    (r.status().as_u16(), r.text().await.unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn quick_mode_purges_with_its_purge_token_flag() {
+    let origin = Upstream::start("o").await;
+    origin.script(
+        "/vod/a.ts",
+        Script::ok(&[("cache-control", "max-age=600")], "segment"),
+    );
+    let edge = EdgeProc::start_quick_with(&[origin.addr], &["--purge-token", QUICK_TOKEN]).await;
+    edge.wait_ready().await;
+    fetch(&edge.url("/vod/a.ts"), &[]).await;
+    assert_eq!(fetch(&edge.url("/vod/a.ts"), &[]).await.cache(), "HIT");
+
+    let (status, body) = post(&edge, "/cache/purge?prefix=/vod/", None).await;
+    assert_eq!(status, 401, "{body}");
+    assert!(body.contains("--purge-token"), "{body}");
+    assert!(!body.contains("cache.purge_token"), "{body}");
+
+    let (status, body) = post(&edge, "/cache/purge?prefix=/vod/", Some(QUICK_TOKEN)).await;
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("\"purged\":1"), "{body}");
+    assert_eq!(fetch(&edge.url("/vod/a.ts"), &[]).await.cache(), "MISS");
+
+    // No --admin-token: the config API says which flag enables it, not a config field.
+    let (status, body) = post(&edge, "/config/reload", Some(QUICK_TOKEN)).await;
+    assert_eq!(status, 403, "{body}");
+    assert!(body.contains("--admin-token"), "{body}");
+    assert!(!body.contains("in the config"), "{body}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn quick_mode_without_a_purge_token_names_the_flag() {
+    let origin = Upstream::start("o").await;
+    let edge = EdgeProc::start_quick(&[origin.addr]).await;
+    let (status, body) = post(&edge, "/cache/purge?all=true", Some(QUICK_TOKEN)).await;
+    assert_eq!(status, 403, "{body}");
+    assert!(body.contains("--purge-token"), "{body}");
+    assert!(!body.contains("in the config"), "{body}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn quick_mode_reads_tokens_from_files() {
+    let origin = Upstream::start("o").await;
+    let dir = tempfile::tempdir().unwrap();
+    let admin_file = dir.path().join("admin-token");
+    let purge_file = dir.path().join("purge-token");
+    // A trailing newline, as `echo TOKEN > file` and Kubernetes Secrets leave it.
+    std::fs::write(&admin_file, "0123456789abcdef-admin\n").unwrap();
+    std::fs::write(&purge_file, format!("{QUICK_TOKEN}\n")).unwrap();
+    let edge = EdgeProc::start_quick_with(
+        &[origin.addr],
+        &[
+            "--admin-token-file",
+            admin_file.to_str().unwrap(),
+            "--purge-token-file",
+            purge_file.to_str().unwrap(),
+        ],
+    )
+    .await;
+    let (status, body) = post(&edge, "/cache/purge?all=true", Some(QUICK_TOKEN)).await;
+    assert_eq!(status, 200, "{body}");
+    // With the admin token the config API answers; quick mode has no file to reload.
+    let (status, body) = post(&edge, "/config/reload", Some("0123456789abcdef-admin")).await;
+    assert_eq!(status, 409, "{body}");
+    let r = client()
+        .get(edge.admin_url("/config"))
+        .bearer_auth("0123456789abcdef-admin")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(r.text().await.unwrap().contains("[redacted]"));
+}
+
+#[test]
+fn quick_mode_refuses_bad_tokens_by_their_flag() {
+    let cases: &[(&[&str], &str)] = &[
+        (&["--purge-token", "short"], "--purge-token: too short"),
+        (&["--admin-token", "short"], "--admin-token: too short"),
+        (
+            &["--purge-token-file", "/nonexistent/token"],
+            "--purge-token-file /nonexistent/token: cannot read",
+        ),
+        (
+            &["--purge-token", QUICK_TOKEN, "--purge-token-file", "/x"],
+            "cannot be used with",
+        ),
+    ];
+    for (flags, expected) in cases {
+        let mut cmd = Command::new(BIN);
+        cmd.args(["proxy", "--listen", "127.0.0.1:0", "--to", "127.0.0.1:2"])
+            .args(["--admin", "127.0.0.1:0"])
+            .args(*flags);
+        let out = output_within(cmd, Duration::from_secs(20));
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{flags:?}");
+        assert!(
+            err.contains(expected),
+            "{flags:?}: expected {expected:?} in {err}"
+        );
+        assert!(!err.contains("cache.purge_token"), "{flags:?}: {err}");
+    }
+}
+
+/// The command's output, or a panic (after killing it) if it still runs after `limit`: a
+/// refused start must not turn into a running edge that hangs the test.
+fn output_within(mut cmd: Command, limit: Duration) -> std::process::Output {
+    use std::process::Stdio;
+    let mut child = cmd
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + limit;
+    while Instant::now() < deadline {
+        if child.try_wait().unwrap().is_some() {
+            return child.wait_with_output().unwrap();
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _ = child.kill();
+    let out = child.wait_with_output().unwrap();
+    panic!("still running after {limit:?}: {out:?}");
 }
