@@ -1,5 +1,6 @@
-//! The command line: `check` exit codes and error reports, `run` refusing bad config,
-//! `--version`, `--help`, and quick mode behaving as a full edge, its admin APIs included.
+//! The command line: `check` (and nginx's `-t`) exit codes and error reports, the default
+//! config path, `run` refusing bad config, `--version`, `--help`, completions and man pages,
+//! and quick mode behaving as a full edge, its admin APIs included.
 
 mod common;
 
@@ -299,6 +300,116 @@ fn check_rejects_duplicate_route_names_and_a_bad_health_check_host() {
         "{text}"
     );
 }
+
+#[test]
+fn dash_t_checks_like_nginx() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("edge.toml");
+    std::fs::write(&path, GOOD).unwrap();
+    let path = path.to_str().unwrap();
+    for args in [vec!["-t", "-c", path], vec!["-t", "--config", path]] {
+        let out = Command::new(BIN).args(&args).output().unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert_eq!(out.status.code(), Some(0), "{args:?}: {out:?}");
+        assert!(stdout.contains(": ok: 1 route(s)"), "{args:?}: {stdout}");
+    }
+    std::fs::write(
+        dir.path().join("edge.toml"),
+        GOOD.replace("\"web\"\n", "\"nope\"\n"),
+    )
+    .unwrap();
+    let out = Command::new(BIN).args(["-t", "-c", path]).output().unwrap();
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("unknown pool \"nope\""),
+        "{out:?}"
+    );
+}
+
+#[test]
+fn without_c_a_missing_default_path_is_explained() {
+    const DEFAULT: &str = "/etc/dime/edge.toml";
+    if Path::new(DEFAULT).exists() {
+        eprintln!("{DEFAULT} exists on this machine: the missing-default case cannot be seen");
+        return;
+    }
+    for args in [&["check"][..], &["-t"], &["run"]] {
+        let out = Command::new(BIN).args(args).output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {err}");
+        assert!(
+            err.contains(DEFAULT) && err.contains("-c FILE"),
+            "{args:?}: the error must name the default path and -c: {err}"
+        );
+        assert!(!err.contains("panicked"), "{err}");
+    }
+}
+
+#[test]
+fn completions_name_every_subcommand() {
+    for shell in ["bash", "zsh", "fish"] {
+        let out = Command::new(BIN)
+            .args(["completions", shell])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{shell}: {out:?}");
+        let script = String::from_utf8_lossy(&out.stdout);
+        for sub in ["run", "check", "proxy", "cert", "completions", "man"] {
+            assert!(script.contains(sub), "{shell} completions lack {sub}");
+        }
+        assert!(script.contains("dime-edge"), "{shell}");
+    }
+    let bash = Command::new(BIN)
+        .args(["completions", "bash"])
+        .output()
+        .unwrap();
+    let bash = String::from_utf8_lossy(&bash.stdout);
+    assert!(bash.contains("complete -F"), "{bash}");
+    assert!(
+        bash.contains("--purge-token"),
+        "quick mode's flags complete too"
+    );
+    let out = Command::new(BIN)
+        .args(["completions", "powershell-7"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+}
+
+#[test]
+fn man_writes_roff_pages_for_the_command_and_each_subcommand() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(BIN)
+        .args(["man", "--out", dir.path().to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let main = std::fs::read_to_string(dir.path().join("dime-edge.1")).unwrap();
+    assert!(main.contains(".TH dime-edge 1"), "not roff:\n{main}");
+    assert!(main.contains(".SH SUBCOMMANDS"), "{main}");
+    for sub in ["run", "check", "proxy", "cert", "completions", "man"] {
+        assert!(
+            main.contains(&format!("dime\\-edge\\-{sub}(1)")),
+            "the main page lists {sub}:\n{main}"
+        );
+    }
+    for page in [
+        "dime-edge-run.1",
+        "dime-edge-check.1",
+        "dime-edge-proxy.1",
+        "dime-edge-cert-generate.1",
+    ] {
+        let text = std::fs::read_to_string(dir.path().join(page))
+            .unwrap_or_else(|e| panic!("{page}: {e}"));
+        assert!(text.contains(".TH "), "{page} is not roff");
+    }
+    let check = std::fs::read_to_string(dir.path().join("dime-edge-check.1")).unwrap();
+    assert!(check.contains("/etc/dime/edge.toml"), "{check}");
+    // What was written is said, for an install script's log.
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(said.contains("dime-edge-run.1"), "{said}");
+}
+
 const QUICK_TOKEN: &str = "0123456789abcdef-quick";
 
 async fn post(edge: &EdgeProc, path: &str, token: Option<&str>) -> (u16, String) {
