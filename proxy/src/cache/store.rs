@@ -982,4 +982,29 @@ mod tests {
         assert_eq!(s.object_count(), 1);
         assert!(consistent(s));
     }
+
+    #[tokio::test]
+    async fn finding_what_a_purge_would_remove_removes_nothing() {
+        let s = store(1 << 20);
+        for k in [
+            key("h/a", Some(1)),
+            key("h/a", Some(2)),
+            key("h/a?_HLS_msn=3", None),
+            key("h/b", None),
+        ] {
+            fill(s, &k, 10).await;
+        }
+        let (n, mut keys) = s.find_path("h/a", 10);
+        keys.sort();
+        assert_eq!(
+            (n, keys),
+            (3, vec!["h/a".into(), "h/a".into(), "h/a?_HLS_msn=3".into()])
+        );
+        // The count is whole; the list stops at its limit.
+        assert_eq!(s.find_where(|u| u.starts_with("h/"), 1).0, 4);
+        assert_eq!(s.find_where(|u| u.starts_with("h/"), 1).1.len(), 1);
+        assert_eq!(s.find_path("h/c", 10), (0, vec![]));
+        assert_eq!(s.object_count(), 4);
+        assert_eq!(s.purge_path("h/a"), 3, "what find_path found");
+    }
 }
