@@ -10,11 +10,10 @@ use pingora_core::apps::http_app::ServeHttp;
 use pingora_core::protocols::http::ServerSession;
 
 use crate::active::{Active, Readiness};
-use crate::cache::{key, EdgeCache};
+use crate::cache::{purge, EdgeCache};
 use crate::config::redact;
 use crate::metrics::Metrics;
 use crate::reload::{short_hash, ReloadOutcome, Reloader, Trigger};
-use crate::request_path;
 
 /// The admin HTTP application.
 pub struct Admin {
@@ -75,75 +74,60 @@ impl ServeHttp for Admin {
 }
 
 impl Admin {
-    /// `POST /cache/purge?url=HOST/PATH`, `?prefix=HOST/PATH` (or `/PATH` for any host), `?all=true`.
+    /// `POST /cache/purge?url=URL`, `?prefix=/PATH` (every host) or `HOST/PATH`, `?all=true`,
+    /// each with `&dry_run=true` to see what would go; parsed and applied by `cache::purge`.
     fn purge(&self, session: &ServerSession) -> Response<Vec<u8>> {
         // The active config's token: a reload may have changed it.
         let token = self.active.load().config.cache.purge_token.clone();
         let Some(token) = token else {
             return text(
                 StatusCode::FORBIDDEN,
-                "purge is disabled: set cache.purge_token in the config to enable it\n",
+                &format!(
+                    "purge is disabled: {} to enable it\n",
+                    self.how_to_set("cache.purge_token", "--purge-token")
+                ),
             );
         };
-        if let Err(refused) = check_bearer(session, &token, "purge", "cache.purge_token") {
+        let field = self.setting("cache.purge_token", "--purge-token");
+        if let Err(refused) = check_bearer(session, &token, "purge", field) {
             return *refused;
         }
-        let req = session.req_header();
-        let params = query_params(req.uri.query().unwrap_or(""));
-        let get = |k: &str| params.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
-        let store = self.cache.store;
-        // Keys hold canonical paths, so the purge target is made canonical the same way; one
-        // that has none matches no key, and saying so beats answering "purged": 0.
-        let refuse = |what: &str, e: request_path::PathError| {
-            text(
-                StatusCode::BAD_REQUEST,
-                &format!("cannot purge {what:?}: {e}\n"),
-            )
+        let params = query_params(session.req_header().uri.query().unwrap_or(""));
+        let request = match purge::parse(&params) {
+            Ok(r) => r,
+            Err(e) => return text(StatusCode::BAD_REQUEST, &format!("{e}\n")),
         };
-        let (kind, target, purged) = if let Some(url) = get("url") {
-            let target = match normalize_target(&url) {
-                Ok(t) => t,
-                Err(e) => return refuse(&url, e),
-            };
-            // A key lookup: every query and Vary variant of that path, without a scan.
-            let n = store.purge_path(&target);
-            ("url", target, n)
-        } else if let Some(prefix) = get("prefix") {
-            if prefix.starts_with('/') {
-                let p = match request_path::canonicalize(&prefix) {
-                    Ok(p) => p,
-                    Err(e) => return refuse(&prefix, e),
-                };
-                let shown = format!("(any host){p}");
-                let n = store.purge_where(move |k| {
-                    k.find('/').is_some_and(|i| k[i..].starts_with(p.as_str()))
-                });
-                ("prefix", shown, n)
-            } else {
-                let target = match normalize_target(&prefix) {
-                    Ok(t) => t,
-                    Err(e) => return refuse(&prefix, e),
-                };
-                let t = target.clone();
-                let n = store.purge_where(move |k| k.starts_with(t.as_str()));
-                ("prefix", target, n)
-            }
-        } else if get("all").is_some_and(|v| v == "true" || v == "1") {
-            ("all", "*".to_string(), store.purge_all())
+        let outcome = request.apply(self.cache.store);
+        let (kind, target) = (outcome.kind, &outcome.target);
+        if let Some(purged) = outcome.purged {
+            self.metrics.cache_purges.with_label_values(&[kind]).inc();
+            tracing::info!(kind, target = %target, purged, "cache purge");
         } else {
-            return text(
-                StatusCode::BAD_REQUEST,
-                "name what to purge: ?url=HOST/PATH, ?prefix=HOST/PATH (or /PATH for every host), or ?all=true\n",
-            );
-        };
-        self.metrics.cache_purges.with_label_values(&[kind]).inc();
-        tracing::info!(kind, target = %target, purged, "cache purge");
-        reply(
-            StatusCode::OK,
-            "application/json",
-            format!("{{\"kind\":\"{kind}\",\"target\":{target:?},\"purged\":{purged}}}\n")
-                .into_bytes(),
-        )
+            let would_purge = outcome.would_purge.unwrap_or(0);
+            tracing::info!(kind, target = %target, would_purge, "cache purge dry run");
+        }
+        let mut body = serde_json::to_vec(&outcome).unwrap_or_default();
+        body.push(b'\n');
+        reply(StatusCode::OK, "application/json", body)
+    }
+
+    /// The name an operator knows `field` by: the config field, or in quick mode (no file) the
+    /// `dime-edge proxy` flag that sets it.
+    fn setting(&self, field: &'static str, flag: &'static str) -> &'static str {
+        if self.reloader.is_none() {
+            flag
+        } else {
+            field
+        }
+    }
+
+    /// How to set `field`, for a refusal that says how to enable what was refused.
+    fn how_to_set(&self, field: &'static str, flag: &'static str) -> String {
+        if self.reloader.is_none() {
+            format!("start quick mode with {flag} TOKEN (or {flag}-file FILE)")
+        } else {
+            format!("set {field} in the config")
+        }
     }
 }
 
@@ -155,11 +139,13 @@ impl Admin {
             return Err(Box::new(text(
                 StatusCode::FORBIDDEN,
                 &format!(
-                    "{what} is disabled: set admin.token in the config to enable the config API\n"
+                    "{what} is disabled: {} to enable the config API\n",
+                    self.how_to_set("admin.token", "--admin-token")
                 ),
             )));
         };
-        check_bearer(session, &token, what, "admin.token")
+        let field = self.setting("admin.token", "--admin-token");
+        check_bearer(session, &token, what, field)
     }
 
     /// `POST /config/reload`: 200 with the outcome when applied or unchanged, 422 with every
@@ -255,19 +241,6 @@ fn check_bearer(
 
 /// The answer to a request that may not proceed.
 type Refused = Box<Response<Vec<u8>>>;
-
-/// `http://Host:80/a` or `Host/a//b` → `host/a` or `host/a/b`, the form cache keys use.
-fn normalize_target(s: &str) -> Result<String, request_path::PathError> {
-    let s = s
-        .strip_prefix("http://")
-        .or_else(|| s.strip_prefix("https://"))
-        .unwrap_or(s);
-    let (host, path) = s.split_at(s.find('/').unwrap_or(s.len()));
-    let path = if path.is_empty() { "/" } else { path };
-    let path = path.split('?').next().unwrap_or(path);
-    let path = request_path::canonicalize(path)?;
-    Ok(key::key_text(host, &path, None, None))
-}
 
 fn query_params(q: &str) -> Vec<(String, String)> {
     q.split('&')

@@ -1,15 +1,18 @@
 //! `dime-edge`: the command line.
 
 use std::io::Write;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 use dime_edge::config::{self, compile::DEFAULT_ADMIN};
 use dime_edge::logging::{self, LogFormat};
 use dime_edge::tls::generate;
 use dime_edge::tls::live::EXPIRY_WARNING;
 use dime_edge::{quick, server};
+
+/// Where `run` and `check` read their configuration when `-c` is not given.
+const DEFAULT_CONFIG: &str = "/etc/dime/edge.toml";
 
 const EXAMPLES: &str = "\
 Examples:
@@ -18,6 +21,7 @@ Examples:
   dime-edge upgrade -c /etc/dime/edge.toml    # new binary: hand the listeners over, cache starts empty
   dime-edge cert generate --out certs --name localhost
   dime-edge check -c /etc/dime/edge.toml      # like nginx -t: 0 when valid, 1 and every error when not
+  dime-edge -t                                # the same, for /etc/dime/edge.toml
   dime-edge proxy --listen 0.0.0.0:8080 --to 10.0.0.5:8081,10.0.0.6:8081
   dime-edge --log-format json run -c edge.toml";
 
@@ -55,7 +59,7 @@ enum Command {
     )]
     Run {
         /// The TOML configuration file.
-        #[arg(short, long, value_name = "FILE")]
+        #[arg(short, long, value_name = "FILE", default_value = DEFAULT_CONFIG)]
         config: PathBuf,
         /// Take the listening sockets over from the running edge, through [server]
         /// upgrade_sock; then send the old process SIGQUIT and it drains and exits.
@@ -63,12 +67,13 @@ enum Command {
         upgrade: bool,
     },
     /// Validate a configuration file and exit: 0 when valid, 1 with every error when not.
+    #[command(short_flag = 't')]
     #[command(
         after_help = "Example:\n  dime-edge check -c /etc/dime/edge.toml && systemctl reload dime-edge   # applies it live, the cache is kept"
     )]
     Check {
         /// The TOML configuration file.
-        #[arg(short, long, value_name = "FILE")]
+        #[arg(short, long, value_name = "FILE", default_value = DEFAULT_CONFIG)]
         config: PathBuf,
     },
     /// Zero-downtime binary upgrade: the running edge starts the binary now installed where it
@@ -106,6 +111,37 @@ enum Command {
         /// Admin listener (metrics, health).
         #[arg(long, value_name = "ADDR", default_value = DEFAULT_ADMIN)]
         admin: String,
+        /// Bearer token for the purge API (POST /cache/purge), at least 16 characters; without
+        /// one, purge is refused.
+        #[arg(long, value_name = "TOKEN", conflicts_with = "purge_token_file")]
+        purge_token: Option<String>,
+        /// Read the purge token from the first line of FILE (kept out of the process list).
+        #[arg(long, value_name = "FILE")]
+        purge_token_file: Option<PathBuf>,
+        /// Bearer token for the config API (GET /config), at least 16 characters.
+        #[arg(long, value_name = "TOKEN", conflicts_with = "admin_token_file")]
+        admin_token: Option<String>,
+        /// Read the config API's token from the first line of FILE.
+        #[arg(long, value_name = "FILE")]
+        admin_token_file: Option<PathBuf>,
+    },
+    /// Print a completion script for SHELL on stdout.
+    #[command(
+        after_help = "Examples:\n  dime-edge completions bash > /usr/share/bash-completion/completions/dime-edge\n  dime-edge completions zsh > /usr/local/share/zsh/site-functions/_dime-edge\n  dime-edge completions fish > /usr/share/fish/vendor_completions.d/dime-edge.fish"
+    )]
+    Completions {
+        /// The shell.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Write man pages into DIR: dime-edge.1 and one per subcommand (dime-edge-run.1, ...).
+    #[command(
+        after_help = "Example:\n  dime-edge man --out /usr/local/share/man/man1 && mandb -q"
+    )]
+    Man {
+        /// Directory for the pages; created if missing.
+        #[arg(long, value_name = "DIR")]
+        out: PathBuf,
     },
 }
 
@@ -131,6 +167,16 @@ enum CertCommand {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    let config_file = match &cli.command {
+        Command::Check { config, .. } => Some((config, "check")),
+        Command::Run { config, .. } => Some((config, "run")),
+        _ => None,
+    };
+    if let Some((config, command)) = config_file {
+        if !default_config_found(config, command) {
+            return ExitCode::FAILURE;
+        }
+    }
     match cli.command {
         Command::Check { config } => match config::load(&config) {
             Ok(c) => {
@@ -166,11 +212,21 @@ fn main() -> ExitCode {
             names,
             valid_for,
         }) => cert_generate(&out, &names, valid_for),
-        Command::Proxy { listen, to, admin } => {
+        Command::Proxy {
+            listen,
+            to,
+            admin,
+            purge_token,
+            purge_token_file,
+            admin_token,
+            admin_token_file,
+        } => {
             let q = quick::QuickMode {
                 listen: &listen,
                 to: &to,
                 admin: &admin,
+                admin_token: token(admin_token.as_deref(), admin_token_file.as_deref()),
+                purge_token: token(purge_token.as_deref(), purge_token_file.as_deref()),
             };
             match quick::config(&q) {
                 Ok(c) => serve(cli.log_format, c, server::RunOptions::default()),
@@ -179,6 +235,58 @@ fn main() -> ExitCode {
                     ExitCode::FAILURE
                 }
             }
+        }
+        Command::Completions { shell } => {
+            let mut out = std::io::stdout();
+            clap_complete::generate(shell, &mut Cli::command(), "dime-edge", &mut out);
+            ExitCode::SUCCESS
+        }
+        Command::Man { out } => man_pages(&out),
+    }
+}
+
+/// False, said on stderr, when `config` is the default path and nothing is there: `load`
+/// would report an unreadable file, where a first-time operator needs to hear about `-c`.
+fn default_config_found(config: &Path, command: &str) -> bool {
+    // Only "not found": any other error (permissions) is `load`'s to report.
+    let missing =
+        std::fs::metadata(config).is_err_and(|e| e.kind() == std::io::ErrorKind::NotFound);
+    if config == Path::new(DEFAULT_CONFIG) && missing {
+        eprintln!(
+            "dime-edge: no configuration file at {DEFAULT_CONFIG} (the default): pass one with -c FILE, e.g. dime-edge {command} -c ./edge.toml"
+        );
+        return false;
+    }
+    true
+}
+
+/// Quick mode's token: the flag's value, or the file named by its `-file` twin.
+fn token<'a>(value: Option<&'a str>, file: Option<&'a Path>) -> Option<quick::Token<'a>> {
+    match (value, file) {
+        (Some(v), _) => Some(quick::Token::Value(v)),
+        (None, Some(f)) => Some(quick::Token::File(f)),
+        (None, None) => None,
+    }
+}
+
+/// Writes `dime-edge.1` and a page per subcommand into `out`, and names each file written.
+fn man_pages(out: &Path) -> ExitCode {
+    fn write(cmd: clap::Command, out: &Path) -> std::io::Result<()> {
+        for sub in cmd.get_subcommands().filter(|s| !s.is_hide_set()) {
+            write(sub.clone(), out)?;
+        }
+        let page = clap_mangen::Man::new(cmd).generate_to(out)?;
+        let _ = writeln!(std::io::stdout(), "{}", page.display());
+        Ok(())
+    }
+    let mut cmd = Cli::command().disable_help_subcommand(true);
+    // Built, so that subcommands carry their full names (dime-edge-run) and the global flags.
+    cmd.build();
+    match std::fs::create_dir_all(out).and_then(|()| write(cmd, out)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("dime-edge man: {}: {e}", out.display());
+            ExitCode::FAILURE
         }
     }
 }

@@ -195,3 +195,169 @@ async fn purge_without_a_configured_token_is_disabled_with_a_clear_message() {
     assert_eq!(status, 403);
     assert!(body.contains("set cache.purge_token"), "{body}");
 }
+
+/// An edge holding four objects of `tv.example.com`, and a way to see which are still HITs.
+async fn purge_edge() -> (Upstream, EdgeProc) {
+    let origin = Upstream::start("o").await;
+    for p in PURGE_PATHS {
+        origin.script(
+            p,
+            Script::ok(&[("cache-control", "max-age=600")], p.to_string()),
+        );
+    }
+    let edge = cached_edge(
+        &origin,
+        "",
+        &format!("[cache]\npurge_token = \"{TOKEN}\"\n"),
+    )
+    .await;
+    cache_states(&edge).await;
+    assert_eq!(cache_states(&edge).await, ["HIT", "HIT", "HIT", "HIT"]);
+    (origin, edge)
+}
+
+const PURGE_PATHS: [&str; 4] = [
+    "/live/ch1/a.ts",
+    "/live/ch1/b.ts",
+    "/live/ch2/a.ts",
+    "/vod/x.mp4",
+];
+
+async fn cache_states(edge: &EdgeProc) -> Vec<String> {
+    let mut states = Vec::new();
+    for p in PURGE_PATHS {
+        let r = fetch(&edge.url(p), &[("host", "tv.example.com")]).await;
+        states.push(r.cache().to_string());
+    }
+    states
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_dry_run_reports_what_would_go_and_keeps_it() {
+    let (_origin, edge) = purge_edge().await;
+    for (query, count, keys) in [
+        (
+            "prefix=/live/ch1/&dry_run=1",
+            2,
+            &[
+                "tv.example.com/live/ch1/a.ts",
+                "tv.example.com/live/ch1/b.ts",
+            ][..],
+        ),
+        (
+            "dry_run=true&url=https://tv.example.com/vod/x.mp4",
+            1,
+            &["tv.example.com/vod/x.mp4"][..],
+        ),
+        ("all=1&dry_run=true", 4, &[][..]),
+    ] {
+        let (status, body) = purge(&edge, query, Some(TOKEN)).await;
+        assert_eq!(status, 200, "{query}: {body}");
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(v["dry_run"], true, "{query}: {body}");
+        assert_eq!(v["would_purge"], count, "{query}: {body}");
+        assert!(v.get("purged").is_none(), "{query}: {body}");
+        for k in keys {
+            assert!(
+                v["keys"].as_array().unwrap().iter().any(|x| x == k),
+                "{query}: {k} not listed: {body}"
+            );
+        }
+        assert_eq!(v["keys"].as_array().unwrap().len(), count, "{body}");
+    }
+    assert_eq!(
+        cache_states(&edge).await,
+        ["HIT", "HIT", "HIT", "HIT"],
+        "a dry run purged"
+    );
+    // dry_run=false is a purge.
+    let (status, body) = purge(&edge, "prefix=/live/ch1/&dry_run=false", Some(TOKEN)).await;
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("\"purged\":2"), "{body}");
+    assert_eq!(cache_states(&edge).await, ["MISS", "MISS", "HIT", "HIT"]);
+    // Dry runs are not purges: only the real one is counted.
+    assert_eq!(
+        edge.metric("dime_cache_purges_total{kind=\"prefix\"}")
+            .await,
+        Some(1.0)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn purge_refuses_what_it_does_not_understand() {
+    let (_origin, edge) = purge_edge().await;
+    let cases: &[(&str, &[&str])] = &[
+        (
+            "all=true&dryrun=1",
+            &["unknown parameter \"dryrun\"", "url, prefix, all, dry_run"],
+        ),
+        (
+            "prefix=/live/&dry_run=yes",
+            &["dry_run=yes", "true", "false"],
+        ),
+        ("all=yes", &["all=yes", "true", "false"]),
+        ("all=true&dry_run", &["dry_run", "true", "false"]),
+        (
+            "url=/vod/x.mp4",
+            &[
+                "url=/vod/x.mp4",
+                "no host",
+                "url=https://HOST/vod/x.mp4",
+                "prefix=/vod/x.mp4",
+            ],
+        ),
+        ("url=vod/x.mp4", &["\"vod\"", "url=https://HOST/vod/x.mp4"]),
+        ("url=ftp://tv.example.com/vod/x.mp4", &["http or https"]),
+        ("url=http:///vod/x.mp4", &["no host"]),
+        ("url=", &["url= is empty"]),
+        (
+            "prefix=live/ch1/",
+            &["\"live\"", "prefix=/live/ch1/", "prefix=HOST/live/ch1/"],
+        ),
+        ("prefix=live", &["prefix=/live"]),
+        (
+            "url=tv.example.com/vod/x.mp4&all=true",
+            &["one of url, prefix or all"],
+        ),
+        ("prefix=/live/&prefix=/vod/", &["prefix is given twice"]),
+        (
+            "url=tv.example.com/../x",
+            &["cannot purge", "above the root"],
+        ),
+        (
+            "",
+            &[
+                "name what to purge",
+                "url=https://HOST/PATH",
+                "dry_run=true",
+            ],
+        ),
+        ("all=false", &["name what to purge"]),
+    ];
+    for (query, expected) in cases {
+        let (status, body) = purge(&edge, query, Some(TOKEN)).await;
+        assert_eq!(status, 400, "{query}: {body}");
+        for e in *expected {
+            assert!(body.contains(e), "{query}: expected {e:?} in {body}");
+        }
+    }
+    assert_eq!(
+        cache_states(&edge).await,
+        ["HIT", "HIT", "HIT", "HIT"],
+        "a refused purge removed something"
+    );
+    // The forms the docs give all work: a full URL, HOST/PATH, and a host prefix with scheme.
+    for (query, purged) in [
+        ("url=https://TV.example.com:8443/vod//x.mp4?token=1", 1),
+        ("prefix=http://tv.example.com/live/ch2/", 1),
+        ("prefix=tv.example.com/live/", 2),
+    ] {
+        let (status, body) = purge(&edge, query, Some(TOKEN)).await;
+        assert_eq!(status, 200, "{query}: {body}");
+        assert!(
+            body.contains(&format!("\"purged\":{purged}")),
+            "{query}: {body}"
+        );
+    }
+    assert_eq!(cache_states(&edge).await, ["MISS", "MISS", "MISS", "MISS"]);
+}

@@ -1,13 +1,16 @@
-//! The command line: `check` exit codes and error reports, `run` refusing bad config,
-//! `--version`, `--help`, and quick mode behaving as a full edge.
+//! The command line: `check` (and nginx's `-t`) exit codes and error reports, the default
+//! config path, `run` refusing bad config, `--version`, `--help`, completions and man pages,
+//! and quick mode behaving as a full edge, its admin APIs included.
 
 mod common;
 
 use std::path::Path;
 use std::process::Command;
+use std::time::{Duration, Instant};
 
 use common::edge::{check, BIN};
-use common::{client, EdgeProc, Upstream};
+use common::upstream::Script;
+use common::{client, fetch, EdgeProc, Upstream};
 
 const GOOD: &str = r#"
 [listen]
@@ -296,4 +299,248 @@ fn check_rejects_duplicate_route_names_and_a_bad_health_check_host() {
         text.contains("routes[1].name: route name \"/\" is already used by routes[0]"),
         "{text}"
     );
+}
+
+#[test]
+fn dash_t_checks_like_nginx() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("edge.toml");
+    std::fs::write(&path, GOOD).unwrap();
+    let path = path.to_str().unwrap();
+    for args in [vec!["-t", "-c", path], vec!["-t", "--config", path]] {
+        let out = Command::new(BIN).args(&args).output().unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert_eq!(out.status.code(), Some(0), "{args:?}: {out:?}");
+        assert!(stdout.contains(": ok: 1 route(s)"), "{args:?}: {stdout}");
+    }
+    std::fs::write(
+        dir.path().join("edge.toml"),
+        GOOD.replace("\"web\"\n", "\"nope\"\n"),
+    )
+    .unwrap();
+    let out = Command::new(BIN).args(["-t", "-c", path]).output().unwrap();
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("unknown pool \"nope\""),
+        "{out:?}"
+    );
+}
+
+#[test]
+fn without_c_a_missing_default_path_is_explained() {
+    const DEFAULT: &str = "/etc/dime/edge.toml";
+    if Path::new(DEFAULT).exists() {
+        eprintln!("{DEFAULT} exists on this machine: the missing-default case cannot be seen");
+        return;
+    }
+    for args in [&["check"][..], &["-t"], &["run"]] {
+        let out = Command::new(BIN).args(args).output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {err}");
+        assert!(
+            err.contains(DEFAULT) && err.contains("-c FILE"),
+            "{args:?}: the error must name the default path and -c: {err}"
+        );
+        assert!(!err.contains("panicked"), "{err}");
+    }
+}
+
+#[test]
+fn completions_name_every_subcommand() {
+    for shell in ["bash", "zsh", "fish"] {
+        let out = Command::new(BIN)
+            .args(["completions", shell])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{shell}: {out:?}");
+        let script = String::from_utf8_lossy(&out.stdout);
+        for sub in ["run", "check", "proxy", "cert", "completions", "man"] {
+            assert!(script.contains(sub), "{shell} completions lack {sub}");
+        }
+        assert!(script.contains("dime-edge"), "{shell}");
+    }
+    let bash = Command::new(BIN)
+        .args(["completions", "bash"])
+        .output()
+        .unwrap();
+    let bash = String::from_utf8_lossy(&bash.stdout);
+    assert!(bash.contains("complete -F"), "{bash}");
+    assert!(
+        bash.contains("--purge-token"),
+        "quick mode's flags complete too"
+    );
+    let out = Command::new(BIN)
+        .args(["completions", "powershell-7"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+}
+
+#[test]
+fn man_writes_roff_pages_for_the_command_and_each_subcommand() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(BIN)
+        .args(["man", "--out", dir.path().to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let main = std::fs::read_to_string(dir.path().join("dime-edge.1")).unwrap();
+    assert!(main.contains(".TH dime-edge 1"), "not roff:\n{main}");
+    assert!(main.contains(".SH SUBCOMMANDS"), "{main}");
+    for sub in ["run", "check", "proxy", "cert", "completions", "man"] {
+        assert!(
+            main.contains(&format!("dime\\-edge\\-{sub}(1)")),
+            "the main page lists {sub}:\n{main}"
+        );
+    }
+    for page in [
+        "dime-edge-run.1",
+        "dime-edge-check.1",
+        "dime-edge-proxy.1",
+        "dime-edge-cert-generate.1",
+    ] {
+        let text = std::fs::read_to_string(dir.path().join(page))
+            .unwrap_or_else(|e| panic!("{page}: {e}"));
+        assert!(text.contains(".TH "), "{page} is not roff");
+    }
+    let check = std::fs::read_to_string(dir.path().join("dime-edge-check.1")).unwrap();
+    assert!(check.contains("/etc/dime/edge.toml"), "{check}");
+    // What was written is said, for an install script's log.
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(said.contains("dime-edge-run.1"), "{said}");
+}
+
+const QUICK_TOKEN: &str = "0123456789abcdef-quick";
+
+async fn post(edge: &EdgeProc, path: &str, token: Option<&str>) -> (u16, String) {
+    let mut req = client().post(edge.admin_url(path));
+    if let Some(t) = token {
+        req = req.bearer_auth(t);
+    }
+    let r = req.send().await.unwrap();
+    (r.status().as_u16(), r.text().await.unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn quick_mode_purges_with_its_purge_token_flag() {
+    let origin = Upstream::start("o").await;
+    origin.script(
+        "/vod/a.ts",
+        Script::ok(&[("cache-control", "max-age=600")], "segment"),
+    );
+    let edge = EdgeProc::start_quick_with(&[origin.addr], &["--purge-token", QUICK_TOKEN]).await;
+    edge.wait_ready().await;
+    fetch(&edge.url("/vod/a.ts"), &[]).await;
+    assert_eq!(fetch(&edge.url("/vod/a.ts"), &[]).await.cache(), "HIT");
+
+    let (status, body) = post(&edge, "/cache/purge?prefix=/vod/", None).await;
+    assert_eq!(status, 401, "{body}");
+    assert!(body.contains("--purge-token"), "{body}");
+    assert!(!body.contains("cache.purge_token"), "{body}");
+
+    let (status, body) = post(&edge, "/cache/purge?prefix=/vod/", Some(QUICK_TOKEN)).await;
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("\"purged\":1"), "{body}");
+    assert_eq!(fetch(&edge.url("/vod/a.ts"), &[]).await.cache(), "MISS");
+
+    // No --admin-token: the config API says which flag enables it, not a config field.
+    let (status, body) = post(&edge, "/config/reload", Some(QUICK_TOKEN)).await;
+    assert_eq!(status, 403, "{body}");
+    assert!(body.contains("--admin-token"), "{body}");
+    assert!(!body.contains("in the config"), "{body}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn quick_mode_without_a_purge_token_names_the_flag() {
+    let origin = Upstream::start("o").await;
+    let edge = EdgeProc::start_quick(&[origin.addr]).await;
+    let (status, body) = post(&edge, "/cache/purge?all=true", Some(QUICK_TOKEN)).await;
+    assert_eq!(status, 403, "{body}");
+    assert!(body.contains("--purge-token"), "{body}");
+    assert!(!body.contains("in the config"), "{body}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn quick_mode_reads_tokens_from_files() {
+    let origin = Upstream::start("o").await;
+    let dir = tempfile::tempdir().unwrap();
+    let admin_file = dir.path().join("admin-token");
+    let purge_file = dir.path().join("purge-token");
+    // A trailing newline, as `echo TOKEN > file` and Kubernetes Secrets leave it.
+    std::fs::write(&admin_file, "0123456789abcdef-admin\n").unwrap();
+    std::fs::write(&purge_file, format!("{QUICK_TOKEN}\n")).unwrap();
+    let edge = EdgeProc::start_quick_with(
+        &[origin.addr],
+        &[
+            "--admin-token-file",
+            admin_file.to_str().unwrap(),
+            "--purge-token-file",
+            purge_file.to_str().unwrap(),
+        ],
+    )
+    .await;
+    let (status, body) = post(&edge, "/cache/purge?all=true", Some(QUICK_TOKEN)).await;
+    assert_eq!(status, 200, "{body}");
+    // With the admin token the config API answers; quick mode has no file to reload.
+    let (status, body) = post(&edge, "/config/reload", Some("0123456789abcdef-admin")).await;
+    assert_eq!(status, 409, "{body}");
+    let r = client()
+        .get(edge.admin_url("/config"))
+        .bearer_auth("0123456789abcdef-admin")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(r.text().await.unwrap().contains("[redacted]"));
+}
+
+#[test]
+fn quick_mode_refuses_bad_tokens_by_their_flag() {
+    let cases: &[(&[&str], &str)] = &[
+        (&["--purge-token", "short"], "--purge-token: too short"),
+        (&["--admin-token", "short"], "--admin-token: too short"),
+        (
+            &["--purge-token-file", "/nonexistent/token"],
+            "--purge-token-file /nonexistent/token: cannot read",
+        ),
+        (
+            &["--purge-token", QUICK_TOKEN, "--purge-token-file", "/x"],
+            "cannot be used with",
+        ),
+    ];
+    for (flags, expected) in cases {
+        let mut cmd = Command::new(BIN);
+        cmd.args(["proxy", "--listen", "127.0.0.1:0", "--to", "127.0.0.1:2"])
+            .args(["--admin", "127.0.0.1:0"])
+            .args(*flags);
+        let out = output_within(cmd, Duration::from_secs(20));
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{flags:?}");
+        assert!(
+            err.contains(expected),
+            "{flags:?}: expected {expected:?} in {err}"
+        );
+        assert!(!err.contains("cache.purge_token"), "{flags:?}: {err}");
+    }
+}
+
+/// The command's output, or a panic (after killing it) if it still runs after `limit`: a
+/// refused start must not turn into a running edge that hangs the test.
+fn output_within(mut cmd: Command, limit: Duration) -> std::process::Output {
+    use std::process::Stdio;
+    let mut child = cmd
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + limit;
+    while Instant::now() < deadline {
+        if child.try_wait().unwrap().is_some() {
+            return child.wait_with_output().unwrap();
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _ = child.kill();
+    let out = child.wait_with_output().unwrap();
+    panic!("still running after {limit:?}: {out:?}");
 }

@@ -234,6 +234,19 @@ impl UrlIndex {
             .collect()
     }
 
+    /// The hashes and key texts of the entries recorded under `path` (key text without query).
+    fn variants(&self, path: &str) -> Vec<(HashBinary, Arc<str>)> {
+        let by_path = self.lock();
+        let Some(variants) = by_path.get(&self.hasher.hash_one(path)) else {
+            return Vec::new();
+        };
+        variants
+            .iter()
+            .filter(|(_, (_, url))| key::without_query(url) == path)
+            .map(|(hash, (_, url))| (*hash, url.clone()))
+            .collect()
+    }
+
     /// How many entries it holds.
     #[cfg(test)]
     fn len(&self) -> usize {
@@ -378,6 +391,38 @@ impl MemoryStore {
         let found = self.remove_committed(hashes);
         self.abandon_fills(|u| key::without_query(u) == path);
         found
+    }
+
+    /// The stored objects whose key text `matches`: how many, and the first `limit` key texts.
+    /// What `purge_where` would remove, for a dry run; reading does not count as a use of them.
+    pub fn find_where(&self, matches: impl Fn(&str) -> bool, limit: usize) -> (usize, Vec<String>) {
+        let mut count = 0;
+        let mut keys = Vec::new();
+        for (_, e) in self.committed.iter().filter(|(_, e)| matches(&e.url)) {
+            count += 1;
+            if keys.len() < limit {
+                keys.push(e.url.to_string());
+            }
+        }
+        (count, keys)
+    }
+
+    /// The stored objects of one path (`host/path`): how many, and the first `limit` key texts.
+    /// What `purge_path` would remove, for a dry run.
+    pub fn find_path(&self, path: &str, limit: usize) -> (usize, Vec<String>) {
+        let path = key::without_query(path);
+        let mut count = 0;
+        let mut keys = Vec::new();
+        for (hash, url) in self.index.variants(path) {
+            // The index is written before the store: only what is stored counts.
+            if self.committed.contains_key(&hash) {
+                count += 1;
+                if keys.len() < limit {
+                    keys.push(url.to_string());
+                }
+            }
+        }
+        (count, keys)
     }
 
     fn remove_committed(&self, hashes: impl IntoIterator<Item = HashBinary>) -> usize {
@@ -936,5 +981,30 @@ mod tests {
         assert_eq!(s.purge_where(|u| u.starts_with("h/live/")), 2);
         assert_eq!(s.object_count(), 1);
         assert!(consistent(s));
+    }
+
+    #[tokio::test]
+    async fn finding_what_a_purge_would_remove_removes_nothing() {
+        let s = store(1 << 20);
+        for k in [
+            key("h/a", Some(1)),
+            key("h/a", Some(2)),
+            key("h/a?_HLS_msn=3", None),
+            key("h/b", None),
+        ] {
+            fill(s, &k, 10).await;
+        }
+        let (n, mut keys) = s.find_path("h/a", 10);
+        keys.sort();
+        assert_eq!(
+            (n, keys),
+            (3, vec!["h/a".into(), "h/a".into(), "h/a?_HLS_msn=3".into()])
+        );
+        // The count is whole; the list stops at its limit.
+        assert_eq!(s.find_where(|u| u.starts_with("h/"), 1).0, 4);
+        assert_eq!(s.find_where(|u| u.starts_with("h/"), 1).1.len(), 1);
+        assert_eq!(s.find_path("h/c", 10), (0, vec![]));
+        assert_eq!(s.object_count(), 4);
+        assert_eq!(s.purge_path("h/a"), 3, "what find_path found");
     }
 }

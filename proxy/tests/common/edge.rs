@@ -76,20 +76,20 @@ impl EdgeProc {
 
     /// Starts quick mode: `dime-edge proxy --listen --to --admin`.
     pub async fn start_quick(to: &[SocketAddr]) -> EdgeProc {
+        Self::start_quick_with(to, &[]).await
+    }
+
+    /// Like [`EdgeProc::start_quick`], with more `proxy` flags (e.g. `--purge-token T`).
+    pub async fn start_quick_with(to: &[SocketAddr], flags: &[&str]) -> EdgeProc {
         let http: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
         let admin: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
         let to: Vec<String> = to.iter().map(|a| a.to_string()).collect();
         let dir = tempfile::tempdir().unwrap();
         let (h, a, t) = (http.to_string(), admin.to_string(), to.join(","));
         let config = dir.path().join("(quick mode)");
-        Self::spawn(
-            dir,
-            http,
-            admin,
-            config,
-            &["proxy", "--listen", &h, "--to", &t, "--admin", &a],
-        )
-        .await
+        let mut args = vec!["proxy", "--listen", &h, "--to", &t, "--admin", &a];
+        args.extend(flags);
+        Self::spawn(dir, http, admin, config, &args).await
     }
 
     /// Starts `dime-edge ARGS` with its log in `dir`, and waits until its admin and HTTP
