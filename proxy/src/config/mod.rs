@@ -1,9 +1,12 @@
-//! Configuration: the TOML file as written (`file`), its errors (`error`), and the validated
-//! runtime form the proxy runs on (`compile`).
+//! Configuration: the TOML file as written (`file`), how it is read (`parse`, `env`), its
+//! errors (`error`), the validated runtime form the proxy runs on (`compile`), and how it is
+//! shown redacted (`redact`).
 
 pub mod compile;
+pub mod env;
 pub mod error;
 pub mod file;
+mod parse;
 
 pub mod redact;
 
