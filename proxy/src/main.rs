@@ -55,6 +55,10 @@ enum Command {
         /// The TOML configuration file.
         #[arg(short, long, value_name = "FILE")]
         config: PathBuf,
+        /// Also print the compiled configuration (like nginx -T): every route's resolved cache
+        /// policy, every pool's settings with defaults filled in, secrets redacted.
+        #[arg(long)]
+        dump: bool,
     },
     /// Certificates for development and tests.
     #[command(subcommand)]
@@ -104,13 +108,19 @@ enum CertCommand {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Command::Check { config } => match config::load(&config) {
+        Command::Check { config, dump } => match config::load(&config) {
             Ok(c) => {
                 // A closed pipe (`| head`) is not an error worth a panic.
                 let _ = writeln!(std::io::stdout(), "{}", c.summary());
+                if dump {
+                    let _ = write!(std::io::stdout(), "{}", config::dump::dump(&c));
+                }
                 // Valid, but worth knowing before it becomes an outage.
                 for w in expiry_warnings(&c) {
                     eprintln!("{w}");
+                }
+                for w in &c.warnings {
+                    eprintln!("{}", w.as_warning());
                 }
                 ExitCode::SUCCESS
             }

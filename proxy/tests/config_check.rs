@@ -1,5 +1,5 @@
 //! `dime-edge check` on the real binary: every parse error at once with its field path and
-//! line, and secrets read from files and `${ENV}`.
+//! line, secrets read from files and `${ENV}`, `check --dump`, and the misplaced-cache warning.
 
 mod common;
 
@@ -208,8 +208,10 @@ fn env_variables_are_substituted_and_an_unset_one_is_an_error() {
         ("DIME_TEST_ADMIN_TOKEN", "admin-secret-from-env-0123"),
         ("DIME_TEST_ORIGIN", "127.0.0.7"),
     ];
-    let (out, _, err) = check_with(dir.path(), &config, &[], &env, &[]);
+    let (out, dump, err) = check_with(dir.path(), &config, &["--dump"], &env, &[]);
     assert_eq!(out.status.code(), Some(0), "{err}");
+    assert!(dump.contains("\"127.0.0.7:18083\""), "{dump}");
+    assert!(!dump.contains("admin-secret-from-env"), "{dump}");
 
     let (out, _, err) = check_with(
         dir.path(),
@@ -225,4 +227,101 @@ fn env_variables_are_substituted_and_an_unset_one_is_an_error() {
         ),
         "{err}"
     );
+}
+
+#[test]
+fn check_dump_prints_resolved_policies_and_pool_defaults_without_secrets() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = format!(
+        "[admin]\ntoken = \"admin-secret-0123456789\"\n[cache]\npurge_token = \"purge-secret-0123456789\"\n{HEAD}
+[[routes]]
+name = \"stream\"
+path = \"/stream/\"
+pool = \"web\"
+upstream_headers = {{ Authorization = \"Bearer origin-secret\" }}
+
+[routes.cache]
+mode = \"video\"
+media_ttl = \"1h\"
+
+[[routes]]
+path = \"/\"
+pool = \"web\"
+"
+    );
+    let (out, dump, err) = check_with(dir.path(), &config, &["--dump"], &[], &[]);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    for expected in [
+        "[[routes]]",
+        "name = \"stream\"",
+        "mode = \"video\"",
+        "media_ttl = \"1h\"",
+        "target_duration = \"2s\"",
+        "keep_query = [\"_HLS_msn\", \"_HLS_part\"]",
+        "background_fill = true",
+        "mode = \"rfc\"",
+        "[pools.web]",
+        "connect_timeout = \"2s\"",
+        "read_timeout = \"30s\"",
+        "retries = 2",
+        "selection = \"round_robin\"",
+        "addr = \"127.0.0.1:18083\"",
+        "interval = \"5s\"",
+        "memory = \"512MiB\"",
+        "authorization = \"[redacted]\"",
+    ] {
+        assert!(dump.contains(expected), "expected `{expected}` in:\n{dump}");
+    }
+    for secret in ["admin-secret", "purge-secret", "origin-secret"] {
+        assert!(!dump.contains(secret), "{secret} leaked:\n{dump}");
+    }
+}
+
+#[test]
+fn a_video_cache_table_on_the_catch_all_route_is_flagged_as_misplaced() {
+    let dir = tempfile::tempdir().unwrap();
+    // The operator meant the cache table for /stream/, but TOML attaches it to the route
+    // just above it: the catch-all.
+    let config = format!(
+        "{HEAD}
+[[routes]]
+path = \"/stream/\"
+pool = \"web\"
+
+[[routes]]
+path = \"/\"
+pool = \"web\"
+
+[routes.cache]
+mode = \"video\"
+"
+    );
+    let (out, stdout, err) = check_with(dir.path(), &config, &[], &[], &[]);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    assert!(stdout.contains("ok: 2 route(s)"), "{stdout}");
+    for expected in [
+        "edge.toml:15:1: warning: routes[1].cache:",
+        "routes[0] (path \"/stream/\") has none",
+        "[routes.cache] belongs to the [[routes]] entry just above it",
+    ] {
+        assert!(err.contains(expected), "expected `{expected}` in:\n{err}");
+    }
+    // Placed under /stream/, the same table is what the operator meant: no warning.
+    let fixed = format!(
+        "{HEAD}
+[[routes]]
+path = \"/stream/\"
+pool = \"web\"
+
+[routes.cache]
+mode = \"video\"
+
+[[routes]]
+path = \"/\"
+pool = \"web\"
+"
+    );
+    let (out, _, err) = check_with(dir.path(), &fixed, &[], &[], &[]);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    assert_eq!(err, "", "no warning expected");
 }

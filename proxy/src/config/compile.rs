@@ -60,6 +60,8 @@ pub struct EdgeConfig {
     pub routes: Vec<RouteSpec>,
     /// The shared cache.
     pub cache: CacheSettings,
+    /// Valid, but probably not what was meant (`check` prints them; they never stop a start).
+    pub warnings: Vec<ConfigError>,
 }
 
 /// The admin API's settings.
@@ -530,6 +532,7 @@ impl Compiler<'_> {
             );
         }
 
+        let warnings = self.misplaced_cache_tables(&file.routes, &routes);
         let cache = self.cache_settings(&file.cache);
         let admin = self.admin_settings(&file.admin);
         let debounce = match &file.reload.debounce {
@@ -558,7 +561,74 @@ impl Compiler<'_> {
             pools,
             routes,
             cache,
+            warnings,
         }
+    }
+
+    /// Warnings for a video cache table on a catch-all route while another route has none:
+    /// TOML attaches `[routes.cache]` to the `[[routes]]` entry just above it, wherever the
+    /// operator meant it, so a table written after the wrong route configures that route.
+    fn misplaced_cache_tables(
+        &self,
+        written: &[Spanned<RouteSection>],
+        routes: &[RouteSpec],
+    ) -> Vec<ConfigError> {
+        if routes.len() != written.len() {
+            return Vec::new(); // a route failed: its errors come first
+        }
+        let mut out = Vec::new();
+        for (i, (w, r)) in written.iter().zip(routes).enumerate() {
+            let Some(table) = &w.get_ref().cache else {
+                continue;
+            };
+            if r.cache.mode != CacheMode::Video || r.prefix != "/" {
+                continue;
+            }
+            // The uncached route nearest above it is the likeliest owner: the table was
+            // written after it and one [[routes]] too late.
+            let owner = (0..written.len())
+                .filter(|&j| j != i && written[j].get_ref().cache.is_none())
+                .filter(|&j| r.host == HostMatch::Any || routes[j].host == r.host)
+                .min_by_key(|&j| (j > i, i.abs_diff(j)));
+            let Some(j) = owner else { continue };
+            let span = self.table_header_span(table.span());
+            out.push(self.loc.at(
+                span,
+                &format!("routes[{i}].cache"),
+                format!(
+                    "a video cache policy on routes[{i}] (path \"/\", a catch-all) while routes[{j}] (path \"{}\") has none; was it meant for routes[{j}]? \
+                     In TOML, [routes.cache] belongs to the [[routes]] entry just above it, wherever it is written. \
+                     If it is meant for routes[{j}], move the [routes.cache] table up to just after routes[{j}]'s keys \
+                     (before the next [[routes]]), or write it inline there: cache = {{ mode = \"video\" }}",
+                    routes[j].prefix
+                ),
+            ));
+        }
+        out
+    }
+
+    /// Where a route's cache table was written: its `[routes.cache]` header line, or the
+    /// inline table itself (`cache = { ... }`), so a warning points at what the operator wrote.
+    fn table_header_span(&self, span: Range<usize>) -> Range<usize> {
+        let text = self.loc.text;
+        let start = span.start.min(text.len());
+        let line_start = text[..start].rfind('\n').map_or(0, |p| p + 1);
+        if text[line_start..start].contains('=') {
+            return span; // inline: `cache = { ... }`
+        }
+        if text[line_start..].trim_start().starts_with('[') {
+            return line_start..line_start + 1;
+        }
+        // The span starts in the table's body: its header is the nearest one above.
+        let mut end = line_start;
+        while end > 0 {
+            let prev = text[..end - 1].rfind('\n').map_or(0, |p| p + 1);
+            if text[prev..end].trim_start().starts_with('[') {
+                return prev..prev + 1;
+            }
+            end = prev;
+        }
+        span
     }
 
     fn pool(&mut self, name: &str, section: &Spanned<PoolSection>) -> Option<PoolSpec> {
@@ -1435,5 +1505,46 @@ fn io_reason(e: &std::io::Error) -> String {
     match text.find(" (os error") {
         Some(i) => text[..i].to_string(),
         None => text,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const HEAD: &str =
+        "[listen]\nhttp = [\"127.0.0.1:8080\"]\n[pools.p]\nbackends = [\"127.0.0.1:8081\"]\n";
+
+    fn warnings(routes: &str) -> Vec<String> {
+        let c = compile("edge.toml", &format!("{HEAD}{routes}")).unwrap();
+        c.warnings.iter().map(ConfigError::as_warning).collect()
+    }
+
+    #[test]
+    fn a_video_table_on_the_catch_all_is_flagged_only_when_another_route_lacks_one() {
+        let misplaced = "[[routes]]\npath = \"/stream/\"\npool = \"p\"\n[[routes]]\npath = \"/\"\npool = \"p\"\n[routes.cache]\nmode = \"video\"\n";
+        let w = warnings(misplaced);
+        assert_eq!(w.len(), 1, "{w:?}");
+        assert!(
+            w[0].starts_with("edge.toml:11:1: warning: routes[1].cache: "),
+            "{w:?}"
+        );
+        // Inline on the catch-all: the warning points at the inline table.
+        let inline = "[[routes]]\npath = \"/stream/\"\npool = \"p\"\n[[routes]]\npath = \"/\"\npool = \"p\"\ncache = { mode = \"video\" }\n";
+        let w = warnings(inline);
+        assert!(
+            w[0].starts_with("edge.toml:11:9: warning: routes[1].cache: "),
+            "{w:?}"
+        );
+        for fine in [
+            // The other route has its own table: the catch-all's video mode is deliberate.
+            "[[routes]]\npath = \"/stream/\"\npool = \"p\"\n[routes.cache]\nmode = \"rfc\"\n[[routes]]\npath = \"/\"\npool = \"p\"\n[routes.cache]\nmode = \"video\"\n",
+            // A video table on a specific route.
+            "[[routes]]\npath = \"/stream/\"\npool = \"p\"\n[routes.cache]\nmode = \"video\"\n[[routes]]\npath = \"/\"\npool = \"p\"\n",
+            // The catch-all alone.
+            "[[routes]]\npath = \"/\"\npool = \"p\"\n[routes.cache]\nmode = \"video\"\n",
+        ] {
+            assert_eq!(warnings(fine), Vec::<String>::new(), "{fine}");
+        }
     }
 }

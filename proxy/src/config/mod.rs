@@ -1,8 +1,9 @@
 //! Configuration: the TOML file as written (`file`), how it is read (`parse`, `env`), its
-//! errors (`error`), the validated runtime form the proxy runs on (`compile`), and how it is
-//! shown redacted (`redact`).
+//! errors (`error`), the validated runtime form the proxy runs on (`compile`), and how that
+//! form is shown (`dump`, `redact`).
 
 pub mod compile;
+pub mod dump;
 pub mod env;
 pub mod error;
 pub mod file;
