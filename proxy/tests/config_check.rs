@@ -104,6 +104,18 @@ fn durations_are_called_durations_and_an_integer_asks_for_a_unit() {
 }
 
 #[test]
+fn an_integer_size_asks_for_a_string_with_a_unit() {
+    let config =
+        format!("[cache]\nmemory = 4096\n{HEAD}\n[[routes]]\npath = \"/\"\npool = \"web\"\n");
+    let (status, text) = check(&config);
+    assert_eq!(status.code(), Some(1), "{text}");
+    assert!(
+        text.contains("edge.toml:2:10: cache.memory: expected a size, found the integer 4096: write it as a string with a unit, e.g. \"512MiB\" (\"4096\" is 4096 bytes)"),
+        "{text}"
+    );
+}
+
+#[test]
 fn unknown_fields_and_syntax_errors_name_the_indexed_route() {
     let config = HEAD.to_string()
         + "\n[[routes]]\npath = \"/a/\"\npool = \"web\"\n"

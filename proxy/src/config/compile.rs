@@ -13,7 +13,7 @@ use toml::Spanned;
 use super::error::{ConfigError, ConfigErrors, Locator};
 use super::file::{
     AdminSection, BackendEntry, CacheSection, ConfigFile, DurationText, HealthCheckSection,
-    PoolSection, RouteCacheSection, RouteSection, TlsSection,
+    PoolSection, RouteCacheSection, RouteSection, SizeText, TlsSection,
 };
 use crate::cache::{AbandonedFill, CacheMode, CachePolicy};
 use crate::route::HostMatch;
@@ -1300,8 +1300,8 @@ impl Compiler<'_> {
         p
     }
 
-    fn size(&mut self, v: &Spanned<String>, field: &str) -> Option<u64> {
-        match parse_size(v.get_ref()) {
+    fn size(&mut self, v: &Spanned<SizeText>, field: &str) -> Option<u64> {
+        match parse_size(&v.get_ref().0) {
             Some(n) if n > 0 => Some(n),
             _ => {
                 self.err(
@@ -1309,7 +1309,7 @@ impl Compiler<'_> {
                     field,
                     format!(
                         "invalid size \"{}\": write a number and a unit, e.g. \"512MiB\", \"4GiB\"",
-                        v.get_ref()
+                        v.get_ref().0
                     ),
                 );
                 None

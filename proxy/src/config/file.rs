@@ -80,7 +80,7 @@ pub struct CertificateSection {
 #[serde(deny_unknown_fields)]
 pub struct CacheSection {
     /// Memory for cached objects, e.g. `"4GiB"`.
-    pub memory: Option<Spanned<String>>,
+    pub memory: Option<Spanned<SizeText>>,
     /// Bearer token for the purge API; purge is disabled without one.
     pub purge_token: Option<Spanned<String>>,
     /// A file holding the purge token (trailing newlines trimmed), instead of `purge_token`.
@@ -88,7 +88,7 @@ pub struct CacheSection {
     /// How long one fill may hold the lock that coalesces misses.
     pub lock_timeout: Option<Spanned<DurationText>>,
     /// Memory for fills in progress, e.g. `"128MiB"`; default a quarter of `memory`.
-    pub fill_memory: Option<Spanned<String>>,
+    pub fill_memory: Option<Spanned<SizeText>>,
 }
 
 /// `[routes.cache]`: one route's cache policy.
@@ -98,7 +98,7 @@ pub struct RouteCacheSection {
     /// `rfc` (default), `video` or `off`.
     pub mode: Option<Spanned<String>>,
     /// Bigger objects stream through uncached, e.g. `"256MiB"`.
-    pub max_object_size: Option<Spanned<String>>,
+    pub max_object_size: Option<Spanned<SizeText>>,
     /// Video: the HLS target duration; live playlists stay fresh for at most half.
     pub target_duration: Option<Spanned<DurationText>>,
     /// Video: freshness of segments and VoD files when the origin sends none.
@@ -291,5 +291,34 @@ impl DurationText {
     /// The text as written.
     pub fn as_str(&self) -> &str {
         &self.0
+    }
+}
+
+/// A size as written, e.g. `"512MiB"`; compile parses it. Its own type for the same reason as
+/// [`DurationText`]: a bare TOML integer gets a hint, not "expected a string".
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SizeText(pub String);
+
+impl<'de> Deserialize<'de> for SizeText {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl de::Visitor<'_> for Visitor {
+            type Value = SizeText;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a size with a unit, e.g. \"512MiB\"")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<SizeText, E> {
+                Ok(SizeText(v.to_string()))
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<SizeText, E> {
+                Err(E::custom(format!(
+                    "expected a size, found the integer {v}: write it as a string with a unit, e.g. \"512MiB\" (\"{v}\" is {v} bytes)"
+                )))
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<SizeText, E> {
+                self.visit_i64(i64::try_from(v).unwrap_or(i64::MAX))
+            }
+        }
+        d.deserialize_any(Visitor)
     }
 }
