@@ -7,6 +7,7 @@ use std::path::Path;
 use std::process::{Command, Output};
 
 use common::edge::{check, BIN};
+use common::reload::{write_config, WriteStyle};
 use common::{cached_edge, client, Upstream};
 
 const HEAD: &str = r#"[listen]
@@ -186,7 +187,7 @@ fn tokens_from_files_missing_empty_both_set_and_trimmed() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn purge_with_the_token_read_from_a_file_works_on_a_running_edge() {
+async fn purge_with_the_token_read_from_a_file_works_and_a_rotated_file_reloads_it() {
     let secrets = tempfile::tempdir().unwrap();
     let token_file = secrets.path().join("purge-token");
     std::fs::write(&token_file, "purge-secret-from-a-file\n").unwrap();
@@ -207,6 +208,22 @@ async fn purge_with_the_token_read_from_a_file_works_on_a_running_edge() {
     let (status, body) = purge("purge-secret-from-a-file").await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(purge("purge-secret-from-a-filf").await.0, 401);
+
+    // Rotated the way a secret manager does it (a new file renamed over the old one): the
+    // edge reloads for the token file alone, and only the new token purges.
+    write_config(
+        &token_file,
+        "rotated-purge-secret-0123\n",
+        WriteStyle::Rename,
+    );
+    assert_eq!(edge.wait_reloads("applied", 1).await, 1, "{}", edge.logs());
+    assert!(
+        edge.logs().contains("cache.purge_token changed"),
+        "{}",
+        edge.logs()
+    );
+    assert_eq!(purge("rotated-purge-secret-0123").await.0, 200);
+    assert_eq!(purge("purge-secret-from-a-file").await.0, 401);
 }
 
 #[test]
