@@ -75,6 +75,10 @@ enum Command {
         /// The TOML configuration file.
         #[arg(short, long, value_name = "FILE", default_value = DEFAULT_CONFIG)]
         config: PathBuf,
+        /// Also print the compiled configuration (like nginx -T): every route's resolved cache
+        /// policy, every pool's settings with defaults filled in, secrets redacted.
+        #[arg(long)]
+        dump: bool,
     },
     /// Zero-downtime binary upgrade: the running edge starts the binary now installed where it
     /// was started from, hands it the listeners, drains and exits (the cache starts empty).
@@ -178,13 +182,19 @@ fn main() -> ExitCode {
         }
     }
     match cli.command {
-        Command::Check { config } => match config::load(&config) {
+        Command::Check { config, dump } => match config::load(&config) {
             Ok(c) => {
                 // A closed pipe (`| head`) is not an error worth a panic.
                 let _ = writeln!(std::io::stdout(), "{}", c.summary());
+                if dump {
+                    let _ = write!(std::io::stdout(), "{}", config::dump::dump(&c));
+                }
                 // Valid, but worth knowing before it becomes an outage.
                 for w in expiry_warnings(&c) {
                     eprintln!("{w}");
+                }
+                for w in &c.warnings {
+                    eprintln!("{}", w.as_warning());
                 }
                 ExitCode::SUCCESS
             }

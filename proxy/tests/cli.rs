@@ -47,7 +47,7 @@ fn check_reports_each_config_error_with_its_place() {
         (
             "unknown field",
             &GOOD.replace("path = \"/\"", "path = \"/\"\npoool = \"x\""),
-            "edge.toml:10:1: routes.poool: unknown field `poool`",
+            "edge.toml:10:1: routes[0].poool: unknown field `poool`",
         ),
         (
             "route to an unknown pool",
@@ -75,14 +75,14 @@ fn check_reports_each_config_error_with_its_place() {
             "edge.toml:6:13: pools.web.backends[0]: unparsable address \"origin-without-port\"",
         ),
         (
-            "invalid timeout",
+            "invalid duration",
             &GOOD.replace("backends = [", "connect_timeout = \"soon\"\nbackends = ["),
-            "edge.toml:6:19: pools.web.connect_timeout: invalid timeout \"soon\"",
+            "edge.toml:6:19: pools.web.connect_timeout: invalid duration \"soon\"",
         ),
         (
-            "zero timeout",
+            "zero duration",
             &GOOD.replace("backends = [", "read_timeout = \"0s\"\nbackends = ["),
-            "edge.toml:6:16: pools.web.read_timeout: invalid timeout: must be greater than zero",
+            "edge.toml:6:16: pools.web.read_timeout: invalid duration: must be greater than zero",
         ),
         (
             "route path that no canonical request path starts with",
@@ -92,7 +92,7 @@ fn check_reports_each_config_error_with_its_place() {
         (
             "wrong type",
             &GOOD.replace("backends = [", "retries = \"three\"\nbackends = ["),
-            "edge.toml:6:11: pools.web.retries: invalid type: string \"three\", expected i64",
+            "edge.toml:6:11: pools.web.retries: invalid type: string \"three\", expected an integer",
         ),
     ];
     for (what, config, expected) in cases {

@@ -161,7 +161,7 @@ async fn an_invalid_file_keeps_the_old_config_and_is_counted_and_logged() {
         "{pool_error}"
     );
     assert!(
-        logs.contains("pools.b.connect_timeout: invalid timeout"),
+        logs.contains("pools.b.connect_timeout: invalid duration"),
         "{logs}"
     );
 

@@ -12,8 +12,8 @@ use toml::Spanned;
 
 use super::error::{ConfigError, ConfigErrors, Locator};
 use super::file::{
-    AdminSection, BackendEntry, CacheSection, ConfigFile, HealthCheckSection, PoolSection,
-    RouteCacheSection, RouteSection, TlsSection,
+    AdminSection, BackendEntry, CacheSection, ConfigFile, DurationText, HealthCheckSection,
+    PoolSection, RouteCacheSection, RouteSection, SizeText, TlsSection,
 };
 use crate::cache::{AbandonedFill, CacheMode, CachePolicy};
 use crate::route::HostMatch;
@@ -60,6 +60,8 @@ pub struct EdgeConfig {
     pub routes: Vec<RouteSpec>,
     /// The shared cache.
     pub cache: CacheSettings,
+    /// Valid, but probably not what was meant (`check` prints them; they never stop a start).
+    pub warnings: Vec<ConfigError>,
 }
 
 /// The admin API's settings.
@@ -67,6 +69,8 @@ pub struct EdgeConfig {
 pub struct AdminSettings {
     /// Bearer token of `POST /config/reload` and `GET /config`; `None` refuses both.
     pub token: Option<String>,
+    /// The file the token was read from, watched for reload.
+    pub token_file: Option<PathBuf>,
 }
 
 /// One served certificate, read and checked when the config was compiled.
@@ -102,6 +106,8 @@ pub struct CacheSettings {
     pub memory: u64,
     /// Bearer token of the purge API; `None` disables purging.
     pub purge_token: Option<String>,
+    /// The file the purge token was read from, watched for reload.
+    pub purge_token_file: Option<PathBuf>,
     /// How long one fill may hold the lock that coalesces misses.
     pub lock_timeout: Duration,
     /// Bytes that fills in progress may hold before new fills stream through uncached.
@@ -237,6 +243,10 @@ impl EdgeConfig {
                 .iter()
                 .filter_map(|p| p.tls.as_ref()?.ca_file.clone()),
         );
+        // A rotated token (a Kubernetes Secret update, a new systemd credential) applies
+        // like an edited config.
+        files.extend(self.admin.token_file.clone());
+        files.extend(self.cache.purge_token_file.clone());
         files
     }
 
@@ -323,22 +333,40 @@ pub fn resolve_path(config_file: Option<&Path>, written: &str) -> PathBuf {
     }
 }
 
-/// Compiles configuration text; `source` names it in errors.
+/// Compiles configuration text; `source` names it in errors. `${NAME}` in string values is
+/// replaced by the process's environment variable.
 pub fn compile(source: &str, text: &str) -> Result<EdgeConfig, ConfigErrors> {
+    compile_with_env(source, text, &super::env::from_process)
+}
+
+/// [`compile`] with `${NAME}` looked up in `env`.
+pub fn compile_with_env(
+    source: &str,
+    text: &str,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<EdgeConfig, ConfigErrors> {
     let loc = Locator { file: source, text };
-    let file: ConfigFile =
-        toml::from_str(text).map_err(|e| ConfigErrors(vec![loc.toml_error(&e)]))?;
+    let mut errors = Vec::new();
+    let Some(parsed) = super::parse::parse(&loc, env, &mut errors) else {
+        errors.sort_by_key(|e| (e.line, e.column));
+        return Err(ConfigErrors(errors));
+    };
     let mut c = Compiler {
         loc,
         errors: Vec::new(),
     };
-    let mut config = c.config(file);
-    if c.errors.is_empty() {
+    let mut config = c.config(parsed.file);
+    // A key with a parse error was left out; what validation says about its absence is
+    // noise on top of the error that names it.
+    c.errors
+        .retain(|e| !super::parse::is_consequence(e, &parsed.removed));
+    errors.append(&mut c.errors);
+    if errors.is_empty() {
         config.text = text.to_string();
         Ok(config)
     } else {
-        c.errors.sort_by_key(|e| (e.line, e.column));
-        Err(ConfigErrors(c.errors))
+        errors.sort_by_key(|e| (e.line, e.column));
+        Err(ConfigErrors(errors))
     }
 }
 
@@ -504,6 +532,7 @@ impl Compiler<'_> {
             );
         }
 
+        let warnings = self.misplaced_cache_tables(&file.routes, &routes);
         let cache = self.cache_settings(&file.cache);
         let admin = self.admin_settings(&file.admin);
         let debounce = match &file.reload.debounce {
@@ -532,7 +561,74 @@ impl Compiler<'_> {
             pools,
             routes,
             cache,
+            warnings,
         }
+    }
+
+    /// Warnings for a video cache table on a catch-all route while another route has none:
+    /// TOML attaches `[routes.cache]` to the `[[routes]]` entry just above it, wherever the
+    /// operator meant it, so a table written after the wrong route configures that route.
+    fn misplaced_cache_tables(
+        &self,
+        written: &[Spanned<RouteSection>],
+        routes: &[RouteSpec],
+    ) -> Vec<ConfigError> {
+        if routes.len() != written.len() {
+            return Vec::new(); // a route failed: its errors come first
+        }
+        let mut out = Vec::new();
+        for (i, (w, r)) in written.iter().zip(routes).enumerate() {
+            let Some(table) = &w.get_ref().cache else {
+                continue;
+            };
+            if r.cache.mode != CacheMode::Video || r.prefix != "/" {
+                continue;
+            }
+            // The uncached route nearest above it is the likeliest owner: the table was
+            // written after it and one [[routes]] too late.
+            let owner = (0..written.len())
+                .filter(|&j| j != i && written[j].get_ref().cache.is_none())
+                .filter(|&j| r.host == HostMatch::Any || routes[j].host == r.host)
+                .min_by_key(|&j| (j > i, i.abs_diff(j)));
+            let Some(j) = owner else { continue };
+            let span = self.table_header_span(table.span());
+            out.push(self.loc.at(
+                span,
+                &format!("routes[{i}].cache"),
+                format!(
+                    "a video cache policy on routes[{i}] (path \"/\", a catch-all) while routes[{j}] (path \"{}\") has none; was it meant for routes[{j}]? \
+                     In TOML, [routes.cache] belongs to the [[routes]] entry just above it, wherever it is written. \
+                     If it is meant for routes[{j}], move the [routes.cache] table up to just after routes[{j}]'s keys \
+                     (before the next [[routes]]), or write it inline there: cache = {{ mode = \"video\" }}",
+                    routes[j].prefix
+                ),
+            ));
+        }
+        out
+    }
+
+    /// Where a route's cache table was written: its `[routes.cache]` header line, or the
+    /// inline table itself (`cache = { ... }`), so a warning points at what the operator wrote.
+    fn table_header_span(&self, span: Range<usize>) -> Range<usize> {
+        let text = self.loc.text;
+        let start = span.start.min(text.len());
+        let line_start = text[..start].rfind('\n').map_or(0, |p| p + 1);
+        if text[line_start..start].contains('=') {
+            return span; // inline: `cache = { ... }`
+        }
+        if text[line_start..].trim_start().starts_with('[') {
+            return line_start..line_start + 1;
+        }
+        // The span starts in the table's body: its header is the nearest one above.
+        let mut end = line_start;
+        while end > 0 {
+            let prev = text[..end - 1].rfind('\n').map_or(0, |p| p + 1);
+            if text[prev..end].trim_start().starts_with('[') {
+                return prev..prev + 1;
+            }
+            end = prev;
+        }
+        span
     }
 
     fn pool(&mut self, name: &str, section: &Spanned<PoolSection>) -> Option<PoolSpec> {
@@ -600,7 +696,7 @@ impl Compiler<'_> {
                 }
             },
         };
-        let d = |c: &mut Self, v: &Option<Spanned<String>>, key: &str, default: u64| {
+        let d = |c: &mut Self, v: &Option<Spanned<DurationText>>, key: &str, default: u64| {
             c.duration(v.as_ref(), &format!("{field}.{key}"))
                 .unwrap_or(Duration::from_secs(default))
         };
@@ -615,7 +711,7 @@ impl Compiler<'_> {
                 self.err(
                     span.span(),
                     &format!("{field}.total_timeout"),
-                    "invalid timeout: total_timeout is shorter than connect_timeout",
+                    "must not be shorter than connect_timeout",
                 );
             }
         }
@@ -995,7 +1091,7 @@ impl Compiler<'_> {
                 h => format!("{h}{prefix}"),
             },
         };
-        let cache = self.route_cache(&field, s.cache.as_ref());
+        let cache = self.route_cache(&field, s.cache.as_ref().map(Spanned::get_ref));
         let redirect_https = s.redirect_https.as_ref().is_some_and(|r| *r.get_ref());
         if redirect_https && !has_https {
             let span = s.redirect_https.as_ref().map_or(r.span(), |r| r.span());
@@ -1019,19 +1115,70 @@ impl Compiler<'_> {
     }
 
     fn admin_settings(&mut self, a: &AdminSection) -> AdminSettings {
-        let token = match &a.token {
-            Some(t) if t.get_ref().len() < 16 => {
+        let (token, token_file) =
+            self.secret(a.token.as_ref(), a.token_file.as_ref(), "admin", "token");
+        AdminSettings { token, token_file }
+    }
+
+    /// A token written inline (`KEY`) or read from a file (`KEY_file`), at least 16
+    /// characters. The file is read here, at compile time, so a missing or empty one is an
+    /// error of this config, with its path, never a token that silently stops matching.
+    fn secret(
+        &mut self,
+        inline: Option<&Spanned<String>>,
+        file: Option<&Spanned<String>>,
+        section: &str,
+        key: &str,
+    ) -> (Option<String>, Option<PathBuf>) {
+        let file_field = format!("{section}.{key}_file");
+        let (token, span, field, path) = match (inline, file) {
+            (Some(_), Some(f)) => {
                 self.err(
-                    t.span(),
-                    "admin.token",
-                    "too short: use at least 16 characters",
+                    f.span(),
+                    &file_field,
+                    format!("set {key} or {key}_file, not both"),
                 );
-                None
+                return (None, None);
             }
-            Some(t) => Some(t.get_ref().clone()),
-            None => None,
+            (Some(t), None) => (
+                t.get_ref().clone(),
+                t.span(),
+                format!("{section}.{key}"),
+                None,
+            ),
+            (None, Some(f)) => {
+                let path = self.path(f.get_ref());
+                let text = match std::fs::read_to_string(&path) {
+                    Ok(text) => text,
+                    Err(e) => {
+                        self.err(
+                            f.span(),
+                            &file_field,
+                            format!("cannot read {}: {}", path.display(), io_reason(&e)),
+                        );
+                        return (None, Some(path));
+                    }
+                };
+                // `echo secret > file` and most editors end the file with a newline that is
+                // not part of the token.
+                let token = text.trim_end_matches(['\n', '\r']).to_string();
+                if token.is_empty() {
+                    self.err(
+                        f.span(),
+                        &file_field,
+                        format!("is empty: {} holds no token", path.display()),
+                    );
+                    return (None, Some(path));
+                }
+                (token, f.span(), file_field, Some(path))
+            }
+            (None, None) => return (None, None),
         };
-        AdminSettings { token }
+        if token.len() < 16 {
+            self.err(span, &field, "too short: use at least 16 characters");
+            return (None, path);
+        }
+        (Some(token), path)
     }
 
     fn cache_settings(&mut self, c: &CacheSection) -> CacheSettings {
@@ -1039,18 +1186,12 @@ impl Compiler<'_> {
             Some(m) => self.size(m, "cache.memory").unwrap_or(DEFAULT_CACHE_MEMORY),
             None => DEFAULT_CACHE_MEMORY,
         };
-        let purge_token = match &c.purge_token {
-            Some(t) if t.get_ref().len() < 16 => {
-                self.err(
-                    t.span(),
-                    "cache.purge_token",
-                    "too short: use at least 16 characters",
-                );
-                None
-            }
-            Some(t) => Some(t.get_ref().clone()),
-            None => None,
-        };
+        let (purge_token, purge_token_file) = self.secret(
+            c.purge_token.as_ref(),
+            c.purge_token_file.as_ref(),
+            "cache",
+            "purge_token",
+        );
         let lock_timeout = self
             .duration(c.lock_timeout.as_ref(), "cache.lock_timeout")
             .unwrap_or(Duration::from_secs(30));
@@ -1063,6 +1204,7 @@ impl Compiler<'_> {
         CacheSettings {
             memory,
             purge_token,
+            purge_token_file,
             lock_timeout,
             fill_memory,
         }
@@ -1121,16 +1263,20 @@ impl Compiler<'_> {
                 p.max_object_size = usize::try_from(n).unwrap_or(usize::MAX);
             }
         }
-        let mut d =
-            |v: &Option<Spanned<String>>, key: &str, slot: &mut Duration, allow_zero: bool| {
-                let Some(v) = v else { return };
-                let f = format!("{field}.{key}");
-                if allow_zero && humantime::parse_duration(v.get_ref()).is_ok_and(|d| d.is_zero()) {
-                    *slot = Duration::ZERO;
-                } else if let Some(x) = self.duration(Some(v), &f) {
-                    *slot = x;
-                }
-            };
+        let mut d = |v: &Option<Spanned<DurationText>>,
+                     key: &str,
+                     slot: &mut Duration,
+                     allow_zero: bool| {
+            let Some(v) = v else { return };
+            let f = format!("{field}.{key}");
+            if allow_zero
+                && humantime::parse_duration(v.get_ref().as_str()).is_ok_and(|d| d.is_zero())
+            {
+                *slot = Duration::ZERO;
+            } else if let Some(x) = self.duration(Some(v), &f) {
+                *slot = x;
+            }
+        };
         d(
             &c.target_duration,
             "target_duration",
@@ -1154,8 +1300,8 @@ impl Compiler<'_> {
         p
     }
 
-    fn size(&mut self, v: &Spanned<String>, field: &str) -> Option<u64> {
-        match parse_size(v.get_ref()) {
+    fn size(&mut self, v: &Spanned<SizeText>, field: &str) -> Option<u64> {
+        match parse_size(&v.get_ref().0) {
             Some(n) if n > 0 => Some(n),
             _ => {
                 self.err(
@@ -1163,7 +1309,7 @@ impl Compiler<'_> {
                     field,
                     format!(
                         "invalid size \"{}\": write a number and a unit, e.g. \"512MiB\", \"4GiB\"",
-                        v.get_ref()
+                        v.get_ref().0
                     ),
                 );
                 None
@@ -1210,19 +1356,20 @@ impl Compiler<'_> {
         out
     }
 
-    fn duration(&mut self, v: Option<&Spanned<String>>, field: &str) -> Option<Duration> {
+    fn duration(&mut self, v: Option<&Spanned<DurationText>>, field: &str) -> Option<Duration> {
         let v = v?;
-        match humantime::parse_duration(v.get_ref()) {
+        let text = v.get_ref().as_str();
+        match humantime::parse_duration(text) {
             Ok(d) if d.is_zero() => {
                 self.err(
                     v.span(),
                     field,
-                    "invalid timeout: must be greater than zero",
+                    "invalid duration: must be greater than zero",
                 );
                 None
             }
             Ok(d) if d > MAX_DURATION => {
-                self.err(v.span(), field, "invalid timeout: must be at most 24h");
+                self.err(v.span(), field, "invalid duration: must be at most 24h");
                 None
             }
             Ok(d) => Some(d),
@@ -1230,7 +1377,7 @@ impl Compiler<'_> {
                 self.err(
                     v.span(),
                     field,
-                    format!("invalid timeout \"{}\" ({e}): write a number and a unit, e.g. \"500ms\", \"2s\", \"1m\"", v.get_ref()),
+                    format!("invalid duration \"{text}\" ({e}): write a number and a unit, e.g. \"500ms\", \"2s\", \"1m\""),
                 );
                 None
             }
@@ -1350,4 +1497,54 @@ fn read_ca_bundle(path: &Path) -> Result<Vec<Vec<u8>>, String> {
         out.push(d.to_vec());
     }
     Ok(out)
+}
+
+/// An I/O error without Rust's `(os error 2)` suffix.
+fn io_reason(e: &std::io::Error) -> String {
+    let text = e.to_string();
+    match text.find(" (os error") {
+        Some(i) => text[..i].to_string(),
+        None => text,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const HEAD: &str =
+        "[listen]\nhttp = [\"127.0.0.1:8080\"]\n[pools.p]\nbackends = [\"127.0.0.1:8081\"]\n";
+
+    fn warnings(routes: &str) -> Vec<String> {
+        let c = compile("edge.toml", &format!("{HEAD}{routes}")).unwrap();
+        c.warnings.iter().map(ConfigError::as_warning).collect()
+    }
+
+    #[test]
+    fn a_video_table_on_the_catch_all_is_flagged_only_when_another_route_lacks_one() {
+        let misplaced = "[[routes]]\npath = \"/stream/\"\npool = \"p\"\n[[routes]]\npath = \"/\"\npool = \"p\"\n[routes.cache]\nmode = \"video\"\n";
+        let w = warnings(misplaced);
+        assert_eq!(w.len(), 1, "{w:?}");
+        assert!(
+            w[0].starts_with("edge.toml:11:1: warning: routes[1].cache: "),
+            "{w:?}"
+        );
+        // Inline on the catch-all: the warning points at the inline table.
+        let inline = "[[routes]]\npath = \"/stream/\"\npool = \"p\"\n[[routes]]\npath = \"/\"\npool = \"p\"\ncache = { mode = \"video\" }\n";
+        let w = warnings(inline);
+        assert!(
+            w[0].starts_with("edge.toml:11:9: warning: routes[1].cache: "),
+            "{w:?}"
+        );
+        for fine in [
+            // The other route has its own table: the catch-all's video mode is deliberate.
+            "[[routes]]\npath = \"/stream/\"\npool = \"p\"\n[routes.cache]\nmode = \"rfc\"\n[[routes]]\npath = \"/\"\npool = \"p\"\n[routes.cache]\nmode = \"video\"\n",
+            // A video table on a specific route.
+            "[[routes]]\npath = \"/stream/\"\npool = \"p\"\n[routes.cache]\nmode = \"video\"\n[[routes]]\npath = \"/\"\npool = \"p\"\n",
+            // The catch-all alone.
+            "[[routes]]\npath = \"/\"\npool = \"p\"\n[routes.cache]\nmode = \"video\"\n",
+        ] {
+            assert_eq!(warnings(fine), Vec::<String>::new(), "{fine}");
+        }
+    }
 }

@@ -104,12 +104,19 @@ impl Locator<'_> {
         }
     }
 
-    /// Best-effort dotted name of the key at `span`: the nearest `[table]` header above it
-    /// plus the key itself, so `unknown field` errors say where the field is.
+    /// Best-effort path of the key at `span`, for syntax errors (which stop before the tree
+    /// that names fields exactly exists): the nearest `[table]` header above it, with an index
+    /// for arrays of tables (`routes[1].cache`), plus the key itself.
     fn field_at(&self, span: Range<usize>) -> String {
         let start = span.start.min(self.text.len());
         let line_start = self.text[..start].rfind('\n').map_or(0, |p| p + 1);
         let line = self.text[line_start..].lines().next().unwrap_or("").trim();
+        if line.starts_with('[') {
+            let line_end = self.text[line_start..]
+                .find('\n')
+                .map_or(self.text.len(), |e| line_start + e);
+            return indexed_header(line, &self.text[..line_end]);
+        }
         let key = line
             .split('=')
             .next()
@@ -117,22 +124,80 @@ impl Locator<'_> {
             .trim()
             .trim_matches('"')
             .to_string();
-        let header = self.text[..line_start]
+        let above = &self.text[..line_start];
+        let header = above
             .lines()
             .rev()
             .map(str::trim)
             .find(|l| l.starts_with('['))
-            .map(|l| l.trim_matches(|c| c == '[' || c == ']').trim().to_string());
-        let key_is_header = line.starts_with('[');
-        match (header, key_is_header) {
-            (_, true) => line
-                .trim_matches(|c| c == '[' || c == ']')
-                .trim()
-                .to_string(),
-            (Some(h), false) if !key.is_empty() => format!("{h}.{key}"),
-            (Some(h), false) => h,
-            (None, false) if !key.is_empty() => key,
-            (None, false) => "(file)".to_string(),
+            .map(|l| indexed_header(l, above));
+        match header {
+            Some(h) if !key.is_empty() => format!("{h}.{key}"),
+            Some(h) => h,
+            None if !key.is_empty() => key,
+            None => "(file)".to_string(),
         }
+    }
+}
+
+impl ConfigError {
+    /// The line `check` prints for a warning: like an error, with `warning:` after the place.
+    pub fn as_warning(&self) -> String {
+        if self.line == 0 {
+            format!("{}: warning: {}: {}", self.file, self.field, self.reason)
+        } else {
+            format!(
+                "{}:{}:{}: warning: {}: {}",
+                self.file, self.line, self.column, self.field, self.reason
+            )
+        }
+    }
+}
+
+/// The path a `[a.b]` or `[[a]]` header line opens, with the index of each array of tables
+/// it is inside: `[routes.cache]` after the second `[[routes]]` is `routes[1].cache`. `above`
+/// is the text up to and including the header.
+fn indexed_header(line: &str, above: &str) -> String {
+    let inner = line
+        .split('#')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .trim_matches(|c| c == '[' || c == ']')
+        .trim();
+    let segs: Vec<&str> = inner.split('.').map(str::trim).collect();
+    let mut out = String::new();
+    for (i, seg) in segs.iter().enumerate() {
+        if i > 0 {
+            out.push('.');
+        }
+        out.push_str(seg);
+        let array_header = format!("[[{}]]", segs[..=i].join("."));
+        let count = above
+            .lines()
+            .filter(|l| l.trim().starts_with(&array_header))
+            .count();
+        if count > 0 {
+            out.push_str(&format!("[{}]", count - 1));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn syntax_errors_name_the_indexed_route_table() {
+        let text = "[[routes]]\npath = \"/a/\"\n[[routes]]\npath = \"/b/\"\n[routes.cache]\nmedia_ttl = \"1h\n";
+        let loc = Locator {
+            file: "edge.toml",
+            text,
+        };
+        let at = text.find("media_ttl").unwrap();
+        assert_eq!(loc.field_at(at..at + 1), "routes[1].cache.media_ttl");
+        let at = text.rfind("[[routes]]").unwrap();
+        assert_eq!(loc.field_at(at..at + 1), "routes[1]");
     }
 }

@@ -2,7 +2,7 @@
 
 use std::collections::BTreeMap;
 
-use serde::Deserialize;
+use serde::{de, Deserialize, Deserializer};
 use toml::Spanned;
 
 /// The whole configuration file.
@@ -41,7 +41,7 @@ pub struct ReloadSection {
     /// Reload when the config file (or a file it references) changes; default `true`.
     pub watch: Option<bool>,
     /// Quiet time after the last file event before reloading, e.g. `"50ms"`.
-    pub debounce: Option<Spanned<String>>,
+    pub debounce: Option<Spanned<DurationText>>,
 }
 
 /// `[admin]`: the admin listener's API.
@@ -50,6 +50,8 @@ pub struct ReloadSection {
 pub struct AdminSection {
     /// Bearer token for `POST /config/reload` and `GET /config`; both are refused without one.
     pub token: Option<Spanned<String>>,
+    /// A file holding the token (trailing newlines trimmed), instead of `token`.
+    pub token_file: Option<Spanned<String>>,
 }
 
 /// `[tls]`: certificates served on the HTTPS listeners.
@@ -78,13 +80,15 @@ pub struct CertificateSection {
 #[serde(deny_unknown_fields)]
 pub struct CacheSection {
     /// Memory for cached objects, e.g. `"4GiB"`.
-    pub memory: Option<Spanned<String>>,
+    pub memory: Option<Spanned<SizeText>>,
     /// Bearer token for the purge API; purge is disabled without one.
     pub purge_token: Option<Spanned<String>>,
+    /// A file holding the purge token (trailing newlines trimmed), instead of `purge_token`.
+    pub purge_token_file: Option<Spanned<String>>,
     /// How long one fill may hold the lock that coalesces misses.
-    pub lock_timeout: Option<Spanned<String>>,
+    pub lock_timeout: Option<Spanned<DurationText>>,
     /// Memory for fills in progress, e.g. `"128MiB"`; default a quarter of `memory`.
-    pub fill_memory: Option<Spanned<String>>,
+    pub fill_memory: Option<Spanned<SizeText>>,
 }
 
 /// `[routes.cache]`: one route's cache policy.
@@ -94,19 +98,19 @@ pub struct RouteCacheSection {
     /// `rfc` (default), `video` or `off`.
     pub mode: Option<Spanned<String>>,
     /// Bigger objects stream through uncached, e.g. `"256MiB"`.
-    pub max_object_size: Option<Spanned<String>>,
+    pub max_object_size: Option<Spanned<SizeText>>,
     /// Video: the HLS target duration; live playlists stay fresh for at most half.
-    pub target_duration: Option<Spanned<String>>,
+    pub target_duration: Option<Spanned<DurationText>>,
     /// Video: freshness of segments and VoD files when the origin sends none.
-    pub media_ttl: Option<Spanned<String>>,
+    pub media_ttl: Option<Spanned<DurationText>>,
     /// Video: longest freshness of a 404 or 5xx for media.
-    pub negative_ttl: Option<Spanned<String>>,
+    pub negative_ttl: Option<Spanned<DurationText>>,
     /// Query parameters kept in the cache key (video default: `_HLS_msn`, `_HLS_part`).
     pub keep_query: Option<Vec<String>>,
     /// Default stale-while-revalidate window.
-    pub stale_while_revalidate: Option<Spanned<String>>,
+    pub stale_while_revalidate: Option<Spanned<DurationText>>,
     /// Default stale-if-error window.
-    pub stale_if_error: Option<Spanned<String>>,
+    pub stale_if_error: Option<Spanned<DurationText>>,
     /// Store responses that set a cookie, replaying the cookie to every viewer (default false).
     pub store_set_cookie: Option<bool>,
     /// Fill misses in a background task at the origin's speed (default: on in `video` mode).
@@ -122,11 +126,11 @@ pub struct ServerSection {
     /// Worker threads; absent means one per core.
     pub threads: Option<Spanned<i64>>,
     /// How long SIGTERM waits for in-flight requests, e.g. `"5s"`.
-    pub grace_period: Option<Spanned<String>>,
+    pub grace_period: Option<Spanned<DurationText>>,
     /// Unix socket through which `run --upgrade` takes the listeners over.
     pub upgrade_sock: Option<Spanned<String>>,
     /// A write to a viewer that makes no progress for this long closes its connection.
-    pub send_timeout: Option<Spanned<String>>,
+    pub send_timeout: Option<Spanned<DurationText>>,
 }
 
 /// `[listen]`: listening addresses.
@@ -152,15 +156,15 @@ pub struct PoolSection {
     /// `round_robin` (default) or `consistent_hash`.
     pub selection: Option<Spanned<String>>,
     /// TCP connect timeout.
-    pub connect_timeout: Option<Spanned<String>>,
+    pub connect_timeout: Option<Spanned<DurationText>>,
     /// Longest wait for any read from the backend (headers or body).
-    pub read_timeout: Option<Spanned<String>>,
+    pub read_timeout: Option<Spanned<DurationText>>,
     /// Longest wait for any write to the backend.
-    pub write_timeout: Option<Spanned<String>>,
+    pub write_timeout: Option<Spanned<DurationText>>,
     /// Whole upstream exchange, from connect to the last body byte.
-    pub total_timeout: Option<Spanned<String>>,
+    pub total_timeout: Option<Spanned<DurationText>>,
     /// How long an idle upstream connection stays in the keepalive pool.
-    pub idle_timeout: Option<Spanned<String>>,
+    pub idle_timeout: Option<Spanned<DurationText>>,
     /// How many other backends to try after a failed attempt.
     pub retries: Option<Spanned<i64>>,
     /// Try backends marked down when no healthy one is left (default true).
@@ -212,9 +216,9 @@ pub struct HealthCheckSection {
     /// Status a healthy backend answers (http checks).
     pub expect_status: Option<Spanned<i64>>,
     /// Time between checks.
-    pub interval: Option<Spanned<String>>,
+    pub interval: Option<Spanned<DurationText>>,
     /// Time one check may take.
-    pub timeout: Option<Spanned<String>>,
+    pub timeout: Option<Spanned<DurationText>>,
     /// Consecutive successes that bring a backend back.
     pub rise: Option<Spanned<i64>>,
     /// Consecutive failures that eject a backend.
@@ -243,7 +247,78 @@ pub struct RouteSection {
     #[serde(default)]
     pub response_headers: BTreeMap<String, Spanned<String>>,
     /// Cache policy; absent means RFC 9111 caching.
-    pub cache: Option<RouteCacheSection>,
+    pub cache: Option<Spanned<RouteCacheSection>>,
     /// Answer plain-HTTP requests with a 308 to the same URL over HTTPS.
     pub redirect_https: Option<Spanned<bool>>,
+}
+
+/// A duration as written, e.g. `"10s"`; compile parses it. Its own type so that a bare number
+/// is refused here with a hint to add a unit, not as "expected a string".
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DurationText(pub String);
+
+impl<'de> Deserialize<'de> for DurationText {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl de::Visitor<'_> for Visitor {
+            type Value = DurationText;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a duration with a unit, e.g. \"10s\"")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<DurationText, E> {
+                Ok(DurationText(v.to_string()))
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<DurationText, E> {
+                Err(E::custom(format!(
+                    "expected a duration, found the integer {v}: write it with a unit, e.g. \"{}s\"",
+                    v.max(1)
+                )))
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<DurationText, E> {
+                self.visit_i64(i64::try_from(v).unwrap_or(i64::MAX))
+            }
+            fn visit_f64<E: de::Error>(self, v: f64) -> Result<DurationText, E> {
+                Err(E::custom(format!(
+                    "expected a duration, found the number {v}: write it with a unit, e.g. \"{v}s\""
+                )))
+            }
+        }
+        d.deserialize_any(Visitor)
+    }
+}
+
+impl DurationText {
+    /// The text as written.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// A size as written, e.g. `"512MiB"`; compile parses it. Its own type for the same reason as
+/// [`DurationText`]: a bare TOML integer gets a hint, not "expected a string".
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SizeText(pub String);
+
+impl<'de> Deserialize<'de> for SizeText {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl de::Visitor<'_> for Visitor {
+            type Value = SizeText;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a size with a unit, e.g. \"512MiB\"")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<SizeText, E> {
+                Ok(SizeText(v.to_string()))
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<SizeText, E> {
+                Err(E::custom(format!(
+                    "expected a size, found the integer {v}: write it as a string with a unit, e.g. \"512MiB\" (\"{v}\" is {v} bytes)"
+                )))
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<SizeText, E> {
+                self.visit_i64(i64::try_from(v).unwrap_or(i64::MAX))
+            }
+        }
+        d.deserialize_any(Visitor)
+    }
 }

@@ -11,7 +11,7 @@ pub const REDACTED: &str = "[redacted]";
 /// until someone decides it is public. `*` is one table key (a pool's name); an array's
 /// elements share the array's path (`routes.path`, `pools.*.backends.addr`). Header values
 /// (`upstream_headers`, `response_headers`) and tokens are never listed; their names are shown.
-/// Paths to secret files (a TLS key) are shown, the files' contents never are.
+/// Paths to secret files (a TLS key, a token file) are shown, the files' contents never are.
 pub const PUBLIC_FIELDS: &[&str] = &[
     "server.threads",
     "server.grace_period",
@@ -26,6 +26,8 @@ pub const PUBLIC_FIELDS: &[&str] = &[
     "cache.memory",
     "cache.lock_timeout",
     "cache.fill_memory",
+    "cache.purge_token_file",
+    "admin.token_file",
     "reload.watch",
     "reload.debounce",
     "pools.*.backends",
@@ -74,9 +76,14 @@ pub const PUBLIC_FIELDS: &[&str] = &[
 /// are dropped on purpose: they are free text and may hold anything.
 pub fn redacted_toml(text: &str) -> Result<String, toml::de::Error> {
     let mut table: Table = toml::from_str(text)?;
-    let mut path = Vec::new();
-    redact_table(&mut table, &mut path);
+    redact(&mut table);
     Ok(table.to_string())
+}
+
+/// Replaces every value of `table` outside [`PUBLIC_FIELDS`] with [`REDACTED`].
+pub fn redact(table: &mut Table) {
+    let mut path = Vec::new();
+    redact_table(table, &mut path);
 }
 
 fn redact_table<'a>(table: &'a mut Table, path: &mut Vec<&'a str>) {
@@ -163,6 +170,20 @@ keep_query = ["_HLS_msn"]
             assert!(out.contains(public), "{public} missing:\n{out}");
         }
         assert_eq!(out.matches(REDACTED).count(), 6, "{out}");
+    }
+
+    #[test]
+    fn token_files_show_their_paths_and_tokens_stay_hidden_even_as_placeholders() {
+        let text = "[admin]\ntoken_file = \"/run/credentials/dime-edge.service/admin-token\"\n\
+                    [cache]\npurge_token = \"${PURGE_TOKEN}\"\npurge_token_file = \"purge.token\"\n";
+        let out = redacted_toml(text).unwrap();
+        for shown in [
+            "token_file = \"/run/credentials/dime-edge.service/admin-token\"",
+            "purge_token_file = \"purge.token\"",
+            "purge_token = \"[redacted]\"",
+        ] {
+            assert!(out.contains(shown), "{shown} missing:\n{out}");
+        }
     }
 
     #[test]
