@@ -1,5 +1,5 @@
-//! The admin listener: `/metrics`, `/healthz`, `/readyz`, the cache purge API, and the config
-//! API (`POST /config/reload`, `GET /config`).
+//! The admin listener: `/metrics`, `/healthz`, `/readyz`, `/status`, the cache purge API, and
+//! the config API (`POST /config/reload`, `GET /config`).
 
 use std::sync::Arc;
 
@@ -13,8 +13,9 @@ use crate::active::{Active, Readiness};
 use crate::cache::{key, EdgeCache};
 use crate::config::redact;
 use crate::metrics::Metrics;
-use crate::reload::{short_hash, ReloadOutcome, Reloader, Trigger};
+use crate::reload::{ReloadOutcome, Reloader, Trigger};
 use crate::request_path;
+use crate::status::{Format, Status};
 
 /// The admin HTTP application.
 pub struct Admin {
@@ -51,6 +52,7 @@ impl ServeHttp for Admin {
                 Readiness::Degraded(why) => text(StatusCode::OK, &format!("ready, degraded:\n{why}\n")),
                 Readiness::NotReady(why) => text(StatusCode::SERVICE_UNAVAILABLE, &format!("not ready:\n{why}\n")),
             },
+            (true, "/status") => self.status(session),
             (false, "/cache/purge") if method == http::Method::POST => self.purge(session),
             (false, "/config/reload") if method == http::Method::POST => {
                 match self.authorize(session, "config reload") {
@@ -62,13 +64,13 @@ impl ServeHttp for Admin {
                 Err(refused) => *refused,
                 Ok(()) => self.show_config(),
             },
-            (_, "/metrics" | "/healthz" | "/readyz" | "/config") => {
+            (_, "/metrics" | "/healthz" | "/readyz" | "/status" | "/config") => {
                 with_allow(text(StatusCode::METHOD_NOT_ALLOWED, "use GET\n"), "GET, HEAD")
             }
             (_, "/cache/purge" | "/config/reload") => with_allow(text(StatusCode::METHOD_NOT_ALLOWED, "use POST\n"), "POST"),
             _ => text(
                 StatusCode::NOT_FOUND,
-                "not found: the admin listener serves /metrics, /healthz, /readyz, POST /cache/purge, POST /config/reload and GET /config\n",
+                "not found: the admin listener serves /metrics, /healthz, /readyz, /status, POST /cache/purge, POST /config/reload and GET /config\n",
             ),
         }
     }
@@ -186,12 +188,7 @@ impl Admin {
     fn show_config(&self) -> Response<Vec<u8>> {
         let active = self.active.load();
         let config = &active.config;
-        let hash = match &self.reloader {
-            Some(r) => r.active_hash(),
-            None => crate::reload::fingerprint(config)
-                .map(|f| short_hash(&f))
-                .unwrap_or_default(),
-        };
+        let hash = crate::status::config_hash(&active, self.reloader.as_deref());
         let mut out = format!("# source: {}\n# hash: {hash}\n", config.source);
         if let Some(r) = &self.reloader {
             for line in r.restart_required() {
@@ -217,6 +214,43 @@ impl Admin {
         }
         r
     }
+}
+
+impl Admin {
+    /// `GET /status`: HTML by default, JSON or plain text by `Accept`. No token: it shows
+    /// what `/metrics` shows, read from the same series.
+    fn status(&self, session: &ServerSession) -> Response<Vec<u8>> {
+        let active = self.active.load();
+        let status = Status::gather(
+            &active,
+            &self.metrics,
+            self.cache.store,
+            self.reloader.as_deref(),
+        );
+        match Format::negotiate(accept(session), Format::Html) {
+            Format::Html => reply(
+                StatusCode::OK,
+                "text/html; charset=utf-8",
+                status.html().into_bytes(),
+            ),
+            Format::Json => json(&status),
+            Format::Text => text(StatusCode::OK, &status.text()),
+        }
+    }
+}
+
+fn accept(session: &ServerSession) -> Option<&str> {
+    session
+        .req_header()
+        .headers
+        .get(http::header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+}
+
+fn json(value: &impl serde::Serialize) -> Response<Vec<u8>> {
+    let mut body = serde_json::to_vec_pretty(value).unwrap_or_default();
+    body.push(b'\n');
+    reply(StatusCode::OK, "application/json", body)
 }
 
 /// 401 with `WWW-Authenticate: Bearer` unless the request carries `Authorization: Bearer

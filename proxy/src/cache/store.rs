@@ -400,6 +400,16 @@ impl MemoryStore {
         });
     }
 
+    /// Fills in progress now.
+    pub fn fills_in_progress(&self) -> usize {
+        self.filling
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .map(HashMap::len)
+            .sum()
+    }
+
     /// Removes everything.
     pub fn purge_all(&self) -> usize {
         let n = self.object_count() as usize;
