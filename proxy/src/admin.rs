@@ -1,5 +1,5 @@
-//! The admin listener: `/metrics`, `/healthz`, `/readyz`, `/status`, the cache purge API, and
-//! the config API (`POST /config/reload`, `GET /config`).
+//! The admin listener: `/metrics`, `/healthz`, `/readyz`, `/status`, the cache purge and
+//! lookup APIs, and the config API (`POST /config/reload`, `GET /config`).
 
 use std::sync::Arc;
 
@@ -10,7 +10,7 @@ use pingora_core::apps::http_app::ServeHttp;
 use pingora_core::protocols::http::ServerSession;
 
 use crate::active::{Active, Readiness};
-use crate::cache::{key, EdgeCache};
+use crate::cache::{key, lookup, EdgeCache};
 use crate::config::redact;
 use crate::metrics::Metrics;
 use crate::reload::{ReloadOutcome, Reloader, Trigger};
@@ -53,6 +53,10 @@ impl ServeHttp for Admin {
                 Readiness::NotReady(why) => text(StatusCode::SERVICE_UNAVAILABLE, &format!("not ready:\n{why}\n")),
             },
             (true, "/status") => self.status(session),
+            (true, "/cache/lookup") => match self.authorize(session, "cache lookup") {
+                Err(refused) => *refused,
+                Ok(()) => self.lookup(session),
+            },
             (false, "/cache/purge") if method == http::Method::POST => self.purge(session),
             (false, "/config/reload") if method == http::Method::POST => {
                 match self.authorize(session, "config reload") {
@@ -64,13 +68,13 @@ impl ServeHttp for Admin {
                 Err(refused) => *refused,
                 Ok(()) => self.show_config(),
             },
-            (_, "/metrics" | "/healthz" | "/readyz" | "/status" | "/config") => {
+            (_, "/metrics" | "/healthz" | "/readyz" | "/status" | "/cache/lookup" | "/config") => {
                 with_allow(text(StatusCode::METHOD_NOT_ALLOWED, "use GET\n"), "GET, HEAD")
             }
             (_, "/cache/purge" | "/config/reload") => with_allow(text(StatusCode::METHOD_NOT_ALLOWED, "use POST\n"), "POST"),
             _ => text(
                 StatusCode::NOT_FOUND,
-                "not found: the admin listener serves /metrics, /healthz, /readyz, /status, POST /cache/purge, POST /config/reload and GET /config\n",
+                "not found: the admin listener serves /metrics, /healthz, /readyz, /status, POST /cache/purge, GET /cache/lookup, POST /config/reload and GET /config\n",
             ),
         }
     }
@@ -156,9 +160,7 @@ impl Admin {
         let Some(token) = token else {
             return Err(Box::new(text(
                 StatusCode::FORBIDDEN,
-                &format!(
-                    "{what} is disabled: set admin.token in the config to enable the config API\n"
-                ),
+                &format!("{what} is disabled: set admin.token in the config to enable it\n"),
             )));
         };
         check_bearer(session, &token, what, "admin.token")
@@ -235,6 +237,40 @@ impl Admin {
             ),
             Format::Json => json(&status),
             Format::Text => text(StatusCode::OK, &status.text()),
+        }
+    }
+
+    /// `GET /cache/lookup?url=HOST/PATH`: what the cache holds for one URL, as JSON (or
+    /// plain text by `Accept`).
+    fn lookup(&self, session: &ServerSession) -> Response<Vec<u8>> {
+        let params = query_params(session.req_header().uri.query().unwrap_or(""));
+        if let Some((name, _)) = params.iter().find(|(n, _)| n != "url") {
+            return text(
+                StatusCode::BAD_REQUEST,
+                &format!(
+                    "cache lookup: unknown parameter {name:?}; {}\n",
+                    lookup::ACCEPTED_FORM
+                ),
+            );
+        }
+        let url = params
+            .into_iter()
+            .find(|(n, _)| n == "url")
+            .map(|(_, v)| v)
+            .unwrap_or_default();
+        let target = match lookup::parse_target(&url) {
+            Ok(t) => t,
+            Err(e) => {
+                return text(
+                    StatusCode::BAD_REQUEST,
+                    &format!("cache lookup: {e}; {}\n", lookup::ACCEPTED_FORM),
+                )
+            }
+        };
+        let report = lookup::lookup(self.cache.store, &self.active.load(), &url, &target);
+        match Format::negotiate(accept(session), Format::Json) {
+            Format::Text => text(StatusCode::OK, &report.text()),
+            _ => json(&report),
         }
     }
 }

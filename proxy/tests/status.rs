@@ -1,5 +1,5 @@
-//! Seeing inside a running edge: the status page (`GET /status`) on the admin listener,
-//! against a real edge and origins.
+//! Seeing inside a running edge: the status page (`GET /status`) and the cache lookup
+//! (`GET /cache/lookup?url=`) on the admin listener, against a real edge and origins.
 
 mod common;
 
@@ -210,5 +210,162 @@ async fn the_status_page_is_html_by_default_and_needs_no_token() {
     assert_eq!(post.status, 405);
     let unknown = fetch(&edge.admin_url("/nope"), &[]).await;
     let unknown = String::from_utf8_lossy(&unknown.body);
-    assert!(unknown.contains("/status"), "{unknown}");
+    assert!(
+        unknown.contains("/status") && unknown.contains("/cache/lookup"),
+        "{unknown}"
+    );
+}
+
+/// `GET /cache/lookup?url=URL` with the token, URL percent-encoded.
+async fn lookup(edge: &EdgeProc, url: &str, token: Option<&str>) -> (u16, String) {
+    let mut req = client()
+        .get(edge.admin_url("/cache/lookup"))
+        .query(&[("url", url)]);
+    if let Some(t) = token {
+        req = req.bearer_auth(t);
+    }
+    let r = req.send().await.unwrap();
+    (r.status().as_u16(), r.text().await.unwrap())
+}
+
+async fn lookup_json(edge: &EdgeProc, url: &str) -> Value {
+    let (status, body) = lookup(edge, url, Some(TOKEN)).await;
+    assert_eq!(status, 200, "{body}");
+    serde_json::from_str(&body).unwrap()
+}
+
+async fn lookup_edge(origin: &Upstream) -> EdgeProc {
+    let config = format!("[admin]\ntoken = \"{TOKEN}\"\n\n")
+        + &pool("p", &[origin.addr], "")
+        + &stream_route("p", "mode = \"video\"\nkeep_query = [\"_HLS_msn\"]")
+        + "\n[[routes]]\nname = \"web\"\npath = \"/\"\npool = \"p\"\n";
+    EdgeProc::start(&config).await
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_lookup_shows_key_age_freshness_size_route_and_policy() {
+    let origin = Upstream::start("o").await;
+    origin.script(
+        "/v/a.ts",
+        Script::ok(&[("cache-control", "max-age=60")], vec![b'a'; 1234]),
+    );
+    let edge = lookup_edge(&origin).await;
+    let r = fetch(&edge.url("/v/a.ts?token=secret&_HLS_msn=7"), &[]).await;
+    assert_eq!(r.cache(), "MISS");
+    let host = edge.http.to_string();
+
+    // Another spelling of the same URL: canonical path, the route's kept query only.
+    let l = lookup_json(
+        &edge,
+        &format!("http://{host}//v/./%61.ts?_HLS_msn=7&token=other"),
+    )
+    .await;
+    assert_eq!(l["cached"], true, "{l:#}");
+    assert_eq!(l["key"], "127.0.0.1/v/a.ts?_HLS_msn=7", "{l:#}");
+    assert_eq!(l["route"], "stream", "{l:#}");
+    let objects = l["objects"].as_array().unwrap();
+    assert_eq!(objects.len(), 1, "{l:#}");
+    let o = &objects[0];
+    assert_eq!(o["status"], 200, "{o:#}");
+    assert_eq!(o["size"], 1234, "{o:#}");
+    assert_eq!(o["stored_by"]["route"], "stream", "{o:#}");
+    assert_eq!(o["stored_by"]["policy"], "video", "{o:#}");
+    assert!(o["age_seconds"].as_u64().unwrap() <= 30, "{o:#}");
+    let fresh = o["fresh_for_seconds"].as_u64().unwrap();
+    assert!(fresh > 0 && fresh <= 60, "{o:#}");
+    assert_eq!(o["ttl_seconds"], 60, "{o:#}");
+    assert_eq!(o["state"], "fresh", "{o:#}");
+
+    let (status, text) = lookup(&edge, &format!("{host}/v/a.ts?_HLS_msn=7"), Some(TOKEN)).await;
+    assert_eq!(status, 200);
+    assert!(text.contains("\"cached\": true"), "{text}");
+
+    // The readable form.
+    let r = client()
+        .get(edge.admin_url("/cache/lookup"))
+        .query(&[("url", format!("{host}/v/a.ts?_HLS_msn=7"))])
+        .bearer_auth(TOKEN)
+        .header("accept", "text/plain")
+        .send()
+        .await
+        .unwrap();
+    let text = r.text().await.unwrap();
+    assert!(
+        text.contains("127.0.0.1/v/a.ts?_HLS_msn=7") && text.contains("route stream"),
+        "{text}"
+    );
+
+    // Not cached: another msn, and a path nothing stored.
+    for url in [
+        format!("{host}/v/a.ts?_HLS_msn=8"),
+        format!("{host}/v/none.ts"),
+    ] {
+        let l = lookup_json(&edge, &url).await;
+        assert_eq!(l["cached"], false, "{l:#}");
+        assert_eq!(l["objects"].as_array().unwrap().len(), 0, "{l:#}");
+    }
+    let l = lookup_json(&edge, &format!("{host}/other?x=1")).await;
+    assert_eq!(l["route"], "web", "{l:#}");
+    assert_eq!(l["key"], "127.0.0.1/other?x=1", "{l:#}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_lookup_lists_every_vary_variant() {
+    let origin = Upstream::start("o").await;
+    origin.script(
+        "/v/page",
+        Script::ok(
+            &[("cache-control", "max-age=60"), ("vary", "Accept-Language")],
+            "hello",
+        ),
+    );
+    let edge = lookup_edge(&origin).await;
+    for lang in ["en", "fr"] {
+        let r = fetch(&edge.url("/v/page"), &[("accept-language", lang)]).await;
+        assert_eq!(r.cache(), "MISS");
+    }
+    let l = lookup_json(&edge, &format!("{}/v/page", edge.http)).await;
+    let objects = l["objects"].as_array().unwrap();
+    assert_eq!(objects.len(), 2, "{l:#}");
+    let mut langs: Vec<String> = objects
+        .iter()
+        .map(|o| {
+            assert!(o["vary"]["accept-language"].is_string(), "{o:#}");
+            o["vary"]["accept-language"].as_str().unwrap().to_string()
+        })
+        .collect();
+    langs.sort();
+    assert_eq!(langs, ["en", "fr"], "{l:#}");
+    assert!(objects.iter().all(|o| o["variant"].as_str().is_some()));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_lookup_needs_the_admin_token_and_a_url_with_a_host() {
+    let origin = Upstream::start("o").await;
+    let edge = lookup_edge(&origin).await;
+    let url = format!("{}/v/a.ts", edge.http);
+    let (status, body) = lookup(&edge, &url, None).await;
+    assert_eq!(status, 401, "{body}");
+    let (status, _) = lookup(&edge, &url, Some("wrong-token-wrong-token")).await;
+    assert_eq!(status, 401);
+
+    for bad in ["", "/v/a.ts", "http:///v/a.ts", "h/v/%zz.ts", "h/../a.ts"] {
+        let (status, body) = lookup(&edge, bad, Some(TOKEN)).await;
+        assert_eq!(status, 400, "{bad:?}: {body}");
+        assert!(body.contains("url=HOST/PATH"), "{bad:?}: {body}");
+    }
+    let r = client()
+        .get(edge.admin_url("/cache/lookup"))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    assert!(r.text().await.unwrap().contains("url=HOST/PATH"));
+
+    // Without admin.token, the lookup is off.
+    let plain = EdgeProc::start(&(pool("p", &[origin.addr], "") + &stream_route("p", ""))).await;
+    let (status, body) = lookup(&plain, &url, Some(TOKEN)).await;
+    assert_eq!(status, 403, "{body}");
+    assert!(body.contains("admin.token"), "{body}");
 }
