@@ -1,5 +1,5 @@
-//! The admin listener: `/metrics`, `/healthz`, `/readyz`, the cache purge API, and the config
-//! API (`POST /config/reload`, `GET /config`).
+//! The admin listener: `/metrics`, `/healthz`, `/readyz`, `/status`, the cache purge and
+//! lookup APIs, and the config API (`POST /config/reload`, `GET /config`).
 
 use std::sync::Arc;
 
@@ -10,10 +10,11 @@ use pingora_core::apps::http_app::ServeHttp;
 use pingora_core::protocols::http::ServerSession;
 
 use crate::active::{Active, Readiness};
-use crate::cache::{purge, EdgeCache};
+use crate::cache::{lookup, purge, EdgeCache};
 use crate::config::redact;
 use crate::metrics::Metrics;
-use crate::reload::{short_hash, ReloadOutcome, Reloader, Trigger};
+use crate::reload::{ReloadOutcome, Reloader, Trigger};
+use crate::status::{Format, Status};
 
 /// The admin HTTP application.
 pub struct Admin {
@@ -50,6 +51,11 @@ impl ServeHttp for Admin {
                 Readiness::Degraded(why) => text(StatusCode::OK, &format!("ready, degraded:\n{why}\n")),
                 Readiness::NotReady(why) => text(StatusCode::SERVICE_UNAVAILABLE, &format!("not ready:\n{why}\n")),
             },
+            (true, "/status") => self.status(session),
+            (true, "/cache/lookup") => match self.authorize(session, "cache lookup") {
+                Err(refused) => *refused,
+                Ok(()) => self.lookup(session),
+            },
             (false, "/cache/purge") if method == http::Method::POST => self.purge(session),
             (false, "/config/reload") if method == http::Method::POST => {
                 match self.authorize(session, "config reload") {
@@ -61,13 +67,13 @@ impl ServeHttp for Admin {
                 Err(refused) => *refused,
                 Ok(()) => self.show_config(),
             },
-            (_, "/metrics" | "/healthz" | "/readyz" | "/config") => {
+            (_, "/metrics" | "/healthz" | "/readyz" | "/status" | "/cache/lookup" | "/config") => {
                 with_allow(text(StatusCode::METHOD_NOT_ALLOWED, "use GET\n"), "GET, HEAD")
             }
             (_, "/cache/purge" | "/config/reload") => with_allow(text(StatusCode::METHOD_NOT_ALLOWED, "use POST\n"), "POST"),
             _ => text(
                 StatusCode::NOT_FOUND,
-                "not found: the admin listener serves /metrics, /healthz, /readyz, POST /cache/purge, POST /config/reload and GET /config\n",
+                "not found: the admin listener serves /metrics, /healthz, /readyz, /status, POST /cache/purge, GET /cache/lookup, POST /config/reload and GET /config\n",
             ),
         }
     }
@@ -139,7 +145,7 @@ impl Admin {
             return Err(Box::new(text(
                 StatusCode::FORBIDDEN,
                 &format!(
-                    "{what} is disabled: {} to enable the config API\n",
+                    "{what} is disabled: {} to enable it\n",
                     self.how_to_set("admin.token", "--admin-token")
                 ),
             )));
@@ -172,12 +178,7 @@ impl Admin {
     fn show_config(&self) -> Response<Vec<u8>> {
         let active = self.active.load();
         let config = &active.config;
-        let hash = match &self.reloader {
-            Some(r) => r.active_hash(),
-            None => crate::reload::fingerprint(config)
-                .map(|f| short_hash(&f))
-                .unwrap_or_default(),
-        };
+        let hash = crate::status::config_hash(&active, self.reloader.as_deref());
         let mut out = format!("# source: {}\n# hash: {hash}\n", config.source);
         if let Some(r) = &self.reloader {
             for line in r.restart_required() {
@@ -203,6 +204,77 @@ impl Admin {
         }
         r
     }
+}
+
+impl Admin {
+    /// `GET /status`: HTML by default, JSON or plain text by `Accept`. No token: it shows
+    /// what `/metrics` shows, read from the same series.
+    fn status(&self, session: &ServerSession) -> Response<Vec<u8>> {
+        let active = self.active.load();
+        let status = Status::gather(
+            &active,
+            &self.metrics,
+            self.cache.store,
+            self.reloader.as_deref(),
+        );
+        match Format::negotiate(accept(session), Format::Html) {
+            Format::Html => reply(
+                StatusCode::OK,
+                "text/html; charset=utf-8",
+                status.html().into_bytes(),
+            ),
+            Format::Json => json(&status),
+            Format::Text => text(StatusCode::OK, &status.text()),
+        }
+    }
+
+    /// `GET /cache/lookup?url=HOST/PATH`: what the cache holds for one URL, as JSON (or
+    /// plain text by `Accept`).
+    fn lookup(&self, session: &ServerSession) -> Response<Vec<u8>> {
+        let params = query_params(session.req_header().uri.query().unwrap_or(""));
+        if let Some((name, _)) = params.iter().find(|(n, _)| n != "url") {
+            return text(
+                StatusCode::BAD_REQUEST,
+                &format!(
+                    "cache lookup: unknown parameter {name:?}; {}\n",
+                    lookup::ACCEPTED_FORM
+                ),
+            );
+        }
+        let url = params
+            .into_iter()
+            .find(|(n, _)| n == "url")
+            .map(|(_, v)| v)
+            .unwrap_or_default();
+        let target = match lookup::parse_target(&url) {
+            Ok(t) => t,
+            Err(e) => {
+                return text(
+                    StatusCode::BAD_REQUEST,
+                    &format!("cache lookup: {e}; {}\n", lookup::ACCEPTED_FORM),
+                )
+            }
+        };
+        let report = lookup::lookup(self.cache.store, &self.active.load(), &url, &target);
+        match Format::negotiate(accept(session), Format::Json) {
+            Format::Text => text(StatusCode::OK, &report.text()),
+            _ => json(&report),
+        }
+    }
+}
+
+fn accept(session: &ServerSession) -> Option<&str> {
+    session
+        .req_header()
+        .headers
+        .get(http::header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+}
+
+fn json(value: &impl serde::Serialize) -> Response<Vec<u8>> {
+    let mut body = serde_json::to_vec_pretty(value).unwrap_or_default();
+    body.push(b'\n');
+    reply(StatusCode::OK, "application/json", body)
 }
 
 /// 401 with `WWW-Authenticate: Bearer` unless the request carries `Authorization: Bearer

@@ -27,7 +27,7 @@ use prometheus::IntGauge;
 use crate::active::{Active, Route};
 use crate::cache::background::{self, FillPermit};
 use crate::cache::policy::{self, RequestDemand};
-use crate::cache::store::BACKGROUND_FILL_TAG;
+use crate::cache::store::{StoredBy, BACKGROUND_FILL_TAG};
 use crate::cache::{invalidation, key, status_of, AbandonedFill, CacheMode, EdgeCache};
 use crate::forwarding::{self, ClientInfo};
 use crate::logging::{self, AccessRecord};
@@ -121,6 +121,9 @@ pub struct RequestCtx {
     started_fill: bool,
     /// The cache key, once computed.
     key: Option<CacheKey>,
+    /// Who would store this response, shared with the key's extensions (the cache lookup
+    /// shows it).
+    stored_by: Option<Arc<StoredBy>>,
     _in_flight: InFlight,
 }
 
@@ -168,6 +171,7 @@ impl ProxyHttp for Edge {
             fill: None,
             started_fill: false,
             key: None,
+            stored_by: None,
             _in_flight: InFlight::new(&self.metrics.in_flight),
         }
     }
@@ -289,6 +293,15 @@ impl ProxyHttp for Edge {
         if ctx.fill.is_some() {
             key.user_tag = BACKGROUND_FILL_TAG.to_string();
         }
+        if let Some(route) = &ctx.route {
+            let stored_by = Arc::new(StoredBy {
+                route: route.spec.name.clone(),
+                policy: route.spec.cache.mode,
+                vary: std::sync::Mutex::new(Vec::new()),
+            });
+            key.extensions.insert(stored_by.clone());
+            ctx.stored_by = Some(stored_by);
+        }
         Ok(key)
     }
 
@@ -338,7 +351,7 @@ impl ProxyHttp for Edge {
     fn cache_vary_filter(
         &self,
         meta: &CacheMeta,
-        _ctx: &mut RequestCtx,
+        ctx: &mut RequestCtx,
         req: &RequestHeader,
     ) -> Option<HashBinary> {
         // RFC 9111 §4.1: a stored response answers only requests with the same values for the
@@ -358,6 +371,7 @@ impl ProxyHttp for Edge {
         names.sort();
         names.dedup();
         let mut variance = VarianceBuilder::new();
+        let mut shown = Vec::new();
         for name in &names {
             let value: Vec<u8> = req
                 .headers
@@ -365,7 +379,16 @@ impl ProxyHttp for Edge {
                 .iter()
                 .flat_map(|v| v.as_bytes().iter().copied().chain([b',']))
                 .collect();
+            shown.push((
+                name.clone(),
+                String::from_utf8_lossy(value.strip_suffix(b",").unwrap_or(&value)).into_owned(),
+            ));
             variance.add_owned_name_value(name.clone(), value);
+        }
+        if let Some(stored_by) = &ctx.stored_by {
+            // The last call is the one for the response being stored: a lookup may have
+            // called this first for another variant's Vary.
+            *stored_by.vary.lock().unwrap_or_else(|p| p.into_inner()) = shown;
         }
         variance.finalize()
     }

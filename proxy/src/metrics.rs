@@ -23,6 +23,10 @@ pub struct Metrics {
     pub sent_bytes: IntCounterVec,
     /// `dime_requests_in_flight`: requests being served now.
     pub in_flight: IntGauge,
+    /// `dime_connections_open`: viewer connections open now, idle keep-alive ones included.
+    pub connections_open: IntGauge,
+    /// `dime_start_time_seconds`: Unix time the process started.
+    pub start_time: Gauge,
     /// `dime_build_info{version}`: always 1.
     pub build_info: IntGaugeVec,
     /// `dime_cache_requests_total{route, status}`: requests by cache status (HIT, MISS...).
@@ -120,6 +124,14 @@ impl Metrics {
         .expect("valid metric");
         let in_flight = IntGauge::new("dime_requests_in_flight", "Requests being served now.")
             .expect("valid metric");
+        let connections_open = IntGauge::new(
+            "dime_connections_open",
+            "Viewer connections open now, on every HTTP and HTTPS listener, idle keep-alive ones included.",
+        )
+        .expect("valid metric");
+        let start_time = Gauge::new("dime_start_time_seconds", "Unix time the process started.")
+            .expect("valid metric");
+        start_time.set(unix_now());
         let build_info = IntGaugeVec::new(
             Opts::new("dime_build_info", "Build information; always 1."),
             &["version"],
@@ -227,6 +239,8 @@ impl Metrics {
             Box::new(pool_panic_picks.clone()),
             Box::new(sent_bytes.clone()),
             Box::new(in_flight.clone()),
+            Box::new(connections_open.clone()),
+            Box::new(start_time.clone()),
             Box::new(build_info.clone()),
             Box::new(cache_requests.clone()),
             Box::new(cache_served_bytes.clone()),
@@ -255,6 +269,8 @@ impl Metrics {
             pool_panic_picks,
             sent_bytes,
             in_flight,
+            connections_open,
+            start_time,
             build_info,
             cache_requests,
             cache_served_bytes,
@@ -299,7 +315,11 @@ pub const CACHE_STATUSES: [&str; 7] = [
     "REVALIDATED",
     "BYPASS",
 ];
-const STATUS_CLASSES: [&str; 6] = ["1xx", "2xx", "3xx", "4xx", "5xx", "none"];
+/// Cache statuses whose body came from the cache: what the hit ratio and
+/// `dime_cache_served_bytes_total` count as hits.
+pub const SERVED_FROM_CACHE: [&str; 4] = ["HIT", "STALE", "UPDATING", "REVALIDATED"];
+/// Status classes, in the order [`RouteMetrics`] holds them.
+pub const STATUS_CLASSES: [&str; 6] = ["1xx", "2xx", "3xx", "4xx", "5xx", "none"];
 
 /// One route's series, resolved once so the request path does no label lookups.
 pub struct RouteMetrics {
@@ -343,13 +363,79 @@ impl RouteMetrics {
         if let Some(i) = CACHE_STATUSES.iter().position(|c| *c == cache_status) {
             self.cache[i].inc();
         }
-        if matches!(cache_status, "HIT" | "STALE" | "UPDATING" | "REVALIDATED") {
+        if SERVED_FROM_CACHE.contains(&cache_status) {
             self.cache_served_bytes.inc_by(bytes);
         }
         if coalesced {
             self.coalesced_waits.inc();
         }
     }
+}
+
+impl RouteMetrics {
+    /// What the route's series hold now.
+    pub fn counts(&self) -> RouteCounts {
+        RouteCounts {
+            by_class: STATUS_CLASSES
+                .iter()
+                .zip(&self.requests)
+                .map(|(c, n)| (*c, n.get()))
+                .collect(),
+            by_cache_status: CACHE_STATUSES
+                .iter()
+                .zip(&self.cache)
+                .map(|(c, n)| (*c, n.get()))
+                .collect(),
+            sent_bytes: self.sent_bytes.get(),
+            cache_served_bytes: self.cache_served_bytes.get(),
+            coalesced_waits: self.coalesced_waits.get(),
+        }
+    }
+}
+
+/// One route's counters since the process started, read from its Prometheus series.
+#[derive(Debug, Clone)]
+pub struct RouteCounts {
+    /// Requests answered, by status class.
+    pub by_class: Vec<(&'static str, u64)>,
+    /// Requests by cache status.
+    pub by_cache_status: Vec<(&'static str, u64)>,
+    /// Body bytes sent to viewers.
+    pub sent_bytes: u64,
+    /// Body bytes sent from the cache.
+    pub cache_served_bytes: u64,
+    /// Requests that waited for another request's fill.
+    pub coalesced_waits: u64,
+}
+
+impl RouteCounts {
+    /// Requests answered.
+    pub fn requests(&self) -> u64 {
+        self.by_class.iter().map(|(_, n)| n).sum()
+    }
+
+    /// Requests with this cache status.
+    pub fn cache(&self, status: &str) -> u64 {
+        self.by_cache_status
+            .iter()
+            .find(|(s, _)| *s == status)
+            .map_or(0, |(_, n)| *n)
+    }
+
+    /// Hits over cache lookups (hits, misses and expired objects; bypassed requests do not
+    /// count); `None` before the first lookup.
+    pub fn hit_ratio(&self) -> Option<f64> {
+        let hits: u64 = SERVED_FROM_CACHE.iter().map(|s| self.cache(s)).sum();
+        let lookups = hits + self.cache("MISS") + self.cache("EXPIRED");
+        (lookups > 0).then(|| hits as f64 / lookups as f64)
+    }
+}
+
+/// Seconds since the Unix epoch, now.
+pub fn unix_now() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64())
 }
 
 /// `2xx`, `4xx`...: the label for a status code.

@@ -19,6 +19,7 @@ use crate::active::Active;
 use crate::admin::Admin;
 use crate::cache::{EdgeCache, FillBudget, StoreCounters};
 use crate::config::EdgeConfig;
+use crate::connections::Counted;
 use crate::edge::Edge;
 use crate::health::HealthChecks;
 use crate::metrics::Metrics;
@@ -148,17 +149,18 @@ pub fn serve(config: EdgeConfig, run: RunOptions) -> anyhow::Result<()> {
     };
 
     let draining = Arc::new(AtomicBool::new(false));
-    let mut proxy = pingora_proxy::http_proxy_service_with_name(
+    let mut app = pingora_proxy::http_proxy(
         &server.configuration,
         Edge::new(active.clone(), metrics.clone(), cache).with_draining(draining.clone()),
-        "dime-edge proxy",
     );
     // HTTP/2 over cleartext (prior knowledge) beside HTTP/1.1, as Varnish and nginx offer.
     let mut options = pingora_core::apps::HttpServerOptions::default();
     options.h2c = true;
-    if let Some(app) = proxy.app_logic_mut() {
-        app.server_options = Some(options);
-    }
+    app.server_options = Some(options);
+    let mut proxy = Service::new(
+        "dime-edge proxy".to_string(),
+        Counted::new(app, metrics.connections_open.clone()),
+    );
     for addr in &http_listeners {
         proxy.add_tcp(&addr.to_string());
     }

@@ -165,6 +165,14 @@ impl Fill {
         r.viewers_ever && !r.at.values().any(|(_, viewer)| *viewer)
     }
 
+    /// Body bytes written so far.
+    pub fn written(&self) -> usize {
+        match *self.state.borrow() {
+            FillState::Writing(n) | FillState::Done(n) => n,
+            FillState::Aborted => 0,
+        }
+    }
+
     /// Sets the state readers see.
     pub fn set_state(&self, state: FillState) {
         self.state.send_replace(state);

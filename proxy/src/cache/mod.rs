@@ -1,12 +1,13 @@
 //! The HTTP cache: storage (`store`), fills in progress (`fill`) and in the background
 //! (`background`), what may be stored and for how long (`policy`), keys (`key`), what an
 //! unsafe request invalidates (`invalidation`), what an operator's purge removes (`purge`),
-//! and the status a viewer sees (`status_of`).
+//! what is stored for one URL (`lookup`), and the status a viewer sees (`status_of`).
 
 pub mod background;
 pub mod fill;
 pub mod invalidation;
 pub mod key;
+pub mod lookup;
 pub mod policy;
 pub mod purge;
 pub mod store;

@@ -19,6 +19,17 @@ pub enum CacheMode {
     Video,
 }
 
+impl CacheMode {
+    /// The mode as the config file spells it: `off`, `rfc` or `video`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CacheMode::Off => "off",
+            CacheMode::Rfc => "rfc",
+            CacheMode::Video => "video",
+        }
+    }
+}
+
 /// What a background fill does when every viewer that was reading it has left.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AbandonedFill {

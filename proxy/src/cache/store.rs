@@ -35,6 +35,7 @@ use prometheus::IntCounter;
 use super::fill::{Fill, FillBudget, FillReader, FillState, READ_CHUNK};
 
 use super::key;
+use super::CacheMode;
 
 /// Fixed per-entry bookkeeping counted against the memory limit, beside body and headers.
 const ENTRY_OVERHEAD: usize = 256;
@@ -53,6 +54,37 @@ pub struct MetaParts {
     variance: Option<HashBinary>,
     /// Approximate bytes the header holds, for the memory limit.
     header_bytes: usize,
+    /// The route and policy that stored it, for the cache lookup.
+    stored_by: Option<Arc<StoredBy>>,
+}
+
+/// Who stored an object: the route and cache policy in force, and the request's values of the
+/// fields its Vary names. The edge puts it in the cache key's extensions; the store keeps it
+/// with the object, so the cache lookup can say where an object came from.
+#[derive(Debug)]
+pub struct StoredBy {
+    /// The route's name.
+    pub route: String,
+    /// The route's cache mode.
+    pub policy: CacheMode,
+    /// `(field, value)` for each field the response's Vary names, as the request sent them.
+    pub vary: Mutex<Vec<(String, String)>>,
+}
+
+/// One stored object or fill in progress, as the cache lookup shows it.
+pub struct Inspected {
+    /// The hash it is stored under (key and Vary variant).
+    pub hash: HashBinary,
+    /// Its response header and freshness.
+    pub meta: CacheMeta,
+    /// Body bytes; for a fill, written so far.
+    pub body_bytes: usize,
+    /// Bytes counted against the memory limit; 0 for a fill.
+    pub weight: u32,
+    /// The route and policy that stored it.
+    pub stored_by: Option<Arc<StoredBy>>,
+    /// Whether it is a fill in progress rather than a stored object.
+    pub filling: bool,
 }
 
 impl MetaParts {
@@ -75,6 +107,15 @@ impl MetaParts {
             header,
             variance: meta.variance(),
             header_bytes,
+            stored_by: None,
+        }
+    }
+
+    /// The parts of `meta`, stored for the request whose key is `key`.
+    fn of_key(meta: &CacheMeta, key: &CacheKey) -> Self {
+        MetaParts {
+            stored_by: key.extensions.get::<Arc<StoredBy>>().cloned(),
+            ..MetaParts::of(meta)
         }
     }
 
@@ -445,6 +486,51 @@ impl MemoryStore {
         });
     }
 
+    /// Fills in progress now.
+    pub fn fills_in_progress(&self) -> usize {
+        self.filling
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .map(HashMap::len)
+            .sum()
+    }
+
+    /// Every stored object and fill in progress whose key text is `key` (one per Vary
+    /// variant), by key lookup.
+    pub fn inspect(&self, key: &str) -> Vec<Inspected> {
+        let mut found: Vec<Inspected> = self
+            .index
+            .find(key::without_query(key), |u| u == key)
+            .into_iter()
+            .filter_map(|hash| {
+                let entry = self.committed.get(&hash)?;
+                Some(Inspected {
+                    hash,
+                    meta: entry.meta.meta(),
+                    body_bytes: entry.body.len(),
+                    weight: entry.weight(),
+                    stored_by: entry.meta.stored_by.clone(),
+                    filling: false,
+                })
+            })
+            .collect();
+        let filling = self.filling.read().unwrap_or_else(|p| p.into_inner());
+        for (hash, fills) in filling.iter() {
+            for fill in fills.values().filter(|f| &*f.url == key) {
+                found.push(Inspected {
+                    hash: *hash,
+                    meta: fill.meta.meta(),
+                    body_bytes: fill.written(),
+                    weight: 0,
+                    stored_by: fill.meta.stored_by.clone(),
+                    filling: true,
+                });
+            }
+        }
+        found
+    }
+
     /// Removes everything.
     pub fn purge_all(&self) -> usize {
         let n = self.object_count() as usize;
@@ -532,7 +618,7 @@ impl Storage for MemoryStore {
         let url: Arc<str> = key.primary_key_str().unwrap_or("").into();
         let fill = Arc::new(Fill::new(
             url,
-            Arc::new(MetaParts::of(meta)),
+            Arc::new(MetaParts::of_key(meta, key)),
             key.user_tag == BACKGROUND_FILL_TAG,
             self.budget.clone(),
         ));
@@ -588,7 +674,12 @@ impl Storage for MemoryStore {
         let Some(old) = self.committed.get(&hash) else {
             return Ok(false);
         };
-        let parts = Arc::new(MetaParts::of(meta));
+        let mut parts = MetaParts::of_key(meta, key);
+        // A refresh by a request without a route keeps where the object came from.
+        if parts.stored_by.is_none() {
+            parts.stored_by = old.meta.stored_by.clone();
+        }
+        let parts = Arc::new(parts);
         let entry = Entry {
             url: old.url.clone(),
             usable_until: parts.usable_until(),

@@ -109,6 +109,21 @@ pub struct Reloader {
     /// Short hash of the active config, as `dime_config_info` shows it.
     hash: std::sync::Mutex<String>,
     applied: watch::Sender<u64>,
+    /// The last reload attempt, for the status page.
+    last: std::sync::Mutex<Option<LastReload>>,
+}
+
+/// One reload attempt, as the status page shows it.
+#[derive(Debug, Clone)]
+pub struct LastReload {
+    /// When it finished.
+    pub at: SystemTime,
+    /// What asked for it.
+    pub trigger: Trigger,
+    /// `applied`, `unchanged` or `rejected`.
+    pub result: &'static str,
+    /// How many errors rejected it.
+    pub errors: usize,
 }
 
 impl Reloader {
@@ -133,6 +148,7 @@ impl Reloader {
             restart: std::sync::Mutex::new(Vec::new()),
             hash: std::sync::Mutex::new(String::new()),
             applied,
+            last: std::sync::Mutex::new(None),
         };
         reloader.publish(&fingerprint, &[]);
         Ok(reloader)
@@ -202,6 +218,15 @@ impl Reloader {
             .config_reloads
             .with_label_values(&[outcome.result()])
             .inc();
+        *self.last.lock().unwrap_or_else(|p| p.into_inner()) = Some(LastReload {
+            at: SystemTime::now(),
+            trigger,
+            result: outcome.result(),
+            errors: match &outcome {
+                ReloadOutcome::Rejected { errors, .. } => errors.len(),
+                _ => 0,
+            },
+        });
         let took_ms = started.elapsed().as_millis() as u64;
         match &outcome {
             ReloadOutcome::Applied {
@@ -321,6 +346,11 @@ impl Reloader {
         m.config_restart_required
             .set(i64::from(!restart_required.is_empty()));
         *self.restart.lock().unwrap_or_else(|p| p.into_inner()) = restart_required.to_vec();
+    }
+
+    /// The last reload attempt since the process started, if any.
+    pub fn last_reload(&self) -> Option<LastReload> {
+        self.last.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
     /// Settings in the active config's file that wait on a restart.
