@@ -8,7 +8,7 @@ pub mod file;
 pub mod redact;
 
 pub use compile::{
-    compile, load, AdminSettings, CertSpec, EdgeConfig, HealthCheckSpec, PoolSpec, RouteSpec,
-    Selection, ServerSettings, UpstreamTls,
+    compile, load, AdminSettings, CertSpec, EdgeConfig, HealthCheckSpec, LogSettings, LogTarget,
+    PoolSpec, RouteSpec, Selection, ServerSettings, UpstreamTls,
 };
 pub use error::{ConfigError, ConfigErrors};

@@ -28,6 +28,8 @@ pub const PUBLIC_FIELDS: &[&str] = &[
     "cache.fill_memory",
     "reload.watch",
     "reload.debounce",
+    "log.access_log",
+    "log.error_log",
     "pools.*.backends",
     "pools.*.backends.addr",
     "pools.*.backends.weight",

@@ -1,13 +1,21 @@
-//! Logs through `tracing`: process logs and the one-line-per-request access log, text or JSON.
+//! Logs through `tracing`: process logs and the one-line-per-request access log, text or JSON,
+//! to stdout or to files that SIGUSR1 reopens.
+
+pub mod files;
+pub mod signals;
 
 use std::hash::BuildHasher;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use clap::ValueEnum;
+use tracing_log::AsLog;
 use tracing_subscriber::EnvFilter;
+
+use crate::config::{LogSettings, LogTarget};
+use files::Outputs;
 
 /// Output format of every log line.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -18,18 +26,46 @@ pub enum LogFormat {
     Json,
 }
 
-/// Installs the global subscriber; `RUST_LOG` overrides the default `info` level.
-pub fn init(format: LogFormat) {
+/// The target of access log lines; the writer sends them to the access log.
+pub(crate) const ACCESS_TARGET: &str = "access";
+
+/// The process's log destinations, once [`init`] opened them.
+static OUTPUTS: OnceLock<Arc<Outputs>> = OnceLock::new();
+
+/// The log destinations [`init`] installed; `None` before it ran (or when another subscriber
+/// was installed first).
+pub fn outputs() -> Option<Arc<Outputs>> {
+    OUTPUTS.get().cloned()
+}
+
+/// Opens the log destinations and installs the global subscriber, with pingora's `log` lines
+/// bridged into it; `RUST_LOG` overrides the default `info` level. Fails when a log file
+/// cannot be opened.
+pub fn init(format: LogFormat, settings: &LogSettings) -> Result<(), String> {
+    let outputs = Arc::new(Outputs::open(settings)?);
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    // Colours only for a person at a terminal, never into a file.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stdout())
+        && settings.access == LogTarget::Stdout
+        && settings.error == LogTarget::Stdout;
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stdout)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()));
-    // A second init (tests, or a library user with its own subscriber) keeps the first one.
-    let _ = match format {
-        LogFormat::Text => builder.try_init(),
-        LogFormat::Json => builder.json().flatten_event(true).try_init(),
+        .with_writer(files::Writers(outputs.clone()))
+        .with_ansi(ansi);
+    let installed = match format {
+        LogFormat::Text => tracing::subscriber::set_global_default(builder.finish()),
+        LogFormat::Json => {
+            tracing::subscriber::set_global_default(builder.json().flatten_event(true).finish())
+        }
     };
+    // A second init (tests, or a library user with its own subscriber) keeps the first one.
+    if installed.is_ok() {
+        let _ = OUTPUTS.set(outputs);
+        if log::set_boxed_logger(Box::new(tracing_log::LogTracer::new())).is_ok() {
+            log::set_max_level(tracing::level_filters::LevelFilter::current().as_log());
+        }
+    }
+    Ok(())
 }
 
 /// A new request id: 16 or more hex digits, a random per-process prefix then a counter, so ids
