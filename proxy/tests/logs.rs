@@ -1,15 +1,16 @@
 //! Log scenarios: log files that logrotate can rotate (SIGUSR1 reopens them, as nginx does),
-//! and signals the edge does not use.
+//! signals the edge does not use, and pingora's own lines replaced by ours.
 
 mod common;
 
 use std::future::Future;
+use std::net::SocketAddr;
 use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::edge::{check_in, pool};
-use common::{fetch, EdgeProc, Upstream};
+use common::{client, fetch, free_port, EdgeProc, Upstream};
 
 fn route(pool: &str) -> String {
     format!("[[routes]]\npath = \"/\"\npool = \"{pool}\"\n")
@@ -28,8 +29,9 @@ fn read(path: &Path) -> String {
     std::fs::read_to_string(path).unwrap_or_default()
 }
 
-/// Polls `cond` every 20 ms for at most 10 s; panics with `what` when it never holds.
-async fn wait_for<F, Fut>(what: &str, mut cond: F)
+/// Polls `cond` every 20 ms for at most 10 s; panics with `what` and the edge's stdout when
+/// it never holds.
+async fn wait_for<F, Fut>(edge: &EdgeProc, what: &str, mut cond: F)
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = bool>,
@@ -41,7 +43,7 @@ where
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    panic!("timed out waiting for {what}");
+    panic!("timed out waiting for {what}:\n{}", edge.logs());
 }
 
 async fn get_ok(edge: &EdgeProc, path: &str) {
@@ -62,7 +64,7 @@ async fn sigusr1_reopens_both_log_files_after_logrotate_renamed_them() {
     let access = edge.dir().join("access.log");
     let error = edge.dir().join("error.log");
     get_ok(&edge, "/before-rotation").await;
-    wait_for("the first access line", || async {
+    wait_for(&edge, "the first access line", || async {
         read(&access).contains("/before-rotation")
     })
     .await;
@@ -79,12 +81,13 @@ async fn sigusr1_reopens_both_log_files_after_logrotate_renamed_them() {
     std::fs::rename(&error, edge.dir().join("error.log.1")).unwrap();
     signal(&edge, "USR1");
     wait_for(
+        &edge,
         "a fresh error log saying the files were reopened",
         || async { read(&error).contains("reopened") },
     )
     .await;
     get_ok(&edge, "/after-rotation").await;
-    wait_for("the access line in the fresh file", || async {
+    wait_for(&edge, "the access line in the fresh file", || async {
         read(&access).contains("/after-rotation")
     })
     .await;
@@ -111,11 +114,61 @@ async fn signals_the_edge_does_not_use_leave_it_serving() {
         edge.logs()
     );
     // nginx's binary upgrade signal gets a pointer to ours.
-    wait_for("the SIGUSR2 line", || async {
+    wait_for(&edge, "the SIGUSR2 line", || async {
         edge.logs().contains("SIGUSR2")
     })
     .await;
     assert!(edge.logs().contains("--upgrade"), "{}", edge.logs());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_502_is_the_access_line_and_ours_without_pingoras_error() {
+    let dead: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let edge = EdgeProc::start(&(pool("p", &[dead], "") + &route("p"))).await;
+    let r = client().get(edge.url("/gone")).send().await.unwrap();
+    assert_eq!(r.status(), 502);
+    let id = r.headers()["x-request-id"].to_str().unwrap().to_string();
+    wait_for(&edge, "the access line", || async {
+        edge.logs()
+            .lines()
+            .any(|l| l.contains("access") && l.contains(&id))
+    })
+    .await;
+    let logs = edge.logs();
+    assert!(!logs.contains("Fail to proxy"), "{logs}");
+    assert!(
+        !logs
+            .lines()
+            .any(|l| l.contains("pingora") && (l.contains("ERROR") || l.contains("WARN"))),
+        "{logs}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_backend_going_down_is_one_line_of_ours() {
+    let a = Upstream::start("a").await;
+    let b = Upstream::start("b").await;
+    let b_addr = b.addr;
+    let edge = EdgeProc::start(&(pool("p", &[a.addr, b.addr], "") + &route("p"))).await;
+    edge.wait_ready().await;
+    b.kill();
+    let metric = format!("dime_backend_healthy{{backend=\"{b_addr}\",pool=\"p\"}}");
+    wait_for(&edge, "the ejection", || async {
+        edge.metric(&metric).await == Some(0.0)
+    })
+    .await;
+    let wanted = format!("pool p: backend {b_addr} ejected");
+    wait_for(&edge, "our line", || async {
+        edge.logs().contains(&wanted)
+    })
+    .await;
+    let logs = edge.logs();
+    let ours: Vec<&str> = logs.lines().filter(|l| l.contains(&wanted)).collect();
+    assert_eq!(ours.len(), 1, "{logs}");
+    // The reason, in a few words, not pingora's error chain.
+    assert!(ours[0].contains("connection refused"), "{logs}");
+    assert!(!logs.contains("becomes unhealthy"), "{logs}");
+    assert!(!logs.contains("Backend {"), "{logs}");
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -131,17 +184,20 @@ async fn a_reload_moves_the_access_log_live() {
     let edge = EdgeProc::start(&body("first.log")).await;
     get_ok(&edge, "/one").await;
     let first = edge.dir().join("first.log");
-    wait_for("the first line", || async { read(&first).contains("/one") }).await;
+    wait_for(&edge, "the first line", || async {
+        read(&first).contains("/one")
+    })
+    .await;
 
     std::fs::write(&edge.config, edge.listen_lines() + &body("second.log")).unwrap();
     signal(&edge, "HUP");
-    wait_for("the reload", || async {
-        edge.logs().contains("log.access_log")
+    wait_for(&edge, "the reload", || async {
+        edge.logs().contains("log.access_log: ")
     })
     .await;
     get_ok(&edge, "/two").await;
     let second = edge.dir().join("second.log");
-    wait_for("the line in the new file", || async {
+    wait_for(&edge, "the line in the new file", || async {
         read(&second).contains("/two")
     })
     .await;

@@ -2,6 +2,7 @@
 //! to stdout or to files that SIGUSR1 reopens.
 
 pub mod files;
+pub mod pingora;
 pub mod signals;
 
 use std::hash::BuildHasher;
@@ -11,6 +12,7 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use clap::ValueEnum;
+use pingora_proxy::ProxyWarnLogContext;
 use tracing_log::AsLog;
 use tracing_subscriber::EnvFilter;
 
@@ -38,9 +40,9 @@ pub fn outputs() -> Option<Arc<Outputs>> {
     OUTPUTS.get().cloned()
 }
 
-/// Opens the log destinations and installs the global subscriber, with pingora's `log` lines
-/// bridged into it; `RUST_LOG` overrides the default `info` level. Fails when a log file
-/// cannot be opened.
+/// Opens the log destinations and installs the global subscriber, and pingora's `log` lines
+/// through [`pingora::PingoraLog`]; `RUST_LOG` overrides the default `info` level. Fails when
+/// a log file cannot be opened.
 pub fn init(format: LogFormat, settings: &LogSettings) -> Result<(), String> {
     let outputs = Arc::new(Outputs::open(settings)?);
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
@@ -61,11 +63,33 @@ pub fn init(format: LogFormat, settings: &LogSettings) -> Result<(), String> {
     // A second init (tests, or a library user with its own subscriber) keeps the first one.
     if installed.is_ok() {
         let _ = OUTPUTS.set(outputs);
-        if log::set_boxed_logger(Box::new(tracing_log::LogTracer::new())).is_ok() {
+        if log::set_boxed_logger(Box::new(pingora::PingoraLog::new())).is_ok() {
             log::set_max_level(tracing::level_filters::LevelFilter::current().as_log());
         }
     }
     Ok(())
+}
+
+/// Dime's line for a warning pingora would log in the middle of a request (its own lines,
+/// with the whole request summary, are turned off in `Edge`).
+pub fn proxy_warning(
+    request_id: &str,
+    route: &str,
+    failure: Option<&str>,
+    error: &pingora_error::Error,
+    context: ProxyWarnLogContext,
+) {
+    let why = failure.map_or_else(|| error.to_string(), str::to_string);
+    match context {
+        ProxyWarnLogContext::UpstreamRetry => {
+            tracing::warn!(target: "dime_edge::edge", request_id = %request_id, route, "retrying: {why}")
+        }
+        // The viewer left; the fill goes on for the cache's sake.
+        ProxyWarnLogContext::DownstreamCache => {
+            tracing::debug!(target: "dime_edge::edge", request_id = %request_id, route, "viewer gone, fill continues: {error}")
+        }
+        _ => tracing::warn!(target: "dime_edge::edge", request_id = %request_id, route, "{error}"),
+    }
 }
 
 /// A new request id: 16 or more hex digits, a random per-process prefix then a counter, so ids

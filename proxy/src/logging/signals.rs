@@ -38,6 +38,10 @@ pub fn spawn(outputs: Option<Arc<Outputs>>) -> std::io::Result<()> {
     let (usr1, ignored) = {
         let _in_runtime = runtime.enter();
         let usr1 = signal(SignalKind::user_defined1())?;
+        // The reloader registers its own SIGHUP stream when its service starts, which can be
+        // after the listeners answer: a handler installed now means an early SIGHUP is lost
+        // at worst, never fatal. Handlers stay for the process's life; this stream is unread.
+        drop(signal(SignalKind::hangup())?);
         let mut ignored = Vec::new();
         for (name, number) in IGNORED {
             ignored.push((*name, signal(SignalKind::from_raw(*number))?));
