@@ -79,16 +79,22 @@ pub fn proxy_warning(
     error: &pingora_error::Error,
     context: ProxyWarnLogContext,
 ) {
-    let why = failure.map_or_else(|| error.to_string(), str::to_string);
+    const TARGET: &str = "dime_edge::edge";
     match context {
-        ProxyWarnLogContext::UpstreamRetry => {
-            tracing::warn!(target: "dime_edge::edge", request_id = %request_id, route, "retrying: {why}")
-        }
+        // `failure` is the edge's own wording of it (backend and pool named), when it has one.
+        ProxyWarnLogContext::UpstreamRetry => match failure {
+            Some(why) => {
+                tracing::warn!(target: TARGET, request_id = %request_id, route, "retrying: {why}")
+            }
+            None => {
+                tracing::warn!(target: TARGET, request_id = %request_id, route, "retrying: {error}")
+            }
+        },
         // The viewer left; the fill goes on for the cache's sake.
         ProxyWarnLogContext::DownstreamCache => {
-            tracing::debug!(target: "dime_edge::edge", request_id = %request_id, route, "viewer gone, fill continues: {error}")
+            tracing::debug!(target: TARGET, request_id = %request_id, route, "viewer gone, fill continues: {error}")
         }
-        _ => tracing::warn!(target: "dime_edge::edge", request_id = %request_id, route, "{error}"),
+        _ => tracing::warn!(target: TARGET, request_id = %request_id, route, "{error}"),
     }
 }
 
