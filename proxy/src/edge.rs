@@ -21,7 +21,7 @@ use pingora_cache::{
 use pingora_core::upstreams::peer::{HttpPeer, Peer};
 use pingora_error::{Error, ErrorSource, ErrorType, Result};
 use pingora_http::{RequestHeader, ResponseHeader};
-use pingora_proxy::{FailToProxy, ProxyHttp, Session};
+use pingora_proxy::{FailToProxy, ProxyHttp, ProxyWarnLogContext, Session};
 use prometheus::IntGauge;
 
 use crate::active::{Active, Route};
@@ -708,6 +708,29 @@ impl ProxyHttp for Edge {
             error_code: code,
             can_reuse_downstream: false,
         }
+    }
+
+    // Every final error is in the access log's `error` field (and an answered one in the
+    // `answered` line above): pingora's `Fail to proxy` ERROR would say it a third time.
+    fn suppress_error_log(&self, _session: &Session, _ctx: &RequestCtx, _e: &Error) -> bool {
+        true
+    }
+
+    fn suppress_proxy_warn_log(
+        &self,
+        _session: &Session,
+        ctx: &RequestCtx,
+        e: &Error,
+        context: ProxyWarnLogContext,
+    ) -> bool {
+        logging::proxy_warning(
+            &ctx.request_id,
+            ctx.route_name(),
+            ctx.failure.as_deref(),
+            e,
+            context,
+        );
+        true
     }
 
     async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut RequestCtx) {

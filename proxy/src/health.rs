@@ -117,16 +117,24 @@ fn publish(members: &Members, metrics: &Metrics, last: &mut HashMap<SocketAddr, 
             .with_label_values(&[members.name(), &backend])
             .set(i64::from(healthy));
         let before = last.insert(addr, healthy);
+        let pool = members.name();
+        let why = || {
+            members
+                .failure(&addr)
+                .map_or_else(String::new, |r| format!(" ({r})"))
+        };
         match (before, healthy) {
-            (None, false) if pending.contains(&addr) => {
-                tracing::warn!(pool = members.name(), backend = %addr, "new backend kept out of service: its first health check has not passed")
-            }
-            (Some(true) | None, false) => {
-                tracing::warn!(pool = members.name(), backend = %addr, "backend ejected: health check failing")
-            }
-            (Some(false), true) => {
-                tracing::info!(pool = members.name(), backend = %addr, "backend back in service: health check passing")
-            }
+            (None, false) if pending.contains(&addr) => tracing::warn!(
+                "pool {pool}: new backend {addr} kept out of service: its first health check has not passed{}",
+                why()
+            ),
+            (Some(true) | None, false) => tracing::warn!(
+                "pool {pool}: backend {addr} ejected: health check failing{}",
+                why()
+            ),
+            (Some(false), true) => tracing::info!(
+                "pool {pool}: backend {addr} back in service: health check passing"
+            ),
             _ => {}
         }
     }

@@ -384,7 +384,10 @@ fn expiry_warnings(c: &config::EdgeConfig) -> Vec<String> {
 }
 
 fn serve(format: LogFormat, config: config::EdgeConfig, options: server::RunOptions) -> ExitCode {
-    logging::init(format);
+    if let Err(e) = logging::init(format, &config.log) {
+        eprintln!("dime-edge: {e}");
+        return ExitCode::FAILURE;
+    }
     match server::serve(config, options) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

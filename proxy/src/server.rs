@@ -64,6 +64,10 @@ pub fn serve(config: EdgeConfig, run: RunOptions) -> anyhow::Result<()> {
         drop(probes);
     }
     tracing::info!("{}", config.summary());
+    // Before anything else can take a while (an upgrade's handover): from here on SIGUSR1
+    // reopens the log files and unused signals no longer end the process.
+    let log_outputs = crate::logging::outputs();
+    crate::logging::signals::spawn(log_outputs.clone()).context("cannot handle signals")?;
 
     let grace = config.server.grace_period;
     let conf = ServerConf {
@@ -120,19 +124,16 @@ pub fn serve(config: EdgeConfig, run: RunOptions) -> anyhow::Result<()> {
         bail!("no pools configured");
     }
     let active = Arc::new(ArcSwap::from_pointee(active));
+    let mut components: Vec<Arc<dyn crate::reload::Component>> = vec![Arc::new(
+        CertificateReload::new(resolver.clone(), metrics.clone(), &certificates),
+    )];
+    if let Some(outputs) = log_outputs {
+        components.push(Arc::new(crate::logging::files::LogReload(outputs)));
+    }
     let reloader = match &config_file {
         Some(path) => Some(Arc::new(
-            Reloader::new(
-                path,
-                active.clone(),
-                metrics.clone(),
-                vec![Arc::new(CertificateReload::new(
-                    resolver.clone(),
-                    metrics.clone(),
-                    &certificates,
-                ))],
-            )
-            .map_err(anyhow::Error::msg)?,
+            Reloader::new(path, active.clone(), metrics.clone(), components)
+                .map_err(anyhow::Error::msg)?,
         )),
         None => {
             // Quick mode reloads nothing, but still says which config it runs.

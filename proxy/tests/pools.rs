@@ -131,7 +131,7 @@ async fn killing_a_backend_mid_load_fails_no_request_and_it_comes_back() {
     }
     assert!(b2.hits() > 0, "the recovered backend got no traffic");
     assert!(
-        edge.logs().contains("backend ejected"),
+        edge.logs().contains("ejected: health check failing"),
         "no ejection logged"
     );
 }

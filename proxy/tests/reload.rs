@@ -444,7 +444,7 @@ async fn an_added_backend_with_a_dead_address_never_gets_traffic() {
         "the dead backend got traffic:\n{text}"
     );
     assert!(
-        edge.logs().contains("new backend kept out of service"),
+        edge.logs().contains("kept out of service"),
         "{}",
         edge.logs()
     );

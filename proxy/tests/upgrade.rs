@@ -274,6 +274,12 @@ fn upgrade_with_no_running_edge_gives_up_and_exits_1() {
         String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{text}");
     assert!(text.contains("Bootstrap failed"), "{text}");
+    // The wait is announced once; pingora's once-a-second ERROR retries are DEBUG.
+    assert!(
+        text.contains("waiting for the running edge's listeners"),
+        "{text}"
+    );
+    assert!(!text.contains("No incoming socket transfer"), "{text}");
     assert!(
         started.elapsed() < Duration::from_secs(15),
         "it waited {:?}",

@@ -1,6 +1,7 @@
 //! Validation: turns the file as written into the runtime form, reporting every error at once.
 
 use std::collections::{BTreeMap, HashMap};
+use std::fmt;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::ops::Range;
 use std::path::{Path, PathBuf};
@@ -62,6 +63,39 @@ pub struct EdgeConfig {
     pub cache: CacheSettings,
     /// Valid, but probably not what was meant (`check` prints them; they never stop a start).
     pub warnings: Vec<ConfigError>,
+    /// Where the access log and the error log go.
+    pub log: LogSettings,
+}
+
+/// Where the access log and the error log go.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LogSettings {
+    /// The access log (target `access`).
+    pub access: LogTarget,
+    /// Every other line.
+    pub error: LogTarget,
+}
+
+/// One log's destination.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum LogTarget {
+    /// Standard output, the default: journald and Kubernetes collect it.
+    #[default]
+    Stdout,
+    /// Standard error.
+    Stderr,
+    /// A file, appended to, created if missing, reopened on SIGUSR1.
+    File(PathBuf),
+}
+
+impl fmt::Display for LogTarget {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            LogTarget::Stdout => f.write_str("stdout"),
+            LogTarget::Stderr => f.write_str("stderr"),
+            LogTarget::File(p) => write!(f, "{}", p.display()),
+        }
+    }
 }
 
 /// The admin API's settings.
@@ -535,6 +569,10 @@ impl Compiler<'_> {
         let warnings = self.misplaced_cache_tables(&file.routes, &routes);
         let cache = self.cache_settings(&file.cache);
         let admin = self.admin_settings(&file.admin);
+        let log = LogSettings {
+            access: self.log_target(file.log.access_log.as_ref(), "log.access_log"),
+            error: self.log_target(file.log.error_log.as_ref(), "log.error_log"),
+        };
         let debounce = match &file.reload.debounce {
             Some(d) => match self.duration(Some(d), "reload.debounce") {
                 Some(x) if x <= MAX_DEBOUNCE => x,
@@ -562,6 +600,7 @@ impl Compiler<'_> {
             routes,
             cache,
             warnings,
+            log,
         }
     }
 
@@ -1112,6 +1151,47 @@ impl Compiler<'_> {
             upstream_headers,
             response_headers,
         })
+    }
+
+    /// A log destination: `stdout`, `stderr` or a file whose directory exists (the edge creates
+    /// the file, not directories, as nginx does).
+    fn log_target(&mut self, written: Option<&Spanned<String>>, field: &str) -> LogTarget {
+        let Some(w) = written else {
+            return LogTarget::Stdout;
+        };
+        match w.get_ref().as_str() {
+            "stdout" => return LogTarget::Stdout,
+            "stderr" => return LogTarget::Stderr,
+            "" => {
+                self.err(
+                    w.span(),
+                    field,
+                    "must not be empty: write a path, e.g. \"/var/log/dime/access.log\", or leave it out for stdout",
+                );
+                return LogTarget::Stdout;
+            }
+            _ => {}
+        }
+        let path = self.path(w.get_ref());
+        let dir = path.parent().unwrap_or(Path::new("/"));
+        if path.is_dir() {
+            self.err(
+                w.span(),
+                field,
+                format!(
+                    "{} is a directory: name the file, e.g. \"{}/dime.log\"",
+                    path.display(),
+                    path.display()
+                ),
+            );
+        } else if !dir.is_dir() {
+            self.err(
+                w.span(),
+                field,
+                format!("{}: directory {} does not exist; create it (the edge creates the file, not its directory)", path.display(), dir.display()),
+            );
+        }
+        LogTarget::File(path)
     }
 
     fn admin_settings(&mut self, a: &AdminSection) -> AdminSettings {

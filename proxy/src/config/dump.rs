@@ -38,6 +38,10 @@ pub fn dump(config: &EdgeConfig) -> String {
     reload.insert("watch".into(), config.watch.into());
     reload.insert("debounce".into(), duration(config.debounce));
     root.insert("reload".into(), reload.into());
+    let mut log = Table::new();
+    log.insert("access_log".into(), config.log.access.to_string().into());
+    log.insert("error_log".into(), config.log.error.to_string().into());
+    root.insert("log".into(), log.into());
     let mut pools = Table::new();
     for p in &config.pools {
         pools.insert(p.name.clone(), pool(p).into());
@@ -54,7 +58,7 @@ pub fn dump(config: &EdgeConfig) -> String {
     // Sections in the reference's order (a table prints its keys sorted): the process, the
     // listeners, the shared settings, then the pools and routes that use them.
     for section in [
-        "server", "listen", "tls", "cache", "admin", "reload", "pools", "routes",
+        "server", "listen", "tls", "cache", "admin", "reload", "log", "pools", "routes",
     ] {
         if let Some((key, value)) = root.remove_entry(section) {
             let mut one = Table::new();
@@ -297,5 +301,7 @@ mod tests {
             assert_eq!(format!("{:?}", a.cache), format!("{:?}", b.cache), "{out}");
         }
         assert_eq!(again.pools[0].connect_timeout, Duration::from_secs(2));
+        assert_eq!(again.log, c.log, "{out}");
+        assert!(out.contains("[log]\naccess_log = \"stdout\""), "{out}");
     }
 }

@@ -32,6 +32,19 @@ pub struct ConfigFile {
     /// Live reload.
     #[serde(default)]
     pub reload: ReloadSection,
+    /// Where log lines go.
+    #[serde(default)]
+    pub log: LogSection,
+}
+
+/// `[log]`: where the access log and the error log go; stdout when absent.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogSection {
+    /// The access log: a file path, `"stdout"` or `"stderr"`.
+    pub access_log: Option<Spanned<String>>,
+    /// Every other line: a file path, `"stdout"` or `"stderr"`.
+    pub error_log: Option<Spanned<String>>,
 }
 
 /// `[reload]`: how the edge notices config changes.

@@ -12,7 +12,7 @@ mod parse;
 pub mod redact;
 
 pub use compile::{
-    compile, load, AdminSettings, CertSpec, EdgeConfig, HealthCheckSpec, PoolSpec, RouteSpec,
-    Selection, ServerSettings, UpstreamTls,
+    compile, load, AdminSettings, CertSpec, EdgeConfig, HealthCheckSpec, LogSettings, LogTarget,
+    PoolSpec, RouteSpec, Selection, ServerSettings, UpstreamTls,
 };
 pub use error::{ConfigError, ConfigErrors};

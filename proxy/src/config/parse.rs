@@ -18,12 +18,13 @@ use toml::Spanned;
 use super::env;
 use super::error::{ConfigError, Locator};
 use super::file::{
-    AdminSection, CacheSection, ConfigFile, ListenSection, ReloadSection, ServerSection, TlsSection,
+    AdminSection, CacheSection, ConfigFile, ListenSection, LogSection, ReloadSection,
+    ServerSection, TlsSection,
 };
 
 /// The top-level tables, in the order the reference documents them.
 const SECTIONS: &[&str] = &[
-    "server", "listen", "tls", "cache", "admin", "reload", "pools", "routes",
+    "server", "listen", "tls", "cache", "admin", "reload", "log", "pools", "routes",
 ];
 
 /// A part that keeps failing after this many removed keys is given up on: a bound, not a
@@ -74,6 +75,7 @@ pub(crate) fn parse(
     let mut tls = None;
     let mut admin = None;
     let mut reload = None;
+    let mut log = None;
     for (key, value) in root {
         let name = key.get_ref().as_ref();
         match name {
@@ -83,6 +85,7 @@ pub(crate) fn parse(
             "tls" => tls = p.part::<TlsSection>(value, name),
             "admin" => admin = p.part::<AdminSection>(value, name),
             "reload" => reload = p.part::<ReloadSection>(value, name),
+            "log" => log = p.part::<LogSection>(value, name),
             "pools" => {
                 let span = value.span();
                 match value.into_inner() {
@@ -155,6 +158,7 @@ pub(crate) fn parse(
         tls: inner(tls),
         admin: inner(admin),
         reload: inner(reload),
+        log: inner(log),
     };
     Some(Parsed {
         file,

@@ -30,6 +30,8 @@ pub const PUBLIC_FIELDS: &[&str] = &[
     "admin.token_file",
     "reload.watch",
     "reload.debounce",
+    "log.access_log",
+    "log.error_log",
     "pools.*.backends",
     "pools.*.backends.addr",
     "pools.*.backends.weight",

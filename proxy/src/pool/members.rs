@@ -18,6 +18,7 @@ use pingora_load_balancing::selection::consistent::KetamaHashing;
 use pingora_load_balancing::selection::RoundRobin;
 use pingora_load_balancing::{Backend, Backends, HealthRegistry, LoadBalancer};
 
+use super::failures::{Failures, Recorded};
 use super::health_check;
 use crate::config::{HealthCheckSpec, PoolSpec, Selection, UpstreamTls};
 
@@ -37,6 +38,8 @@ pub struct Members {
     /// state starts out healthy, so it cannot tell "never checked" from "passing".
     probe: Box<dyn HealthCheck + Send + Sync>,
     checked_once: AtomicBool,
+    /// Why each failing backend's latest check failed (both checks record here).
+    failures: Arc<Failures>,
 }
 
 enum Balancer {
@@ -141,8 +144,12 @@ impl Members {
             }),
             backends: ArcSwap::from_pointee(set),
         });
+        let failures = Arc::new(Failures::default());
         let registry = Arc::new(HealthRegistry::with_equivalence(address_key));
-        registry.set_health_check(health_check(spec));
+        registry.set_health_check(Box::new(Recorded::new(
+            health_check(spec),
+            failures.clone(),
+        )));
         let backends =
             Backends::new_with_health_registry(Box::new(RosterDiscovery(roster.clone())), registry);
         let balancer = match spec.selection {
@@ -160,8 +167,9 @@ impl Members {
             tls: spec.tls.clone(),
             balancer,
             roster,
-            probe: health_check(spec),
+            probe: Box::new(Recorded::new(health_check(spec), failures.clone())),
             checked_once: AtomicBool::new(false),
+            failures,
         };
         members.rediscover()?;
         Ok(members)
@@ -325,6 +333,11 @@ impl Members {
     /// Whether at least one health-check round has completed.
     pub fn checked_once(&self) -> bool {
         self.checked_once.load(Ordering::Acquire)
+    }
+
+    /// Why `addr`'s latest health check failed, in a few words; `None` when it passed.
+    pub fn failure(&self, addr: &SocketAddr) -> Option<String> {
+        self.failures.reason(addr)
     }
 
     /// The pool's name.

@@ -5,6 +5,7 @@
 //! its name, selection and health check, so a reload neither resets health nor opens new
 //! connections to backends that stay.
 
+pub mod failures;
 pub mod members;
 
 use std::net::SocketAddr;

@@ -1,0 +1,172 @@
+//! Logs through `tracing`: process logs and the one-line-per-request access log, text or JSON,
+//! to stdout or to files that SIGUSR1 reopens.
+
+pub mod files;
+pub mod pingora;
+pub mod signals;
+
+use std::hash::BuildHasher;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use clap::ValueEnum;
+use pingora_proxy::ProxyWarnLogContext;
+use tracing_log::AsLog;
+use tracing_subscriber::EnvFilter;
+
+use crate::config::{LogSettings, LogTarget};
+use files::Outputs;
+
+/// Output format of every log line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable `key=value` lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// The target of access log lines; the writer sends them to the access log.
+pub(crate) const ACCESS_TARGET: &str = "access";
+
+/// The process's log destinations, once [`init`] opened them.
+static OUTPUTS: OnceLock<Arc<Outputs>> = OnceLock::new();
+
+/// The log destinations [`init`] installed; `None` before it ran (or when another subscriber
+/// was installed first).
+pub fn outputs() -> Option<Arc<Outputs>> {
+    OUTPUTS.get().cloned()
+}
+
+/// Opens the log destinations and installs the global subscriber, and pingora's `log` lines
+/// through [`pingora::PingoraLog`]; `RUST_LOG` overrides the default `info` level. Fails when
+/// a log file cannot be opened.
+pub fn init(format: LogFormat, settings: &LogSettings) -> Result<(), String> {
+    let outputs = Arc::new(Outputs::open(settings)?);
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    // Colours only for a person at a terminal, never into a file.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stdout())
+        && settings.access == LogTarget::Stdout
+        && settings.error == LogTarget::Stdout;
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(files::Writers(outputs.clone()))
+        .with_ansi(ansi);
+    let installed = match format {
+        LogFormat::Text => tracing::subscriber::set_global_default(builder.finish()),
+        LogFormat::Json => {
+            tracing::subscriber::set_global_default(builder.json().flatten_event(true).finish())
+        }
+    };
+    // A second init (tests, or a library user with its own subscriber) keeps the first one.
+    if installed.is_ok() {
+        let _ = OUTPUTS.set(outputs);
+        if log::set_boxed_logger(Box::new(pingora::PingoraLog::new())).is_ok() {
+            log::set_max_level(tracing::level_filters::LevelFilter::current().as_log());
+        }
+    }
+    Ok(())
+}
+
+/// Dime's line for a warning pingora would log in the middle of a request (its own lines,
+/// with the whole request summary, are turned off in `Edge`).
+pub fn proxy_warning(
+    request_id: &str,
+    route: &str,
+    failure: Option<&str>,
+    error: &pingora_error::Error,
+    context: ProxyWarnLogContext,
+) {
+    const TARGET: &str = "dime_edge::edge";
+    match context {
+        // `failure` is the edge's own wording of it (backend and pool named), when it has one.
+        ProxyWarnLogContext::UpstreamRetry => match failure {
+            Some(why) => {
+                tracing::warn!(target: TARGET, request_id = %request_id, route, "retrying: {why}")
+            }
+            None => {
+                tracing::warn!(target: TARGET, request_id = %request_id, route, "retrying: {error}")
+            }
+        },
+        // The viewer left; the fill goes on for the cache's sake.
+        ProxyWarnLogContext::DownstreamCache => {
+            tracing::debug!(target: TARGET, request_id = %request_id, route, "viewer gone, fill continues: {error}")
+        }
+        _ => tracing::warn!(target: TARGET, request_id = %request_id, route, "{error}"),
+    }
+}
+
+/// A new request id: 16 or more hex digits, a random per-process prefix then a counter, so ids
+/// are unique within a process and, with high probability, across restarts and edges. One
+/// atomic increment and one small format: cheap enough for every request.
+pub fn next_request_id() -> String {
+    static PREFIX: OnceLock<u32> = OnceLock::new();
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    // std's RandomState is seeded from the OS's randomness; no extra dependency for 32 bits.
+    let prefix = *PREFIX.get_or_init(|| {
+        std::collections::hash_map::RandomState::new().hash_one(std::process::id()) as u32
+    });
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    format!("{prefix:08x}{n:08x}")
+}
+
+/// One finished request, as the access log records it.
+pub struct AccessRecord<'a> {
+    /// The viewer's address.
+    pub client: Option<&'a SocketAddr>,
+    /// Request method.
+    pub method: &'a str,
+    /// Host as the viewer sent it.
+    pub host: &'a str,
+    /// Path and query as the viewer sent them.
+    pub path: &'a str,
+    /// Status sent, 0 when none could be.
+    pub status: u16,
+    /// Body bytes sent.
+    pub bytes: usize,
+    /// Time from arrival to the last byte.
+    pub duration: Duration,
+    /// Route name, `none` when nothing matched.
+    pub route: &'a str,
+    /// Backend that answered, if one did.
+    pub backend: Option<SocketAddr>,
+    /// Cache status (`-` until the cache decides one).
+    pub cache: &'a str,
+    /// Error that ended the request, if any.
+    pub error: Option<String>,
+    /// The request's id, also sent on the edge's own error answers.
+    pub request_id: &'a str,
+}
+
+/// Writes one access log line at INFO, target `access`.
+pub fn access(r: &AccessRecord<'_>) {
+    // Skip the formatting below when the access log is filtered out (`RUST_LOG=access=off`).
+    if !tracing::enabled!(target: "access", tracing::Level::INFO) {
+        return;
+    }
+    let client = r
+        .client
+        .map(|c| c.ip().to_string())
+        .unwrap_or_else(|| "-".into());
+    let backend = r
+        .backend
+        .map(|b| b.to_string())
+        .unwrap_or_else(|| "-".into());
+    tracing::info!(
+        target: "access",
+        client = %client,
+        method = r.method,
+        host = r.host,
+        path = r.path,
+        status = r.status,
+        bytes = r.bytes,
+        duration_ms = (r.duration.as_secs_f64() * 1000.0 * 1000.0).round() / 1000.0,
+        route = r.route,
+        backend = %backend,
+        cache = r.cache,
+        error = r.error.as_deref().unwrap_or("-"),
+        request_id = %r.request_id,
+    );
+}
