@@ -81,6 +81,12 @@ pub struct ServeArgs {
     /// wall-clock time.
     #[arg(long, value_name = "SECONDS", default_value_t = 3600, value_parser = clap::value_parser!(u64).range(1..))]
     pub packager_cpu_secs: u64,
+
+    /// How long a replica of the web app may go without reporting to the database before the
+    /// others take it as dead: its packaging jobs are failed and their leftovers removed. It
+    /// reports every fifth of this.
+    #[arg(long, value_name = "SECONDS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub replica_timeout: u64,
 }
 
 /// A byte count: a number with an optional unit B, KiB, MiB, GiB or TiB.
@@ -253,6 +259,7 @@ pub async fn serve(
                 memory_bytes: args.packager_memory,
                 cpu_secs: args.packager_cpu_secs,
             },
+            replica_timeout: Duration::from_secs(args.replica_timeout),
         },
         ..Options::default()
     };
