@@ -763,3 +763,57 @@ async fn two_replicas_never_package_the_same_slug_at_once() {
         .collect();
     assert_eq!(slugs, ["same"]);
 }
+
+#[tokio::test]
+async fn a_replica_stopped_gracefully_fails_its_jobs_at_once_and_removes_their_leftovers() {
+    let db = Db::postgres().await;
+    let media = tempfile::tempdir().unwrap();
+    let long = long_clip(20).await;
+    // A timeout no sweep reaches within this test: only the stop itself can end the job.
+    let mut a = Replica::start(&db.url(), media.path(), Duration::from_secs(600)).await;
+    let admin = a.app.admin("alice").await;
+    let uploaded = post_upload(
+        &a.app,
+        &admin.cookie,
+        upload_form(&admin.csrf, "Rolling", long),
+    )
+    .await;
+    let id: i64 = job_page(&uploaded)
+        .trim_start_matches("/admin/uploads/")
+        .parse()
+        .unwrap();
+    let vod = media.path().join("vod");
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while !entries(&vod)
+        .iter()
+        .any(|name| name.starts_with(".rolling.packaging-"))
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "packaging never started"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    // What Kubernetes does on a rolling update.
+    let status = std::process::Command::new("kill")
+        .args(["-TERM", &a.child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let exit = a.child.wait().unwrap();
+    assert!(exit.success(), "clean exit on SIGTERM: {exit:?}");
+
+    let job = a.app.store.job(id).await.unwrap().expect("the job is kept");
+    match &job.state {
+        dime_web::packaging_jobs::JobState::Failed { reason } => {
+            assert!(reason.contains("was stopped"), "{reason}")
+        }
+        other => panic!("the job is not failed at once: {other:?}"),
+    }
+    assert_eq!(entries(&vod), Vec::<String>::new());
+    assert_eq!(
+        entries(&media.path().join(".uploads")),
+        Vec::<String>::new()
+    );
+}

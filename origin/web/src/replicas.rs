@@ -11,6 +11,7 @@
 
 use std::collections::HashMap;
 use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -30,6 +31,19 @@ pub const UPLOAD_DIR: &str = ".uploads";
 pub const STOPPED_REASON: &str =
     "the replica packaging it stopped (it was restarted, killed or cut off from the database)";
 
+/// What the replica reports on the job page of a job it stopped at its own shutdown.
+pub const SHUTDOWN_REASON: &str =
+    "the web app replica packaging it was stopped (a restart, an update or a scale-down): upload the file again";
+
+/// Why a packaging task must end before its packager has.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ending {
+    /// Another replica took the job over: stop, and leave the job to it.
+    Lost,
+    /// This replica is shutting down: stop, clean up, and fail the job at once.
+    Stopping,
+}
+
 /// This process's place among the replicas.
 #[derive(Debug)]
 pub struct Replica {
@@ -38,7 +52,9 @@ pub struct Replica {
     /// How long a replica may go without reporting before the others take it as dead.
     pub timeout: Duration,
     /// The jobs this process packages, each with the way to tell it that it lost its job.
-    running: Mutex<HashMap<i64, oneshot::Sender<()>>>,
+    running: Mutex<HashMap<i64, oneshot::Sender<Ending>>>,
+    /// Packaging tasks not ended yet (tracked or not).
+    tasks: AtomicUsize,
 }
 
 /// Removes a job from [`Replica`]'s running set when its task ends.
@@ -51,6 +67,7 @@ pub struct Tracked {
 impl Drop for Tracked {
     fn drop(&mut self) {
         self.replica.lock().remove(&self.id);
+        self.replica.tasks.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
@@ -75,6 +92,7 @@ impl Replica {
             id: format!("{host}-{}", &random_token()[..12]),
             timeout,
             running: Mutex::default(),
+            tasks: AtomicUsize::new(0),
         }
     }
 
@@ -88,10 +106,11 @@ impl Replica {
         i64::try_from(self.timeout.as_millis()).unwrap_or(i64::MAX)
     }
 
-    /// Notes that this process packages job `id`; the receiver fires if it loses the job.
-    pub fn track(self: &Arc<Self>, id: i64) -> (Tracked, oneshot::Receiver<()>) {
+    /// Notes that this process packages job `id`; the receiver says if it must end early.
+    pub fn track(self: &Arc<Self>, id: i64) -> (Tracked, oneshot::Receiver<Ending>) {
         let (lost, on_lost) = oneshot::channel();
         self.lock().insert(id, lost);
+        self.tasks.fetch_add(1, Ordering::AcqRel);
         let replica = Arc::clone(self);
         (Tracked { replica, id }, on_lost)
     }
@@ -105,12 +124,31 @@ impl Replica {
                     job = id,
                     "this replica lost its packaging job; stopping the packager"
                 );
-                let _ = lost.send(());
+                let _ = lost.send(Ending::Lost);
             }
         }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<i64, oneshot::Sender<()>>> {
+    /// At shutdown: has every packaging task stop its packager and fail its job, and waits
+    /// for them, at most `wait`, so that no job waits a whole timeout for a sweep.
+    pub async fn stop_jobs(&self, wait: Duration) {
+        let stopping: Vec<(i64, oneshot::Sender<Ending>)> = self.lock().drain().collect();
+        if stopping.is_empty() {
+            return;
+        }
+        let ids: Vec<i64> = stopping.iter().map(|(id, _)| *id).collect();
+        tracing::warn!(jobs = ?ids, "shutting down: failing the uploads still packaging");
+        for (_, stop) in stopping {
+            let _ = stop.send(Ending::Stopping);
+        }
+        // Each task drops its `Tracked` once its job is recorded.
+        let deadline = Instant::now() + wait;
+        while self.tasks.load(Ordering::Acquire) > 0 && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<i64, oneshot::Sender<Ending>>> {
         // A panic while holding the lock leaves consistent entries behind: keep going.
         self.running
             .lock()

@@ -22,6 +22,9 @@ use crate::store::{Store, StoreError};
 use crate::templates::Templates;
 use crate::view_limit::ViewLimiter;
 
+/// How long a stopping replica waits for its packaging tasks to record their end.
+const SHUTDOWN_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// Why the web app could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
@@ -120,6 +123,7 @@ impl Server {
             .collect();
         tracing::info!(%addr, backend = ?self.state.store.backend(), media_base = %self.state.media_base, trusted_proxies = ?trusted, replica = %self.state.replica.id, "web app listening");
         let store = self.state.store.clone();
+        let replica = Arc::clone(&self.state.replica);
         // Reports to the database and sweeps after stopped replicas while serving.
         let _heartbeat =
             Arc::clone(&self.state.replica).spawn(store.clone(), self.state.media_root.clone());
@@ -129,6 +133,8 @@ impl Server {
         let result = axum::serve(self.listener, app)
             .with_graceful_shutdown(shutdown)
             .await;
+        // A rolling update stops replicas with SIGTERM: their jobs fail now, not a timeout later.
+        replica.stop_jobs(SHUTDOWN_WAIT).await;
         store.close().await;
         result
     }

@@ -22,7 +22,7 @@ use super::AppState;
 use crate::import::{check, ImportError, ImportRequest};
 use crate::packaging_child::{remove_work_dirs, ChildFailure, PackagerChild, PackagerLimits};
 use crate::packaging_jobs::{JobState, SlugBusy};
-use crate::replicas::{Tracked, UPLOAD_DIR};
+use crate::replicas::{Ending, Tracked, SHUTDOWN_REASON, UPLOAD_DIR};
 use crate::sessions::{random_token, Session};
 
 /// The limits of the upload form (`--upload-*`, `--packager-*`).
@@ -412,7 +412,7 @@ pub async fn receive(
             pid,
             slot,
             tracked,
-            lost,
+            ending: lost,
         },
     ));
     Ok(see_other(&job_page))
@@ -479,12 +479,13 @@ struct Background {
     pid: Option<u32>,
     slot: OwnedSemaphorePermit,
     tracked: Tracked,
-    lost: tokio::sync::oneshot::Receiver<()>,
+    ending: tokio::sync::oneshot::Receiver<Ending>,
 }
 
 /// The rest of an upload's life: the child packages, the title is registered, the upload
 /// file and the upload slot go whatever the outcome. If this replica loses the job (another
-/// took it over as dead), the child is stopped and the job left to its new owner.
+/// took it over as dead), the child is stopped and the job left to its new owner; if this
+/// replica shuts down, the child is stopped and the job failed at once.
 async fn package_in_background(state: AppState, job: Background) {
     let Background {
         id,
@@ -494,21 +495,30 @@ async fn package_in_background(state: AppState, job: Background) {
         pid,
         slot,
         tracked,
-        lost,
+        ending,
     } = job;
     let owner = state.replica.id.clone();
     let outcome = tokio::select! {
-        outcome = child.finish() => Some(outcome),
-        Ok(()) = lost => None,
+        outcome = child.finish() => Ok(outcome),
+        Ok(ending) = ending => Err(ending),
     };
-    let Some(outcome) = outcome else {
-        child.stop().await;
-        cleanup_child(checked.dir(), pid);
-        tracing::error!(
-            job = id,
-            "packaging stopped: another replica took the job over"
-        );
-        return;
+    let outcome = match outcome {
+        Ok(outcome) => outcome,
+        Err(ending) => {
+            child.stop().await;
+            cleanup_child(checked.dir(), pid);
+            if ending == Ending::Stopping {
+                fail_job(state, id, SHUTDOWN_REASON).await;
+            } else {
+                tracing::error!(
+                    job = id,
+                    "packaging stopped: another replica took the job over"
+                );
+            }
+            // The upload file, the slot and the tracking go with their owners.
+            drop((file, slot, tracked));
+            return;
+        }
     };
     drop(file);
     let ended = match outcome {
