@@ -7,7 +7,8 @@
 //! takes the job over (one conditional UPDATE, so one sweeper wins), removes its work
 //! directory while the slug is still reserved, then marks it failed. A replica that learns
 //! it lost a job (its row was taken over, or it could not report for the timeout) stops that
-//! job's packager and leaves the job alone: it is no longer its own.
+//! job's packager and leaves the job alone: it is no longer its own. A replica shutting down
+//! stops its packagers and fails their jobs itself.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -51,9 +52,9 @@ pub struct Replica {
     pub id: String,
     /// How long a replica may go without reporting before the others take it as dead.
     pub timeout: Duration,
-    /// The jobs this process packages, each with the way to tell it that it lost its job.
+    /// The jobs this process packages, each with the way to tell its task to end early.
     running: Mutex<HashMap<i64, oneshot::Sender<Ending>>>,
-    /// Packaging tasks not ended yet (tracked or not).
+    /// Packaging tasks not ended yet, whether still in `running` or not.
     tasks: AtomicUsize,
 }
 

@@ -431,8 +431,9 @@ impl PendingJob {
     /// The child failed: the job ends with its reason.
     async fn fail(mut self, failure: &ChildFailure) {
         cleanup_child(&self.dir, self.pid);
-        let id = std::mem::take(&mut self.id);
-        fail_job(self.state.clone(), id, failure.reason()).await;
+        fail_job(self.state.clone(), self.id, failure.reason()).await;
+        // Only now: a request dropped while the database answers leaves the job to `Drop`.
+        self.id = 0;
     }
 
     /// The upload was refused on the form: no job at all.
