@@ -15,7 +15,7 @@ use tracing_subscriber::EnvFilter;
 #[command(name = "dime-origin", version, about)]
 struct Cli {
     /// Format of log lines on stdout; RUST_LOG filters them (default: info).
-    #[arg(long, value_enum, default_value_t = LogFormat::Text, global = true)]
+    #[arg(long, value_enum, default_value_t = LogFormat::Text, global = true, env = "DIME_LOG_FORMAT")]
     log_format: LogFormat,
 
     #[command(subcommand)]

@@ -488,3 +488,261 @@ fn a_trusted_proxy_must_be_an_address_block() {
     );
     assert_fails_with(&output, "use CIDR notation such as 10.0.0.0/8");
 }
+
+/// Runs `dime-origin web ARGS` in `dir` with extra environment variables.
+fn web_env(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {
+    Command::new(BIN)
+        .arg("web")
+        .args(args)
+        .envs(env.iter().copied())
+        .current_dir(dir)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run dime-origin")
+}
+
+const CHANNEL: [&str; 7] = [
+    "add-channel",
+    "--name",
+    "C",
+    "--slug",
+    "c",
+    "--stream",
+    "live/c/index.m3u8",
+];
+
+#[tokio::test]
+async fn the_database_url_can_come_from_a_mounted_secret_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = db_url(dir.path());
+    let secret = dir.path().join("db-url");
+    // What `kubectl create secret` and most editors write: the value and a line break.
+    std::fs::write(&secret, format!("{db}\n")).unwrap();
+    let secret = secret.to_str().unwrap();
+
+    let by_flag = web_env(
+        dir.path(),
+        &[&CHANNEL[..], &["--db-url-file", secret]].concat(),
+        &[],
+    );
+    assert!(succeeded(&by_flag).contains("created"));
+    let by_env = web_env(dir.path(), &CHANNEL, &[("DIME_DB_URL_FILE", secret)]);
+    assert!(
+        succeeded(&by_env).contains("unchanged"),
+        "the same database"
+    );
+    assert_eq!(
+        Store::open(&db)
+            .await
+            .unwrap()
+            .channels()
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+    assert!(
+        !dir.path().join("dime-web.db").exists(),
+        "not the default database"
+    );
+}
+
+#[test]
+fn a_database_url_given_twice_or_an_unreadable_secret_file_is_an_error_that_hides_the_password() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let url = format!("postgres://dime:s3cret@127.0.0.1:{port}/dime");
+    let secret = dir.path().join("db-url");
+    std::fs::write(&secret, format!("{url}\n")).unwrap();
+    let secret = secret.to_str().unwrap();
+
+    // Both ways at once, in any mix of flags and environment: refused, not one of them picked.
+    for (args, env) in [
+        (vec!["--db", url.as_str(), "--db-url-file", secret], vec![]),
+        (
+            vec![],
+            vec![("DIME_DB_URL", url.as_str()), ("DIME_DB_URL_FILE", secret)],
+        ),
+        (
+            vec!["--db", url.as_str()],
+            vec![("DIME_DB_URL_FILE", secret)],
+        ),
+    ] {
+        let output = web_env(dir.path(), &[&CHANNEL[..], &args].concat(), &env);
+        assert_fails_with(
+            &output,
+            "--db (DIME_DB_URL) and --db-url-file (DIME_DB_URL_FILE)",
+        );
+        assert!(!stderr(&output).contains("s3cret"), "{}", stderr(&output));
+    }
+
+    let missing = dir.path().join("no-such-secret");
+    let output = web_env(
+        dir.path(),
+        &CHANNEL,
+        &[("DIME_DB_URL_FILE", missing.to_str().unwrap())],
+    );
+    assert_fails_with(
+        &output,
+        &format!("cannot read the database URL from {}", missing.display()),
+    );
+    let empty = dir.path().join("empty");
+    std::fs::write(&empty, "\n").unwrap();
+    let output = web_env(
+        dir.path(),
+        &CHANNEL,
+        &[("DIME_DB_URL_FILE", empty.to_str().unwrap())],
+    );
+    assert_fails_with(
+        &output,
+        &format!(
+            "cannot read the database URL from {}: the file is empty",
+            empty.display()
+        ),
+    );
+
+    // A file holding only the password (a common mix-up) is not echoed back.
+    let password_only = dir.path().join("password");
+    std::fs::write(&password_only, "s3cret\n").unwrap();
+    let output = web_env(
+        dir.path(),
+        &CHANNEL,
+        &[("DIME_DB_URL_FILE", password_only.to_str().unwrap())],
+    );
+    assert_fails_with(&output, "sqlite://PATH");
+    assert!(!stderr(&output).contains("s3cret"), "{}", stderr(&output));
+
+    // A URL from the file that fails to connect: the cause, the password hidden.
+    let output = web_env(dir.path(), &CHANNEL, &[("DIME_DB_URL_FILE", secret)]);
+    assert_fails_with(&output, "Connection refused");
+    assert_fails_with(&output, "dime:***@");
+    assert!(!stderr(&output).contains("s3cret"), "{}", stderr(&output));
+}
+
+#[test]
+fn help_names_the_environment_variable_of_every_flag_and_never_shows_the_database_url() {
+    let dir = tempfile::tempdir().unwrap();
+    let output = web_env(
+        dir.path(),
+        &["--help"],
+        &[("DIME_DB_URL", "postgres://dime:s3cret@db/dime")],
+    );
+    let help = succeeded(&output);
+    for env in [
+        "DIME_WEB_LISTEN",
+        "DIME_DB_URL",
+        "DIME_DB_URL_FILE",
+        "DIME_WEB_MEDIA_BASE",
+        "DIME_WEB_MEDIA_ROOT",
+        "DIME_WEB_TRUSTED_PROXY",
+        "DIME_WEB_UPLOAD_MAX_SIZE",
+        "DIME_WEB_UPLOAD_CONCURRENCY",
+        "DIME_WEB_UPLOAD_MIN_FREE",
+        "DIME_WEB_PACKAGER_MEMORY",
+        "DIME_WEB_PACKAGER_CPU_SECS",
+        "DIME_WEB_REPLICA_TIMEOUT",
+        "DIME_LOG_FORMAT",
+    ] {
+        assert!(
+            help.contains(&format!("[env: {env}")),
+            "{env} missing in:\n{help}"
+        );
+    }
+    assert!(!help.contains("s3cret"), "{help}");
+}
+
+#[tokio::test]
+async fn the_server_takes_its_whole_configuration_from_the_environment() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = db_url(dir.path());
+    let secret = dir.path().join("db-url");
+    std::fs::write(&secret, format!("{db}\n")).unwrap();
+    let media = dir.path().join("media");
+    std::fs::create_dir(&media).unwrap();
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let listen = format!("127.0.0.1:{port}");
+    let mut child = Command::new(BIN)
+        .arg("web")
+        .envs([
+            ("DIME_WEB_LISTEN", listen.as_str()),
+            ("DIME_DB_URL_FILE", secret.to_str().unwrap()),
+            ("DIME_WEB_MEDIA_BASE", "https://media.example/"),
+            ("DIME_WEB_MEDIA_ROOT", media.to_str().unwrap()),
+            // The shield's pod network and one more address; not loopback, this test's client.
+            ("DIME_WEB_TRUSTED_PROXY", "10.42.0.0/16,192.0.2.1"),
+            ("DIME_WEB_UPLOAD_MAX_SIZE", "1MiB"),
+            ("DIME_WEB_REPLICA_TIMEOUT", "10"),
+            ("DIME_LOG_FORMAT", "json"),
+        ])
+        .current_dir(dir.path())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start dime-origin web");
+    let client = reqwest::Client::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let catalog = loop {
+        if let Ok(response) = client
+            .get(format!("http://{listen}/api/catalog"))
+            .send()
+            .await
+        {
+            break response.text().await.unwrap();
+        }
+        if let Ok(Some(status)) = child.try_wait() {
+            panic!("the web app exited: {status}");
+        }
+        assert!(Instant::now() < deadline, "the web app did not come up");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    // The proxies trusted come from the environment and replace the default (loopback): this
+    // test's client is not one, so the clients it names are ignored and it counts once.
+    let created = web_env(
+        dir.path(),
+        &CHANNEL,
+        &[("DIME_DB_URL_FILE", secret.to_str().unwrap())],
+    );
+    assert!(succeeded(&created).contains("created"));
+    for (client_address, expected) in [("203.0.113.1", true), ("203.0.113.2", false)] {
+        let counted = client
+            .post(format!("http://{listen}/api/views/live/c"))
+            .header("x-forwarded-for", client_address)
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        assert!(
+            counted.contains(&format!(r#""counted":{expected}"#)),
+            "{counted}"
+        );
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(catalog.contains("https://media.example/"), "{catalog}");
+    assert!(
+        dir.path().join("web.db").is_file(),
+        "the database from the file"
+    );
+    assert!(!dir.path().join("dime-web.db").exists());
+
+    // The maintenance commands share the database settings and ignore the server's.
+    let channel = web_env(
+        dir.path(),
+        &CHANNEL,
+        &[
+            ("DIME_DB_URL_FILE", secret.to_str().unwrap()),
+            ("DIME_WEB_LISTEN", listen.as_str()),
+        ],
+    );
+    assert!(succeeded(&channel).contains("unchanged"));
+}

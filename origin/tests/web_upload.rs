@@ -87,21 +87,36 @@ async fn post_upload(app: &App, cookie: &str, form: Form) -> reqwest::Response {
 /// Follows an upload's job page (where the upload redirected to) until packaging has ended;
 /// returns the final state (`done` or `failed`) and the page.
 async fn wait_for_job(app: &App, cookie: &str, uploaded: &reqwest::Response) -> (String, String) {
+    wait_for_job_at(app, cookie, &job_page(uploaded)).await
+}
+
+/// Where an upload redirected to: its job page.
+fn job_page(uploaded: &reqwest::Response) -> String {
     assert_eq!(uploaded.status(), StatusCode::SEE_OTHER);
     let location = uploaded.headers()["location"].to_str().unwrap().to_owned();
     assert!(location.starts_with("/admin/uploads/"), "{location}");
+    location
+}
+
+/// The state shown on a job page.
+fn job_state(page: &str) -> String {
+    page.split(r#"id="upload-job" data-state=""#)
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .expect("the job page shows its state")
+        .to_owned()
+}
+
+/// Follows the job page at `location` until packaging has ended; returns the final state
+/// and the page.
+async fn wait_for_job_at(app: &App, cookie: &str, location: &str) -> (String, String) {
     let deadline = std::time::Instant::now() + Duration::from_secs(120);
     loop {
-        let response = app.get_with_cookie(&location, cookie).await;
+        let response = app.get_with_cookie(location, cookie).await;
         assert_eq!(response.status(), StatusCode::OK);
         assert_eq!(cache_control(&response), "private, no-store");
         let page = response.text().await.unwrap();
-        let state = page
-            .split(r#"id="upload-job" data-state=""#)
-            .nth(1)
-            .and_then(|rest| rest.split('"').next())
-            .expect("the job page shows its state")
-            .to_owned();
+        let state = job_state(&page);
         if state != "packaging" {
             return (state, page);
         }
@@ -527,4 +542,278 @@ async fn failure_messages_shown_to_the_admin_name_no_paths() {
     let page = broken.text().await.unwrap();
     assert!(page.contains("Cannot store the upload"), "{page}");
     assert!(!page.contains(&root), "{page}");
+}
+
+/// One replica of the web app: a `dime-origin web` process of its own, killed on drop.
+struct Replica {
+    child: std::process::Child,
+    app: App,
+}
+
+impl Replica {
+    /// Serves `db` with uploads into `media`; replicas silent for `timeout` are taken as dead.
+    async fn start(db: &str, media: &std::path::Path, timeout: Duration) -> Self {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+        let child = std::process::Command::new(BIN)
+            .args(["web", "--listen", &addr.to_string(), "--db", db])
+            .arg("--media-root")
+            .arg(media)
+            .args(["--upload-min-free", "0", "--replica-timeout"])
+            .arg(timeout.as_secs().to_string())
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("start dime-origin web");
+        let store = dime_web::Store::open(db).await.expect("open the database");
+        let mut replica = Self {
+            child,
+            app: App::attach(addr, store),
+        };
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while replica
+            .app
+            .client
+            .get(replica.app.url("/healthz"))
+            .send()
+            .await
+            .is_err()
+        {
+            if let Ok(Some(status)) = replica.child.try_wait() {
+                panic!("the replica exited: {status}");
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the replica did not come up"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        replica
+    }
+
+    /// SIGKILL: the replica stops at once, with no chance to tidy up.
+    fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Replica {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// How long a replica may be silent before the others take its jobs as failed, in tests.
+const REPLICA_TIMEOUT: Duration = Duration::from_secs(3);
+
+#[tokio::test]
+async fn a_job_is_followed_on_any_replica_and_failed_and_cleaned_by_another_when_its_replica_dies()
+{
+    let db = Db::postgres().await;
+    let media = tempfile::tempdir().unwrap();
+    let (short, long) = (clip().await, long_clip(40).await);
+    let mut a = Replica::start(&db.url(), media.path(), REPLICA_TIMEOUT).await;
+    let b = Replica::start(&db.url(), media.path(), REPLICA_TIMEOUT).await;
+    // Sessions live in the database: one login works on every replica.
+    let admin = a.app.admin("alice").await;
+
+    let uploaded = post_upload(
+        &a.app,
+        &admin.cookie,
+        upload_form(&admin.csrf, "Long film", long),
+    )
+    .await;
+    let location = job_page(&uploaded);
+    let on_b = b.app.get_with_cookie(&location, &admin.cookie).await;
+    assert_eq!(
+        on_b.status(),
+        StatusCode::OK,
+        "the same job page on the other replica"
+    );
+    let page = on_b.text().await.unwrap();
+    assert_eq!(job_state(&page), "packaging", "{page}");
+    assert!(page.contains("Upload: Long film"), "{page}");
+    assert!(page.contains("<code>long-film</code>"), "{page}");
+    let list = b
+        .app
+        .get_with_cookie("/admin/", &admin.cookie)
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert!(list.contains(&format!(r#"href="{location}""#)), "{list}");
+
+    // The slug is taken while A packages it, whichever replica is asked.
+    let twice = post_upload(
+        &b.app,
+        &admin.cookie,
+        upload_form(&admin.csrf, "Long film", short.clone()),
+    )
+    .await;
+    assert_eq!(twice.status(), StatusCode::CONFLICT);
+
+    // A dies mid-packaging, its work directory half written.
+    let vod = media.path().join("vod");
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while !entries(&vod)
+        .iter()
+        .any(|name| name.starts_with(".long-film.packaging-"))
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "packaging never started: {:?}",
+            entries(&vod)
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(
+        job_state(
+            &b.app
+                .get_with_cookie(&location, &admin.cookie)
+                .await
+                .text()
+                .await
+                .unwrap()
+        ),
+        "packaging"
+    );
+    a.kill();
+    let killed = std::time::Instant::now();
+
+    let (state, page) = wait_for_job_at(&b.app, &admin.cookie, &location).await;
+    let noticed = killed.elapsed();
+    assert_eq!(state, "failed", "{page}");
+    assert!(page.contains("the replica packaging it stopped"), "{page}");
+    // The bound, a heartbeat and a sweep late at most, and some slack for a busy machine.
+    assert!(
+        noticed < REPLICA_TIMEOUT + Duration::from_secs(10),
+        "noticed after {noticed:?}"
+    );
+    assert_eq!(
+        entries(&vod),
+        Vec::<String>::new(),
+        "the partial output is gone"
+    );
+    assert_eq!(
+        entries(&media.path().join(".uploads")),
+        Vec::<String>::new(),
+        "and the upload too"
+    );
+    assert!(b
+        .app
+        .store
+        .title_by_slug("long-film")
+        .await
+        .unwrap()
+        .is_none());
+
+    // The slug is free again.
+    let again = post_upload(
+        &b.app,
+        &admin.cookie,
+        upload_form(&admin.csrf, "Long film", short),
+    )
+    .await;
+    assert_eq!(wait_for_job(&b.app, &admin.cookie, &again).await.0, "done");
+    assert!(vod.join("long-film/index.m3u8").is_file());
+}
+
+#[tokio::test]
+async fn two_replicas_never_package_the_same_slug_at_once() {
+    let db = Db::postgres().await;
+    let media = tempfile::tempdir().unwrap();
+    let short = clip().await;
+    let a = Replica::start(&db.url(), media.path(), REPLICA_TIMEOUT).await;
+    let b = Replica::start(&db.url(), media.path(), REPLICA_TIMEOUT).await;
+    let admin = a.app.admin("alice").await;
+
+    let (first, second) = tokio::join!(
+        post_upload(
+            &a.app,
+            &admin.cookie,
+            upload_form(&admin.csrf, "Same", short.clone())
+        ),
+        post_upload(
+            &b.app,
+            &admin.cookie,
+            upload_form(&admin.csrf, "Same", short.clone())
+        ),
+    );
+    let mut statuses = [first.status(), second.status()];
+    statuses.sort();
+    assert_eq!(statuses, [StatusCode::SEE_OTHER, StatusCode::CONFLICT]);
+    let (winner, app) = if first.status() == StatusCode::SEE_OTHER {
+        (first, &a.app)
+    } else {
+        (second, &b.app)
+    };
+    assert_eq!(wait_for_job(app, &admin.cookie, &winner).await.0, "done");
+    let slugs: Vec<_> = a
+        .app
+        .store
+        .titles()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|t| t.slug)
+        .collect();
+    assert_eq!(slugs, ["same"]);
+}
+
+#[tokio::test]
+async fn a_replica_stopped_gracefully_fails_its_jobs_at_once_and_removes_their_leftovers() {
+    let db = Db::postgres().await;
+    let media = tempfile::tempdir().unwrap();
+    let long = long_clip(20).await;
+    // A timeout no sweep reaches within this test: only the stop itself can end the job.
+    let mut a = Replica::start(&db.url(), media.path(), Duration::from_secs(600)).await;
+    let admin = a.app.admin("alice").await;
+    let uploaded = post_upload(
+        &a.app,
+        &admin.cookie,
+        upload_form(&admin.csrf, "Rolling", long),
+    )
+    .await;
+    let id: i64 = job_page(&uploaded)
+        .trim_start_matches("/admin/uploads/")
+        .parse()
+        .unwrap();
+    let vod = media.path().join("vod");
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while !entries(&vod)
+        .iter()
+        .any(|name| name.starts_with(".rolling.packaging-"))
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "packaging never started"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    // What Kubernetes does on a rolling update.
+    let status = std::process::Command::new("kill")
+        .args(["-TERM", &a.child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let exit = a.child.wait().unwrap();
+    assert!(exit.success(), "clean exit on SIGTERM: {exit:?}");
+
+    let job = a.app.store.job(id).await.unwrap().expect("the job is kept");
+    match &job.state {
+        dime_web::packaging_jobs::JobState::Failed { reason } => {
+            assert!(reason.contains("was stopped"), "{reason}")
+        }
+        other => panic!("the job is not failed at once: {other:?}"),
+    }
+    assert_eq!(entries(&vod), Vec::<String>::new());
+    assert_eq!(
+        entries(&media.path().join(".uploads")),
+        Vec::<String>::new()
+    );
 }

@@ -134,6 +134,31 @@ fn channel_from_row(row: &AnyRow) -> Result<Channel, sqlx::Error> {
     })
 }
 
+/// Adds a title through `executor` (the pool, or a transaction); its id.
+pub(crate) async fn insert_title<'e, E>(
+    executor: E,
+    fields: &TitleFields,
+) -> Result<i64, StoreError>
+where
+    E: sqlx::Executor<'e, Database = Any>,
+{
+    let row = sqlx::query(
+        "INSERT INTO titles (slug, title, description, poster, duration_ms, stream_url, created_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING id",
+    )
+    .bind(&fields.slug)
+    .bind(&fields.title)
+    .bind(&fields.description)
+    .bind(fields.poster.as_deref())
+    .bind(fields.duration_ms)
+    .bind(&fields.stream_url)
+    .bind(now_secs())
+    .fetch_one(executor)
+    .await
+    .map_err(conflict("title", &fields.slug))?;
+    Ok(row.try_get("id")?)
+}
+
 /// Maps a UNIQUE violation on insert or update to [`StoreError::Conflict`].
 fn conflict<'a>(what: &'static str, slug: &'a str) -> impl FnOnce(sqlx::Error) -> StoreError + 'a {
     move |err| {
@@ -182,21 +207,7 @@ impl Store {
 
     /// Adds a title and returns its id; [`StoreError::Conflict`] if the slug is taken.
     pub async fn create_title(&self, fields: &TitleFields) -> Result<i64, StoreError> {
-        let row = sqlx::query(
-            "INSERT INTO titles (slug, title, description, poster, duration_ms, stream_url, created_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING id",
-        )
-        .bind(&fields.slug)
-        .bind(&fields.title)
-        .bind(&fields.description)
-        .bind(fields.poster.as_deref())
-        .bind(fields.duration_ms)
-        .bind(&fields.stream_url)
-        .bind(now_secs())
-        .fetch_one(&self.pool)
-        .await
-        .map_err(conflict("title", &fields.slug))?;
-        Ok(row.try_get("id")?)
+        insert_title(&self.pool, fields).await
     }
 
     /// Replaces a title's fields (its views stay); false if there is no such title.

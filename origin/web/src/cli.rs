@@ -19,7 +19,7 @@ use crate::media::{format_duration, InvalidMediaBase, MediaBase};
 use crate::packaging_child::PackagerLimits;
 use crate::server::{Options, Server, StartError};
 use crate::sessions::random_token;
-use crate::store::{Store, StoreError, DEFAULT_DATABASE_URL};
+use crate::store::{Backend, Store, StoreError, DEFAULT_DATABASE_URL};
 
 /// Flags of `dime-origin web`: serve, unless a subcommand is given.
 #[derive(Debug, clap::Args)]
@@ -34,11 +34,17 @@ pub struct Args {
     pub serve: ServeArgs,
 }
 
-/// Flags of the server.
+/// Flags of the server. Each can also come from the environment variable its `--help` names
+/// (`DIME_WEB_…`), so that a container needs no command line; a flag wins over its variable.
 #[derive(Debug, Clone, clap::Args)]
 pub struct ServeArgs {
     /// Address to listen on (HTTP/1.1), e.g. 0.0.0.0:8083.
-    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8083")]
+    #[arg(
+        long,
+        value_name = "ADDR",
+        default_value = "127.0.0.1:8083",
+        env = "DIME_WEB_LISTEN"
+    )]
     pub listen: SocketAddr,
 
     /// The database.
@@ -47,40 +53,52 @@ pub struct ServeArgs {
 
     /// URL prefix of the streams: relative stream and poster paths in the catalog are
     /// served under it (the edge routes /stream/ to the streamers).
-    #[arg(long, value_name = "URL", default_value = "/stream/")]
+    #[arg(
+        long,
+        value_name = "URL",
+        default_value = "/stream/",
+        env = "DIME_WEB_MEDIA_BASE"
+    )]
     pub media_base: String,
 
     /// The streamers' directory: turns on the admin upload form, which packages videos into
     /// DIR/vod/<slug>/ (without it, titles come from `dime-origin web import`).
-    #[arg(long, value_name = "DIR")]
+    #[arg(long, value_name = "DIR", env = "DIME_WEB_MEDIA_ROOT")]
     pub media_root: Option<PathBuf>,
 
-    /// A proxy (the edge) whose X-Forwarded-For names the client, as CIDR (10.0.0.0/8) or an
-    /// address; repeatable. Other peers are the client themselves. Default: loopback.
-    #[arg(long = "trusted-proxy", value_name = "CIDR", default_values = ["127.0.0.0/8", "::1/128"])]
+    /// A proxy (the edge, or in Kubernetes the shield's pod network) whose X-Forwarded-For
+    /// names the client, as CIDR (10.42.0.0/16) or an address; repeatable, or a
+    /// comma-separated list. Other peers are the client themselves. Default: loopback.
+    #[arg(long = "trusted-proxy", value_name = "CIDR", default_values = ["127.0.0.0/8", "::1/128"], value_delimiter = ',', env = "DIME_WEB_TRUSTED_PROXY")]
     pub trusted_proxies: Vec<Cidr>,
 
     /// The largest file the upload form takes (e.g. 4GiB, 500MiB; bytes without a unit).
-    #[arg(long, value_name = "SIZE", default_value = "4GiB", value_parser = parse_size)]
+    #[arg(long, value_name = "SIZE", default_value = "4GiB", value_parser = parse_size, env = "DIME_WEB_UPLOAD_MAX_SIZE")]
     pub upload_max_size: u64,
 
     /// Uploads received or packaged at once; more are refused with 429.
-    #[arg(long, value_name = "N", default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=64))]
+    #[arg(long, value_name = "N", default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=64), env = "DIME_WEB_UPLOAD_CONCURRENCY")]
     pub upload_concurrency: u32,
 
     /// Free space to keep on the media volume: an upload that would leave less is refused
     /// with 507 before it is written.
-    #[arg(long, value_name = "SIZE", default_value = "1GiB", value_parser = parse_size)]
+    #[arg(long, value_name = "SIZE", default_value = "1GiB", value_parser = parse_size, env = "DIME_WEB_UPLOAD_MIN_FREE")]
     pub upload_min_free: u64,
 
     /// Address space of the child process that packages an upload (RLIMIT_AS).
-    #[arg(long, value_name = "SIZE", default_value = "2GiB", value_parser = parse_size)]
+    #[arg(long, value_name = "SIZE", default_value = "2GiB", value_parser = parse_size, env = "DIME_WEB_PACKAGER_MEMORY")]
     pub packager_memory: u64,
 
     /// CPU seconds of that child (RLIMIT_CPU); it is also stopped after as many seconds of
     /// wall-clock time.
-    #[arg(long, value_name = "SECONDS", default_value_t = 3600, value_parser = clap::value_parser!(u64).range(1..))]
+    #[arg(long, value_name = "SECONDS", default_value_t = 3600, value_parser = clap::value_parser!(u64).range(1..), env = "DIME_WEB_PACKAGER_CPU_SECS")]
     pub packager_cpu_secs: u64,
+
+    /// How long a replica of the web app may go without reporting to the database before the
+    /// others take it as dead: its packaging jobs are failed and their leftovers removed. It
+    /// reports every fifth of this.
+    #[arg(long, value_name = "SECONDS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=3600), env = "DIME_WEB_REPLICA_TIMEOUT")]
+    pub replica_timeout: u64,
 }
 
 /// A byte count: a number with an optional unit B, KiB, MiB, GiB or TiB.
@@ -110,13 +128,60 @@ fn parse_size(text: &str) -> Result<u64, String> {
         .ok_or_else(|| format!("`{text}` is too large"))
 }
 
-/// `--db`, shared by every subcommand.
+/// `--db` or `--db-url-file`, shared by every subcommand.
 #[derive(Debug, Clone, clap::Args)]
 pub struct DbArg {
     /// Database URL: sqlite://PATH (a file, created if missing) or
-    /// postgres://USER[:PASSWORD]@HOST[:PORT]/DATABASE.
-    #[arg(long = "db", value_name = "URL", default_value = DEFAULT_DATABASE_URL)]
-    pub url: String,
+    /// postgres://USER[:PASSWORD]@HOST[:PORT]/DATABASE. Default: sqlite://dime-web.db.
+    // The value may hold a password: --help must not print what the variable holds.
+    #[arg(
+        long = "db",
+        value_name = "URL",
+        env = "DIME_DB_URL",
+        hide_env_values = true
+    )]
+    pub url: Option<String>,
+
+    /// A file holding the database URL (a mounted secret), instead of --db: a password then
+    /// never sits on a command line. One trailing line break is ignored.
+    #[arg(long, value_name = "PATH", env = "DIME_DB_URL_FILE")]
+    pub db_url_file: Option<PathBuf>,
+}
+
+impl DbArg {
+    /// The database URL: `--db`, the contents of `--db-url-file`, or the default.
+    pub fn resolve(&self) -> Result<String, CliError> {
+        match (&self.url, &self.db_url_file) {
+            // Checked here, not by clap, so that the message names the variables too.
+            (Some(_), Some(_)) => Err(CliError::DbUrlTwice),
+            (Some(url), None) => Ok(url.clone()),
+            (None, None) => Ok(DEFAULT_DATABASE_URL.to_owned()),
+            (None, Some(path)) => read_db_url_file(path),
+        }
+    }
+}
+
+/// The URL in a secret file, without its trailing line break; never echoed in errors.
+fn read_db_url_file(path: &std::path::Path) -> Result<String, CliError> {
+    let text = std::fs::read_to_string(path).map_err(|cause| CliError::DbUrlFile {
+        path: path.to_path_buf(),
+        reason: cause.to_string(),
+    })?;
+    let url = text.trim_end_matches(['\n', '\r']);
+    if url.trim().is_empty() {
+        return Err(CliError::DbUrlFile {
+            path: path.to_path_buf(),
+            reason: "the file is empty: it must hold the database URL".to_owned(),
+        });
+    }
+    if Backend::of_url(url).is_none() {
+        // Not `UnsupportedUrl(url)`: a file holding only the password would be printed.
+        return Err(CliError::DbUrlFile {
+            path: path.to_path_buf(),
+            reason: "its contents are not a database URL: use sqlite://PATH or postgres://USER[:PASSWORD]@HOST[:PORT]/DATABASE".to_owned(),
+        });
+    }
+    Ok(url.to_owned())
 }
 
 /// The maintenance commands.
@@ -224,6 +289,17 @@ pub enum CliError {
     /// The import failed.
     #[error(transparent)]
     Import(#[from] ImportError),
+    /// Both `--db` and `--db-url-file` were given.
+    #[error("both --db (DIME_DB_URL) and --db-url-file (DIME_DB_URL_FILE) are set: give the database URL one way only")]
+    DbUrlTwice,
+    /// The database URL file is unusable.
+    #[error("cannot read the database URL from {}: {reason}", path.display())]
+    DbUrlFile {
+        /// The file given.
+        path: PathBuf,
+        /// What is wrong with it.
+        reason: String,
+    },
     /// A flag's value is not acceptable.
     #[error("invalid {flag}: {message}")]
     Invalid {
@@ -253,10 +329,11 @@ pub async fn serve(
                 memory_bytes: args.packager_memory,
                 cpu_secs: args.packager_cpu_secs,
             },
+            replica_timeout: Duration::from_secs(args.replica_timeout),
         },
         ..Options::default()
     };
-    let store = Store::open(&args.db.url).await?;
+    let store = Store::open(&args.db.resolve()?).await?;
     let server = Server::bind(args.listen, store, options).await?;
     server.run(shutdown).await.map_err(CliError::Serve)
 }
@@ -273,7 +350,7 @@ pub async fn run_command(command: Command) -> Result<(), CliError> {
 /// `create-admin`.
 async fn create_admin(args: CreateAdminArgs) -> Result<(), CliError> {
     // The database first: a wrong --db should fail before anyone types a password.
-    let store = Store::open(&args.db.url).await?;
+    let store = Store::open(&args.db.resolve()?).await?;
     let password = if args.generate_password {
         random_token()[..32].to_owned()
     } else if args.password_stdin || !std::io::stdin().is_terminal() {
@@ -321,7 +398,7 @@ fn prompt_password(username: &str) -> Result<String, CliError> {
 
 /// `import`.
 async fn import_file(args: ImportArgs) -> Result<(), CliError> {
-    let store = Store::open(&args.db.url).await?;
+    let store = Store::open(&args.db.resolve()?).await?;
     let request = ImportRequest {
         input: args.file,
         title: args.title,
@@ -376,7 +453,7 @@ async fn add_channel(args: AddChannelArgs) -> Result<(), CliError> {
             message: error.message,
         }
     })?;
-    let store = Store::open(&args.db.url).await?;
+    let store = Store::open(&args.db.resolve()?).await?;
     let (id, outcome) = match store.channel_by_slug(&fields.slug).await? {
         None => (store.create_channel(&fields).await?, "created"),
         Some(existing) => {

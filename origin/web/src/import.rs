@@ -191,6 +191,43 @@ impl Checked {
     }
 }
 
+impl Checked {
+    /// Registers the title like [`Checked::register`], in one transaction with marking
+    /// upload job `job` done, if replica `owner` still owns it; `None` when another replica
+    /// took the job over (the packaged files are removed again, as nothing lists them).
+    pub async fn register_job(
+        self,
+        store: &Store,
+        duration_secs: f64,
+        job: i64,
+        owner: &str,
+    ) -> Result<Option<Imported>, ImportError> {
+        let Checked {
+            mut fields, dir, ..
+        } = self;
+        let duration_ms = (duration_secs * 1000.0).round() as i64;
+        fields.duration_ms = Some(duration_ms);
+        let completed = store.complete_job(job, owner, &fields).await;
+        let id = match completed {
+            Ok(Some(id)) => id,
+            Ok(None) | Err(_) => {
+                if let Err(cleanup) = fs::remove_dir_all(&dir) {
+                    tracing::warn!(dir = %dir.display(), error = %cleanup, "cannot remove the packaged title");
+                }
+                return completed.map(|_| None).map_err(ImportError::Register);
+            }
+        };
+        Ok(Some(Imported {
+            id,
+            poster: fields.poster.unwrap_or_default(),
+            stream_url: fields.stream_url,
+            slug: fields.slug,
+            duration_ms,
+            dir,
+        }))
+    }
+}
+
 impl Prepared {
     /// The slug the title gets.
     pub fn slug(&self) -> &str {

@@ -18,6 +18,7 @@ pub mod login_throttle;
 pub mod media;
 pub mod packaging_child;
 pub mod packaging_jobs;
+pub mod replicas;
 pub mod server;
 pub mod sessions;
 pub mod store;

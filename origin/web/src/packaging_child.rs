@@ -105,6 +105,8 @@ impl PackagerChild {
             .stderr(Stdio::inherit())
             .kill_on_drop(true);
         let (memory, cpu) = (limits.memory_bytes, limits.cpu_secs);
+        // SAFETY: getpid has no preconditions.
+        let parent = unsafe { libc::getpid() };
         // SAFETY: only setrlimit, which is async-signal-safe, runs between fork and exec.
         unsafe {
             command.pre_exec(move || {
@@ -113,6 +115,18 @@ impl PackagerChild {
                 set_limit(libc::RLIMIT_CPU, cpu, cpu.saturating_add(5))?;
                 // A crash on a crafted file must not fill the disk with core dumps.
                 set_limit(libc::RLIMIT_CORE, 0, 0)?;
+                // The child dies with the web app: a replica killed mid-packaging leaves no
+                // packager writing into the work directory another replica's sweep removes.
+                // (Linux sends it when the forking thread exits: a runtime worker, which
+                // lives as long as the app.)
+                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                if libc::getppid() != parent {
+                    return Err(std::io::Error::other(
+                        "the web app ended before the packager started",
+                    ));
+                }
                 Ok(())
             });
         }
@@ -145,8 +159,13 @@ impl PackagerChild {
         }
     }
 
+    /// Stops the child (SIGKILL) and waits until it is gone.
+    pub async fn stop(&mut self) {
+        let _ = self.child.kill().await;
+    }
+
     /// Waits until the title is packaged; its playable length in seconds.
-    pub async fn finish(mut self) -> Result<f64, ChildFailure> {
+    pub async fn finish(&mut self) -> Result<f64, ChildFailure> {
         match self.next_event().await? {
             Event::Done { duration } => {
                 let _ = self.child.wait().await;

@@ -13,14 +13,17 @@ use std::sync::Arc;
 
 use tokio::sync::Semaphore;
 
-use crate::http::upload::{remove_leftovers, UploadLimits};
+use crate::http::upload::UploadLimits;
 use crate::http::{router, AppState, Shared};
 use crate::login_throttle::{Limits, LoginThrottle};
 use crate::media::MediaBase;
-use crate::packaging_jobs::PackagingJobs;
-use crate::store::Store;
+use crate::replicas::{remove_leftovers, Replica};
+use crate::store::{Store, StoreError};
 use crate::templates::Templates;
 use crate::view_limit::ViewLimiter;
+
+/// How long a stopping replica waits for its packaging tasks to record their end.
+const SHUTDOWN_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// Why the web app could not start.
 #[derive(Debug, thiserror::Error)]
@@ -36,6 +39,9 @@ pub enum StartError {
     /// A compiled-in template does not parse (a build defect, reported with its line).
     #[error("page templates are broken: {0}")]
     Templates(#[from] minijinja::Error),
+    /// The database refused this replica's registration or its start-up sweep.
+    #[error("cannot register this replica with the database: {0}")]
+    Database(#[from] StoreError),
 }
 
 /// What the app serves besides its database.
@@ -76,9 +82,11 @@ impl Server {
                 addr: listen,
                 cause,
             })?;
+        let replica = Arc::new(Replica::new(options.upload_limits.replica_timeout));
+        replica.register(&store).await?;
         if let Some(root) = &options.media_root {
-            // Before any upload can start: what is there now is a crash's leftover.
-            remove_leftovers(root);
+            // Before any upload can start: what no live replica owns is a crash's leftover.
+            remove_leftovers(root, &store, &replica).await?;
         }
         let state = AppState::new(Shared {
             store,
@@ -91,7 +99,7 @@ impl Server {
             view_limiter: ViewLimiter::default(),
             upload_slots: Arc::new(Semaphore::new(options.upload_limits.max_concurrent)),
             upload_limits: options.upload_limits,
-            packaging_jobs: PackagingJobs::default(),
+            replica,
         });
         Ok(Self { listener, state })
     }
@@ -113,14 +121,20 @@ impl Server {
             .iter()
             .map(ToString::to_string)
             .collect();
-        tracing::info!(%addr, backend = ?self.state.store.backend(), media_base = %self.state.media_base, trusted_proxies = ?trusted, "web app listening");
+        tracing::info!(%addr, backend = ?self.state.store.backend(), media_base = %self.state.media_base, trusted_proxies = ?trusted, replica = %self.state.replica.id, "web app listening");
         let store = self.state.store.clone();
+        let replica = Arc::clone(&self.state.replica);
+        // Reports to the database and sweeps after stopped replicas while serving.
+        let _heartbeat =
+            Arc::clone(&self.state.replica).spawn(store.clone(), self.state.media_root.clone());
         let app = router(self.state);
         // The peer address is the client, unless it is a trusted proxy that names the client.
         let app = app.into_make_service_with_connect_info::<SocketAddr>();
         let result = axum::serve(self.listener, app)
             .with_graceful_shutdown(shutdown)
             .await;
+        // A rolling update stops replicas with SIGTERM: their jobs fail now, not a timeout later.
+        replica.stop_jobs(SHUTDOWN_WAIT).await;
         store.close().await;
         result
     }

@@ -152,6 +152,15 @@ impl Store {
         self.backend
     }
 
+    /// SQL for the database's clock in Unix milliseconds: replicas compare heartbeats on one
+    /// clock, not on their own, which may disagree.
+    pub(crate) fn now_ms_sql(&self) -> &'static str {
+        match self.backend {
+            Backend::Sqlite => "CAST((julianday('now') - 2440587.5) * 86400000.0 AS INTEGER)",
+            Backend::Postgres => "CAST(EXTRACT(EPOCH FROM clock_timestamp()) * 1000 AS BIGINT)",
+        }
+    }
+
     /// Answers when the database answers a trivial query: what `/healthz` reports.
     pub async fn ping(&self) -> Result<(), StoreError> {
         sqlx::query("SELECT 1").execute(&self.pool).await?;

@@ -308,7 +308,7 @@ pub async fn index(
             csrf_token => session.csrf_token,
             titles, channels, notice,
             uploads => state.media_root.is_some(),
-            upload_jobs => state.packaging_jobs.recent(),
+            upload_jobs => state.store.recent_jobs().await?,
         },
         PRIVATE,
     ))

@@ -27,7 +27,7 @@ use crate::client_address::TrustedProxies;
 use crate::forms::{ChannelForm, TitleForm};
 use crate::login_throttle::LoginThrottle;
 use crate::media::MediaBase;
-use crate::packaging_jobs::PackagingJobs;
+use crate::replicas::Replica;
 use crate::store::Store;
 use crate::templates::Templates;
 use crate::view_limit::ViewLimiter;
@@ -51,8 +51,8 @@ pub struct Shared {
     pub trusted_proxies: TrustedProxies,
     /// Which viewers' views were counted in the last hour.
     pub view_limiter: ViewLimiter,
-    /// Uploads being packaged, and the last ones that finished.
-    pub packaging_jobs: PackagingJobs,
+    /// This process among the web app's replicas: its id, and the jobs it packages.
+    pub replica: Arc<Replica>,
     /// The upload form's limits.
     pub upload_limits: upload::UploadLimits,
     /// One permit per upload being received or packaged.

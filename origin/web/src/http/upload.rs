@@ -22,6 +22,7 @@ use super::AppState;
 use crate::import::{check, ImportError, ImportRequest};
 use crate::packaging_child::{remove_work_dirs, ChildFailure, PackagerChild, PackagerLimits};
 use crate::packaging_jobs::{JobState, SlugBusy};
+use crate::replicas::{Ending, Tracked, SHUTDOWN_REASON, UPLOAD_DIR};
 use crate::sessions::{random_token, Session};
 
 /// The limits of the upload form (`--upload-*`, `--packager-*`).
@@ -35,6 +36,9 @@ pub struct UploadLimits {
     pub min_free_bytes: u64,
     /// How the packager child runs.
     pub packager: PackagerLimits,
+    /// How long a replica may go without reporting to the database before the others fail
+    /// its packaging jobs (`--replica-timeout`).
+    pub replica_timeout: Duration,
 }
 
 impl Default for UploadLimits {
@@ -44,6 +48,7 @@ impl Default for UploadLimits {
             max_concurrent: 2,
             min_free_bytes: 1 << 30,
             packager: PackagerLimits::default(),
+            replica_timeout: Duration::from_secs(30),
         }
     }
 }
@@ -52,9 +57,6 @@ impl Default for UploadLimits {
 const FREE_SPACE_CHECK_BYTES: u64 = 64 << 20;
 /// Segment length of uploaded titles, in seconds.
 const SEGMENT_SECS: u64 = 4;
-/// Where uploads wait for packaging, under the media root: a dot name, which the streamer
-/// never serves.
-const UPLOAD_DIR: &str = ".uploads";
 
 /// The text fields of the upload form, kept to show them again after an error.
 #[derive(Debug, Default, serde::Serialize)]
@@ -244,46 +246,6 @@ fn multipart_error(err: axum::extract::multipart::MultipartError) -> PageError {
     }
 }
 
-/// Removes what a crash left under `root`: uploads waiting for packaging (`.uploads/`) and
-/// packaging work directories (`vod/.<slug>.packaging-*`). Run at start, before any upload.
-pub fn remove_leftovers(root: &Path) {
-    let mut removed = 0usize;
-    let mut remove = |path: &Path, dir: bool| {
-        let result = if dir {
-            std::fs::remove_dir_all(path)
-        } else {
-            std::fs::remove_file(path)
-        };
-        match result {
-            Ok(()) => removed += 1,
-            Err(err) => {
-                tracing::warn!(path = %path.display(), error = %err, "cannot remove a leftover upload")
-            }
-        }
-    };
-    for entry in std::fs::read_dir(root.join(UPLOAD_DIR))
-        .into_iter()
-        .flatten()
-        .flatten()
-    {
-        let dir = entry.file_type().is_ok_and(|kind| kind.is_dir());
-        remove(&entry.path(), dir);
-    }
-    for entry in std::fs::read_dir(root.join("vod"))
-        .into_iter()
-        .flatten()
-        .flatten()
-    {
-        let name = entry.file_name().to_string_lossy().into_owned();
-        if name.starts_with('.') && name.contains(".packaging-") {
-            remove(&entry.path(), true);
-        }
-    }
-    if removed > 0 {
-        tracing::info!(removed, "removed leftovers of interrupted uploads");
-    }
-}
-
 /// `POST /admin/titles/upload`: takes one of the upload slots (429 without), checks the free
 /// space (507), checks the session's CSRF token (which the form sends before the file, so a
 /// forged upload is refused before a byte is stored), stores the file within the size limit,
@@ -333,7 +295,9 @@ pub async fn receive(
                 tokio::fs::create_dir_all(&dir)
                     .await
                     .map_err(|err| store_error(&dir, err))?;
-                let file = UploadFile(dir.join(format!("{}.upload", random_token())));
+                // Named after this replica: a sweep removes the uploads of replicas that stopped.
+                let name = format!("{}.{}.upload", state.replica.id, random_token());
+                let file = UploadFile(dir.join(name));
                 let size = save(field, &file.0, &root, limits).await?;
                 upload = Some((file, size));
             }
@@ -380,14 +344,21 @@ pub async fn receive(
         Ok(checked) => checked,
         Err(error) => return Ok(refused(error)),
     };
-    let id = match state.packaging_jobs.start(
-        fields.title.trim(),
-        checked.slug(),
-        &session.admin.username,
-    ) {
-        Ok(id) => id,
-        Err(SlugBusy(slug)) => return Ok(refused(ImportError::SlugTaken(slug))),
+    let started = state
+        .store
+        .start_job(
+            fields.title.trim(),
+            checked.slug(),
+            &session.admin.username,
+            &state.replica.id,
+        )
+        .await;
+    let id = match started {
+        Ok(Ok(id)) => id,
+        Ok(Err(SlugBusy(slug))) => return Ok(refused(ImportError::SlugTaken(slug))),
+        Err(err) => return Ok(refused(ImportError::Store(err))),
     };
+    let (tracked, lost) = state.replica.track(id);
     let job_page = format!("/admin/uploads/{id}");
     // Until the background task owns the job, a dropped request (the admin went away while
     // the child probed) must not leave the job "packaging" and its slug reserved forever.
@@ -406,7 +377,7 @@ pub async fn receive(
     let mut child = match spawned {
         Ok(child) => child,
         Err(failure) => {
-            pending.fail(&failure);
+            pending.fail(&failure).await;
             return Ok(see_other(&job_page));
         }
     };
@@ -415,7 +386,7 @@ pub async fn receive(
         Ok(()) => {}
         Err(ChildFailure::BadInput(reason)) => {
             // Refused at once, on the form: the file is not video.
-            pending.forget();
+            pending.forget().await;
             return Ok(file_refused(
                 &state,
                 &session,
@@ -424,7 +395,7 @@ pub async fn receive(
             ));
         }
         Err(failure) => {
-            pending.fail(&failure);
+            pending.fail(&failure).await;
             return Ok(see_other(&job_page));
         }
     }
@@ -432,7 +403,17 @@ pub async fn receive(
     tracing::info!(job = id, slug = %checked.slug(), admin = %session.admin.username, ?pid, "upload stored; packaging in a child process");
     let job_state = state.clone();
     tokio::spawn(package_in_background(
-        job_state, id, file, checked, child, pid, slot,
+        job_state,
+        Background {
+            id,
+            file,
+            checked,
+            child,
+            pid,
+            slot,
+            tracked,
+            ending: lost,
+        },
     ));
     Ok(see_other(&job_page))
 }
@@ -441,23 +422,29 @@ pub async fn receive(
 struct PendingJob {
     state: AppState,
     /// 0 once handled (job ids start at 1).
-    id: u64,
+    id: i64,
     dir: PathBuf,
     pid: Option<u32>,
 }
 
 impl PendingJob {
     /// The child failed: the job ends with its reason.
-    fn fail(mut self, failure: &ChildFailure) {
+    async fn fail(mut self, failure: &ChildFailure) {
         cleanup_child(&self.dir, self.pid);
-        fail_job(&self.state, self.id, failure);
+        fail_job(self.state.clone(), self.id, failure.reason()).await;
+        // Only now: a request dropped while the database answers leaves the job to `Drop`.
         self.id = 0;
     }
 
     /// The upload was refused on the form: no job at all.
-    fn forget(mut self) {
-        self.state.packaging_jobs.forget(self.id);
-        self.id = 0;
+    async fn forget(mut self) {
+        match self.state.store.forget_job(self.id).await {
+            Ok(()) => self.id = 0,
+            // Dropped with its id: the job is failed instead, so its slug is not held.
+            Err(err) => {
+                tracing::error!(job = self.id, error = %err, "cannot forget a refused upload's job")
+            }
+        }
     }
 
     /// The background task takes over; the child's pid.
@@ -474,71 +461,117 @@ impl Drop for PendingJob {
             let failure = ChildFailure::Failed(
                 "the upload was interrupted before packaging started".to_owned(),
             );
-            fail_job(&self.state, self.id, &failure);
+            // Drop cannot wait for the database: a task of its own records the end.
+            tokio::spawn(fail_job(
+                self.state.clone(),
+                self.id,
+                failure.reason().to_owned(),
+            ));
         }
     }
 }
 
-/// The rest of an upload's life: the child packages, the title is registered, the upload
-/// file and the upload slot go whatever the outcome.
-async fn package_in_background(
-    state: AppState,
-    id: u64,
+/// What the background task of one upload holds.
+struct Background {
+    id: i64,
     file: UploadFile,
     checked: crate::import::Checked,
     child: PackagerChild,
     pid: Option<u32>,
     slot: OwnedSemaphorePermit,
-) {
-    let outcome = child.finish().await;
+    tracked: Tracked,
+    ending: tokio::sync::oneshot::Receiver<Ending>,
+}
+
+/// The rest of an upload's life: the child packages, the title is registered, the upload
+/// file and the upload slot go whatever the outcome. If this replica loses the job (another
+/// took it over as dead), the child is stopped and the job left to its new owner; if this
+/// replica shuts down, the child is stopped and the job failed at once.
+async fn package_in_background(state: AppState, job: Background) {
+    let Background {
+        id,
+        file,
+        checked,
+        mut child,
+        pid,
+        slot,
+        tracked,
+        ending,
+    } = job;
+    let owner = state.replica.id.clone();
+    let outcome = tokio::select! {
+        outcome = child.finish() => Ok(outcome),
+        Ok(ending) = ending => Err(ending),
+    };
+    let outcome = match outcome {
+        Ok(outcome) => outcome,
+        Err(ending) => {
+            child.stop().await;
+            cleanup_child(checked.dir(), pid);
+            if ending == Ending::Stopping {
+                fail_job(state, id, SHUTDOWN_REASON).await;
+            } else {
+                tracing::error!(
+                    job = id,
+                    "packaging stopped: another replica took the job over"
+                );
+            }
+            // The upload file, the slot and the tracking go with their owners.
+            drop((file, slot, tracked));
+            return;
+        }
+    };
     drop(file);
     let ended = match outcome {
-        Ok(duration) => match checked.register(&state.store, duration).await {
-            Ok(imported) => {
+        Ok(duration) => match checked
+            .register_job(&state.store, duration, id, &owner)
+            .await
+        {
+            Ok(Some(imported)) => {
                 tracing::info!(job = id, title = imported.id, slug = %imported.slug, "upload packaged and listed");
-                JobState::Done {
-                    title_id: imported.id,
-                }
+                None
+            }
+            Ok(None) => {
+                tracing::error!(
+                    job = id,
+                    "upload packaged, but another replica took the job over: not listed"
+                );
+                None
             }
             Err(error) => {
                 tracing::error!(job = id, error = %error, "upload packaged but not registered");
                 let (_, errors, error) = refusal(&error);
-                JobState::Failed {
-                    reason: error
+                Some(
+                    error
                         .or_else(|| errors.into_values().next())
                         .unwrap_or_default(),
-                }
+                )
             }
         },
         Err(failure) => {
             cleanup_child(checked.dir(), pid);
-            tracing::error!(
-                job = id,
-                reason = failure.reason(),
-                "upload packaging failed"
-            );
-            JobState::Failed {
-                reason: failure.reason().to_owned(),
-            }
+            Some(failure.reason().to_owned())
         }
     };
-    state.packaging_jobs.finish(id, ended);
+    if let Some(reason) = ended {
+        fail_job(state, id, reason).await;
+    }
+    drop(tracked);
     drop(slot);
 }
 
-/// Ends job `id` as failed with the child's reason.
-fn fail_job(state: &AppState, id: u64, failure: &ChildFailure) {
-    tracing::error!(
-        job = id,
-        reason = failure.reason(),
-        "upload packaging failed"
-    );
-    state.packaging_jobs.finish(
-        id,
-        JobState::Failed {
-            reason: failure.reason().to_owned(),
-        },
-    );
+/// Ends job `id` as failed with `reason`, if this replica still owns it.
+async fn fail_job(state: AppState, id: i64, reason: impl Into<String>) {
+    let reason = reason.into();
+    tracing::error!(job = id, reason = %reason, "upload packaging failed");
+    let failed = JobState::Failed { reason };
+    match state.store.finish_job(id, &state.replica.id, &failed).await {
+        Ok(true) => {}
+        Ok(false) => tracing::warn!(job = id, "the job had been taken over by another replica"),
+        // The job stays "packaging" in the database until this replica stops and another
+        // sweeps it: the log says why.
+        Err(err) => tracing::error!(job = id, error = %err, "cannot record a failed upload"),
+    }
 }
 
 /// Removes the work directory of a child that did not finish.
@@ -604,11 +637,11 @@ fn refusal(error: &ImportError) -> (StatusCode, BTreeMap<&'static str, String>, 
 pub async fn job(
     State(state): State<AppState>,
     AdminSession(session): AdminSession,
-    axum::extract::Path(id): axum::extract::Path<u64>,
+    axum::extract::Path(id): axum::extract::Path<i64>,
 ) -> Result<Response, PageError> {
-    let job = state.packaging_jobs.get(id).ok_or_else(|| {
+    let job = state.store.job(id).await?.ok_or_else(|| {
         PageError::not_found(
-            "No such upload: jobs are kept in memory, so a restart of the web app forgets them.",
+            "No such upload: the list keeps the last 50 finished uploads and every one in progress.",
         )
     })?;
     let title_page = match &job.state {

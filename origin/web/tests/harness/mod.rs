@@ -59,7 +59,7 @@ pub struct App {
     pub client: reqwest::Client,
     stop: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<std::io::Result<()>>>,
-    _db: Db,
+    _db: Option<Db>,
 }
 
 impl App {
@@ -106,7 +106,23 @@ impl App {
             client,
             stop: Some(stop),
             task: Some(task),
-            _db: db,
+            _db: Some(db),
+        }
+    }
+
+    /// Talks to a web app that runs elsewhere (another process) at `addr`, over `store`.
+    pub fn attach(addr: SocketAddr, store: Store) -> Self {
+        let client = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .expect("build the client");
+        Self {
+            addr,
+            store,
+            client,
+            stop: None,
+            task: None,
+            _db: None,
         }
     }
 
