@@ -460,11 +460,15 @@ impl Status {
     }
 }
 
+/// What a person should know about a pool beyond its backends' states: that its health is not
+/// known yet, or that none of its backends is up (then `panic_mode` decides what viewers get).
 fn pool_note(p: &PoolStatus) -> String {
-    match (p.checked, p.panic_mode) {
-        (false, _) => " (first health check running)".to_string(),
-        (true, true) => " (panic mode)".to_string(),
-        (true, false) => String::new(),
+    let none_up = !p.backends.iter().any(|b| b.state == "up");
+    match (p.checked, none_up, p.panic_mode) {
+        (false, _, _) => " (first health check running)".to_string(),
+        (true, true, true) => " (no backend up: panic mode tries them anyway)".to_string(),
+        (true, true, false) => " (no backend up: requests get 502)".to_string(),
+        (true, false, _) => String::new(),
     }
 }
 
@@ -529,6 +533,36 @@ fn esc(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_pool_note_speaks_of_panic_mode_only_when_no_backend_is_up() {
+        let pool = |checked, panic_mode, states: &[&'static str]| PoolStatus {
+            name: "p".into(),
+            checked,
+            panic_mode,
+            backends: states
+                .iter()
+                .map(|&state| BackendStatus {
+                    address: "127.0.0.1:1".into(),
+                    weight: 1,
+                    state,
+                })
+                .collect(),
+        };
+        assert_eq!(pool_note(&pool(true, true, &["up", "down"])), "");
+        assert_eq!(
+            pool_note(&pool(true, true, &["down", "down"])),
+            " (no backend up: panic mode tries them anyway)"
+        );
+        assert_eq!(
+            pool_note(&pool(true, false, &["down"])),
+            " (no backend up: requests get 502)"
+        );
+        assert_eq!(
+            pool_note(&pool(false, true, &["pending"])),
+            " (first health check running)"
+        );
+    }
 
     #[test]
     fn the_first_known_type_in_accept_wins() {
