@@ -565,7 +565,8 @@ inval_cpu_per_post() {
 # Hits on one 1 KiB object while INVAL_OBJECTS objects are cached: before, during INVAL_POSTS
 # POSTs the origin accepts, each of which invalidates one cached object (RFC 9111 §4.4), during
 # as many POSTs to URLs that are not cached (the control: the same proxying, nothing to
-# invalidate; the two alternate in order between rounds), and after. Then the edge's CPU time
+# invalidate), during as many POSTs sent straight to the origin (the second control: the load
+# side's share, no POST through the edge; the three rotate in order between rounds), and after. Then the edge's CPU time
 # per invalidating POST with few and with many objects cached: invalidation must cost a lookup,
 # not a scan that grows with the cache. dime-edge only: nginx and Varnish do not invalidate on
 # POST without extra configuration.
@@ -585,13 +586,26 @@ invalidation() {
     record dime "$round" invalidation objects_cached "$objects"
     ((${objects:-0} > INVAL_OBJECTS)) || note "dime round $round: only $objects objects cached before the POSTs (want $INVAL_OBJECTS + 1)"
     inval_run "$round" inval_before
-    if ((round % 2 == 1)); then
+    # The second control sends the same POSTs straight to the origin, past the edge: what the
+    # POST client and the origin cost the edge's hits from the other core, with no POST in it.
+    local direct="http://127.0.0.1:$INVAL_PORT/inval/direct{i}"
+    case $((round % 3)) in
+    1)
         inval_posts_during "$round" inval_during "$PROXY/inval/obj{i}"
         inval_posts_during "$round" inval_control "$PROXY/inval/uncached{i}"
-    else
+        inval_posts_during "$round" inval_direct "$direct"
+        ;;
+    2)
         inval_posts_during "$round" inval_control "$PROXY/inval/uncached{i}"
+        inval_posts_during "$round" inval_direct "$direct"
         inval_posts_during "$round" inval_during "$PROXY/inval/obj{i}"
-    fi
+        ;;
+    *)
+        inval_posts_during "$round" inval_direct "$direct"
+        inval_posts_during "$round" inval_during "$PROXY/inval/obj{i}"
+        inval_posts_during "$round" inval_control "$PROXY/inval/uncached{i}"
+        ;;
+    esac
     inval_run "$round" inval_after
     # Every POSTed object is gone, the rest and the hot object stay.
     after_posts=$(dime_objects)
