@@ -227,6 +227,7 @@ dev-stack: ready. Open:
   admin            http://${edge}/admin/  (user ${admin_user}, password ${admin_password})
   live playlist    http://${edge}/stream/live/camera/index.m3u8
   edge metrics     http://${admin}/metrics   readiness http://${admin}/readyz
+  edge status      http://${admin}/status
   packager health  http://${packager}/healthz
   logs             ${log_dir}/
 HTTPS uses a local CA, ${cert_dir}/ca.pem: curl --cacert ${cert_dir}/ca.pem https://localhost:${https##*:}/
