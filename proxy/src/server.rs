@@ -64,6 +64,10 @@ pub fn serve(config: EdgeConfig, run: RunOptions) -> anyhow::Result<()> {
         drop(probes);
     }
     tracing::info!("{}", config.summary());
+    // What `check` warns about, for an operator who never ran it.
+    for w in &config.warnings {
+        tracing::warn!("{}", w.as_warning());
+    }
     // Before anything else can take a while (an upgrade's handover): from here on SIGUSR1
     // reopens the log files and unused signals no longer end the process.
     let log_outputs = crate::logging::outputs();

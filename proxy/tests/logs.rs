@@ -217,3 +217,35 @@ fn check_names_a_log_directory_that_does_not_exist() {
     );
     assert!(out.contains("log.error_log"), "{out}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn config_warnings_are_logged_at_start_and_on_reload_not_only_by_check() {
+    let origin = Upstream::start("o").await;
+    let p = pool("p", &[origin.addr], "");
+    // TOML attaches [routes.cache] to the route just above it: here the catch-all.
+    let misplaced = format!(
+        "{p}[[routes]]\npath = \"/stream/\"\npool = \"p\"\n\n[[routes]]\npath = \"/\"\npool = \"p\"\n\n[routes.cache]\nmode = \"video\"\n"
+    );
+    let fine = format!("{p}{}", route("p"));
+    let edge = EdgeProc::start(&misplaced).await;
+    wait_for(&edge, "the warning at start", || async {
+        edge.logs().contains("warning: routes[1].cache:")
+    })
+    .await;
+    assert!(edge.logs().contains("WARN"), "{}", edge.logs());
+
+    // A reload to a clean file says nothing; one back to the misplaced table warns again.
+    std::fs::write(&edge.config, edge.listen_lines() + &fine).unwrap();
+    signal(&edge, "HUP");
+    wait_for(&edge, "the first reload", || async {
+        edge.logs().matches("config reloaded").count() == 1
+    })
+    .await;
+    assert_eq!(edge.logs().matches("warning: routes[1].cache:").count(), 1);
+    std::fs::write(&edge.config, edge.listen_lines() + &misplaced).unwrap();
+    signal(&edge, "HUP");
+    wait_for(&edge, "the warning on reload", || async {
+        edge.logs().matches("warning: routes[1].cache:").count() == 2
+    })
+    .await;
+}

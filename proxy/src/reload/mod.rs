@@ -282,6 +282,10 @@ impl Reloader {
         if !errors.is_empty() {
             return Err(ConfigErrors(errors));
         }
+        // Valid, so it applies; what `check` would warn about is said here too.
+        for w in &config.warnings {
+            tracing::warn!("{}", w.as_warning());
+        }
         let previous = self.active.load_full();
         let (next, pools) = Active::build_next(config, &self.metrics, Some(&previous))
             .map_err(|reason| whole_file_error(&self.path, "pools", reason))?;
