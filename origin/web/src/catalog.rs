@@ -175,7 +175,7 @@ fn conflict<'a>(what: &'static str, slug: &'a str) -> impl FnOnce(sqlx::Error) -
 
 impl Store {
     /// The one entry `query` finds, if any, read by `from_row`.
-    async fn fetch_entry<'q, T>(
+    pub(crate) async fn fetch_entry<'q, T>(
         &self,
         query: Query<'q, Any, AnyArguments<'q>>,
         from_row: fn(&AnyRow) -> Result<T, sqlx::Error>,

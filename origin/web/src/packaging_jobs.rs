@@ -198,11 +198,8 @@ impl Store {
     /// Job `id`, if it is kept.
     pub async fn job(&self, id: i64) -> Result<Option<Job>, StoreError> {
         let sql = format!("SELECT {JOB_COLUMNS} FROM upload_jobs WHERE id = $1");
-        let row = sqlx::query(&sql)
-            .bind(id)
-            .fetch_optional(&self.pool)
-            .await?;
-        Ok(row.as_ref().map(job_from_row).transpose()?)
+        self.fetch_entry(sqlx::query(&sql).bind(id), job_from_row)
+            .await
     }
 
     /// Every kept job, newest first.
