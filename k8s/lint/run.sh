@@ -87,8 +87,8 @@ done
 step "checkov --framework kubernetes on ${out}" \
 	checkov --directory "${out}" --framework kubernetes --skip-download --quiet --compact || true
 
-step "wiring tests (pytest k8s/lint)" \
-	python -m pytest -q -rs --tb=short -p no:cacheprovider k8s/lint || true
+step "wiring and podman stand-in tests (pytest k8s/lint k8s/play k8s/images)" \
+	python -m pytest -q -rs --tb=short -p no:cacheprovider k8s/lint k8s/play k8s/images || true
 
 say "${passed} passed, ${failed} failed"
 ((failed == 0))
