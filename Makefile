@@ -18,7 +18,8 @@ EDGE_DEBUG := $(TARGET_DIR)/debug/dime-edge
 CONFIGS := $(sort $(wildcard config/*.toml))
 EDGE_SOURCES := Cargo.toml Cargo.lock proxy/Cargo.toml $(shell find proxy/src -name '*.rs')
 
-.PHONY: help deps build fmt lint nextest check-config k8s-lint k8s-secrets e2e test run bench viewers clean
+.PHONY: help deps build fmt lint nextest check-config k8s-lint k8s-secrets images k8s-up k8s-down k8s-test \
+	k8s-cluster-create k8s-cluster-copy k8s-cluster-start k8s-cluster-clean e2e test run bench viewers clean
 
 help: ## List the targets (this text)
 	@echo 'Usage: make TARGET'
@@ -63,11 +64,36 @@ k8s-lint: $(EDGE_DEBUG) ## Kubernetes manifests offline: kustomize, strict schem
 k8s-secrets: ## Write the git-ignored credentials k8s/base's secretGenerator reads (kept when present)
 	bash k8s/secrets.sh
 
+images: ## Build the dime-edge, dime-origin and dime-postgres images with podman (base from debootstrap)
+	bash k8s/images/build.sh
+
+k8s-up: images ## Run the dev overlay here with podman kube play; the shield on :30080
+	bash k8s/play/up.sh
+
+k8s-down: ## Remove everything k8s-up started (pods, volumes, network)
+	bash k8s/play/down.sh
+
+k8s-test: images ## k8s-up, then the browser test, k6 and a live ConfigMap edit through the shield; k8s-down
+	bash k8s/play/test.sh
+
+# A real cluster (docs/kubernetes.md): CLUSTER=kind (default) or CLUSTER=k3s.
+k8s-cluster-create: ## Create a local kind or k3s cluster for the manifests (CLUSTER=kind|k3s)
+	bash k8s/cluster.sh create
+
+k8s-cluster-copy: images ## Load the images into the cluster's nodes
+	bash k8s/cluster.sh copy
+
+k8s-cluster-start: ## kubectl apply -k the overlay (OVERLAY=dev), wait for the rollouts, set up the catalog
+	bash k8s/cluster.sh start
+
+k8s-cluster-clean: ## Delete the overlay's objects, then the cluster
+	bash k8s/cluster.sh clean
+
 e2e: ## The platform in headless Chromium through the edge (debug build, ports 8080-8084, 8443, 9090)
 	$(CARGO) build -p dime-edge -p dime-origin
 	bash origin/e2e/run.sh
 
-test: deps lint nextest check-config k8s-lint e2e ## What CI runs: deps, fmt, clippy, tests, config check, manifests, browser test
+test: deps lint nextest check-config k8s-lint e2e k8s-test ## What CI runs: deps, fmt, clippy, tests, config check, manifests, browser test, podman overlay
 
 run: deps ## Release build, then the local stack on :8080 (Ctrl-C stops it)
 	$(CARGO) build --release -p dime-edge -p dime-origin
