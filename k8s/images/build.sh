@@ -27,6 +27,9 @@ for name in "${wanted[@]}"; do
 	esac
 done
 
+readonly log_dir=${CARGO_TARGET_DIR:-target}/images
+mkdir -p "${log_dir}"
+
 podman_setup
 DIME_BASE_IMAGE=${base} bash k8s/images/base.sh
 
@@ -37,10 +40,14 @@ rust_version=$(rustc --version | awk '{ print $2 }')
 builder=localhost/dime-builder:bookworm-rust${rust_version}
 if ! pm image exists "${builder}"; then
 	podman_say "building ${builder} (build tools from Debian, Rust ${rust_version} from ${sysroot})"
-	pm build --quiet --network host --build-arg BASE="${base}" \
+	pm build --network host --build-arg BASE="${base}" \
 		--label org.opencontainers.image.title=dime-builder \
 		--label io.dime.rust="${rust_version}" \
-		-f "${PWD}/k8s/images/builder.Containerfile" -t "${builder}" "${sysroot}" >/dev/null
+		-f "${PWD}/k8s/images/builder.Containerfile" -t "${builder}" "${sysroot}" \
+		>"${log_dir}/builder.log" 2>&1 || {
+		tail -n 40 "${log_dir}/builder.log" >&2
+		podman_die "building ${builder} failed (the last lines above; whole log: ${log_dir}/builder.log)"
+	}
 fi
 
 revision=$(git rev-parse --short=12 HEAD 2>/dev/null || echo unknown)
@@ -81,8 +88,6 @@ ca_bundle=${DIME_BUILD_CA_BUNDLE:-${SSL_CERT_FILE:-/etc/ssl/certs/ca-certificate
 secret=()
 [[ -s ${ca_bundle} ]] && secret=(--secret "id=ca-bundle,src=${ca_bundle}")
 
-log_dir=${CARGO_TARGET_DIR:-target}/images
-mkdir -p "${log_dir}"
 for name in "${wanted[@]}"; do
 	case ${name} in
 	edge) build edge "${version}" "Dime's edge: the caching reverse proxy for video, and the in-cluster shield" ;;
