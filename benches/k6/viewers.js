@@ -194,8 +194,11 @@ export function vodViewer() {
 
 // --- what the origin saw ----------------------------------------------------------------------
 
-// Sum of dime_upstream_requests_total for the pool, from the edge's admin /metrics.
+// Sum of dime_upstream_requests_total for the pool, from the edge's admin /metrics; 0 with
+// ADMIN_URL=none (viewers who cannot reach the admin listener, as in the fleet simulation,
+// whose script reads the origin's side itself).
 function originRequestCount() {
+  if (ADMIN_URL === 'none') return 0;
   const res = http.get(`${ADMIN_URL}/metrics`, { responseType: 'text' });
   if (res.status !== 200) {
     throw new Error(`cannot read ${ADMIN_URL}/metrics: HTTP ${res.status}`);
@@ -262,7 +265,11 @@ export function handleSummary(data) {
   lines.push(`  segment time         p50 ${value(data, 'segment_time', 'med').toFixed(1)} ms, p95 ${value(data, 'segment_time', 'p(95)').toFixed(1)} ms, p99 ${value(data, 'segment_time', 'p(99)').toFixed(1)} ms, max ${value(data, 'segment_time', 'max').toFixed(1)} ms`);
   lines.push(`  playlist time        p50 ${value(data, 'playlist_time', 'med').toFixed(1)} ms, p95 ${value(data, 'playlist_time', 'p(95)').toFixed(1)} ms`);
   lines.push(`  edge hit ratio       ${(value(data, 'edge_hit', 'rate') * 100).toFixed(2)} % (X-Cache-Status HIT/STALE/UPDATING)`);
-  lines.push(`  origin requests      ${origin} (pool ${POOL}), ${(viewerRequests > 0 ? origin / viewerRequests : 0).toFixed(5)} per viewer request`);
+  if (ADMIN_URL === 'none') {
+    lines.push('  origin requests      not measured here (ADMIN_URL=none)');
+  } else {
+    lines.push(`  origin requests      ${origin} (pool ${POOL}), ${(viewerRequests > 0 ? origin / viewerRequests : 0).toFixed(5)} per viewer request`);
+  }
   if (newSegments > 0) {
     lines.push(`  live new segments    ${newSegments}; refresh intervals ${intervals}`);
     if (VOD_VUS === 0) {
