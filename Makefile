@@ -19,7 +19,7 @@ CONFIGS := $(sort $(wildcard config/*.toml))
 EDGE_SOURCES := Cargo.toml Cargo.lock proxy/Cargo.toml $(shell find proxy/src -name '*.rs')
 
 .PHONY: help deps build fmt lint nextest check-config k8s-lint k8s-secrets images k8s-up k8s-down k8s-test \
-	k8s-cluster-create k8s-cluster-copy k8s-cluster-start k8s-cluster-clean e2e test run bench viewers clean
+	k8s-cluster-create k8s-cluster-copy k8s-cluster-start k8s-cluster-clean fleet-up fleet-down fleet-test e2e test run bench viewers clean
 
 help: ## List the targets (this text)
 	@echo 'Usage: make TARGET'
@@ -88,6 +88,17 @@ k8s-cluster-start: ## kubectl apply -k the overlay (OVERLAY=dev), wait for the r
 
 k8s-cluster-clean: ## Delete the overlay's objects, then the cluster
 	bash k8s/cluster.sh clean
+
+fleet-up: ## The simulated edge fleet: namespaces, WireGuard overlay, origin site, two edge regions
+	$(CARGO) build -p dime-edge -p dime-origin
+	bash ansible/sim/fleet.sh up
+
+fleet-down: ## Remove every namespace and process fleet-up made
+	bash ansible/sim/fleet.sh down
+
+fleet-test: ## fleet-up, then reachability, shield coalescing, k6 per region, edge failover in Chromium; fleet-down
+	$(CARGO) build -p dime-edge -p dime-origin
+	bash ansible/sim/test.sh
 
 e2e: ## The platform in headless Chromium through the edge (debug build, ports 8080-8084, 8443, 9090)
 	$(CARGO) build -p dime-edge -p dime-origin

