@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# The dime-edge unit each edge gets (rendered by render.yml into RENDERED/HOST/root: the unit
-# and its drop-ins under etc/systemd/system) must score under 4.0 in
+# The dime-edge unit each edge gets (rendered by render.yml into the root tree RENDERED/HOST/:
+# the unit and its drop-ins under etc/systemd/system) must score under 4.0 in
 #   systemd-analyze security --offline=yes --root=ROOT --threshold=40 dime-edge.service
 # which exits non-zero above the threshold (exposure × 10). The same unit with its hardening
 # stripped must fail that command, so a test that cannot fail is caught too.
@@ -29,14 +29,15 @@ exposure() {
 }
 
 shopt -s nullglob
-roots=("${rendered}"/*/root)
+roots=("${rendered}"/*/)
 ((${#roots[@]} > 0)) || {
 	echo "unit-security: nothing rendered under ${rendered} (run render.yml first)" >&2
 	exit 1
 }
 
 for root in "${roots[@]}"; do
-	host=$(basename "$(dirname "${root}")")
+	root=${root%/}
+	host=$(basename "${root}")
 	unit=${root}/etc/systemd/system/dime-edge.service
 	[[ -f ${unit} ]] || {
 		fail "${host}: ${unit} not rendered"
