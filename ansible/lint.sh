@@ -2,11 +2,15 @@
 # `make ansible-lint`: proves the edge playbook offline, every step run even when one fails.
 #   1. ansible-playbook --syntax-check of edge.yml and render.yml on the example inventory;
 #   2. ansible-lint --profile production: zero violations (ansible/.ansible-lint skips nothing);
-#   3. render.yml renders every example edge's files (edge.toml, certificates, the unit and its
-#      drop-in) into .dev/ansible/rendered/HOST/ with the role's own templates;
+#   3. render.yml renders every example host's files (edge.toml, certificates, the unit and its
+#      drop-in, nftables.conf, wg0.conf) into .dev/ansible/rendered/HOST/ with the roles' own
+#      templates;
 #   4. tests/check-configs.sh: each rendered edge.toml passes the real `dime-edge check` and
 #      listens where the inventory says (admin on the overlay address only);
-#   5. tests/unit-security.sh: each rendered unit, with its drop-in, scores under 4.0 in
+#   5. tests/check-network.py: each host's wg0.conf is hub and spoke as the inventory says, with
+#      no private key in it, and `wg-quick strip` takes it; each edge's nftables.conf passes
+#      `nft -c -f`;
+#   6. tests/unit-security.sh: each rendered unit, with its drop-in, scores under 4.0 in
 #      `systemd-analyze security --offline=yes`, and the same unit stripped of its hardening
 #      does not (the test can fail).
 # Installs its Python tools, pinned in requirements.txt, into a virtualenv the first time.
@@ -45,6 +49,8 @@ export PATH=${PWD}/${venv}/bin:${PATH}
 export ANSIBLE_NOCOWS=1 ANSIBLE_LOCAL_TEMP=${PWD}/${out}/tmp ANSIBLE_HOME=${PWD}/${out}/home
 export ANSIBLE_LINT_SKIP_VERSION_CHECK=1 ANSIBLE_LINT_NODEPS=0 XDG_CACHE_HOME=${PWD}/${out}/cache
 export DIME_EDGE=${edge}
+# The render run reports only what it writes.
+export ANSIBLE_DISPLAY_OK_HOSTS=false ANSIBLE_DISPLAY_SKIPPED_HOSTS=false
 
 # The example inventory's HTTPS edge serves the development certificate (as make check-config).
 "${edge}" cert generate --out .dev/certs --name localhost --name 127.0.0.1 >/dev/null
@@ -82,6 +88,9 @@ step "ansible-playbook -i ${inventory} ansible/render.yml (into ${out}/rendered)
 
 step "every rendered edge.toml passes dime-edge check (tests/check-configs.sh)" \
 	bash ansible/tests/check-configs.sh "${inventory}" "${out}/rendered" || true
+
+step "every rendered wg0.conf and nftables.conf (tests/check-network.py)" \
+	python3 ansible/tests/check-network.py "${inventory}" "${out}/rendered" || true
 
 step "every rendered unit's exposure is under 4.0 (tests/unit-security.sh)" \
 	bash ansible/tests/unit-security.sh "${out}/rendered" || true

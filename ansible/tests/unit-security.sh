@@ -38,6 +38,8 @@ roots=("${rendered}"/*/)
 for root in "${roots[@]}"; do
 	root=${root%/}
 	host=$(basename "${root}")
+	# Edges only (the gateway runs no dime-edge); check-configs.sh checks every edge is there.
+	[[ -f ${root}/etc/dime/edge.toml ]] || continue
 	unit=${root}/etc/systemd/system/dime-edge.service
 	[[ -f ${unit} ]] || {
 		fail "${host}: ${unit} not rendered"
