@@ -12,6 +12,7 @@ import base64
 import hashlib
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -50,6 +51,10 @@ def parse_wg(path: str) -> tuple[dict, list[dict]]:
 
 
 def main(inventory_dir: str, rendered: str) -> int:
+    for tool in ("wg-quick", "nft"):
+        if shutil.which(tool) is None:
+            print(f"check-network: {tool} not found: apt-get install wireguard-tools nftables (make deps)", file=sys.stderr)
+            return 1
     inventory = json.loads(
         subprocess.run(["ansible-inventory", "-i", inventory_dir, "--list"], check=True, capture_output=True, text=True).stdout
     )
