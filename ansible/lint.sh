@@ -10,10 +10,12 @@
 #   5. tests/check-network.py: each host's wg0.conf is hub and spoke as the inventory says, with
 #      no private key in it, and `wg-quick strip` takes it; each edge's nftables.conf passes
 #      `nft -c -f`;
-#   6. tests/keys.sh: the overlay role's keys.yml on local stand-in hosts, through --limit runs:
+#   6. tests/fallback.sh: the gateway's wg0.conf when a run cannot ask every edge: an edge its
+#      running interface knows keeps its peer, an edge never set up is left out;
+#   7. tests/keys.sh: the overlay role's keys.yml on local stand-in hosts, through --limit runs:
 #      keys made on their hosts (0600), outside hosts asked by delegation, a rerun unchanged, a
 #      rotation; no private key in any output;
-#   7. tests/unit-security.sh: each rendered unit, with its drop-in, scores under 4.0 in
+#   8. tests/unit-security.sh: each rendered unit, with its drop-in, scores under 4.0 in
 #      `systemd-analyze security --offline=yes`, and the same unit stripped of its hardening
 #      does not (the test can fail).
 # Installs its Python tools, pinned in requirements.txt, into a virtualenv the first time.
@@ -94,6 +96,9 @@ step "every rendered edge.toml passes dime-edge check (tests/check-configs.sh)" 
 
 step "every rendered wg0.conf and nftables.conf (tests/check-network.py)" \
 	python3 ansible/tests/check-network.py "${inventory}" "${out}/rendered" || true
+
+step "the gateway keeps the peers a run cannot ask (tests/fallback.sh)" \
+	bash ansible/tests/fallback.sh "${inventory}" "${out}/fallback" || true
 
 step "WireGuard keys on local stand-in hosts (tests/keys.sh)" \
 	bash ansible/tests/keys.sh "${out}/keys" || true
