@@ -61,7 +61,7 @@ check-config: $(EDGE_DEBUG) ## Validate every config/*.toml with `dime-edge chec
 k8s-lint: $(EDGE_DEBUG) ## Kubernetes manifests offline: kustomize, strict schemas, checkov, wiring tests (pip-installs pinned tools)
 	DIME_EDGE=$(EDGE_DEBUG) DIME_ORIGIN=$(TARGET_DIR)/debug/dime-origin bash k8s/lint/run.sh
 
-ansible-lint: $(EDGE_DEBUG) ## Ansible playbook offline: syntax check, ansible-lint (production), rendered edge.toml checked, unit exposure (pip-installs pinned tools)
+ansible-lint: $(EDGE_DEBUG) ## Ansible playbook offline: syntax check, ansible-lint (production), rendered configs checked, WireGuard keys, unit exposure (pip-installs pinned tools)
 	DIME_EDGE=$(EDGE_DEBUG) bash ansible/lint.sh
 
 k8s-secrets: ## Write the git-ignored credentials k8s/base's secretGenerator reads (kept when present)
