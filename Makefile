@@ -18,8 +18,9 @@ EDGE_DEBUG := $(TARGET_DIR)/debug/dime-edge
 CONFIGS := $(sort $(wildcard config/*.toml))
 EDGE_SOURCES := Cargo.toml Cargo.lock proxy/Cargo.toml $(shell find proxy/src -name '*.rs')
 
-.PHONY: help deps build fmt lint nextest check-config k8s-lint k8s-secrets images k8s-up k8s-down k8s-test \
-	k8s-cluster-create k8s-cluster-copy k8s-cluster-start k8s-cluster-clean fleet-up fleet-down fleet-test e2e test run bench viewers clean
+.PHONY: help deps build fmt lint nextest check-config k8s-lint ansible-lint k8s-secrets images k8s-up k8s-down \
+	k8s-test k8s-cluster-create k8s-cluster-copy k8s-cluster-start k8s-cluster-clean fleet-up fleet-down fleet-test \
+	e2e test run bench viewers clean
 
 help: ## List the targets (this text)
 	@echo 'Usage: make TARGET'
@@ -60,6 +61,9 @@ check-config: $(EDGE_DEBUG) ## Validate every config/*.toml with `dime-edge chec
 
 k8s-lint: $(EDGE_DEBUG) ## Kubernetes manifests offline: kustomize, strict schemas, checkov, wiring tests (pip-installs pinned tools)
 	DIME_EDGE=$(EDGE_DEBUG) DIME_ORIGIN=$(TARGET_DIR)/debug/dime-origin bash k8s/lint/run.sh
+
+ansible-lint: $(EDGE_DEBUG) ## Ansible playbook offline: syntax check, ansible-lint (production), rendered configs checked, WireGuard keys, unit exposure (pip-installs pinned tools)
+	DIME_EDGE=$(EDGE_DEBUG) bash ansible/lint.sh
 
 k8s-secrets: ## Write the git-ignored credentials k8s/base's secretGenerator reads (kept when present)
 	bash k8s/secrets.sh
@@ -104,7 +108,7 @@ e2e: ## The platform in headless Chromium through the edge (debug build, ports 8
 	$(CARGO) build -p dime-edge -p dime-origin
 	bash origin/e2e/run.sh
 
-test: deps lint nextest check-config k8s-lint e2e k8s-test ## What CI runs: deps, fmt, clippy, tests, config check, manifests, browser test, podman overlay
+test: deps lint nextest check-config k8s-lint ansible-lint e2e k8s-test ## What CI runs: deps, fmt, clippy, tests, config check, manifests, Ansible, browser test, podman overlay
 
 run: deps ## Release build, then the local stack on :8080 (Ctrl-C stops it)
 	$(CARGO) build --release -p dime-edge -p dime-origin

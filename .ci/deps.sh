@@ -55,6 +55,11 @@ want postgresql
 want chromium chromium
 want nodejs node
 want npm npm
+# make ansible-lint: wg and wg-quick (keys, rendered wg0.conf), nft -c (rendered rulesets),
+# systemd-analyze (the unit's exposure).
+want wireguard-tools wg-quick
+want nftables nft
+want systemd systemd-analyze
 # A C toolchain for the -sys crates and for make itself; most images already have one.
 if ! command -v gcc >/dev/null 2>&1 || ! command -v make >/dev/null 2>&1; then
 	missing+=(build-essential)
