@@ -12,9 +12,11 @@
 #   dfl-wan                    the underlay: one bridge; 198.18.0.0/15 is the benchmarking range
 #                              (RFC 2544), never routed beyond this machine
 #
-# WireGuard is wireguard-go (no kernel module here) driven by wg-quick, from the same kind of
-# config a production node's kernel module uses; each node's key is generated in its own state
-# directory and only the public key is shared. Every process runs inside its node's namespace.
+# The gateway and the edges are Debian 12 hosts with systemd and sshd (podman containers in
+# their nodes' namespaces, ansible/sim/hosts.sh), deployed by a real run of ansible/edge.yml
+# from the origin site's namespace: WireGuard (wg-quick with wireguard-go, no kernel module
+# here), nftables, and dime-edge as a systemd service. The origin site's own processes run in
+# its namespace: streamers, packager, web app with the fleet file, and the shield.
 #   bash ansible/sim/fleet.sh up | down | status
 # State, logs and keys: target/fleet/. `down` removes every namespace and process `up` made.
 set -euo pipefail

@@ -108,11 +108,25 @@ all:
 EOF
 }
 
+# The controller's Ansible, pinned in ansible/requirements.txt: the virtualenv ansible/lint.sh
+# makes, made here the same way when it is missing or stale.
+ensure_ansible_venv() {
+	local want
+	want=$(sha256sum ansible/requirements.txt | cut -d' ' -f1)
+	if [[ ! -x ${ansible_venv}/bin/ansible-playbook || $(cat "${ansible_venv}/.requirements.sha256" 2>/dev/null) != "${want}" ]]; then
+		fleet_say "installing ansible/requirements.txt into ${ansible_venv} (PyPI)"
+		python3 -m venv "${ansible_venv}" || fleet_die "python3 -m venv failed: apt-get install python3-venv"
+		"${ansible_venv}/bin/python" -m pip install --quiet --disable-pip-version-check -r ansible/requirements.txt ||
+			fleet_die "pip install -r ansible/requirements.txt failed (output above)"
+		printf '%s\n' "${want}" >"${ansible_venv}/.requirements.sha256"
+	fi
+}
+
 # One run of ansible/edge.yml from the origin site's namespace; its output in
 # target/fleet/ansible/run-N.log, its recap on stdout.
 run_playbook() {
 	local run=$1 log=${fleet_dir}/ansible/run-$1.log
-	[[ -x ${ansible_venv}/bin/ansible-playbook ]] || fleet_die "${ansible_venv} has no ansible-playbook: make ansible-lint installs it"
+	ensure_ansible_venv
 	write_inventory >"${fleet_dir}/ansible/inventory.yml"
 	fleet_say "ansible-playbook edge.yml, run ${run} (from dfl-origin, over the underlay)"
 	if ! on origin env ANSIBLE_FORCE_COLOR=0 ANSIBLE_HOST_KEY_CHECKING=False \

@@ -1,7 +1,10 @@
 # The simulated fleet's topology and its life cycle, sourced by ansible/sim/fleet.sh and
-# ansible/sim/test.sh. Needs root (namespaces, nftables), wireguard-tools and wireguard-go
-# (installed from Debian when missing), and the debug dime-edge and dime-origin.
+# ansible/sim/test.sh. Needs root (namespaces, nftables), podman (the hosts, hosts.sh),
+# wireguard-tools and wireguard-go (installed from Debian when missing), the debug dime-edge
+# and dime-origin, and the Ansible virtualenv `make ansible-lint` installs.
 # shellcheck shell=bash
+
+source "$(dirname "${BASH_SOURCE[0]}")/hosts.sh"
 
 readonly fleet_dir=${CARGO_TARGET_DIR:-target}/fleet
 readonly bin_dir=${DIME_BIN_DIR:-${CARGO_TARGET_DIR:-target}/debug}
@@ -32,12 +35,12 @@ on() {
 fleet_preflight() {
 	((EUID == 0)) || fleet_die "needs root: network namespaces, nftables and WireGuard interfaces"
 	local missing=() package
-	for package in wireguard-tools wireguard-go nftables iproute2 curl; do
+	for package in nftables iproute2 curl openssh-client; do
 		dpkg-query -W -f='${Status}' "${package}" 2>/dev/null | grep -q 'install ok installed' ||
 			missing+=("${package}")
 	done
 	if ((${#missing[@]})); then
-		fleet_say "installing ${missing[*]} (apt, without recommends: no kernel)"
+		fleet_say "installing ${missing[*]} (apt)"
 		DEBIAN_FRONTEND=noninteractive apt-get -q -o DPkg::Lock::Timeout=120 install -y \
 			--no-install-recommends "${missing[@]}" >"${fleet_dir}.apt.log" 2>&1 || {
 			DEBIAN_FRONTEND=noninteractive apt-get -q update >>"${fleet_dir}.apt.log" 2>&1
@@ -85,8 +88,9 @@ make_network() {
 	done
 }
 
-# The underlay's rules, per node: between the origin site and the edges only WireGuard's UDP;
-# viewers reach the edges' public port; admin and metrics only over the overlay.
+# The origin site's underlay rules (the edges' come from the playbook's firewall role): from
+# the underlay only WireGuard's UDP; over the overlay only the shield's port. SSH to the gateway
+# host comes from the controller in this namespace itself (lo).
 make_firewall() {
 	on origin nft -f - <<EOF
 table inet dime_fleet {
@@ -95,63 +99,10 @@ table inet dime_fleet {
 		iif lo accept
 		ct state established,related accept
 		iifname "eth0" udp dport ${wg_port} accept
-		iifname "wg-origin" ip saddr 10.8.0.0/24 tcp dport ${shield_port} accept
+		iifname "wg0" ip saddr 10.8.0.0/24 tcp dport ${shield_port} accept
 	}
 }
 EOF
-	local edge
-	for edge in "${edges[@]}"; do
-		on "${edge}" nft -f - <<EOF
-table inet dime_fleet {
-	chain input {
-		type filter hook input priority filter; policy drop;
-		iif lo accept
-		ct state established,related accept
-		iifname "eth0" tcp dport { 80, 443 } accept
-		iifname "eth0" udp dport ${wg_port} accept
-		iifname "wg-${edge}" ip saddr ${overlay[origin]} tcp dport ${edge_admin_port} accept
-	}
-}
-EOF
-	done
-}
-
-# Hub and spoke: the origin peers with every edge, each edge with the origin only. Keys are
-# made in each node's own directory; only public keys cross.
-make_overlay() {
-	local node
-	for node in origin "${edges[@]}"; do
-		mkdir -p "${fleet_dir}/${node}/wireguard"
-		chmod 700 "${fleet_dir}/${node}/wireguard"
-		(umask 077 && wg genkey >"${fleet_dir}/${node}/wireguard/private.key")
-		wg pubkey <"${fleet_dir}/${node}/wireguard/private.key" >"${fleet_dir}/${node}/wireguard/public.key"
-	done
-	{
-		printf '[Interface]\nPrivateKey = %s\nAddress = %s/24\nListenPort = %s\n' \
-			"$(cat "${fleet_dir}/origin/wireguard/private.key")" "${overlay[origin]}" "${wg_port}"
-		for node in "${edges[@]}"; do
-			printf '\n[Peer]\n# %s\nPublicKey = %s\nAllowedIPs = %s/32\n' "${node}" \
-				"$(cat "${fleet_dir}/${node}/wireguard/public.key")" "${overlay[${node}]}"
-		done
-	} >"${fleet_dir}/origin/wireguard/wg-origin.conf"
-	for node in "${edges[@]}"; do
-		printf '[Interface]\nPrivateKey = %s\nAddress = %s/24\nListenPort = %s\n\n[Peer]\n# origin\nPublicKey = %s\nAllowedIPs = 10.8.0.0/24\nEndpoint = %s:%s\nPersistentKeepalive = 25\n' \
-			"$(cat "${fleet_dir}/${node}/wireguard/private.key")" "${overlay[${node}]}" "${wg_port}" \
-			"$(cat "${fleet_dir}/origin/wireguard/public.key")" "${underlay[origin]}" "${wg_port}" \
-			>"${fleet_dir}/${node}/wireguard/wg-${node}.conf"
-	done
-	for node in origin "${edges[@]}"; do
-		chmod 600 "${fleet_dir}/${node}/wireguard/wg-${node}.conf"
-		# wireguard-go keeps the caller's output open: wg-quick's goes to a file.
-		on "${node}" env WG_QUICK_USERSPACE_IMPLEMENTATION=wireguard-go \
-			WG_I_PREFER_BUGGY_USERSPACE_TO_POLISHED_KMOD=1 \
-			wg-quick up "${PWD}/${fleet_dir}/${node}/wireguard/wg-${node}.conf" \
-			>"${fleet_dir}/${node}/wg-quick.log" 2>&1 ||
-			{
-				cat "${fleet_dir}/${node}/wg-quick.log" >&2
-				fleet_die "wg-quick up on ${node} failed (output above)"
-			}
-	done
 }
 
 # --- the origin site --------------------------------------------------------------------------
@@ -179,8 +130,13 @@ start_origin() {
 	start_in origin web "${origin_bin}" web --listen 127.0.0.1:8083 --db "${database}" \
 		--media-base /stream/ --media-root "${dir}/media" --trusted-proxy 127.0.0.1/32 \
 		--trusted-proxy 10.8.0.0/24 --edges "${dir}/edges.toml"
-	write_shield_config >"${dir}/shield.toml"
-	start_in origin shield "${bin_dir}/dime-edge" run -c "${dir}/shield.toml"
+}
+
+# The shield listens on the gateway's overlay address: started once the playbook has brought
+# the gateway's wg0 up.
+start_shield() {
+	write_shield_config >"${fleet_dir}/origin/shield.toml"
+	start_in origin shield "${bin_dir}/dime-edge" run -c "${fleet_dir}/origin/shield.toml"
 }
 
 write_shield_config() {
@@ -262,62 +218,6 @@ fallback = ["a"]
 EOF
 }
 
-# --- the edges --------------------------------------------------------------------------------
-
-write_edge_config() {
-	local edge=$1
-	cat <<EOF
-# ${edge}: public on its underlay address, admin on the overlay, filling from the shield.
-[server]
-threads = 1
-grace_period = "2s"
-
-[listen]
-http = ["${underlay[${edge}]}:80"]
-admin = "${overlay[${edge}]}:${edge_admin_port}"
-
-[cache]
-memory = "128MiB"
-
-[pools.shield]
-backends = ["${overlay[origin]}:${shield_port}"]
-connect_timeout = "1s"
-read_timeout = "10s"
-
-[pools.shield.health_check]
-type = "http"
-path = "/healthz"
-interval = "1s"
-rise = 1
-fall = 2
-
-# Every edge asks the shield for one host, whatever name the viewer used: the shield's
-# cache key is host + path, so N edges share one copy and cost the origin one fetch.
-[[routes]]
-name = "stream"
-path = "/stream/"
-pool = "shield"
-upstream_headers = { Host = "shield.dime.internal" }
-
-[routes.cache]
-mode = "video"
-target_duration = "1s"
-
-[[routes]]
-name = "web"
-path = "/"
-pool = "shield"
-upstream_headers = { Host = "shield.dime.internal" }
-EOF
-}
-
-start_edge() {
-	local edge=$1
-	mkdir -p "${fleet_dir}/${edge}"
-	write_edge_config "${edge}" >"${fleet_dir}/${edge}/edge.toml"
-	start_in "${edge}" dime-edge "${bin_dir}/dime-edge" run -c "${fleet_dir}/${edge}/edge.toml"
-}
-
 # --- life cycle -------------------------------------------------------------------------------
 
 fleet_up() {
@@ -329,17 +229,17 @@ fleet_up() {
 	rm -rf "${fleet_dir}"
 	mkdir -p "${fleet_dir}"
 	: >"${fleet_dir}/pids"
+	build_host_image
 	fleet_say "namespaces and the underlay (198.18.0.0/15)"
 	make_network
 	make_firewall
-	fleet_say "WireGuard overlay 10.8.0.0/24 (wireguard-go through wg-quick), hub ${overlay[origin]}"
-	make_overlay
-	fleet_say "origin site: streamers, packager, web app, shield on ${overlay[origin]}:${shield_port}"
+	fleet_say "hosts: Debian 12 with systemd and sshd for origin, ${edges[*]} (podman, in their namespaces)"
+	start_hosts
+	fleet_say "origin site: streamers, packager, web app"
 	start_origin
-	local edge
-	for edge in "${edges[@]}"; do
-		start_edge "${edge}"
-	done
+	run_playbook 1
+	fleet_say "the shield on ${overlay[origin]}:${shield_port}, behind the gateway's wg0"
+	start_shield
 	fleet_wait_ready
 	fleet_status
 }
@@ -383,6 +283,7 @@ fleet_logs() {
 # Every process in every namespace (wireguard-go included), then the namespaces themselves.
 fleet_down() {
 	local node namespace pid pids=()
+	stop_hosts
 	for namespace in $(ip netns list | awk '/^dfl-/ { print $1 }'); do
 		mapfile -t -O "${#pids[@]}" pids < <(ip netns pids "${namespace}" 2>/dev/null)
 	done
@@ -396,9 +297,6 @@ fleet_down() {
 	for pid in "${pids[@]}"; do
 		while kill -0 "${pid}" 2>/dev/null && ((SECONDS < deadline)); do sleep 0.1; done
 		kill -KILL "${pid}" 2>/dev/null || true
-	done
-	for node in origin "${edges[@]}"; do
-		rm -f "/var/run/wireguard/wg-${node}.sock"
 	done
 	for namespace in $(ip netns list | awk '/^dfl-/ { print $1 }'); do
 		ip netns del "${namespace}"

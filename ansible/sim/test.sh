@@ -1,5 +1,8 @@
 #!/usr/bin/env bash
 # `make fleet-test`: the simulated fleet (ansible/sim/fleet.sh) proves, end to end:
+#   0. ansible/edge.yml deployed the gateway and both edges (fleet.sh up ran it once): a second
+#      run changes nothing, and each edge host has the unit running, its files in place with
+#      their modes, its private key never in the config, and a unit exposure under 4;
 #   1. the underlay carries only WireGuard between the origin site and the edges: the shield,
 #      the edges' admin listeners and the overlay are out of the viewers' and the underlay's
 #      reach, and the edges fill from the shield through the overlay;
@@ -38,6 +41,29 @@ if ip netns list | grep -q '^dfl-'; then
 fi
 fleet_up
 
+# --- 0. the Ansible run, and what it left on each host ------------------------------------------
+recap=$(run_playbook 2)
+echo "${recap}"
+awk '/^PLAY RECAP/ { recap = 1; next } recap && NF { hosts++; if ($0 !~ / changed=0 / || $0 !~ / failed=0 /) bad = 1 }
+	END { exit !(hosts == 3 && !bad) }' <<<"${recap}" ||
+	fleet_die "the second ansible-playbook run changed something or failed (recap above): the playbook must be idempotent"
+host() { local node=$1; shift; hosts_pm exec "dfl-${node}-host" "$@"; }
+for edge in "${edges[@]}"; do
+	host "${edge}" systemctl is-active --quiet dime-edge wg-quick@wg0 ||
+		fleet_die "${edge}: dime-edge or wg-quick@wg0 is not active"
+	[[ $(host "${edge}" stat -c '%U:%G %a' /etc/dime/edge.toml) == "root:dime 640" ]] ||
+		fleet_die "${edge}: /etc/dime/edge.toml is $(host "${edge}" stat -c '%U:%G %a' /etc/dime/edge.toml), not root:dime 640"
+	host "${edge}" /usr/local/bin/dime-edge check -c /etc/dime/edge.toml >/dev/null ||
+		fleet_die "${edge}: dime-edge check refuses the deployed /etc/dime/edge.toml"
+	host "${edge}" grep -q "\"X-Dime-Region\" = \"${edge#edge-}\"" /etc/dime/edge.toml ||
+		fleet_die "${edge}: edge.toml does not name region ${edge#edge-}"
+	[[ $(host "${edge}" stat -c '%a' /etc/wireguard/wg0.key) == 600 ]] || fleet_die "${edge}: the WireGuard key is not 0600"
+	! host "${edge}" grep -q PrivateKey /etc/wireguard/wg0.conf || fleet_die "${edge}: wg0.conf holds the private key"
+	exposure=$(host "${edge}" systemd-analyze security dime-edge.service --no-pager | awk '/Overall exposure level/ { print $(NF-2) }')
+	awk -v e="${exposure}" 'BEGIN { exit !(e + 0 < 4.0) }' || fleet_die "${edge}: dime-edge.service exposure ${exposure}, not under 4"
+	fleet_say "0. ${edge}: dime-edge and wg0 active, edge.toml root:dime 0640 passes check, key 0600 and not in wg0.conf, exposure ${exposure}"
+done
+
 checks=0
 expect() {
 	local want=$1 what=$2 node=$3 url=$4 got
@@ -59,8 +85,8 @@ expect 000 "nothing but WireGuard crosses from an edge to the origin's underlay"
 expect 200 "an edge reaches the shield over the overlay" edge-a "http://${overlay[origin]}:${shield_port}/healthz"
 expect 000 "spokes do not reach each other (hub and spoke)" edge-a "http://${overlay[edge-b]}:${edge_admin_port}/readyz"
 expect 200 "the origin site polls each edge's readiness over the overlay" origin "http://${overlay[edge-b]}:${edge_admin_port}/readyz"
-on origin wg show wg-origin latest-handshakes | awk 'NF == 2 && $2 > 0 { n++ } END { exit !(n == 2) }' ||
-	fleet_die "the hub has no recent WireGuard handshake with both edges: $(on origin wg show wg-origin latest-handshakes)"
+host origin wg show wg0 latest-handshakes | awk 'NF == 2 && $2 > 0 { n++ } END { exit !(n == 2) }' ||
+	fleet_die "the hub has no WireGuard handshake with both edges: $(host origin wg show wg0 latest-handshakes)"
 fleet_say "1. reachability: ${checks} checks as designed; both edges have a WireGuard handshake with the hub"
 
 # --- 2. one origin fetch for a segment filled on both edges at once ------------------------------
@@ -152,6 +178,6 @@ fi
 fleet_say "4. browser in dfl-view-a: play from edge A, kill edge A, keep playing from edge B"
 on view-a env DIME_E2E_MODULES="${PWD}/origin/e2e/node_modules" \
 	DIME_SITE_URL="http://${underlay[edge-a]}" DIME_EDGE_A="http://${underlay[edge-a]}" \
-	DIME_EDGE_B="http://${underlay[edge-b]}" DIME_KILL_EDGE_A="kill -TERM $(pid_of edge-a dime-edge)" \
+	DIME_EDGE_B="http://${underlay[edge-b]}" DIME_KILL_EDGE_A="podman --runtime runc --cgroup-manager=cgroupfs exec dfl-edge-a-host systemctl kill --signal=SIGKILL dime-edge" \
 	node --test --test-concurrency=1 ansible/sim/failover.test.mjs
 failed=0
