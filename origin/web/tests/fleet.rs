@@ -181,7 +181,7 @@ async fn viewers_get_their_regions_edges_first_and_dead_ones_last() {
             slug: "sample".to_owned(),
             title: "Sample".to_owned(),
             description: String::new(),
-            poster: None,
+            poster: Some("vod/sample/poster.jpg".to_owned()),
             duration_ms: None,
             stream_url: "vod/sample/index.m3u8".to_owned(),
         })
@@ -199,6 +199,8 @@ async fn viewers_get_their_regions_edges_first_and_dead_ones_last() {
     let html = page.text().await.unwrap();
     let src = format!("data-src=\"{}vod/sample/index.m3u8\"", eu.stream_base());
     assert!(html.contains(&src), "{html}");
+    let poster = format!("poster=\"{}vod/sample/poster.jpg\"", eu.stream_base());
+    assert!(html.contains(&poster), "{html}");
     let bases = format!(
         "data-bases=\"[&quot;{}&quot;,&quot;{}&quot;,&quot;{}&quot;]\"",
         eu.stream_base(),

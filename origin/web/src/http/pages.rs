@@ -34,7 +34,8 @@ pub async fn title(
         PageError::not_found(format!("There is no video `{slug}` in the catalog."))
     })?;
     let mut entry = PlayerView::title(&title, &state.media_base);
-    let cache = steer(&state, &headers, peer, &title.stream_url, &mut entry);
+    let (stream, poster) = (&title.stream_url, title.poster.as_deref());
+    let cache = steer(&state, &headers, peer, stream, poster, &mut entry);
     Ok(state.html(
         StatusCode::OK,
         "player.html",
@@ -56,7 +57,8 @@ pub async fn channel(
         .await?
         .ok_or_else(|| PageError::not_found(format!("There is no live channel `{slug}`.")))?;
     let mut entry = PlayerView::channel(&channel, &state.media_base);
-    let cache = steer(&state, &headers, peer, &channel.stream_url, &mut entry);
+    let (stream, poster) = (&channel.stream_url, channel.poster.as_deref());
+    let cache = steer(&state, &headers, peer, stream, poster, &mut entry);
     Ok(state.html(
         StatusCode::OK,
         "player.html",
@@ -72,13 +74,14 @@ fn steer(
     headers: &HeaderMap,
     peer: SocketAddr,
     location: &str,
+    poster: Option<&str>,
     entry: &mut PlayerView,
 ) -> &'static str {
     let Some(fleet) = &state.fleet else {
         return PUBLIC_PAGE;
     };
     let client = state.trusted_proxies.client_address(headers, peer.ip());
-    if entry.steer(location, &fleet.steer(client)) {
+    if entry.steer(location, poster, &fleet.steer(client)) {
         PER_VIEWER_PAGE
     } else {
         PUBLIC_PAGE

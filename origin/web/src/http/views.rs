@@ -143,12 +143,16 @@ impl ChannelView {
 
 impl PlayerView {
     /// Points the player at the edges of `steering`, best first, when the stored playlist
-    /// `location` is relative (a stream on our edges; an absolute URL is played as it is).
-    /// Whether it did: the page is then the viewer's own.
-    pub fn steer(&mut self, location: &str, steering: &Steering) -> bool {
+    /// `location` is relative (a stream on our edges; an absolute URL is played as it is);
+    /// a relative stored `poster` comes from the first edge too. Whether it did: the page is
+    /// then the viewer's own.
+    pub fn steer(&mut self, location: &str, poster: Option<&str>, steering: &Steering) -> bool {
         let Some(first) = steering.bases.first() else {
             return false;
         };
+        if let Some(poster) = poster.filter(|poster| !is_absolute_url(poster)) {
+            self.poster = Some(format!("{first}{poster}"));
+        }
         if is_absolute_url(location) {
             return false;
         }
