@@ -139,6 +139,24 @@ async fn edge_state(app: &App, name: &str) -> Value {
         .expect("the edge is listed")
 }
 
+/// Waits until edge `name` satisfies `ready` in `GET /api/edges`; panics with its state.
+async fn wait_edge(app: &App, name: &str, what: &str, ready: impl Fn(&Value) -> bool) -> Value {
+    let deadline = Instant::now() + SETTLE;
+    loop {
+        let state = edge_state(app, name).await;
+        if ready(&state) {
+            return state;
+        }
+        assert!(Instant::now() < deadline, "{name} never {what}: {state}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Polled at least once successfully, with a known load.
+fn polled(state: &Value) -> bool {
+    state["up"] == true && state["successes"].as_u64() >= Some(1) && state["connections"].is_i64()
+}
+
 #[tokio::test]
 async fn viewers_get_their_regions_edges_first_and_dead_ones_last() {
     let origin = origin().await;
@@ -157,6 +175,9 @@ async fn viewers_get_their_regions_edges_first_and_dead_ones_last() {
         ],
     );
     let app = app_with(config).await;
+    for name in ["eu-1", "us-1"] {
+        wait_edge(&app, name, "was polled", polled).await;
+    }
 
     // By prefix; the degraded edge of the viewer's own region comes after clean ones.
     wait_order(&app, EU_VIEWER, &["eu-1", "us-1", "eu-2"]).await;
@@ -168,12 +189,13 @@ async fn viewers_get_their_regions_edges_first_and_dead_ones_last() {
     assert_eq!(answer["bases"][0], eu.stream_base());
     assert_eq!(answer["bases"][1], us.stream_base());
     assert_eq!(steering(&app, ELSEWHERE).await["region"], "us");
-    let degraded = edge_state(&app, "eu-2").await;
-    assert_eq!(
-        (degraded["up"].as_bool(), degraded["degraded"].as_bool()),
-        (Some(true), Some(true)),
-        "{degraded}"
-    );
+    // Up and degraded (not down: a first "not ready" while its health check starts is one
+    // failure, and it comes back with the next success).
+    wait_edge(&app, "eu-2", "was up and degraded", |s| {
+        s["up"] == true && s["degraded"] == true
+    })
+    .await;
+    wait_order(&app, EU_VIEWER, &["eu-1", "us-1", "eu-2"]).await;
 
     // The player page carries the same list, and is the viewer's own.
     app.store
@@ -243,7 +265,10 @@ async fn the_least_loaded_edge_of_a_region_comes_first() {
     let dir = tempfile::tempdir().unwrap();
     let config = write_fleet(dir.path(), &[("eu-a", "eu", &a), ("eu-b", "eu", &b)]);
     let app = app_with(config).await;
-    // Equal load: file order.
+    // Equal load once both are polled: file order.
+    for name in ["eu-a", "eu-b"] {
+        wait_edge(&app, name, "was polled", polled).await;
+    }
     wait_order(&app, EU_VIEWER, &["eu-a", "eu-b"]).await;
 
     // Three viewers' connections held open on eu-a: it counts them in dime_connections_open.
@@ -298,4 +323,41 @@ async fn without_a_fleet_pages_stay_relative_and_public() {
         "{html}"
     );
     assert!(!html.contains("data-bases"), "{html}");
+}
+
+#[tokio::test]
+async fn an_edge_that_accepts_but_never_answers_is_taken_down_by_the_timeout() {
+    let origin = origin().await;
+    let alive = Edge::start(origin).await;
+    // An admin listener that accepts connections and never answers (a hung process).
+    let hung = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let hung_addr = hung.local_addr().expect("address");
+    let holder = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((stream, _)) = hung.accept().await {
+            held.push(stream);
+        }
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let text = format!(
+        "default_region = \"eu\"\n[poll]\ninterval = \"200ms\"\ntimeout = \"200ms\"\n\
+         [regions.eu]\nprefixes = [\"192.0.2.0/24\"]\n\
+         [[edges]]\nname = \"hung\"\nregion = \"eu\"\nurl = \"http://{hung_addr}/stream/\"\nadmin = \"http://{hung_addr}\"\n\
+         [[edges]]\nname = \"alive\"\nregion = \"eu\"\nurl = \"{}\"\nadmin = \"{}\"\n",
+        alive.stream_base(),
+        alive.admin_base()
+    );
+    let path = dir.path().join("edges.toml");
+    std::fs::write(&path, text).unwrap();
+    let app = app_with(FleetConfig::load(&path).expect("a valid file")).await;
+
+    let hung_state = wait_edge(&app, "hung", "went down", |s| s["up"] == false).await;
+    wait_order(&app, EU_VIEWER, &["alive", "hung"]).await;
+    assert_eq!(
+        hung_state["last_error"], "GET /readyz: timed out",
+        "{hung_state}"
+    );
+    // The poller kept polling the other edge meanwhile.
+    assert!(edge_state(&app, "alive").await["successes"].as_u64() >= Some(2));
+    holder.abort();
 }
