@@ -20,7 +20,7 @@ EDGE_SOURCES := Cargo.toml Cargo.lock proxy/Cargo.toml $(shell find proxy/src -n
 
 .PHONY: help deps build fmt lint nextest check-config k8s-lint ansible-lint k8s-secrets images k8s-up k8s-down \
 	k8s-test k8s-cluster-create k8s-cluster-copy k8s-cluster-start k8s-cluster-clean fleet-up fleet-down fleet-test \
-	e2e test run bench viewers clean
+	e2e e2e-failover test run bench viewers clean
 
 help: ## List the targets (this text)
 	@echo 'Usage: make TARGET'
@@ -108,7 +108,12 @@ e2e: ## The platform in headless Chromium through the edge (debug build, ports 8
 	$(CARGO) build -p dime-edge -p dime-origin
 	bash origin/e2e/run.sh
 
-test: deps lint nextest check-config k8s-lint ansible-lint e2e k8s-test ## What CI runs: deps, fmt, clippy, tests, config check, manifests, Ansible, browser test, podman overlay
+e2e-failover: ## An edge killed mid-play in headless Chromium: the player goes on from the next edge (own processes, ports above 20000)
+	$(CARGO) build -p dime-edge -p dime-origin
+	test -d origin/e2e/node_modules/playwright-core || npm ci --prefix origin/e2e --no-audit --no-fund --loglevel=error
+	cd origin/e2e && node --test --test-concurrency=1 failover.test.mjs
+
+test: deps lint nextest check-config k8s-lint ansible-lint e2e e2e-failover k8s-test ## What CI runs: deps, fmt, clippy, tests, config check, manifests, Ansible, browser tests, podman overlay
 
 run: deps ## Release build, then the local stack on :8080 (Ctrl-C stops it)
 	$(CARGO) build --release -p dime-edge -p dime-origin

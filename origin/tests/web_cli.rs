@@ -489,6 +489,56 @@ fn a_trusted_proxy_must_be_an_address_block() {
     assert_fails_with(&output, "use CIDR notation such as 10.0.0.0/8");
 }
 
+#[test]
+fn a_wrong_edges_file_stops_the_server_with_every_error_placed() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("edges.toml"),
+        "default_region = \"eu\"\n\n[regions.eu]\nprefixes = [\"192.0.2.0/24\", \"10.0.0.0/40\"]\n\n\
+         [[edges]]\nname = \"eu-1\"\nregion = \"us\"\nurl = \"https://eu-1.cdn.example/stream/\"\n\
+         admin = \"10.99.0.2:9090\"\n",
+    )
+    .unwrap();
+    let db = db_url(dir.path());
+    // By flag and by variable alike; the database is never opened.
+    for output in [
+        web(dir.path(), &["--db", &db, "--edges", "edges.toml"], ""),
+        web_env(
+            dir.path(),
+            &["--db", &db],
+            &[("DIME_WEB_EDGES", "edges.toml")],
+        ),
+    ] {
+        assert_fails_with(&output, "invalid --edges file:");
+        assert_fails_with(
+            &output,
+            "edges.toml:4:29: regions.eu.prefixes[1]: `10.0.0.0/40` is not an address block",
+        );
+        assert_fails_with(
+            &output,
+            "edges.toml:8:10: edges[0].region: unknown region `us`: the regions are eu",
+        );
+        assert_fails_with(
+            &output,
+            "edges.toml:10:9: edges[0].admin: `10.99.0.2:9090` is not an http:// URL",
+        );
+        assert!(!stderr(&output).contains("panicked"), "{}", stderr(&output));
+        assert!(
+            !dir.path().join("web.db").exists(),
+            "the database was opened"
+        );
+    }
+    let missing = web(dir.path(), &["--edges", "nowhere.toml"], "");
+    assert_fails_with(
+        &missing,
+        "nowhere.toml: (file): cannot read it: No such file",
+    );
+    let syntax = dir.path().join("syntax.toml");
+    std::fs::write(&syntax, "default_region = \"eu\"\n[[edges]]\nname = \n").unwrap();
+    let output = web(dir.path(), &["--edges", "syntax.toml"], "");
+    assert_fails_with(&output, "syntax.toml:3:8: edges[0].name:");
+}
+
 /// Runs `dime-origin web ARGS` in `dir` with extra environment variables.
 fn web_env(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {
     Command::new(BIN)
@@ -645,6 +695,7 @@ fn help_names_the_environment_variable_of_every_flag_and_never_shows_the_databas
         "DIME_WEB_PACKAGER_MEMORY",
         "DIME_WEB_PACKAGER_CPU_SECS",
         "DIME_WEB_REPLICA_TIMEOUT",
+        "DIME_WEB_EDGES",
         "DIME_LOG_FORMAT",
     ] {
         assert!(

@@ -12,6 +12,7 @@ use dime_packager::vod::VodOptions;
 use crate::accounts::{AccountError, MIN_PASSWORD_CHARS};
 use crate::catalog::ChannelFields;
 use crate::client_address::{Cidr, TrustedProxies};
+use crate::edges::{EdgesErrors, Fleet, FleetConfig};
 use crate::forms::{ChannelForm, FieldError};
 use crate::http::upload::UploadLimits;
 use crate::import::{import, ImportError, ImportRequest};
@@ -99,6 +100,12 @@ pub struct ServeArgs {
     /// reports every fifth of this.
     #[arg(long, value_name = "SECONDS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=3600), env = "DIME_WEB_REPLICA_TIMEOUT")]
     pub replica_timeout: u64,
+
+    /// The edge fleet: a TOML file of edges, regions, client prefixes and fallback orders
+    /// (see the README). Player pages then list the viewer's edges, nearest healthy first;
+    /// without it, streams stay under --media-base.
+    #[arg(long, value_name = "FILE", env = "DIME_WEB_EDGES")]
+    pub edges: Option<PathBuf>,
 }
 
 /// A byte count: a number with an optional unit B, KiB, MiB, GiB or TiB.
@@ -300,6 +307,9 @@ pub enum CliError {
         /// What is wrong with it.
         reason: String,
     },
+    /// The `--edges` file is unreadable or wrong (every problem, with file, line and field).
+    #[error(transparent)]
+    Edges(#[from] EdgesErrors),
     /// A flag's value is not acceptable.
     #[error("invalid {flag}: {message}")]
     Invalid {
@@ -315,7 +325,13 @@ pub async fn serve(
     args: ServeArgs,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), CliError> {
+    // Before the database: a wrong file fails at once, whatever the database does.
+    let fleet = match &args.edges {
+        Some(path) => Some(std::sync::Arc::new(Fleet::new(FleetConfig::load(path)?))),
+        None => None,
+    };
     let options = Options {
+        fleet,
         media_base: MediaBase::new(&args.media_base)?,
         media_root: args.media_root,
         trusted_proxies: TrustedProxies::new(args.trusted_proxies),

@@ -51,6 +51,11 @@ impl Cidr {
     pub fn contains(&self, addr: IpAddr) -> bool {
         self.0.contains(&addr.to_canonical())
     }
+
+    /// The prefix length (`/24`): the longer, the more specific, when blocks overlap.
+    pub fn prefix_len(&self) -> u8 {
+        self.0.prefix_len()
+    }
 }
 
 impl Default for TrustedProxies {

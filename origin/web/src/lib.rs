@@ -11,6 +11,7 @@ pub mod assets;
 pub mod catalog;
 pub mod cli;
 pub mod client_address;
+pub mod edges;
 pub mod forms;
 pub mod http;
 pub mod import;

@@ -9,6 +9,7 @@ use tokio::net::TcpListener;
 
 use crate::assets::Assets;
 use crate::client_address::TrustedProxies;
+use crate::edges::Fleet;
 use std::sync::Arc;
 
 use tokio::sync::Semaphore;
@@ -58,6 +59,9 @@ pub struct Options {
     pub trusted_proxies: TrustedProxies,
     /// Size, concurrency and free-space limits of uploads, and the packager child's limits.
     pub upload_limits: UploadLimits,
+    /// The edge fleet (`--edges`): player pages then list the viewer's edges, best first;
+    /// without it, streams stay under `media_base` (the edge the site was loaded from).
+    pub fleet: Option<Arc<Fleet>>,
 }
 
 /// A bound web app, ready to serve.
@@ -100,6 +104,7 @@ impl Server {
             upload_slots: Arc::new(Semaphore::new(options.upload_limits.max_concurrent)),
             upload_limits: options.upload_limits,
             replica,
+            fleet: options.fleet,
         });
         Ok(Self { listener, state })
     }
@@ -127,6 +132,17 @@ impl Server {
         // Reports to the database and sweeps after stopped replicas while serving.
         let _heartbeat =
             Arc::clone(&self.state.replica).spawn(store.clone(), self.state.media_root.clone());
+        // Polls the edges while serving; stops with the server.
+        let _poller = self.state.fleet.as_ref().map(|fleet| fleet.spawn_poller());
+        if let Some(fleet) = &self.state.fleet {
+            let edges: Vec<&str> = fleet
+                .config()
+                .edges
+                .iter()
+                .map(|e| e.name.as_str())
+                .collect();
+            tracing::info!(?edges, interval = ?fleet.config().poll.interval, "steering viewers between edges");
+        }
         let app = router(self.state);
         // The peer address is the client, unless it is a trusted proxy that names the client.
         let app = app.into_make_service_with_connect_info::<SocketAddr>();

@@ -2,7 +2,9 @@
 
 use std::net::SocketAddr;
 
-use axum::extract::{ConnectInfo, Path, State};
+use std::collections::HashMap;
+
+use axum::extract::{ConnectInfo, Path, Query, State};
 use axum::http::header::CACHE_CONTROL;
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -35,18 +37,55 @@ fn unavailable(err: StoreError) -> Response {
     )
 }
 
-/// `GET /api/catalog`: every title and channel with its view count.
-pub async fn catalog(State(state): State<AppState>) -> Response {
+/// `GET /api/catalog`: every title and channel with its view count; with `--edges`, also
+/// `steering`: this viewer's edges, best first (relative `stream_url`s go under any of them).
+pub async fn catalog(
+    State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+) -> Response {
     match catalog_views(&state.store, &state.media_base).await {
-        Ok((titles, channels)) => no_store_json(
-            StatusCode::OK,
-            json!({
+        Ok((titles, channels)) => {
+            let mut body = json!({
                 "media_base": state.media_base.to_string(),
                 "titles": titles,
                 "channels": channels,
-            }),
-        ),
+            });
+            if let Some(fleet) = &state.fleet {
+                let client = state.trusted_proxies.client_address(&headers, peer.ip());
+                body["steering"] = json!(fleet.steer(client));
+            }
+            // no-store: with `steering` the answer is this viewer's own.
+            no_store_json(StatusCode::OK, body)
+        }
         Err(err) => unavailable(err),
+    }
+}
+
+/// `GET /api/edges`: every edge with what the poller knows (health, load, last error);
+/// `GET /api/edges?for=me`: the edges for the asking viewer, best first. 404 without `--edges`.
+pub async fn edges(
+    State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    Query(query): Query<HashMap<String, String>>,
+) -> Response {
+    let Some(fleet) = &state.fleet else {
+        return no_store_json(
+            StatusCode::NOT_FOUND,
+            json!({ "error": "no edge fleet is configured (--edges): streams are served under the media base", "status": 404 }),
+        );
+    };
+    match query.get("for").map(String::as_str) {
+        None => no_store_json(StatusCode::OK, json!({ "edges": fleet.status() })),
+        Some("me") => {
+            let client = state.trusted_proxies.client_address(&headers, peer.ip());
+            no_store_json(StatusCode::OK, json!(fleet.steer(client)))
+        }
+        Some(other) => no_store_json(
+            StatusCode::BAD_REQUEST,
+            json!({ "error": format!("unknown for=`{other}`: use for=me, or no parameter for every edge"), "status": 400 }),
+        ),
     }
 }
 

@@ -24,6 +24,7 @@ use serde::Serialize;
 
 use crate::assets::Assets;
 use crate::client_address::TrustedProxies;
+use crate::edges::Fleet;
 use crate::forms::{ChannelForm, TitleForm};
 use crate::login_throttle::LoginThrottle;
 use crate::media::MediaBase;
@@ -57,6 +58,8 @@ pub struct Shared {
     pub upload_limits: upload::UploadLimits,
     /// One permit per upload being received or packaged.
     pub upload_slots: Arc<tokio::sync::Semaphore>,
+    /// The edge fleet and its health, when `--edges` is given.
+    pub fleet: Option<Arc<Fleet>>,
 }
 
 /// Cheap handle on [`Shared`], cloned into each request.
@@ -123,6 +126,7 @@ pub fn router(state: AppState) -> Router {
         .route("/static/{*path}", get(static_files::serve))
         .route("/healthz", get(api::healthz))
         .route("/api/catalog", get(api::catalog))
+        .route("/api/edges", get(api::edges))
         .route("/api/views/{kind}/{slug}", post(api::count_view))
         .route("/admin", get(admin::to_index))
         .route("/admin/", get(admin::index))

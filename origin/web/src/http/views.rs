@@ -4,7 +4,8 @@
 use serde::Serialize;
 
 use crate::catalog::{Channel, Kind, Title};
-use crate::media::{format_duration, MediaBase};
+use crate::edges::Steering;
+use crate::media::{format_duration, is_absolute_url, MediaBase};
 use crate::store::{Store, StoreError};
 
 /// Every title and channel as the home grid, the admin list and `GET /api/catalog` show them.
@@ -99,6 +100,9 @@ pub struct PlayerView {
     pub views: i64,
     /// Whether this is a live channel.
     pub live: bool,
+    /// With `--edges`: the viewer's stream bases, best first, as a JSON array (the video
+    /// element's `data-bases`; `src` then starts with the first).
+    pub bases: Option<String>,
 }
 
 impl TitleView {
@@ -138,6 +142,25 @@ impl ChannelView {
 }
 
 impl PlayerView {
+    /// Points the player at the edges of `steering`, best first, when the stored playlist
+    /// `location` is relative (a stream on our edges; an absolute URL is played as it is);
+    /// a relative stored `poster` comes from the first edge too. Whether it did: the page is
+    /// then the viewer's own.
+    pub fn steer(&mut self, location: &str, poster: Option<&str>, steering: &Steering) -> bool {
+        let Some(first) = steering.bases.first() else {
+            return false;
+        };
+        if let Some(poster) = poster.filter(|poster| !is_absolute_url(poster)) {
+            self.poster = Some(format!("{first}{poster}"));
+        }
+        if is_absolute_url(location) {
+            return false;
+        }
+        self.src = format!("{first}{location}");
+        self.bases = serde_json::to_string(&steering.bases).ok();
+        self.bases.is_some()
+    }
+
     /// The player for a title.
     pub fn title(title: &Title, base: &MediaBase) -> Self {
         let view = TitleView::new(title, base);
@@ -152,6 +175,7 @@ impl PlayerView {
             src: view.src,
             views: view.views,
             live: false,
+            bases: None,
         }
     }
 
@@ -169,6 +193,7 @@ impl PlayerView {
             src: view.src,
             views: view.views,
             live: true,
+            bases: None,
         }
     }
 }
