@@ -113,7 +113,7 @@ e2e-failover: ## An edge killed mid-play in headless Chromium: the player goes o
 	test -d origin/e2e/node_modules/playwright-core || npm ci --prefix origin/e2e --no-audit --no-fund --loglevel=error
 	cd origin/e2e && node --test --test-concurrency=1 failover.test.mjs
 
-test: deps lint nextest check-config k8s-lint ansible-lint e2e e2e-failover k8s-test ## What CI runs: deps, fmt, clippy, tests, config check, manifests, Ansible, browser tests, podman overlay
+test: deps lint nextest check-config k8s-lint ansible-lint e2e e2e-failover k8s-test fleet-test ## What CI runs: deps, fmt, clippy, tests, config check, manifests, Ansible, browser tests, podman overlay, simulated fleet
 
 run: deps ## Release build, then the local stack on :8080 (Ctrl-C stops it)
 	$(CARGO) build --release -p dime-edge -p dime-origin

@@ -122,15 +122,16 @@ ensure_ansible_venv() {
 	fi
 }
 
-# One run of ansible/edge.yml from the origin site's namespace; its output in
-# target/fleet/ansible/run-N.log, its recap on stdout.
+# One run of ansible/edge.yml from the origin site's namespace, with any extra arguments
+# (-e ...); its output in target/fleet/ansible/run-N.log, its recap on stdout.
 run_playbook() {
 	local run=$1 log=${fleet_dir}/ansible/run-$1.log
+	shift
 	ensure_ansible_venv
 	write_inventory >"${fleet_dir}/ansible/inventory.yml"
 	fleet_say "ansible-playbook edge.yml, run ${run} (from dfl-origin, over the underlay)"
 	if ! on origin env ANSIBLE_FORCE_COLOR=0 ANSIBLE_HOST_KEY_CHECKING=False \
-		"${ansible_venv}/bin/ansible-playbook" -i "${fleet_dir}/ansible/inventory.yml" ansible/edge.yml \
+		"${ansible_venv}/bin/ansible-playbook" -i "${fleet_dir}/ansible/inventory.yml" ansible/edge.yml "$@" \
 		>"${log}" 2>&1; then
 		tail -n 40 "${log}" >&2
 		fleet_die "ansible-playbook run ${run} failed (the last lines above; whole log: ${log})"

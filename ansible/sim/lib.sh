@@ -191,30 +191,34 @@ EOF
 # The web app's fleet: the edges, their regions and the viewers' prefixes.
 write_edges_file() {
 	cat <<EOF
-# The simulated fleet (ansible/sim): two regions, one edge each.
-poll_interval = "1s"
+# The simulated fleet (ansible/sim): two regions, one edge each; format in origin/web/README.md.
+default_region = "a"
+
+[poll]
+interval = "1s"
+timeout = "1s"
+fall = 2
+rise = 1
+
+[regions.a]
+prefixes = ["198.18.1.0/24"]
+fallback = ["b"]
+
+[regions.b]
+prefixes = ["198.18.2.0/24"]
+fallback = ["a"]
 
 [[edges]]
 name = "edge-a"
 region = "a"
-base_url = "http://${underlay[edge-a]}"
-admin_url = "http://${overlay[edge-a]}:${edge_admin_port}"
+url = "http://${underlay[edge-a]}/stream/"
+admin = "http://${overlay[edge-a]}:${edge_admin_port}"
 
 [[edges]]
 name = "edge-b"
 region = "b"
-base_url = "http://${underlay[edge-b]}"
-admin_url = "http://${overlay[edge-b]}:${edge_admin_port}"
-
-[[regions]]
-name = "a"
-prefixes = ["198.18.1.0/24"]
-fallback = ["b"]
-
-[[regions]]
-name = "b"
-prefixes = ["198.18.2.0/24"]
-fallback = ["a"]
+url = "http://${underlay[edge-b]}/stream/"
+admin = "http://${overlay[edge-b]}:${edge_admin_port}"
 EOF
 }
 

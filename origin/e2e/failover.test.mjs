@@ -12,6 +12,7 @@ import { tmpdir } from 'node:os';
 import net from 'node:net';
 import path from 'node:path';
 import { chromium } from 'playwright-core';
+import { watchHls } from './hls-watch.mjs';
 
 const ROOT = path.resolve(import.meta.dirname, '../..');
 const BIN = path.resolve(
@@ -184,27 +185,8 @@ after(async () => {
 test('an edge killed mid-play: playback goes on from the next edge with no failed request', async () => {
   const context = await browser.newContext();
   const page = await context.newPage();
-  // What hls.js itself sees: every event it triggers, errors in particular.
-  await page.addInitScript(() => {
-    window.__hls = { errors: [], fragsLoaded: 0 };
-    let Hls;
-    Object.defineProperty(window, 'Hls', {
-      configurable: true,
-      get: () => Hls,
-      set: (value) => {
-        Hls = value;
-        const trigger = value.prototype.trigger;
-        value.prototype.trigger = function (event, data) {
-          if (event === value.Events.ERROR) {
-            window.__hls.errors.push({ details: data.details, fatal: data.fatal, url: data.frag?.url || data.url });
-          } else if (event === value.Events.FRAG_LOADED) {
-            window.__hls.fragsLoaded += 1;
-          }
-          return trigger.apply(this, arguments);
-        };
-      },
-    });
-  });
+  // What hls.js itself sees, every event it triggers, errors in particular.
+  await watchHls(page);
   const a = `http://127.0.0.1:${ports.aHttp}/stream/`;
   const b = `http://127.0.0.1:${ports.bHttp}/stream/`;
   const answered = [];
