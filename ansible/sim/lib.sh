@@ -308,10 +308,14 @@ fleet_down() {
 	local left
 	left=$(ip netns list | awk '/^dfl-/ { print $1 }')
 	[[ -z ${left} ]] || fleet_die "namespaces left after down: ${left}"
+	if command -v podman >/dev/null 2>&1; then
+		left=$(hosts_pm ps -a --filter name='^dfl-' --format '{{.Names}}')
+		[[ -z ${left} ]] || fleet_die "host containers left after down: ${left}"
+	fi
 	for pid in "${pids[@]}"; do
 		if kill -0 "${pid}" 2>/dev/null && [[ $(cat "/proc/${pid}/stat" 2>/dev/null | awk '{ print $3 }') != Z ]]; then
 			fleet_die "process ${pid} still running after down"
 		fi
 	done
-	fleet_say "down: no namespace or process of the simulated fleet is left"
+	fleet_say "down: no host, namespace or process of the simulated fleet is left"
 }
