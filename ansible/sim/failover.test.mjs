@@ -8,7 +8,7 @@ import assert from 'node:assert/strict';
 import { execSync } from 'node:child_process';
 import { createRequire } from 'node:module';
 import path from 'node:path';
-import { watchHls } from '../../origin/e2e/hls-watch.mjs';
+import { eventually, launchChromium, watchHls } from '../../origin/e2e/browser.mjs';
 
 // playwright-core is installed for the platform's browser test (origin/e2e).
 const require = createRequire(path.resolve(process.env.DIME_E2E_MODULES, 'playwright-core', 'package.json'));
@@ -24,30 +24,12 @@ let browser;
 
 before(async () => {
   assert.ok(SITE && EDGE_A && EDGE_B && KILL_EDGE_A, 'test.sh passes the site, both edges and the kill command');
-  browser = await chromium.launch({
-    executablePath: CHROMIUM,
-    args: [
-      '--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
-      '--disable-background-networking', '--disable-component-update', '--disable-sync',
-      '--autoplay-policy=no-user-gesture-required',
-    ],
-  });
+  browser = await launchChromium(chromium, CHROMIUM);
 });
 
 after(async () => {
   await browser?.close();
 });
-
-async function eventually(fn, timeoutMs, what) {
-  const deadline = Date.now() + timeoutMs;
-  let last;
-  while (Date.now() < deadline) {
-    last = await fn();
-    if (last) return last;
-    await new Promise((r) => setTimeout(r, 250));
-  }
-  assert.fail(`${what}: not true after ${timeoutMs} ms (last value ${JSON.stringify(last)})`);
-}
 
 const currentTime = (page) => page.evaluate(() => document.getElementById('player')?.currentTime || 0);
 

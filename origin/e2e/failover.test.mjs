@@ -12,7 +12,7 @@ import { tmpdir } from 'node:os';
 import net from 'node:net';
 import path from 'node:path';
 import { chromium } from 'playwright-core';
-import { watchHls } from './hls-watch.mjs';
+import { launchChromium, watchHls } from './browser.mjs';
 
 const ROOT = path.resolve(import.meta.dirname, '../..');
 const BIN = path.resolve(
@@ -166,14 +166,7 @@ admin = "http://127.0.0.1:${ports.bAdmin}"
     return edges.every((e) => e.checked && e.up && !e.degraded && e.successes >= 1) && edges;
   }, 30000, 'both edges polled ready');
 
-  browser = await chromium.launch({
-    executablePath: CHROMIUM,
-    args: [
-      '--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
-      '--disable-background-networking', '--disable-component-update', '--disable-sync',
-      '--autoplay-policy=no-user-gesture-required',
-    ],
-  });
+  browser = await launchChromium(chromium, CHROMIUM);
 });
 
 after(async () => {

@@ -5,6 +5,7 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { chromium } from 'playwright-core';
+import { eventually, launchChromium } from './browser.mjs';
 
 const EDGE = process.env.DIME_EDGE_URL || 'http://127.0.0.1:8080';
 const ADMIN = process.env.DIME_ADMIN_URL || 'http://127.0.0.1:9090';
@@ -24,31 +25,12 @@ const UPLOAD_FILE = process.env.DIME_UPLOAD_FILE;
 let browser;
 
 before(async () => {
-  browser = await chromium.launch({
-    executablePath: CHROMIUM,
-    args: [
-      '--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
-      '--disable-background-networking', '--disable-component-update', '--disable-sync',
-      '--autoplay-policy=no-user-gesture-required',
-    ],
-  });
+  browser = await launchChromium(chromium, CHROMIUM);
 });
 
 after(async () => {
   await browser?.close();
 });
-
-// Polls fn until it returns a truthy value or timeoutMs passes; returns the last value.
-async function eventually(fn, timeoutMs, what) {
-  const deadline = Date.now() + timeoutMs;
-  let last;
-  while (Date.now() < deadline) {
-    last = await fn();
-    if (last) return last;
-    await new Promise((r) => setTimeout(r, 250));
-  }
-  assert.fail(`${what}: not true after ${timeoutMs} ms (last value ${JSON.stringify(last)})`);
-}
 
 async function catalog() {
   const res = await fetch(`${EDGE}/api/catalog`);
