@@ -39,16 +39,7 @@ command -v systemd-analyze >/dev/null 2>&1 || die "systemd-analyze not found (pa
 
 # --- tools ----------------------------------------------------------------------------------
 
-requirements=ansible/requirements.txt
-stamp=${venv}/.requirements.sha256
-want=$(sha256sum "${requirements}" | cut -d' ' -f1)
-if [[ ! -x ${venv}/bin/python || $(cat "${stamp}" 2>/dev/null) != "${want}" ]]; then
-	say "installing $(grep -v '^#' "${requirements}" | tr '\n' ' ')into ${venv} (PyPI; a few minutes the first time)"
-	python3 -m venv "${venv}" || die "python3 -m venv failed: apt-get install python3-venv"
-	"${venv}/bin/python" -m pip install --quiet --disable-pip-version-check -r "${requirements}" ||
-		die "pip install -r ${requirements} failed (output above)"
-	printf '%s\n' "${want}" >"${stamp}"
-fi
+bash .ci/venv.sh ansible/requirements.txt "${venv}" || die "the ansible/requirements.txt virtualenv could not be made (above)"
 export PATH=${PWD}/${venv}/bin:${PATH}
 # Quiet, and the tools' caches in .dev (ansible/.ansible-lint keeps ansible-lint offline).
 export ANSIBLE_NOCOWS=1 ANSIBLE_LOCAL_TEMP=${PWD}/${out}/tmp ANSIBLE_HOME=${PWD}/${out}/home

@@ -109,17 +109,9 @@ EOF
 }
 
 # The controller's Ansible, pinned in ansible/requirements.txt: the virtualenv ansible/lint.sh
-# makes, made here the same way when it is missing or stale.
+# uses, made when it is missing or stale.
 ensure_ansible_venv() {
-	local want
-	want=$(sha256sum ansible/requirements.txt | cut -d' ' -f1)
-	if [[ ! -x ${ansible_venv}/bin/ansible-playbook || $(cat "${ansible_venv}/.requirements.sha256" 2>/dev/null) != "${want}" ]]; then
-		fleet_say "installing ansible/requirements.txt into ${ansible_venv} (PyPI)"
-		python3 -m venv "${ansible_venv}" || fleet_die "python3 -m venv failed: apt-get install python3-venv"
-		"${ansible_venv}/bin/python" -m pip install --quiet --disable-pip-version-check -r ansible/requirements.txt ||
-			fleet_die "pip install -r ansible/requirements.txt failed (output above)"
-		printf '%s\n' "${want}" >"${ansible_venv}/.requirements.sha256"
-	fi
+	bash .ci/venv.sh ansible/requirements.txt "${ansible_venv}" || fleet_die "the Ansible virtualenv could not be made (above)"
 }
 
 # One run of ansible/edge.yml from the origin site's namespace, with any extra arguments

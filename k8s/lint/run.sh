@@ -34,16 +34,7 @@ command -v unshare >/dev/null 2>&1 || die "unshare not found (util-linux): the s
 
 # --- tools ----------------------------------------------------------------------------------
 
-requirements=k8s/lint/requirements.txt
-stamp=${venv}/.requirements.sha256
-want=$(sha256sum "${requirements}" | cut -d' ' -f1)
-if [[ ! -x ${venv}/bin/python || $(cat "${stamp}" 2>/dev/null) != "${want}" ]]; then
-	say "installing $(grep -v '^#' "${requirements}" | tr '\n' ' ')into ${venv} (PyPI; a few minutes the first time)"
-	python3 -m venv "${venv}" || die "python3 -m venv failed: apt-get install python3-venv"
-	"${venv}/bin/python" -m pip install --quiet --disable-pip-version-check -r "${requirements}" ||
-		die "pip install -r ${requirements} failed (output above)"
-	printf '%s\n' "${want}" >"${stamp}"
-fi
+bash .ci/venv.sh k8s/lint/requirements.txt "${venv}" || die "the k8s/lint/requirements.txt virtualenv could not be made (above)"
 export PATH=${PWD}/${venv}/bin:${PATH}
 # checkov offline: no policy download, no package-update check, no platform mapping.
 export BC_SKIP_MAPPING=TRUE CKV_SKIP_PACKAGE_UPDATE_CHECK=TRUE
