@@ -1,6 +1,6 @@
 //! What the edge adds and removes on the way through: forwarding headers, Via, hop-by-hop.
 
-mod common;
+use crate::common;
 
 use std::io::{Read, Write};
 use std::net::TcpStream;

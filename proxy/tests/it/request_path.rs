@@ -2,7 +2,7 @@
 //! routing, the cache key, the origin and the purge API alike; paths that have no canonical
 //! form are refused with 400.
 
-mod common;
+use crate::common;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 

@@ -2,7 +2,7 @@
 //! config path, `run` refusing bad config, `--version`, `--help`, completions and man pages,
 //! and quick mode behaving as a full edge, its admin APIs included.
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 use std::process::Command;

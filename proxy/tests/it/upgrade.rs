@@ -2,7 +2,7 @@
 //! edge (SIGQUIT makes it hand them over), the old process drains and exits, and viewers see
 //! no failed request.
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 use std::process::{Child, Command, Stdio};

@@ -1,6 +1,6 @@
 //! Ranges served from the cache, and the purge API on the admin listener.
 
-mod common;
+use crate::common;
 
 use std::time::{Duration, Instant};
 

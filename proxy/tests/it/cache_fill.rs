@@ -2,7 +2,7 @@
 //! its own pace, fills in progress stay inside their memory budget, and a viewer that stops
 //! reading is cut off.
 
-mod common;
+use crate::common;
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};

@@ -1,6 +1,6 @@
 //! What operators watch: Prometheus metrics, the access log, liveness and readiness.
 
-mod common;
+use crate::common;
 
 use common::edge::pool;
 use common::{client, fetch, EdgeProc, Upstream};

@@ -1,6 +1,6 @@
 //! Origin protection: coalesced misses, stale serving, and fills that abort.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

@@ -1,6 +1,6 @@
 //! SIGTERM: stop accepting, let in-flight requests finish within the grace period, then exit.
 
-mod common;
+use crate::common;
 
 use std::time::{Duration, Instant};
 

@@ -1,6 +1,6 @@
 //! Pool scenarios: selection, failover, health-check ejection and recovery, dead pools.
 
-mod common;
+use crate::common;
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};

@@ -1,6 +1,6 @@
 //! Routing scenarios: hosts, prefixes, longest match, prefix strip, route headers.
 
-mod common;
+use crate::common;
 
 use common::edge::pool;
 use common::{client, EdgeProc, Upstream};

@@ -1,7 +1,7 @@
 //! Seeing inside a running edge: the status page (`GET /status`) and the cache lookup
 //! (`GET /cache/lookup?url=`) on the admin listener, against a real edge and origins.
 
-mod common;
+use crate::common;
 
 use std::time::{Duration, Instant};
 

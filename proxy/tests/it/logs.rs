@@ -1,7 +1,7 @@
 //! Log scenarios: log files that logrotate can rotate (SIGUSR1 reopens them, as nginx does),
 //! signals the edge does not use, and pingora's own lines replaced by ours.
 
-mod common;
+use crate::common;
 
 use std::future::Future;
 use std::net::SocketAddr;

@@ -1,6 +1,6 @@
 //! HTTP caching semantics, clause by clause (RFC 9111, RFC 9110), against a real origin.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

@@ -1,7 +1,7 @@
 //! Video-aware policy and keys: HLS defaults when the origin says nothing, negative caching,
 //! viewer tokens kept out of the key, and one key over HTTP/1.1 and HTTP/2.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

@@ -1,6 +1,6 @@
 //! Bodies stream through the edge both ways with bounded memory.
 
-mod common;
+use crate::common;
 
 use futures_util::StreamExt;
 

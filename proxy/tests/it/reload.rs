@@ -2,7 +2,7 @@
 //! settings that need a restart, pools that keep their health, the cache across reloads, and
 //! fifty reloads under load.
 
-mod common;
+use crate::common;
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};

@@ -1,7 +1,7 @@
 //! HTTPS: certificates chosen by SNI, HTTP/2 and HTTP/1.1 by ALPN, certificates rotated
 //! under load, bad certificates refused, redirects to HTTPS, and origins over TLS.
 
-mod common;
+use crate::common;
 
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};

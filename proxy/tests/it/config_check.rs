@@ -1,7 +1,7 @@
 //! `dime-edge check` on the real binary: every parse error at once with its field path and
 //! line, secrets read from files and `${ENV}`, `check --dump`, and the misplaced-cache warning.
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 use std::process::{Command, Output};

@@ -1,0 +1,24 @@
+//! The edge's integration tests, in one binary: each module is a topic, and `common` starts real
+//! origins and a real `dime-edge` process on loopback ports.
+
+mod common;
+
+mod cache_fill;
+mod cache_origin_protection;
+mod cache_ranges_purge;
+mod cache_rfc;
+mod cache_video;
+mod cli;
+mod config_check;
+mod headers;
+mod logs;
+mod observability;
+mod pools;
+mod reload;
+mod request_path;
+mod routing;
+mod shutdown;
+mod status;
+mod streaming;
+mod tls;
+mod upgrade;
