@@ -544,3 +544,43 @@ fn output_within(mut cmd: Command, limit: Duration) -> std::process::Output {
     let out = child.wait_with_output().unwrap();
     panic!("still running after {limit:?}: {out:?}");
 }
+
+/// README's sample of `dime-edge check -c config/dev.toml` is what the command prints.
+#[test]
+fn readme_shows_what_check_prints_for_the_dev_config() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let readme = std::fs::read_to_string(root.join("README.md")).unwrap();
+    let mut lines = readme.lines();
+    lines
+        .by_ref()
+        .find(|l| l.starts_with("$ dime-edge check -c config/dev.toml"))
+        .expect("README shows `$ dime-edge check -c config/dev.toml`");
+    let shown = lines.next().expect("a line of output after the command");
+    // config/dev.toml names the development certificates `make run` generates in .dev/certs.
+    let stage = tempfile::tempdir().unwrap();
+    let generated = Command::new(BIN)
+        .args(["cert", "generate", "--out", ".dev/certs"])
+        .args(["--name", "localhost", "--name", "127.0.0.1"])
+        .current_dir(stage.path())
+        .output()
+        .unwrap();
+    assert!(generated.status.success(), "{generated:?}");
+    std::fs::create_dir(stage.path().join("config")).unwrap();
+    std::fs::copy(
+        root.join("config/dev.toml"),
+        stage.path().join("config/dev.toml"),
+    )
+    .unwrap();
+    let out = Command::new(BIN)
+        .args(["check", "-c", "config/dev.toml"])
+        .current_dir(stage.path())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let printed = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        printed.trim_end(),
+        shown,
+        "README.md's sample of `check` is stale"
+    );
+}
