@@ -493,4 +493,431 @@ mod tests {
             RespCacheable::Cacheable(_)
         ));
     }
+
+    /// The clock every row is decided at; the Date header says the same unless a row moves it.
+    fn now() -> SystemTime {
+        SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000)
+    }
+
+    fn date(offset_secs: i64) -> String {
+        let t = if offset_secs < 0 {
+            now() - Duration::from_secs(offset_secs.unsigned_abs())
+        } else {
+            now() + Duration::from_secs(offset_secs as u64)
+        };
+        httpdate::fmt_http_date(t)
+    }
+
+    /// What `decide` should say about one response.
+    #[derive(Debug)]
+    enum Want {
+        /// Stored: fresh for `fresh` from its creation, `age` old on arrival, with these
+        /// serve-stale windows (seconds past `fresh_until`).
+        Stored {
+            fresh: u64,
+            age: u64,
+            swr: u32,
+            sie: u32,
+        },
+        /// Not stored, for this reason.
+        NotStored(NoCacheReason),
+    }
+
+    use NoCacheReason::{Custom, NeverEnabled, OriginNotCache};
+    use Want::{NotStored, Stored};
+
+    const fn stored(fresh: u64, age: u64, swr: u32, sie: u32) -> Want {
+        Stored {
+            fresh,
+            age,
+            swr,
+            sie,
+        }
+    }
+
+    /// One response, the route's policy and the request, and what `decide` must make of them.
+    struct Row {
+        name: &'static str,
+        policy: CachePolicy,
+        path: &'static str,
+        request: Vec<(&'static str, String)>,
+        status: u16,
+        /// Response headers; `Date: now()` is added unless the row sets a Date itself.
+        headers: Vec<(&'static str, String)>,
+        want: Want,
+    }
+
+    fn row(name: &'static str, cc: &str, want: Want) -> Row {
+        let headers = if cc.is_empty() {
+            vec![]
+        } else {
+            vec![("cache-control", cc.to_string())]
+        };
+        Row {
+            name,
+            policy: CachePolicy::rfc_default(),
+            path: "/a",
+            request: vec![],
+            status: 200,
+            headers,
+            want,
+        }
+    }
+
+    impl Row {
+        fn header(mut self, name: &'static str, value: impl Into<String>) -> Self {
+            self.headers.push((name, value.into()));
+            self
+        }
+        fn request(mut self, name: &'static str, value: &str) -> Self {
+            self.request.push((name, value.to_string()));
+            self
+        }
+        fn status(mut self, status: u16) -> Self {
+            self.status = status;
+            self
+        }
+        fn video(mut self, path: &'static str) -> Self {
+            self.policy.mode = CacheMode::Video;
+            self.path = path;
+            self
+        }
+        fn policy(mut self, f: impl FnOnce(&mut CachePolicy)) -> Self {
+            f(&mut self.policy);
+            self
+        }
+    }
+
+    fn rows() -> Vec<Row> {
+        let s = Duration::from_secs;
+        vec![
+            // RFC 9111 §4.2.1: the explicit lifetime, s-maxage first for a shared cache.
+            row("max-age", "max-age=60", stored(60, 0, 0, 0)),
+            row(
+                "s-maxage over max-age",
+                "s-maxage=30, max-age=60",
+                stored(30, 0, 0, 0),
+            ),
+            row("public max-age", "public, max-age=60", stored(60, 0, 0, 0)),
+            row("Expires minus Date", "", stored(120, 0, 0, 0)).header("expires", date(120)),
+            row("max-age over Expires", "max-age=10", stored(10, 0, 0, 0))
+                .header("expires", date(120)),
+            // RFC 9111 §5.3: an invalid Expires means already expired.
+            row(
+                "invalid Expires, no validator",
+                "",
+                NotStored(Custom("stale on arrival without validators")),
+            )
+            .header("expires", "0"),
+            row("invalid Expires, with an ETag", "", stored(0, 0, 0, 0))
+                .header("expires", "0")
+                .header("etag", "\"v1\""),
+            // RFC 9111 §4.2.3: the age it arrives with counts against its lifetime.
+            row("Age header", "max-age=60", stored(60, 20, 0, 0)).header("age", "20"),
+            row("Date in the past", "max-age=60", stored(60, 30, 0, 0)).header("date", date(-30)),
+            row(
+                "a second of clock skew is not age",
+                "max-age=60",
+                stored(60, 0, 0, 0),
+            )
+            .header("date", date(-1)),
+            row(
+                "older than its lifetime, no validator",
+                "max-age=60",
+                NotStored(Custom("stale on arrival without validators")),
+            )
+            .header("age", "90"),
+            row(
+                "older than its lifetime, with Last-Modified",
+                "max-age=60",
+                stored(60, 90, 0, 0),
+            )
+            .header("age", "90")
+            .header("last-modified", date(-3600)),
+            // RFC 9111 §4.2.2: heuristic freshness, 10% since Last-Modified, at most a day.
+            row("heuristic", "", stored(100, 0, 0, 0)).header("last-modified", date(-1000)),
+            row("heuristic capped at a day", "", stored(86_400, 0, 0, 0))
+                .header("last-modified", date(-30 * 86_400)),
+            row(
+                "no freshness information",
+                "",
+                NotStored(Custom("no freshness information")),
+            ),
+            row(
+                "a 500 gets no heuristic",
+                "",
+                NotStored(Custom("no freshness information")),
+            )
+            .status(500)
+            .header("last-modified", date(-1000)),
+            // RFC 5861: serve-stale windows, from the response or the route's defaults.
+            row(
+                "windows from the response",
+                "max-age=60, stale-while-revalidate=30, stale-if-error=600",
+                stored(60, 0, 30, 600),
+            ),
+            row(
+                "windows from the route",
+                "max-age=60",
+                stored(60, 0, 10, 60),
+            )
+            .policy(|p| {
+                p.stale_while_revalidate = s(10);
+                p.stale_if_error = s(60);
+            }),
+            row(
+                "the response's window wins",
+                "max-age=60, stale-while-revalidate=5",
+                stored(60, 0, 5, 60),
+            )
+            .policy(|p| {
+                p.stale_while_revalidate = s(10);
+                p.stale_if_error = s(60);
+            }),
+            // RFC 9111 §4.2.4: must-revalidate and proxy-revalidate close both windows.
+            row(
+                "must-revalidate",
+                "max-age=60, must-revalidate, stale-if-error=60",
+                stored(60, 0, 0, 0),
+            ),
+            row(
+                "proxy-revalidate",
+                "max-age=60, proxy-revalidate, stale-while-revalidate=60",
+                stored(60, 0, 0, 0),
+            ),
+            row(
+                "must-revalidate over the route's windows",
+                "max-age=60, must-revalidate",
+                stored(60, 0, 0, 0),
+            )
+            .policy(|p| {
+                p.stale_while_revalidate = s(10);
+                p.stale_if_error = s(60);
+            }),
+            // RFC 9111 §5.2.2.4: no-cache is stored stale, for revalidation.
+            row(
+                "no-cache with an ETag",
+                "no-cache, max-age=60",
+                stored(0, 0, 0, 0),
+            )
+            .header("etag", "\"v1\""),
+            row(
+                "no-cache without a validator",
+                "no-cache",
+                NotStored(Custom("stale on arrival without validators")),
+            ),
+            // What is never stored.
+            row(
+                "no-store",
+                "no-store, max-age=60",
+                NotStored(OriginNotCache),
+            ),
+            row("private", "private, max-age=60", NotStored(OriginNotCache)),
+            row(
+                "private with field names",
+                "private=\"x-user\", max-age=60",
+                stored(60, 0, 0, 0),
+            ),
+            row("Vary: *", "max-age=60", NotStored(Custom("vary *"))).header("vary", "*"),
+            row(
+                "206",
+                "max-age=60",
+                NotStored(Custom("status not storable")),
+            )
+            .status(206),
+            row(
+                "304",
+                "max-age=60",
+                NotStored(Custom("status not storable")),
+            )
+            .status(304),
+            row(
+                "request no-store",
+                "max-age=60",
+                NotStored(Custom("request no-store")),
+            )
+            .request("cache-control", "no-store"),
+            row(
+                "authorized request",
+                "max-age=60",
+                NotStored(Custom("authorization")),
+            )
+            .request("authorization", "Bearer x"),
+            row(
+                "authorized request, public",
+                "public, max-age=60",
+                stored(60, 0, 0, 0),
+            )
+            .request("authorization", "Bearer x"),
+            row(
+                "authorized request, s-maxage",
+                "s-maxage=60",
+                stored(60, 0, 0, 0),
+            )
+            .request("authorization", "Bearer x"),
+            row("mode off", "max-age=60", NotStored(NeverEnabled))
+                .policy(|p| p.mode = CacheMode::Off),
+            // Video: the defaults when the origin says nothing, and the caps when it does.
+            row("segment, no headers", "", stored(86_400, 0, 0, 0)).video("/live/seg1.ts"),
+            row(
+                "segment, its own max-age",
+                "max-age=60",
+                stored(60, 0, 0, 0),
+            )
+            .video("/live/seg1.ts"),
+            row("init segment, media_ttl", "", stored(3_600, 0, 0, 0))
+                .video("/v/init.mp4")
+                .policy(|p| p.media_ttl = s(3_600)),
+            row("playlist, no headers", "", stored(1, 0, 0, 0)).video("/live/index.m3u8"),
+            row(
+                "playlist capped at half the target duration",
+                "max-age=30",
+                stored(3, 0, 0, 0),
+            )
+            .video("/live/index.m3u8")
+            .policy(|p| p.target_duration = s(6)),
+            row(
+                "DASH manifest is a playlist",
+                "max-age=30",
+                stored(1, 0, 0, 0),
+            )
+            .video("/live/a.mpd"),
+            row(
+                "playlist, max-age=0",
+                "max-age=0",
+                NotStored(Custom("stale on arrival without validators")),
+            )
+            .video("/live/index.m3u8"),
+            row(
+                "missing segment capped at negative_ttl",
+                "max-age=300",
+                stored(1, 0, 0, 0),
+            )
+            .video("/live/seg2.ts")
+            .status(404),
+            row("failing segment, no headers", "", stored(1, 0, 0, 0))
+                .video("/live/seg2.ts")
+                .status(503),
+            row(
+                "missing segment, shorter max-age",
+                "max-age=0",
+                NotStored(Custom("stale on arrival without validators")),
+            )
+            .video("/live/seg2.ts")
+            .status(404),
+            row(
+                "a page gets no video default",
+                "",
+                NotStored(Custom("no freshness information")),
+            )
+            .video("/index.html"),
+            row(
+                "a missing page is not negative-cached",
+                "",
+                NotStored(Custom("no freshness information")),
+            )
+            .video("/index.html")
+            .status(404),
+            row(
+                "a 206 segment is still not storable",
+                "",
+                NotStored(Custom("status not storable")),
+            )
+            .video("/live/seg1.ts")
+            .status(206),
+        ]
+    }
+
+    /// Every row decided at `now()`, and the stored ones read back through pingora's own
+    /// freshness checks at the edges of their windows: no sleeps, the clock is an argument.
+    #[test]
+    fn decide_table_lifetimes_ages_and_serve_stale_windows() {
+        let rows = rows();
+        for r in &rows {
+            let mut req = RequestHeader::build("GET", r.path.as_bytes(), None).unwrap();
+            for (n, v) in &r.request {
+                req.insert_header(*n, v.as_str()).unwrap();
+            }
+            let mut resp = ResponseHeader::build(r.status, None).unwrap();
+            if !r.headers.iter().any(|(n, _)| *n == "date") {
+                resp.append_header("date", date(0)).unwrap();
+            }
+            for (n, v) in &r.headers {
+                resp.append_header(*n, v.as_str()).unwrap();
+            }
+            let got = decide(&r.policy, &req, r.path, &resp, now());
+            let name = r.name;
+            match (&r.want, got) {
+                (NotStored(want), RespCacheable::Uncacheable(got)) => {
+                    assert_eq!(&got, want, "{name}")
+                }
+                (
+                    &Stored {
+                        fresh,
+                        age,
+                        swr,
+                        sie,
+                    },
+                    RespCacheable::Cacheable(meta),
+                ) => {
+                    let created = now() - Duration::from_secs(age);
+                    assert_eq!(meta.created(), created, "{name}: created");
+                    assert_eq!(
+                        meta.fresh_until(),
+                        created + Duration::from_secs(fresh),
+                        "{name}: fresh_until"
+                    );
+                    assert_eq!(meta.stale_while_revalidate_sec(), swr, "{name}: swr");
+                    assert_eq!(meta.stale_if_error_sec(), sie, "{name}: sie");
+                    let until = meta.fresh_until();
+                    let after = |secs: u32| until + Duration::from_secs(secs.into());
+                    let second = Duration::from_secs(1);
+                    assert!(meta.is_fresh(until), "{name}: fresh at its end");
+                    assert!(!meta.is_fresh(until + second), "{name}: stale after");
+                    assert_eq!(
+                        meta.serve_stale_while_revalidate(after(swr)),
+                        swr > 0,
+                        "{name}"
+                    );
+                    assert!(
+                        !meta.serve_stale_while_revalidate(after(swr) + second),
+                        "{name}"
+                    );
+                    assert_eq!(meta.serve_stale_if_error(after(sie)), sie > 0, "{name}");
+                    assert!(!meta.serve_stale_if_error(after(sie) + second), "{name}");
+                    // Never stored: the Age it arrived with and the connection's fields.
+                    assert!(meta.headers().get("age").is_none(), "{name}");
+                }
+                (want, got) => panic!("{name}: want {want:?}, got {got:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn stored_headers_drop_connection_fields_and_named_private_fields() {
+        let req = RequestHeader::build("GET", b"/a", None).unwrap();
+        let resp = response(&[
+            ("date", &date(0)),
+            (
+                "cache-control",
+                "private=\"x-user\", no-cache=\"x-trace\", max-age=60",
+            ),
+            ("x-user", "alice"),
+            ("x-trace", "1"),
+            ("connection", "keep-alive"),
+            ("keep-alive", "timeout=5"),
+            ("age", "3"),
+            ("x-kept", "yes"),
+        ]);
+        let RespCacheable::Cacheable(meta) =
+            decide(&CachePolicy::rfc_default(), &req, "/a", &resp, now())
+        else {
+            panic!("not stored");
+        };
+        let h = meta.headers();
+        for gone in ["x-user", "x-trace", "connection", "keep-alive", "age"] {
+            assert!(h.get(gone).is_none(), "{gone} stored: {h:?}");
+        }
+        assert_eq!(h.get("x-kept").unwrap(), "yes");
+    }
 }

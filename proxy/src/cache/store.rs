@@ -881,6 +881,7 @@ impl Drop for Miss {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use futures_util::FutureExt;
 
     fn store(max_bytes: u64) -> &'static MemoryStore {
         let evictions = IntCounter::new("evictions", "evictions").unwrap();
@@ -1097,5 +1098,293 @@ mod tests {
         assert_eq!(s.find_path("h/c", 10), (0, vec![]));
         assert_eq!(s.object_count(), 4);
         assert_eq!(s.purge_path("h/a"), 3, "what find_path found");
+    }
+
+    // Through pingora's `Storage`, `HandleMiss` and `HandleHit` only, the way pingora-cache's
+    // own `memory.rs` tests its `MemCache`: what the proxy sees of the store.
+
+    fn span() -> SpanHandle {
+        pingora_cache::trace::Span::inactive().handle()
+    }
+
+    /// A fresh 200 carrying `x-test: 1`, for a minute.
+    fn meta() -> CacheMeta {
+        let now = SystemTime::now();
+        let mut header = ResponseHeader::build(200, None).unwrap();
+        header.insert_header("x-test", "1").unwrap();
+        CacheMeta::new(now + Duration::from_secs(60), now, 0, 0, header)
+    }
+
+    /// Every remaining piece of `hit`'s body, concatenated.
+    async fn read_all(hit: &mut HitHandler) -> Result<Vec<u8>> {
+        let mut body = Vec::new();
+        while let Some(chunk) = hit.read_body().await? {
+            assert!(chunk.len() <= READ_CHUNK, "a chunk of {}", chunk.len());
+            body.extend_from_slice(&chunk);
+        }
+        Ok(body)
+    }
+
+    async fn hit(s: &'static MemoryStore, k: &CacheKey) -> (CacheMeta, HitHandler) {
+        s.lookup(k, &span()).await.unwrap().expect("a hit")
+    }
+
+    /// `len` bytes that differ at every offset a range could start at.
+    fn pattern(len: usize) -> Vec<u8> {
+        (0..len).map(|i| (i % 251) as u8).collect()
+    }
+
+    #[tokio::test]
+    async fn storage_write_then_read() {
+        let s = store(1 << 20);
+        let k = key("h/a", None);
+        assert!(s.lookup(&k, &span()).await.unwrap().is_none());
+        let m = meta();
+        let mut miss = s.get_miss_handler(&k, &m, &span()).await.unwrap();
+        miss.write_body(Bytes::from_static(b"test1"), false)
+            .await
+            .unwrap();
+        miss.write_body(Bytes::from_static(b"test2"), false)
+            .await
+            .unwrap();
+        assert!(matches!(
+            miss.finish().await.unwrap(),
+            MissFinishType::Created(10)
+        ));
+        let (m2, mut h) = hit(s, &k).await;
+        assert_eq!(m2.fresh_until(), m.fresh_until());
+        assert_eq!(m2.created(), m.created());
+        assert_eq!(m2.headers().get("x-test").unwrap(), "1");
+        assert_eq!(read_all(&mut h).await.unwrap(), b"test1test2");
+        assert!(
+            h.read_body().await.unwrap().is_none(),
+            "ends, and stays ended"
+        );
+
+        // A body larger than a read chunk comes back whole, in chunks.
+        let big = key("h/big", None);
+        let body = pattern(READ_CHUNK * 2 + 17);
+        let mut miss = s.get_miss_handler(&big, &m, &span()).await.unwrap();
+        for piece in body.chunks(100_000) {
+            miss.write_body(Bytes::copy_from_slice(piece), false)
+                .await
+                .unwrap();
+        }
+        miss.write_body(Bytes::new(), true).await.unwrap();
+        miss.finish().await.unwrap();
+        let (_, mut h) = hit(s, &big).await;
+        assert_eq!(h.get_eviction_weight(), body.len());
+        assert_eq!(read_all(&mut h).await.unwrap(), body);
+    }
+
+    #[tokio::test]
+    async fn storage_read_ranges_of_a_stored_object_and_of_a_fill() {
+        let s = store(1 << 20);
+        let k = key("h/r", None);
+        let body = pattern(1000);
+        fill_with(s, &k, &body).await;
+        let (_, mut h) = hit(s, &k).await;
+        assert!(h.can_seek());
+        assert!(h.seek(1000, None).is_err(), "start at the length");
+        assert!(h.seek(10_000, None).is_err(), "start beyond it");
+        for (start, end) in [
+            (0, Some(1)),
+            (100, Some(200)),
+            (999, None),
+            (900, None),
+            (5, Some(5000)),
+        ] {
+            h.seek(start, end).unwrap();
+            let want = &body[start..end.unwrap_or(body.len()).min(body.len())];
+            assert_eq!(read_all(&mut h).await.unwrap(), want, "{start}..{end:?}");
+        }
+
+        // A reader of a fill in progress seeks too, and waits for the bytes of its range.
+        let f = key("h/f", None);
+        let mut miss = s.get_miss_handler(&f, &meta(), &span()).await.unwrap();
+        miss.write_body(Bytes::copy_from_slice(&body[..300]), false)
+            .await
+            .unwrap();
+        let (_, mut h) = hit(s, &f).await;
+        assert!(h.can_seek());
+        h.seek(250, Some(400)).unwrap();
+        assert_eq!(h.read_body().await.unwrap().unwrap(), &body[250..300]);
+        assert!(h.read_body().now_or_never().is_none(), "waits for 300..400");
+        miss.write_body(Bytes::copy_from_slice(&body[300..]), true)
+            .await
+            .unwrap();
+        assert_eq!(read_all(&mut h).await.unwrap(), &body[300..400]);
+        miss.finish().await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn storage_write_while_read() {
+        let s = store(1 << 20);
+        let k = key("h/w", None);
+        let mut miss = s.get_miss_handler(&k, &meta(), &span()).await.unwrap();
+        let tag = miss.streaming_write_tag().unwrap().to_vec();
+
+        // A reader before any body, and the writer's own reader by its tag.
+        let (_, mut first) = hit(s, &k).await;
+        let (_, mut own) = s
+            .lookup_streaming_write(&k, Some(&tag), &span())
+            .await
+            .unwrap()
+            .expect("the writer's own fill");
+        assert!(first.read_body().now_or_never().is_none(), "no body yet");
+        miss.write_body(Bytes::from_static(b"test1"), false)
+            .await
+            .unwrap();
+        assert_eq!(first.read_body().await.unwrap().unwrap(), "test1");
+        assert!(first.read_body().now_or_never().is_none());
+        miss.write_body(Bytes::from_static(b"test2"), false)
+            .await
+            .unwrap();
+        assert_eq!(first.read_body().await.unwrap().unwrap(), "test2");
+
+        // A reader arriving late starts from the first byte.
+        let (_, mut second) = hit(s, &k).await;
+        let mut early = Vec::new();
+        while let Some(Some(c)) = second.read_body().now_or_never().map(|r| r.unwrap()) {
+            early.extend_from_slice(&c);
+        }
+        assert_eq!(early, b"test1test2");
+        // An unknown tag is no fill.
+        let other = 0u64.to_be_bytes();
+        assert!(s
+            .lookup_streaming_write(&k, Some(&other), &span())
+            .await
+            .unwrap()
+            .is_none());
+
+        miss.write_body(Bytes::new(), true).await.unwrap();
+        assert!(miss.finish().await.is_ok());
+        assert!(first.read_body().await.unwrap().is_none());
+        assert!(second.read_body().await.unwrap().is_none());
+        assert_eq!(read_all(&mut own).await.unwrap(), b"test1test2");
+        // Committed: a new lookup is a complete hit.
+        let (_, mut h) = hit(s, &k).await;
+        assert_eq!(read_all(&mut h).await.unwrap(), b"test1test2");
+    }
+
+    #[tokio::test]
+    async fn storage_an_aborted_write_fails_its_readers_and_stores_nothing() {
+        let s = store(1 << 20);
+        let k = key("h/x", None);
+        let mut miss = s.get_miss_handler(&k, &meta(), &span()).await.unwrap();
+        miss.write_body(Bytes::from_static(b"abc"), false)
+            .await
+            .unwrap();
+        let (_, mut caught_up) = hit(s, &k).await;
+        assert_eq!(caught_up.read_body().await.unwrap().unwrap(), "abc");
+        // One reader is waiting for more when the writer goes away, one has not started.
+        let waiting = tokio::spawn(async move { caught_up.read_body().await });
+        let (_, mut not_started) = hit(s, &k).await;
+        tokio::task::yield_now().await;
+        drop(miss);
+        // Upstream #932: an error, never a clean end of a truncated body.
+        assert!(waiting.await.unwrap().is_err());
+        assert!(read_all(&mut not_started).await.is_err());
+        assert!(s.lookup(&k, &span()).await.unwrap().is_none());
+        assert!(!s.holds(&k));
+        assert_eq!(s.fills_in_progress(), 0);
+    }
+
+    #[tokio::test]
+    async fn storage_evicts_down_to_its_size_limit() {
+        let evictions = IntCounter::new("evictions", "evictions").unwrap();
+        let max = 64 * 1024;
+        let s: &'static MemoryStore = Box::leak(Box::new(MemoryStore::new(
+            max,
+            StoreCounters {
+                evictions: evictions.clone(),
+            },
+            Arc::new(FillBudget::new(
+                1 << 20,
+                prometheus::IntGauge::new("fill", "fill").unwrap(),
+                IntCounter::new("demoted", "demoted").unwrap(),
+            )),
+        )));
+        let keys: Vec<CacheKey> = (0..64).map(|i| key(&format!("h/e{i}"), None)).collect();
+        for k in &keys {
+            fill(s, k, 4096).await;
+            s.committed.run_pending_tasks();
+            assert!(s.size_bytes() <= max, "{} > {max}", s.size_bytes());
+        }
+        let mut kept = 0;
+        for k in &keys {
+            if let Some((_, mut h)) = s.lookup(k, &span()).await.unwrap() {
+                assert_eq!(read_all(&mut h).await.unwrap().len(), 4096);
+                kept += 1;
+            }
+        }
+        assert!(
+            kept > 0 && kept < keys.len(),
+            "kept {kept} of {}",
+            keys.len()
+        );
+        assert_eq!(s.object_count(), kept as u64);
+        assert_eq!(evictions.get(), (keys.len() - kept) as u64);
+
+        // An object larger than the whole store is served to its filler but never kept.
+        let huge = key("h/huge", None);
+        fill(s, &huge, 100 * 1024).await;
+        s.committed.run_pending_tasks();
+        assert!(s.lookup(&huge, &span()).await.unwrap().is_none());
+        assert!(s.size_bytes() <= max);
+    }
+
+    #[tokio::test]
+    async fn storage_purge_removes_stored_objects_and_fills_but_not_what_is_being_read() {
+        let s = store(1 << 20);
+        let k = key("h/p", None);
+        let trace = span();
+        let purge = |k: &CacheKey| {
+            let compact = k.to_compact();
+            async move {
+                s.purge(
+                    PurgeTarget::Active(&compact),
+                    PurgeType::Invalidation,
+                    &span(),
+                )
+                .await
+                .unwrap()
+            }
+        };
+        assert!(matches!(purge(&k).await, PurgeOutcome::NotFound));
+
+        // A stored object: gone for new lookups; a hit already reading keeps its whole body.
+        fill_with(s, &k, b"complete").await;
+        let (_, mut reading) = hit(s, &k).await;
+        assert!(matches!(purge(&k).await, PurgeOutcome::Purged(_)));
+        assert!(s.lookup(&k, &trace).await.unwrap().is_none());
+        assert_eq!(read_all(&mut reading).await.unwrap(), b"complete");
+        assert!(matches!(purge(&k).await, PurgeOutcome::NotFound));
+
+        // A fill in progress: new lookups miss, its reader still gets the whole response, and
+        // the fill is not stored when it finishes.
+        let mut miss = s.get_miss_handler(&k, &meta(), &trace).await.unwrap();
+        miss.write_body(Bytes::from_static(b"part"), false)
+            .await
+            .unwrap();
+        let (_, mut reader) = hit(s, &k).await;
+        assert!(matches!(purge(&k).await, PurgeOutcome::Purged(_)));
+        assert!(s.lookup(&k, &trace).await.unwrap().is_none());
+        miss.write_body(Bytes::from_static(b"ial"), true)
+            .await
+            .unwrap();
+        miss.finish().await.unwrap();
+        assert_eq!(read_all(&mut reader).await.unwrap(), b"partial");
+        assert!(s.lookup(&k, &trace).await.unwrap().is_none());
+        assert!(consistent(s));
+    }
+
+    /// Fills and commits `key` with `body`, through the miss handler.
+    async fn fill_with(s: &'static MemoryStore, k: &CacheKey, body: &[u8]) {
+        let mut miss = s.get_miss_handler(k, &meta(), &span()).await.unwrap();
+        miss.write_body(Bytes::copy_from_slice(body), true)
+            .await
+            .unwrap();
+        miss.finish().await.unwrap();
     }
 }

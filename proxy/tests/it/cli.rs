@@ -35,77 +35,6 @@ fn check_accepts_a_valid_file_with_a_one_line_summary() {
     );
 }
 
-/// Each broken config, and the `file:line:col: field: reason` line `check` must print.
-#[test]
-fn check_reports_each_config_error_with_its_place() {
-    let cases: &[(&str, &str, &str)] = &[
-        (
-            "TOML syntax",
-            "[listen\nhttp = []\n",
-            "edge.toml:1:8: ",
-        ),
-        (
-            "unknown field",
-            &GOOD.replace("path = \"/\"", "path = \"/\"\npoool = \"x\""),
-            "edge.toml:10:1: routes[0].poool: unknown field `poool`",
-        ),
-        (
-            "route to an unknown pool",
-            &GOOD.replace("pool = \"web\"", "pool = \"wbe\""),
-            "edge.toml:10:8: routes[0].pool: unknown pool \"wbe\" (defined pools: web)",
-        ),
-        (
-            "empty pool",
-            &GOOD.replace("[\"127.0.0.1:18083\"]", "[]"),
-            "edge.toml:6:12: pools.web.backends: empty pool: list at least one backend",
-        ),
-        (
-            "duplicate route",
-            &(GOOD.to_string() + "\n[[routes]]\npath = \"/\"\npool = \"web\"\n"),
-            "edge.toml:13:8: routes[1]: duplicate route: host (any host) and path \"/\" are already routed by routes[0]",
-        ),
-        (
-            "unparsable listen address",
-            &GOOD.replace("127.0.0.1:18080", "127.0.0.1:80800"),
-            "edge.toml:3:9: listen.http[0]: unparsable address \"127.0.0.1:80800\"",
-        ),
-        (
-            "unparsable backend address",
-            &GOOD.replace("127.0.0.1:18083", "origin-without-port"),
-            "edge.toml:6:13: pools.web.backends[0]: unparsable address \"origin-without-port\"",
-        ),
-        (
-            "invalid duration",
-            &GOOD.replace("backends = [", "connect_timeout = \"soon\"\nbackends = ["),
-            "edge.toml:6:19: pools.web.connect_timeout: invalid duration \"soon\"",
-        ),
-        (
-            "zero duration",
-            &GOOD.replace("backends = [", "read_timeout = \"0s\"\nbackends = ["),
-            "edge.toml:6:16: pools.web.read_timeout: invalid duration: must be greater than zero",
-        ),
-        (
-            "route path that no canonical request path starts with",
-            &GOOD.replace("path = \"/\"", "path = \"/stream//%6Cive/\""),
-            "edge.toml:9:8: routes[0].path: requests are routed by their canonical path, which never starts with \"/stream//%6Cive/\": write \"/stream/live/\"",
-        ),
-        (
-            "wrong type",
-            &GOOD.replace("backends = [", "retries = \"three\"\nbackends = ["),
-            "edge.toml:6:11: pools.web.retries: invalid type: string \"three\", expected an integer",
-        ),
-    ];
-    for (what, config, expected) in cases {
-        let (status, text) = check(config);
-        assert_eq!(status.code(), Some(1), "{what}: expected exit 1:\n{text}");
-        assert!(
-            text.contains(expected),
-            "{what}: expected `{expected}` in:\n{text}"
-        );
-        assert!(!text.contains("panicked"), "{what}: panicked:\n{text}");
-    }
-}
-
 #[test]
 fn check_reports_every_error_not_just_the_first() {
     let config = GOOD.replace("pool = \"web\"", "pool = \"nope\"").replace(
@@ -282,23 +211,6 @@ async fn quick_mode_is_a_full_edge_over_a_pool() {
     let line = "dime_requests_total{route=\"default\",status_class=\"2xx\"} 20";
     let m = edge.metrics_with(&[line]).await;
     assert!(m.contains(line), "{m}");
-}
-
-#[test]
-fn check_rejects_duplicate_route_names_and_a_bad_health_check_host() {
-    let config = GOOD.to_string()
-        + "\n[pools.web.health_check]\ntype = \"http\"\nhost = \"bad host\"\n"
-        + "\n[[routes]]\nname = \"/\"\npath = \"/x\"\npool = \"web\"\n";
-    let (status, text) = check(&config);
-    assert_eq!(status.code(), Some(1), "{text}");
-    assert!(
-        text.contains("pools.web.health_check.host: invalid host"),
-        "{text}"
-    );
-    assert!(
-        text.contains("routes[1].name: route name \"/\" is already used by routes[0]"),
-        "{text}"
-    );
 }
 
 #[test]

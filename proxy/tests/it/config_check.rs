@@ -1,5 +1,7 @@
-//! `dime-edge check` on the real binary: every parse error at once with its field path and
-//! line, secrets read from files and `${ENV}`, `check --dump`, and the misplaced-cache warning.
+//! `dime-edge check` on the real binary: errors printed with their file:line and counted, the
+//! exit code, `${ENV}` from the process's environment, `check --dump`, the misplaced-cache
+//! warning, and a purge token read from a file and rotated. What the compiler says for each
+//! broken file is tested in-process, as tables, in `config_compile.rs`.
 
 use crate::common;
 
@@ -45,6 +47,8 @@ fn check_with(
     (out, stdout, stderr)
 }
 
+/// The command line's side of the tables in `config_compile.rs`: every error on stderr with the
+/// file's path, the count, exit code 1.
 #[test]
 fn type_errors_in_two_routes_are_both_reported_with_their_paths_and_lines() {
     let config = HEAD.to_string()
@@ -59,131 +63,6 @@ fn type_errors_in_two_routes_are_both_reported_with_their_paths_and_lines() {
     ] {
         assert!(text.contains(expected), "expected `{expected}` in:\n{text}");
     }
-}
-
-#[test]
-fn two_type_errors_in_one_pool_and_a_validation_error_are_all_reported() {
-    let config = HEAD.replace(
-        "backends = [",
-        "retries = \"three\"\nconnect_timeout = 5\nselection = \"random\"\nbackends = [",
-    ) + "\n[[routes]]\npath = \"/\"\npool = \"web\"\n";
-    let (status, text) = check(&config);
-    assert_eq!(status.code(), Some(1), "{text}");
-    for expected in [
-        "edge.toml:5:11: pools.web.retries: invalid type: string \"three\", expected an integer",
-        "edge.toml:6:19: pools.web.connect_timeout: expected a duration, found the integer 5: write it with a unit, e.g. \"5s\"",
-        "edge.toml:7:13: pools.web.selection: unknown selection \"random\"",
-        "edge.toml: 3 error(s)",
-    ] {
-        assert!(text.contains(expected), "expected `{expected}` in:\n{text}");
-    }
-}
-
-#[test]
-fn durations_are_called_durations_and_an_integer_asks_for_a_unit() {
-    let cases = [
-        (
-            "[server]\ngrace_period = 10\n",
-            "edge.toml:2:16: server.grace_period: expected a duration, found the integer 10: write it with a unit, e.g. \"10s\"",
-        ),
-        (
-            "[server]\ngrace_period = \"soon\"\n",
-            "edge.toml:2:16: server.grace_period: invalid duration \"soon\"",
-        ),
-        (
-            "[server]\ngrace_period = \"0s\"\n",
-            "edge.toml:2:16: server.grace_period: invalid duration: must be greater than zero",
-        ),
-    ];
-    for (server, expected) in cases {
-        let config = format!("{server}{HEAD}\n[[routes]]\npath = \"/\"\npool = \"web\"\n");
-        let (status, text) = check(&config);
-        assert_eq!(status.code(), Some(1), "{text}");
-        assert!(text.contains(expected), "expected `{expected}` in:\n{text}");
-        assert!(!text.contains("timeout"), "{text}");
-    }
-}
-
-#[test]
-fn an_integer_size_asks_for_a_string_with_a_unit() {
-    let config =
-        format!("[cache]\nmemory = 4096\n{HEAD}\n[[routes]]\npath = \"/\"\npool = \"web\"\n");
-    let (status, text) = check(&config);
-    assert_eq!(status.code(), Some(1), "{text}");
-    assert!(
-        text.contains("edge.toml:2:10: cache.memory: expected a size, found the integer 4096: write it as a string with a unit, e.g. \"512MiB\" (\"4096\" is 4096 bytes)"),
-        "{text}"
-    );
-}
-
-#[test]
-fn unknown_fields_and_syntax_errors_name_the_indexed_route() {
-    let config = HEAD.to_string()
-        + "\n[[routes]]\npath = \"/a/\"\npool = \"web\"\n"
-        + "\n[[routes]]\npath = \"/b/\"\npool = \"web\"\n\n[routes.cache]\nmeda_ttl = \"1h\"\n"; // line 16
-    let (_, text) = check(&config);
-    assert!(
-        text.contains("edge.toml:16:1: routes[1].cache.meda_ttl: unknown field `meda_ttl`"),
-        "{text}"
-    );
-    let (_, text) = check(&config.replace("meda_ttl = \"1h\"", "media_ttl = \"1h"));
-    assert!(
-        text.contains("edge.toml:16:16: routes[1].cache.media_ttl: invalid basic string"),
-        "{text}"
-    );
-}
-
-#[test]
-fn a_route_written_as_a_table_instead_of_an_array_of_tables_is_explained() {
-    let config = HEAD.to_string() + "\n[routes]\npath = \"/\"\npool = \"web\"\n";
-    let (status, text) = check(&config);
-    assert_eq!(status.code(), Some(1), "{text}");
-    assert!(
-        text.contains("routes: ") && text.contains("[[routes]]"),
-        "{text}"
-    );
-}
-
-#[test]
-fn tokens_from_files_missing_empty_both_set_and_trimmed() {
-    let dir = tempfile::tempdir().unwrap();
-    let good = dir.path().join("purge.token");
-    std::fs::write(&good, "purge-secret-from-a-file\n").unwrap();
-    let empty = dir.path().join("empty.token");
-    std::fs::write(&empty, "\n").unwrap();
-    let route = "\n[[routes]]\npath = \"/\"\npool = \"web\"\n";
-    let cases: Vec<(String, &str)> = vec![
-        (
-            "[cache]\npurge_token_file = \"/nonexistent/purge.token\"\n".into(),
-            "cache.purge_token_file: cannot read /nonexistent/purge.token: No such file or directory",
-        ),
-        (
-            format!("[admin]\ntoken_file = \"{}\"\n", empty.display()),
-            "admin.token_file: is empty",
-        ),
-        (
-            format!(
-                "[cache]\npurge_token = \"purge-secret-inline-0123\"\npurge_token_file = \"{}\"\n",
-                good.display()
-            ),
-            "cache.purge_token_file: set purge_token or purge_token_file, not both",
-        ),
-    ];
-    for (section, expected) in cases {
-        let (out, _, err) = check_with(
-            dir.path(),
-            &format!("{section}{HEAD}{route}"),
-            &[],
-            &[],
-            &[],
-        );
-        assert_eq!(out.status.code(), Some(1), "{err}");
-        assert!(err.contains(expected), "expected `{expected}` in:\n{err}");
-    }
-    // A relative path is read beside the config file; the newline an editor adds is trimmed.
-    let config = format!("[cache]\npurge_token_file = \"purge.token\"\n{HEAD}{route}");
-    let (out, _, err) = check_with(dir.path(), &config, &[], &[], &[]);
-    assert_eq!(out.status.code(), Some(0), "{err}");
 }
 
 #[tokio::test(flavor = "multi_thread")]

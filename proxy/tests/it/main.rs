@@ -10,6 +10,7 @@ mod cache_rfc;
 mod cache_video;
 mod cli;
 mod config_check;
+mod config_compile;
 mod headers;
 mod logs;
 mod observability;

@@ -681,22 +681,6 @@ async fn a_new_health_check_rebuilds_the_pool_and_a_dropped_pool_is_no_longer_ch
     edge.wait_ready().await;
 }
 
-#[test]
-fn check_reports_bad_reload_and_admin_settings_with_their_place() {
-    let (status, text) = common::edge::check(
-        "[listen]\nhttp = [\"127.0.0.1:18080\"]\n\n[admin]\ntoken = \"short\"\n\n[reload]\nwatch = true\ndebounce = \"20s\"\n\n[pools.web]\nbackends = [\"127.0.0.1:18083\"]\n\n[[routes]]\npath = \"/\"\npool = \"web\"\n",
-    );
-    assert_eq!(status.code(), Some(1), "{text}");
-    assert!(
-        text.contains("edge.toml:5:9: admin.token: too short: use at least 16 characters"),
-        "{text}"
-    );
-    assert!(
-        text.contains("edge.toml:9:12: reload.debounce: must be at most 10s"),
-        "{text}"
-    );
-}
-
 #[tokio::test]
 async fn a_request_in_flight_finishes_on_the_config_it_started_with() {
     let (a, b) = (Upstream::start("a").await, Upstream::start("b").await);
