@@ -51,3 +51,59 @@ pub fn variance(
     }
     variance.finalize()
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::SystemTime;
+
+    use pingora_http::ResponseHeader;
+
+    use super::*;
+    use crate::cache::CacheMode;
+
+    fn meta(vary: &[&str]) -> CacheMeta {
+        let mut resp = ResponseHeader::build(200, None).unwrap();
+        for v in vary {
+            resp.append_header(http::header::VARY, *v).unwrap();
+        }
+        let now = SystemTime::now();
+        CacheMeta::new(now, now, 0, 0, resp)
+    }
+
+    fn request(headers: &[(&str, &str)]) -> RequestHeader {
+        let mut req = RequestHeader::build("GET", b"/a", None).unwrap();
+        for (k, v) in headers {
+            req.append_header(k.to_string(), *v).unwrap();
+        }
+        req
+    }
+
+    #[test]
+    fn only_the_fields_vary_names_split_the_variants() {
+        assert_eq!(variance(&meta(&[]), &request(&[]), None), None);
+        let m = meta(&["Accept-Encoding, origin", "ORIGIN"]);
+        let gzip = request(&[("accept-encoding", "gzip"), ("user-agent", "a")]);
+        let gzip_other_agent = request(&[("accept-encoding", "gzip"), ("user-agent", "b")]);
+        let br = request(&[("accept-encoding", "br")]);
+        let a = variance(&m, &gzip, None);
+        assert!(a.is_some());
+        assert_eq!(a, variance(&m, &gzip_other_agent, None));
+        assert_ne!(a, variance(&m, &br, None));
+    }
+
+    #[test]
+    fn the_stored_variant_records_its_fields_sorted_once_each() {
+        let stored_by = StoredBy::new("r", CacheMode::Rfc);
+        let m = meta(&["origin, Accept-Encoding", "origin"]);
+        let req = request(&[("accept-encoding", "gzip"), ("accept-encoding", "br")]);
+        variance(&m, &req, Some(&stored_by));
+        let shown = stored_by.vary.lock().unwrap().clone();
+        assert_eq!(
+            shown,
+            [
+                ("accept-encoding".to_string(), "gzip,br".to_string()),
+                ("origin".to_string(), String::new()),
+            ]
+        );
+    }
+}
