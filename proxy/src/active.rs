@@ -3,10 +3,11 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use crate::cache::CacheStatus;
 use crate::config::{EdgeConfig, PoolSpec, RouteSpec};
 use crate::metrics::{Metrics, RouteMetrics};
 use crate::pool::{MemberChange, Members, Pool};
-use crate::route::RouteTable;
+use crate::route::{self, HttpsRedirect, RouteTable};
 
 /// A route with its pool resolved.
 pub struct Route {
@@ -16,6 +17,42 @@ pub struct Route {
     pub pool: Arc<Pool>,
     /// Its metric series.
     pub metrics: RouteMetrics,
+}
+
+impl Route {
+    /// The path forwarded upstream for the canonical request `path` (`strip_prefix` applied).
+    pub fn upstream_path(&self, path: &str) -> String {
+        route::upstream_path(path, &self.spec.prefix, self.spec.strip_prefix)
+    }
+
+    /// The origin-form target forwarded upstream for the canonical request `path` and its
+    /// `query`: HTTP/2 viewers send absolute URIs, HTTP/1.1 origins want a path.
+    pub fn upstream_uri(&self, path: &str, query: Option<&str>) -> Result<http::Uri, String> {
+        let path = self.upstream_path(path);
+        let target = match query {
+            Some(q) => format!("{path}?{q}"),
+            None => path,
+        };
+        target
+            .parse()
+            .map_err(|e| format!("bad upstream path: {e}"))
+    }
+
+    /// The redirect this route answers a request with: `Some` when it redirects to HTTPS,
+    /// the edge has an HTTPS listener (`https_port`, its first) and the request is not
+    /// `secure` already.
+    pub fn https_redirect(
+        &self,
+        raw_host: &str,
+        uri: &http::Uri,
+        https_port: Option<u16>,
+        secure: bool,
+    ) -> Option<HttpsRedirect> {
+        match (self.spec.redirect_https, https_port, secure) {
+            (true, Some(port), false) => Some(HttpsRedirect::new(raw_host, uri, port)),
+            _ => None,
+        }
+    }
 }
 
 /// Everything a request needs to be routed, built from one validated config.
@@ -112,12 +149,17 @@ impl Active {
                 Ok(Arc::new(Route {
                     spec: spec.clone(),
                     pool,
-                    metrics: RouteMetrics::new(metrics, &spec.name),
+                    metrics: RouteMetrics::new(metrics, &spec.name, &CacheStatus::LABELS),
                 }))
             })
             .collect::<Result<Vec<_>, String>>()?;
         let active = Active {
-            table: RouteTable::new(&config.routes),
+            table: RouteTable::new(
+                config
+                    .routes
+                    .iter()
+                    .map(|r| (r.host.clone(), r.prefix.clone())),
+            ),
             config,
             routes,
             pools,

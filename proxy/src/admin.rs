@@ -12,6 +12,7 @@ use pingora_core::protocols::http::ServerSession;
 use crate::active::{Active, Readiness};
 use crate::cache::{lookup, purge, EdgeCache};
 use crate::config::redact;
+use crate::host::normalize_host;
 use crate::metrics::Metrics;
 use crate::reload::{ReloadOutcome, Reloader, Trigger};
 use crate::status::{Format, Status};
@@ -255,7 +256,13 @@ impl Admin {
                 )
             }
         };
-        let report = lookup::lookup(self.cache.store, &self.active.load(), &url, &target);
+        let active = self.active.load();
+        let route = active
+            .table
+            .lookup(&normalize_host(&target.host), &target.path)
+            .map(|i| &active.routes[i].spec);
+        let route = route.map(|r| (r.name.as_str(), &r.cache));
+        let report = lookup::lookup(self.cache.store, &url, &target, route);
         match Format::negotiate(accept(session), Format::Json) {
             Format::Text => text(StatusCode::OK, &report.text()),
             _ => json(&report),

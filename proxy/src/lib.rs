@@ -13,6 +13,7 @@ pub mod connections;
 pub mod edge;
 pub mod forwarding;
 pub mod health;
+pub mod host;
 pub mod logging;
 pub mod metrics;
 pub mod pool;

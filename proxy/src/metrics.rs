@@ -290,6 +290,14 @@ impl Metrics {
         }
     }
 
+    /// Counts one attempt at `backend` of `pool` in `dime_upstream_requests_total`.
+    pub fn count_upstream(&self, pool: &str, backend: Option<std::net::SocketAddr>, outcome: &str) {
+        let backend = backend.map(|b| b.to_string()).unwrap_or_default();
+        self.upstream_requests
+            .with_label_values(&[pool, &backend, outcome])
+            .inc();
+    }
+
     /// The Prometheus text exposition of every series.
     pub fn render(&self) -> Vec<u8> {
         let mut out = Vec::new();
@@ -305,19 +313,6 @@ impl Default for Metrics {
     }
 }
 
-/// Cache statuses, in the order [`RouteMetrics::cache`] holds them.
-pub const CACHE_STATUSES: [&str; 7] = [
-    "HIT",
-    "MISS",
-    "STALE",
-    "UPDATING",
-    "EXPIRED",
-    "REVALIDATED",
-    "BYPASS",
-];
-/// Cache statuses whose body came from the cache: what the hit ratio and
-/// `dime_cache_served_bytes_total` count as hits.
-pub const SERVED_FROM_CACHE: [&str; 4] = ["HIT", "STALE", "UPDATING", "REVALIDATED"];
 /// Status classes, in the order [`RouteMetrics`] holds them.
 pub const STATUS_CLASSES: [&str; 6] = ["1xx", "2xx", "3xx", "4xx", "5xx", "none"];
 
@@ -326,31 +321,38 @@ pub struct RouteMetrics {
     requests: [prometheus::IntCounter; 6],
     duration: prometheus::Histogram,
     sent_bytes: prometheus::IntCounter,
-    cache: [prometheus::IntCounter; 7],
+    /// By cache status label, in the order the edge gave them.
+    cache: Vec<(&'static str, prometheus::IntCounter)>,
     cache_served_bytes: prometheus::IntCounter,
     coalesced_waits: prometheus::IntCounter,
 }
 
 impl RouteMetrics {
-    /// Resolves every series of `route`.
-    pub fn new(m: &Metrics, route: &str) -> Self {
+    /// Resolves every series of `route`, with one cache series per label in `cache_statuses`
+    /// (the cache's statuses: this module only counts them).
+    pub fn new(m: &Metrics, route: &str, cache_statuses: &[&'static str]) -> Self {
         RouteMetrics {
             requests: STATUS_CLASSES.map(|c| m.requests.with_label_values(&[route, c])),
             duration: m.request_duration.with_label_values(&[route]),
             sent_bytes: m.sent_bytes.with_label_values(&[route]),
-            cache: CACHE_STATUSES.map(|c| m.cache_requests.with_label_values(&[route, c])),
+            cache: cache_statuses
+                .iter()
+                .map(|c| (*c, m.cache_requests.with_label_values(&[route, c])))
+                .collect(),
             cache_served_bytes: m.cache_served_bytes.with_label_values(&[route]),
             coalesced_waits: m.cache_coalesced_waits.with_label_values(&[route]),
         }
     }
 
-    /// Records one finished request.
+    /// Records one finished request: its status code, duration, body bytes, cache status
+    /// label, whether that body came from the cache, and whether it waited for another's fill.
     pub fn record(
         &self,
         status: u16,
         seconds: f64,
         bytes: u64,
         cache_status: &str,
+        served_from_cache: bool,
         coalesced: bool,
     ) {
         let class = STATUS_CLASSES
@@ -360,10 +362,10 @@ impl RouteMetrics {
         self.requests[class].inc();
         self.duration.observe(seconds);
         self.sent_bytes.inc_by(bytes);
-        if let Some(i) = CACHE_STATUSES.iter().position(|c| *c == cache_status) {
-            self.cache[i].inc();
+        if let Some((_, n)) = self.cache.iter().find(|(c, _)| *c == cache_status) {
+            n.inc();
         }
-        if SERVED_FROM_CACHE.contains(&cache_status) {
+        if served_from_cache {
             self.cache_served_bytes.inc_by(bytes);
         }
         if coalesced {
@@ -381,11 +383,7 @@ impl RouteMetrics {
                 .zip(&self.requests)
                 .map(|(c, n)| (*c, n.get()))
                 .collect(),
-            by_cache_status: CACHE_STATUSES
-                .iter()
-                .zip(&self.cache)
-                .map(|(c, n)| (*c, n.get()))
-                .collect(),
+            by_cache_status: self.cache.iter().map(|(c, n)| (*c, n.get())).collect(),
             sent_bytes: self.sent_bytes.get(),
             cache_served_bytes: self.cache_served_bytes.get(),
             coalesced_waits: self.coalesced_waits.get(),
@@ -420,14 +418,6 @@ impl RouteCounts {
             .iter()
             .find(|(s, _)| *s == status)
             .map_or(0, |(_, n)| *n)
-    }
-
-    /// Hits over cache lookups (hits, misses and expired objects; bypassed requests do not
-    /// count); `None` before the first lookup.
-    pub fn hit_ratio(&self) -> Option<f64> {
-        let hits: u64 = SERVED_FROM_CACHE.iter().map(|s| self.cache(s)).sum();
-        let lookups = hits + self.cache("MISS") + self.cache("EXPIRED");
-        (lookups > 0).then(|| hits as f64 / lookups as f64)
     }
 }
 

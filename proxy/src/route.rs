@@ -1,82 +1,11 @@
-//! Routing: which route serves a request, by host and longest path prefix.
+//! Routing: which route serves a request, by host and longest path prefix, and what a route
+//! does to it (the `strip_prefix` rewrite, the redirect to HTTPS).
 //!
 //! Precedence: the longest matching path prefix wins; between routes with the same prefix an
 //! exact host beats a wildcard (the longer wildcard first), which beats a route with no host.
 //! Two routes with the same host and prefix are rejected when the config is compiled.
 
-use std::fmt;
-
-use crate::config::RouteSpec;
-
-/// The hosts a route serves.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub enum HostMatch {
-    /// Any host (the route names none).
-    Any,
-    /// Exactly this host, lowercase.
-    Exact(String),
-    /// Any subdomain of this suffix; holds `.example.com` for `*.example.com`.
-    Wildcard(String),
-}
-
-impl HostMatch {
-    /// Parses `example.com` or `*.example.com`.
-    pub fn parse(s: &str) -> Result<Self, String> {
-        let lower = s.trim_end_matches('.').to_ascii_lowercase();
-        let (wild, name) = match lower.strip_prefix("*.") {
-            Some(rest) => (true, rest),
-            None => (false, lower.as_str()),
-        };
-        let labels_ok = !name.is_empty()
-            && name.split('.').all(|l| {
-                !l.is_empty()
-                    && l.len() <= 63
-                    && l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
-                    && !l.starts_with('-')
-                    && !l.ends_with('-')
-            });
-        if !labels_ok {
-            return Err(format!(
-                "invalid host \"{s}\": write a host name (\"example.com\") or a wildcard (\"*.example.com\"), without port"
-            ));
-        }
-        Ok(if wild {
-            HostMatch::Wildcard(format!(".{name}"))
-        } else {
-            HostMatch::Exact(name.to_string())
-        })
-    }
-
-    /// Whether a normalised request host matches.
-    pub fn matches(&self, host: &str) -> bool {
-        match self {
-            HostMatch::Any => true,
-            HostMatch::Exact(h) => h == host,
-            HostMatch::Wildcard(suffix) => {
-                host.len() > suffix.len() && host.ends_with(suffix.as_str())
-            }
-        }
-    }
-
-    /// Specificity: exact, then longer wildcards, then any.
-    fn rank(&self) -> usize {
-        match self {
-            HostMatch::Any => 0,
-            HostMatch::Wildcard(s) => 1 + s.len(),
-            HostMatch::Exact(_) => usize::MAX,
-        }
-    }
-}
-
-impl fmt::Display for HostMatch {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            HostMatch::Any => f.write_str("(any host)"),
-            HostMatch::Exact(h) => f.write_str(h),
-            HostMatch::Wildcard(s) => write!(f, "*{s}"),
-        }
-    }
-}
+pub use crate::host::{normalize_host, HostMatch};
 
 /// The compiled routing table: answers "which route" for a host and path.
 #[derive(Debug, Clone)]
@@ -85,13 +14,11 @@ pub struct RouteTable {
 }
 
 impl RouteTable {
-    /// Builds the table from validated routes; indexes refer to `routes`.
-    pub fn new(routes: &[RouteSpec]) -> Self {
+    /// Builds the table from validated routes' hosts and path prefixes, in route order;
+    /// indexes refer to that order.
+    pub fn new(routes: impl IntoIterator<Item = (HostMatch, String)>) -> Self {
         RouteTable {
-            entries: routes
-                .iter()
-                .map(|r| (r.host.clone(), r.prefix.clone()))
-                .collect(),
+            entries: routes.into_iter().collect(),
         }
     }
 
@@ -108,22 +35,52 @@ impl RouteTable {
     }
 }
 
-/// Lowercases a Host header or URI authority and drops the port and a trailing dot.
-pub fn normalize_host(raw: &str) -> String {
-    let raw = raw.trim();
-    let without_port = if let Some(rest) = raw.strip_prefix('[') {
-        // IPv6 literal: keep the brackets, drop ":port" after them.
-        match rest.find(']') {
-            Some(end) => &raw[..end + 2],
-            None => raw,
-        }
+/// The path a route forwards upstream for the canonical request `path`: with `strip`, the
+/// route's `prefix` is taken off, and what is left always starts with `/`.
+pub fn upstream_path(path: &str, prefix: &str, strip: bool) -> String {
+    if !strip {
+        return path.to_string();
+    }
+    let rest = path.strip_prefix(prefix).unwrap_or(path);
+    if rest.starts_with('/') {
+        rest.to_string()
     } else {
-        match raw.rsplit_once(':') {
-            Some((h, port)) if port.chars().all(|c| c.is_ascii_digit()) => h,
-            _ => raw,
+        format!("/{rest}")
+    }
+}
+
+/// What a route that redirects plain HTTP to HTTPS answers a plain-HTTP request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HttpsRedirect {
+    /// A 308 to this `https://` URL.
+    To(String),
+    /// The Host is not a plain host name or IP literal: the viewer's Host header must not be
+    /// able to point the redirect elsewhere, so the edge answers 400.
+    NoPlainHost,
+}
+
+impl HttpsRedirect {
+    /// `https://host[:port]/path?query` for a plain-HTTP request to `raw_host` and `uri`;
+    /// the port is `https_port`, left out when it is 443.
+    pub fn new(raw_host: &str, uri: &http::Uri, https_port: u16) -> Self {
+        // normalize_host keeps an IPv6 literal in its brackets and drops the port.
+        let host = normalize_host(raw_host);
+        let plain = !host.is_empty()
+            && host
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-.[]:".contains(c));
+        if !plain {
+            return HttpsRedirect::NoPlainHost;
         }
-    };
-    without_port.trim_end_matches('.').to_ascii_lowercase()
+        let port = if https_port == 443 {
+            String::new()
+        } else {
+            format!(":{https_port}")
+        };
+        // HTTP/2 requests carry an absolute URI: only its path and query are kept.
+        let path = uri.path_and_query().map_or("/", |p| p.as_str());
+        HttpsRedirect::To(format!("https://{host}{port}{path}"))
+    }
 }
 
 #[cfg(test)]
@@ -177,28 +134,57 @@ mod tests {
     }
 
     #[test]
-    fn hosts_are_normalised() {
-        assert_eq!(normalize_host("Example.COM:8080"), "example.com");
-        assert_eq!(normalize_host("example.com."), "example.com");
-        assert_eq!(normalize_host("[::1]:8080"), "[::1]");
-        assert_eq!(normalize_host("127.0.0.1"), "127.0.0.1");
+    fn strip_prefix_forwards_the_rest_as_an_absolute_path() {
+        // (path, prefix, strip, forwarded)
+        let table = [
+            ("/stream/live/a.m3u8", "/stream/", true, "/live/a.m3u8"),
+            ("/stream/", "/stream/", true, "/"),
+            ("/stream", "/stream", true, "/"),
+            ("/stream/a", "/stream", true, "/a"),
+            (
+                "/stream/live/a.m3u8",
+                "/stream/",
+                false,
+                "/stream/live/a.m3u8",
+            ),
+            ("/other", "/stream/", true, "/other"),
+        ];
+        for (path, prefix, strip, want) in table {
+            assert_eq!(
+                upstream_path(path, prefix, strip),
+                want,
+                "{path} {prefix} {strip}"
+            );
+        }
     }
 
     #[test]
-    fn bad_hosts_are_rejected() {
-        for bad in [
-            "",
-            "exa mple.com",
-            "*.",
-            "a.*.com",
-            "example.com:80",
-            "-a.com",
-        ] {
-            assert!(HostMatch::parse(bad).is_err(), "{bad} should be rejected");
-        }
+    fn the_https_redirect_keeps_path_and_query_and_swaps_the_port() {
+        let uri: http::Uri = "/a/b?x=1".parse().unwrap();
+        let to = |s: &str| HttpsRedirect::To(s.to_string());
         assert_eq!(
-            HostMatch::parse("*.Example.com").unwrap(),
-            HostMatch::Wildcard(".example.com".into())
+            HttpsRedirect::new("Example.com:8080", &uri, 8443),
+            to("https://example.com:8443/a/b?x=1")
         );
+        assert_eq!(
+            HttpsRedirect::new("example.com", &uri, 443),
+            to("https://example.com/a/b?x=1")
+        );
+        assert_eq!(
+            HttpsRedirect::new("[::1]:8080", &uri, 8443),
+            to("https://[::1]:8443/a/b?x=1")
+        );
+        let absolute: http::Uri = "http://example.com/v.m3u8".parse().unwrap();
+        assert_eq!(
+            HttpsRedirect::new("example.com", &absolute, 443),
+            to("https://example.com/v.m3u8")
+        );
+        for bad in ["evil.example/x", "user@evil.example", ""] {
+            assert_eq!(
+                HttpsRedirect::new(bad, &uri, 443),
+                HttpsRedirect::NoPlainHost,
+                "{bad}"
+            );
+        }
     }
 }

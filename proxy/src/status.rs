@@ -8,6 +8,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use serde::Serialize;
 
 use crate::active::Active;
+use crate::cache;
 use crate::cache::store::MemoryStore;
 use crate::metrics::{Metrics, RouteCounts, RouteMetrics};
 use crate::reload::{short_hash, Reloader};
@@ -212,9 +213,7 @@ impl Status {
                     requests: counts.requests(),
                     status: counts.by_class.iter().copied().collect(),
                     cache: counts.by_cache_status.iter().copied().collect(),
-                    hit_ratio: counts
-                        .hit_ratio()
-                        .map(|r| (r * 10_000.0).round() / 10_000.0),
+                    hit_ratio: hit_ratio(&counts).map(|r| (r * 10_000.0).round() / 10_000.0),
                     sent_bytes: counts.sent_bytes,
                     cache_served_bytes: counts.cache_served_bytes,
                     coalesced_waits: counts.coalesced_waits,
@@ -222,7 +221,8 @@ impl Status {
             })
             .collect();
         // The edge's own series for unrouted requests: resolving them again finds the same.
-        let unrouted: RouteCounts = RouteMetrics::new(metrics, "none").counts();
+        let unrouted: RouteCounts =
+            RouteMetrics::new(metrics, "none", &cache::CacheStatus::LABELS).counts();
         let pools = active
             .pools
             .iter()
@@ -528,6 +528,21 @@ fn esc(s: &str) -> String {
         }
     }
     out
+}
+
+/// Hits over cache lookups (hits, misses and expired objects; bypassed requests do not
+/// count); `None` before the first lookup.
+fn hit_ratio(counts: &RouteCounts) -> Option<f64> {
+    let count = |wanted: fn(cache::CacheStatus) -> bool| -> u64 {
+        cache::CacheStatus::ALL
+            .into_iter()
+            .filter(|s| wanted(*s))
+            .map(|s| counts.cache(s.as_str()))
+            .sum()
+    };
+    let hits = count(cache::CacheStatus::served_from_cache);
+    let lookups = hits + count(cache::CacheStatus::missed);
+    (lookups > 0).then(|| hits as f64 / lookups as f64)
 }
 
 #[cfg(test)]

@@ -13,7 +13,10 @@ use pingora_cache::CacheKey;
 use pingora_proxy::subrequest::Ctx as SubrequestCtx;
 use pingora_proxy::Session;
 
-use super::EdgeCache;
+use pingora_error::{Error, ErrorType, Result};
+
+use super::store::MemoryStore;
+use super::{AbandonedFill, EdgeCache};
 
 /// The lock a background fill holds for the viewers waiting on it.
 pub struct FillPermit {
@@ -29,6 +32,28 @@ impl FillPermit {
         if let Some(permit) = self.held.take() {
             self.lock.release(&self.key, permit, status);
         }
+    }
+
+    /// Releases the waiting viewers once the response is registered in `store` (or will not
+    /// be): they may look again.
+    pub fn release_for(&mut self, store: &MemoryStore) {
+        let status = if store.holds(&self.key) {
+            LockStatus::Done
+        } else {
+            LockStatus::GiveUp
+        };
+        self.release(status);
+    }
+
+    /// An error once every viewer of the fill has left and `abandoned` says to abort then.
+    pub fn check_abandoned(&self, store: &MemoryStore, abandoned: AbandonedFill) -> Result<()> {
+        if abandoned == AbandonedFill::Abort && store.fill_abandoned(&self.key) {
+            return Error::e_explain(
+                ErrorType::InternalError,
+                "background fill aborted: every viewer left (abandoned_fill = \"abort\")",
+            );
+        }
+        Ok(())
     }
 
     /// The key the waiting viewers look up.

@@ -3,9 +3,10 @@
 use http::{HeaderMap, Method};
 use url::Url;
 
-use super::key;
+use super::key::{self, PurgeTarget};
+use super::store::MemoryStore;
+use crate::host::normalize_host;
 use crate::request_path;
-use crate::route::normalize_host;
 
 /// Whether a request invalidates what the cache holds: an unsafe method (or one whose safety
 /// is unknown) answered 2xx or 3xx by the origin. `upstream_status` is the origin's status,
@@ -73,6 +74,48 @@ pub fn invalidated_keys<'a>(
         }
     }
     keys
+}
+
+/// A request the origin answered, as invalidation sees it.
+pub struct Answered<'a> {
+    /// Its method.
+    pub method: &'a Method,
+    /// The origin's status; `None` when the edge answered by itself.
+    pub upstream_status: Option<u16>,
+    /// The Host (or HTTP/2 authority) the viewer sent.
+    pub raw_host: &'a str,
+    /// Its canonical path.
+    pub path: &'a str,
+    /// Its query.
+    pub query: Option<&'a str>,
+    /// The query parameters its route keeps in keys.
+    pub keep: Option<&'a [String]>,
+}
+
+/// RFC 9111 §4.4: when the origin answered an unsafe `request` with 2xx or 3xx, removes its
+/// target URI and the same-host URIs in `response`'s Location and Content-Location from
+/// `store`, each by key lookup ([`invalidated_keys`] says which, with `keep_for`). Returns the
+/// number of objects removed.
+pub fn after_response<'a>(
+    store: &MemoryStore,
+    request: &Answered<'_>,
+    response: &HeaderMap,
+    keep_for: impl Fn(&str, &str) -> Option<Option<&'a [String]>>,
+) -> usize {
+    if !invalidates(request.method, request.upstream_status) {
+        return 0;
+    }
+    invalidated_keys(
+        request.raw_host,
+        request.path,
+        request.query,
+        request.keep,
+        response,
+        keep_for,
+    )
+    .into_iter()
+    .map(|k| store.remove(&PurgeTarget::Key(k)))
+    .sum()
 }
 
 #[cfg(test)]

@@ -1,7 +1,9 @@
 //! Cache keys: normalised host + path + the query parameters a route keeps, identical over
-//! HTTP/1.1 and HTTP/2.
+//! HTTP/1.1 and HTTP/2; and [`PurgeTarget`], which key texts a purge or an invalidation removes.
 
-use crate::route::normalize_host;
+use pingora_cache::CacheKey;
+
+use crate::host::normalize_host;
 
 /// The key text for a request: `host/path` or `host/path?kept=params`.
 pub fn key_text(host: &str, path: &str, query: Option<&str>, keep: Option<&[String]>) -> String {
@@ -28,9 +30,56 @@ pub fn key_text(host: &str, path: &str, query: Option<&str>, keep: Option<&[Stri
     }
 }
 
+/// The cache key of a request: [`key_text`] of its host, canonical path and the query
+/// parameters its route keeps.
+pub fn cache_key(host: &str, path: &str, query: Option<&str>, keep: Option<&[String]>) -> CacheKey {
+    CacheKey::new(key_text(host, path, query, keep), "")
+}
+
 /// The part of a key before its query: what "purge this URL" matches.
 pub fn without_query(key: &str) -> &str {
     key.split_once('?').map_or(key, |(k, _)| k)
+}
+
+/// What a purge (the admin API) or an invalidation (RFC 9111 §4.4) removes, matched against
+/// key texts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PurgeTarget {
+    /// One URL as its key text without query (`host/path`): every kept-query and Vary variant.
+    Url(String),
+    /// One key text (`host/path?kept-query`): every Vary variant of it. Other kept-query URLs
+    /// of the same path are other resources and stay.
+    Key(String),
+    /// Every key text starting with `host/path`.
+    HostPrefix(String),
+    /// Every key whose path starts with `/path`, on any host.
+    PathPrefix(String),
+    /// Everything.
+    All,
+}
+
+impl PurgeTarget {
+    /// Whether the target removes the object stored under `key_text`.
+    pub fn matches(&self, key_text: &str) -> bool {
+        match self {
+            PurgeTarget::Url(t) => without_query(key_text) == t,
+            PurgeTarget::Key(t) => key_text == t,
+            PurgeTarget::HostPrefix(t) => key_text.starts_with(t.as_str()),
+            PurgeTarget::PathPrefix(p) => key_text
+                .find('/')
+                .is_some_and(|i| key_text[i..].starts_with(p.as_str())),
+            PurgeTarget::All => true,
+        }
+    }
+
+    /// The one path (`host/path`, key text without query) every key it matches has, when
+    /// there is one: the store then finds them by lookup instead of a scan.
+    pub fn path(&self) -> Option<&str> {
+        match self {
+            PurgeTarget::Url(t) | PurgeTarget::Key(t) => Some(without_query(t)),
+            PurgeTarget::HostPrefix(_) | PurgeTarget::PathPrefix(_) | PurgeTarget::All => None,
+        }
+    }
 }
 
 #[cfg(test)]
@@ -58,5 +107,34 @@ mod tests {
             "a/s.ts?b=1&a=2"
         );
         assert_eq!(without_query("a/s.ts?x=1"), "a/s.ts");
+    }
+
+    #[test]
+    fn a_purge_target_matches_the_key_texts_it_names() {
+        let keys = ["h/a", "h/a?_HLS_msn=1", "h/ab", "h/a/b", "g/a", "g/x/a"];
+        let matched = |t: PurgeTarget| -> Vec<&str> {
+            keys.iter().copied().filter(|k| t.matches(k)).collect()
+        };
+        assert_eq!(
+            matched(PurgeTarget::Url("h/a".into())),
+            ["h/a", "h/a?_HLS_msn=1"]
+        );
+        assert_eq!(matched(PurgeTarget::Key("h/a".into())), ["h/a"]);
+        assert_eq!(
+            matched(PurgeTarget::Key("h/a?_HLS_msn=1".into())),
+            ["h/a?_HLS_msn=1"]
+        );
+        assert_eq!(
+            matched(PurgeTarget::HostPrefix("h/a".into())),
+            ["h/a", "h/a?_HLS_msn=1", "h/ab", "h/a/b"]
+        );
+        assert_eq!(
+            matched(PurgeTarget::PathPrefix("/a".into())),
+            ["h/a", "h/a?_HLS_msn=1", "h/ab", "h/a/b", "g/a"]
+        );
+        assert_eq!(matched(PurgeTarget::All).len(), keys.len());
+        assert_eq!(PurgeTarget::Key("h/a?x=1".into()).path(), Some("h/a"));
+        assert_eq!(PurgeTarget::Url("h/a".into()).path(), Some("h/a"));
+        assert_eq!(PurgeTarget::PathPrefix("/a".into()).path(), None);
     }
 }

@@ -10,9 +10,8 @@ use thiserror::Error;
 
 use super::key;
 use super::store::{Inspected, MemoryStore};
-use crate::active::Active;
+use super::CachePolicy;
 use crate::request_path::{self, PathError};
-use crate::route::normalize_host;
 
 /// The form the lookup accepts, for every 400 it answers.
 pub const ACCEPTED_FORM: &str = "name the object as ?url=HOST/PATH or ?url=http://HOST/PATH (https:// too), with the query a viewer sends, percent-encoded: curl -G --data-urlencode 'url=cdn.example.com/live/a.m3u8?_HLS_msn=3'";
@@ -165,15 +164,17 @@ pub struct StoredByView {
     pub policy: &'static str,
 }
 
-/// Looks `target` up in `store` under the key the active routes give it.
-pub fn lookup(store: &MemoryStore, active: &Active, url: &str, target: &Target) -> Report {
-    let route = active
-        .table
-        .lookup(&normalize_host(&target.host), &target.path)
-        .map(|i| &active.routes[i]);
+/// Looks `target` up in `store` under the key that `route` (its name and cache policy, `None`
+/// when no route serves it) gives it.
+pub fn lookup(
+    store: &MemoryStore,
+    url: &str,
+    target: &Target,
+    route: Option<(&str, &CachePolicy)>,
+) -> Report {
     // The route decides which query parameters are part of the key; without one, nothing
     // is cached, and the whole query is shown.
-    let keep = route.and_then(|r| r.spec.cache.keep_query.as_deref());
+    let keep = route.and_then(|(_, policy)| policy.keep_query.as_deref());
     let key = key::key_text(&target.host, &target.path, target.query.as_deref(), keep);
     let now = SystemTime::now();
     let mut objects: Vec<Object> = store
@@ -184,8 +185,8 @@ pub fn lookup(store: &MemoryStore, active: &Active, url: &str, target: &Target) 
     objects.sort_by(|a, b| (a.filling, &a.vary).cmp(&(b.filling, &b.vary)));
     Report {
         url: url.to_string(),
-        route: route.map(|r| r.spec.name.clone()),
-        policy: route.map(|r| r.spec.cache.mode.as_str()),
+        route: route.map(|(name, _)| name.to_string()),
+        policy: route.map(|(_, policy)| policy.mode.as_str()),
         cached: objects.iter().any(|o| !o.filling),
         filling: objects.iter().any(|o| o.filling),
         key,

@@ -1,7 +1,8 @@
 //! The HTTP cache: storage (`store`), fills in progress (`fill`) and in the background
-//! (`background`), what may be stored and for how long (`policy`), keys (`key`), what an
-//! unsafe request invalidates (`invalidation`), what an operator's purge removes (`purge`),
-//! what is stored for one URL (`lookup`), and the status a viewer sees (`status_of`).
+//! (`background`), what may be stored and for how long (`policy`), keys and what a purge or
+//! an invalidation removes (`key`), variants under Vary (`vary`), what an unsafe request
+//! invalidates (`invalidation`), the operator's purge API (`purge`), what is stored for one
+//! URL (`lookup`), and the status a viewer sees ([`CacheStatus`], `status`).
 
 pub mod background;
 pub mod fill;
@@ -10,17 +11,20 @@ pub mod key;
 pub mod lookup;
 pub mod policy;
 pub mod purge;
+pub mod status;
 pub mod store;
+pub mod vary;
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use pingora_cache::lock::{CacheKeyLockImpl, CacheLock};
 use pingora_cache::predictor::{CacheablePredictor, Predictor};
-use pingora_cache::CachePhase;
+use pingora_cache::{CacheOptionOverrides, HttpCache};
 
 pub use fill::FillBudget;
 pub use policy::{AbandonedFill, CacheMode, CachePolicy};
+pub use status::CacheStatus;
 pub use store::{MemoryStore, StoreCounters};
 
 /// The process-wide cache: one store and one lock table, alive as long as the process.
@@ -63,20 +67,29 @@ impl EdgeCache {
             predictor,
         }
     }
-}
 
-/// What the cache did for a request, as `X-Cache-Status` and the metrics say it.
-pub fn status_of(phase: &CachePhase) -> &'static str {
-    match phase {
-        CachePhase::Hit => "HIT",
-        CachePhase::Miss => "MISS",
-        CachePhase::Stale => "STALE",
-        CachePhase::StaleUpdating => "UPDATING",
-        CachePhase::Expired => "EXPIRED",
-        CachePhase::Revalidated | CachePhase::RevalidatedNoCache(_) => "REVALIDATED",
-        CachePhase::Bypass
-        | CachePhase::Disabled(_)
-        | CachePhase::Uninit
-        | CachePhase::CacheKey => "BYPASS",
+    /// Turns caching on for one request under `policy`. `wait_timeout` bounds how long it
+    /// waits for another request's fill; `locked` makes its miss take the lock the others wait
+    /// on (a background fill writes without it: its viewers wait on the one it holds).
+    pub fn enable(
+        &self,
+        cache: &mut HttpCache,
+        policy: &CachePolicy,
+        wait_timeout: Duration,
+        locked: bool,
+    ) {
+        let mut overrides = CacheOptionOverrides::default();
+        // Waiters follow the fill as soon as its headers arrive (streaming partial writes),
+        // so this only bounds a fill whose origin sends no headers at all.
+        overrides.wait_timeout = Some(wait_timeout);
+        let lock = locked.then_some(self.lock);
+        cache.enable(
+            self.store,
+            None,
+            Some(self.predictor),
+            lock,
+            Some(overrides),
+        );
+        cache.set_max_file_size_bytes(policy.max_object_size);
     }
 }

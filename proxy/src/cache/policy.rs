@@ -6,6 +6,7 @@ use std::time::{Duration, SystemTime};
 use http::{header, StatusCode};
 use pingora_cache::cache_control::CacheControl;
 use pingora_cache::{CacheMeta, NoCacheReason, RespCacheable};
+use pingora_error::{Error, ErrorSource, ErrorType};
 use pingora_http::{RequestHeader, ResponseHeader};
 
 /// How a route caches.
@@ -69,6 +70,12 @@ pub struct CachePolicy {
 }
 
 impl CachePolicy {
+    /// Whether a request with `method` goes through the cache: GET and HEAD, unless caching
+    /// is off.
+    pub fn applies_to(&self, method: &http::Method) -> bool {
+        self.mode != CacheMode::Off && (method == http::Method::GET || method == http::Method::HEAD)
+    }
+
     /// The policy of a route that names none: RFC 9111, nothing more.
     pub fn rfc_default() -> Self {
         CachePolicy {
@@ -394,6 +401,21 @@ pub enum RequestDemand {
     Normal,
     /// Revalidate before using a stored response (`no-cache`, `max-age=0`, Pragma: no-cache).
     Revalidate,
+}
+
+/// Whether a stale object may answer: `error` is `None` for stale-while-revalidate, else
+/// what the revalidation met (stale-if-error).
+pub fn serve_stale(error: Option<&Error>) -> bool {
+    match error {
+        // stale-while-revalidate: pingora has already checked the stored window, which
+        // the policy closes for must-revalidate and no-cache responses.
+        None => true,
+        // stale-if-error: the origin is unreachable, timed out or answered 5xx.
+        Some(e) => match e.etype() {
+            ErrorType::HTTPStatus(code) => *code >= 500,
+            _ => e.esource() == &ErrorSource::Upstream,
+        },
+    }
 }
 
 /// Reads the request's cache directives against the stored response's age.

@@ -4,6 +4,7 @@
 use serde::Serialize;
 
 use super::key;
+pub use super::key::PurgeTarget;
 use super::store::MemoryStore;
 use crate::request_path::{self, PathError};
 
@@ -12,19 +13,6 @@ pub const PARAMS: &str = "url, prefix, all, dry_run";
 
 /// How many key texts a dry run lists; `would_purge` counts them all.
 pub const DRY_RUN_KEYS: usize = 100;
-
-/// What one purge request removes.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum PurgeTarget {
-    /// One URL as its key text without query (`host/path`): every kept-query and Vary variant.
-    Url(String),
-    /// Every key text starting with `host/path`.
-    HostPrefix(String),
-    /// Every key whose path starts with `/path`, on any host.
-    PathPrefix(String),
-    /// Everything.
-    All,
-}
 
 /// A purge request the API understood.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -269,7 +257,7 @@ impl PurgeTarget {
     /// The label of `dime_cache_purges_total`.
     pub fn kind(&self) -> &'static str {
         match self {
-            PurgeTarget::Url(_) => "url",
+            PurgeTarget::Url(_) | PurgeTarget::Key(_) => "url",
             PurgeTarget::HostPrefix(_) | PurgeTarget::PathPrefix(_) => "prefix",
             PurgeTarget::All => "all",
         }
@@ -278,21 +266,9 @@ impl PurgeTarget {
     /// The target as the API reports and logs it.
     pub fn shown(&self) -> String {
         match self {
-            PurgeTarget::Url(t) | PurgeTarget::HostPrefix(t) => t.clone(),
+            PurgeTarget::Url(t) | PurgeTarget::Key(t) | PurgeTarget::HostPrefix(t) => t.clone(),
             PurgeTarget::PathPrefix(p) => format!("(any host){p}"),
             PurgeTarget::All => "*".to_string(),
-        }
-    }
-
-    /// Whether a key text falls under a prefix or `all` (a URL is looked up, not scanned).
-    fn matches(&self, key_text: &str) -> bool {
-        match self {
-            PurgeTarget::Url(t) => key::without_query(key_text) == t,
-            PurgeTarget::HostPrefix(t) => key_text.starts_with(t.as_str()),
-            PurgeTarget::PathPrefix(p) => key_text
-                .find('/')
-                .is_some_and(|i| key_text[i..].starts_with(p.as_str())),
-            PurgeTarget::All => true,
         }
     }
 }
@@ -311,20 +287,12 @@ impl PurgeRequest {
             keys: None,
         };
         if self.dry_run {
-            let (count, mut keys) = match t {
-                PurgeTarget::Url(path) => store.find_path(path, DRY_RUN_KEYS),
-                _ => store.find_where(|k| t.matches(k), DRY_RUN_KEYS),
-            };
+            let (count, mut keys) = store.find(t, DRY_RUN_KEYS);
             keys.sort_unstable();
             outcome.would_purge = Some(count);
             outcome.keys = Some(keys);
         } else {
-            outcome.purged = Some(match t {
-                // A key lookup: every query and Vary variant of that path, without a scan.
-                PurgeTarget::Url(path) => store.purge_path(path),
-                PurgeTarget::All => store.purge_all(),
-                _ => store.purge_where(|k| t.matches(k)),
-            });
+            outcome.purged = Some(store.remove(t));
         }
         outcome
     }

@@ -71,6 +71,17 @@ pub struct StoredBy {
     pub vary: Mutex<Vec<(String, String)>>,
 }
 
+impl StoredBy {
+    /// Stored by the route `route` in cache mode `policy`; the Vary fields come later.
+    pub fn new(route: &str, policy: CacheMode) -> Self {
+        StoredBy {
+            route: route.to_string(),
+            policy,
+            vary: Mutex::new(Vec::new()),
+        }
+    }
+}
+
 /// One stored object or fill in progress, as the cache lookup shows it.
 pub struct Inspected {
     /// The hash it is stored under (key and Vary variant).
@@ -412,30 +423,45 @@ impl MemoryStore {
         found
     }
 
-    /// Invalidates one URL, given as its key text (`host/path?kept-query`): every stored
-    /// variant of it under Vary, and its fills in progress (RFC 9111 §4.4). Other kept-query
-    /// URLs of the same path are other resources and stay. Costs the variants of that path,
-    /// not the size of the cache. Returns the number of objects removed.
-    pub fn invalidate_url(&self, url: &str) -> usize {
-        let hashes = self.index.find(key::without_query(url), |u| u == url);
-        let found = self.remove_committed(hashes);
-        self.abandon_fills(|u| u == url);
-        found
+    /// Removes what `target` names, and abandons its fills in progress: the purge API, and the
+    /// invalidation of a URL after an unsafe request (RFC 9111 §4.4). A target with one path
+    /// costs the variants of that path, not the size of the cache. Returns the number of
+    /// committed objects removed.
+    pub fn remove(&self, target: &key::PurgeTarget) -> usize {
+        match (target, target.path()) {
+            (key::PurgeTarget::All, _) => self.purge_all(),
+            (_, Some(path)) => {
+                let hashes = self.index.find(path, |u| target.matches(u));
+                let found = self.remove_committed(hashes);
+                self.abandon_fills(|u| target.matches(u));
+                found
+            }
+            (_, None) => self.purge_where(|u| target.matches(u)),
+        }
     }
 
-    /// Removes every object of one path (`host/path`), whatever its kept query and Vary
-    /// variants, and its fills in progress: the purge API's `url=`. Returns the number of
-    /// objects removed.
-    pub fn purge_path(&self, path: &str) -> usize {
-        let path = key::without_query(path);
-        let hashes = self.index.find(path, |_| true);
-        let found = self.remove_committed(hashes);
-        self.abandon_fills(|u| key::without_query(u) == path);
-        found
+    /// The stored objects `target` names: how many, and the first `limit` key texts. What
+    /// [`MemoryStore::remove`] would remove, for a dry run; reading does not count as a use.
+    pub fn find(&self, target: &key::PurgeTarget, limit: usize) -> (usize, Vec<String>) {
+        let Some(path) = target.path() else {
+            return self.find_where(|u| target.matches(u), limit);
+        };
+        let mut count = 0;
+        let mut keys = Vec::new();
+        for (hash, url) in self.index.variants(path) {
+            // The index is written before the store: only what is stored counts.
+            if target.matches(&url) && self.committed.contains_key(&hash) {
+                count += 1;
+                if keys.len() < limit {
+                    keys.push(url.to_string());
+                }
+            }
+        }
+        (count, keys)
     }
 
     /// The stored objects whose key text `matches`: how many, and the first `limit` key texts.
-    /// What `purge_where` would remove, for a dry run; reading does not count as a use of them.
+    /// What `purge_where` would remove; reading does not count as a use of them.
     pub fn find_where(&self, matches: impl Fn(&str) -> bool, limit: usize) -> (usize, Vec<String>) {
         let mut count = 0;
         let mut keys = Vec::new();
@@ -443,24 +469,6 @@ impl MemoryStore {
             count += 1;
             if keys.len() < limit {
                 keys.push(e.url.to_string());
-            }
-        }
-        (count, keys)
-    }
-
-    /// The stored objects of one path (`host/path`): how many, and the first `limit` key texts.
-    /// What `purge_path` would remove, for a dry run.
-    pub fn find_path(&self, path: &str, limit: usize) -> (usize, Vec<String>) {
-        let path = key::without_query(path);
-        let mut count = 0;
-        let mut keys = Vec::new();
-        for (hash, url) in self.index.variants(path) {
-            // The index is written before the store: only what is stored counts.
-            if self.committed.contains_key(&hash) {
-                count += 1;
-                if keys.len() < limit {
-                    keys.push(url.to_string());
-                }
             }
         }
         (count, keys)
@@ -945,18 +953,26 @@ mod tests {
         assert_eq!(s.object_count(), 4);
         assert!(consistent(s));
 
-        assert_eq!(s.invalidate_url("h/a"), 2, "both Vary variants");
+        assert_eq!(
+            s.remove(&key::PurgeTarget::Key("h/a".into())),
+            2,
+            "both Vary variants"
+        );
         assert!(!cached(s, &a_gzip).await && !cached(s, &a_br).await);
         assert!(
             cached(s, &a_msn).await,
             "another kept-query URL is another resource"
         );
         assert!(cached(s, &b).await);
-        assert_eq!(s.invalidate_url("h/a"), 0, "nothing left to invalidate");
+        assert_eq!(
+            s.remove(&key::PurgeTarget::Key("h/a".into())),
+            0,
+            "nothing left to invalidate"
+        );
         assert!(consistent(s));
 
         assert_eq!(
-            s.purge_path("h/a"),
+            s.remove(&key::PurgeTarget::Url("h/a".into())),
             1,
             "the purge API's url= takes every query"
         );
@@ -979,7 +995,7 @@ mod tests {
         assert!(s.update_meta(&a, &meta, &trace).await.unwrap());
         assert!(consistent(s));
         assert_eq!(
-            s.invalidate_url("h/a"),
+            s.remove(&key::PurgeTarget::Key("h/a".into())),
             1,
             "the replaced entry is still found"
         );
@@ -1035,7 +1051,7 @@ mod tests {
         s.committed.insert(hash, newer);
         s.committed.insert(hash, older);
         assert_eq!(s.object_count(), 1);
-        assert_eq!(s.invalidate_url("h/a"), 1);
+        assert_eq!(s.remove(&key::PurgeTarget::Key("h/a".into())), 1);
         assert!(consistent(s));
         assert_eq!(s.index.len(), 0);
     }
@@ -1052,7 +1068,7 @@ mod tests {
         miss.write_body(Bytes::from_static(b"old"), false)
             .await
             .unwrap();
-        s.invalidate_url("h/a");
+        s.remove(&key::PurgeTarget::Key("h/a".into()));
         miss.write_body(Bytes::new(), true).await.unwrap();
         miss.finish().await.unwrap();
         assert!(!cached(s, &a).await);
@@ -1086,7 +1102,7 @@ mod tests {
         ] {
             fill(s, &k, 10).await;
         }
-        let (n, mut keys) = s.find_path("h/a", 10);
+        let (n, mut keys) = s.find(&key::PurgeTarget::Url("h/a".into()), 10);
         keys.sort();
         assert_eq!(
             (n, keys),
@@ -1095,9 +1111,16 @@ mod tests {
         // The count is whole; the list stops at its limit.
         assert_eq!(s.find_where(|u| u.starts_with("h/"), 1).0, 4);
         assert_eq!(s.find_where(|u| u.starts_with("h/"), 1).1.len(), 1);
-        assert_eq!(s.find_path("h/c", 10), (0, vec![]));
+        assert_eq!(
+            s.find(&key::PurgeTarget::Url("h/c".into()), 10),
+            (0, vec![])
+        );
         assert_eq!(s.object_count(), 4);
-        assert_eq!(s.purge_path("h/a"), 3, "what find_path found");
+        assert_eq!(
+            s.remove(&key::PurgeTarget::Url("h/a".into())),
+            3,
+            "what find_path found"
+        );
     }
 
     // Through pingora's `Storage`, `HandleMiss` and `HandleHit` only, the way pingora-cache's

@@ -17,7 +17,7 @@ use super::file::{
     PoolSection, RouteCacheSection, RouteSection, SizeText, TlsSection,
 };
 use crate::cache::{AbandonedFill, CacheMode, CachePolicy};
-use crate::route::HostMatch;
+use crate::host::HostMatch;
 use crate::tls::{self, CertSet, LoadedCert};
 
 /// The admin listener when the file names none.

@@ -8,7 +8,7 @@ use toml::{Table, Value};
 use super::compile::{EdgeConfig, HealthCheckKind, PoolSpec, RouteSpec, Selection};
 use super::redact;
 use crate::cache::{AbandonedFill, CacheMode, CachePolicy};
-use crate::route::HostMatch;
+use crate::host::HostMatch;
 
 /// The compiled `config` as TOML, in the file's field names, redacted by the same allow-list
 /// as `GET /config` ([`redact::PUBLIC_FIELDS`]): tokens and header values never appear.

@@ -5,6 +5,7 @@
 //! its name, selection and health check, so a reload neither resets health nor opens new
 //! connections to backends that stay.
 
+pub mod attempts;
 pub mod failures;
 pub mod members;
 
@@ -22,6 +23,7 @@ use pingora_load_balancing::health_check::{HealthCheck, HttpHealthCheck, TcpHeal
 use crate::config::compile::HealthCheckKind;
 use crate::config::{PoolSpec, UpstreamTls};
 
+pub use attempts::Attempts;
 pub use members::{MemberChange, Members, Pick};
 
 /// One pool of interchangeable origin backends, as one config generation sees it.

@@ -205,7 +205,7 @@ fn check_names(names: &[String]) -> Result<(), GenerateError> {
     }
     for n in names {
         let ip = n.parse::<std::net::IpAddr>().is_ok();
-        if !ip && crate::route::HostMatch::parse(n).is_err() {
+        if !ip && crate::host::HostMatch::parse(n).is_err() {
             return Err(GenerateError::InvalidName(n.clone()));
         }
     }

@@ -1,0 +1,112 @@
+//! The edge's own answers: short plain-text bodies for a bad request, no route, a redirect
+//! to HTTPS, and a request that failed at the origin.
+
+use bytes::Bytes;
+use pingora_error::{Error, ErrorSource, ErrorType, Result};
+use pingora_http::ResponseHeader;
+use pingora_proxy::Session;
+
+use super::ctx::RequestCtx;
+use crate::forwarding;
+use crate::pool::attempts::is_timeout;
+use crate::route::HttpsRedirect;
+
+/// Answers with a short plain-text body that never gets cached.
+pub(super) async fn text(
+    session: &mut Session,
+    status: u16,
+    body: &str,
+    extra: &[(http::HeaderName, http::HeaderValue)],
+) -> Result<()> {
+    let mut resp = ResponseHeader::build(status, Some(4))?;
+    resp.insert_header(http::header::CONTENT_TYPE, "text/plain; charset=utf-8")?;
+    resp.insert_header(http::header::CONTENT_LENGTH, body.len().to_string())?;
+    resp.insert_header(http::header::CACHE_CONTROL, "no-store")?;
+    // The edge's own answers are text: a browser must not sniff them into HTML.
+    resp.insert_header(http::header::X_CONTENT_TYPE_OPTIONS, "nosniff")?;
+    for (name, value) in extra {
+        resp.insert_header(name.clone(), value.clone())?;
+    }
+    forwarding::downstream_response(&mut resp, session.req_header().version);
+    let head = session.req_header().method == http::Method::HEAD;
+    session.write_response_header(Box::new(resp), head).await?;
+    if !head {
+        session
+            .write_response_body(Some(Bytes::copy_from_slice(body.as_bytes())), true)
+            .await?;
+    }
+    Ok(())
+}
+
+/// Answers a plain-HTTP request on a route that redirects to HTTPS.
+pub(super) async fn redirect(session: &mut Session, redirect: HttpsRedirect) -> Result<()> {
+    match redirect {
+        HttpsRedirect::NoPlainHost => {
+            let body = "dime: a redirect to HTTPS needs a Host header with a plain host name\n";
+            text(session, 400, body, &[]).await
+        }
+        HttpsRedirect::To(location) => {
+            let value = http::HeaderValue::from_str(&location).map_err(|_| {
+                Error::explain(
+                    ErrorType::InvalidHTTPHeader,
+                    "unrepresentable redirect target",
+                )
+            })?;
+            // 308, not 301: the method and body are kept (RFC 9110 §15.4.9).
+            let body = format!("dime: moved to {location}\n");
+            text(session, 308, &body, &[(http::header::LOCATION, value)]).await
+        }
+    }
+}
+
+/// The status the edge answers a failed request with; 0 when the viewer's own connection
+/// failed and there is no one left to answer.
+pub(super) fn error_status(e: &Error) -> u16 {
+    match e.etype() {
+        ErrorType::HTTPStatus(code) => *code,
+        _ if is_timeout(e) && e.esource() != &ErrorSource::Downstream => 504,
+        _ => match e.esource() {
+            ErrorSource::Upstream => 502,
+            ErrorSource::Downstream => match e.etype() {
+                ErrorType::WriteError | ErrorType::ReadError | ErrorType::ConnectionClosed => 0,
+                _ => 400,
+            },
+            ErrorSource::Internal | ErrorSource::Unset => 500,
+        },
+    }
+}
+
+/// Answers a failed request with `code`, and logs why.
+pub(super) async fn error(session: &mut Session, code: u16, e: &Error, ctx: &RequestCtx) {
+    // Backends and pools are the operator's business: the log gets the whole reason
+    // under the request id, the viewer a short reason and the id to quote.
+    let reason = ctx
+        .attempts
+        .failure()
+        .map_or_else(|| e.to_string(), str::to_string);
+    let id = ctx.request_id.as_str();
+    let route = ctx.route_name();
+    if code >= 500 {
+        tracing::warn!(request_id = %id, route, status = code, "answered {code}: {reason}");
+    } else {
+        // A viewer's malformed request is not the operator's problem.
+        tracing::info!(request_id = %id, route, status = code, "answered {code}: {reason}");
+    }
+    let what = match code {
+        502 => "bad gateway: the origin could not be reached or failed",
+        504 => "gateway timeout: the origin did not answer in time",
+        400 => "bad request",
+        _ => "internal error",
+    };
+    // The route's response headers (CORS, for one) belong on its error pages too, or a
+    // player cannot even read why its request failed.
+    let mut extra = ctx
+        .route
+        .as_ref()
+        .map_or_else(Vec::new, |r| r.spec.response_headers.clone());
+    if let Ok(id) = http::HeaderValue::from_str(&ctx.request_id) {
+        extra.push((http::HeaderName::from_static("x-request-id"), id));
+    }
+    let body = format!("dime: {what} (request id {})\n", ctx.request_id);
+    let _ = text(session, code, &body, &extra).await;
+}

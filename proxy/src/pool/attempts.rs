@@ -1,0 +1,228 @@
+//! One request's attempts at its pool: the backends tried, the retry budget, why the last
+//! attempt failed, and the total timeout of an attempt.
+
+use std::fmt::Display;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use pingora_error::{Error, ErrorType, Result};
+
+/// One request's attempts at a pool's backends.
+#[derive(Debug, Default)]
+pub struct Attempts {
+    /// Retries allowed after the first attempt.
+    retries: usize,
+    /// The most one attempt may take, headers and body.
+    total_timeout: Option<Duration>,
+    tried: Vec<SocketAddr>,
+    backend: Option<SocketAddr>,
+    started: Option<Instant>,
+    failure: Option<String>,
+}
+
+impl Attempts {
+    /// No attempt yet, with `retries` allowed after the first and at most `total_timeout`
+    /// for each.
+    pub fn new(retries: usize, total_timeout: Option<Duration>) -> Self {
+        Attempts {
+            retries,
+            total_timeout,
+            ..Attempts::default()
+        }
+    }
+
+    /// The backends tried so far, which the next pick avoids.
+    pub fn tried(&self) -> &[SocketAddr] {
+        &self.tried
+    }
+
+    /// The backend of the latest attempt.
+    pub fn backend(&self) -> Option<SocketAddr> {
+        self.backend
+    }
+
+    /// Why the latest attempt failed, for the log and the edge's error answer.
+    pub fn failure(&self) -> Option<&str> {
+        self.failure.as_deref()
+    }
+
+    /// Starts an attempt at `addr`.
+    pub fn start(&mut self, addr: SocketAddr) {
+        self.tried.push(addr);
+        self.backend = Some(addr);
+        self.started = Some(Instant::now());
+    }
+
+    /// No backend left to pick in `pool`: records and returns why.
+    pub fn none_left(&mut self, pool: &str) -> String {
+        let reason = match (&self.failure, self.tried.is_empty()) {
+            (_, true) => format!("no healthy backend in pool \"{pool}\""),
+            (Some(last), false) => last.clone(),
+            (None, false) => format!("no other healthy backend in pool \"{pool}\""),
+        };
+        self.failure = Some(reason.clone());
+        reason
+    }
+
+    /// The connection to `peer` of `pool` failed with `e`. Returns whether the request may go
+    /// to another backend: nothing reached the origin, so any request may, while the budget
+    /// lasts, rather than failing until the health check notices.
+    pub fn connect_failed(&mut self, peer: impl Display, pool: &str, e: &Error) -> bool {
+        self.failure = Some(format!(
+            "cannot connect to backend {peer} of pool \"{pool}\": {}",
+            e.etype().as_str()
+        ));
+        self.budget_left()
+    }
+
+    /// `peer` of `pool` failed with `e` on a connection that was set up (`reused` when it came
+    /// from the connection pool). Returns whether the request may be replayed on another
+    /// backend: it must be `replayable` (idempotent, its body still buffered) and the budget
+    /// must last; and either the connection was a reused one the origin had already closed,
+    /// or no response header had arrived (`answered`) and the error is no timeout.
+    pub fn proxy_failed(
+        &mut self,
+        peer: impl Display,
+        pool: &str,
+        e: &Error,
+        reused: bool,
+        replayable: bool,
+        answered: bool,
+    ) -> bool {
+        self.failure = Some(format!(
+            "backend {peer} of pool \"{pool}\" failed: {}",
+            e.etype().as_str()
+        ));
+        if reused {
+            // A pooled connection the origin had already closed says nothing about the
+            // backend: let it be picked again, on a fresh connection.
+            self.tried.pop();
+        }
+        replayable && (reused || (!answered && !is_timeout(e))) && self.budget_left()
+    }
+
+    /// Whether another attempt is within the retry budget.
+    pub fn budget_left(&self) -> bool {
+        self.tried.len() <= self.retries
+    }
+
+    /// An error once the current attempt has run longer than the total timeout at `now`.
+    pub fn check_total_timeout(&self, now: Instant) -> Result<()> {
+        if let (Some(total), Some(start)) = (self.total_timeout, self.started) {
+            if now.saturating_duration_since(start) > total {
+                return Error::e_explain(
+                    ErrorType::ReadTimedout,
+                    format!("total_timeout of {total:?} exceeded"),
+                );
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Whether `e` is a timeout: connecting, reading, writing or the TLS handshake.
+pub fn is_timeout(e: &Error) -> bool {
+    matches!(
+        e.etype(),
+        ErrorType::ConnectTimedout
+            | ErrorType::ReadTimedout
+            | ErrorType::WriteTimedout
+            | ErrorType::TLSHandshakeTimedout
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn addr(port: u16) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], port))
+    }
+
+    fn err(etype: ErrorType) -> Box<Error> {
+        Error::new(etype)
+    }
+
+    #[test]
+    fn the_retry_budget_allows_retries_after_the_first_attempt() {
+        let mut a = Attempts::new(1, None);
+        assert!(a.budget_left());
+        a.start(addr(1));
+        assert!(a.connect_failed(addr(1), "p", &err(ErrorType::ConnectRefused)));
+        a.start(addr(2));
+        assert!(!a.connect_failed(addr(2), "p", &err(ErrorType::ConnectRefused)));
+        assert_eq!(a.tried(), [addr(1), addr(2)]);
+        assert_eq!(a.backend(), Some(addr(2)));
+        assert_eq!(
+            a.failure(),
+            Some("cannot connect to backend 127.0.0.1:2 of pool \"p\": ConnectRefused")
+        );
+        // Without a route (no pool), no retry.
+        let mut none = Attempts::default();
+        none.start(addr(1));
+        assert!(!none.connect_failed(addr(1), "p", &err(ErrorType::ConnectRefused)));
+    }
+
+    #[test]
+    fn the_reason_when_no_backend_is_left_says_what_happened() {
+        let mut a = Attempts::new(2, None);
+        assert_eq!(a.none_left("p"), "no healthy backend in pool \"p\"");
+        let mut a = Attempts::new(2, None);
+        a.start(addr(1));
+        assert_eq!(a.none_left("p"), "no other healthy backend in pool \"p\"");
+        let mut a = Attempts::new(2, None);
+        a.start(addr(1));
+        a.connect_failed(addr(1), "p", &err(ErrorType::ConnectTimedout));
+        assert_eq!(
+            a.none_left("p"),
+            "cannot connect to backend 127.0.0.1:1 of pool \"p\": ConnectTimedout"
+        );
+        let reason = a.none_left("p");
+        assert_eq!(a.failure(), Some(reason.as_str()));
+    }
+
+    #[test]
+    fn only_a_replayable_request_is_retried_after_a_proxy_error() {
+        // (reused, replayable, answered, error, retried)
+        let table = [
+            (false, true, false, ErrorType::ConnectionClosed, true),
+            (false, false, false, ErrorType::ConnectionClosed, false),
+            (false, true, true, ErrorType::ConnectionClosed, false),
+            (false, true, false, ErrorType::ReadTimedout, false),
+            (true, true, true, ErrorType::ReadTimedout, true),
+            (true, false, false, ErrorType::ConnectionClosed, false),
+        ];
+        for (reused, replayable, answered, etype, want) in table {
+            let mut a = Attempts::new(1, None);
+            a.start(addr(1));
+            let e = err(etype.clone());
+            let got = a.proxy_failed(addr(1), "p", &e, reused, replayable, answered);
+            assert_eq!(got, want, "{reused} {replayable} {answered} {etype:?}");
+            // A reused connection's failure does not count against the backend.
+            assert_eq!(a.tried().len(), usize::from(!reused));
+        }
+        let mut spent = Attempts::new(0, None);
+        spent.start(addr(1));
+        let e = err(ErrorType::ConnectionClosed);
+        assert!(!spent.proxy_failed(addr(1), "p", &e, false, true, false));
+        assert_eq!(
+            spent.failure(),
+            Some("backend 127.0.0.1:1 of pool \"p\" failed: ConnectionClosed")
+        );
+    }
+
+    #[test]
+    fn the_total_timeout_bounds_each_attempt() {
+        let hour = Duration::from_secs(3600);
+        let mut a = Attempts::new(0, Some(hour));
+        let later = Instant::now() + 2 * hour;
+        assert!(a.check_total_timeout(later).is_ok(), "no attempt started");
+        a.start(addr(1));
+        assert!(a.check_total_timeout(Instant::now()).is_ok());
+        let e = a.check_total_timeout(later).unwrap_err();
+        assert_eq!(e.etype(), &ErrorType::ReadTimedout);
+        let mut unbounded = Attempts::new(0, None);
+        unbounded.start(addr(1));
+        assert!(unbounded.check_total_timeout(later).is_ok());
+    }
+}
