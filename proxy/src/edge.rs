@@ -202,7 +202,13 @@ impl ProxyHttp for Edge {
         match ctx.active.table.lookup(&host, path) {
             Some(i) => {
                 let route = ctx.active.routes[i].clone();
-                let https_port = ctx.active.config.https_listeners.first().map(|a| a.port());
+                let https_port = ctx
+                    .active
+                    .config
+                    .restart
+                    .https_listeners
+                    .first()
+                    .map(|a| a.port());
                 // A background fill is the edge's own request: its viewer was already let in.
                 let secure = is_tls(session) || session.subrequest_ctx.is_some();
                 if let (true, Some(port), false) = (route.spec.redirect_https, https_port, secure) {
