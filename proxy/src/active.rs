@@ -209,3 +209,53 @@ impl Generations for LiveRoutes {
         Ok(Box::new(move || active.store(Arc::new(next))))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(pools: &str) -> EdgeConfig {
+        crate::config::compile(
+            "edge.toml",
+            &format!("[listen]\nhttp = [\"127.0.0.1:8080\"]\n{pools}[[routes]]\npath = \"/\"\npool = \"web\"\n"),
+        )
+        .unwrap()
+    }
+
+    fn members(active: &Active, name: &str) -> Arc<Members> {
+        let pool = active.pools.iter().find(|p| p.name() == name).unwrap();
+        pool.members().clone()
+    }
+
+    #[test]
+    fn a_reload_applies_the_diff_keeping_or_rebuilding_each_pools_members() {
+        let metrics = Metrics::new();
+        let old = config("[pools.web]\nbackends = [\"127.0.0.1:9001\"]\n[pools.api]\nbackends = [\"127.0.0.1:9002\"]\n");
+        let new = config("[pools.web]\nbackends = [\"127.0.0.1:9001\", \"127.0.0.1:9003\"]\n[pools.api]\nbackends = [\"127.0.0.1:9002\"]\nselection = \"consistent_hash\"\n");
+        let running = Active::build(old.clone(), &metrics).unwrap();
+        let diff = ConfigDiff::between(&old, &new);
+        let next = Active::build_next(new, &metrics, Some((&running, &diff))).unwrap();
+        // web only gained a backend: the same members (health, connections) serve it, and the
+        // new backend waits for a first check.
+        assert!(Arc::ptr_eq(
+            &members(&running, "web"),
+            &members(&next, "web")
+        ));
+        let pending = members(&next, "web").pending();
+        assert_eq!(pending.len(), 1, "{pending:?}");
+        // api changed its selection: new members.
+        assert!(!Arc::ptr_eq(
+            &members(&running, "api"),
+            &members(&next, "api")
+        ));
+        // The same diff is what the reload reports.
+        assert_eq!(
+            diff.lines(),
+            [
+                "pool api rebuilt (selection, health check or TLS changed; backends checked before traffic)",
+                "pool api: selection round_robin → consistent_hash",
+                "pool web: backend 127.0.0.1:9003 added",
+            ]
+        );
+    }
+}

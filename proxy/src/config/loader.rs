@@ -197,3 +197,98 @@ fn io_reason(e: &std::io::Error) -> String {
         None => text,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_token_file_loses_its_line_end_and_an_empty_or_missing_one_is_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let token = dir.path().join("token");
+        std::fs::write(&token, "0123456789abcdef\r\n").unwrap();
+        assert_eq!(secret(&token).unwrap(), "0123456789abcdef");
+
+        std::fs::write(&token, "\n").unwrap();
+        assert_eq!(
+            secret(&token).unwrap_err().to_string(),
+            format!("is empty: {} holds no token", token.display())
+        );
+
+        let missing = dir.path().join("missing");
+        assert_eq!(
+            secret(&missing).unwrap_err().to_string(),
+            format!(
+                "cannot read {}: No such file or directory",
+                missing.display()
+            )
+        );
+    }
+
+    #[test]
+    fn a_ca_bundle_without_a_certificate_is_refused_with_its_path() {
+        let dir = tempfile::tempdir().unwrap();
+        let bundle = dir.path().join("ca.pem");
+        std::fs::write(&bundle, "not a certificate\n").unwrap();
+        assert_eq!(
+            ca_bundle(&bundle).unwrap_err().to_string(),
+            format!(
+                "{}: no CERTIFICATE block: expected PEM CA certificates",
+                bundle.display()
+            )
+        );
+    }
+
+    #[test]
+    fn backend_addresses_parse_resolve_or_say_how_to_write_them() {
+        assert_eq!(
+            parse_backend_addr("10.0.0.5:8080").unwrap(),
+            "10.0.0.5:8080".parse::<SocketAddr>().unwrap()
+        );
+        assert_eq!(
+            parse_backend_addr("localhost:8080").unwrap().port(),
+            8080,
+            "a name is resolved once"
+        );
+        for bad in ["origin", "origin:http", "or igin:80", ":80"] {
+            assert_eq!(
+                parse_backend_addr(bad).unwrap_err().to_string(),
+                format!("unparsable address \"{bad}\": write host:port, e.g. \"10.0.0.5:8080\"")
+            );
+        }
+    }
+
+    #[test]
+    fn load_reads_the_file_and_says_when_it_cannot() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("edge.toml");
+        std::fs::write(
+            &path,
+            "[listen]\nhttp = [\"127.0.0.1:8080\"]\n[pools.p]\nbackends = [\"127.0.0.1:8081\"]\n[[routes]]\npool = \"p\"\n",
+        )
+        .unwrap();
+        let config = load(&path).unwrap();
+        assert_eq!(config.file.as_deref(), Some(path.as_path()));
+        assert_eq!(config.source, path.display().to_string());
+
+        let missing = dir.path().join("gone.toml");
+        let errors = load(&missing).unwrap_err().0;
+        assert_eq!(errors.len(), 1);
+        assert_eq!(errors[0].field, "(file)");
+        assert!(
+            errors[0].reason.starts_with("cannot read: "),
+            "{}",
+            errors[0].reason
+        );
+    }
+
+    #[test]
+    fn a_log_file_needs_an_existing_directory_and_must_not_be_one() {
+        let dir = tempfile::tempdir().unwrap();
+        assert_eq!(log_file_problem(&dir.path().join("access.log")), None);
+        let problem = log_file_problem(dir.path()).unwrap();
+        assert!(problem.contains("is a directory"), "{problem}");
+        let problem = log_file_problem(&dir.path().join("no/access.log")).unwrap();
+        assert!(problem.contains("does not exist"), "{problem}");
+    }
+}

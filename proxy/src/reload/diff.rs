@@ -848,4 +848,89 @@ mod tests {
             ]
         );
     }
+
+    #[test]
+    fn every_restart_only_setting_is_reported_and_held_at_its_running_value() {
+        let running = config(&format!("{POOL}[[routes]]\npath = \"/\"\npool = \"web\"\n"));
+        let threads = running.restart.threads;
+        type Edit = Box<dyn Fn(&mut RestartSettings)>;
+        let cases: Vec<(Edit, String)> = vec![
+            (
+                Box::new(|r| r.http_listeners = vec!["127.0.0.1:8081".parse().unwrap()]),
+                "listen.http changed: [127.0.0.1:8080] → [127.0.0.1:8081]".into(),
+            ),
+            (
+                Box::new(|r| r.https_listeners = vec!["127.0.0.1:8443".parse().unwrap()]),
+                "listen.https changed: [] → [127.0.0.1:8443]".into(),
+            ),
+            (
+                Box::new(|r| r.upgrade_sock = "/tmp/dime.sock".into()),
+                "server.upgrade_sock changed: /run/dime-edge/upgrade.sock → /tmp/dime.sock".into(),
+            ),
+            (
+                Box::new(|r| r.admin_listener = "127.0.0.1:9191".parse().unwrap()),
+                "listen.admin changed: 127.0.0.1:9090 → 127.0.0.1:9191".into(),
+            ),
+            (
+                Box::new(|r| r.threads += 1),
+                format!("server.threads changed: {threads} → {}", threads + 1),
+            ),
+            (
+                Box::new(|r| r.grace_period = Duration::from_secs(7)),
+                "server.grace_period changed: 5s → 7s".into(),
+            ),
+            (
+                Box::new(|r| r.cache_memory = 1 << 30),
+                "cache.memory changed: 512 MiB → 1 GiB".into(),
+            ),
+            (
+                Box::new(|r| r.cache_fill_memory = 64 << 20),
+                "cache.fill_memory changed: 128 MiB → 64 MiB".into(),
+            ),
+            (
+                Box::new(|r| r.cache_lock_timeout = Duration::from_secs(60)),
+                "cache.lock_timeout changed: 30s → 1m".into(),
+            ),
+        ];
+        for (edit, line) in cases {
+            let mut next = running.clone();
+            edit(&mut next.restart);
+            let diff = ConfigDiff::between(&running, &next);
+            assert_eq!(diff.restart_lines(), std::slice::from_ref(&line));
+            assert!(diff.lines().is_empty(), "{line}: {:?}", diff.lines());
+            ConfigDiff::hold(&running.restart, &mut next);
+            assert_eq!(next.restart, running.restart, "{line}");
+        }
+    }
+
+    #[test]
+    fn a_live_change_is_kept_by_hold_and_rendered_once() {
+        let route = format!("{POOL}[[routes]]\npath = \"/\"\npool = \"web\"\n");
+        let running = config(&route);
+        let mut next = config(&format!(
+            "[server]\nsend_timeout = \"90s\"\ngrace_period = \"9s\"\n\n{route}"
+        ));
+        let diff = ConfigDiff::between(&running, &next);
+        ConfigDiff::hold(&running.restart, &mut next);
+        // The live setting stays in the config that goes into service; the restart-only one
+        // is back at its running value.
+        assert_eq!(next.server.send_timeout, Duration::from_secs(90));
+        assert_eq!(next.restart.grace_period, running.restart.grace_period);
+        assert_eq!(
+            diff.live,
+            [Change::Field {
+                scope: Scope::Top,
+                field: "server.send_timeout".into(),
+                old: "1m".into(),
+                new: "1m 30s".into(),
+            }]
+        );
+        assert_eq!(diff.lines(), ["server.send_timeout 1m → 1m 30s"]);
+        assert_eq!(
+            diff.restart_lines(),
+            ["server.grace_period changed: 5s → 9s"]
+        );
+        // Only backends changed: the pool keeps its members.
+        assert!(!diff.rebuilds("web"));
+    }
 }
