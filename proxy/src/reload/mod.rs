@@ -264,17 +264,15 @@ impl Reloader {
         });
         let outcome = match loaded {
             Err(errors) => self.rejected(errors),
-            Ok((config, next)) => match next {
-                next if next == *current => ReloadOutcome::Unchanged {
-                    hash: short_hash(&next),
-                },
-                next => match self.apply(config, &next).await {
-                    Ok(outcome) => {
-                        *current = next;
-                        outcome
-                    }
-                    Err(errors) => self.rejected(errors),
-                },
+            Ok((_, next)) if next == *current => ReloadOutcome::Unchanged {
+                hash: short_hash(&next),
+            },
+            Ok((config, next)) => match self.apply(config, &next).await {
+                Ok(outcome) => {
+                    *current = next;
+                    outcome
+                }
+                Err(errors) => self.rejected(errors),
             },
         };
         self.metrics
