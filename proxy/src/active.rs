@@ -3,10 +3,14 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use arc_swap::ArcSwap;
+
 use crate::cache::CacheStatus;
-use crate::config::{EdgeConfig, PoolSpec, RouteSpec};
+use crate::config::{EdgeConfig, RouteSpec};
 use crate::metrics::{Metrics, RouteMetrics};
-use crate::pool::{MemberChange, Members, Pool};
+use crate::pool::{Members, Pool};
+use crate::reload::diff::ConfigDiff;
+use crate::reload::{BuildError, Generations, Swap};
 use crate::route::{self, HttpsRedirect, RouteTable};
 
 /// A route with its pool resolved.
@@ -58,7 +62,7 @@ impl Route {
 /// Everything a request needs to be routed, built from one validated config.
 pub struct Active {
     /// The config it was built from.
-    pub config: EdgeConfig,
+    pub config: Arc<EdgeConfig>,
     /// Host and prefix matching.
     pub table: RouteTable,
     /// Routes, indexed like `table`.
@@ -67,52 +71,46 @@ pub struct Active {
     pub pools: Vec<Arc<Pool>>,
 }
 
-/// What building an [`Active`] from a previous one changed in the pools.
-#[derive(Debug, Default)]
-pub struct PoolChanges {
-    /// Pools built afresh (new names, or a changed selection or health check); their backends
-    /// are pending until checked.
-    pub created: Vec<String>,
-    /// Pools that kept their members, with what changed in their backend sets.
-    pub kept: Vec<(String, MemberChange)>,
-    /// Pools no longer in the config.
-    pub dropped: Vec<String>,
-}
-
 impl Active {
     /// Builds pools and routes from a validated config, at startup: every backend takes
     /// traffic at once.
-    pub fn build(config: EdgeConfig, metrics: &Metrics) -> Result<Self, String> {
-        Self::build_next(config, metrics, None).map(|(active, _)| active)
+    pub fn build(config: EdgeConfig, metrics: &Metrics) -> Result<Self, BuildError> {
+        Self::build_next(config, metrics, None)
     }
 
-    /// Builds from a validated config, keeping the members of `previous`'s pools that keep
-    /// their name, selection and health check (their health and connections survive; only
-    /// their backend sets change). New members start with every backend pending.
+    /// Builds from a validated config. With `previous` and its diff to `config`, the pools the
+    /// diff keeps keep their members (their health and connections survive; only their
+    /// backend sets change), and the pools it rebuilds or adds start with every backend
+    /// pending.
     pub fn build_next(
         config: EdgeConfig,
         metrics: &Metrics,
-        previous: Option<&Active>,
-    ) -> Result<(Self, PoolChanges), String> {
-        let mut changes = PoolChanges::default();
-        let reusable = |spec: &PoolSpec| {
-            previous?
+        previous: Option<(&Active, &ConfigDiff)>,
+    ) -> Result<Self, BuildError> {
+        let reusable = |name: &str| {
+            let (previous, diff) = previous?;
+            if diff.rebuilds(name) {
+                return None;
+            }
+            previous
                 .pools
                 .iter()
-                .find(|p| p.members().fits(spec))
+                .find(|p| p.name() == name)
                 .map(|p| p.members().clone())
+        };
+        let refused = |pool: &str| {
+            let pool = pool.to_string();
+            move |reason| BuildError::Pool { pool, reason }
         };
         // Everything that can fail happens before any shared member set is touched, so a
         // rejected build leaves the running pools as they were.
         let mut plan = Vec::new();
         for spec in &config.pools {
-            match reusable(spec) {
+            match reusable(&spec.name) {
                 Some(members) => plan.push((spec.clone(), members, false)),
                 None => {
-                    let members = match previous {
-                        Some(_) => Members::new(spec, true)?,
-                        None => Members::new(spec, false)?,
-                    };
+                    let members =
+                        Members::new(spec, previous.is_some()).map_err(refused(&spec.name))?;
                     plan.push((spec.clone(), Arc::new(members), true));
                 }
             }
@@ -120,51 +118,44 @@ impl Active {
         let mut by_name = HashMap::new();
         let mut pools = Vec::new();
         for (spec, members, created) in plan {
-            if created {
-                changes.created.push(spec.name.clone());
-            } else {
-                let change = members.set_backends(&spec.backends)?;
-                changes.kept.push((spec.name.clone(), change));
+            if !created {
+                members
+                    .set_backends(&spec.backends)
+                    .map_err(refused(&spec.name))?;
             }
             let pool = Arc::new(Pool::with_members(spec, members));
             by_name.insert(pool.name().to_string(), pool.clone());
             pools.push(pool);
         }
-        if let Some(previous) = previous {
-            changes.dropped = previous
-                .pools
+        let routes =
+            config
+                .routes
                 .iter()
-                .filter(|p| !by_name.contains_key(p.name()))
-                .map(|p| p.name().to_string())
-                .collect();
-        }
-        let routes = config
-            .routes
-            .iter()
-            .map(|spec| {
-                let pool = by_name
-                    .get(&spec.pool)
-                    .cloned()
-                    .ok_or_else(|| format!("route {}: unknown pool {}", spec.name, spec.pool))?;
-                Ok(Arc::new(Route {
-                    spec: spec.clone(),
-                    pool,
-                    metrics: RouteMetrics::new(metrics, &spec.name, &CacheStatus::LABELS),
-                }))
-            })
-            .collect::<Result<Vec<_>, String>>()?;
-        let active = Active {
+                .map(|spec| {
+                    let pool = by_name.get(&spec.pool).cloned().ok_or_else(|| {
+                        BuildError::UnknownPool {
+                            route: spec.name.clone(),
+                            pool: spec.pool.clone(),
+                        }
+                    })?;
+                    Ok(Arc::new(Route {
+                        spec: spec.clone(),
+                        pool,
+                        metrics: RouteMetrics::new(metrics, &spec.name, &CacheStatus::LABELS),
+                    }))
+                })
+                .collect::<Result<Vec<_>, BuildError>>()?;
+        Ok(Active {
             table: RouteTable::new(
                 config
                     .routes
                     .iter()
                     .map(|r| (r.host.clone(), r.prefix.clone())),
             ),
-            config,
+            config: Arc::new(config),
             routes,
             pools,
-        };
-        Ok((active, changes))
+        })
     }
 
     /// Whether the edge should take traffic, and why not or why only degraded.
@@ -218,4 +209,95 @@ pub enum Readiness {
     /// Not ready: a first health check is unfinished, or a pool without panic mode has no
     /// healthy backend (one line each).
     NotReady(String),
+}
+
+/// The generation in service as a reload sees it: built anew from each accepted config and
+/// swapped in whole.
+pub struct LiveRoutes {
+    active: Arc<ArcSwap<Active>>,
+    metrics: Arc<Metrics>,
+}
+
+impl LiveRoutes {
+    /// Reloads replace what `active` holds.
+    pub fn new(active: Arc<ArcSwap<Active>>, metrics: Arc<Metrics>) -> Self {
+        LiveRoutes { active, metrics }
+    }
+}
+
+#[async_trait::async_trait]
+impl Generations for LiveRoutes {
+    fn config(&self) -> Arc<EdgeConfig> {
+        self.active.load().config.clone()
+    }
+
+    async fn prepare(&self, config: EdgeConfig, diff: &ConfigDiff) -> Result<Swap, BuildError> {
+        let previous = self.active.load_full();
+        let next = Active::build_next(config, &self.metrics, Some((&previous, diff)))?;
+        // New backends are checked before the swap, so the first request routed to them finds
+        // the healthy ones already in service; the rest wait for the health loop.
+        let probes = next.pools.iter().filter_map(|p| {
+            let created = diff.rebuilds(p.name());
+            let members = p.members().clone();
+            (created || !members.pending().is_empty()).then_some(async move {
+                members.probe_pending().await;
+                if created {
+                    members.mark_checked();
+                }
+            })
+        });
+        futures_util::future::join_all(probes).await;
+        let active = self.active.clone();
+        Ok(Box::new(move || active.store(Arc::new(next))))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(pools: &str) -> EdgeConfig {
+        crate::config::compile(
+            "edge.toml",
+            &format!("[listen]\nhttp = [\"127.0.0.1:8080\"]\n{pools}[[routes]]\npath = \"/\"\npool = \"web\"\n"),
+        )
+        .unwrap()
+    }
+
+    fn members(active: &Active, name: &str) -> Arc<Members> {
+        let pool = active.pools.iter().find(|p| p.name() == name).unwrap();
+        pool.members().clone()
+    }
+
+    #[test]
+    fn a_reload_applies_the_diff_keeping_or_rebuilding_each_pools_members() {
+        let metrics = Metrics::new();
+        let old = config("[pools.web]\nbackends = [\"127.0.0.1:9001\"]\n[pools.api]\nbackends = [\"127.0.0.1:9002\"]\n");
+        let new = config("[pools.web]\nbackends = [\"127.0.0.1:9001\", \"127.0.0.1:9003\"]\n[pools.api]\nbackends = [\"127.0.0.1:9002\"]\nselection = \"consistent_hash\"\n");
+        let running = Active::build(old.clone(), &metrics).unwrap();
+        let diff = ConfigDiff::between(&old, &new);
+        let next = Active::build_next(new, &metrics, Some((&running, &diff))).unwrap();
+        // web only gained a backend: the same members (health, connections) serve it, and the
+        // new backend waits for a first check.
+        assert!(Arc::ptr_eq(
+            &members(&running, "web"),
+            &members(&next, "web")
+        ));
+        let pending = members(&next, "web").pending();
+        assert_eq!(pending.len(), 1, "{pending:?}");
+        // api changed its selection: new members.
+        assert!(!Arc::ptr_eq(
+            &members(&running, "api"),
+            &members(&next, "api")
+        ));
+        // The same diff is what the reload reports.
+        assert_eq!(
+            diff.lines(),
+            [
+                "pool api rebuilt (selection, health check or TLS changed; backends checked before traffic)",
+                "pool api: selection round_robin → consistent_hash",
+                "pool web: backend 127.0.0.1:9003 added",
+            ]
+        );
+    }
 }

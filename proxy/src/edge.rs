@@ -96,7 +96,13 @@ impl ProxyHttp for Edge {
         let route = ctx.active.routes[i].clone();
         ctx.attempts = Attempts::new(route.pool.spec.retries, route.pool.spec.total_timeout);
         ctx.route = Some(route.clone());
-        let https_port = ctx.active.config.https_listeners.first().map(|a| a.port());
+        let https_port = ctx
+            .active
+            .config
+            .restart
+            .https_listeners
+            .first()
+            .map(|a| a.port());
         // A background fill is the edge's own request: its viewer was already let in.
         let secure = is_tls(session) || session.subrequest_ctx.is_some();
         let uri = &session.req_header().uri;

@@ -86,7 +86,7 @@ pub fn config(q: &QuickMode<'_>) -> Result<EdgeConfig, String> {
     }
     let mut backends = Vec::new();
     for t in q.to {
-        let a = parse_backend_addr(t).map_err(|why| bad("--to", t, why))?;
+        let a = parse_backend_addr(t).map_err(|why| bad("--to", t, why.to_string()))?;
         backends.push(format!("\"{a}\""));
     }
     let mut tables = String::new();

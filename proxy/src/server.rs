@@ -23,10 +23,11 @@ use crate::connections::Counted;
 use crate::edge::Edge;
 use crate::health::HealthChecks;
 use crate::metrics::Metrics;
+use crate::reload::components::{CertificateReload, LogReload};
 use crate::reload::signal::SighupReload;
 use crate::reload::watcher::ConfigWatcher;
 use crate::reload::Reloader;
-use crate::tls::live::{log_certificates, CertificateReload};
+use crate::tls::live::log_certificates;
 use crate::tls::SniResolver;
 
 /// After shutdown starts, in-flight must stay at zero this long before the process exits:
@@ -45,7 +46,7 @@ pub struct RunOptions {
 /// Starts the edge with `config` and serves until a signal ends the process.
 pub fn serve(config: EdgeConfig, run: RunOptions) -> anyhow::Result<()> {
     if run.upgrade {
-        check_upgrade_sock(&config.server.upgrade_sock)?;
+        check_upgrade_sock(&config.restart.upgrade_sock)?;
     } else {
         // pingora binds inside its service threads and exits the process on failure with a
         // terse log line; binding once here first turns that into a clear error.
@@ -53,10 +54,11 @@ pub fn serve(config: EdgeConfig, run: RunOptions) -> anyhow::Result<()> {
         // `[::]:P` on a dual-stack host) fail here too. An upgrade inherits its sockets.
         let mut probes = Vec::new();
         for addr in config
+            .restart
             .http_listeners
             .iter()
-            .chain(&config.https_listeners)
-            .chain([&config.admin_listener])
+            .chain(&config.restart.https_listeners)
+            .chain([&config.restart.admin_listener])
         {
             probes
                 .push(TcpListener::bind(addr).with_context(|| format!("cannot listen on {addr}"))?);
@@ -73,14 +75,14 @@ pub fn serve(config: EdgeConfig, run: RunOptions) -> anyhow::Result<()> {
     let log_outputs = crate::logging::outputs();
     crate::logging::signals::spawn(log_outputs.clone()).context("cannot handle signals")?;
 
-    let grace = config.server.grace_period;
+    let grace = config.restart.grace_period;
     let conf = ServerConf {
-        threads: config.server.threads,
+        threads: config.restart.threads,
         // The drain watcher below ends the process as soon as nothing is in flight, or when
         // the grace period is over; pingora's own (whole-second) timer is only a backstop.
         grace_period_seconds: Some(grace.as_secs() + 2),
         graceful_shutdown_timeout_seconds: Some(1),
-        upgrade_sock: config.server.upgrade_sock.display().to_string(),
+        upgrade_sock: config.restart.upgrade_sock.display().to_string(),
         ..ServerConf::default()
     };
     let opt = Opt {
@@ -90,7 +92,7 @@ pub fn serve(config: EdgeConfig, run: RunOptions) -> anyhow::Result<()> {
     let mut server = Server::new_with_opt_and_conf(Some(opt), conf);
     if run.upgrade {
         tracing::info!(
-            socket = %config.server.upgrade_sock.display(),
+            socket = %config.restart.upgrade_sock.display(),
             "waiting for the running edge's listeners: send it SIGQUIT now"
         );
     }
@@ -102,42 +104,50 @@ pub fn serve(config: EdgeConfig, run: RunOptions) -> anyhow::Result<()> {
 
     let metrics = Arc::new(Metrics::new());
     let cache = EdgeCache::new(
-        config.cache.memory,
+        config.restart.cache_memory,
         StoreCounters {
             evictions: metrics.cache_evictions.clone(),
         },
         FillBudget::new(
-            config.cache.fill_memory,
+            config.restart.cache_fill_memory,
             metrics.cache_fill_bytes.clone(),
             metrics.cache_fills_demoted.clone(),
         ),
-        config.cache.lock_timeout,
+        config.restart.cache_lock_timeout,
     );
     metrics
         .cache_capacity_bytes
-        .set(i64::try_from(config.cache.memory).unwrap_or(i64::MAX));
+        .set(i64::try_from(config.restart.cache_memory).unwrap_or(i64::MAX));
     let config_file = config.file.clone();
-    let http_listeners = config.http_listeners.clone();
-    let https_listeners = config.https_listeners.clone();
+    let http_listeners = config.restart.http_listeners.clone();
+    let https_listeners = config.restart.https_listeners.clone();
     let resolver = Arc::new(SniResolver::new(config.cert_set()));
     let certificates = config.certificates.clone();
     log_certificates(&certificates, &metrics);
-    let admin_listener = config.admin_listener;
-    let active = Active::build(config, &metrics).map_err(anyhow::Error::msg)?;
+    let admin_listener = config.restart.admin_listener;
+    let active = Active::build(config, &metrics)?;
     if active.pools.is_empty() {
         bail!("no pools configured");
     }
     let active = Arc::new(ArcSwap::from_pointee(active));
     let mut components: Vec<Arc<dyn crate::reload::Component>> = vec![Arc::new(
-        CertificateReload::new(resolver.clone(), metrics.clone(), &certificates),
+        CertificateReload::new(resolver.clone(), metrics.clone()),
     )];
     if let Some(outputs) = log_outputs {
-        components.push(Arc::new(crate::logging::files::LogReload(outputs)));
+        components.push(Arc::new(LogReload(outputs)));
     }
     let reloader = match &config_file {
         Some(path) => Some(Arc::new(
-            Reloader::new(path, active.clone(), metrics.clone(), components)
-                .map_err(anyhow::Error::msg)?,
+            Reloader::new(
+                path,
+                Arc::new(crate::active::LiveRoutes::new(
+                    active.clone(),
+                    metrics.clone(),
+                )),
+                metrics.clone(),
+                components,
+            )
+            .map_err(anyhow::Error::msg)?,
         )),
         None => {
             // Quick mode reloads nothing, but still says which config it runs.

@@ -167,7 +167,7 @@ impl Default for Limits {
 /// to the binary now installed where it was started from. Errors say what happened and whether
 /// the old edge still serves.
 pub fn upgrade(config: &EdgeConfig, pid: Option<u32>, limits: Limits) -> Result<Upgraded, String> {
-    let admin = config.admin_listener;
+    let admin = config.restart.admin_listener;
     // Whatever names it, the process signalled must be the edge this config runs: SIGUSR2
     // ends most other programs.
     let holders = listener_pids(admin);
@@ -187,7 +187,7 @@ pub fn upgrade(config: &EdgeConfig, pid: Option<u32>, limits: Limits) -> Result<
     if !alive(old) {
         return Err(format!("no process {old}"));
     }
-    let sock = &config.server.upgrade_sock;
+    let sock = &config.restart.upgrade_sock;
     if unix_listening(sock) {
         return Err(format!(
             "something already waits on {} (server.upgrade_sock): is an upgrade already under way?",
@@ -233,7 +233,7 @@ pub fn upgrade(config: &EdgeConfig, pid: Option<u32>, limits: Limits) -> Result<
     send(old, libc::SIGQUIT)?;
 
     // The old edge keeps serving for 5 s after sending the listeners, then drains.
-    let deadline = Instant::now() + limits.exit + config.server.grace_period;
+    let deadline = Instant::now() + limits.exit + config.restart.grace_period;
     while alive(old) {
         if !alive(new) {
             return Err(format!(
@@ -243,7 +243,7 @@ pub fn upgrade(config: &EdgeConfig, pid: Option<u32>, limits: Limits) -> Result<
         if Instant::now() > deadline {
             return Err(format!(
                 "pid {old} has not exited {:?} after SIGQUIT; pid {new} holds the listeners",
-                limits.exit + config.server.grace_period
+                limits.exit + config.restart.grace_period
             ));
         }
         std::thread::sleep(Duration::from_millis(50));

@@ -72,11 +72,11 @@ pub fn dump(config: &EdgeConfig) -> String {
 
 fn server(c: &EdgeConfig) -> Table {
     let mut t = Table::new();
-    t.insert("threads".into(), (c.server.threads as i64).into());
-    t.insert("grace_period".into(), duration(c.server.grace_period));
+    t.insert("threads".into(), (c.restart.threads as i64).into());
+    t.insert("grace_period".into(), duration(c.restart.grace_period));
     t.insert(
         "upgrade_sock".into(),
-        c.server.upgrade_sock.display().to_string().into(),
+        c.restart.upgrade_sock.display().to_string().into(),
     );
     t.insert("send_timeout".into(), duration(c.server.send_timeout));
     t
@@ -90,17 +90,20 @@ fn listen(c: &EdgeConfig) -> Table {
             .into()
     };
     let mut t = Table::new();
-    t.insert("http".into(), addrs(&c.http_listeners));
-    t.insert("https".into(), addrs(&c.https_listeners));
-    t.insert("admin".into(), c.admin_listener.to_string().into());
+    t.insert("http".into(), addrs(&c.restart.http_listeners));
+    t.insert("https".into(), addrs(&c.restart.https_listeners));
+    t.insert("admin".into(), c.restart.admin_listener.to_string().into());
     t
 }
 
 fn cache(c: &EdgeConfig) -> Table {
     let mut t = Table::new();
-    t.insert("memory".into(), size(c.cache.memory));
-    t.insert("fill_memory".into(), size(c.cache.fill_memory));
-    t.insert("lock_timeout".into(), duration(c.cache.lock_timeout));
+    t.insert("memory".into(), size(c.restart.cache_memory));
+    t.insert("fill_memory".into(), size(c.restart.cache_fill_memory));
+    t.insert(
+        "lock_timeout".into(),
+        duration(c.restart.cache_lock_timeout),
+    );
     // A token read from a file shows as its path; an inline one as its (redacted) value.
     match (&c.cache.purge_token_file, &c.cache.purge_token) {
         (Some(f), _) => {

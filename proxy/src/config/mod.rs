@@ -1,13 +1,15 @@
 //! Configuration: the TOML file as written (`file`), how it is read (`parse`, `env`), its
-//! errors (`error`), the validated runtime form the proxy runs on (`compile`), and how that
-//! form is shown (`dump`, `redact`).
+//! errors (`error`), the validated form the proxy runs on (`types`, built by `compile`, one
+//! file per section), the I/O it needs (`loader`), and how that form is shown (`dump`, `redact`).
 
 pub mod compile;
 pub mod dump;
 pub mod env;
 pub mod error;
 pub mod file;
+pub mod loader;
 mod parse;
+pub mod types;
 
 pub mod redact;
 

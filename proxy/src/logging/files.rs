@@ -1,13 +1,43 @@
 //! Where log lines go: stdout, stderr or files, which SIGUSR1 reopens and a reload can move.
 
+use std::fmt;
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
 use arc_swap::ArcSwap;
 
-use crate::config::{ConfigError, ConfigErrors, EdgeConfig, LogSettings, LogTarget};
-use crate::reload::{Commit, Component};
+/// Where the access log and the error log go.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LogSettings {
+    /// The access log (target `access`).
+    pub access: LogTarget,
+    /// Every other line.
+    pub error: LogTarget,
+}
+
+/// One log's destination.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum LogTarget {
+    /// Standard output, the default: journald and Kubernetes collect it.
+    #[default]
+    Stdout,
+    /// Standard error.
+    Stderr,
+    /// A file, appended to, created if missing, reopened on SIGUSR1.
+    File(PathBuf),
+}
+
+impl fmt::Display for LogTarget {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            LogTarget::Stdout => f.write_str("stdout"),
+            LogTarget::Stderr => f.write_str("stderr"),
+            LogTarget::File(p) => write!(f, "{}", p.display()),
+        }
+    }
+}
 
 /// The access log's and the error log's open destinations.
 pub struct Outputs {
@@ -165,47 +195,75 @@ impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Writers {
     }
 }
 
-/// Applies `[log]` on reload, as nginx does: a changed path is opened before the reload
-/// commits (a file that cannot be opened rejects the reload) and takes the next line.
-pub struct LogReload(pub Arc<Outputs>);
+/// Log files opened for a reload's new `[log]` settings, not yet in use: committing moves
+/// each log to its new destination.
+pub struct LogMove {
+    outputs: Arc<Outputs>,
+    opened: Vec<(Log, Sink)>,
+}
 
-impl Component for LogReload {
-    fn prepare(&self, config: &EdgeConfig) -> Result<Commit, ConfigErrors> {
+/// A destination a reload's `[log]` names that cannot be opened.
+#[derive(Debug, thiserror::Error)]
+#[error("{target}: cannot open: {source}")]
+pub struct OpenError {
+    /// The config key: `log.access_log` or `log.error_log`.
+    pub field: &'static str,
+    /// The destination.
+    pub target: LogTarget,
+    /// Why it cannot be opened.
+    pub source: io::Error,
+}
+
+impl Outputs {
+    /// Opens what `settings` names where it differs from what is in use, as nginx does on
+    /// reload: a changed path is opened before the reload commits (one that cannot be opened
+    /// rejects the reload) and takes the next line once [`LogMove::commit`] runs.
+    pub fn prepare_move(
+        self: &Arc<Self>,
+        settings: &LogSettings,
+    ) -> Result<LogMove, Vec<OpenError>> {
         let mut opened = Vec::new();
         let mut errors = Vec::new();
         for (log, wanted) in [
-            (Log::Access, &config.log.access),
-            (Log::Error, &config.log.error),
+            (Log::Access, &settings.access),
+            (Log::Error, &settings.error),
         ] {
-            if self.0.slot(log).load().target == *wanted {
+            if self.slot(log).load().target == *wanted {
                 continue;
             }
             match Sink::open(wanted) {
                 Ok(sink) => opened.push((log, sink)),
-                Err(e) => errors.push(ConfigError {
-                    file: config.source.clone(),
-                    line: 0,
-                    column: 0,
-                    field: log.field().into(),
-                    reason: format!("{wanted}: cannot open: {e}"),
+                Err(source) => errors.push(OpenError {
+                    field: log.field(),
+                    target: wanted.clone(),
+                    source,
                 }),
             }
         }
-        if !errors.is_empty() {
-            return Err(ConfigErrors(errors));
+        if errors.is_empty() {
+            Ok(LogMove {
+                outputs: self.clone(),
+                opened,
+            })
+        } else {
+            Err(errors)
         }
-        let outputs = self.0.clone();
-        Ok(Box::new(move || {
-            let _serial = outputs.change.lock().unwrap_or_else(|p| p.into_inner());
-            opened
-                .into_iter()
-                .map(|(log, sink)| {
-                    let before = outputs.slot(log).swap(Arc::new(sink));
-                    let now = outputs.slot(log).load();
-                    format!("{}: {} -> {}", log.field(), before.target, now.target)
-                })
-                .collect()
-        }))
+    }
+}
+
+impl LogMove {
+    /// Moves each changed log to its new destination; one line per log moved.
+    pub fn commit(self) -> Vec<String> {
+        let outputs = self.outputs;
+        let _serial = outputs.change.lock().unwrap_or_else(|p| p.into_inner());
+        self.opened
+            .into_iter()
+            .map(|(log, sink)| {
+                let before = outputs.slot(log).swap(Arc::new(sink));
+                let now = outputs.slot(log).load();
+                format!("{}: {} -> {}", log.field(), before.target, now.target)
+            })
+            .collect()
     }
 }
 

@@ -16,8 +16,7 @@ use pingora_proxy::ProxyWarnLogContext;
 use tracing_log::AsLog;
 use tracing_subscriber::EnvFilter;
 
-use crate::config::{LogSettings, LogTarget};
-use files::Outputs;
+use files::{LogSettings, LogTarget, Outputs};
 
 /// Output format of every log line.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

@@ -1,5 +1,6 @@
-//! What a reload changes, field by field: the lines its outcome reports, and the settings only
-//! a restart can change (held at their running values and reported, never silently ignored).
+//! What a reload changes, computed once as a typed diff between the running config and the
+//! next: the reload applies it (restart-only settings held at their running values, pools kept
+//! or rebuilt as it says) and renders it as the lines its outcome reports.
 //!
 //! Lines name fields by the config file's own keys: `route stream: cache.mode rfc → video` is
 //! `routes[i].cache.mode` of the route named `stream`, `pool web: connect_timeout 1s → 2s` is
@@ -7,221 +8,400 @@
 //! Values are shown as the file writes them (sizes and durations with units); secrets and
 //! header values never are.
 
+use std::fmt;
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::active::PoolChanges;
 use crate::cache::{AbandonedFill, CacheMode, CachePolicy};
-use crate::config::compile::HealthCheckKind;
-use crate::config::{EdgeConfig, PoolSpec, RouteSpec, Selection, UpstreamTls};
+use crate::config::types::{HealthCheckKind, RestartSettings};
+use crate::config::{CertSpec, EdgeConfig, PoolSpec, RouteSpec, Selection, UpstreamTls};
 
-/// The settings bound when the process started: listening sockets, worker threads, the
-/// shutdown grace period and the cache's memory and lock table.
+/// Where a changed field lives: the top level, a route or a pool.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RestartSettings {
-    http_listeners: Vec<SocketAddr>,
-    https_listeners: Vec<SocketAddr>,
-    upgrade_sock: PathBuf,
-    admin_listener: SocketAddr,
-    threads: usize,
-    grace_period: Duration,
-    cache_memory: u64,
-    cache_fill_memory: u64,
-    cache_lock_timeout: Duration,
+pub enum Scope {
+    /// A top-level key (`reload.debounce`).
+    Top,
+    /// A route, by name.
+    Route(String),
+    /// A pool, by name.
+    Pool(String),
 }
 
-impl RestartSettings {
-    /// The restart-only settings of `config`.
-    pub fn of(config: &EdgeConfig) -> Self {
-        RestartSettings {
-            http_listeners: config.http_listeners.clone(),
-            https_listeners: config.https_listeners.clone(),
-            upgrade_sock: config.server.upgrade_sock.clone(),
-            admin_listener: config.admin_listener,
-            threads: config.server.threads,
-            grace_period: config.server.grace_period,
-            cache_memory: config.cache.memory,
-            cache_fill_memory: config.cache.fill_memory,
-            cache_lock_timeout: config.cache.lock_timeout,
-        }
-    }
+/// One difference between the running config and the next.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Change {
+    /// A restart-only setting the file changed; the running value stays.
+    Restart {
+        /// The config key.
+        field: &'static str,
+        /// The running value, as the file writes it.
+        running: String,
+        /// The value in the file.
+        wanted: String,
+    },
+    /// A route that is new.
+    RouteAdded {
+        /// Its name.
+        route: String,
+        /// Its pool.
+        pool: String,
+    },
+    /// A route that is gone.
+    RouteRemoved(String),
+    /// A pool that is new; its backends wait for a first check.
+    PoolAdded(String),
+    /// A pool whose selection, health check or TLS changed: it gets new members.
+    PoolRebuilt(String),
+    /// A pool that is gone; requests in flight finish.
+    PoolRemoved(String),
+    /// A field that took another value.
+    Field {
+        /// Whose field.
+        scope: Scope,
+        /// The key, below the scope.
+        field: String,
+        /// The old value, as the file writes it.
+        old: String,
+        /// The new value.
+        new: String,
+    },
+    /// A change said without its values (a secret, a header, a backend).
+    Note {
+        /// Whose.
+        scope: Scope,
+        /// What changed.
+        what: String,
+    },
+    /// A served certificate added, replaced, renamed or removed.
+    Certificate(String),
+}
 
-    /// Puts the running values back into `next` wherever it differs, and says what differed:
-    /// `listen.http changed: [a] → [b]`, `cache.memory changed: 64 MiB → 128 MiB`.
-    pub fn hold(&self, next: &mut EdgeConfig) -> Vec<String> {
-        let mut held = Vec::new();
-        let mut note = |field: &str, running: String, wanted: String| {
-            held.push(format!("{field} changed: {running} → {wanted}"));
-        };
-        if next.http_listeners != self.http_listeners {
-            note(
-                "listen.http",
-                addrs(&self.http_listeners),
-                addrs(&next.http_listeners),
-            );
-            next.http_listeners = self.http_listeners.clone();
+impl fmt::Display for Scope {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Scope::Top => Ok(()),
+            Scope::Route(name) => write!(f, "route {name}: "),
+            Scope::Pool(name) => write!(f, "pool {name}: "),
         }
-        if next.https_listeners != self.https_listeners {
-            note(
-                "listen.https",
-                addrs(&self.https_listeners),
-                addrs(&next.https_listeners),
-            );
-            next.https_listeners = self.https_listeners.clone();
-        }
-        if next.server.upgrade_sock != self.upgrade_sock {
-            note(
-                "server.upgrade_sock",
-                self.upgrade_sock.display().to_string(),
-                next.server.upgrade_sock.display().to_string(),
-            );
-            next.server.upgrade_sock = self.upgrade_sock.clone();
-        }
-        if next.admin_listener != self.admin_listener {
-            note(
-                "listen.admin",
-                self.admin_listener.to_string(),
-                next.admin_listener.to_string(),
-            );
-            next.admin_listener = self.admin_listener;
-        }
-        if next.server.threads != self.threads {
-            note(
-                "server.threads",
-                self.threads.to_string(),
-                next.server.threads.to_string(),
-            );
-            next.server.threads = self.threads;
-        }
-        if next.server.grace_period != self.grace_period {
-            note(
-                "server.grace_period",
-                duration(&self.grace_period),
-                duration(&next.server.grace_period),
-            );
-            next.server.grace_period = self.grace_period;
-        }
-        if next.cache.memory != self.cache_memory {
-            note(
-                "cache.memory",
-                size(&self.cache_memory),
-                size(&next.cache.memory),
-            );
-            next.cache.memory = self.cache_memory;
-        }
-        if next.cache.fill_memory != self.cache_fill_memory {
-            note(
-                "cache.fill_memory",
-                size(&self.cache_fill_memory),
-                size(&next.cache.fill_memory),
-            );
-            next.cache.fill_memory = self.cache_fill_memory;
-        }
-        if next.cache.lock_timeout != self.cache_lock_timeout {
-            note(
-                "cache.lock_timeout",
-                duration(&self.cache_lock_timeout),
-                duration(&next.cache.lock_timeout),
-            );
-            next.cache.lock_timeout = self.cache_lock_timeout;
-        }
-        held
     }
 }
 
-/// One line per route added or removed and per route field changed, per pool added, rebuilt
-/// or removed and per pool field or backend changed, and per other live setting changed;
-/// empty when nothing that applies live changed. `pools` says which pools were rebuilt.
-pub fn describe(old: &EdgeConfig, new: &EdgeConfig, pools: &PoolChanges) -> Vec<String> {
+impl fmt::Display for Change {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Change::Restart {
+                field,
+                running,
+                wanted,
+            } => write!(f, "{field} changed: {running} → {wanted}"),
+            Change::RouteAdded { route, pool } => write!(f, "route {route} added (pool {pool})"),
+            Change::RouteRemoved(route) => write!(f, "route {route} removed"),
+            Change::PoolAdded(pool) => write!(f, "pool {pool} added"),
+            Change::PoolRebuilt(pool) => write!(
+                f,
+                "pool {pool} rebuilt (selection, health check or TLS changed; backends checked before traffic)"
+            ),
+            Change::PoolRemoved(pool) => {
+                write!(f, "pool {pool} removed (requests in flight finish)")
+            }
+            Change::Field {
+                scope,
+                field,
+                old,
+                new,
+            } => write!(f, "{scope}{field} {old} → {new}"),
+            Change::Note { scope, what } => write!(f, "{scope}{what}"),
+            Change::Certificate(line) => f.write_str(line),
+        }
+    }
+}
+
+/// Everything a reload changes, computed once.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ConfigDiff {
+    /// Restart-only settings the file changed ([`Change::Restart`]), in [`RestartSettings`]'
+    /// field order.
+    pub restart: Vec<Change>,
+    /// What applies live, in the order the outcome lists it.
+    pub live: Vec<Change>,
+}
+
+impl ConfigDiff {
+    /// The difference between the running config and the next one.
+    pub fn between(running: &EdgeConfig, next: &EdgeConfig) -> Self {
+        let mut live = Vec::new();
+        routes(&mut live, running, next);
+        pools(&mut live, running, next);
+        let mut top = Fields::top(&mut live);
+        top.secret(
+            "cache.purge_token",
+            &running.cache.purge_token,
+            &next.cache.purge_token,
+        );
+        top.secret("admin.token", &running.admin.token, &next.admin.token);
+        top.field("reload.watch", &running.watch, &next.watch, bool_);
+        top.field(
+            "reload.debounce",
+            &running.debounce,
+            &next.debounce,
+            duration,
+        );
+        top.field(
+            "server.send_timeout",
+            &running.server.send_timeout,
+            &next.server.send_timeout,
+            duration,
+        );
+        certificates(&mut live, &running.certificates, &next.certificates);
+        ConfigDiff {
+            restart: restart(&running.restart, &next.restart),
+            live,
+        }
+    }
+
+    /// Whether the pool called `name` gets new members (it is new, or its selection, health
+    /// check or TLS changed); the other pools keep theirs and change only their backends.
+    pub fn rebuilds(&self, name: &str) -> bool {
+        self.live.iter().any(|c| match c {
+            Change::PoolAdded(p) | Change::PoolRebuilt(p) => p == name,
+            _ => false,
+        })
+    }
+
+    /// Whether the set of served certificates changed.
+    pub fn certificates_changed(&self) -> bool {
+        self.live
+            .iter()
+            .any(|c| matches!(c, Change::Certificate(_)))
+    }
+
+    /// Puts the running restart-only settings back into `next`: what the diff reported in
+    /// [`ConfigDiff::restart`] waits for a restart.
+    pub fn hold(running: &RestartSettings, next: &mut EdgeConfig) {
+        next.restart = running.clone();
+    }
+
+    /// The outcome's `restart_required` lines.
+    pub fn restart_lines(&self) -> Vec<String> {
+        self.restart.iter().map(ToString::to_string).collect()
+    }
+
+    /// The outcome's `changes` lines for what applies live.
+    pub fn lines(&self) -> Vec<String> {
+        self.live.iter().map(ToString::to_string).collect()
+    }
+}
+
+/// One [`Change::Restart`] per restart-only setting that differs. The destructuring names every
+/// field of [`RestartSettings`], so a new one does not compile until it is compared here.
+fn restart(running: &RestartSettings, next: &RestartSettings) -> Vec<Change> {
+    let RestartSettings {
+        http_listeners,
+        https_listeners,
+        upgrade_sock,
+        admin_listener,
+        threads,
+        grace_period,
+        cache_memory,
+        cache_fill_memory,
+        cache_lock_timeout,
+    } = next;
     let mut out = Vec::new();
+    let mut note = |field: &'static str, differs: bool, running: String, wanted: String| {
+        if differs {
+            out.push(Change::Restart {
+                field,
+                running,
+                wanted,
+            });
+        }
+    };
+    note(
+        "listen.http",
+        *http_listeners != running.http_listeners,
+        addrs(&running.http_listeners),
+        addrs(http_listeners),
+    );
+    note(
+        "listen.https",
+        *https_listeners != running.https_listeners,
+        addrs(&running.https_listeners),
+        addrs(https_listeners),
+    );
+    note(
+        "server.upgrade_sock",
+        *upgrade_sock != running.upgrade_sock,
+        running.upgrade_sock.display().to_string(),
+        upgrade_sock.display().to_string(),
+    );
+    note(
+        "listen.admin",
+        *admin_listener != running.admin_listener,
+        running.admin_listener.to_string(),
+        admin_listener.to_string(),
+    );
+    note(
+        "server.threads",
+        *threads != running.threads,
+        running.threads.to_string(),
+        threads.to_string(),
+    );
+    note(
+        "server.grace_period",
+        *grace_period != running.grace_period,
+        duration(&running.grace_period),
+        duration(grace_period),
+    );
+    note(
+        "cache.memory",
+        *cache_memory != running.cache_memory,
+        size(&running.cache_memory),
+        size(cache_memory),
+    );
+    note(
+        "cache.fill_memory",
+        *cache_fill_memory != running.cache_fill_memory,
+        size(&running.cache_fill_memory),
+        size(cache_fill_memory),
+    );
+    note(
+        "cache.lock_timeout",
+        *cache_lock_timeout != running.cache_lock_timeout,
+        duration(&running.cache_lock_timeout),
+        duration(cache_lock_timeout),
+    );
+    out
+}
+
+fn routes(out: &mut Vec<Change>, old: &EdgeConfig, new: &EdgeConfig) {
     for r in &new.routes {
         match old.routes.iter().find(|o| o.name == r.name) {
-            None => out.push(format!("route {} added (pool {})", r.name, r.pool)),
-            Some(o) => route(&mut Scope::new(&mut out, "route", &r.name), o, r),
+            None => out.push(Change::RouteAdded {
+                route: r.name.clone(),
+                pool: r.pool.clone(),
+            }),
+            Some(o) => route(&mut Fields::new(out, Scope::Route(r.name.clone())), o, r),
         }
     }
     for o in &old.routes {
         if !new.routes.iter().any(|r| r.name == o.name) {
-            out.push(format!("route {} removed", o.name));
+            out.push(Change::RouteRemoved(o.name.clone()));
         }
     }
+}
+
+/// Whether a pool's members can serve `new` by changing only their backend set: the same
+/// selection and health check, and the same TLS (the health check speaks it).
+fn keeps_members(old: &PoolSpec, new: &PoolSpec) -> bool {
+    old.selection == new.selection && old.health_check == new.health_check && old.tls == new.tls
+}
+
+fn pools(out: &mut Vec<Change>, old: &EdgeConfig, new: &EdgeConfig) {
     for n in &new.pools {
         match old.pool(&n.name) {
-            None => out.push(format!("pool {} added", n.name)),
+            None => out.push(Change::PoolAdded(n.name.clone())),
             Some(o) => {
-                if pools.created.contains(&n.name) {
-                    out.push(format!(
-                        "pool {} rebuilt (selection, health check or TLS changed; backends checked before traffic)",
-                        n.name
-                    ));
+                if !keeps_members(o, n) {
+                    out.push(Change::PoolRebuilt(n.name.clone()));
                 }
-                pool(&mut Scope::new(&mut out, "pool", &n.name), o, n);
+                pool(&mut Fields::new(out, Scope::Pool(n.name.clone())), o, n);
             }
         }
     }
     for o in &old.pools {
         if new.pool(&o.name).is_none() {
-            out.push(format!(
-                "pool {} removed (requests in flight finish)",
-                o.name
-            ));
+            out.push(Change::PoolRemoved(o.name.clone()));
         }
     }
-    let mut top = Scope::top(&mut out);
-    top.secret(
-        "cache.purge_token",
-        &old.cache.purge_token,
-        &new.cache.purge_token,
-    );
-    top.secret("admin.token", &old.admin.token, &new.admin.token);
-    top.field("reload.watch", &old.watch, &new.watch, bool_);
-    top.field("reload.debounce", &old.debounce, &new.debounce, duration);
-    top.field(
-        "server.send_timeout",
-        &old.server.send_timeout,
-        &new.server.send_timeout,
-        duration,
-    );
-    out
 }
 
-/// Lines about one route or pool (or the top level), each field named by its key below it.
-struct Scope<'a> {
-    out: &'a mut Vec<String>,
-    prefix: String,
+/// What one served certificate is, to tell what changed.
+#[derive(Clone, PartialEq, Eq)]
+struct Served {
+    cert: String,
+    names: Vec<String>,
+    serial: String,
 }
 
-impl<'a> Scope<'a> {
-    fn new(out: &'a mut Vec<String>, kind: &str, name: &str) -> Self {
-        Scope {
+fn served(certificates: &[CertSpec]) -> Vec<Served> {
+    certificates
+        .iter()
+        .map(|c| Served {
+            cert: c.cert.display().to_string(),
+            names: c.names.clone(),
+            serial: c.loaded.serial.clone(),
+        })
+        .collect()
+}
+
+/// One change per certificate added, removed or replaced.
+fn certificates(out: &mut Vec<Change>, old: &[CertSpec], new: &[CertSpec]) {
+    let (old, new) = (served(old), served(new));
+    for n in &new {
+        match old.iter().find(|o| o.cert == n.cert) {
+            None => out.push(Change::Certificate(format!(
+                "certificate {} added ({})",
+                n.cert,
+                n.names.join(", ")
+            ))),
+            Some(o) if o.serial != n.serial => out.push(Change::Certificate(format!(
+                "certificate {} replaced (serial {} -> {})",
+                n.cert, o.serial, n.serial
+            ))),
+            Some(o) if o.names != n.names => out.push(Change::Certificate(format!(
+                "certificate {} names changed ({})",
+                n.cert,
+                n.names.join(", ")
+            ))),
+            Some(_) => {}
+        }
+    }
+    for o in &old {
+        if !new.iter().any(|n| n.cert == o.cert) {
+            out.push(Change::Certificate(format!(
+                "certificate {} removed",
+                o.cert
+            )));
+        }
+    }
+}
+
+/// Changes about one route or pool (or the top level), each field named by its key below it.
+struct Fields<'a> {
+    out: &'a mut Vec<Change>,
+    scope: Scope,
+}
+
+impl<'a> Fields<'a> {
+    fn new(out: &'a mut Vec<Change>, scope: Scope) -> Self {
+        Fields { out, scope }
+    }
+
+    fn top(out: &'a mut Vec<Change>) -> Self {
+        Fields {
             out,
-            prefix: format!("{kind} {name}: "),
+            scope: Scope::Top,
         }
     }
 
-    fn top(out: &'a mut Vec<String>) -> Self {
-        Scope {
-            out,
-            prefix: String::new(),
-        }
-    }
-
-    /// `field old → new` when they differ.
+    /// `field old → new` when they differ (compared typed, shown as the file writes them).
     fn field<T: PartialEq>(&mut self, field: &str, old: &T, new: &T, show: fn(&T) -> String) {
         if old != new {
-            self.out.push(format!(
-                "{}{field} {} → {}",
-                self.prefix,
-                show(old),
-                show(new)
-            ));
+            self.out.push(Change::Field {
+                scope: self.scope.clone(),
+                field: field.to_string(),
+                old: show(old),
+                new: show(new),
+            });
         }
     }
 
-    /// A line without values.
+    /// A change without values.
     fn note(&mut self, what: String) {
-        self.out.push(format!("{}{what}", self.prefix));
+        self.out.push(Change::Note {
+            scope: self.scope.clone(),
+            what,
+        });
     }
 
     /// `field set`, `removed` or `changed`, never the value.
@@ -235,7 +415,7 @@ impl<'a> Scope<'a> {
     }
 }
 
-fn route(s: &mut Scope, o: &RouteSpec, n: &RouteSpec) {
+fn route(s: &mut Fields, o: &RouteSpec, n: &RouteSpec) {
     s.field("host", &o.host, &n.host, |h| h.to_string());
     s.field("path", &o.prefix, &n.prefix, quoted);
     s.field("pool", &o.pool, &n.pool, |p| p.clone());
@@ -264,7 +444,7 @@ fn route(s: &mut Scope, o: &RouteSpec, n: &RouteSpec) {
 /// Header names added, removed or given another value; values can be secrets (an origin's
 /// bearer token), so they are not shown, as `GET /config` hides them.
 fn headers(
-    s: &mut Scope,
+    s: &mut Fields,
     field: &str,
     old: &[(http::HeaderName, http::HeaderValue)],
     new: &[(http::HeaderName, http::HeaderValue)],
@@ -286,7 +466,7 @@ fn headers(
     }
 }
 
-fn cache(s: &mut Scope, o: &CachePolicy, n: &CachePolicy) {
+fn cache(s: &mut Fields, o: &CachePolicy, n: &CachePolicy) {
     s.field("cache.mode", &o.mode, &n.mode, |m| {
         match m {
             CacheMode::Off => "off",
@@ -361,7 +541,7 @@ fn cache(s: &mut Scope, o: &CachePolicy, n: &CachePolicy) {
     );
 }
 
-fn pool(s: &mut Scope, o: &PoolSpec, n: &PoolSpec) {
+fn pool(s: &mut Fields, o: &PoolSpec, n: &PoolSpec) {
     for (addr, weight) in &n.backends {
         match o.backends.iter().find(|(a, _)| a == addr) {
             None => s.note(format!("backend {addr} added")),
@@ -443,7 +623,7 @@ fn pool(s: &mut Scope, o: &PoolSpec, n: &PoolSpec) {
     tls(s, o.tls.as_ref(), n.tls.as_ref());
 }
 
-fn tls(s: &mut Scope, o: Option<&UpstreamTls>, n: Option<&UpstreamTls>) {
+fn tls(s: &mut Fields, o: Option<&UpstreamTls>, n: Option<&UpstreamTls>) {
     match (o, n) {
         (None, Some(_)) => s.note("tls false → true".into()),
         (Some(_), None) => s.note("tls true → false".into()),
@@ -517,7 +697,7 @@ fn addrs(list: &[SocketAddr]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::compile::compile;
+    use crate::config::compile;
 
     const BASE: &str = "[listen]\nhttp = [\"127.0.0.1:8080\"]\n\n";
 
@@ -526,17 +706,15 @@ mod tests {
     }
 
     fn changes(old: &str, new: &str) -> Vec<String> {
-        describe(&config(old), &config(new), &PoolChanges::default())
+        ConfigDiff::between(&config(old), &config(new)).lines()
     }
 
     fn held(old: &str, new: &str) -> Vec<String> {
-        let mut next = config(new);
-        let lines = RestartSettings::of(&config(old)).hold(&mut next);
-        assert_eq!(
-            RestartSettings::of(&next),
-            RestartSettings::of(&config(old))
-        );
-        lines
+        let (running, mut next) = (config(old), config(new));
+        let diff = ConfigDiff::between(&running, &next);
+        ConfigDiff::hold(&running.restart, &mut next);
+        assert_eq!(next.restart, running.restart);
+        diff.restart_lines()
     }
 
     const POOL: &str = "[pools.web]\nbackends = [\"127.0.0.1:9001\"]\n\n";
@@ -614,11 +792,9 @@ mod tests {
         let route = "[[routes]]\npath = \"/\"\npool = \"web\"\n";
         let old = format!("[pools.web]\nbackends = [\"127.0.0.1:9001\", {{ addr = \"127.0.0.1:9004\", weight = 2 }}]\nconnect_timeout = \"1s\"\n\n[pools.old]\nbackends = [\"127.0.0.1:9005\"]\n\n{route}");
         let new = format!("[pools.web]\nbackends = [\"127.0.0.1:9001\", \"127.0.0.1:9002\", {{ addr = \"127.0.0.1:9004\", weight = 5 }}]\nconnect_timeout = \"2s\"\nretries = 4\n\n[pools.web.health_check]\ntype = \"http\"\npath = \"/healthz\"\n\n[pools.fresh]\nbackends = [\"127.0.0.1:9006\"]\n\n{route}");
-        let pools = PoolChanges {
-            created: vec!["fresh".into(), "web".into()],
-            ..Default::default()
-        };
-        let lines = describe(&config(&old), &config(&new), &pools);
+        let diff = ConfigDiff::between(&config(&old), &config(&new));
+        assert!(diff.rebuilds("fresh") && diff.rebuilds("web"), "{diff:?}");
+        let lines = diff.lines();
         assert_eq!(
             lines,
             [
@@ -671,5 +847,90 @@ mod tests {
                 "cache.fill_memory changed: 16 MiB → 32 MiB",
             ]
         );
+    }
+
+    #[test]
+    fn every_restart_only_setting_is_reported_and_held_at_its_running_value() {
+        let running = config(&format!("{POOL}[[routes]]\npath = \"/\"\npool = \"web\"\n"));
+        let threads = running.restart.threads;
+        type Edit = Box<dyn Fn(&mut RestartSettings)>;
+        let cases: Vec<(Edit, String)> = vec![
+            (
+                Box::new(|r| r.http_listeners = vec!["127.0.0.1:8081".parse().unwrap()]),
+                "listen.http changed: [127.0.0.1:8080] → [127.0.0.1:8081]".into(),
+            ),
+            (
+                Box::new(|r| r.https_listeners = vec!["127.0.0.1:8443".parse().unwrap()]),
+                "listen.https changed: [] → [127.0.0.1:8443]".into(),
+            ),
+            (
+                Box::new(|r| r.upgrade_sock = "/tmp/dime.sock".into()),
+                "server.upgrade_sock changed: /run/dime-edge/upgrade.sock → /tmp/dime.sock".into(),
+            ),
+            (
+                Box::new(|r| r.admin_listener = "127.0.0.1:9191".parse().unwrap()),
+                "listen.admin changed: 127.0.0.1:9090 → 127.0.0.1:9191".into(),
+            ),
+            (
+                Box::new(|r| r.threads += 1),
+                format!("server.threads changed: {threads} → {}", threads + 1),
+            ),
+            (
+                Box::new(|r| r.grace_period = Duration::from_secs(7)),
+                "server.grace_period changed: 5s → 7s".into(),
+            ),
+            (
+                Box::new(|r| r.cache_memory = 1 << 30),
+                "cache.memory changed: 512 MiB → 1 GiB".into(),
+            ),
+            (
+                Box::new(|r| r.cache_fill_memory = 64 << 20),
+                "cache.fill_memory changed: 128 MiB → 64 MiB".into(),
+            ),
+            (
+                Box::new(|r| r.cache_lock_timeout = Duration::from_secs(60)),
+                "cache.lock_timeout changed: 30s → 1m".into(),
+            ),
+        ];
+        for (edit, line) in cases {
+            let mut next = running.clone();
+            edit(&mut next.restart);
+            let diff = ConfigDiff::between(&running, &next);
+            assert_eq!(diff.restart_lines(), std::slice::from_ref(&line));
+            assert!(diff.lines().is_empty(), "{line}: {:?}", diff.lines());
+            ConfigDiff::hold(&running.restart, &mut next);
+            assert_eq!(next.restart, running.restart, "{line}");
+        }
+    }
+
+    #[test]
+    fn a_live_change_is_kept_by_hold_and_rendered_once() {
+        let route = format!("{POOL}[[routes]]\npath = \"/\"\npool = \"web\"\n");
+        let running = config(&route);
+        let mut next = config(&format!(
+            "[server]\nsend_timeout = \"90s\"\ngrace_period = \"9s\"\n\n{route}"
+        ));
+        let diff = ConfigDiff::between(&running, &next);
+        ConfigDiff::hold(&running.restart, &mut next);
+        // The live setting stays in the config that goes into service; the restart-only one
+        // is back at its running value.
+        assert_eq!(next.server.send_timeout, Duration::from_secs(90));
+        assert_eq!(next.restart.grace_period, running.restart.grace_period);
+        assert_eq!(
+            diff.live,
+            [Change::Field {
+                scope: Scope::Top,
+                field: "server.send_timeout".into(),
+                old: "1m".into(),
+                new: "1m 30s".into(),
+            }]
+        );
+        assert_eq!(diff.lines(), ["server.send_timeout 1m → 1m 30s"]);
+        assert_eq!(
+            diff.restart_lines(),
+            ["server.grace_period changed: 5s → 9s"]
+        );
+        // Only backends changed: the pool keeps its members.
+        assert!(!diff.rebuilds("web"));
     }
 }

@@ -1,6 +1,7 @@
 //! Live config reload: one path (read, validate, compile, apply, swap) shared by every trigger
 //! (file watcher, SIGHUP, `POST /config/reload`), serialised so two never interleave.
 
+pub mod components;
 pub mod diff;
 pub mod signal;
 pub mod watcher;
@@ -10,15 +11,14 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
-use arc_swap::ArcSwap;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 use tokio::sync::{watch, Mutex};
 
-use crate::active::Active;
+use crate::config::types::RestartSettings;
 use crate::config::{self, ConfigError, ConfigErrors, EdgeConfig};
 use crate::metrics::Metrics;
-use diff::RestartSettings;
+use diff::ConfigDiff;
 
 /// What asked for a reload.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -81,23 +81,72 @@ impl ReloadOutcome {
 }
 
 /// What a component applies once every component has accepted a config; returns lines for
-/// the outcome's `changes`.
+/// the outcome's `changes` beyond those of the diff.
 pub type Commit = Box<dyn FnOnce() -> Vec<String> + Send>;
 
 /// A part of the running edge that takes settings from each accepted config, beside routes and
 /// pools (the TLS certificate resolver, for one). A reload calls `prepare` on every component
-/// with the compiled config; only when all succeed does it run their commits and swap routes
-/// and pools, so a failure anywhere leaves everything as it was.
+/// with the compiled config and its diff from the running one; only when all succeed does it
+/// run their commits and swap routes and pools, so a failure anywhere leaves everything as it
+/// was.
 pub trait Component: Send + Sync {
     /// Validates `config` for this component and builds what it needs, changing nothing live.
     /// Errors reject the whole reload.
-    fn prepare(&self, config: &EdgeConfig) -> Result<Commit, ConfigErrors>;
+    fn prepare(&self, config: &EdgeConfig, diff: &ConfigDiff) -> Result<Commit, ConfigErrors>;
+}
+
+/// Swaps a prepared generation into service.
+pub type Swap = Box<dyn FnOnce() + Send>;
+
+/// The routes and pools in service, which each accepted config replaces whole (implemented by
+/// `active`, which sits above this module).
+#[async_trait::async_trait]
+pub trait Generations: Send + Sync {
+    /// The config in service.
+    fn config(&self) -> Arc<EdgeConfig>;
+
+    /// Builds routes and pools for `config` beside those in service, keeping or rebuilding each
+    /// pool's members as `diff` says, and checks the backends that wait for a first check;
+    /// nothing in service changes until the returned swap runs.
+    async fn prepare(&self, config: EdgeConfig, diff: &ConfigDiff) -> Result<Swap, BuildError>;
+}
+
+/// Why routes and pools cannot be built from a valid config.
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    /// A pool's backend set was refused by the load balancer.
+    #[error("{reason}")]
+    Pool {
+        /// The pool.
+        pool: String,
+        /// What the pool said, naming the pool and the backend.
+        reason: String,
+    },
+    /// A route names a pool that was not built.
+    #[error("route {route}: unknown pool {pool}")]
+    UnknownPool {
+        /// The route.
+        route: String,
+        /// The pool it names.
+        pool: String,
+    },
+}
+
+impl BuildError {
+    /// The error as the reload's outcome lists it, at the config key it concerns.
+    fn at(&self, path: &Path) -> ConfigErrors {
+        let field = match self {
+            BuildError::Pool { pool, .. } => format!("pools.{pool}"),
+            BuildError::UnknownPool { pool, .. } => format!("pools.{pool}"),
+        };
+        whole_file_error(path, &field, self.to_string())
+    }
 }
 
 /// Reloads the config file on demand and swaps it in when valid.
 pub struct Reloader {
     path: PathBuf,
-    active: Arc<ArcSwap<Active>>,
+    live: Arc<dyn Generations>,
     metrics: Arc<Metrics>,
     components: Vec<Arc<dyn Component>>,
     /// The settings bound at startup, which a reload cannot change.
@@ -127,21 +176,21 @@ pub struct LastReload {
 }
 
 impl Reloader {
-    /// A reloader for the config file at `path`, whose compiled form is active in `active`.
+    /// A reloader for the config file at `path`, whose compiled form is in service in `live`.
     /// Publishes the active config's metrics.
     pub fn new(
         path: &Path,
-        active: Arc<ArcSwap<Active>>,
+        live: Arc<dyn Generations>,
         metrics: Arc<Metrics>,
         components: Vec<Arc<dyn Component>>,
     ) -> Result<Self, ConfigErrors> {
-        let current = active.load_full();
-        let fingerprint = fingerprint(&current.config)?;
+        let current = live.config();
+        let fingerprint = fingerprint(&current)?;
         let (applied, _) = watch::channel(0);
         let reloader = Reloader {
             path: path.to_path_buf(),
-            running: RestartSettings::of(&current.config),
-            active,
+            running: current.restart.clone(),
+            live,
             metrics,
             components,
             state: Mutex::new(fingerprint),
@@ -161,17 +210,17 @@ impl Reloader {
 
     /// The files the active config was built from.
     pub fn watched_files(&self) -> Vec<PathBuf> {
-        self.active.load().config.watched_files()
+        self.live.config().watched_files()
     }
 
     /// How long the watcher waits for quiet after a file event, from the active config.
     pub fn debounce(&self) -> std::time::Duration {
-        self.active.load().config.debounce
+        self.live.config().debounce
     }
 
     /// Whether the active config asks to reload on file changes.
     pub fn watching(&self) -> bool {
-        self.active.load().config.watch
+        self.live.config().watch
     }
 
     /// Counts applied reloads; watchers re-read the active config when it moves.
@@ -198,20 +247,32 @@ impl Reloader {
     async fn reload_now(&self, trigger: Trigger) -> ReloadOutcome {
         let mut current = self.state.lock().await;
         let started = Instant::now();
-        let outcome = match config::load(&self.path) {
+        // Reading files and resolving backend names block: off the admin runtime's threads.
+        let path = self.path.clone();
+        let loaded = tokio::task::spawn_blocking(move || {
+            let config = config::load(&path)?;
+            let fingerprint = fingerprint(&config)?;
+            Ok::<_, ConfigErrors>((config, fingerprint))
+        })
+        .await
+        .unwrap_or_else(|e| {
+            Err(whole_file_error(
+                &self.path,
+                "(reload)",
+                format!("the reload failed unexpectedly: {e}"),
+            ))
+        });
+        let outcome = match loaded {
             Err(errors) => self.rejected(errors),
-            Ok(config) => match fingerprint(&config) {
+            Ok((_, next)) if next == *current => ReloadOutcome::Unchanged {
+                hash: short_hash(&next),
+            },
+            Ok((config, next)) => match self.apply(config, &next).await {
+                Ok(outcome) => {
+                    *current = next;
+                    outcome
+                }
                 Err(errors) => self.rejected(errors),
-                Ok(next) if next == *current => ReloadOutcome::Unchanged {
-                    hash: short_hash(&next),
-                },
-                Ok(next) => match self.apply(config, &next).await {
-                    Ok(outcome) => {
-                        *current = next;
-                        outcome
-                    }
-                    Err(errors) => self.rejected(errors),
-                },
             },
         };
         self.metrics
@@ -270,11 +331,14 @@ impl Reloader {
         mut config: EdgeConfig,
         fingerprint: &[u8; 32],
     ) -> Result<ReloadOutcome, ConfigErrors> {
-        let restart_required = self.running.hold(&mut config);
+        let previous = self.live.config();
+        let diff = ConfigDiff::between(&previous, &config);
+        ConfigDiff::hold(&self.running, &mut config);
+        let restart_required = diff.restart_lines();
         let mut commits = Vec::new();
         let mut errors = Vec::new();
         for c in &self.components {
-            match c.prepare(&config) {
+            match c.prepare(&config, &diff) {
                 Ok(commit) => commits.push(commit),
                 Err(e) => errors.extend(e.0),
             }
@@ -286,27 +350,16 @@ impl Reloader {
         for w in &config.warnings {
             tracing::warn!("{}", w.as_warning());
         }
-        let previous = self.active.load_full();
-        let (next, pools) = Active::build_next(config, &self.metrics, Some(&previous))
-            .map_err(|reason| whole_file_error(&self.path, "pools", reason))?;
-        // New backends are checked before the swap, so the first request routed to them finds
-        // the healthy ones already in service; the rest wait for the health loop.
-        let probes = next.pools.iter().filter_map(|p| {
-            let created = pools.created.iter().any(|n| n == p.name());
-            let members = p.members().clone();
-            (created || !members.pending().is_empty()).then_some(async move {
-                members.probe_pending().await;
-                if created {
-                    members.mark_checked();
-                }
-            })
-        });
-        futures_util::future::join_all(probes).await;
-        let mut changes = diff::describe(&previous.config, &next.config, &pools);
+        let swap = self
+            .live
+            .prepare(config, &diff)
+            .await
+            .map_err(|e| e.at(&self.path))?;
+        let mut changes = diff.lines();
         for commit in commits {
             changes.extend(commit());
         }
-        // Only after the components: what they swap (a certificate) is a change too.
+        // Only after the components: what they swap (a log file) is a change too.
         if changes.is_empty() {
             changes.push(if restart_required.is_empty() {
                 "no effective change (formatting or comments only)".into()
@@ -314,7 +367,7 @@ impl Reloader {
                 "nothing that applies without a restart".into()
             });
         }
-        self.active.store(Arc::new(next));
+        swap();
         self.publish(fingerprint, &restart_required);
         self.applied.send_modify(|n| *n += 1);
         Ok(ReloadOutcome::Applied {

@@ -72,6 +72,19 @@ pub enum CertError {
     },
 }
 
+/// One served certificate, read and checked when the config was compiled.
+#[derive(Debug, Clone)]
+pub struct CertSpec {
+    /// The PEM chain file, resolved against the config file's directory.
+    pub cert: PathBuf,
+    /// The PEM key file.
+    pub key: PathBuf,
+    /// SNI names it serves, lowercase: `host` or `*.suffix`.
+    pub names: Vec<String>,
+    /// The chain and key as read.
+    pub loaded: LoadedCert,
+}
+
 /// A certificate chain and key, read and checked, ready for the resolver.
 #[derive(Clone)]
 pub struct LoadedCert {

@@ -5,5 +5,5 @@ pub mod generate;
 pub mod live;
 pub mod resolver;
 
-pub use certs::{CertError, LoadedCert};
+pub use certs::{CertError, CertSpec, LoadedCert};
 pub use resolver::{CertSet, SniResolver};
