@@ -1,11 +1,5 @@
 //! Scenarios for `dime-origin packager`: the real binary, real GStreamer, files checked with ffprobe.
 
-#[path = "../packager/tests/common/mod.rs"]
-mod common;
-// The streamer's harness, for the scenario where the streamer serves what the packager writes.
-#[allow(dead_code)]
-mod harness;
-
 use std::collections::BTreeMap;
 use std::fs;
 use std::io::{BufRead, BufReader};
@@ -14,7 +8,9 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant, SystemTime};
 
-use common::{extinfs, ffprobe, tag};
+use dime_origin_testing::media::{extinfs, ffprobe, tag};
+// The streamer, for the scenario where the streamer serves what the packager writes.
+use dime_origin_testing::streamer;
 
 const BIN: &str = env!("CARGO_BIN_EXE_dime-origin");
 /// Small and cheap: the machine is shared.
@@ -553,7 +549,7 @@ fn a_failure_while_running_exits_1_with_the_cause() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_streamer_serves_the_live_channel_it_writes() {
-    let origin = harness::Origin::start().await;
+    let origin = streamer::Origin::start().await;
     // As `make run`: --out MEDIA/live --channel camera, so the URL is /live/camera/index.m3u8.
     let mut packager = Packager::start(&origin.root().join("live"), "camera", SMALL);
     tokio::task::block_in_place(|| packager.wait_for_segments(2));
@@ -561,7 +557,7 @@ async fn the_streamer_serves_the_live_channel_it_writes() {
     let response = origin.get("/live/camera/index.m3u8").send().await.unwrap();
     assert_eq!(response.status(), 200);
     assert_eq!(
-        harness::header(&response, "content-type"),
+        streamer::header(&response, "content-type"),
         "application/vnd.apple.mpegurl"
     );
     let text = response.text().await.unwrap();
@@ -574,7 +570,7 @@ async fn the_streamer_serves_the_live_channel_it_writes() {
             .await
             .unwrap();
         assert_eq!(response.status(), 200, "{uri}");
-        assert_eq!(harness::header(&response, "content-type"), "video/mp2t");
+        assert_eq!(streamer::header(&response, "content-type"), "video/mp2t");
         let body = response.bytes().await.unwrap();
         let on_disk = fs::read(origin.root().join("live/camera").join(uri)).unwrap();
         assert!(body == on_disk, "{uri} is served as written");

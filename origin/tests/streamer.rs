@@ -1,13 +1,11 @@
 //! Scenarios for `dime-origin streamer`, each against a real server on a loopback port.
 
-mod harness;
-
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use dime_origin::streamer::CachePolicy;
-use harness::{header, Origin, RawResponse};
+use dime_origin_testing::streamer::{header, Origin, RawResponse};
+use dime_streamer::CachePolicy;
 use reqwest::StatusCode;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
