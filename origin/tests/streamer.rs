@@ -58,7 +58,7 @@ async fn playlists_are_short_lived_and_segments_immutable() {
         ("vod/movie.mp4", MEDIA_CACHE),
         ("vod/audio.m4a", MEDIA_CACHE),
         ("vod/audio.aac", MEDIA_CACHE),
-        ("live/subs.vtt", "public, max-age=300"),
+        ("live/subs_001.vtt", MEDIA_CACHE),
         ("poster.png", "public, max-age=300"),
     ];
     for (name, cache_control) in cases {

@@ -21,11 +21,12 @@ pub struct Args {
     #[arg(long, value_name = "SECONDS", default_value_t = 1)]
     pub playlist_max_age: u32,
 
-    /// `max-age` of media segments and files (.ts, .m4s, .mp4, .m4a, .aac), sent as immutable.
+    /// `max-age` of media segments and files (.ts, .m4s, .mp4, .m4a, .aac, and .vtt subtitle
+    /// segments), sent as immutable.
     #[arg(long, value_name = "SECONDS", default_value_t = 31_536_000)]
     pub media_max_age: u32,
 
-    /// `max-age` of every other file (images, subtitles, player assets).
+    /// `max-age` of every other file (images, player assets).
     #[arg(long, value_name = "SECONDS", default_value_t = 300)]
     pub other_max_age: u32,
 
