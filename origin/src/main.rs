@@ -6,7 +6,6 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
-use dime_origin::streamer;
 use tokio::signal::unix::{signal, SignalKind};
 use tracing_subscriber::EnvFilter;
 
@@ -26,7 +25,7 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Serve a media directory (HLS playlists, segments, VoD files) over HTTP.
-    Streamer(streamer::Args),
+    Streamer(dime_streamer::Args),
     /// Package a live camera or test pattern into HLS; `sample` and `vod` tools for files.
     Packager(dime_packager::cli::Args),
     /// The web app (catalog, player pages, admin), or `create-admin`, `import`, `add-channel`.
@@ -70,9 +69,9 @@ async fn main() -> ExitCode {
 }
 
 /// Runs the streamer until SIGTERM or SIGINT.
-async fn run_streamer(args: streamer::Args) -> anyhow::Result<()> {
+async fn run_streamer(args: dime_streamer::Args) -> anyhow::Result<()> {
     let shutdown = shutdown_signal()?;
-    let server = streamer::Server::bind(args.listen, args.config()).await?;
+    let server = dime_streamer::Server::bind(args.listen, args.config()).await?;
     server.run(shutdown).await;
     Ok(())
 }

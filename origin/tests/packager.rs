@@ -1,11 +1,5 @@
 //! Scenarios for `dime-origin packager`: the real binary, real GStreamer, files checked with ffprobe.
 
-#[path = "../packager/tests/common/mod.rs"]
-mod common;
-// The streamer's harness, for the scenario where the streamer serves what the packager writes.
-#[allow(dead_code)]
-mod harness;
-
 use std::collections::BTreeMap;
 use std::fs;
 use std::io::{BufRead, BufReader};
@@ -14,7 +8,9 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant, SystemTime};
 
-use common::{extinfs, ffprobe, tag};
+use dime_origin_testing::media::{extinfs, ffprobe, tag};
+// The streamer, for the scenario where the streamer serves what the packager writes.
+use dime_origin_testing::streamer;
 
 const BIN: &str = env!("CARGO_BIN_EXE_dime-origin");
 /// Small and cheap: the machine is shared.
@@ -553,7 +549,7 @@ fn a_failure_while_running_exits_1_with_the_cause() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_streamer_serves_the_live_channel_it_writes() {
-    let origin = harness::Origin::start().await;
+    let origin = streamer::Origin::start().await;
     // As `make run`: --out MEDIA/live --channel camera, so the URL is /live/camera/index.m3u8.
     let mut packager = Packager::start(&origin.root().join("live"), "camera", SMALL);
     tokio::task::block_in_place(|| packager.wait_for_segments(2));
@@ -561,7 +557,7 @@ async fn the_streamer_serves_the_live_channel_it_writes() {
     let response = origin.get("/live/camera/index.m3u8").send().await.unwrap();
     assert_eq!(response.status(), 200);
     assert_eq!(
-        harness::header(&response, "content-type"),
+        streamer::header(&response, "content-type"),
         "application/vnd.apple.mpegurl"
     );
     let text = response.text().await.unwrap();
@@ -574,7 +570,7 @@ async fn the_streamer_serves_the_live_channel_it_writes() {
             .await
             .unwrap();
         assert_eq!(response.status(), 200, "{uri}");
-        assert_eq!(harness::header(&response, "content-type"), "video/mp2t");
+        assert_eq!(streamer::header(&response, "content-type"), "video/mp2t");
         let body = response.bytes().await.unwrap();
         let on_disk = fs::read(origin.root().join("live/camera").join(uri)).unwrap();
         assert!(body == on_disk, "{uri} is served as written");
@@ -690,4 +686,98 @@ fn old_segments_leave_the_disk_a_window_after_the_playlist() {
     on_disk.sort();
     // One segment listed, one more kept for players and caches a little behind.
     assert_eq!(on_disk, [listed - 1, listed], "{text}");
+}
+
+/// Runs the binary with `env` added to its environment: exit status, stdout and stderr together.
+fn run_env(args: &[&str], env: &[(&str, &str)]) -> (ExitStatus, String) {
+    let out = Command::new(BIN)
+        .args(args)
+        .envs(env.iter().copied())
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status, text)
+}
+
+#[test]
+fn help_names_the_environment_variable_of_every_live_flag() {
+    let (status, help) = run(&["packager", "--help"]);
+    assert!(status.success(), "{help}");
+    for variable in [
+        "DIME_PACKAGER_OUT",
+        "DIME_PACKAGER_CHANNEL",
+        "DIME_PACKAGER_DEVICE",
+        "DIME_PACKAGER_TEST_PATTERN",
+        "DIME_PACKAGER_SIZE",
+        "DIME_PACKAGER_FPS",
+        "DIME_PACKAGER_BITRATE",
+        "DIME_PACKAGER_FORMAT",
+        "DIME_PACKAGER_SEGMENT",
+        "DIME_PACKAGER_WINDOW",
+        "DIME_PACKAGER_HEALTH_LISTEN",
+    ] {
+        assert!(
+            help.contains(&format!("[env: {variable}")),
+            "{variable} missing from:\n{help}"
+        );
+    }
+}
+
+#[test]
+fn the_live_packager_takes_its_configuration_from_the_environment_and_the_tools_ignore_it() {
+    let media = tempfile::tempdir().unwrap();
+    let out = media.path().to_str().unwrap();
+    // A taken health port stops the packager before GStreamer starts: the error shows that
+    // the channel's every setting was read from the environment, with no flag given.
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let env = [
+        ("DIME_PACKAGER_OUT", out),
+        ("DIME_PACKAGER_CHANNEL", "env-channel"),
+        ("DIME_PACKAGER_TEST_PATTERN", "true"),
+        ("DIME_PACKAGER_SIZE", "320x180"),
+        ("DIME_PACKAGER_FPS", "15"),
+        ("DIME_PACKAGER_SEGMENT", "1s"),
+        ("DIME_PACKAGER_HEALTH_LISTEN", addr.as_str()),
+    ];
+    let (status, text) = run_env(&["packager"], &env);
+    assert_eq!(status.code(), Some(1), "{text}");
+    assert!(
+        text.contains(&format!("cannot listen on {addr} for --health-listen")),
+        "{text}"
+    );
+
+    // A value from the environment is checked like a flag's.
+    let (status, text) = run_env(
+        &["packager"],
+        &[
+            ("DIME_PACKAGER_OUT", out),
+            ("DIME_PACKAGER_CHANNEL", "../escape"),
+            ("DIME_PACKAGER_TEST_PATTERN", "true"),
+        ],
+    );
+    assert_eq!(status.code(), Some(1), "{text}");
+    assert!(text.contains("invalid --channel \"../escape\""), "{text}");
+
+    // The live settings in the environment do not stand in the way of a tool.
+    let sample = media.path().join("sample.mp4");
+    let (status, text) = run_env(
+        &[
+            "packager",
+            "sample",
+            "--out",
+            sample.to_str().unwrap(),
+            "--duration",
+            "1s",
+            "--size",
+            "160x90",
+        ],
+        &env,
+    );
+    assert!(status.success(), "{text}");
+    assert!(sample.exists());
 }

@@ -1,13 +1,11 @@
 //! Scenarios for `dime-origin streamer`, each against a real server on a loopback port.
 
-mod harness;
-
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use dime_origin::streamer::CachePolicy;
-use harness::{header, Origin, RawResponse};
+use dime_origin_testing::streamer::{header, Origin, RawResponse};
+use dime_streamer::CachePolicy;
 use reqwest::StatusCode;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -60,7 +58,7 @@ async fn playlists_are_short_lived_and_segments_immutable() {
         ("vod/movie.mp4", MEDIA_CACHE),
         ("vod/audio.m4a", MEDIA_CACHE),
         ("vod/audio.aac", MEDIA_CACHE),
-        ("live/subs.vtt", "public, max-age=300"),
+        ("live/subs_001.vtt", MEDIA_CACHE),
         ("poster.png", "public, max-age=300"),
     ];
     for (name, cache_control) in cases {
@@ -791,4 +789,75 @@ fn help_names_every_server_and_promises_none_for_later() {
         assert!(help.contains(server), "{server} missing from:\n{help}");
     }
     assert!(!help.contains("later"), "{help}");
+}
+
+#[test]
+fn help_names_the_environment_variable_of_every_flag() {
+    let output = run_binary(&["streamer", "--help"]);
+    assert!(output.status.success());
+    let help = String::from_utf8_lossy(&output.stdout);
+    for variable in [
+        "DIME_STREAMER_ROOT",
+        "DIME_STREAMER_LISTEN",
+        "DIME_STREAMER_PLAYLIST_MAX_AGE",
+        "DIME_STREAMER_MEDIA_MAX_AGE",
+        "DIME_STREAMER_OTHER_MAX_AGE",
+        "DIME_STREAMER_NOT_FOUND_MAX_AGE",
+        "DIME_STREAMER_GRACE_PERIOD",
+        "DIME_LOG_FORMAT",
+    ] {
+        assert!(
+            help.contains(&format!("[env: {variable}")),
+            "{variable} missing from:\n{help}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn the_streamer_takes_its_whole_configuration_from_the_environment() {
+    let root = tempfile::tempdir().unwrap();
+    std::fs::write(root.path().join("seg.ts"), SEGMENT).unwrap();
+    std::fs::write(root.path().join("poster.png"), SEGMENT).unwrap();
+    // No flag at all after the subcommand: every setting comes from a variable.
+    let mut child = Command::new(env!("CARGO_BIN_EXE_dime-origin"))
+        .arg("streamer")
+        .env("DIME_LOG_FORMAT", "json")
+        .env("DIME_STREAMER_ROOT", root.path())
+        .env("DIME_STREAMER_LISTEN", "127.0.0.1:0")
+        .env("DIME_STREAMER_MEDIA_MAX_AGE", "600")
+        .env("DIME_STREAMER_OTHER_MAX_AGE", "30")
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let listening = BufReader::new(stdout)
+        .lines()
+        .map(Result::unwrap)
+        .find(|line| line.contains("streamer listening"))
+        .expect("startup log line");
+    let addr = listening
+        .split("\"addr\":\"")
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .expect("the address in the log line")
+        .to_owned();
+    let client = reqwest::Client::new();
+    for (path, expected) in [
+        ("/seg.ts", "public, max-age=600, immutable"),
+        ("/poster.png", "public, max-age=30"),
+    ] {
+        let response = client
+            .get(format!("http://{addr}{path}"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::OK, "{path}");
+        assert_eq!(header(&response, "cache-control"), expected, "{path}");
+    }
+    let killed = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    assert!(child.wait().unwrap().success());
 }

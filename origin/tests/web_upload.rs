@@ -2,17 +2,14 @@
 //! and listed in the catalog; forged or broken uploads change nothing. Here rather than in
 //! dime-web's tests because uploads are packaged by a `dime-origin packager` child process.
 
-#[path = "../web/tests/harness/mod.rs"]
-mod harness;
-
 use std::time::Duration;
 
+use dime_origin_testing::web::{cache_control, App, Db};
 use dime_packager::options::Size;
 use dime_packager::sample::{write_sample, SampleOptions};
 use dime_web::http::upload::UploadLimits;
 use dime_web::packaging_child::PackagerLimits;
 use dime_web::{MediaBase, Options};
-use harness::{cache_control, App, Db};
 use reqwest::multipart::{Form, Part};
 use reqwest::StatusCode;
 

@@ -37,37 +37,47 @@ pub enum Tool {
 #[derive(Debug, clap::Args)]
 pub struct LiveArgs {
     /// The media root; the channel is written to OUT/CHANNEL/index.m3u8 and segment-N.ts.
-    #[arg(long, value_name = "DIR", required = true)]
+    #[arg(long, value_name = "DIR", required = true, env = "DIME_PACKAGER_OUT")]
     pub out: Option<PathBuf>,
     /// The channel name (one path component).
-    #[arg(long, value_name = "NAME", required = true)]
+    #[arg(
+        long,
+        value_name = "NAME",
+        required = true,
+        env = "DIME_PACKAGER_CHANNEL"
+    )]
     pub channel: Option<String>,
     /// The V4L2 camera, or `auto` for the first usable /dev/video* (test pattern if none).
-    #[arg(long, value_name = "/dev/videoN|auto", default_value = "/dev/video0")]
+    #[arg(
+        long,
+        value_name = "/dev/videoN|auto",
+        default_value = "/dev/video0",
+        env = "DIME_PACKAGER_DEVICE"
+    )]
     pub device: String,
     /// Encode a live test pattern with a clock overlay instead of a camera.
-    #[arg(long, conflicts_with = "device")]
+    #[arg(long, conflicts_with = "device", env = "DIME_PACKAGER_TEST_PATTERN")]
     pub test_pattern: bool,
     /// Frame size, WIDTHxHEIGHT.
-    #[arg(long, default_value = "1280x720")]
+    #[arg(long, default_value = "1280x720", env = "DIME_PACKAGER_SIZE")]
     pub size: Size,
     /// Frames per second.
-    #[arg(long, default_value = "30", value_parser = parse_fps)]
+    #[arg(long, default_value = "30", value_parser = parse_fps, env = "DIME_PACKAGER_FPS")]
     pub fps: u32,
     /// H.264 bitrate (e.g. 2500k, 4M).
-    #[arg(long, default_value = "2500k")]
+    #[arg(long, default_value = "2500k", env = "DIME_PACKAGER_BITRATE")]
     pub bitrate: Bitrate,
     /// Segment container: MPEG-TS, or fMP4/CMAF (init-N.mp4 + segment-N.m4s).
-    #[arg(long, value_enum, default_value = "ts")]
+    #[arg(long, value_enum, default_value = "ts", env = "DIME_PACKAGER_FORMAT")]
     pub format: Format,
     /// Segment length; each segment starts with a keyframe.
-    #[arg(long, default_value = "1s", value_parser = parse_duration)]
+    #[arg(long, default_value = "1s", value_parser = parse_duration, env = "DIME_PACKAGER_SEGMENT")]
     pub segment: Duration,
     /// Segments listed in the playlist (about twice as many stay on disk).
-    #[arg(long, default_value = "6", value_parser = clap::value_parser!(u32).range(1..=1000))]
+    #[arg(long, default_value = "6", value_parser = clap::value_parser!(u32).range(1..=1000), env = "DIME_PACKAGER_WINDOW")]
     pub window: u32,
     /// Serve GET /healthz and /metrics on this address (e.g. 127.0.0.1:9091).
-    #[arg(long, value_name = "ADDR")]
+    #[arg(long, value_name = "ADDR", env = "DIME_PACKAGER_HEALTH_LISTEN")]
     pub health_listen: Option<SocketAddr>,
 }
 

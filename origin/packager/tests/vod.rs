@@ -1,12 +1,10 @@
 //! VoD packaging scenarios: real GStreamer transcodes of a generated sample, checked with ffprobe.
 
-mod common;
-
 use std::fs;
 use std::path::Path;
 use std::time::Duration;
 
-use common::{extinfs, ffprobe, tag};
+use dime_origin_testing::media::{extinfs, ffprobe, tag};
 use dime_packager::options::Size;
 use dime_packager::sample::{write_sample, SampleOptions};
 use dime_packager::vod::{package_file, VodError, VodOptions};

@@ -2,18 +2,16 @@
 //! prefix, the order by health (an edge killed goes last, restarted comes back) and by load
 //! (open connections held on one edge), and the per-viewer page's cache headers.
 
-mod harness;
-
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use dime_origin_testing::web::edge::{free_port, Edge};
+use dime_origin_testing::web::{cache_control, App, Db};
 use dime_web::catalog::TitleFields;
 use dime_web::edges::{Fleet, FleetConfig};
 use dime_web::Options;
-use harness::edge::{free_port, Edge};
-use harness::{cache_control, App, Db};
 use reqwest::StatusCode;
 use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};

@@ -1,12 +1,11 @@
 //! The web app end to end over HTTP: pages, the player API, cache headers, admin login,
 //! CSRF and CRUD, each scenario on SQLite and on a real PostgreSQL.
 
-mod harness;
-
+use dime_origin_testing::on_both_databases;
+use dime_origin_testing::web::{cache_control, hidden_token, set_cookie_line, App, Db, PASSWORD};
 use dime_web::catalog::{ChannelFields, TitleFields};
 use dime_web::client_address::TrustedProxies;
 use dime_web::Options;
-use harness::{cache_control, hidden_token, set_cookie_line, App, Db, PASSWORD};
 use reqwest::StatusCode;
 use serde_json::Value;
 

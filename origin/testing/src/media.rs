@@ -1,7 +1,5 @@
 //! What the packager tests share: ffprobe on the files the packager wrote, and playlist reading.
 
-#![allow(dead_code)]
-
 use std::path::Path;
 use std::process::Command;
 

@@ -9,9 +9,10 @@ use http::HeaderValue;
 pub enum Kind {
     /// A manifest that a live packager rewrites every segment duration (`.m3u8`, `.mpd`).
     Playlist,
-    /// A segment or VoD file that is written once and never changes under its name.
+    /// A segment (video, audio or WebVTT subtitles) or VoD file that is written once and never
+    /// changes under its name.
     Media,
-    /// Anything else: posters, subtitles, player assets.
+    /// Anything else: posters, player assets.
     Other,
 }
 
@@ -47,8 +48,9 @@ pub fn of(path: &Path) -> MediaType {
         "mp4" => ("video/mp4", Kind::Media),
         "m4a" => ("audio/mp4", Kind::Media),
         "aac" => ("audio/aac", Kind::Media),
-        // Subtitles stay `Other`: a live WebVTT rendition may be rewritten in place.
-        "vtt" => ("text/vtt", Kind::Other),
+        // RFC 8216 §3.5: WebVTT files in HLS are media segments of a subtitle rendition, written
+        // once under a new name like any segment (the edge's media policy says the same).
+        "vtt" => ("text/vtt", Kind::Media),
         "jpg" | "jpeg" => ("image/jpeg", Kind::Other),
         "png" => ("image/png", Kind::Other),
         "webp" => ("image/webp", Kind::Other),
@@ -132,6 +134,17 @@ mod tests {
     fn extensions_are_case_insensitive() {
         assert_eq!(of(Path::new("a/INDEX.M3U8")).kind, Kind::Playlist);
         assert_eq!(of(Path::new("seg.TS")).content_type, "video/mp2t");
+    }
+
+    #[test]
+    fn webvtt_subtitle_segments_are_immutable_media_like_the_edge_says() {
+        let subtitles = of(Path::new("live/subs_00042.vtt"));
+        assert_eq!(subtitles.content_type, "text/vtt");
+        assert_eq!(subtitles.kind, Kind::Media);
+        assert_eq!(
+            CachePolicy::default().cache_control(subtitles.kind),
+            "public, max-age=31536000, immutable"
+        );
     }
 
     #[test]

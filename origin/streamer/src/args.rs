@@ -10,32 +10,58 @@ use super::{CachePolicy, Config};
 #[derive(Debug, Clone, clap::Args)]
 pub struct Args {
     /// Directory to serve (the media volume).
-    #[arg(long, value_name = "DIR")]
+    #[arg(long, value_name = "DIR", env = "DIME_STREAMER_ROOT")]
     pub root: PathBuf,
 
     /// Address to listen on, for HTTP/1.1 and HTTP/2 (h2c) alike, e.g. 0.0.0.0:8080.
-    #[arg(long, value_name = "ADDR")]
+    #[arg(long, value_name = "ADDR", env = "DIME_STREAMER_LISTEN")]
     pub listen: SocketAddr,
 
     /// `max-age` of playlists (.m3u8, .mpd), which live packagers rewrite constantly.
-    #[arg(long, value_name = "SECONDS", default_value_t = 1)]
+    #[arg(
+        long,
+        value_name = "SECONDS",
+        default_value_t = 1,
+        env = "DIME_STREAMER_PLAYLIST_MAX_AGE"
+    )]
     pub playlist_max_age: u32,
 
-    /// `max-age` of media segments and files (.ts, .m4s, .mp4, .m4a, .aac), sent as immutable.
-    #[arg(long, value_name = "SECONDS", default_value_t = 31_536_000)]
+    /// `max-age` of media segments and files (.ts, .m4s, .mp4, .m4a, .aac, and .vtt subtitle
+    /// segments), sent as immutable.
+    #[arg(
+        long,
+        value_name = "SECONDS",
+        default_value_t = 31_536_000,
+        env = "DIME_STREAMER_MEDIA_MAX_AGE"
+    )]
     pub media_max_age: u32,
 
-    /// `max-age` of every other file (images, subtitles, player assets).
-    #[arg(long, value_name = "SECONDS", default_value_t = 300)]
+    /// `max-age` of every other file (images, player assets).
+    #[arg(
+        long,
+        value_name = "SECONDS",
+        default_value_t = 300,
+        env = "DIME_STREAMER_OTHER_MAX_AGE"
+    )]
     pub other_max_age: u32,
 
     /// `max-age` of a 404, so a cache in front answers repeated requests for a segment that is
     /// not written yet (0: `no-store`).
-    #[arg(long, value_name = "SECONDS", default_value_t = 1)]
+    #[arg(
+        long,
+        value_name = "SECONDS",
+        default_value_t = 1,
+        env = "DIME_STREAMER_NOT_FOUND_MAX_AGE"
+    )]
     pub not_found_max_age: u32,
 
     /// How long in-flight requests may run after SIGTERM or SIGINT.
-    #[arg(long, value_name = "SECONDS", default_value_t = 5)]
+    #[arg(
+        long,
+        value_name = "SECONDS",
+        default_value_t = 5,
+        env = "DIME_STREAMER_GRACE_PERIOD"
+    )]
     pub grace_period: u64,
 }
 

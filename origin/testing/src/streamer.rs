@@ -1,10 +1,10 @@
-//! Test harness: a streamer on an ephemeral loopback port over a temporary media root.
+//! A streamer on an ephemeral loopback port over a temporary media root.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
-use dime_origin::streamer::{Config, Server};
+use dime_streamer::{Config, Server};
 use tempfile::TempDir;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;

@@ -1,7 +1,5 @@
-//! Test harness: the web app on an ephemeral loopback port over a real database (a SQLite
+//! The web app on an ephemeral loopback port over a real database (a SQLite
 //! file or a PostgreSQL server started for the test), and an HTTP client that logs in.
-
-#![allow(dead_code)]
 
 pub mod edge;
 pub mod postgres;
@@ -302,7 +300,7 @@ macro_rules! on_both_databases {
             $(
                 #[tokio::test]
                 async fn $name() {
-                    super::$name($crate::harness::Db::sqlite().await).await
+                    super::$name($crate::web::Db::sqlite().await).await
                 }
             )*
         }
@@ -310,7 +308,7 @@ macro_rules! on_both_databases {
             $(
                 #[tokio::test]
                 async fn $name() {
-                    super::$name($crate::harness::Db::postgres().await).await
+                    super::$name($crate::web::Db::postgres().await).await
                 }
             )*
         }
