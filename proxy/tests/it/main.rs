@@ -12,6 +12,7 @@ mod cli;
 mod config_check;
 mod config_compile;
 mod headers;
+mod layering;
 mod logs;
 mod observability;
 mod pools;
