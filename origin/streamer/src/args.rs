@@ -26,8 +26,8 @@ pub struct Args {
     )]
     pub playlist_max_age: u32,
 
-    /// `max-age` of media segments and files (.ts, .m4s, .mp4, .m4a, .aac, and .vtt subtitle
-    /// segments), sent as immutable.
+    /// `max-age` of media segments and files (.ts, .m4s, .mp4, .m4v, .m4a, .aac, .cmfv, .cmfa,
+    /// and .vtt/.webvtt subtitle segments), sent as immutable.
     #[arg(
         long,
         value_name = "SECONDS",

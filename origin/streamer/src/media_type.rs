@@ -46,11 +46,15 @@ pub fn of(path: &Path) -> MediaType {
         "m4s" => ("video/iso.segment", Kind::Media),
         // VoD files and `init.mp4` init segments alike.
         "mp4" => ("video/mp4", Kind::Media),
+        "m4v" => ("video/mp4", Kind::Media),
         "m4a" => ("audio/mp4", Kind::Media),
+        // CMAF track files (ISO/IEC 23000-19): fragmented MP4 by another name.
+        "cmfv" => ("video/mp4", Kind::Media),
+        "cmfa" => ("audio/mp4", Kind::Media),
         "aac" => ("audio/aac", Kind::Media),
         // RFC 8216 §3.5: WebVTT files in HLS are media segments of a subtitle rendition, written
         // once under a new name like any segment (the edge's media policy says the same).
-        "vtt" => ("text/vtt", Kind::Media),
+        "vtt" | "webvtt" => ("text/vtt", Kind::Media),
         "jpg" | "jpeg" => ("image/jpeg", Kind::Other),
         "png" => ("image/png", Kind::Other),
         "webp" => ("image/webp", Kind::Other),
@@ -145,6 +149,16 @@ mod tests {
             CachePolicy::default().cache_control(subtitles.kind),
             "public, max-age=31536000, immutable"
         );
+    }
+
+    /// The edge's video policy (proxy/src/cache/policy.rs) gives these the media lifetime when
+    /// an origin sends no freshness; the streamer must say the same of them.
+    #[test]
+    fn every_extension_the_edge_treats_as_media_is_media_here() {
+        for ext in ["ts", "m4s", "mp4", "m4a", "m4v", "aac", "cmfv", "cmfa", "vtt", "webvtt"] {
+            let file = format!("seg.{ext}");
+            assert_eq!(of(Path::new(&file)).kind, Kind::Media, "{file}");
+        }
     }
 
     #[test]

@@ -131,7 +131,7 @@ pub struct AccessRecord<'a> {
     pub route: &'a str,
     /// Backend that answered, if one did.
     pub backend: Option<SocketAddr>,
-    /// Cache status (`-` until the cache decides one).
+    /// What the cache did, as `X-Cache-Status` says it; `BYPASS` for an answer of the edge's own.
     pub cache: &'a str,
     /// Error that ended the request, if any.
     pub error: Option<String>,

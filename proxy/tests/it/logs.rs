@@ -132,6 +132,9 @@ async fn a_502_is_the_access_line_and_ours_without_pingoras_error() {
     })
     .await;
     let logs = edge.logs();
+    let line = logs.lines().find(|l| l.contains("access") && l.contains(&id));
+    // docs/operations.md: an answer the edge made itself is `BYPASS`.
+    assert!(line.unwrap().contains(r#"cache="BYPASS""#), "{logs}");
     assert!(!logs.contains("Fail to proxy"), "{logs}");
     assert!(
         !logs
@@ -248,4 +251,28 @@ async fn config_warnings_are_logged_at_start_and_on_reload_not_only_by_check() {
         edge.logs().matches("warning: routes[1].cache:").count() == 2
     })
     .await;
+}
+
+/// docs/operations.md's `cache` field lists exactly the labels the edge writes there.
+#[test]
+fn the_access_logs_cache_field_is_what_operations_md_says() {
+    let doc = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/operations.md"),
+    )
+    .unwrap();
+    let row = doc
+        .lines()
+        .find(|l| l.starts_with("| `cache` |"))
+        .expect("docs/operations.md describes the access log's `cache` field");
+    let mut documented: Vec<&str> = row
+        .split('`')
+        .skip(1)
+        .step_by(2)
+        .filter(|w| !w.is_empty() && w.chars().all(|c| c.is_ascii_uppercase()))
+        .collect();
+    documented.sort_unstable();
+    documented.dedup();
+    let mut labels = dime_edge::cache::CacheStatus::LABELS.to_vec();
+    labels.sort_unstable();
+    assert_eq!(documented, labels, "{row}");
 }
