@@ -4,7 +4,7 @@ use prometheus::core::Collector;
 use prometheus::{Encoder, TextEncoder};
 
 /// The series one process exports.
-#[derive(Clone, Default)]
+#[derive(Debug, Clone, Default)]
 pub struct Registry(prometheus::Registry);
 
 impl Registry {
