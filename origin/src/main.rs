@@ -5,9 +5,9 @@ use std::io::IsTerminal;
 use std::process::ExitCode;
 
 use anyhow::Context;
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{Parser, Subcommand};
+use dime_telemetry::LogFormat;
 use tokio::signal::unix::{signal, SignalKind};
-use tracing_subscriber::EnvFilter;
 
 /// Dime's origin servers.
 #[derive(Debug, Parser)]
@@ -32,15 +32,6 @@ enum Command {
     Web(dime_web::Args),
 }
 
-/// How log lines are written.
-#[derive(Debug, Clone, Copy, ValueEnum)]
-enum LogFormat {
-    /// One JSON object per line, for log shippers.
-    Json,
-    /// Human-readable lines.
-    Text,
-}
-
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -52,7 +43,10 @@ async fn main() -> ExitCode {
             ..
         }) if vod.report
     );
-    init_logging(cli.log_format, logs_to_stderr);
+    if let Err(err) = init_logging(cli.log_format, logs_to_stderr) {
+        eprintln!("dime-origin: cannot set up logging: {err}");
+        return ExitCode::FAILURE;
+    }
     let result = match cli.command {
         Command::Streamer(args) => run_streamer(args).await,
         Command::Packager(args) => run_packager(args).await,
@@ -107,27 +101,24 @@ fn shutdown_signal() -> anyhow::Result<impl Future<Output = ()>> {
     })
 }
 
-/// Sends tracing output to stdout (or stderr) in the chosen format.
-fn init_logging(format: LogFormat, to_stderr: bool) {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+/// Sends tracing output, and the `log` crate's records, to stdout (or stderr) in the chosen
+/// format.
+fn init_logging(
+    format: LogFormat,
+    to_stderr: bool,
+) -> Result<(), tracing::subscriber::SetGlobalDefaultError> {
     // Colours only for a person at a terminal; log collectors get plain bytes.
     let terminal = if to_stderr {
         std::io::stderr().is_terminal()
     } else {
         std::io::stdout().is_terminal()
     };
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(terminal)
-        .with_writer(move || -> Box<dyn std::io::Write> {
-            if to_stderr {
-                Box::new(std::io::stderr())
-            } else {
-                Box::new(std::io::stdout())
-            }
-        });
-    match format {
-        LogFormat::Json => builder.json().flatten_event(true).init(),
-        LogFormat::Text => builder.init(),
-    }
+    let writer = move || -> Box<dyn std::io::Write> {
+        if to_stderr {
+            Box::new(std::io::stderr())
+        } else {
+            Box::new(std::io::stdout())
+        }
+    };
+    dime_telemetry::logs::init(format, terminal, writer, dime_telemetry::logs::log_bridge())
 }

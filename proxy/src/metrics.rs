@@ -1,8 +1,8 @@
 //! Prometheus metrics: every `dime_*` series the edge exports, in one registry.
 
+use dime_telemetry::Registry;
 use prometheus::{
-    Encoder, Gauge, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec,
-    Opts, Registry, TextEncoder,
+    Gauge, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
 };
 
 /// The edge's metrics.
@@ -300,10 +300,7 @@ impl Metrics {
 
     /// The Prometheus text exposition of every series.
     pub fn render(&self) -> Vec<u8> {
-        let mut out = Vec::new();
-        // Encoding into a Vec cannot fail for well-formed families.
-        let _ = TextEncoder::new().encode(&self.registry.gather(), &mut out);
-        out
+        self.registry.render()
     }
 }
 

@@ -155,7 +155,9 @@ mod tests {
     /// an origin sends no freshness; the streamer must say the same of them.
     #[test]
     fn every_extension_the_edge_treats_as_media_is_media_here() {
-        for ext in ["ts", "m4s", "mp4", "m4a", "m4v", "aac", "cmfv", "cmfa", "vtt", "webvtt"] {
+        for ext in [
+            "ts", "m4s", "mp4", "m4a", "m4v", "aac", "cmfv", "cmfa", "vtt", "webvtt",
+        ] {
             let file = format!("seg.{ext}");
             assert_eq!(of(Path::new(&file)).kind, Kind::Media, "{file}");
         }

@@ -11,21 +11,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use clap::ValueEnum;
+pub use dime_telemetry::LogFormat;
 use pingora_proxy::ProxyWarnLogContext;
-use tracing_log::AsLog;
-use tracing_subscriber::EnvFilter;
 
 use files::{LogSettings, LogTarget, Outputs};
-
-/// Output format of every log line.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum LogFormat {
-    /// Human-readable `key=value` lines.
-    Text,
-    /// One JSON object per line.
-    Json,
-}
 
 /// The target of access log lines; the writer sends them to the access log.
 pub(crate) const ACCESS_TARGET: &str = "access";
@@ -44,27 +33,19 @@ pub fn outputs() -> Option<Arc<Outputs>> {
 /// a log file cannot be opened.
 pub fn init(format: LogFormat, settings: &LogSettings) -> Result<(), String> {
     let outputs = Arc::new(Outputs::open(settings)?);
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     // Colours only for a person at a terminal, never into a file.
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stdout())
         && settings.access == LogTarget::Stdout
         && settings.error == LogTarget::Stdout;
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(files::Writers(outputs.clone()))
-        .with_ansi(ansi);
-    let installed = match format {
-        LogFormat::Text => tracing::subscriber::set_global_default(builder.finish()),
-        LogFormat::Json => {
-            tracing::subscriber::set_global_default(builder.json().flatten_event(true).finish())
-        }
-    };
+    let installed = dime_telemetry::logs::init(
+        format,
+        ansi,
+        files::Writers(outputs.clone()),
+        Box::new(pingora::PingoraLog::new()),
+    );
     // A second init (tests, or a library user with its own subscriber) keeps the first one.
     if installed.is_ok() {
         let _ = OUTPUTS.set(outputs);
-        if log::set_boxed_logger(Box::new(pingora::PingoraLog::new())).is_ok() {
-            log::set_max_level(tracing::level_filters::LevelFilter::current().as_log());
-        }
     }
     Ok(())
 }

@@ -132,7 +132,9 @@ async fn a_502_is_the_access_line_and_ours_without_pingoras_error() {
     })
     .await;
     let logs = edge.logs();
-    let line = logs.lines().find(|l| l.contains("access") && l.contains(&id));
+    let line = logs
+        .lines()
+        .find(|l| l.contains("access") && l.contains(&id));
     // docs/operations.md: an answer the edge made itself is `BYPASS`.
     assert!(line.unwrap().contains(r#"cache="BYPASS""#), "{logs}");
     assert!(!logs.contains("Fail to proxy"), "{logs}");
