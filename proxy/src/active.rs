@@ -14,7 +14,7 @@ use crate::reload::{BuildError, Generations, Swap};
 use crate::route::{self, HttpsRedirect, RouteTable};
 
 /// A route with its pool resolved.
-pub struct Route {
+pub(crate) struct Route {
     /// The validated route.
     pub spec: RouteSpec,
     /// The pool that serves it.
@@ -25,13 +25,13 @@ pub struct Route {
 
 impl Route {
     /// The path forwarded upstream for the canonical request `path` (`strip_prefix` applied).
-    pub fn upstream_path(&self, path: &str) -> String {
+    pub(crate) fn upstream_path(&self, path: &str) -> String {
         route::upstream_path(path, &self.spec.prefix, self.spec.strip_prefix)
     }
 
     /// The origin-form target forwarded upstream for the canonical request `path` and its
     /// `query`: HTTP/2 viewers send absolute URIs, HTTP/1.1 origins want a path.
-    pub fn upstream_uri(&self, path: &str, query: Option<&str>) -> Result<http::Uri, String> {
+    pub(crate) fn upstream_uri(&self, path: &str, query: Option<&str>) -> Result<http::Uri, String> {
         let path = self.upstream_path(path);
         let target = match query {
             Some(q) => format!("{path}?{q}"),
@@ -45,7 +45,7 @@ impl Route {
     /// The redirect this route answers a request with: `Some` when it redirects to HTTPS,
     /// the edge has an HTTPS listener (`https_port`, its first) and the request is not
     /// `secure` already.
-    pub fn https_redirect(
+    pub(crate) fn https_redirect(
         &self,
         raw_host: &str,
         uri: &http::Uri,
@@ -60,7 +60,7 @@ impl Route {
 }
 
 /// Everything a request needs to be routed, built from one validated config.
-pub struct Active {
+pub(crate) struct Active {
     /// The config it was built from.
     pub config: Arc<EdgeConfig>,
     /// Host and prefix matching.
@@ -74,7 +74,7 @@ pub struct Active {
 impl Active {
     /// Builds pools and routes from a validated config, at startup: every backend takes
     /// traffic at once.
-    pub fn build(config: EdgeConfig, metrics: &Metrics) -> Result<Self, BuildError> {
+    pub(crate) fn build(config: EdgeConfig, metrics: &Metrics) -> Result<Self, BuildError> {
         Self::build_next(config, metrics, None)
     }
 
@@ -82,7 +82,7 @@ impl Active {
     /// diff keeps keep their members (their health and connections survive; only their
     /// backend sets change), and the pools it rebuilds or adds start with every backend
     /// pending.
-    pub fn build_next(
+    pub(crate) fn build_next(
         config: EdgeConfig,
         metrics: &Metrics,
         previous: Option<(&Active, &ConfigDiff)>,
@@ -159,7 +159,7 @@ impl Active {
     }
 
     /// Whether the edge should take traffic, and why not or why only degraded.
-    pub fn readiness(&self) -> Readiness {
+    pub(crate) fn readiness(&self) -> Readiness {
         let (mut blocking, mut degraded) = (Vec::new(), Vec::new());
         for pool in &self.pools {
             if !pool.checked_once() {
@@ -201,7 +201,7 @@ impl Active {
 
 /// What `/readyz` answers.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Readiness {
+pub(crate) enum Readiness {
     /// Every pool has a healthy backend.
     Ready,
     /// Serving, but pools in panic mode have no healthy backend (one line each).
@@ -213,14 +213,14 @@ pub enum Readiness {
 
 /// The generation in service as a reload sees it: built anew from each accepted config and
 /// swapped in whole.
-pub struct LiveRoutes {
+pub(crate) struct LiveRoutes {
     active: Arc<ArcSwap<Active>>,
     metrics: Arc<Metrics>,
 }
 
 impl LiveRoutes {
     /// Reloads replace what `active` holds.
-    pub fn new(active: Arc<ArcSwap<Active>>, metrics: Arc<Metrics>) -> Self {
+    pub(crate) fn new(active: Arc<ArcSwap<Active>>, metrics: Arc<Metrics>) -> Self {
         LiveRoutes { active, metrics }
     }
 }

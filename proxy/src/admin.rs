@@ -18,7 +18,7 @@ use crate::reload::{ReloadOutcome, Reloader, Trigger};
 use crate::status::{Format, Status};
 
 /// The admin HTTP application.
-pub struct Admin {
+pub(crate) struct Admin {
     /// The configuration in force.
     pub active: Arc<ArcSwap<Active>>,
     /// The metrics to expose.

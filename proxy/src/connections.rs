@@ -14,14 +14,14 @@ use prometheus::IntGauge;
 /// through `process_new`: HTTP/2 stays inside it, and an HTTP/1.1 keep-alive connection comes
 /// straight back into it for its next request, so the connection is counted while it waits
 /// idle too (nginx's stub_status counts its waiting connections the same way).
-pub struct Counted<A> {
+pub(crate) struct Counted<A> {
     app: Arc<A>,
     open: IntGauge,
 }
 
 impl<A> Counted<A> {
     /// Counts `app`'s connections in `open`.
-    pub fn new(app: A, open: IntGauge) -> Self {
+    pub(crate) fn new(app: A, open: IntGauge) -> Self {
         Counted {
             app: Arc::new(app),
             open,

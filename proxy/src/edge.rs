@@ -35,10 +35,10 @@ mod answer;
 mod ctx;
 
 use ctx::is_tls;
-pub use ctx::RequestCtx;
+pub(crate) use ctx::RequestCtx;
 
 /// The edge proxy: routes each request to a pool and forwards it.
-pub struct Edge {
+pub(crate) struct Edge {
     active: Arc<ArcSwap<Active>>,
     metrics: Arc<Metrics>,
     cache: EdgeCache,
@@ -51,7 +51,7 @@ pub struct Edge {
 
 impl Edge {
     /// An edge serving whatever configuration `active` holds at each request's arrival.
-    pub fn new(active: Arc<ArcSwap<Active>>, metrics: Arc<Metrics>, cache: EdgeCache) -> Self {
+    pub(crate) fn new(active: Arc<ArcSwap<Active>>, metrics: Arc<Metrics>, cache: EdgeCache) -> Self {
         Edge {
             unrouted: RouteMetrics::new(&metrics, "none", &CacheStatus::LABELS),
             active,
@@ -62,7 +62,7 @@ impl Edge {
     }
 
     /// Shares the flag that says the process is draining.
-    pub fn with_draining(mut self, draining: Arc<AtomicBool>) -> Self {
+    pub(crate) fn with_draining(mut self, draining: Arc<AtomicBool>) -> Self {
         self.draining = draining;
         self
     }

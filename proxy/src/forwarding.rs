@@ -8,7 +8,7 @@ use http::HeaderMap;
 use pingora_http::{RequestHeader, ResponseHeader};
 
 /// The name this proxy gives itself in `Via` (RFC 9110 §7.6.3).
-pub const VIA_NAME: &str = "dime";
+pub(crate) const VIA_NAME: &str = "dime";
 
 /// Headers that describe one connection, never forwarded (RFC 9110 §7.6.1).
 /// `Connection` and `Transfer-Encoding` are left to pingora, which owns message framing.
@@ -22,14 +22,14 @@ const HOP_BY_HOP: [&str; 6] = [
 ];
 
 /// Whether `name` is a hop-by-hop header that a route must not set.
-pub fn is_hop_by_hop(name: &HeaderName) -> bool {
+pub(crate) fn is_hop_by_hop(name: &HeaderName) -> bool {
     HOP_BY_HOP.contains(&name.as_str())
         || name == header::CONNECTION
         || name == header::TRANSFER_ENCODING
 }
 
 /// Where a request came from, as the proxy saw it.
-pub struct ClientInfo<'a> {
+pub(crate) struct ClientInfo<'a> {
     /// The peer's IP address, if known.
     pub ip: Option<String>,
     /// `http` or `https`.
@@ -41,7 +41,7 @@ pub struct ClientInfo<'a> {
 }
 
 /// Prepares the request for the origin.
-pub fn upstream_request(req: &mut RequestHeader, client: &ClientInfo<'_>) {
+pub(crate) fn upstream_request(req: &mut RequestHeader, client: &ClientInfo<'_>) {
     let upgrade = is_websocket_upgrade(&req.headers);
     strip_hop_by_hop(req, upgrade);
 
@@ -73,7 +73,7 @@ pub fn upstream_request(req: &mut RequestHeader, client: &ClientInfo<'_>) {
 }
 
 /// Prepares the origin's response for the viewer.
-pub fn downstream_response(resp: &mut ResponseHeader, version: http::Version) {
+pub(crate) fn downstream_response(resp: &mut ResponseHeader, version: http::Version) {
     for name in ["keep-alive", "proxy-connection", "trailer"] {
         resp.remove_header(name);
     }

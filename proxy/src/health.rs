@@ -17,7 +17,7 @@ use crate::metrics::Metrics;
 use crate::pool::Members;
 
 /// Runs health checks for the active config's pools until shutdown.
-pub struct HealthChecks {
+pub(crate) struct HealthChecks {
     /// The config in force; its pools are the ones probed.
     pub active: Arc<ArcSwap<Active>>,
     /// Moves when a reload swapped the config; `None` when nothing reloads (quick mode).

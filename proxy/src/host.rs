@@ -74,7 +74,7 @@ impl fmt::Display for HostMatch {
 }
 
 /// Lowercases a Host header or URI authority and drops the port and a trailing dot.
-pub fn normalize_host(raw: &str) -> String {
+pub(crate) fn normalize_host(raw: &str) -> String {
     let raw = raw.trim();
     let without_port = if let Some(rest) = raw.strip_prefix('[') {
         // IPv6 literal: keep the brackets, drop ":port" after them.
@@ -93,7 +93,7 @@ pub fn normalize_host(raw: &str) -> String {
 
 /// The host a request names, as sent: its URI authority (HTTP/2 carries the host there and
 /// may send no Host header), else its Host header, else empty.
-pub fn request_host(uri: &http::Uri, headers: &http::HeaderMap) -> String {
+pub(crate) fn request_host(uri: &http::Uri, headers: &http::HeaderMap) -> String {
     uri.authority()
         .map(|a| a.as_str().to_string())
         .or_else(|| {

@@ -5,24 +5,26 @@
 //! prepares the headers, [`edge`] drives the phases; [`config`] is compiled into [`active`]
 //! before any of that runs, and [`reload`] swaps a new one in while the edge serves.
 
-pub mod active;
-pub mod admin;
+#![warn(unreachable_pub)]
+
+pub(crate) mod active;
+pub(crate) mod admin;
 pub mod cache;
 pub mod config;
-pub mod connections;
-pub mod edge;
-pub mod forwarding;
-pub mod health;
-pub mod host;
+pub(crate) mod connections;
+pub(crate) mod edge;
+pub(crate) mod forwarding;
+pub(crate) mod health;
+pub(crate) mod host;
 pub mod logging;
-pub mod metrics;
-pub mod pool;
+pub(crate) mod metrics;
+pub(crate) mod pool;
 pub mod quick;
-pub mod reload;
-pub mod request_path;
-pub mod route;
+pub(crate) mod reload;
+pub(crate) mod request_path;
+pub(crate) mod route;
 pub mod server;
-pub mod status;
-pub mod systemd;
+pub(crate) mod status;
+pub(crate) mod systemd;
 pub mod tls;
 pub mod upgrade;

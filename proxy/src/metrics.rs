@@ -311,10 +311,10 @@ impl Default for Metrics {
 }
 
 /// Status classes, in the order [`RouteMetrics`] holds them.
-pub const STATUS_CLASSES: [&str; 6] = ["1xx", "2xx", "3xx", "4xx", "5xx", "none"];
+pub(crate) const STATUS_CLASSES: [&str; 6] = ["1xx", "2xx", "3xx", "4xx", "5xx", "none"];
 
 /// One route's series, resolved once so the request path does no label lookups.
-pub struct RouteMetrics {
+pub(crate) struct RouteMetrics {
     requests: [prometheus::IntCounter; 6],
     duration: prometheus::Histogram,
     sent_bytes: prometheus::IntCounter,
@@ -327,7 +327,7 @@ pub struct RouteMetrics {
 impl RouteMetrics {
     /// Resolves every series of `route`, with one cache series per label in `cache_statuses`
     /// (the cache's statuses: this module only counts them).
-    pub fn new(m: &Metrics, route: &str, cache_statuses: &[&'static str]) -> Self {
+    pub(crate) fn new(m: &Metrics, route: &str, cache_statuses: &[&'static str]) -> Self {
         RouteMetrics {
             requests: STATUS_CLASSES.map(|c| m.requests.with_label_values(&[route, c])),
             duration: m.request_duration.with_label_values(&[route]),
@@ -343,7 +343,7 @@ impl RouteMetrics {
 
     /// Records one finished request: its status code, duration, body bytes, cache status
     /// label, whether that body came from the cache, and whether it waited for another's fill.
-    pub fn record(
+    pub(crate) fn record(
         &self,
         status: u16,
         seconds: f64,
@@ -373,7 +373,7 @@ impl RouteMetrics {
 
 impl RouteMetrics {
     /// What the route's series hold now.
-    pub fn counts(&self) -> RouteCounts {
+    pub(crate) fn counts(&self) -> RouteCounts {
         RouteCounts {
             by_class: STATUS_CLASSES
                 .iter()
@@ -390,7 +390,7 @@ impl RouteMetrics {
 
 /// One route's counters since the process started, read from its Prometheus series.
 #[derive(Debug, Clone)]
-pub struct RouteCounts {
+pub(crate) struct RouteCounts {
     /// Requests answered, by status class.
     pub by_class: Vec<(&'static str, u64)>,
     /// Requests by cache status.
@@ -405,12 +405,12 @@ pub struct RouteCounts {
 
 impl RouteCounts {
     /// Requests answered.
-    pub fn requests(&self) -> u64 {
+    pub(crate) fn requests(&self) -> u64 {
         self.by_class.iter().map(|(_, n)| n).sum()
     }
 
     /// Requests with this cache status.
-    pub fn cache(&self, status: &str) -> u64 {
+    pub(crate) fn cache(&self, status: &str) -> u64 {
         self.by_cache_status
             .iter()
             .find(|(s, _)| *s == status)
@@ -419,14 +419,14 @@ impl RouteCounts {
 }
 
 /// Seconds since the Unix epoch, now.
-pub fn unix_now() -> f64 {
+pub(crate) fn unix_now() -> f64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0.0, |d| d.as_secs_f64())
 }
 
 /// `2xx`, `4xx`...: the label for a status code.
-pub fn status_class(status: u16) -> &'static str {
+pub(crate) fn status_class(status: u16) -> &'static str {
     match status {
         100..=199 => "1xx",
         200..=299 => "2xx",

@@ -39,7 +39,7 @@ pub enum PathError {
 /// - `.` and `..` segments are resolved (§5.2.4, §6.2.2.3), after decoding, so `%2E%2E` is
 ///   `..` here exactly as it is for an origin that decodes; `..` above the root is an error
 ///   rather than clamped, since no honest client sends it.
-pub fn canonicalize(raw: &str) -> Result<String, PathError> {
+pub(crate) fn canonicalize(raw: &str) -> Result<String, PathError> {
     let bytes = raw.as_bytes();
     if bytes.first() != Some(&b'/') {
         return Err(PathError::NotAbsolute);

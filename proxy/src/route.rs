@@ -5,25 +5,25 @@
 //! exact host beats a wildcard (the longer wildcard first), which beats a route with no host.
 //! Two routes with the same host and prefix are rejected when the config is compiled.
 
-pub use crate::host::{normalize_host, HostMatch};
+pub(crate) use crate::host::{normalize_host, HostMatch};
 
 /// The compiled routing table: answers "which route" for a host and path.
 #[derive(Debug, Clone)]
-pub struct RouteTable {
+pub(crate) struct RouteTable {
     entries: Vec<(HostMatch, String)>,
 }
 
 impl RouteTable {
     /// Builds the table from validated routes' hosts and path prefixes, in route order;
     /// indexes refer to that order.
-    pub fn new(routes: impl IntoIterator<Item = (HostMatch, String)>) -> Self {
+    pub(crate) fn new(routes: impl IntoIterator<Item = (HostMatch, String)>) -> Self {
         RouteTable {
             entries: routes.into_iter().collect(),
         }
     }
 
     /// The index of the route for a normalised host and a path, if any.
-    pub fn lookup(&self, host: &str, path: &str) -> Option<usize> {
+    pub(crate) fn lookup(&self, host: &str, path: &str) -> Option<usize> {
         // A linear scan: route tables are tens of entries, and a scan of a few cache lines
         // beats a trie at that size.
         self.entries
@@ -37,7 +37,7 @@ impl RouteTable {
 
 /// The path a route forwards upstream for the canonical request `path`: with `strip`, the
 /// route's `prefix` is taken off, and what is left always starts with `/`.
-pub fn upstream_path(path: &str, prefix: &str, strip: bool) -> String {
+pub(crate) fn upstream_path(path: &str, prefix: &str, strip: bool) -> String {
     if !strip {
         return path.to_string();
     }
@@ -51,7 +51,7 @@ pub fn upstream_path(path: &str, prefix: &str, strip: bool) -> String {
 
 /// What a route that redirects plain HTTP to HTTPS answers a plain-HTTP request.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum HttpsRedirect {
+pub(crate) enum HttpsRedirect {
     /// A 308 to this `https://` URL.
     To(String),
     /// The Host is not a plain host name or IP literal: the viewer's Host header must not be
@@ -62,7 +62,7 @@ pub enum HttpsRedirect {
 impl HttpsRedirect {
     /// `https://host[:port]/path?query` for a plain-HTTP request to `raw_host` and `uri`;
     /// the port is `https_port`, left out when it is 443.
-    pub fn new(raw_host: &str, uri: &http::Uri, https_port: u16) -> Self {
+    pub(crate) fn new(raw_host: &str, uri: &http::Uri, https_port: u16) -> Self {
         // normalize_host keeps an IPv6 literal in its brackets and drops the port.
         let host = normalize_host(raw_host);
         let plain = !host.is_empty()

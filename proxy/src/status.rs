@@ -15,7 +15,7 @@ use crate::reload::{short_hash, Reloader};
 
 /// How an admin answer is written, from the request's `Accept`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Format {
+pub(crate) enum Format {
     /// `text/html`, for a browser.
     Html,
     /// `application/json`, for scripts.
@@ -27,7 +27,7 @@ pub enum Format {
 impl Format {
     /// The format `accept` asks for first among JSON, plain text and HTML; `default` when it
     /// names none of them (curl's `*/*`, or no header).
-    pub fn negotiate(accept: Option<&str>, default: Format) -> Format {
+    pub(crate) fn negotiate(accept: Option<&str>, default: Format) -> Format {
         let Some(accept) = accept else {
             return default;
         };
@@ -47,7 +47,7 @@ impl Format {
 
 /// Everything the status page shows.
 #[derive(Debug, Serialize)]
-pub struct Status {
+pub(crate) struct Status {
     /// The edge's version.
     pub version: &'static str,
     /// When the process started (RFC 3339).
@@ -70,7 +70,7 @@ pub struct Status {
 
 /// The active config.
 #[derive(Debug, Serialize)]
-pub struct ConfigStatus {
+pub(crate) struct ConfigStatus {
     /// Content hash, as `dime_config_info` and `GET /config` show it.
     pub hash: String,
     /// The file it came from (`<command line>` in quick mode).
@@ -85,7 +85,7 @@ pub struct ConfigStatus {
 
 /// One reload attempt.
 #[derive(Debug, Serialize)]
-pub struct ReloadStatus {
+pub(crate) struct ReloadStatus {
     /// When it finished (RFC 3339).
     pub at: String,
     /// What asked for it: `file change`, `SIGHUP` or `admin API`.
@@ -98,7 +98,7 @@ pub struct ReloadStatus {
 
 /// Connections and requests now.
 #[derive(Debug, Serialize)]
-pub struct Connections {
+pub(crate) struct Connections {
     /// Viewer connections open on the HTTP and HTTPS listeners, idle keep-alive included.
     pub open: i64,
     /// Requests being served.
@@ -107,7 +107,7 @@ pub struct Connections {
 
 /// One route's traffic.
 #[derive(Debug, Serialize)]
-pub struct RouteStatus {
+pub(crate) struct RouteStatus {
     /// Route name.
     pub name: String,
     /// Host it serves, `(any host)` when it names none.
@@ -137,7 +137,7 @@ pub struct RouteStatus {
 
 /// One pool.
 #[derive(Debug, Serialize)]
-pub struct PoolStatus {
+pub(crate) struct PoolStatus {
     /// Pool name.
     pub name: String,
     /// Whether a first round of health checks has finished.
@@ -150,7 +150,7 @@ pub struct PoolStatus {
 
 /// One backend.
 #[derive(Debug, Serialize)]
-pub struct BackendStatus {
+pub(crate) struct BackendStatus {
     /// IP:port.
     pub address: String,
     /// Selection weight.
@@ -162,7 +162,7 @@ pub struct BackendStatus {
 
 /// The cache.
 #[derive(Debug, Serialize)]
-pub struct CacheStatus {
+pub(crate) struct CacheStatus {
     /// Objects stored.
     pub objects: u64,
     /// Bytes stored, as counted against the limit.
@@ -180,7 +180,7 @@ pub struct CacheStatus {
 }
 
 /// The active config's short hash: the reloader's, or computed (quick mode has none).
-pub fn config_hash(active: &Active, reloader: Option<&Reloader>) -> String {
+pub(crate) fn config_hash(active: &Active, reloader: Option<&Reloader>) -> String {
     match reloader {
         Some(r) => r.active_hash(),
         None => crate::reload::fingerprint(&active.config)
@@ -191,7 +191,7 @@ pub fn config_hash(active: &Active, reloader: Option<&Reloader>) -> String {
 
 impl Status {
     /// Reads the status now.
-    pub fn gather(
+    pub(crate) fn gather(
         active: &Active,
         metrics: &Metrics,
         store: &MemoryStore,
@@ -292,7 +292,7 @@ impl Status {
     }
 
     /// Plain text for a terminal: one section per topic, like `varnishstat -1`.
-    pub fn text(&self) -> String {
+    pub(crate) fn text(&self) -> String {
         let mut o = String::new();
         let c = &self.config;
         let _ = writeln!(
@@ -357,7 +357,7 @@ impl Status {
     }
 
     /// A page for a browser: the same facts as [`Status::text`], in tables.
-    pub fn html(&self) -> String {
+    pub(crate) fn html(&self) -> String {
         let c = &self.config;
         let mut o = String::from(
             "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>dime-edge status</title>\n<style>body{font-family:system-ui,sans-serif;margin:1.5em}table{border-collapse:collapse;margin-bottom:1.5em}th,td{border:1px solid #ccc;padding:.25em .6em;text-align:left}td.n{text-align:right;font-variant-numeric:tabular-nums}.up{color:#060}.down{color:#b00}.pending{color:#960}</style></head><body>\n",

@@ -5,7 +5,7 @@ use std::os::unix::net::UnixDatagram;
 
 /// Sends `state` (e.g. `READY=1\nMAINPID=42`) to `$NOTIFY_SOCKET`. Not under systemd (no
 /// variable), it does nothing; a failure is logged, never fatal: serving matters more.
-pub fn notify(state: &str) {
+pub(crate) fn notify(state: &str) {
     let Some(path) = std::env::var_os("NOTIFY_SOCKET") else {
         return;
     };
@@ -28,6 +28,6 @@ pub fn notify(state: &str) {
 /// Tells systemd this process is ready and is now the service's main process: after
 /// `run --upgrade`, that moves systemd's attention from the old pid to this one before the
 /// old one exits (the unit needs `NotifyAccess=all`).
-pub fn ready() {
+pub(crate) fn ready() {
     notify(&format!("READY=1\nMAINPID={}", std::process::id()));
 }

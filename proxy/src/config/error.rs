@@ -58,7 +58,7 @@ pub(crate) struct Locator<'a> {
 
 impl Locator<'_> {
     /// An error at `span` of the source.
-    pub fn at(&self, span: Range<usize>, field: &str, reason: impl Into<String>) -> ConfigError {
+    pub(crate) fn at(&self, span: Range<usize>, field: &str, reason: impl Into<String>) -> ConfigError {
         let (line, column) = self.line_col(span.start);
         ConfigError {
             file: self.file.to_string(),
@@ -70,7 +70,7 @@ impl Locator<'_> {
     }
 
     /// An error about the file as a whole.
-    pub fn whole(&self, field: &str, reason: impl Into<String>) -> ConfigError {
+    pub(crate) fn whole(&self, field: &str, reason: impl Into<String>) -> ConfigError {
         ConfigError {
             file: self.file.to_string(),
             line: 0,
@@ -93,7 +93,7 @@ impl Locator<'_> {
     }
 
     /// A TOML parse or type error, with the dotted field it happened in.
-    pub fn toml_error(&self, e: &toml::de::Error) -> ConfigError {
+    pub(crate) fn toml_error(&self, e: &toml::de::Error) -> ConfigError {
         let message = e.message().trim().to_string();
         match e.span() {
             Some(span) => {

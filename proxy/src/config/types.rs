@@ -245,11 +245,6 @@ impl EdgeConfig {
         files
     }
 
-    /// The directory relative paths inside the config resolve against: the config file's own.
-    pub fn base_dir(&self) -> PathBuf {
-        base_dir(self.file.as_deref())
-    }
-
     /// One line for `dime-edge check` and the startup log.
     pub fn summary(&self) -> String {
         let backends: usize = self.pools.iter().map(|p| p.backends.len()).sum();

@@ -20,7 +20,7 @@ use crate::metrics::RouteMetrics;
 use crate::pool::Attempts;
 
 /// Per-request state shared across phases.
-pub struct RequestCtx {
+pub(crate) struct RequestCtx {
     pub(super) started: Instant,
     /// The configuration in force when the request arrived; it serves the whole request.
     pub(super) active: Arc<Active>,

@@ -9,7 +9,7 @@ use pingora_error::{Error, ErrorType, Result};
 
 /// One request's attempts at a pool's backends.
 #[derive(Debug, Default)]
-pub struct Attempts {
+pub(crate) struct Attempts {
     /// Retries allowed after the first attempt.
     retries: usize,
     /// The most one attempt may take, headers and body.
@@ -23,7 +23,7 @@ pub struct Attempts {
 impl Attempts {
     /// No attempt yet, with `retries` allowed after the first and at most `total_timeout`
     /// for each.
-    pub fn new(retries: usize, total_timeout: Option<Duration>) -> Self {
+    pub(crate) fn new(retries: usize, total_timeout: Option<Duration>) -> Self {
         Attempts {
             retries,
             total_timeout,
@@ -32,29 +32,29 @@ impl Attempts {
     }
 
     /// The backends tried so far, which the next pick avoids.
-    pub fn tried(&self) -> &[SocketAddr] {
+    pub(crate) fn tried(&self) -> &[SocketAddr] {
         &self.tried
     }
 
     /// The backend of the latest attempt.
-    pub fn backend(&self) -> Option<SocketAddr> {
+    pub(crate) fn backend(&self) -> Option<SocketAddr> {
         self.backend
     }
 
     /// Why the latest attempt failed, for the log and the edge's error answer.
-    pub fn failure(&self) -> Option<&str> {
+    pub(crate) fn failure(&self) -> Option<&str> {
         self.failure.as_deref()
     }
 
     /// Starts an attempt at `addr`.
-    pub fn start(&mut self, addr: SocketAddr) {
+    pub(crate) fn start(&mut self, addr: SocketAddr) {
         self.tried.push(addr);
         self.backend = Some(addr);
         self.started = Some(Instant::now());
     }
 
     /// No backend left to pick in `pool`: records and returns why.
-    pub fn none_left(&mut self, pool: &str) -> String {
+    pub(crate) fn none_left(&mut self, pool: &str) -> String {
         let reason = match (&self.failure, self.tried.is_empty()) {
             (_, true) => format!("no healthy backend in pool \"{pool}\""),
             (Some(last), false) => last.clone(),
@@ -67,7 +67,7 @@ impl Attempts {
     /// The connection to `peer` of `pool` failed with `e`. Returns whether the request may go
     /// to another backend: nothing reached the origin, so any request may, while the budget
     /// lasts, rather than failing until the health check notices.
-    pub fn connect_failed(&mut self, peer: impl Display, pool: &str, e: &Error) -> bool {
+    pub(crate) fn connect_failed(&mut self, peer: impl Display, pool: &str, e: &Error) -> bool {
         self.failure = Some(format!(
             "cannot connect to backend {peer} of pool \"{pool}\": {}",
             e.etype().as_str()
@@ -80,7 +80,7 @@ impl Attempts {
     /// backend: it must be `replayable` (idempotent, its body still buffered) and the budget
     /// must last; and either the connection was a reused one the origin had already closed,
     /// or no response header had arrived (`answered`) and the error is no timeout.
-    pub fn proxy_failed(
+    pub(crate) fn proxy_failed(
         &mut self,
         peer: impl Display,
         pool: &str,
@@ -102,12 +102,12 @@ impl Attempts {
     }
 
     /// Whether another attempt is within the retry budget.
-    pub fn budget_left(&self) -> bool {
+    pub(crate) fn budget_left(&self) -> bool {
         self.tried.len() <= self.retries
     }
 
     /// An error once the current attempt has run longer than the total timeout at `now`.
-    pub fn check_total_timeout(&self, now: Instant) -> Result<()> {
+    pub(crate) fn check_total_timeout(&self, now: Instant) -> Result<()> {
         if let (Some(total), Some(start)) = (self.total_timeout, self.started) {
             if now.saturating_duration_since(start) > total {
                 return Error::e_explain(
@@ -121,7 +121,7 @@ impl Attempts {
 }
 
 /// Whether `e` is a timeout: connecting, reading, writing or the TLS handshake.
-pub fn is_timeout(e: &Error) -> bool {
+pub(crate) fn is_timeout(e: &Error) -> bool {
     matches!(
         e.etype(),
         ErrorType::ConnectTimedout

@@ -11,11 +11,11 @@ use pingora_load_balancing::Backend;
 
 /// The last failure of each backend whose latest check failed.
 #[derive(Default)]
-pub struct Failures(Mutex<HashMap<SocketAddr, String>>);
+pub(crate) struct Failures(Mutex<HashMap<SocketAddr, String>>);
 
 impl Failures {
     /// Why `addr`'s latest check failed; `None` when it passed (or never ran).
-    pub fn reason(&self, addr: &SocketAddr) -> Option<String> {
+    pub(crate) fn reason(&self, addr: &SocketAddr) -> Option<String> {
         self.0
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -33,14 +33,14 @@ impl Failures {
 }
 
 /// A health check that remembers why each backend failed it.
-pub struct Recorded {
+pub(crate) struct Recorded {
     inner: Box<dyn HealthCheck + Send + Sync>,
     failures: Arc<Failures>,
 }
 
 impl Recorded {
     /// `inner`, recording into `failures`.
-    pub fn new(inner: Box<dyn HealthCheck + Send + Sync>, failures: Arc<Failures>) -> Self {
+    pub(crate) fn new(inner: Box<dyn HealthCheck + Send + Sync>, failures: Arc<Failures>) -> Self {
         Recorded { inner, failures }
     }
 }
@@ -67,7 +67,7 @@ impl HealthCheck for Recorded {
 
 /// A check's error as an operator reads it: `connection refused`, `expected 200, got 503`,
 /// not pingora's error chain.
-pub fn reason(e: &Error) -> String {
+pub(crate) fn reason(e: &Error) -> String {
     let context = e.context.as_ref().map(|c| c.as_str().to_string());
     match e.etype() {
         ErrorType::ConnectRefused => "connection refused".into(),

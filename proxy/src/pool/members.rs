@@ -20,18 +20,16 @@ use pingora_load_balancing::{Backend, Backends, HealthRegistry, LoadBalancer};
 
 use super::failures::{Failures, Recorded};
 use super::health_check;
-use crate::config::{HealthCheckSpec, PoolSpec, Selection, UpstreamTls};
+use crate::config::{HealthCheckSpec, PoolSpec, Selection};
 
 /// How far a selection walks the ring (or list) looking for an acceptable backend.
 const MAX_SELECT_ITERATIONS: usize = 256;
 
 /// The long-lived part of a pool: what survives a reload that keeps the pool's name, selection
 /// and health check.
-pub struct Members {
+pub(crate) struct Members {
     name: String,
-    selection: Selection,
     health_check: HealthCheckSpec,
-    tls: Option<UpstreamTls>,
     balancer: Balancer,
     roster: Arc<Roster>,
     /// A second instance of the pool's check, run on pending backends only: pingora's health
@@ -49,7 +47,7 @@ enum Balancer {
 
 /// The backend chosen for one attempt.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Pick {
+pub(crate) struct Pick {
     /// Where to connect.
     pub addr: SocketAddr,
     /// Chosen although marked down, because no healthy backend was left to try.
@@ -58,7 +56,7 @@ pub struct Pick {
 
 /// What a call to [`Members::set_backends`] changed.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
-pub struct MemberChange {
+pub(crate) struct MemberChange {
     /// Addresses that joined; they wait for a passing check before taking traffic.
     pub added: Vec<SocketAddr>,
     /// Addresses that left; requests already sent to them finish.
@@ -69,7 +67,7 @@ pub struct MemberChange {
 
 impl MemberChange {
     /// Whether nothing changed.
-    pub fn is_empty(&self) -> bool {
+    pub(crate) fn is_empty(&self) -> bool {
         self.added.is_empty() && self.removed.is_empty() && self.reweighted.is_empty()
     }
 }
@@ -134,7 +132,7 @@ fn backend_set(name: &str, list: &[(SocketAddr, usize)]) -> Result<BTreeSet<Back
 impl Members {
     /// Members for `spec`'s backends. With `pending`, none takes traffic before its first
     /// passing check (a pool added by a reload); without, all do at once (startup).
-    pub fn new(spec: &PoolSpec, pending: bool) -> Result<Self, String> {
+    pub(crate) fn new(spec: &PoolSpec, pending: bool) -> Result<Self, String> {
         let set = backend_set(&spec.name, &spec.backends)?;
         let roster = Arc::new(Roster {
             pending: Mutex::new(if pending {
@@ -162,9 +160,7 @@ impl Members {
         };
         let members = Members {
             name: spec.name.clone(),
-            selection: spec.selection,
             health_check: spec.health_check.clone(),
-            tls: spec.tls.clone(),
             balancer,
             roster,
             probe: Box::new(Recorded::new(health_check(spec), failures.clone())),
@@ -175,20 +171,10 @@ impl Members {
         Ok(members)
     }
 
-    /// Whether these members can serve `spec` by changing only their backend set: the same
-    /// pool, selection and health check.
-    pub fn fits(&self, spec: &PoolSpec) -> bool {
-        self.name == spec.name
-            && self.selection == spec.selection
-            && self.health_check == spec.health_check
-            // The health check speaks the pool's TLS, so new TLS settings need new members.
-            && self.tls == spec.tls
-    }
-
     /// Makes `list` the backend set. Backends that stay keep their health and connections;
     /// new addresses are pending until a check passes. Callers serialise calls (the reloader
     /// holds its lock).
-    pub fn set_backends(&self, list: &[(SocketAddr, usize)]) -> Result<MemberChange, String> {
+    pub(crate) fn set_backends(&self, list: &[(SocketAddr, usize)]) -> Result<MemberChange, String> {
         let new = backend_set(&self.name, list)?;
         let old = self.roster.backends.load_full();
         let old_addrs: HashMap<SocketAddr, usize> = old
@@ -242,7 +228,7 @@ impl Members {
 
     /// Checks every pending backend once, in parallel; those that pass take traffic from now
     /// on. Returns each pending address and whether it passed.
-    pub async fn probe_pending(&self) -> Vec<(SocketAddr, bool)> {
+    pub(crate) async fn probe_pending(&self) -> Vec<(SocketAddr, bool)> {
         let pending: Vec<Backend> = {
             let pending = self.roster.pending();
             self.roster
@@ -273,14 +259,14 @@ impl Members {
     }
 
     /// Addresses still waiting for their first passing check.
-    pub fn pending(&self) -> Vec<SocketAddr> {
+    pub(crate) fn pending(&self) -> Vec<SocketAddr> {
         self.roster.pending().iter().copied().collect()
     }
 
     /// Picks a backend that takes traffic and is not in `exclude`; `key` drives hashing.
     /// With `panic`, when no such backend is left, picks one marked down (still not in
     /// `exclude`) rather than none.
-    pub fn select(&self, key: &[u8], exclude: &[SocketAddr], panic: bool) -> Option<Pick> {
+    pub(crate) fn select(&self, key: &[u8], exclude: &[SocketAddr], panic: bool) -> Option<Pick> {
         let untried = |b: &Backend| b.addr.as_inet().is_some_and(|a| !exclude.contains(a));
         if let Some(addr) = self.select_with(key, |b, ready| ready && untried(b)) {
             return Some(Pick { addr, panic: false });
@@ -308,7 +294,7 @@ impl Members {
     }
 
     /// Each backend and whether it takes traffic now (healthy and not pending).
-    pub fn health(&self) -> Vec<(SocketAddr, bool)> {
+    pub(crate) fn health(&self) -> Vec<(SocketAddr, bool)> {
         let backends = self.backends();
         backends
             .get_backend()
@@ -319,34 +305,34 @@ impl Members {
 
     /// Runs one round of active health checks on every backend, in parallel, then gives
     /// pending backends their chance to join.
-    pub async fn check_health(&self) {
+    pub(crate) async fn check_health(&self) {
         self.backends().run_health_check(true).await;
         self.probe_pending().await;
         self.checked_once.store(true, Ordering::Release);
     }
 
     /// Records that a check round covered every backend (the reloader probed them all).
-    pub fn mark_checked(&self) {
+    pub(crate) fn mark_checked(&self) {
         self.checked_once.store(true, Ordering::Release);
     }
 
     /// Whether at least one health-check round has completed.
-    pub fn checked_once(&self) -> bool {
+    pub(crate) fn checked_once(&self) -> bool {
         self.checked_once.load(Ordering::Acquire)
     }
 
     /// Why `addr`'s latest health check failed, in a few words; `None` when it passed.
-    pub fn failure(&self, addr: &SocketAddr) -> Option<String> {
+    pub(crate) fn failure(&self, addr: &SocketAddr) -> Option<String> {
         self.failures.reason(addr)
     }
 
     /// The pool's name.
-    pub fn name(&self) -> &str {
+    pub(crate) fn name(&self) -> &str {
         &self.name
     }
 
     /// Time between health-check rounds.
-    pub fn interval(&self) -> Duration {
+    pub(crate) fn interval(&self) -> Duration {
         self.health_check.interval
     }
 

@@ -5,9 +5,9 @@
 //! its name, selection and health check, so a reload neither resets health nor opens new
 //! connections to backends that stay.
 
-pub mod attempts;
-pub mod failures;
-pub mod members;
+pub(crate) mod attempts;
+pub(crate) mod failures;
+pub(crate) mod members;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -23,11 +23,11 @@ use pingora_load_balancing::health_check::{HealthCheck, HttpHealthCheck, TcpHeal
 use crate::config::compile::HealthCheckKind;
 use crate::config::{PoolSpec, UpstreamTls};
 
-pub use attempts::Attempts;
-pub use members::{MemberChange, Members, Pick};
+pub(crate) use attempts::Attempts;
+pub(crate) use members::{Members, Pick};
 
 /// One pool of interchangeable origin backends, as one config generation sees it.
-pub struct Pool {
+pub(crate) struct Pool {
     /// The validated settings it was built from.
     pub spec: PoolSpec,
     members: Arc<Members>,
@@ -36,16 +36,9 @@ pub struct Pool {
 }
 
 impl Pool {
-    /// Builds the pool with new members, every backend in service at once (startup: readiness
-    /// waits for the first health-check round instead).
-    pub fn new(spec: PoolSpec) -> Result<Self, String> {
-        let members = Members::new(&spec, false)?;
-        Ok(Pool::with_members(spec, Arc::new(members)))
-    }
-
     /// This generation's view of `members`, which the caller has already given `spec`'s
     /// backends.
-    pub fn with_members(spec: PoolSpec, members: Arc<Members>) -> Self {
+    pub(crate) fn with_members(spec: PoolSpec, members: Arc<Members>) -> Self {
         if spec.tls.as_ref().is_some_and(|t| !t.verify) {
             tracing::warn!(
                 pool = %spec.name,
@@ -57,33 +50,33 @@ impl Pool {
     }
 
     /// The backends, their health and their selection, shared across reloads.
-    pub fn members(&self) -> &Arc<Members> {
+    pub(crate) fn members(&self) -> &Arc<Members> {
         &self.members
     }
 
     /// The pool's name.
-    pub fn name(&self) -> &str {
+    pub(crate) fn name(&self) -> &str {
         &self.spec.name
     }
 
     /// Picks a backend not in `exclude`: a healthy one, or, in panic mode when none is left,
     /// one marked down; `key` drives consistent hashing.
-    pub fn select(&self, key: &[u8], exclude: &[SocketAddr]) -> Option<Pick> {
+    pub(crate) fn select(&self, key: &[u8], exclude: &[SocketAddr]) -> Option<Pick> {
         self.members.select(key, exclude, self.spec.panic_mode)
     }
 
     /// Each backend and whether it takes traffic now.
-    pub fn health(&self) -> Vec<(SocketAddr, bool)> {
+    pub(crate) fn health(&self) -> Vec<(SocketAddr, bool)> {
         self.members.health()
     }
 
     /// Whether at least one health-check round has completed.
-    pub fn checked_once(&self) -> bool {
+    pub(crate) fn checked_once(&self) -> bool {
         self.members.checked_once()
     }
 
     /// The peer to connect to for `addr`, with this pool's timeouts.
-    pub fn peer(&self, addr: SocketAddr) -> HttpPeer {
+    pub(crate) fn peer(&self, addr: SocketAddr) -> HttpPeer {
         let mut peer = match &self.spec.tls {
             None => HttpPeer::new(addr, false, String::new()),
             Some(tls) => {

@@ -15,14 +15,14 @@ use crate::tls::SniResolver;
 /// checked every certificate (a bad one rejects the whole reload, so the set in service
 /// stays); committing stores the new set in the resolver with one pointer swap, so every
 /// handshake gets the old set or the new one, never an error.
-pub struct CertificateReload {
+pub(crate) struct CertificateReload {
     resolver: Arc<SniResolver>,
     metrics: Arc<Metrics>,
 }
 
 impl CertificateReload {
     /// The component for `resolver`, which serves the running config's certificates.
-    pub fn new(resolver: Arc<SniResolver>, metrics: Arc<Metrics>) -> Self {
+    pub(crate) fn new(resolver: Arc<SniResolver>, metrics: Arc<Metrics>) -> Self {
         CertificateReload { resolver, metrics }
     }
 }
@@ -49,7 +49,7 @@ impl Component for CertificateReload {
 
 /// Applies `[log]` on reload, as nginx does: a changed path is opened before the reload
 /// commits (a file that cannot be opened rejects the reload) and takes the next line.
-pub struct LogReload(pub Arc<Outputs>);
+pub(crate) struct LogReload(pub Arc<Outputs>);
 
 impl Component for LogReload {
     fn prepare(&self, config: &EdgeConfig, _diff: &ConfigDiff) -> Result<Commit, ConfigErrors> {

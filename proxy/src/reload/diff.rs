@@ -18,7 +18,7 @@ use crate::config::{CertSpec, EdgeConfig, PoolSpec, RouteSpec, Selection, Upstre
 
 /// Where a changed field lives: the top level, a route or a pool.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Scope {
+pub(crate) enum Scope {
     /// A top-level key (`reload.debounce`).
     Top,
     /// A route, by name.
@@ -29,7 +29,7 @@ pub enum Scope {
 
 /// One difference between the running config and the next.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Change {
+pub(crate) enum Change {
     /// A restart-only setting the file changed; the running value stays.
     Restart {
         /// The config key.
@@ -118,7 +118,7 @@ impl fmt::Display for Change {
 
 /// Everything a reload changes, computed once.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct ConfigDiff {
+pub(crate) struct ConfigDiff {
     /// Restart-only settings the file changed ([`Change::Restart`]), in [`RestartSettings`]'
     /// field order.
     pub restart: Vec<Change>,
@@ -128,7 +128,7 @@ pub struct ConfigDiff {
 
 impl ConfigDiff {
     /// The difference between the running config and the next one.
-    pub fn between(running: &EdgeConfig, next: &EdgeConfig) -> Self {
+    pub(crate) fn between(running: &EdgeConfig, next: &EdgeConfig) -> Self {
         let mut live = Vec::new();
         routes(&mut live, running, next);
         pools(&mut live, running, next);
@@ -161,7 +161,7 @@ impl ConfigDiff {
 
     /// Whether the pool called `name` gets new members (it is new, or its selection, health
     /// check or TLS changed); the other pools keep theirs and change only their backends.
-    pub fn rebuilds(&self, name: &str) -> bool {
+    pub(crate) fn rebuilds(&self, name: &str) -> bool {
         self.live.iter().any(|c| match c {
             Change::PoolAdded(p) | Change::PoolRebuilt(p) => p == name,
             _ => false,
@@ -169,7 +169,7 @@ impl ConfigDiff {
     }
 
     /// Whether the set of served certificates changed.
-    pub fn certificates_changed(&self) -> bool {
+    pub(crate) fn certificates_changed(&self) -> bool {
         self.live
             .iter()
             .any(|c| matches!(c, Change::Certificate(_)))
@@ -177,17 +177,17 @@ impl ConfigDiff {
 
     /// Puts the running restart-only settings back into `next`: what the diff reported in
     /// [`ConfigDiff::restart`] waits for a restart.
-    pub fn hold(running: &RestartSettings, next: &mut EdgeConfig) {
+    pub(crate) fn hold(running: &RestartSettings, next: &mut EdgeConfig) {
         next.restart = running.clone();
     }
 
     /// The outcome's `restart_required` lines.
-    pub fn restart_lines(&self) -> Vec<String> {
+    pub(crate) fn restart_lines(&self) -> Vec<String> {
         self.restart.iter().map(ToString::to_string).collect()
     }
 
     /// The outcome's `changes` lines for what applies live.
-    pub fn lines(&self) -> Vec<String> {
+    pub(crate) fn lines(&self) -> Vec<String> {
         self.live.iter().map(ToString::to_string).collect()
     }
 }
@@ -644,7 +644,7 @@ fn tls(s: &mut Fields, o: Option<&UpstreamTls>, n: Option<&UpstreamTls>) {
 }
 
 /// A byte size with the largest unit that divides it exactly: `64 MiB`, `100 MB`, `1000 B`.
-pub fn size(bytes: &u64) -> String {
+pub(crate) fn size(bytes: &u64) -> String {
     let b = *bytes;
     const UNITS: [(u64, &str); 8] = [
         (1 << 40, "TiB"),
@@ -668,7 +668,7 @@ pub fn size(bytes: &u64) -> String {
 }
 
 /// A duration as the config writes one: `10s`, `1m 30s`, `250ms`.
-pub fn duration(d: &Duration) -> String {
+pub(crate) fn duration(d: &Duration) -> String {
     if d.is_zero() {
         "0s".into()
     } else {

@@ -1,10 +1,10 @@
 //! Live config reload: one path (read, validate, compile, apply, swap) shared by every trigger
 //! (file watcher, SIGHUP, `POST /config/reload`), serialised so two never interleave.
 
-pub mod components;
-pub mod diff;
-pub mod signal;
-pub mod watcher;
+pub(crate) mod components;
+pub(crate) mod diff;
+pub(crate) mod signal;
+pub(crate) mod watcher;
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -22,7 +22,7 @@ use diff::ConfigDiff;
 
 /// What asked for a reload.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Trigger {
+pub(crate) enum Trigger {
     /// The file watcher saw a watched file change.
     Watcher,
     /// The process received SIGHUP.
@@ -44,7 +44,7 @@ impl fmt::Display for Trigger {
 /// What one reload did.
 #[derive(Debug, Clone, Serialize)]
 #[serde(tag = "result", rename_all = "lowercase")]
-pub enum ReloadOutcome {
+pub(crate) enum ReloadOutcome {
     /// The new config is active for every request that arrives from now on.
     Applied {
         /// Content hash of the new config (sha256 prefix).
@@ -71,7 +71,7 @@ pub enum ReloadOutcome {
 
 impl ReloadOutcome {
     /// The metric label: `applied`, `unchanged` or `rejected`.
-    pub fn result(&self) -> &'static str {
+    pub(crate) fn result(&self) -> &'static str {
         match self {
             ReloadOutcome::Applied { .. } => "applied",
             ReloadOutcome::Unchanged { .. } => "unchanged",
@@ -82,26 +82,26 @@ impl ReloadOutcome {
 
 /// What a component applies once every component has accepted a config; returns lines for
 /// the outcome's `changes` beyond those of the diff.
-pub type Commit = Box<dyn FnOnce() -> Vec<String> + Send>;
+pub(crate) type Commit = Box<dyn FnOnce() -> Vec<String> + Send>;
 
 /// A part of the running edge that takes settings from each accepted config, beside routes and
 /// pools (the TLS certificate resolver, for one). A reload calls `prepare` on every component
 /// with the compiled config and its diff from the running one; only when all succeed does it
 /// run their commits and swap routes and pools, so a failure anywhere leaves everything as it
 /// was.
-pub trait Component: Send + Sync {
+pub(crate) trait Component: Send + Sync {
     /// Validates `config` for this component and builds what it needs, changing nothing live.
     /// Errors reject the whole reload.
     fn prepare(&self, config: &EdgeConfig, diff: &ConfigDiff) -> Result<Commit, ConfigErrors>;
 }
 
 /// Swaps a prepared generation into service.
-pub type Swap = Box<dyn FnOnce() + Send>;
+pub(crate) type Swap = Box<dyn FnOnce() + Send>;
 
 /// The routes and pools in service, which each accepted config replaces whole (implemented by
 /// `active`, which sits above this module).
 #[async_trait::async_trait]
-pub trait Generations: Send + Sync {
+pub(crate) trait Generations: Send + Sync {
     /// The config in service.
     fn config(&self) -> Arc<EdgeConfig>;
 
@@ -113,7 +113,7 @@ pub trait Generations: Send + Sync {
 
 /// Why routes and pools cannot be built from a valid config.
 #[derive(Debug, thiserror::Error)]
-pub enum BuildError {
+pub(crate) enum BuildError {
     /// A pool's backend set was refused by the load balancer.
     #[error("{reason}")]
     Pool {
@@ -144,7 +144,7 @@ impl BuildError {
 }
 
 /// Reloads the config file on demand and swaps it in when valid.
-pub struct Reloader {
+pub(crate) struct Reloader {
     path: PathBuf,
     live: Arc<dyn Generations>,
     metrics: Arc<Metrics>,
@@ -164,7 +164,7 @@ pub struct Reloader {
 
 /// One reload attempt, as the status page shows it.
 #[derive(Debug, Clone)]
-pub struct LastReload {
+pub(crate) struct LastReload {
     /// When it finished.
     pub at: SystemTime,
     /// What asked for it.
@@ -178,7 +178,7 @@ pub struct LastReload {
 impl Reloader {
     /// A reloader for the config file at `path`, whose compiled form is in service in `live`.
     /// Publishes the active config's metrics.
-    pub fn new(
+    pub(crate) fn new(
         path: &Path,
         live: Arc<dyn Generations>,
         metrics: Arc<Metrics>,
@@ -203,35 +203,30 @@ impl Reloader {
         Ok(reloader)
     }
 
-    /// The config file.
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-
     /// The files the active config was built from.
-    pub fn watched_files(&self) -> Vec<PathBuf> {
+    pub(crate) fn watched_files(&self) -> Vec<PathBuf> {
         self.live.config().watched_files()
     }
 
     /// How long the watcher waits for quiet after a file event, from the active config.
-    pub fn debounce(&self) -> std::time::Duration {
+    pub(crate) fn debounce(&self) -> std::time::Duration {
         self.live.config().debounce
     }
 
     /// Whether the active config asks to reload on file changes.
-    pub fn watching(&self) -> bool {
+    pub(crate) fn watching(&self) -> bool {
         self.live.config().watch
     }
 
     /// Counts applied reloads; watchers re-read the active config when it moves.
-    pub fn subscribe(&self) -> watch::Receiver<u64> {
+    pub(crate) fn subscribe(&self) -> watch::Receiver<u64> {
         self.applied.subscribe()
     }
 
     /// Reads, validates and compiles the file; swaps it in when valid and different. Logs and
     /// counts the result either way. Runs as its own task: a caller that goes away (an admin
     /// client hanging up) cannot stop a reload halfway, between updating pools and the swap.
-    pub async fn reload(self: &Arc<Self>, trigger: Trigger) -> ReloadOutcome {
+    pub(crate) async fn reload(self: &Arc<Self>, trigger: Trigger) -> ReloadOutcome {
         let this = self.clone();
         match tokio::spawn(async move { this.reload_now(trigger).await }).await {
             Ok(outcome) => outcome,
@@ -385,7 +380,7 @@ impl Reloader {
     }
 
     /// Short hash of the active config (files changed on disk but not reloaded do not count).
-    pub fn active_hash(&self) -> String {
+    pub(crate) fn active_hash(&self) -> String {
         self.hash.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
@@ -406,12 +401,12 @@ impl Reloader {
     }
 
     /// The last reload attempt since the process started, if any.
-    pub fn last_reload(&self) -> Option<LastReload> {
+    pub(crate) fn last_reload(&self) -> Option<LastReload> {
         self.last.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
     /// Settings in the active config's file that wait on a restart.
-    pub fn restart_required(&self) -> Vec<String> {
+    pub(crate) fn restart_required(&self) -> Vec<String> {
         self.restart
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -422,7 +417,7 @@ impl Reloader {
 /// The content hash of everything `config` was built from: its text, every other watched file,
 /// and the addresses its backend host names resolved to (so a reload after a DNS change applies
 /// it even when no file changed). Equal fingerprints mean a reload would change nothing.
-pub fn fingerprint(config: &EdgeConfig) -> Result<[u8; 32], ConfigErrors> {
+pub(crate) fn fingerprint(config: &EdgeConfig) -> Result<[u8; 32], ConfigErrors> {
     let mut h = Sha256::new();
     h.update(config.text.as_bytes());
     for pool in &config.pools {
@@ -449,7 +444,7 @@ pub fn fingerprint(config: &EdgeConfig) -> Result<[u8; 32], ConfigErrors> {
 }
 
 /// The first 16 hex digits of a fingerprint: what metrics, logs and the admin API show.
-pub fn short_hash(fingerprint: &[u8; 32]) -> String {
+pub(crate) fn short_hash(fingerprint: &[u8; 32]) -> String {
     fingerprint[..8]
         .iter()
         .map(|b| format!("{b:02x}"))

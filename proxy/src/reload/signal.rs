@@ -10,7 +10,7 @@ use super::{Reloader, Trigger};
 
 /// Reloads on every SIGHUP; in quick mode (no file) says there is nothing to reload. Either
 /// way SIGHUP no longer ends the process, its default action.
-pub struct SighupReload {
+pub(crate) struct SighupReload {
     /// The reloader; `None` in quick mode.
     pub reloader: Option<Arc<Reloader>>,
 }

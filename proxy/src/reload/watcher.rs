@@ -28,7 +28,7 @@ use super::{Reloader, Trigger};
 const MAX_EXTRA_DELAY: Duration = Duration::from_millis(500);
 
 /// Watches the active config's files and reloads when they change.
-pub struct ConfigWatcher {
+pub(crate) struct ConfigWatcher {
     /// Does the reloading, and says which files the active config uses.
     pub reloader: Arc<Reloader>,
 }
