@@ -31,7 +31,11 @@ impl Route {
 
     /// The origin-form target forwarded upstream for the canonical request `path` and its
     /// `query`: HTTP/2 viewers send absolute URIs, HTTP/1.1 origins want a path.
-    pub(crate) fn upstream_uri(&self, path: &str, query: Option<&str>) -> Result<http::Uri, String> {
+    pub(crate) fn upstream_uri(
+        &self,
+        path: &str,
+        query: Option<&str>,
+    ) -> Result<http::Uri, String> {
         let path = self.upstream_path(path);
         let target = match query {
             Some(q) => format!("{path}?{q}"),

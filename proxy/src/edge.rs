@@ -51,7 +51,11 @@ pub(crate) struct Edge {
 
 impl Edge {
     /// An edge serving whatever configuration `active` holds at each request's arrival.
-    pub(crate) fn new(active: Arc<ArcSwap<Active>>, metrics: Arc<Metrics>, cache: EdgeCache) -> Self {
+    pub(crate) fn new(
+        active: Arc<ArcSwap<Active>>,
+        metrics: Arc<Metrics>,
+        cache: EdgeCache,
+    ) -> Self {
         Edge {
             unrouted: RouteMetrics::new(&metrics, "none", &CacheStatus::LABELS),
             active,

@@ -9,7 +9,7 @@ use thiserror::Error;
 
 /// Why a request path has no canonical form; the edge answers 400 with this text.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
-pub enum PathError {
+pub(crate) enum PathError {
     /// The path is not absolute (e.g. the `*` of `OPTIONS *`).
     #[error("the path must start with '/'")]
     NotAbsolute,

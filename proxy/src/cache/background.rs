@@ -19,7 +19,7 @@ use super::store::MemoryStore;
 use super::{AbandonedFill, EdgeCache};
 
 /// The lock a background fill holds for the viewers waiting on it.
-pub struct FillPermit {
+pub(crate) struct FillPermit {
     held: Option<WritePermit>,
     lock: &'static CacheKeyLockImpl,
     key: CacheKey,
@@ -28,7 +28,7 @@ pub struct FillPermit {
 impl FillPermit {
     /// Lets the waiting viewers look up again: `Done` when the fill is in the store, `GiveUp`
     /// when the response is not to be stored (each viewer then asks the origin itself).
-    pub fn release(&mut self, status: LockStatus) {
+    pub(crate) fn release(&mut self, status: LockStatus) {
         if let Some(permit) = self.held.take() {
             self.lock.release(&self.key, permit, status);
         }
@@ -36,7 +36,7 @@ impl FillPermit {
 
     /// Releases the waiting viewers once the response is registered in `store` (or will not
     /// be): they may look again.
-    pub fn release_for(&mut self, store: &MemoryStore) {
+    pub(crate) fn release_for(&mut self, store: &MemoryStore) {
         let status = if store.holds(&self.key) {
             LockStatus::Done
         } else {
@@ -46,7 +46,11 @@ impl FillPermit {
     }
 
     /// An error once every viewer of the fill has left and `abandoned` says to abort then.
-    pub fn check_abandoned(&self, store: &MemoryStore, abandoned: AbandonedFill) -> Result<()> {
+    pub(crate) fn check_abandoned(
+        &self,
+        store: &MemoryStore,
+        abandoned: AbandonedFill,
+    ) -> Result<()> {
         if abandoned == AbandonedFill::Abort && store.fill_abandoned(&self.key) {
             return Error::e_explain(
                 ErrorType::InternalError,
@@ -54,11 +58,6 @@ impl FillPermit {
             );
         }
         Ok(())
-    }
-
-    /// The key the waiting viewers look up.
-    pub fn key(&self) -> &CacheKey {
-        &self.key
     }
 }
 
@@ -71,7 +70,7 @@ impl Drop for FillPermit {
 
 /// Whether this request may start a background fill: a plain GET from a viewer, of a route
 /// that asks for it, without request directives that would make the response unstorable.
-pub fn wanted(session: &Session, route_wants: bool) -> bool {
+pub(crate) fn wanted(session: &Session, route_wants: bool) -> bool {
     let req = session.req_header();
     route_wants
         && session.subrequest_ctx.is_none()
@@ -86,7 +85,7 @@ pub fn wanted(session: &Session, route_wants: bool) -> bool {
 
 /// Starts a background fill for `key` when nothing is stored or filling under it and nobody
 /// holds its lock. Returns whether one was started.
-pub fn start(cache: &EdgeCache, session: &Session, key: &CacheKey) -> bool {
+pub(crate) fn start(cache: &EdgeCache, session: &Session, key: &CacheKey) -> bool {
     let Some(spawner) = session.subrequest_spawner.as_ref() else {
         return false;
     };
@@ -119,7 +118,7 @@ pub fn start(cache: &EdgeCache, session: &Session, key: &CacheKey) -> bool {
 }
 
 /// In the fill's own subrequest: the permit its parent handed over.
-pub fn take_permit(session: &mut Session) -> Option<FillPermit> {
+pub(crate) fn take_permit(session: &mut Session) -> Option<FillPermit> {
     let slot = session.subrequest_ctx.as_mut()?.user_ctx_mut()?;
     if !slot.is::<FillPermit>() {
         return None;

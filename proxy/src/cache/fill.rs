@@ -21,14 +21,14 @@ use tokio::sync::{watch, Notify};
 use super::store::MetaParts;
 
 /// How far a demoted fill may run ahead of its slowest viewer: the per-viewer buffer.
-pub const DEMOTED_WINDOW: usize = 1 << 20;
+pub(crate) const DEMOTED_WINDOW: usize = 1 << 20;
 
 /// How long a demoted fill waits for a viewer that reads nothing before it gives up.
-pub const DEMOTED_STALL_LIMIT: Duration = Duration::from_secs(30);
+pub(crate) const DEMOTED_STALL_LIMIT: Duration = Duration::from_secs(30);
 
 /// At most this much body is handed out per read, so a write to a slow viewer makes
 /// progress within the send timeout and no reader pins a whole object in one write.
-pub const READ_CHUNK: usize = 256 * 1024;
+pub(crate) const READ_CHUNK: usize = 256 * 1024;
 
 /// The memory every fill in progress draws from.
 pub struct FillBudget {
@@ -84,7 +84,7 @@ impl FillBudget {
 
 /// How far a fill has got, as its readers see it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum FillState {
+pub(crate) enum FillState {
     /// Bytes written so far; more may come.
     Writing(usize),
     /// The whole body is written.
@@ -112,7 +112,7 @@ struct Readers {
 }
 
 /// A fill in progress.
-pub struct Fill {
+pub(crate) struct Fill {
     /// The key text, for purges that match by URL.
     pub url: Arc<str>,
     /// The stored response header and freshness.
@@ -129,7 +129,7 @@ pub struct Fill {
 
 impl Fill {
     /// An empty fill drawing on `budget`.
-    pub fn new(
+    pub(crate) fn new(
         url: Arc<str>,
         meta: Arc<MetaParts>,
         background: bool,
@@ -150,23 +150,23 @@ impl Fill {
     }
 
     /// Whether the fill gave up on being stored.
-    pub fn is_demoted(&self) -> bool {
+    pub(crate) fn is_demoted(&self) -> bool {
         self.demoted.load(Ordering::Acquire)
     }
 
     /// Whether a new reader can still read it from the first byte.
-    pub fn joinable(&self) -> bool {
+    pub(crate) fn joinable(&self) -> bool {
         self.held.read().unwrap_or_else(|p| p.into_inner()).base == 0
     }
 
     /// Whether viewers came and all of them left.
-    pub fn abandoned(&self) -> bool {
+    pub(crate) fn abandoned(&self) -> bool {
         let r = self.readers.lock().unwrap_or_else(|p| p.into_inner());
         r.viewers_ever && !r.at.values().any(|(_, viewer)| *viewer)
     }
 
     /// Body bytes written so far.
-    pub fn written(&self) -> usize {
+    pub(crate) fn written(&self) -> usize {
         match *self.state.borrow() {
             FillState::Writing(n) | FillState::Done(n) => n,
             FillState::Aborted => 0,
@@ -174,12 +174,12 @@ impl Fill {
     }
 
     /// Sets the state readers see.
-    pub fn set_state(&self, state: FillState) {
+    pub(crate) fn set_state(&self, state: FillState) {
         self.state.send_replace(state);
     }
 
     /// Appends `data` once the budget (or, demoted, the slowest viewer) allows it.
-    pub async fn append(&self, data: Bytes, written_before: usize) -> Result<()> {
+    pub(crate) async fn append(&self, data: Bytes, written_before: usize) -> Result<()> {
         let len = data.len();
         if !self.is_demoted() && !self.budget.try_take(len as u64) {
             // The budget is spent: this object will not be stored, so only its viewers'
@@ -259,7 +259,7 @@ impl Fill {
     /// One contiguous copy of the whole body, which from now on is also what the fill holds
     /// (so readers and the stored object share it); the fill's budget is given back, as the
     /// stored object counts against the cache's own limit.
-    pub fn seal(&self) -> Bytes {
+    pub(crate) fn seal(&self) -> Bytes {
         let mut held = self.held.write().unwrap_or_else(|p| p.into_inner());
         let mut buf = BytesMut::with_capacity(held.bytes);
         for c in &held.chunks {
@@ -275,7 +275,7 @@ impl Fill {
     }
 
     /// A new reader from offset 0; `viewer` is false for a background fill's own reader.
-    pub fn reader(self: &Arc<Self>, viewer: bool) -> FillReader {
+    pub(crate) fn reader(self: &Arc<Self>, viewer: bool) -> FillReader {
         let id = {
             let mut r = self.readers.lock().unwrap_or_else(|p| p.into_inner());
             let id = r.next;
@@ -334,7 +334,7 @@ impl Drop for Fill {
 }
 
 /// One reader of a fill in progress.
-pub struct FillReader {
+pub(crate) struct FillReader {
     fill: Arc<Fill>,
     state: watch::Receiver<FillState>,
     id: u64,
@@ -346,7 +346,7 @@ pub struct FillReader {
 
 impl FillReader {
     /// The next piece of body, `None` at its end, an error if the fill was aborted.
-    pub async fn read(&mut self) -> Result<Option<Bytes>> {
+    pub(crate) async fn read(&mut self) -> Result<Option<Bytes>> {
         loop {
             let state = *self.state.borrow_and_update();
             let (available, complete) = match state {
@@ -388,7 +388,7 @@ impl FillReader {
     }
 
     /// Restarts the read at `start`, up to `end`.
-    pub fn seek(&mut self, start: usize, end: Option<usize>) {
+    pub(crate) fn seek(&mut self, start: usize, end: Option<usize>) {
         self.pos = start;
         self.end = end;
         self.fill.moved(self.id, start);

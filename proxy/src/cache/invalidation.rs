@@ -12,7 +12,7 @@ use crate::request_path;
 /// is unknown) answered 2xx or 3xx by the origin. `upstream_status` is the origin's status,
 /// `None` when the edge answered by itself (its 308 to HTTPS, a 404 for no route, a 502 when no
 /// backend answered): then the origin never saw the request and nothing about it changed.
-pub fn invalidates(method: &Method, upstream_status: Option<u16>) -> bool {
+pub(crate) fn invalidates(method: &Method, upstream_status: Option<u16>) -> bool {
     // RFC 9111 §4.4: a "non-error response" is 2xx or 3xx.
     !method.is_safe() && upstream_status.is_some_and(|s| (200..400).contains(&s))
 }
@@ -25,7 +25,7 @@ pub fn invalidates(method: &Method, upstream_status: Option<u16>) -> bool {
 /// `keep_for(host, path)` gives the kept query parameters of the route that serves a URL, or
 /// `None` when no route does (nothing can be cached under it). Hosts are compared as cache
 /// keys hold them: normalised, without scheme or port, since one key serves HTTP and HTTPS.
-pub fn invalidated_keys<'a>(
+pub(crate) fn invalidated_keys<'a>(
     raw_host: &str,
     path: &str,
     query: Option<&str>,
@@ -77,7 +77,7 @@ pub fn invalidated_keys<'a>(
 }
 
 /// A request the origin answered, as invalidation sees it.
-pub struct Answered<'a> {
+pub(crate) struct Answered<'a> {
     /// Its method.
     pub method: &'a Method,
     /// The origin's status; `None` when the edge answered by itself.
@@ -96,7 +96,7 @@ pub struct Answered<'a> {
 /// target URI and the same-host URIs in `response`'s Location and Content-Location from
 /// `store`, each by key lookup ([`invalidated_keys`] says which, with `keep_for`). Returns the
 /// number of objects removed.
-pub fn after_response<'a>(
+pub(crate) fn after_response<'a>(
     store: &MemoryStore,
     request: &Answered<'_>,
     response: &HeaderMap,

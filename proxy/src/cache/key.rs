@@ -6,7 +6,12 @@ use pingora_cache::CacheKey;
 use crate::host::normalize_host;
 
 /// The key text for a request: `host/path` or `host/path?kept=params`.
-pub fn key_text(host: &str, path: &str, query: Option<&str>, keep: Option<&[String]>) -> String {
+pub(crate) fn key_text(
+    host: &str,
+    path: &str,
+    query: Option<&str>,
+    keep: Option<&[String]>,
+) -> String {
     let host = normalize_host(host);
     let query = match (query, keep) {
         (None, _) | (Some(""), _) => None,
@@ -32,12 +37,17 @@ pub fn key_text(host: &str, path: &str, query: Option<&str>, keep: Option<&[Stri
 
 /// The cache key of a request: [`key_text`] of its host, canonical path and the query
 /// parameters its route keeps.
-pub fn cache_key(host: &str, path: &str, query: Option<&str>, keep: Option<&[String]>) -> CacheKey {
+pub(crate) fn cache_key(
+    host: &str,
+    path: &str,
+    query: Option<&str>,
+    keep: Option<&[String]>,
+) -> CacheKey {
     CacheKey::new(key_text(host, path, query, keep), "")
 }
 
 /// The part of a key before its query: what "purge this URL" matches.
-pub fn without_query(key: &str) -> &str {
+pub(crate) fn without_query(key: &str) -> &str {
     key.split_once('?').map_or(key, |(k, _)| k)
 }
 

@@ -14,11 +14,11 @@ use super::CachePolicy;
 use crate::request_path::{self, PathError};
 
 /// The form the lookup accepts, for every 400 it answers.
-pub const ACCEPTED_FORM: &str = "name the object as ?url=HOST/PATH or ?url=http://HOST/PATH (https:// too), with the query a viewer sends, percent-encoded: curl -G --data-urlencode 'url=cdn.example.com/live/a.m3u8?_HLS_msn=3'";
+pub(crate) const ACCEPTED_FORM: &str = "name the object as ?url=HOST/PATH or ?url=http://HOST/PATH (https:// too), with the query a viewer sends, percent-encoded: curl -G --data-urlencode 'url=cdn.example.com/live/a.m3u8?_HLS_msn=3'";
 
 /// Why a lookup target names no object.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
-pub enum TargetError {
+pub(crate) enum TargetError {
     /// No `url` parameter, or an empty one.
     #[error("no url given")]
     Missing,
@@ -40,7 +40,7 @@ pub enum TargetError {
 
 /// A lookup target: host, canonical path and query, as a viewer's request would carry them.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Target {
+pub(crate) struct Target {
     /// The host, with any port (the key drops it).
     pub host: String,
     /// The canonical path.
@@ -51,7 +51,7 @@ pub struct Target {
 
 /// Parses `http(s)://HOST/PATH?QUERY` or `HOST/PATH?QUERY`; the path is made canonical as a
 /// request's is ([`request_path::canonicalize`]), so every spelling finds the same key.
-pub fn parse_target(url: &str) -> Result<Target, TargetError> {
+pub(crate) fn parse_target(url: &str) -> Result<Target, TargetError> {
     let url = url.trim();
     if url.is_empty() {
         return Err(TargetError::Missing);
@@ -96,7 +96,7 @@ pub fn parse_target(url: &str) -> Result<Target, TargetError> {
 
 /// What the cache holds for one URL.
 #[derive(Debug, Serialize)]
-pub struct Report {
+pub(crate) struct Report {
     /// The URL as asked.
     pub url: String,
     /// The cache key a viewer's request for it uses.
@@ -115,7 +115,7 @@ pub struct Report {
 
 /// One stored variant or fill in progress.
 #[derive(Debug, Serialize)]
-pub struct Object {
+pub(crate) struct Object {
     /// The hash it is stored under (key and Vary variant), in hex.
     pub variant: String,
     /// The request field values this variant answers, for the fields its Vary names.
@@ -157,7 +157,7 @@ pub struct Object {
 
 /// The route and cache mode that stored an object.
 #[derive(Debug, Serialize)]
-pub struct StoredByView {
+pub(crate) struct StoredByView {
     /// Route name.
     pub route: String,
     /// Cache mode: `rfc` or `video`.
@@ -166,7 +166,7 @@ pub struct StoredByView {
 
 /// Looks `target` up in `store` under the key that `route` (its name and cache policy, `None`
 /// when no route serves it) gives it.
-pub fn lookup(
+pub(crate) fn lookup(
     store: &MemoryStore,
     url: &str,
     target: &Target,
@@ -260,7 +260,7 @@ fn rfc3339(t: SystemTime) -> String {
 
 impl Report {
     /// The report as text for a person, one object per paragraph.
-    pub fn text(&self) -> String {
+    pub(crate) fn text(&self) -> String {
         let mut out = format!("url     {}\nkey     {}\n", self.url, self.key);
         match (&self.route, self.policy) {
             (Some(r), Some(p)) => {

@@ -4,16 +4,16 @@
 //! invalidates (`invalidation`), the operator's purge API (`purge`), what is stored for one
 //! URL (`lookup`), and the status a viewer sees ([`CacheStatus`], `status`).
 
-pub mod background;
-pub mod fill;
-pub mod invalidation;
-pub mod key;
-pub mod lookup;
-pub mod policy;
-pub mod purge;
-pub mod status;
-pub mod store;
-pub mod vary;
+pub(crate) mod background;
+pub(crate) mod fill;
+pub(crate) mod invalidation;
+pub(crate) mod key;
+pub(crate) mod lookup;
+pub(crate) mod policy;
+pub(crate) mod purge;
+pub(crate) mod status;
+pub(crate) mod store;
+pub(crate) mod vary;
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -96,7 +96,7 @@ impl CachePolicy {
 
 /// What kind of object a path names, for the video defaults.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum MediaKind {
+pub(crate) enum MediaKind {
     /// An HLS playlist (`.m3u8`) or DASH manifest (`.mpd`): live ones change every segment.
     Playlist,
     /// A segment, part, init segment or VoD file: immutable once published.
@@ -107,7 +107,7 @@ pub enum MediaKind {
 
 impl MediaKind {
     /// Classifies by the path's extension.
-    pub fn of(path: &str) -> Self {
+    pub(crate) fn of(path: &str) -> Self {
         let ext = path
             .rsplit('/')
             .next()
@@ -133,7 +133,7 @@ fn heuristically_cacheable(status: StatusCode) -> bool {
 
 /// Decides whether and how to store `resp` for `req`, whose canonical path is `path` (the kind
 /// of media it names picks the video defaults, so `/a%2Ets` is a segment like `/a.ts`).
-pub fn decide(
+pub(crate) fn decide(
     policy: &CachePolicy,
     req: &RequestHeader,
     path: &str,
@@ -309,7 +309,7 @@ const CONNECTION_FIELDS: [&str; 7] = [
 
 /// RFC 9111 §4.3.4 and §3.2: the stored header updated with every field of a 304, except
 /// those describing the connection or the stored body's encoding and length.
-pub fn merge_not_modified(
+pub(crate) fn merge_not_modified(
     stored: &ResponseHeader,
     not_modified: &ResponseHeader,
 ) -> ResponseHeader {
@@ -396,7 +396,7 @@ fn header_date(resp: &ResponseHeader, name: header::HeaderName) -> Option<System
 
 /// What a request's own Cache-Control asks of a stored response (RFC 9111 §5.2.1).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum RequestDemand {
+pub(crate) enum RequestDemand {
     /// Use the cache normally.
     Normal,
     /// Revalidate before using a stored response (`no-cache`, `max-age=0`, Pragma: no-cache).
@@ -405,7 +405,7 @@ pub enum RequestDemand {
 
 /// Whether a stale object may answer: `error` is `None` for stale-while-revalidate, else
 /// what the revalidation met (stale-if-error).
-pub fn serve_stale(error: Option<&Error>) -> bool {
+pub(crate) fn serve_stale(error: Option<&Error>) -> bool {
     match error {
         // stale-while-revalidate: pingora has already checked the stored window, which
         // the policy closes for must-revalidate and no-cache responses.
@@ -419,7 +419,7 @@ pub fn serve_stale(error: Option<&Error>) -> bool {
 }
 
 /// Reads the request's cache directives against the stored response's age.
-pub fn request_demand(req: &RequestHeader, meta: &CacheMeta) -> RequestDemand {
+pub(crate) fn request_demand(req: &RequestHeader, meta: &CacheMeta) -> RequestDemand {
     match CacheControl::from_req_headers(req) {
         Some(cc) => {
             if cc.no_cache() {

@@ -4,19 +4,19 @@
 use serde::Serialize;
 
 use super::key;
-pub use super::key::PurgeTarget;
+pub(crate) use super::key::PurgeTarget;
 use super::store::MemoryStore;
 use crate::request_path::{self, PathError};
 
 /// The query parameters the purge API accepts, as its refusals list them.
-pub const PARAMS: &str = "url, prefix, all, dry_run";
+pub(crate) const PARAMS: &str = "url, prefix, all, dry_run";
 
 /// How many key texts a dry run lists; `would_purge` counts them all.
-pub const DRY_RUN_KEYS: usize = 100;
+pub(crate) const DRY_RUN_KEYS: usize = 100;
 
 /// A purge request the API understood.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PurgeRequest {
+pub(crate) struct PurgeRequest {
     /// What to remove.
     pub target: PurgeTarget,
     /// Report what would be removed, and remove nothing.
@@ -25,7 +25,7 @@ pub struct PurgeRequest {
 
 /// Why a purge request is refused (400), each with what would be accepted.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum PurgeError {
+pub(crate) enum PurgeError {
     /// A parameter the API does not know: a typo must not purge with its defaults.
     #[error("unknown parameter {0:?}: the purge API accepts {PARAMS}")]
     Unknown(String),
@@ -99,7 +99,7 @@ pub enum PurgeError {
 }
 
 /// Parses the decoded query parameters of a purge request.
-pub fn parse(params: &[(String, String)]) -> Result<PurgeRequest, PurgeError> {
+pub(crate) fn parse(params: &[(String, String)]) -> Result<PurgeRequest, PurgeError> {
     let (mut url, mut prefix, mut all, mut dry_run) = (None, None, None, None);
     for (name, value) in params {
         let (slot, name) = match name.as_str() {
@@ -234,7 +234,7 @@ fn canonical(value: &str, path: &str) -> Result<String, PurgeError> {
 
 /// What a purge did, or in a dry run would do: the JSON the API answers.
 #[derive(Debug, Serialize)]
-pub struct PurgeOutcome {
+pub(crate) struct PurgeOutcome {
     /// `url`, `prefix` or `all`, as in `dime_cache_purges_total{kind}`.
     pub kind: &'static str,
     /// The target as matched against key texts.
@@ -276,7 +276,7 @@ impl PurgeTarget {
 impl PurgeRequest {
     /// Removes what the request names from `store` (its fills in progress too), or in a dry run
     /// only finds it.
-    pub fn apply(&self, store: &MemoryStore) -> PurgeOutcome {
+    pub(crate) fn apply(&self, store: &MemoryStore) -> PurgeOutcome {
         let t = &self.target;
         let mut outcome = PurgeOutcome {
             kind: t.kind(),

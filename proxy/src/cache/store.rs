@@ -43,7 +43,7 @@ const ENTRY_OVERHEAD: usize = 256;
 /// A `CacheMeta` kept parsed. pingora's serialized form compresses the header with zstd, and
 /// decoding it on every hit cost more than the rest of the hit; `CacheMeta` is not `Clone`,
 /// so the parts are kept and a meta is rebuilt from them.
-pub struct MetaParts {
+pub(crate) struct MetaParts {
     fresh_until: SystemTime,
     created: SystemTime,
     updated: SystemTime,
@@ -100,7 +100,7 @@ pub struct Inspected {
 
 impl MetaParts {
     /// The parts of `meta`.
-    pub fn of(meta: &CacheMeta) -> Self {
+    pub(crate) fn of(meta: &CacheMeta) -> Self {
         let header = meta.response_header_copy();
         let header_bytes = header
             .headers
@@ -192,7 +192,7 @@ pub struct StoreCounters {
 
 /// The `user_tag` of the cache key a background fill writes under: its own reader of the
 /// fill is then not counted as a viewer.
-pub const BACKGROUND_FILL_TAG: &str = "background-fill";
+pub(crate) const BACKGROUND_FILL_TAG: &str = "background-fill";
 
 /// The moka-backed cache store.
 pub struct MemoryStore {

@@ -8,7 +8,7 @@ use super::store::StoredBy;
 
 /// The variance of `req` under the Vary of `meta`: `None` when the response names no header.
 /// When `stored_by` is given, it records the names and values (the cache lookup API shows them).
-pub fn variance(
+pub(crate) fn variance(
     meta: &CacheMeta,
     req: &RequestHeader,
     stored_by: Option<&StoredBy>,

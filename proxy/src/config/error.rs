@@ -58,7 +58,12 @@ pub(crate) struct Locator<'a> {
 
 impl Locator<'_> {
     /// An error at `span` of the source.
-    pub(crate) fn at(&self, span: Range<usize>, field: &str, reason: impl Into<String>) -> ConfigError {
+    pub(crate) fn at(
+        &self,
+        span: Range<usize>,
+        field: &str,
+        reason: impl Into<String>,
+    ) -> ConfigError {
         let (line, column) = self.line_col(span.start);
         ConfigError {
             file: self.file.to_string(),

@@ -146,10 +146,10 @@ impl Outputs {
 
 /// The subscriber's writer: access lines (target `access`) to the access log, the rest to the
 /// error log.
-pub struct Writers(pub Arc<Outputs>);
+pub(crate) struct Writers(pub Arc<Outputs>);
 
 /// One line's destination, held while the line is written.
-pub struct LineWriter(arc_swap::Guard<Arc<Sink>>);
+pub(crate) struct LineWriter(arc_swap::Guard<Arc<Sink>>);
 
 impl Write for LineWriter {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {

@@ -1,9 +1,9 @@
 //! Logs through `tracing`: process logs and the one-line-per-request access log, text or JSON,
 //! to stdout or to files that SIGUSR1 reopens.
 
-pub mod files;
-pub mod pingora;
-pub mod signals;
+pub(crate) mod files;
+pub(crate) mod pingora;
+pub(crate) mod signals;
 
 use std::hash::BuildHasher;
 use std::net::SocketAddr;

@@ -6,7 +6,7 @@ use tracing_log::LogTracer;
 
 /// What becomes of one of pingora's lines.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Verdict {
+pub(crate) enum Verdict {
     /// Logged as pingora wrote it.
     Keep,
     /// Logged at this level instead (DEBUG: seen only with `RUST_LOG=debug`).
@@ -84,7 +84,7 @@ const RULES: &[Rule] = &[
 ];
 
 /// The verdict on one line: `target` is the logging module's path.
-pub fn classify(target: &str, message: &str) -> Verdict {
+pub(crate) fn classify(target: &str, message: &str) -> Verdict {
     RULES
         .iter()
         .find(|r| target.starts_with(r.target) && message.starts_with(r.prefix))
@@ -92,13 +92,13 @@ pub fn classify(target: &str, message: &str) -> Verdict {
 }
 
 /// The `log` crate's logger: `tracing_log`'s bridge with [`RULES`] in front for pingora.
-pub struct PingoraLog {
+pub(crate) struct PingoraLog {
     inner: LogTracer,
 }
 
 impl PingoraLog {
     /// The bridge.
-    pub fn new() -> Self {
+    pub(crate) fn new() -> Self {
         PingoraLog {
             inner: LogTracer::new(),
         }

@@ -21,7 +21,7 @@ const IGNORED: &[(&str, libc::c_int)] = &[
 /// Installs the handlers now, so no signal sent after this returns can end the process, and
 /// serves them on a thread of their own until the process exits. `outputs` is `None` when
 /// the logging was not set up by this process (a test harness's subscriber).
-pub fn spawn(outputs: Option<Arc<Outputs>>) -> std::io::Result<()> {
+pub(crate) fn spawn(outputs: Option<Arc<Outputs>>) -> std::io::Result<()> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_io()
         .build()?;

@@ -174,7 +174,10 @@ impl Members {
     /// Makes `list` the backend set. Backends that stay keep their health and connections;
     /// new addresses are pending until a check passes. Callers serialise calls (the reloader
     /// holds its lock).
-    pub(crate) fn set_backends(&self, list: &[(SocketAddr, usize)]) -> Result<MemberChange, String> {
+    pub(crate) fn set_backends(
+        &self,
+        list: &[(SocketAddr, usize)],
+    ) -> Result<MemberChange, String> {
         let new = backend_set(&self.name, list)?;
         let old = self.roster.backends.load_full();
         let old_addrs: HashMap<SocketAddr, usize> = old

@@ -122,7 +122,7 @@ impl LoadedCert {
 }
 
 /// Whether one SAN covers `name`.
-pub fn san_covers(san: &str, name: &str) -> bool {
+pub(crate) fn san_covers(san: &str, name: &str) -> bool {
     if san == name {
         return true;
     }
@@ -141,7 +141,7 @@ fn read(path: &Path) -> Result<Vec<u8>, CertError> {
 
 /// Reads `cert_path` (PEM chain, leaf first) and `key_path` (PEM key) and checks that the
 /// key signs for the leaf and that the leaf is valid now.
-pub fn load(cert_path: &Path, key_path: &Path) -> Result<LoadedCert, CertError> {
+pub(crate) fn load(cert_path: &Path, key_path: &Path) -> Result<LoadedCert, CertError> {
     let cert_pem = read(cert_path)?;
     let key_pem = read(key_path)?;
     let no_cert = |reason: String| CertError::NoCertificate {
