@@ -12,7 +12,7 @@ use arc_swap::ArcSwap;
 use async_trait::async_trait;
 use bytes::Bytes;
 use pingora_cache::key::HashBinary;
-use pingora_cache::{CacheKey, CacheMeta, ForcedFreshness, HitHandler, RespCacheable};
+use pingora_cache::{CacheKey, CacheMeta, CachePhase, ForcedFreshness, HitHandler, RespCacheable};
 use pingora_core::upstreams::peer::{HttpPeer, Peer};
 use pingora_error::{Error, ErrorType, Result};
 use pingora_http::{RequestHeader, ResponseHeader};
@@ -158,8 +158,9 @@ impl ProxyHttp for Edge {
         meta: &CacheMeta,
         _hit: &mut HitHandler,
         is_fresh: bool,
-        _ctx: &mut RequestCtx,
+        ctx: &mut RequestCtx,
     ) -> Result<Option<ForcedFreshness>> {
+        ctx.stale_forbidden = !is_fresh && policy::stale_forbidden(meta);
         // RFC 9111 §5.2.1: a viewer's no-cache or max-age=0 makes a fresh hit revalidate.
         if is_fresh
             && policy::request_demand(session.req_header(), meta) == RequestDemand::Revalidate
@@ -182,9 +183,9 @@ impl ProxyHttp for Edge {
         };
         let policy = &route.spec.cache;
         let now = std::time::SystemTime::now();
-        Ok(match ctx.not_modified.take() {
+        Ok(match &ctx.not_modified {
             Some(fresh) => {
-                let merged = policy::merge_not_modified(resp, &fresh);
+                let merged = policy::merge_not_modified(resp, fresh);
                 policy::decide(policy, session.req_header(), &ctx.path, &merged, now)
             }
             None => policy::decide(policy, session.req_header(), &ctx.path, resp, now),
@@ -317,12 +318,16 @@ impl ProxyHttp for Edge {
         if resp.status.is_informational() {
             return Ok(());
         }
+        // RFC 9110 §7.6.1, RFC 9111 §3.1: what the origin's Connection names is neither
+        // stored nor sent on.
+        forwarding::strip_connection_options(resp);
         let status = resp.status.as_u16();
         ctx.upstream_status = Some(status);
         // As the origin's answer arrives, before the viewer sees it: a viewer who got the
         // answer to its POST never gets the old object afterwards.
         ctx.invalidate_after_unsafe_method(session, resp, self.cache.store);
-        if status == 304 && session.cache.enabled() {
+        if status == 304 && session.cache.maybe_cache_meta().is_some() {
+            policy::strip_not_modified(resp);
             ctx.not_modified = Some(resp.clone());
         }
         self.count_upstream(ctx, status_class(status));
@@ -352,6 +357,13 @@ impl ProxyHttp for Edge {
         if let Some(fill) = ctx.fill.as_mut() {
             fill.release_for(self.cache.store);
         }
+        if let (Some(nm), CachePhase::RevalidatedNoCache(_)) =
+            (&ctx.not_modified, session.cache.phase())
+        {
+            // pingora serves a revalidated response it does not store again with only the
+            // 304's freshness fields: the viewer gets all of them (RFC 9111 §4.3.4).
+            policy::apply_not_modified(resp, nm);
+        }
         forwarding::downstream_response(resp, session.req_header().version);
         if self.draining.load(Ordering::Acquire) {
             // HTTP/1.1 answers carry `Connection: close`; HTTP/2 ignores it.
@@ -373,7 +385,7 @@ impl ProxyHttp for Edge {
         e: &Error,
         ctx: &mut RequestCtx,
     ) -> FailToProxy {
-        let code = answer::error_status(e);
+        let code = answer::failure_status(e, ctx);
         // Once the response has started, the only honest signal left is to cut the connection.
         if code > 0 && session.response_written().is_none() {
             answer::error(session, code, e, ctx).await;

@@ -225,18 +225,33 @@ fn is_websocket_upgrade(headers: &HeaderMap) -> bool {
         .is_some_and(|v| v.eq_ignore_ascii_case("websocket"))
 }
 
-/// Removes hop-by-hop headers and every header the `Connection` header names.
-fn strip_hop_by_hop(req: &mut RequestHeader, keep_upgrade: bool) {
-    let listed: Vec<String> = req
-        .headers
+/// The field names a `Connection` header lists as options of this connection, lowercased,
+/// without `close`, `keep-alive` and `upgrade`, which the framing layer handles.
+fn connection_options(headers: &HeaderMap) -> Vec<String> {
+    headers
         .get_all(header::CONNECTION)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
         .map(|t| t.trim().to_ascii_lowercase())
         .filter(|t| !t.is_empty() && t != "close" && t != "keep-alive" && t != "upgrade")
-        .collect();
-    for name in listed {
+        .collect()
+}
+
+/// Removes from an origin's response every field its `Connection` header names (RFC 9110
+/// §7.6.1), before the response is stored or sent on (RFC 9111 §3.1). The framing fields stay:
+/// pingora frames the body by them, and no honest origin lists them.
+pub(crate) fn strip_connection_options(resp: &mut ResponseHeader) {
+    for name in connection_options(&resp.headers) {
+        if name != "content-length" && name != "transfer-encoding" && name != "connection" {
+            resp.remove_header(name.as_str());
+        }
+    }
+}
+
+/// Removes hop-by-hop headers and every header the `Connection` header names.
+fn strip_hop_by_hop(req: &mut RequestHeader, keep_upgrade: bool) {
+    for name in connection_options(&req.headers) {
         req.remove_header(name.as_str());
     }
     // Connection options belong to the viewer's connection; upstream connections are pooled
@@ -255,6 +270,24 @@ fn strip_hop_by_hop(req: &mut RequestHeader, keep_upgrade: bool) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn fields_an_origin_names_in_connection_are_removed_but_framing_stays() {
+        let mut resp = ResponseHeader::build(200, None).unwrap();
+        for (n, v) in [
+            ("connection", "X-Hop, close"),
+            ("connection", "keep-alive, content-length"),
+            ("x-hop", "1"),
+            ("content-length", "5"),
+            ("x-end", "2"),
+        ] {
+            resp.append_header(n, v).unwrap();
+        }
+        strip_connection_options(&mut resp);
+        assert!(resp.headers.get("x-hop").is_none());
+        assert_eq!(resp.headers.get("content-length").unwrap(), "5");
+        assert_eq!(resp.headers.get("x-end").unwrap(), "2");
+    }
 
     fn element(ip: Option<&str>, proto: &str, host: &str, previous: &[&str]) -> String {
         let mut headers = HeaderMap::new();

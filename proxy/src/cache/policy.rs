@@ -131,6 +131,31 @@ fn heuristically_cacheable(status: StatusCode) -> bool {
     )
 }
 
+/// Final statuses whose semantics RFC 9110 §15 defines: the ones this cache understands
+/// (for `must-understand`, RFC 9111 §5.2.2.3).
+fn understood(status: StatusCode) -> bool {
+    matches!(
+        status.as_u16(),
+        200..=206 | 300..=305 | 307 | 308 | 400..=417 | 421 | 422 | 426 | 500..=505
+    )
+}
+
+/// Whether the response's Cache-Control forbids serving it stale, whatever the route's
+/// windows: must-revalidate (RFC 9111 §5.2.2.2), proxy-revalidate (§5.2.2.8), s-maxage,
+/// which carries proxy-revalidate's semantics for a shared cache (§5.2.2.10), and no-cache,
+/// which needs revalidation before every use (§5.2.2.4).
+fn forbids_stale(cc: Option<&CacheControl>) -> bool {
+    cc.is_some_and(|cc| {
+        cc.must_revalidate() || cc.proxy_revalidate() || cc.has_key("s-maxage") || cc.no_cache()
+    })
+}
+
+/// Whether a stored response may not be served stale (see [`forbids_stale`]): when the origin
+/// cannot be reached, such a response is answered with 504 (RFC 9111 §5.2.2.2).
+pub(crate) fn stale_forbidden(meta: &CacheMeta) -> bool {
+    forbids_stale(CacheControl::from_resp_headers(meta.response_header()).as_ref())
+}
+
 /// Decides whether and how to store `resp` for `req`, whose canonical path is `path` (the kind
 /// of media it names picks the video defaults, so `/a%2Ets` is a segment like `/a.ts`).
 pub(crate) fn decide(
@@ -159,7 +184,13 @@ pub(crate) fn decide(
         return uncacheable("request no-store");
     }
     let cc = CacheControl::from_resp_headers(resp);
-    if cc.as_ref().is_some_and(|cc| cc.no_store()) {
+    // RFC 9111 §5.2.2.3: must-understand limits storing to caches that know the status's
+    // semantics, and for those it overrides no-store (§3).
+    let must_understand = cc.as_ref().is_some_and(|cc| cc.has_key("must-understand"));
+    if must_understand && !understood(status) {
+        return uncacheable("must-understand, status not understood");
+    }
+    if cc.as_ref().is_some_and(|cc| cc.no_store()) && !must_understand {
         return Uncacheable(NoCacheReason::OriginNotCache);
     }
     // RFC 9111 §3: `private` (without field names) is for the user's own cache only.
@@ -242,12 +273,7 @@ pub(crate) fn decide(
         return uncacheable("stale on arrival without validators");
     }
 
-    // RFC 9111 §4.2.4: must-revalidate, proxy-revalidate and no-cache forbid serving stale.
-    let no_stale = must_revalidate_every_time
-        || cc
-            .as_ref()
-            .is_some_and(|cc| cc.must_revalidate() || cc.proxy_revalidate());
-    let (swr, sie) = if no_stale {
+    let (swr, sie) = if forbids_stale(cc.as_ref()) {
         (0, 0)
     } else {
         let from_cc = |v: Option<u32>, default: Duration| {
@@ -307,31 +333,51 @@ const CONNECTION_FIELDS: [&str; 7] = [
     "upgrade",
 ];
 
+/// RFC 9111 §3.2: fields a 304 does not update, as the stored response depends on them: they
+/// describe the stored body (its length, coding and range, and the validator and digest that
+/// name those exact bytes), which the 304 did not send. `Content-Type` is not among them: a 304
+/// may correct it (§4.3.4).
+const KEPT_ON_304: [&str; 5] = [
+    "content-length",
+    "content-encoding",
+    "content-range",
+    "etag",
+    "content-md5",
+];
+
+/// Takes out of a 304 that revalidates a stored response the fields that must not replace the
+/// stored ones, before anything merges it (pingora's own merge copies a 304's `ETag`).
+pub(crate) fn strip_not_modified(not_modified: &mut ResponseHeader) {
+    for name in KEPT_ON_304 {
+        not_modified.remove_header(name);
+    }
+}
+
 /// RFC 9111 §4.3.4 and §3.2: the stored header updated with every field of a 304, except
-/// those describing the connection or the stored body's encoding and length.
+/// those describing the connection or the stored body.
 pub(crate) fn merge_not_modified(
     stored: &ResponseHeader,
     not_modified: &ResponseHeader,
 ) -> ResponseHeader {
-    // Fields describing the stored body stay as stored.
-    const BODY_FIELDS: [&str; 4] = [
-        "content-length",
-        "content-encoding",
-        "content-range",
-        "content-type",
-    ];
     let mut merged = stored.clone();
+    apply_not_modified(&mut merged, not_modified);
+    merged
+}
+
+/// Updates `resp` in place with the fields of a 304 (see [`merge_not_modified`]): also for the
+/// viewer's copy of a revalidated response that is not stored again, so a 304's `Set-Cookie`
+/// or `Content-Type` reaches the viewer like any other field.
+pub(crate) fn apply_not_modified(resp: &mut ResponseHeader, not_modified: &ResponseHeader) {
     let names: Vec<header::HeaderName> = not_modified.headers.keys().cloned().collect();
     for name in names {
-        if CONNECTION_FIELDS.contains(&name.as_str()) || BODY_FIELDS.contains(&name.as_str()) {
+        if CONNECTION_FIELDS.contains(&name.as_str()) || KEPT_ON_304.contains(&name.as_str()) {
             continue;
         }
-        merged.remove_header(&name);
+        resp.remove_header(&name);
         for value in not_modified.headers.get_all(&name) {
-            let _ = merged.append_header(name.clone(), value.clone());
+            let _ = resp.append_header(name.clone(), value.clone());
         }
     }
-    merged
 }
 
 /// RFC 9111 §4.2.1: s-maxage, then max-age, then Expires minus Date.
@@ -408,7 +454,7 @@ pub(crate) enum RequestDemand {
 pub(crate) fn serve_stale(error: Option<&Error>) -> bool {
     match error {
         // stale-while-revalidate: pingora has already checked the stored window, which
-        // the policy closes for must-revalidate and no-cache responses.
+        // the policy closes for responses that forbid serving stale (`forbids_stale`).
         None => true,
         // stale-if-error: the origin is unreachable, timed out or answered 5xx.
         Some(e) => match e.etype() {
@@ -716,6 +762,52 @@ mod tests {
                 p.stale_while_revalidate = s(10);
                 p.stale_if_error = s(60);
             }),
+            // RFC 9111 §5.2.2.10: s-maxage carries proxy-revalidate for a shared cache.
+            row(
+                "s-maxage",
+                "s-maxage=60, stale-while-revalidate=30, stale-if-error=600",
+                stored(60, 0, 0, 0),
+            ),
+            row(
+                "s-maxage over the route's windows",
+                "max-age=60, s-maxage=60",
+                stored(60, 0, 0, 0),
+            )
+            .policy(|p| {
+                p.stale_while_revalidate = s(10);
+                p.stale_if_error = s(60);
+            }),
+            // RFC 9111 §5.2.2.3: must-understand, for statuses the cache understands only,
+            // and for those it overrides no-store (§3).
+            row(
+                "must-understand, unknown status",
+                "max-age=60, must-understand",
+                NotStored(Custom("must-understand, status not understood")),
+            )
+            .status(299),
+            row(
+                "must-understand and no-store, unknown status",
+                "max-age=60, must-understand, no-store",
+                NotStored(Custom("must-understand, status not understood")),
+            )
+            .status(599),
+            row(
+                "must-understand overrides no-store",
+                "max-age=60, must-understand, no-store",
+                stored(60, 0, 0, 0),
+            ),
+            row(
+                "must-understand, a 404",
+                "max-age=60, must-understand",
+                stored(60, 0, 0, 0),
+            )
+            .status(404),
+            row(
+                "unknown status, explicit freshness",
+                "max-age=60",
+                stored(60, 0, 0, 0),
+            )
+            .status(299),
             // RFC 9111 §5.2.2.4: no-cache is stored stale, for revalidation.
             row(
                 "no-cache with an ETag",
@@ -912,6 +1004,73 @@ mod tests {
                 }
                 (want, got) => panic!("{name}: want {want:?}, got {got:?}"),
             }
+        }
+    }
+
+    #[test]
+    fn a_304_updates_every_field_but_those_the_stored_body_depends_on() {
+        let stored = response(&[
+            ("etag", "\"v1\""),
+            ("content-md5", "stored"),
+            ("content-type", "text/plain"),
+            ("content-length", "18"),
+            ("set-cookie", "a=b"),
+            ("x-kept", "yes"),
+        ]);
+        let mut not_modified = ResponseHeader::build(304, None).unwrap();
+        for (n, v) in [
+            ("etag", "\"v2\""),
+            ("content-md5", "new"),
+            ("content-type", "text/plain;charset=utf-8"),
+            ("content-length", "0"),
+            ("set-cookie", "a=c"),
+            ("set-cookie", "d=e"),
+            ("connection", "close"),
+            ("x-new", "1"),
+        ] {
+            not_modified.append_header(n, v).unwrap();
+        }
+        strip_not_modified(&mut not_modified);
+        let merged = merge_not_modified(&stored, &not_modified);
+        let values = |name: &str| -> Vec<&str> {
+            merged
+                .headers
+                .get_all(name)
+                .iter()
+                .map(|v| v.to_str().unwrap())
+                .collect()
+        };
+        assert_eq!(values("etag"), ["\"v1\""]);
+        assert_eq!(values("content-md5"), ["stored"]);
+        assert_eq!(values("content-length"), ["18"]);
+        assert_eq!(values("content-type"), ["text/plain;charset=utf-8"]);
+        assert_eq!(values("set-cookie"), ["a=c", "d=e"]);
+        assert_eq!(values("x-kept"), ["yes"]);
+        assert_eq!(values("x-new"), ["1"]);
+        assert!(values("connection").is_empty());
+        assert_eq!(merged.status, 200);
+    }
+
+    #[test]
+    fn the_origins_directives_that_forbid_serving_stale() {
+        let cases = [
+            ("max-age=60", false),
+            ("max-age=60, stale-if-error=60", false),
+            ("max-age=60, must-revalidate", true),
+            ("max-age=60, proxy-revalidate", true),
+            ("s-maxage=60", true),
+            ("no-cache", true),
+            ("no-cache=\"set-cookie\", max-age=60", false),
+            ("", false),
+        ];
+        for (cc, forbidden) in cases {
+            let resp = if cc.is_empty() {
+                response(&[])
+            } else {
+                response(&[("cache-control", cc)])
+            };
+            let meta = CacheMeta::new(now(), now(), 0, 0, resp);
+            assert_eq!(stale_forbidden(&meta), forbidden, "{cc:?}");
         }
     }
 

@@ -76,6 +76,16 @@ pub(super) fn error_status(e: &Error) -> u16 {
     }
 }
 
+/// The status a failed request is answered with (see [`error_status`]). RFC 9111 §5.2.2.2: an
+/// origin that cannot be reached, behind a stored response it forbade serving stale, makes a
+/// 504, never the stale copy.
+pub(super) fn failure_status(e: &Error, ctx: &RequestCtx) -> u16 {
+    match error_status(e) {
+        502 if ctx.stale_forbidden => 504,
+        code => code,
+    }
+}
+
 /// Answers a failed request with `code`, and logs why.
 pub(super) async fn error(session: &mut Session, code: u16, e: &Error, ctx: &RequestCtx) {
     // Backends and pools are the operator's business: the log gets the whole reason
@@ -94,6 +104,10 @@ pub(super) async fn error(session: &mut Session, code: u16, e: &Error, ctx: &Req
     }
     let what = match code {
         502 => "bad gateway: the origin could not be reached or failed",
+        504 if ctx.stale_forbidden => {
+            "gateway timeout: the origin could not be reached, and the stored copy may not be \
+             served stale"
+        }
         504 => "gateway timeout: the origin did not answer in time",
         400 => "bad request",
         _ => "internal error",

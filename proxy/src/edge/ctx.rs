@@ -36,6 +36,9 @@ pub(crate) struct RequestCtx {
     /// A 304 from revalidation: pingora merges only a few of its fields, RFC 9111 §4.3.4
     /// asks for all of them.
     pub(super) not_modified: Option<ResponseHeader>,
+    /// The stored response this request found is stale, and its origin forbade serving it
+    /// stale (must-revalidate, proxy-revalidate, no-cache, s-maxage).
+    pub(super) stale_forbidden: bool,
     /// Names the request in the access log and on the edge's own error answers.
     pub(super) request_id: String,
     /// Set in a background fill's subrequest: the lock its viewers wait on.
@@ -79,6 +82,7 @@ impl RequestCtx {
             upstream_status: None,
             cache_status: CacheStatus::Bypass,
             not_modified: None,
+            stale_forbidden: false,
             request_id: logging::next_request_id(),
             fill: None,
             started_fill: false,
