@@ -322,6 +322,9 @@ impl ProxyHttp for Edge {
         // As the origin's answer arrives, before the viewer sees it: a viewer who got the
         // answer to its POST never gets the old object afterwards.
         ctx.invalidate_after_unsafe_method(session, resp, self.cache.store);
+        if let Some(route) = &ctx.route {
+            ctx.withheld = policy::withheld_fields(&route.spec.cache, resp);
+        }
         if status == 304 && session.cache.enabled() {
             ctx.not_modified = Some(resp.clone());
         }
@@ -359,6 +362,7 @@ impl ProxyHttp for Edge {
         }
         ctx.cache_status = CacheStatus::of_request(&session.cache, ctx.started_fill);
         resp.insert_header("x-cache-status", ctx.cache_status.as_str())?;
+        ctx.restore_withheld(resp);
         if let Some(route) = &ctx.route {
             for (name, value) in &route.spec.response_headers {
                 resp.insert_header(name.clone(), value.clone())?;

@@ -192,8 +192,12 @@ pub(crate) fn decide(
     // RFC 9111 lets a shared cache store Set-Cookie, and §7.3 leaves sensitive information to
     // the cache's judgement: a cookie is usually one viewer's session, and `public` on the
     // response does not make it anyone else's. Like nginx and Varnish, store it only when the
-    // route says its cookies are shared.
-    if resp.headers.contains_key(header::SET_COOKIE) && !policy.store_set_cookie {
+    // route says its cookies are shared. A response whose `private="Set-Cookie"` or
+    // `no-cache="Set-Cookie"` keeps the cookie out (§5.2.2.7, §5.2.2.4) is stored without it.
+    if resp.headers.contains_key(header::SET_COOKIE)
+        && !policy.store_set_cookie
+        && !withholds(cc.as_ref(), "set-cookie")
+    {
         return uncacheable("set-cookie");
     }
 
@@ -294,6 +298,47 @@ pub(crate) fn decide(
     }
     header.remove_header("age");
     RespCacheable::Cacheable(CacheMeta::new(fresh_until, created, swr, sie, header))
+}
+
+/// The fields of `resp` its `private="…"` or `no-cache="…"` keep out of the stored copy, with
+/// their values: the viewer whose request brought the response still gets them.
+pub(crate) fn withheld_fields(
+    policy: &CachePolicy,
+    resp: &ResponseHeader,
+) -> Vec<(header::HeaderName, header::HeaderValue)> {
+    let Some(cc) = (policy.mode != CacheMode::Off)
+        .then(|| CacheControl::from_resp_headers(resp))
+        .flatten()
+    else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for names in [cc.private_field_names(), cc.no_cache_field_names()]
+        .into_iter()
+        .flatten()
+    {
+        for name in names {
+            let Ok(name) = header::HeaderName::from_bytes(name.trim_ascii()) else {
+                continue;
+            };
+            for value in resp.headers.get_all(&name) {
+                out.push((name.clone(), value.clone()));
+            }
+        }
+    }
+    out
+}
+
+/// Whether `private="…"` or `no-cache="…"` names the field `name` (lowercase): the response
+/// is then stored without it.
+fn withholds(cc: Option<&CacheControl>, name: &str) -> bool {
+    cc.is_some_and(|cc| {
+        [cc.private_field_names(), cc.no_cache_field_names()]
+            .into_iter()
+            .flatten()
+            .flatten()
+            .any(|n| n.trim_ascii().eq_ignore_ascii_case(name.as_bytes()))
+    })
 }
 
 /// RFC 9111 §3.1: fields that describe the connection, never stored.
@@ -473,6 +518,10 @@ mod tests {
             ("public, max-age=60", true, true),
             ("private, max-age=60", true, false),
             ("no-store", true, false),
+            // Kept out of the stored copy by the origin: stored without it, opt-in or not.
+            ("private=\"Set-Cookie\", max-age=60", false, true),
+            ("no-cache=\"x-a, set-cookie\", max-age=60", false, true),
+            ("private=\"x-user\", max-age=60", false, false),
         ];
         for (cc, opt_in, stored) in cases {
             let policy = CachePolicy {
@@ -480,10 +529,14 @@ mod tests {
                 ..CachePolicy::rfc_default()
             };
             let resp = response(&[("cache-control", cc), ("set-cookie", "sid=1")]);
-            let got = matches!(
-                decide(&policy, &req, "/", &resp, now),
-                RespCacheable::Cacheable(_)
-            );
+            let got = match decide(&policy, &req, "/", &resp, now) {
+                RespCacheable::Cacheable(meta) => {
+                    let kept = meta.headers().get("set-cookie").is_some();
+                    assert_eq!(kept, opt_in, "{cc}: the cookie stored");
+                    true
+                }
+                RespCacheable::Uncacheable(_) => false,
+            };
             assert_eq!(got, stored, "{cc}, store_set_cookie = {opt_in}");
         }
         // Without a cookie the route's choice changes nothing.

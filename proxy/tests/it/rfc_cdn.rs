@@ -1,4 +1,4 @@
-//! CDN rules of RFC 9111 against a real origin: invalidation by Location (§4.4).
+//! RFC 9111 for a CDN, against a real origin: invalidation by Location (§4.4), Set-Cookie (§7.3).
 
 use crate::common;
 
@@ -47,4 +47,60 @@ async fn every_unsafe_method_invalidates_the_location_and_content_location_it_an
     }
     let methods: Vec<String> = origin.seen().iter().map(|s| s.method.clone()).collect();
     assert!(methods.iter().any(|m| m == "M-SEARCH"), "{methods:?}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_response_that_keeps_its_cookie_out_of_caches_is_stored_without_it() {
+    // RFC 9111 §5.2.2.7 and §5.2.2.4: `private="Set-Cookie"` and `no-cache="Set-Cookie"` let a
+    // shared cache store the response, never the cookie. Nothing of one viewer's session is
+    // replayed, so the safe default (no Set-Cookie stored) holds without the route's opt-in.
+    let origin = Upstream::start("o").await;
+    let named = [
+        ("/private", "max-age=60, private=\"Set-Cookie\""),
+        ("/no-cache", "max-age=60, no-cache=\"X-Trace, set-cookie\""),
+    ];
+    for (path, cc) in named {
+        origin.script(
+            path,
+            Script::ok(
+                &[("cache-control", cc), ("set-cookie", "sid=viewer-1")],
+                BODY,
+            ),
+        );
+    }
+    origin.script(
+        "/plain",
+        Script::ok(
+            &[
+                ("cache-control", "max-age=60"),
+                ("set-cookie", "sid=viewer-1"),
+            ],
+            BODY,
+        ),
+    );
+    let edge = cached_edge(&origin, "", "").await;
+    for (path, _) in named {
+        let first = fetch(&edge.url(path), &[]).await;
+        assert_eq!(first.cache(), "MISS", "{path}");
+        assert_eq!(
+            first.header("set-cookie"),
+            "sid=viewer-1",
+            "{path}: its own cookie"
+        );
+        let second = fetch(&edge.url(path), &[]).await;
+        assert_eq!((second.status, second.cache()), (200, "HIT"), "{path}");
+        assert_eq!(second.body, BODY);
+        assert!(
+            second.headers.get("set-cookie").is_none(),
+            "{path}: another viewer's cookie replayed: {:?}",
+            second.headers
+        );
+        assert_eq!(origin.hits_for(path), 1, "{path}");
+    }
+    // A cookie the origin says nothing about still keeps the response out.
+    for _ in 0..2 {
+        let r = fetch(&edge.url("/plain"), &[]).await;
+        assert_eq!(r.header("set-cookie"), "sid=viewer-1");
+    }
+    assert_eq!(origin.hits_for("/plain"), 2);
 }
