@@ -364,6 +364,7 @@ impl ProxyHttp for Edge {
         resp.insert_header("x-cache-status", ctx.cache_status.as_str())?;
         ctx.restore_withheld(resp);
         if let Some(route) = &ctx.route {
+            route.spec.cache.strip_targeted_fields(resp);
             for (name, value) in &route.spec.response_headers {
                 resp.insert_header(name.clone(), value.clone())?;
             }

@@ -9,6 +9,8 @@ use pingora_cache::{CacheMeta, NoCacheReason, RespCacheable};
 use pingora_error::{Error, ErrorSource, ErrorType};
 use pingora_http::{RequestHeader, ResponseHeader};
 
+use super::targeted::{self, EdgeDirectives, TargetedField};
+
 /// How a route caches.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CacheMode {
@@ -62,6 +64,11 @@ pub struct CachePolicy {
     pub stale_if_error: Duration,
     /// Store responses that carry `Set-Cookie` (as RFC 9111 allows); off by default.
     pub store_set_cookie: bool,
+    /// Fields whose directives set the edge's own caching ahead of Cache-Control, first
+    /// valid one wins (RFC 9213 §2.1); default `CDN-Cache-Control`, `Surrogate-Control`.
+    pub targeted_fields: Vec<TargetedField>,
+    /// Remove the targeted fields from responses before they leave the edge.
+    pub strip_targeted: bool,
     /// Misses are filled by a background task at the origin's speed, and every viewer,
     /// the first included, reads the fill at its own pace.
     pub background_fill: bool,
@@ -76,6 +83,14 @@ impl CachePolicy {
         self.mode != CacheMode::Off && (method == http::Method::GET || method == http::Method::HEAD)
     }
 
+    /// RFC 9213: removes the targeted fields, addressed to this edge, from a response about to
+    /// leave it, unless the route passes them on.
+    pub(crate) fn strip_targeted_fields(&self, resp: &mut ResponseHeader) {
+        if self.strip_targeted {
+            targeted::strip(&self.targeted_fields, resp);
+        }
+    }
+
     /// The policy of a route that names none: RFC 9111, nothing more.
     pub fn rfc_default() -> Self {
         CachePolicy {
@@ -88,6 +103,8 @@ impl CachePolicy {
             stale_while_revalidate: Duration::ZERO,
             stale_if_error: Duration::ZERO,
             store_set_cookie: false,
+            targeted_fields: targeted::default_fields(),
+            strip_targeted: true,
             background_fill: false,
             abandoned_fill: AbandonedFill::Finish,
         }
@@ -158,7 +175,11 @@ pub(crate) fn decide(
     if req_cc.as_ref().is_some_and(|cc| cc.no_store()) {
         return uncacheable("request no-store");
     }
-    let cc = CacheControl::from_resp_headers(resp);
+    // RFC 9213: a targeted field (CDN-Cache-Control...) replaces Cache-Control for the edge.
+    let EdgeDirectives {
+        cc,
+        field: targeted_by,
+    } = targeted::select(&policy.targeted_fields, resp);
     if cc.as_ref().is_some_and(|cc| cc.no_store()) {
         return Uncacheable(NoCacheReason::OriginNotCache);
     }
@@ -202,7 +223,10 @@ pub(crate) fn decide(
     }
 
     let initial_age = initial_age(resp, now);
-    let explicit = explicit_lifetime(cc.as_ref(), resp);
+    let explicit = match targeted_by {
+        Some(_) => targeted::explicit_lifetime(cc.as_ref()),
+        None => explicit_lifetime(cc.as_ref(), resp),
+    };
     let kind = MediaKind::of(path);
     let video = policy.mode == CacheMode::Video;
     let error_status = status == StatusCode::NOT_FOUND || status.is_server_error();
@@ -306,8 +330,9 @@ pub(crate) fn withheld_fields(
     policy: &CachePolicy,
     resp: &ResponseHeader,
 ) -> Vec<(header::HeaderName, header::HeaderValue)> {
+    // The directives `decide` obeys: a targeted field's when there is one (RFC 9213).
     let Some(cc) = (policy.mode != CacheMode::Off)
-        .then(|| CacheControl::from_resp_headers(resp))
+        .then(|| targeted::select(&policy.targeted_fields, resp).cc)
         .flatten()
     else {
         return Vec::new();
