@@ -160,7 +160,11 @@ impl ProxyHttp for Edge {
         is_fresh: bool,
         ctx: &mut RequestCtx,
     ) -> Result<Option<ForcedFreshness>> {
-        ctx.stale_forbidden = !is_fresh && policy::stale_forbidden(meta);
+        ctx.stale_forbidden = !is_fresh
+            && ctx
+                .route
+                .as_ref()
+                .is_some_and(|route| route.spec.cache.stale_forbidden(meta));
         // RFC 9111 §5.2.1: a viewer's no-cache or max-age=0 makes a fresh hit revalidate.
         if is_fresh
             && policy::request_demand(session.req_header(), meta) == RequestDemand::Revalidate
@@ -326,6 +330,9 @@ impl ProxyHttp for Edge {
         // As the origin's answer arrives, before the viewer sees it: a viewer who got the
         // answer to its POST never gets the old object afterwards.
         ctx.invalidate_after_unsafe_method(session, resp, self.cache.store);
+        if let Some(route) = &ctx.route {
+            ctx.withheld = policy::withheld_fields(&route.spec.cache, resp);
+        }
         if status == 304 && session.cache.maybe_cache_meta().is_some() {
             policy::strip_not_modified(resp);
             ctx.not_modified = Some(resp.clone());
@@ -371,7 +378,9 @@ impl ProxyHttp for Edge {
         }
         ctx.cache_status = CacheStatus::of_request(&session.cache, ctx.started_fill);
         resp.insert_header("x-cache-status", ctx.cache_status.as_str())?;
+        ctx.restore_withheld(resp);
         if let Some(route) = &ctx.route {
+            route.spec.cache.strip_targeted_fields(resp);
             for (name, value) in &route.spec.response_headers {
                 resp.insert_header(name.clone(), value.clone())?;
             }

@@ -2,7 +2,8 @@
 //! (`background`), what may be stored and for how long (`policy`), keys and what a purge or
 //! an invalidation removes (`key`), variants under Vary (`vary`), what an unsafe request
 //! invalidates (`invalidation`), the operator's purge API (`purge`), what is stored for one
-//! URL (`lookup`), and the status a viewer sees ([`CacheStatus`], `status`).
+//! URL (`lookup`), the fields that set the edge's own caching ahead of Cache-Control
+//! (`targeted`), and the status a viewer sees ([`CacheStatus`], `status`).
 
 pub(crate) mod background;
 pub(crate) mod fill;
@@ -13,6 +14,7 @@ pub(crate) mod policy;
 pub(crate) mod purge;
 pub(crate) mod status;
 pub(crate) mod store;
+pub(crate) mod targeted;
 pub(crate) mod vary;
 
 use std::sync::Arc;
@@ -26,6 +28,7 @@ pub use fill::FillBudget;
 pub use policy::{AbandonedFill, CacheMode, CachePolicy};
 pub use status::CacheStatus;
 pub use store::{MemoryStore, StoreCounters};
+pub use targeted::{TargetedField, TargetedSyntax};
 
 /// The process-wide cache: one store and one lock table, alive as long as the process.
 #[derive(Clone, Copy)]

@@ -9,6 +9,8 @@ use pingora_cache::{CacheMeta, NoCacheReason, RespCacheable};
 use pingora_error::{Error, ErrorSource, ErrorType};
 use pingora_http::{RequestHeader, ResponseHeader};
 
+use super::targeted::{self, EdgeDirectives, TargetedField};
+
 /// How a route caches.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CacheMode {
@@ -62,6 +64,11 @@ pub struct CachePolicy {
     pub stale_if_error: Duration,
     /// Store responses that carry `Set-Cookie` (as RFC 9111 allows); off by default.
     pub store_set_cookie: bool,
+    /// Fields whose directives set the edge's own caching ahead of Cache-Control, first
+    /// valid one wins (RFC 9213 §2.1); default `CDN-Cache-Control`, `Surrogate-Control`.
+    pub targeted_fields: Vec<TargetedField>,
+    /// Remove the targeted fields from responses before they leave the edge.
+    pub strip_targeted: bool,
     /// Misses are filled by a background task at the origin's speed, and every viewer,
     /// the first included, reads the fill at its own pace.
     pub background_fill: bool,
@@ -76,6 +83,23 @@ impl CachePolicy {
         self.mode != CacheMode::Off && (method == http::Method::GET || method == http::Method::HEAD)
     }
 
+    /// RFC 9213: removes the targeted fields, addressed to this edge, from a response about to
+    /// leave it, unless the route passes them on.
+    pub(crate) fn strip_targeted_fields(&self, resp: &mut ResponseHeader) {
+        if self.strip_targeted {
+            targeted::strip(&self.targeted_fields, resp);
+        }
+    }
+
+    /// Whether a stored response may not be served stale (see [`forbids_stale`]), read from
+    /// the directives the edge obeys (a targeted field ahead of Cache-Control, as when it was
+    /// stored): when the origin cannot be reached, such a response is answered with 504
+    /// (RFC 9111 §5.2.2.2).
+    pub(crate) fn stale_forbidden(&self, meta: &CacheMeta) -> bool {
+        let directives = targeted::select(&self.targeted_fields, meta.response_header());
+        forbids_stale(directives.cc.as_ref())
+    }
+
     /// The policy of a route that names none: RFC 9111, nothing more.
     pub fn rfc_default() -> Self {
         CachePolicy {
@@ -88,6 +112,8 @@ impl CachePolicy {
             stale_while_revalidate: Duration::ZERO,
             stale_if_error: Duration::ZERO,
             store_set_cookie: false,
+            targeted_fields: targeted::default_fields(),
+            strip_targeted: true,
             background_fill: false,
             abandoned_fill: AbandonedFill::Finish,
         }
@@ -150,11 +176,6 @@ fn forbids_stale(cc: Option<&CacheControl>) -> bool {
     })
 }
 
-/// Whether a stored response may not be served stale (see [`forbids_stale`]): when the origin
-/// cannot be reached, such a response is answered with 504 (RFC 9111 §5.2.2.2).
-pub(crate) fn stale_forbidden(meta: &CacheMeta) -> bool {
-    forbids_stale(CacheControl::from_resp_headers(meta.response_header()).as_ref())
-}
 
 /// Decides whether and how to store `resp` for `req`, whose canonical path is `path` (the kind
 /// of media it names picks the video defaults, so `/a%2Ets` is a segment like `/a.ts`).
@@ -183,7 +204,11 @@ pub(crate) fn decide(
     if req_cc.as_ref().is_some_and(|cc| cc.no_store()) {
         return uncacheable("request no-store");
     }
-    let cc = CacheControl::from_resp_headers(resp);
+    // RFC 9213: a targeted field (CDN-Cache-Control...) replaces Cache-Control for the edge.
+    let EdgeDirectives {
+        cc,
+        field: targeted_by,
+    } = targeted::select(&policy.targeted_fields, resp);
     // RFC 9111 §5.2.2.3: must-understand limits storing to caches that know the status's
     // semantics, and for those it overrides no-store (§3).
     let must_understand = cc.as_ref().is_some_and(|cc| cc.has_key("must-understand"));
@@ -223,13 +248,20 @@ pub(crate) fn decide(
     // RFC 9111 lets a shared cache store Set-Cookie, and §7.3 leaves sensitive information to
     // the cache's judgement: a cookie is usually one viewer's session, and `public` on the
     // response does not make it anyone else's. Like nginx and Varnish, store it only when the
-    // route says its cookies are shared.
-    if resp.headers.contains_key(header::SET_COOKIE) && !policy.store_set_cookie {
+    // route says its cookies are shared. A response whose `private="Set-Cookie"` or
+    // `no-cache="Set-Cookie"` keeps the cookie out (§5.2.2.7, §5.2.2.4) is stored without it.
+    if resp.headers.contains_key(header::SET_COOKIE)
+        && !policy.store_set_cookie
+        && !withholds(cc.as_ref(), "set-cookie")
+    {
         return uncacheable("set-cookie");
     }
 
     let initial_age = initial_age(resp, now);
-    let explicit = explicit_lifetime(cc.as_ref(), resp);
+    let explicit = match targeted_by {
+        Some(_) => targeted::explicit_lifetime(cc.as_ref()),
+        None => explicit_lifetime(cc.as_ref(), resp),
+    };
     let kind = MediaKind::of(path);
     let video = policy.mode == CacheMode::Video;
     let error_status = status == StatusCode::NOT_FOUND || status.is_server_error();
@@ -320,6 +352,48 @@ pub(crate) fn decide(
     }
     header.remove_header("age");
     RespCacheable::Cacheable(CacheMeta::new(fresh_until, created, swr, sie, header))
+}
+
+/// The fields of `resp` its `private="…"` or `no-cache="…"` keep out of the stored copy, with
+/// their values: the viewer whose request brought the response still gets them.
+pub(crate) fn withheld_fields(
+    policy: &CachePolicy,
+    resp: &ResponseHeader,
+) -> Vec<(header::HeaderName, header::HeaderValue)> {
+    // The directives `decide` obeys: a targeted field's when there is one (RFC 9213).
+    let Some(cc) = (policy.mode != CacheMode::Off)
+        .then(|| targeted::select(&policy.targeted_fields, resp).cc)
+        .flatten()
+    else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for names in [cc.private_field_names(), cc.no_cache_field_names()]
+        .into_iter()
+        .flatten()
+    {
+        for name in names {
+            let Ok(name) = header::HeaderName::from_bytes(name.trim_ascii()) else {
+                continue;
+            };
+            for value in resp.headers.get_all(&name) {
+                out.push((name.clone(), value.clone()));
+            }
+        }
+    }
+    out
+}
+
+/// Whether `private="…"` or `no-cache="…"` names the field `name` (lowercase): the response
+/// is then stored without it.
+fn withholds(cc: Option<&CacheControl>, name: &str) -> bool {
+    cc.is_some_and(|cc| {
+        [cc.private_field_names(), cc.no_cache_field_names()]
+            .into_iter()
+            .flatten()
+            .flatten()
+            .any(|n| n.trim_ascii().eq_ignore_ascii_case(name.as_bytes()))
+    })
 }
 
 /// RFC 9111 §3.1: fields that describe the connection, never stored.
@@ -519,6 +593,10 @@ mod tests {
             ("public, max-age=60", true, true),
             ("private, max-age=60", true, false),
             ("no-store", true, false),
+            // Kept out of the stored copy by the origin: stored without it, opt-in or not.
+            ("private=\"Set-Cookie\", max-age=60", false, true),
+            ("no-cache=\"x-a, set-cookie\", max-age=60", false, true),
+            ("private=\"x-user\", max-age=60", false, false),
         ];
         for (cc, opt_in, stored) in cases {
             let policy = CachePolicy {
@@ -526,10 +604,14 @@ mod tests {
                 ..CachePolicy::rfc_default()
             };
             let resp = response(&[("cache-control", cc), ("set-cookie", "sid=1")]);
-            let got = matches!(
-                decide(&policy, &req, "/", &resp, now),
-                RespCacheable::Cacheable(_)
-            );
+            let got = match decide(&policy, &req, "/", &resp, now) {
+                RespCacheable::Cacheable(meta) => {
+                    let kept = meta.headers().get("set-cookie").is_some();
+                    assert_eq!(kept, opt_in, "{cc}: the cookie stored");
+                    true
+                }
+                RespCacheable::Uncacheable(_) => false,
+            };
             assert_eq!(got, stored, "{cc}, store_set_cookie = {opt_in}");
         }
         // Without a cookie the route's choice changes nothing.

@@ -249,6 +249,13 @@ fn policy(p: &CachePolicy) -> Table {
     );
     t.insert("stale_if_error".into(), duration(p.stale_if_error));
     t.insert("store_set_cookie".into(), p.store_set_cookie.into());
+    let targeted: Vec<String> = p
+        .targeted_fields
+        .iter()
+        .map(|f| f.name.to_string())
+        .collect();
+    t.insert("targeted_fields".into(), strings(&targeted));
+    t.insert("strip_targeted".into(), p.strip_targeted.into());
     t.insert("background_fill".into(), p.background_fill.into());
     let abandoned = match p.abandoned_fill {
         AbandonedFill::Finish => "finish",

@@ -126,6 +126,11 @@ pub struct RouteCacheSection {
     pub stale_if_error: Option<Spanned<DurationText>>,
     /// Store responses that set a cookie, replaying the cookie to every viewer (default false).
     pub store_set_cookie: Option<bool>,
+    /// Fields whose directives set the edge's caching ahead of Cache-Control, in precedence
+    /// order (RFC 9213; default `["CDN-Cache-Control", "Surrogate-Control"]`).
+    pub targeted_fields: Option<Vec<Spanned<String>>>,
+    /// Remove the targeted fields from responses to viewers (default true).
+    pub strip_targeted: Option<bool>,
     /// Fill misses in a background task at the origin's speed (default: on in `video` mode).
     pub background_fill: Option<bool>,
     /// `finish` (default) or `abort`: what a background fill does when all its viewers left.

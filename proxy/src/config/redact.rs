@@ -70,6 +70,8 @@ pub const PUBLIC_FIELDS: &[&str] = &[
     "routes.cache.stale_while_revalidate",
     "routes.cache.stale_if_error",
     "routes.cache.store_set_cookie",
+    "routes.cache.targeted_fields",
+    "routes.cache.strip_targeted",
     "routes.cache.background_fill",
     "routes.cache.abandoned_fill",
 ];

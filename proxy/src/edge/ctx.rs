@@ -50,6 +50,9 @@ pub(crate) struct RequestCtx {
     /// Who would store this response, shared with the key's extensions (the cache lookup
     /// shows it).
     pub(super) stored_by: Option<Arc<StoredBy>>,
+    /// The origin's fields its `private="…"` / `no-cache="…"` keep out of the stored copy:
+    /// this viewer's own (its `Set-Cookie`, say), put back on the response it gets.
+    pub(super) withheld: Vec<(http::HeaderName, http::HeaderValue)>,
     _in_flight: InFlight,
 }
 
@@ -88,6 +91,7 @@ impl RequestCtx {
             started_fill: false,
             key: None,
             stored_by: None,
+            withheld: Vec::new(),
             _in_flight: InFlight::new(in_flight),
         }
     }
@@ -165,6 +169,17 @@ impl RequestCtx {
         });
         if n > 0 {
             tracing::debug!(route = %route.spec.name, objects = n, "invalidated by {}", req.method);
+        }
+    }
+
+    /// RFC 9111 §5.2.2.7, §5.2.2.4: the stored copy lacks the fields the origin withheld from
+    /// caches, and the viewer whose request brought the response reads that copy as it fills;
+    /// it gets them back here, and no other viewer ever does.
+    pub(super) fn restore_withheld(&mut self, resp: &mut ResponseHeader) {
+        for (name, value) in std::mem::take(&mut self.withheld) {
+            if resp.headers.get_all(&name).iter().all(|v| *v != value) {
+                let _ = resp.append_header(name, value);
+            }
         }
     }
 

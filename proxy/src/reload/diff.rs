@@ -522,6 +522,21 @@ fn cache(s: &mut Fields, o: &CachePolicy, n: &CachePolicy) {
         bool_,
     );
     s.field(
+        "cache.targeted_fields",
+        &o.targeted_fields,
+        &n.targeted_fields,
+        |fields| {
+            let names: Vec<String> = fields.iter().map(|f| f.name.to_string()).collect();
+            strings(&names)
+        },
+    );
+    s.field(
+        "cache.strip_targeted",
+        &o.strip_targeted,
+        &n.strip_targeted,
+        bool_,
+    );
+    s.field(
         "cache.background_fill",
         &o.background_fill,
         &n.background_fill,

@@ -49,6 +49,46 @@ async fn a_stale_response_the_origin_forbade_serving_stale_is_a_504_when_the_ori
     }
 }
 
+#[tokio::test(flavor = "multi_thread")]
+async fn stale_serving_is_decided_by_the_targeted_field_the_edge_obeys() {
+    // RFC 9213 §2.1: a CDN-Cache-Control the edge obeys replaces Cache-Control for it, for
+    // serving stale as for storing: its must-revalidate forbids it, and a Cache-Control
+    // must-revalidate addressed to browsers does not.
+    let origin = Upstream::start("o").await;
+    origin.script(
+        "/cdn-forbids",
+        Script::ok(
+            &[
+                ("cache-control", "max-age=1, stale-if-error=60"),
+                ("cdn-cache-control", "max-age=1, must-revalidate"),
+            ],
+            BODY,
+        ),
+    );
+    origin.script(
+        "/browser-forbids",
+        Script::ok(
+            &[
+                ("cache-control", "max-age=1, must-revalidate"),
+                ("cdn-cache-control", "max-age=1, stale-if-error=60"),
+            ],
+            BODY,
+        ),
+    );
+    let edge = cached_edge(&origin, "", "").await;
+    for path in ["/cdn-forbids", "/browser-forbids"] {
+        let r = fetch(&edge.url(path), &[]).await;
+        assert_eq!((r.status, r.cache()), (200, "MISS"), "{path}");
+    }
+    origin.kill();
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    let forbidden = fetch(&edge.url("/cdn-forbids"), &[]).await;
+    assert_eq!(forbidden.status, 504, "{:?}", forbidden.body);
+    let allowed = fetch(&edge.url("/browser-forbids"), &[]).await;
+    assert_eq!((allowed.status, allowed.cache()), (200, "STALE"));
+    assert_eq!(allowed.body, BODY);
+}
+
 /// An origin whose `path` is fresh for a second, with `ETag: "v1"` and `headers`, and answers a
 /// revalidation with a 304 carrying `not_modified` (and its own ETag, `"v1"`, unless
 /// `not_modified` names another).

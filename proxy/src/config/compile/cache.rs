@@ -2,11 +2,12 @@
 
 use std::time::Duration;
 
+use http::HeaderName;
 use toml::Spanned;
 
 use super::super::file::{CacheSection, DurationText, RouteCacheSection, SizeText};
 use super::Compiler;
-use crate::cache::{AbandonedFill, CacheMode, CachePolicy};
+use crate::cache::{AbandonedFill, CacheMode, CachePolicy, TargetedField};
 use crate::config::types::{CacheSettings, DEFAULT_CACHE_MEMORY};
 
 /// `[cache]`, validated: the budget bound at startup and the settings that apply live.
@@ -101,6 +102,12 @@ impl Compiler<'_> {
         if let Some(store) = c.store_set_cookie {
             p.store_set_cookie = store;
         }
+        if let Some(fields) = &c.targeted_fields {
+            p.targeted_fields = self.targeted_fields(fields, &format!("{field}.targeted_fields"));
+        }
+        if let Some(strip) = c.strip_targeted {
+            p.strip_targeted = strip;
+        }
         if let Some(m) = &c.max_object_size {
             if let Some(n) = self.size(m, &format!("{field}.max_object_size")) {
                 p.max_object_size = usize::try_from(n).unwrap_or(usize::MAX);
@@ -141,6 +148,45 @@ impl Compiler<'_> {
             true,
         );
         p
+    }
+
+    /// RFC 9213 targeted field names: field names, each once, and never Cache-Control, which
+    /// they take precedence over.
+    fn targeted_fields(&mut self, names: &[Spanned<String>], field: &str) -> Vec<TargetedField> {
+        let mut out: Vec<TargetedField> = Vec::new();
+        for n in names {
+            let text = n.get_ref();
+            let Ok(name) = HeaderName::from_bytes(text.as_bytes()) else {
+                self.err(
+                    n.span(),
+                    field,
+                    format!(
+                        "\"{text}\" is not a field name: use letters, digits and '-', e.g. \"CDN-Cache-Control\""
+                    ),
+                );
+                continue;
+            };
+            if name == http::header::CACHE_CONTROL {
+                self.err(
+                    n.span(),
+                    field,
+                    format!(
+                        "\"{text}\" is what targeted fields take precedence over: list only fields addressed to this edge, e.g. \"CDN-Cache-Control\" (an empty list obeys Cache-Control alone)"
+                    ),
+                );
+                continue;
+            }
+            if out.iter().any(|f| f.name == name) {
+                self.err(
+                    n.span(),
+                    field,
+                    format!("\"{text}\" is listed twice: field names ignore case"),
+                );
+                continue;
+            }
+            out.push(TargetedField::new(name));
+        }
+        out
     }
 
     pub(super) fn size(&mut self, v: &Spanned<SizeText>, field: &str) -> Option<u64> {
