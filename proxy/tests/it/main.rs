@@ -18,6 +18,7 @@ mod observability;
 mod pools;
 mod reload;
 mod request_path;
+mod rfc_age;
 mod routing;
 mod shutdown;
 mod status;
