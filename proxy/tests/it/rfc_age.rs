@@ -1,9 +1,13 @@
-//! RFC 9111 conformance, ages: an `Age` that is not one integer is never fresh (§5.1), and a
-//! response served from what the edge stored carries its current age (§4.2.3).
+//! RFC 9111 conformance, ages and error statuses: an `Age` that is not one integer is never
+//! fresh (§5.1), a response served from what the edge stored carries its current age (§4.2.3),
+//! and a 202 or 403 with only a `Last-Modified` is passed through, never reused (§4.2.2).
 
 use crate::common;
 
 use std::time::{Duration, SystemTime};
+
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::TcpStream;
 
 use common::upstream::Script;
 use common::{cached_edge, fetch, Upstream};
@@ -121,4 +125,115 @@ async fn a_new_response_from_the_origin_has_no_age() {
     assert_eq!(miss.cache(), "MISS");
     // `Date` has a one-second granularity, so a response can look a second old; never `Age: 0`.
     assert!(matches!(miss.header("age"), "" | "1"), "{:?}", miss.headers);
+}
+
+/// One HTTP/1.1 answer read off a kept-alive connection.
+struct Answer {
+    status: u16,
+    head: String,
+    body: Vec<u8>,
+}
+
+impl Answer {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.head.lines().skip(1).find_map(|l| {
+            let (n, v) = l.split_once(':')?;
+            n.trim().eq_ignore_ascii_case(name).then(|| v.trim())
+        })
+    }
+}
+
+/// Reads one answer: its head, then (unless it answers a HEAD) a body framed by Content-Length
+/// or chunked coding.
+async fn read_answer(conn: &mut BufReader<TcpStream>, head_request: bool) -> Answer {
+    let mut head = String::new();
+    loop {
+        let mut line = String::new();
+        let n = conn.read_line(&mut line).await.expect("read head");
+        assert!(n > 0, "connection closed mid-head, after {head:?}");
+        if line == "\r\n" {
+            break;
+        }
+        head.push_str(&line);
+    }
+    let status = head
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("no status line in {head:?}"));
+    let mut answer = Answer {
+        status,
+        head,
+        body: Vec::new(),
+    };
+    if head_request {
+        return answer;
+    }
+    if let Some(len) = answer.header("content-length") {
+        let mut body = vec![0u8; len.parse().expect("Content-Length")];
+        conn.read_exact(&mut body).await.expect("body");
+        answer.body = body;
+    } else if answer
+        .header("transfer-encoding")
+        .is_some_and(|t| t.eq_ignore_ascii_case("chunked"))
+    {
+        loop {
+            let mut size = String::new();
+            conn.read_line(&mut size).await.expect("chunk size");
+            let size = usize::from_str_radix(size.trim(), 16).expect("chunk size");
+            let mut chunk = vec![0u8; size + 2];
+            conn.read_exact(&mut chunk).await.expect("chunk");
+            if size == 0 {
+                break;
+            }
+            answer.body.extend_from_slice(&chunk[..size]);
+        }
+    }
+    answer
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_202_or_403_with_only_last_modified_is_passed_through_and_not_reused() {
+    // RFC 9111 §4.2.2 with RFC 9110 §15.1: neither status is heuristically cacheable, so
+    // without explicit freshness nothing may be reused. Each answer arrives whole and the
+    // viewer's connection stays open for the next request, which goes to the origin again.
+    let origin = Upstream::start("o").await;
+    let old = httpdate::fmt_http_date(SystemTime::now() - Duration::from_secs(3600));
+    for status in [202u16, 403] {
+        let headers = [("last-modified", old.as_str())];
+        origin.script(
+            &format!("/s{status}"),
+            Script::ok(&headers, BODY).status(status),
+        );
+    }
+    let edge = cached_edge(&origin, "", "").await;
+    for status in [202u16, 403] {
+        let path = format!("/s{status}");
+        let stream = TcpStream::connect(edge.http).await.expect("connect");
+        let mut conn = BufReader::new(stream);
+        // A plain GET, one that holds the Last-Modified it was given (a 403 is no 200: it
+        // never becomes a 304), a HEAD, and a plain GET again.
+        let rounds = [
+            ("GET", String::new()),
+            ("GET", format!("If-Modified-Since: {old}\r\n")),
+            ("HEAD", String::new()),
+            ("GET", String::new()),
+        ];
+        for (i, (method, extra)) in rounds.iter().enumerate() {
+            let round = i + 1;
+            let req = format!("{method} {path} HTTP/1.1\r\nHost: edge.test\r\n{extra}\r\n");
+            conn.get_mut().write_all(req.as_bytes()).await.unwrap();
+            let head = *method == "HEAD";
+            let answer =
+                tokio::time::timeout(Duration::from_secs(30), read_answer(&mut conn, head))
+                    .await
+                    .unwrap_or_else(|_| panic!("{path} round {round}: no answer in 30 s"));
+            assert_eq!(answer.status, status, "{path} round {round}");
+            let body = if head { "" } else { BODY };
+            assert_eq!(answer.body, body.as_bytes(), "{path} round {round}");
+            assert_ne!(answer.header("x-cache-status"), Some("HIT"), "{path}");
+            assert_ne!(answer.header("connection"), Some("close"), "{path}");
+            assert_eq!(origin.hits_for(&path), round, "{path}: reused");
+        }
+    }
 }
