@@ -19,6 +19,7 @@ use pingora_http::{RequestHeader, ResponseHeader};
 use pingora_proxy::{FailToProxy, ProxyHttp, ProxyWarnLogContext, Session};
 
 use crate::active::Active;
+use crate::cache::age::{self, Arrival};
 use crate::cache::background;
 use crate::cache::policy::{self, RequestDemand};
 use crate::cache::store::{StoredBy, BACKGROUND_FILL_TAG};
@@ -186,7 +187,7 @@ impl ProxyHttp for Edge {
             ));
         };
         let policy = &route.spec.cache;
-        let now = std::time::SystemTime::now();
+        let now = Arrival::now(ctx.upstream_sent);
         Ok(match &ctx.not_modified {
             Some(fresh) => {
                 let merged = policy::merge_not_modified(resp, fresh);
@@ -303,6 +304,8 @@ impl ProxyHttp for Edge {
             .upstream_uri(&ctx.path, query)
             .map_err(|e| Error::explain(ErrorType::InvalidHTTPHeader, e))?;
         upstream.set_uri(target);
+        // RFC 9111 §4.2.3's request_time: the response delay is counted from here.
+        ctx.upstream_sent = Some(Instant::now());
         if upstream.headers.get(http::header::HOST).is_none() && !ctx.raw_host.is_empty() {
             upstream.insert_header(http::header::HOST, ctx.raw_host.as_str())?;
         }
@@ -372,6 +375,7 @@ impl ProxyHttp for Edge {
             policy::apply_not_modified(resp, nm);
         }
         forwarding::downstream_response(resp, session.req_header().version);
+        age::stamp_stored_miss(resp, &session.cache);
         if self.draining.load(Ordering::Acquire) {
             // HTTP/1.1 answers carry `Connection: close`; HTTP/2 ignores it.
             session.set_keepalive(None);

@@ -1,10 +1,11 @@
 //! The HTTP cache: storage (`store`), fills in progress (`fill`) and in the background
-//! (`background`), what may be stored and for how long (`policy`), keys and what a purge or
-//! an invalidation removes (`key`), variants under Vary (`vary`), what an unsafe request
-//! invalidates (`invalidation`), the operator's purge API (`purge`), what is stored for one
-//! URL (`lookup`), the fields that set the edge's own caching ahead of Cache-Control
-//! (`targeted`), and the status a viewer sees ([`CacheStatus`], `status`).
+//! (`background`), what may be stored and for how long (`policy`), a response's age (`age`),
+//! keys and what a purge or an invalidation removes (`key`), variants under Vary (`vary`),
+//! what an unsafe request invalidates (`invalidation`), the operator's purge API (`purge`),
+//! what is stored for one URL (`lookup`), the fields that set the edge's own caching ahead of
+//! Cache-Control (`targeted`), and the status a viewer sees ([`CacheStatus`], `status`).
 
+pub(crate) mod age;
 pub(crate) mod background;
 pub(crate) mod fill;
 pub(crate) mod invalidation;

@@ -9,6 +9,7 @@ use pingora_cache::{CacheMeta, NoCacheReason, RespCacheable};
 use pingora_error::{Error, ErrorSource, ErrorType};
 use pingora_http::{RequestHeader, ResponseHeader};
 
+use super::age::{self, Arrival};
 use super::targeted::{self, EdgeDirectives, TargetedField};
 
 /// How a route caches.
@@ -176,16 +177,18 @@ fn forbids_stale(cc: Option<&CacheControl>) -> bool {
     })
 }
 
-
 /// Decides whether and how to store `resp` for `req`, whose canonical path is `path` (the kind
-/// of media it names picks the video defaults, so `/a%2Ets` is a segment like `/a.ts`).
+/// of media it names picks the video defaults, so `/a%2Ets` is a segment like `/a.ts`), as it
+/// arrived at `arrival` (a bare `SystemTime`: with no measured response delay).
 pub(crate) fn decide(
     policy: &CachePolicy,
     req: &RequestHeader,
     path: &str,
     resp: &ResponseHeader,
-    now: SystemTime,
+    arrival: impl Into<Arrival>,
 ) -> RespCacheable {
+    let arrival = arrival.into();
+    let now = arrival.at;
     use RespCacheable::Uncacheable;
     let uncacheable = |why: &'static str| Uncacheable(NoCacheReason::Custom(why));
     if policy.mode == CacheMode::Off {
@@ -257,7 +260,7 @@ pub(crate) fn decide(
         return uncacheable("set-cookie");
     }
 
-    let initial_age = initial_age(resp, now);
+    let initial_age = age::corrected_initial_age(resp, arrival);
     let explicit = match targeted_by {
         Some(_) => targeted::explicit_lifetime(cc.as_ref()),
         None => explicit_lifetime(cc.as_ref(), resp),
@@ -297,6 +300,12 @@ pub(crate) fn decide(
     };
     let Some(lifetime) = lifetime else {
         return uncacheable("no freshness information");
+    };
+    // RFC 9111 §5.1: an Age that is not one delta-seconds leaves the age unknown: stale on
+    // arrival, never fresh.
+    let (lifetime, initial_age) = match initial_age {
+        Some(age) => (lifetime, age),
+        None => (Duration::ZERO, Duration::ZERO),
     };
     // A zero lifetime is only worth storing if it can be revalidated cheaply.
     let has_validator =
@@ -484,27 +493,6 @@ fn heuristic_lifetime(resp: &ResponseHeader) -> Option<Duration> {
     let date = header_date(resp, header::DATE).unwrap_or_else(SystemTime::now);
     let age = date.duration_since(last_modified).ok()?;
     Some((age / 10).min(Duration::from_secs(24 * 3600)))
-}
-
-/// RFC 9111 §4.2.3: the response's age when it arrived (Age header, or Date in the past).
-fn initial_age(resp: &ResponseHeader, now: SystemTime) -> Duration {
-    let age_header = resp
-        .headers
-        .get(header::AGE)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.trim().parse::<u64>().ok())
-        .map(Duration::from_secs)
-        .unwrap_or(Duration::ZERO);
-    let apparent = header_date(resp, header::DATE)
-        .and_then(|d| now.duration_since(d).ok())
-        .unwrap_or(Duration::ZERO);
-    // Clock skew of a second is noise, not age.
-    let apparent = if apparent <= Duration::from_secs(1) {
-        Duration::ZERO
-    } else {
-        apparent
-    };
-    age_header.max(apparent)
 }
 
 fn header_date(resp: &ResponseHeader, name: header::HeaderName) -> Option<SystemTime> {
@@ -1152,7 +1140,11 @@ mod tests {
                 response(&[("cache-control", cc)])
             };
             let meta = CacheMeta::new(now(), now(), 0, 0, resp);
-            assert_eq!(stale_forbidden(&meta), forbidden, "{cc:?}");
+            assert_eq!(
+                CachePolicy::rfc_default().stale_forbidden(&meta),
+                forbidden,
+                "{cc:?}"
+            );
         }
     }
 
@@ -1182,5 +1174,77 @@ mod tests {
             assert!(h.get(gone).is_none(), "{gone} stored: {h:?}");
         }
         assert_eq!(h.get("x-kept").unwrap(), "yes");
+    }
+
+    /// RFC 9111 §5.1, §1.2.2: an Age that is not one non-negative integer makes the response
+    /// stale on arrival: not stored without a validator, stored only for revalidation with one.
+    #[test]
+    fn an_age_that_is_not_one_integer_is_stale_never_fresh() {
+        let req = RequestHeader::build("GET", b"/a", None).unwrap();
+        let policy = CachePolicy::rfc_default();
+        let bad: &[&[&str]] = &[
+            &["abc"],
+            &["-1"],
+            &["1.5"],
+            &["old, 0"],
+            &["0", "0"],
+            &["0, 0"],
+            &["3600", "3600"],
+            &["1;x"],
+            &["1;2"],
+        ];
+        for lines in bad {
+            for validator in [None, Some(("etag", "\"v1\""))] {
+                let mut resp = response(&[("date", &date(0)), ("cache-control", "max-age=3600")]);
+                for a in *lines {
+                    resp.append_header("age", *a).unwrap();
+                }
+                if let Some((n, v)) = validator {
+                    resp.append_header(n, v).unwrap();
+                }
+                match decide(&policy, &req, "/a", &resp, now()) {
+                    RespCacheable::Uncacheable(r) => {
+                        assert!(validator.is_none(), "{lines:?}: not stored ({r:?})");
+                        assert_eq!(
+                            r,
+                            NoCacheReason::Custom("stale on arrival without validators"),
+                            "{lines:?}"
+                        );
+                    }
+                    RespCacheable::Cacheable(meta) => {
+                        assert!(validator.is_some(), "{lines:?}: stored without a validator");
+                        // No lifetime at all: stale from its first second.
+                        assert_eq!(meta.fresh_until(), meta.created(), "{lines:?}");
+                        let later = now() + Duration::from_secs(1);
+                        assert!(!meta.is_fresh(later), "{lines:?}: fresh");
+                    }
+                }
+            }
+        }
+        // A valid Age within the lifetime stays fresh, aged by it.
+        let mut resp = response(&[("date", &date(0)), ("cache-control", "max-age=3600")]);
+        resp.append_header("age", "30").unwrap();
+        let RespCacheable::Cacheable(meta) = decide(&policy, &req, "/a", &resp, now()) else {
+            panic!("Age: 30 not stored");
+        };
+        assert!(meta.is_fresh(now()));
+        assert_eq!(meta.created(), now() - Duration::from_secs(30));
+    }
+
+    /// RFC 9111 §4.2.3: the response delay is added to the Age a cache upstream stamped.
+    #[test]
+    fn the_response_delay_ages_a_response_that_carries_age() {
+        let req = RequestHeader::build("GET", b"/a", None).unwrap();
+        let policy = CachePolicy::rfc_default();
+        let mut resp = response(&[("date", &date(0)), ("cache-control", "max-age=3600")]);
+        resp.append_header("age", "30").unwrap();
+        let arrival = Arrival {
+            at: now(),
+            response_delay: Duration::from_secs(2),
+        };
+        let RespCacheable::Cacheable(meta) = decide(&policy, &req, "/a", &resp, arrival) else {
+            panic!("not stored");
+        };
+        assert_eq!(meta.created(), now() - Duration::from_secs(32));
     }
 }

@@ -32,6 +32,8 @@ pub(crate) struct RequestCtx {
     /// The attempts at the route's pool.
     pub(super) attempts: Attempts,
     pub(super) upstream_status: Option<u16>,
+    /// When the request last went upstream (RFC 9111 §4.2.3's request_time).
+    pub(super) upstream_sent: Option<Instant>,
     pub(super) cache_status: CacheStatus,
     /// A 304 from revalidation: pingora merges only a few of its fields, RFC 9111 §4.3.4
     /// asks for all of them.
@@ -83,6 +85,7 @@ impl RequestCtx {
             path: String::new(),
             attempts: Attempts::default(),
             upstream_status: None,
+            upstream_sent: None,
             cache_status: CacheStatus::Bypass,
             not_modified: None,
             stale_forbidden: false,

@@ -18,6 +18,7 @@ mod observability;
 mod pools;
 mod reload;
 mod request_path;
+mod rfc_age;
 mod rfc_cdn;
 mod rfc_stale;
 mod routing;

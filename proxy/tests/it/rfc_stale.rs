@@ -53,7 +53,8 @@ async fn a_stale_response_the_origin_forbade_serving_stale_is_a_504_when_the_ori
 async fn stale_serving_is_decided_by_the_targeted_field_the_edge_obeys() {
     // RFC 9213 §2.1: a CDN-Cache-Control the edge obeys replaces Cache-Control for it, for
     // serving stale as for storing: its must-revalidate forbids it, and a Cache-Control
-    // must-revalidate addressed to browsers does not.
+    // must-revalidate addressed to browsers does not. (Both have a validator, so that the
+    // stale copy is still stored: one without any is dropped once its stale windows close.)
     let origin = Upstream::start("o").await;
     origin.script(
         "/cdn-forbids",
@@ -61,6 +62,7 @@ async fn stale_serving_is_decided_by_the_targeted_field_the_edge_obeys() {
             &[
                 ("cache-control", "max-age=1, stale-if-error=60"),
                 ("cdn-cache-control", "max-age=1, must-revalidate"),
+                ("etag", "\"e1\""),
             ],
             BODY,
         ),
@@ -71,6 +73,7 @@ async fn stale_serving_is_decided_by_the_targeted_field_the_edge_obeys() {
             &[
                 ("cache-control", "max-age=1, must-revalidate"),
                 ("cdn-cache-control", "max-age=1, stale-if-error=60"),
+                ("etag", "\"e1\""),
             ],
             BODY,
         ),
@@ -79,6 +82,13 @@ async fn stale_serving_is_decided_by_the_targeted_field_the_edge_obeys() {
     for path in ["/cdn-forbids", "/browser-forbids"] {
         let r = fetch(&edge.url(path), &[]).await;
         assert_eq!((r.status, r.cache()), (200, "MISS"), "{path}");
+        let r = fetch(&edge.url(path), &[]).await;
+        assert_eq!(
+            (r.status, r.cache()),
+            (200, "HIT"),
+            "{path} {:?}",
+            r.headers
+        );
     }
     origin.kill();
     tokio::time::sleep(Duration::from_millis(2100)).await;

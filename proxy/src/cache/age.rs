@@ -1,0 +1,210 @@
+//! A response's age (RFC 9111 §4.2.3, §5.1): what its `Age` field says, how old it was on arrival,
+//! and the `Age` a viewer is sent when the edge answers from what it stored.
+
+use std::time::{Duration, Instant, SystemTime};
+
+use http::header;
+use pingora_cache::{CachePhase, HttpCache};
+use pingora_http::ResponseHeader;
+
+/// RFC 9111 §1.2.2: a delta-seconds too large to represent counts as 2^31 seconds.
+const DELTA_SECONDS_CAP: u64 = 1 << 31;
+
+/// What a response's `Age` field says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum AgeField {
+    /// No `Age` field.
+    Absent,
+    /// One field line holding one non-negative integer, in seconds (capped at 2^31).
+    Seconds(u64),
+    /// Anything else (`abc`, `-1`, `1.5`, `0, 0`, `1;x`, two field lines): §5.1 defines only
+    /// `Age = delta-seconds`, so such a response's age is unknown and it is not trusted as fresh.
+    Invalid,
+}
+
+impl AgeField {
+    /// Reads `resp`'s `Age` field.
+    pub(crate) fn of(resp: &ResponseHeader) -> Self {
+        let mut lines = resp.headers.get_all(header::AGE).iter();
+        let Some(value) = lines.next() else {
+            return AgeField::Absent;
+        };
+        // Two lines are a list (`0, 0`): not one delta-seconds.
+        if lines.next().is_some() {
+            return AgeField::Invalid;
+        }
+        let digits = value.as_bytes().trim_ascii();
+        if digits.is_empty() || !digits.iter().all(u8::is_ascii_digit) {
+            return AgeField::Invalid;
+        }
+        // All digits: only an overflow can fail, and §1.2.2 says what that means.
+        let seconds = std::str::from_utf8(digits)
+            .ok()
+            .and_then(|d| d.parse::<u64>().ok())
+            .unwrap_or(DELTA_SECONDS_CAP);
+        AgeField::Seconds(seconds.min(DELTA_SECONDS_CAP))
+    }
+}
+
+/// When a response arrived, and how long after the request to the origin (RFC 9111 §4.2.3's
+/// `response_time` and `response_delay`).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Arrival {
+    /// The clock when the response header arrived.
+    pub(crate) at: SystemTime,
+    /// From sending the request upstream to the response header's arrival.
+    pub(crate) response_delay: Duration,
+}
+
+impl Arrival {
+    /// A response arriving now, for a request sent upstream at `sent` (zero delay if unknown).
+    pub(crate) fn now(sent: Option<Instant>) -> Self {
+        Arrival {
+            at: SystemTime::now(),
+            response_delay: sent.map_or(Duration::ZERO, |s| s.elapsed()),
+        }
+    }
+}
+
+impl From<SystemTime> for Arrival {
+    /// A response that arrived at `at` with no measured delay.
+    fn from(at: SystemTime) -> Self {
+        Arrival {
+            at,
+            response_delay: Duration::ZERO,
+        }
+    }
+}
+
+/// RFC 9111 §4.2.3: `corrected_initial_age = max(apparent_age, age_value + response_delay)`;
+/// `None` when the `Age` field is invalid, so the age is unknown.
+///
+/// The response delay is added only to an `Age` a cache upstream stamped: the time the response
+/// went on aging after that stamp. A response without `Age` is as old as its `Date` says: an
+/// origin that holds a request until it has something new (an LL-HLS blocking playlist reload)
+/// answers with a fresh response, and counting the hold as age would make every short-lived
+/// playlist stale on arrival.
+pub(crate) fn corrected_initial_age(resp: &ResponseHeader, arrival: Arrival) -> Option<Duration> {
+    let corrected_age_value = match AgeField::of(resp) {
+        AgeField::Absent => Duration::ZERO,
+        AgeField::Seconds(s) => Duration::from_secs(s).saturating_add(arrival.response_delay),
+        AgeField::Invalid => return None,
+    };
+    let apparent = resp
+        .headers
+        .get(header::DATE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| httpdate::parse_http_date(v).ok())
+        .and_then(|d| arrival.at.duration_since(d).ok())
+        .unwrap_or(Duration::ZERO);
+    // Clock skew of a second is noise, not age.
+    let apparent = if apparent <= Duration::from_secs(1) {
+        Duration::ZERO
+    } else {
+        apparent
+    };
+    Some(apparent.max(corrected_age_value))
+}
+
+/// RFC 9111 §5.1, §4.2.3: a response the edge serves as it stores it carries its current age.
+///
+/// pingora stamps `Age` on hits and stale answers. A miss that is being stored (and an expired
+/// object fetched again) goes out with the header the policy stored, which has no `Age`, or with
+/// the origin's header, whose `Age` leaves out the response delay: both get the stored object's
+/// age. Nothing else is touched, and the hit path not at all.
+pub(crate) fn stamp_stored_miss(resp: &mut ResponseHeader, cache: &HttpCache) {
+    if !matches!(cache.phase(), CachePhase::Miss | CachePhase::Expired) {
+        return;
+    }
+    let Some(meta) = cache.maybe_cache_meta() else {
+        return;
+    };
+    let age = meta.age().as_secs();
+    if age == 0 {
+        resp.remove_header(&header::AGE);
+    } else {
+        let _ = resp.insert_header(header::AGE, age);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn response(age: &[&str], date: Option<SystemTime>) -> ResponseHeader {
+        let mut resp = ResponseHeader::build(200, None).unwrap();
+        for a in age {
+            resp.append_header("age", *a).unwrap();
+        }
+        if let Some(d) = date {
+            resp.append_header("date", httpdate::fmt_http_date(d))
+                .unwrap();
+        }
+        resp
+    }
+
+    #[test]
+    fn the_age_field_is_one_non_negative_integer_or_invalid() {
+        use AgeField::{Absent, Invalid, Seconds};
+        let cases: &[(&[&str], AgeField)] = &[
+            (&[], Absent),
+            (&["0"], Seconds(0)),
+            (&["30"], Seconds(30)),
+            (&[" 30 "], Seconds(30)),
+            // §1.2.2: too big to represent is 2^31.
+            (&["99999999999999999999999"], Seconds(1 << 31)),
+            (&["4294967296"], Seconds(1 << 31)),
+            (&["abc"], Invalid),
+            (&["-1"], Invalid),
+            (&["1.5"], Invalid),
+            (&["old, 0"], Invalid),
+            (&["0, 0"], Invalid),
+            (&["1;x"], Invalid),
+            (&["1;2"], Invalid),
+            (&["+1"], Invalid),
+            (&[""], Invalid),
+            (&["0", "0"], Invalid),
+            (&["3600", "3600"], Invalid),
+            (&["1", "2"], Invalid),
+        ];
+        for (lines, want) in cases {
+            assert_eq!(AgeField::of(&response(lines, None)), *want, "{lines:?}");
+        }
+    }
+
+    #[test]
+    fn the_initial_age_is_the_larger_of_apparent_age_and_age_plus_delay() {
+        let at = SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+        let s = Duration::from_secs;
+        let arrival = |delay: u64| Arrival {
+            at,
+            response_delay: s(delay),
+        };
+        /// Age lines, Date seconds before arrival, response delay, initial age.
+        type Case = (&'static [&'static str], Option<u64>, u64, Option<u64>);
+        let cases: &[Case] = &[
+            (&[], None, 0, Some(0)),
+            (&[], Some(0), 0, Some(0)),
+            (&["30"], Some(0), 0, Some(30)),
+            (&["30"], Some(0), 2, Some(32)),
+            (&["30"], Some(100), 2, Some(100)),
+            (&[], Some(100), 5, Some(100)),
+            // No Age: the origin's own hold is not age (see corrected_initial_age).
+            (&[], Some(0), 5, Some(0)),
+            (&["0"], Some(0), 3, Some(3)),
+            // A second of clock skew is not age.
+            (&[], Some(1), 0, Some(0)),
+            (&["abc"], Some(0), 0, None),
+            (&["0", "0"], Some(100), 0, None),
+        ];
+        for (age, date_before, delay, want) in cases {
+            let date = date_before.map(|b| at - s(b));
+            let got = corrected_initial_age(&response(age, date), arrival(*delay));
+            assert_eq!(
+                got,
+                want.map(s),
+                "Age {age:?}, Date -{date_before:?}, delay {delay}"
+            );
+        }
+    }
+}
