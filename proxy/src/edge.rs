@@ -399,6 +399,9 @@ impl ProxyHttp for Edge {
         ctx: &mut RequestCtx,
     ) -> FailToProxy {
         let code = answer::failure_status(e, ctx);
+        // pingora does not reuse a viewer's connection after a failed request: the answer says
+        // so, or a client sends its next request on it and meets a reset (and a POST is lost).
+        session.set_keepalive(None);
         // Once the response has started, the only honest signal left is to cut the connection.
         if code > 0 && session.response_written().is_none() {
             answer::error(session, code, e, ctx).await;

@@ -147,3 +147,30 @@ async fn error_pages_carry_the_routes_response_headers() {
     // A browser player can read why its request failed only if CORS allows it.
     assert_eq!(r.headers()["access-control-allow-origin"], "*");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_error_answer_says_the_connection_closes_and_closes_it() {
+    // The edge does not keep a viewer's connection after a failed request; an answer saying
+    // keep-alive sent the client's next request on that connection into a reset.
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let origin = Upstream::start("o").await;
+    let config =
+        pool("p", &[origin.addr], "retries = 0") + "[[routes]]\npath = \"/\"\npool = \"p\"\n";
+    let edge = EdgeProc::start(&config).await;
+    origin.kill();
+    let mut conn = tokio::net::TcpStream::connect(edge.http).await.unwrap();
+    conn.write_all(b"GET /gone HTTP/1.1\r\nHost: a.org\r\n\r\n")
+        .await
+        .unwrap();
+    let mut answer = Vec::new();
+    tokio::time::timeout(
+        std::time::Duration::from_secs(10),
+        conn.read_to_end(&mut answer),
+    )
+    .await
+    .expect("the edge closes the connection after its answer")
+    .unwrap();
+    let text = String::from_utf8_lossy(&answer).to_lowercase();
+    assert!(text.starts_with("http/1.1 502"), "{text}");
+    assert!(text.contains("\r\nconnection: close\r\n"), "{text}");
+}
