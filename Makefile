@@ -20,7 +20,7 @@ EDGE_SOURCES := Cargo.toml Cargo.lock proxy/Cargo.toml $(shell find proxy/src -n
 
 .PHONY: help deps build fmt lint nextest check-config k8s-lint ansible-lint k8s-secrets images k8s-up k8s-down \
 	k8s-test k8s-cluster-create k8s-cluster-copy k8s-cluster-start k8s-cluster-clean fleet-up fleet-down fleet-test \
-	e2e e2e-failover test run bench viewers clean
+	e2e e2e-failover cache-tests conformance test run bench viewers clean
 
 help: ## List the targets (this text)
 	@echo 'Usage: make TARGET'
@@ -104,6 +104,14 @@ fleet-test: ## fleet-up, then reachability, shield coalescing, k6 per region, ed
 	$(CARGO) build -p dime-edge -p dime-origin
 	bash ansible/sim/test.sh
 
+cache-tests: $(EDGE_DEBUG) ## The HTTP cache test suite (cache-tests.fyi) against the edge: fails on a required test proxy/tests/cache-tests/expected.json does not list
+	test -d proxy/tests/cache-tests/node_modules/undici || npm ci --prefix proxy/tests/cache-tests --no-audit --no-fund --loglevel=error
+	node proxy/tests/cache-tests/run.mjs --edge $(EDGE_DEBUG)
+
+conformance: $(EDGE_DEBUG) ## The same, and writes its figures beside other caches' to docs/conformance.md
+	test -d proxy/tests/cache-tests/node_modules/undici || npm ci --prefix proxy/tests/cache-tests --no-audit --no-fund --loglevel=error
+	node proxy/tests/cache-tests/run.mjs --edge $(EDGE_DEBUG) --docs docs/conformance.md --commit "$$(git describe --always --dirty)"
+
 e2e: ## The platform in headless Chromium through the edge (debug build, ports 8080-8084, 8443, 9090)
 	$(CARGO) build -p dime-edge -p dime-origin
 	bash origin/e2e/run.sh
@@ -113,7 +121,7 @@ e2e-failover: ## An edge killed mid-play in headless Chromium: the player goes o
 	test -d origin/e2e/node_modules/playwright-core || npm ci --prefix origin/e2e --no-audit --no-fund --loglevel=error
 	cd origin/e2e && node --test --test-concurrency=1 failover.test.mjs
 
-test: deps lint nextest check-config k8s-lint ansible-lint e2e e2e-failover k8s-test fleet-test ## What CI runs: deps, fmt, clippy, tests, config check, manifests, Ansible, browser tests, podman overlay, simulated fleet
+test: deps lint nextest check-config cache-tests k8s-lint ansible-lint e2e e2e-failover k8s-test fleet-test ## What CI runs: deps, fmt, clippy, tests, config check, HTTP cache test suite, manifests, Ansible, browser tests, podman overlay, simulated fleet
 
 run: deps ## Release build, then the local stack on :8080 (Ctrl-C stops it)
 	$(CARGO) build --release -p dime-edge -p dime-origin
