@@ -300,6 +300,7 @@ fn spawn_drain_watcher(
                 } else {
                     tracing::info!("drained: no request in flight, exiting");
                 }
+                crate::logging::access::flush();
                 std::process::exit(0);
             }
             Ok(_) => {}

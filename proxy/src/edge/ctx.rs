@@ -142,7 +142,7 @@ impl RequestCtx {
             route: &route,
             backend: self.attempts.backend(),
             cache: self.cache_status.as_str(),
-            error: e.map(|e| e.to_string()),
+            error: e.map(|e| e as &dyn std::fmt::Display),
             request_id: &self.request_id,
         });
     }

@@ -138,6 +138,11 @@ impl Outputs {
         }
     }
 
+    /// Writes `lines`, whole lines, to the access log's destination of the moment.
+    pub(crate) fn write_access(&self, lines: &[u8]) -> io::Result<()> {
+        LineWriter(self.access.load()).write_all(lines)
+    }
+
     /// Whether any log goes to a file (SIGUSR1 has something to do).
     pub fn has_files(&self) -> bool {
         self.access.load().file.is_some() || self.error.load().file.is_some()

@@ -1,23 +1,22 @@
-//! Logs through `tracing`: process logs and the one-line-per-request access log, text or JSON,
-//! to stdout or to files that SIGUSR1 reopens.
+//! Logs: process logs through `tracing`, and the one-line-per-request access log (`access`),
+//! text or JSON, to stdout or to files that SIGUSR1 reopens.
 
+pub(crate) mod access;
 pub(crate) mod files;
 pub(crate) mod pingora;
 pub(crate) mod signals;
 
 use std::hash::BuildHasher;
-use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
-use std::time::Duration;
 
 pub use dime_telemetry::LogFormat;
 use pingora_proxy::ProxyWarnLogContext;
 
 use files::{LogSettings, LogTarget, Outputs};
 
-/// The target of access log lines; the writer sends them to the access log.
-pub(crate) const ACCESS_TARGET: &str = "access";
+pub(crate) use access::ACCESS_TARGET;
+pub use access::{access, AccessRecord};
 
 /// The process's log destinations, once [`init`] opened them.
 static OUTPUTS: OnceLock<Arc<Outputs>> = OnceLock::new();
@@ -45,6 +44,8 @@ pub fn init(format: LogFormat, settings: &LogSettings) -> Result<(), String> {
     );
     // A second init (tests, or a library user with its own subscriber) keeps the first one.
     if installed.is_ok() {
+        access::start(format, outputs.clone())
+            .map_err(|e| format!("cannot start the access log's writer: {e}"))?;
         let _ = OUTPUTS.set(outputs);
     }
     Ok(())
@@ -90,63 +91,4 @@ pub fn next_request_id() -> String {
     });
     let n = COUNTER.fetch_add(1, Ordering::Relaxed);
     format!("{prefix:08x}{n:08x}")
-}
-
-/// One finished request, as the access log records it.
-pub struct AccessRecord<'a> {
-    /// The viewer's address.
-    pub client: Option<&'a SocketAddr>,
-    /// Request method.
-    pub method: &'a str,
-    /// Host as the viewer sent it.
-    pub host: &'a str,
-    /// Path and query as the viewer sent them.
-    pub path: &'a str,
-    /// Status sent, 0 when none could be.
-    pub status: u16,
-    /// Body bytes sent.
-    pub bytes: usize,
-    /// Time from arrival to the last byte.
-    pub duration: Duration,
-    /// Route name, `none` when nothing matched.
-    pub route: &'a str,
-    /// Backend that answered, if one did.
-    pub backend: Option<SocketAddr>,
-    /// What the cache did, as `X-Cache-Status` says it; `BYPASS` for an answer of the edge's own.
-    pub cache: &'a str,
-    /// Error that ended the request, if any.
-    pub error: Option<String>,
-    /// The request's id, also sent on the edge's own error answers.
-    pub request_id: &'a str,
-}
-
-/// Writes one access log line at INFO, target `access`.
-pub fn access(r: &AccessRecord<'_>) {
-    // Skip the formatting below when the access log is filtered out (`RUST_LOG=access=off`).
-    if !tracing::enabled!(target: "access", tracing::Level::INFO) {
-        return;
-    }
-    let client = r
-        .client
-        .map(|c| c.ip().to_string())
-        .unwrap_or_else(|| "-".into());
-    let backend = r
-        .backend
-        .map(|b| b.to_string())
-        .unwrap_or_else(|| "-".into());
-    tracing::info!(
-        target: "access",
-        client = %client,
-        method = r.method,
-        host = r.host,
-        path = r.path,
-        status = r.status,
-        bytes = r.bytes,
-        duration_ms = (r.duration.as_secs_f64() * 1000.0 * 1000.0).round() / 1000.0,
-        route = r.route,
-        backend = %backend,
-        cache = r.cache,
-        error = r.error.as_deref().unwrap_or("-"),
-        request_id = %r.request_id,
-    );
 }
