@@ -1,7 +1,7 @@
 //! The access log: one line per request. A request formats its line straight into a shared
 //! buffer (no allocation per line, once the buffer has grown), and a thread of the log's own
-//! writes what gathered with one write(2): a request never waits on the disk. At low load a line
-//! is written at once; under load, lines gather while the previous batch is written.
+//! writes what gathered with one write(2) every [`FLUSH_EVERY`], or as soon as [`BATCH`] bytes
+//! wait: a request never waits on the disk, and never wakes a thread, but one in a batch.
 
 use std::io::Write;
 use std::net::SocketAddr;
@@ -19,6 +19,12 @@ pub(crate) const ACCESS_TARGET: &str = "access";
 /// Lines waiting to be written beyond this many bytes are dropped (and counted): a stalled
 /// disk costs log lines, never a request's time or unbounded memory.
 const MAX_PENDING: usize = 8 << 20;
+
+/// The longest a line waits before it is written (nginx's `access_log ... flush=`).
+const FLUSH_EVERY: Duration = Duration::from_millis(100);
+
+/// Waiting lines that wake the writer at once (nginx's `access_log ... buffer=`).
+const BATCH: usize = 64 << 10;
 
 /// One finished request, as the access log records it.
 pub struct AccessRecord<'a> {
@@ -121,40 +127,50 @@ impl AccessWriter {
         self.pending.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Formats `r`'s line, stamped `at`, into the buffer; wakes the writer if it was idle.
+    /// Formats `r`'s line, stamped `at`, into the buffer; wakes the writer when the line
+    /// makes a batch.
     fn record(&self, r: &AccessRecord<'_>, at: SystemTime) {
         let mut pending = self.lock();
-        if pending.lines.len() >= MAX_PENDING {
+        let before = pending.lines.len();
+        if before >= MAX_PENDING {
             pending.dropped += 1;
             return;
         }
-        let was_empty = pending.lines.is_empty();
         // Writing into a Vec cannot fail.
         let _ = match self.format {
             LogFormat::Text => text_line(&mut pending.lines, r, at),
             LogFormat::Json => json_line(&mut pending.lines, r, at),
         };
+        let batch = before < BATCH && pending.lines.len() >= BATCH;
         drop(pending);
-        if was_empty {
+        if batch {
             self.wake.notify_one();
         }
     }
 
-    /// The writer thread: takes what gathered, writes it in one go, forever.
+    /// The writer thread: every [`FLUSH_EVERY`], or when a batch is waiting, takes what
+    /// gathered and writes it in one go, forever.
     fn run(&self, outputs: &Outputs) {
-        let mut batch: Vec<u8> = Vec::with_capacity(64 << 10);
+        let mut batch: Vec<u8> = Vec::with_capacity(BATCH);
         loop {
             let dropped = {
                 let mut pending = self.lock();
-                while pending.lines.is_empty() && pending.dropped == 0 {
-                    pending = self
+                while pending.lines.len() < BATCH {
+                    let (next, waited) = self
                         .wake
-                        .wait(pending)
+                        .wait_timeout(pending, FLUSH_EVERY)
                         .unwrap_or_else(PoisonError::into_inner);
+                    pending = next;
+                    if waited.timed_out() {
+                        break;
+                    }
                 }
                 std::mem::swap(&mut pending.lines, &mut batch);
                 std::mem::take(&mut pending.dropped)
             };
+            if batch.is_empty() && dropped == 0 {
+                continue;
+            }
             if let Err(e) = outputs.write_access(&batch) {
                 tracing::error!(
                     "access log: cannot write {} byte(s) of lines: {e}",
@@ -169,7 +185,7 @@ impl AccessWriter {
             batch.clear();
             // A burst's buffer is not kept for ever.
             if batch.capacity() > 1 << 20 {
-                batch = Vec::with_capacity(64 << 10);
+                batch = Vec::with_capacity(BATCH);
             }
         }
     }
@@ -438,6 +454,48 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn the_writer_thread_writes_a_lone_line_and_a_batch_whole() {
+        use super::super::files::{LogSettings, LogTarget};
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("access.log");
+        let outputs = Arc::new(
+            Outputs::open(&LogSettings {
+                access: LogTarget::File(file.clone()),
+                error: LogTarget::Stderr,
+            })
+            .unwrap(),
+        );
+        let writer = Arc::new(AccessWriter::new(LogFormat::Text));
+        let (w, o) = (writer.clone(), outputs.clone());
+        std::thread::spawn(move || w.run(&o));
+        let client: SocketAddr = "192.0.2.7:50000".parse().unwrap();
+        let r = record(&client, None);
+        let text = || std::fs::read_to_string(&file).unwrap_or_default();
+        let until = |want: usize| {
+            for _ in 0..1000 {
+                if text().lines().count() >= want {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            text()
+        };
+        // One line, which the timer writes.
+        writer.record(&r, SystemTime::now());
+        assert_eq!(until(1).lines().count(), 1);
+        // More than a batch, which wakes the writer; every line whole.
+        let batch = 2 * BATCH / 200;
+        for _ in 0..batch {
+            writer.record(&r, SystemTime::now());
+        }
+        let all = until(1 + batch);
+        assert_eq!(all.lines().count(), 1 + batch);
+        assert!(all
+            .lines()
+            .all(|l| l.ends_with("request_id=5f3a9c0e00000000")));
     }
 
     #[test]
