@@ -11,7 +11,7 @@
 # run), BENCH_RSS_OBJECTS (4 MiB objects in the memory test), BENCH_INVAL_OBJECTS and
 # BENCH_INVAL_POSTS (cached objects and POSTs in the invalidation test, default 10000 and
 # 1000), BENCH_INVAL_DURATION (seconds per wrk run in the invalidation test, default 30: the
-# POSTs are spread over it), BENCH_PORT_BASE (5 ports from here),
+# POSTs are spread over it), BENCH_PORT_BASE (6 ports from here),
 # BENCH_PERF (0: skip the perf profile of dime-edge), BENCH_DOC (where the report goes),
 # BENCH_NICE (priority of everything it runs, default -15 as root), BENCH_MAX_OTHER (% of a
 # core other processes may use during a wrk run before it is repeated, default 15),
@@ -56,7 +56,11 @@ ADMIN_PORT=$((PORT_BASE + 1))
 STREAMER_PORT=$((PORT_BASE + 2))
 SLOW_PORT=$((PORT_BASE + 3))
 INVAL_PORT=$((PORT_BASE + 4))
+TLS_PORT=$((PORT_BASE + 5))
 PROXY=http://127.0.0.1:$PROXY_PORT
+PROXY_TLS=https://127.0.0.1:$TLS_PORT
+# 1 while the proxies run with their access logs on (see logged_round).
+LOGGED=0
 # nginx and varnishd live in sbin, which a plain user's PATH may lack.
 export PATH=$PATH:/usr/sbin:/sbin
 
@@ -189,6 +193,7 @@ install_tools() {
         command -v varnishd >/dev/null || missing+=(varnish)
     fi
     command -v wrk >/dev/null || missing+=(wrk)
+    [[ -n $ONLY ]] || command -v h2load >/dev/null || missing+=(nghttp2-client)
     command -v curl >/dev/null || missing+=(curl)
     command -v taskset >/dev/null || missing+=(util-linux)
     command -v python3 >/dev/null || missing+=(python3)
@@ -248,7 +253,7 @@ EOF
 
 start_origins() {
     local p
-    for p in "$PROXY_PORT" "$ADMIN_PORT" "$STREAMER_PORT" "$SLOW_PORT" "$INVAL_PORT"; do
+    for p in "$PROXY_PORT" "$ADMIN_PORT" "$STREAMER_PORT" "$SLOW_PORT" "$INVAL_PORT" "$TLS_PORT"; do
         port_free "$p" || die "127.0.0.1:$p is in use; set BENCH_PORT_BASE"
     done
     # Small objects that stay fresh for the whole run, and POSTs it accepts.
@@ -275,16 +280,31 @@ start_origins() {
 # The proxies: each starts with an empty cache, pinned to PROXY_CPU.
 
 render() { # render TEMPLATE OUT
+    local nginx_log=off
+    ((LOGGED == 1)) && nginx_log=$(access_log_of nginx)
     sed -e "s|@WORK@|$WORK|g" -e "s|@SHM@|$SHM/nginx|g" -e "s|@PROXY_PORT@|$PROXY_PORT|g" \
         -e "s|@ADMIN_PORT@|$ADMIN_PORT|g" -e "s|@STREAMER_PORT@|$STREAMER_PORT|g" \
-        -e "s|@SLOW_PORT@|$SLOW_PORT|g" -e "s|@INVAL_PORT@|$INVAL_PORT|g" "$1" >"$2"
+        -e "s|@SLOW_PORT@|$SLOW_PORT|g" -e "s|@INVAL_PORT@|$INVAL_PORT|g" \
+        -e "s|@TLS_PORT@|$TLS_PORT|g" -e "s|@NGINX_ACCESS_LOG@|$nginx_log|g" "$1" >"$2"
+}
+
+# Where each proxy writes its access log when LOGGED=1: a file on disk, for all three.
+access_log_of() { echo "$WORK/$1/access.log"; }
+
+# The certificate dime-edge and nginx serve HTTPS with (kept between runs).
+make_cert() {
+    [[ -s $WORK/certs/edge.pem ]] ||
+        "$BIN/dime-edge" cert generate --out "$WORK/certs" --name 127.0.0.1 --name localhost >/dev/null
 }
 
 start_dime() {
     render "$BENCHES/conf/dime-edge.toml.in" "$WORK/dime/dime-edge.toml"
     "$BIN/dime-edge" check -c "$WORK/dime/dime-edge.toml" >/dev/null
-    # No access log, as nginx runs with access_log off and Varnish logs only to memory.
-    start dime "$PROXY_CPU" env RUST_LOG=info,access=off "$BIN/dime-edge" run -c "$WORK/dime/dime-edge.toml"
+    # The config always names the access log file; RUST_LOG turns the log off, as nginx runs
+    # with access_log off and Varnish logs only to memory, unless LOGGED=1.
+    local filter=info,access=off
+    ((LOGGED == 1)) && filter=info
+    start dime "$PROXY_CPU" env RUST_LOG=$filter "$BIN/dime-edge" run -c "$WORK/dime/dime-edge.toml"
 }
 
 start_nginx() {
@@ -298,10 +318,20 @@ start_nginx() {
 start_varnish() {
     rm -rf "$WORK/varnish/n"
     render "$BENCHES/conf/varnish.vcl.in" "$WORK/varnish/bench.vcl"
+    local varnishd=(varnishd -F -j none -n "$WORK/varnish/n" -a "127.0.0.1:$PROXY_PORT"
+        -T 127.0.0.1:0 -f "$WORK/varnish/bench.vcl" -s malloc,1G
+        -p thread_pools=1 -p thread_pool_min=40)
     # One thread pool (one core); 40 threads already there for wrk's 32 connections.
-    start varnish "$PROXY_CPU" varnishd -F -j none -n "$WORK/varnish/n" -a "127.0.0.1:$PROXY_PORT" \
-        -T 127.0.0.1:0 -f "$WORK/varnish/bench.vcl" -s malloc,1G \
-        -p thread_pools=1 -p thread_pool_min=40
+    if ((LOGGED == 0)); then
+        start varnish "$PROXY_CPU" "${varnishd[@]}"
+        return
+    fi
+    # Varnish's access log is varnishncsa reading its shared memory log into a file. Started
+    # by the shell that then becomes varnishd, it is varnishd's child: pinned to the proxy's
+    # core, its CPU counted as the proxy's, stopped with it.
+    # shellcheck disable=SC2016 # $0 and $@ belong to the inner shell
+    start varnish "$PROXY_CPU" bash -c 'varnishncsa -n "$0" -t off -w "$1" & shift; exec "$@"' \
+        "$WORK/varnish/n" "$(access_log_of varnish)" "${varnishd[@]}"
 }
 
 start_proxy() {
@@ -332,7 +362,7 @@ note() { printf '%s\n' "$*" >>"$OUT/notes.txt"; log "note: $*"; }
 # cache_status URL: "STATUS BYTES X-CACHE-STATUS" of one GET.
 cache_status() {
     local headers
-    headers=$(curl -s -m 30 -o /dev/null -D - -w 'BYTES %{size_download}\n' "$1" | tr -d '\r')
+    headers=$(curl -s -k -m 30 -o /dev/null -D - -w 'BYTES %{size_download}\n' "$1" | tr -d '\r')
     awk 'NR == 1 { s = $2 } tolower($1) == "x-cache-status:" { c = $2 } $1 == "BYTES" { b = $2 }
          END { print s, b, (c == "" ? "-" : c) }' <<<"$headers"
 }
@@ -361,10 +391,34 @@ origin_requests() {
     esac
 }
 
-# wrk_run PROXY ROUND SCENARIO PATH BYTES CONNECTIONS: one measured run, repeated (at most
-# twice) while other processes on the machine took more than MAX_OTHER % of a core.
+# load_cmd SCENARIO URL CONNECTIONS SECONDS: the load generator's command line. Scenarios whose
+# name has `_h2` are HTTP/2 over TLS with h2load (CONNECTIONS connections, 32 streams each);
+# the rest HTTP/1.1 with wrk (one request at a time per connection), over TLS for https URLs.
+load_cmd() {
+    local scenario=$1 url=$2 conns=$3 secs=$4
+    if [[ $scenario == *_h2* ]]; then
+        echo h2load -t 1 -c "$conns" -m 32 -D "$secs"
+    else
+        echo wrk -t 1 -c "$conns" -d "${secs}s" --timeout 5s -s "$BENCHES/wrk-report.lua"
+    fi
+}
+
+# warmup SCENARIO PATH CONNECTIONS: 2 s of the same load, not measured, before a measured run:
+# connections (and TLS sessions) open, caches and branch predictors warm.
+warmup() {
+    local url=$2
+    [[ $url == http* ]] || url=$PROXY$url
+    # shellcheck disable=SC2046 # load_cmd prints words
+    nice -n "$NICE" taskset -c "$LOAD_CPU" $(load_cmd "$1" "$url" "$3" 2) "$url" >/dev/null 2>&1 ||
+        die "the warm-up run of $1 failed: $(load_cmd "$1" "$url" "$3" 2) $url"
+}
+
+# wrk_run PROXY ROUND SCENARIO PATH BYTES CONNECTIONS: one measured run (PATH on the plain
+# listener, or a whole URL), after a warm-up, repeated (at most twice) while other processes on
+# the machine took more than MAX_OTHER % of a core.
 wrk_run() {
     local proxy=$1 round=$2 scenario=$3 attempt
+    warmup "$scenario" "$4" "$6"
     for attempt in 1 2 3; do
         wait_quiet
         wrk_once "$@"
@@ -395,24 +449,47 @@ wait_quiet() {
     log "  the machine stayed busy for $QUIET_WAIT s; measuring anyway"
 }
 
+# h2load_line OUTPUT REQUEST_LOG: "requests duration_us p50_us p99_us errors non2xx" of one
+# h2load run, the percentiles from its per-request log (start, status, microseconds).
+h2load_line() {
+    local requests secs errors
+    read -r requests errors < <(awk '/^requests: / { print $2, $10 + $12 + $14 }' "$1") || return 1
+    secs=$(awk '/^finished in / { sub(/s,$/, "", $3); print $3 }' "$1")
+    [[ -n $requests && -n $secs ]] || return 1
+    sort -n -k3,3 "$2" | awk -F'\t' -v n="$requests" -v secs="$secs" -v e="$errors" '
+        { d[NR] = $3; if ($2 != 200) bad++ }
+        END { if (NR == 0) exit 1
+              p50 = d[int((NR - 1) * 0.50) + 1]; p99 = d[int((NR - 1) * 0.99) + 1]
+              printf "%d %d %d %d %d %d\n", n, secs * 1e6, p50, p99, e, bad }'
+}
+
 wrk_once() {
-    local proxy=$1 round=$2 scenario=$3 path=$4 size=$5 conns=$6 out line
-    out=$OUT/logs/wrk-$proxy-$scenario-$round.txt
+    local proxy=$1 round=$2 scenario=$3 path=$4 size=$5 conns=$6 out line url
+    out=$OUT/logs/load-$proxy-$scenario-$round.txt
+    url=$path
+    [[ $url == http* ]] || url=$PROXY$path
     local proxy_before proxy_after origins_before origins_after host_before host_after wrk_cpu
-    local TIMEFORMAT='%U %S %R'
+    local TIMEFORMAT='%U %S %R' cmd
+    read -r -a cmd <<<"$(load_cmd "$scenario" "$url" "$conns" "$DURATION")"
+    [[ $scenario == *_h2* ]] && cmd+=(--log-file="$out.requests")
     proxy_before=$(proxy_ticks) origins_before=$(pid_ticks "${ORIGIN_PIDS[@]}")
     host_before=$(host_ticks)
-    # `time` gives wrk's own CPU use: near 100 % means the load generator, not the proxy, was
+    # `time` gives the load generator's own CPU use: near 100 % means it, not the proxy, was
     # the limit.
-    { time nice -n "$NICE" taskset -c "$LOAD_CPU" wrk -t 1 -c "$conns" -d "${DURATION}s" --timeout 5s \
-        -s "$BENCHES/wrk-report.lua" "$PROXY$path" >"$out" 2>&1; } 2>"$out.time" || die "wrk failed; see $out"
+    { time nice -n "$NICE" taskset -c "$LOAD_CPU" "${cmd[@]}" "$url" >"$out" 2>&1; } 2>"$out.time" ||
+        die "${cmd[0]} failed; see $out"
     proxy_after=$(proxy_ticks) origins_after=$(pid_ticks "${ORIGIN_PIDS[@]}")
     host_after=$(host_ticks)
     wrk_cpu=$(awk '{ printf "%.0f", ($1 + $2) * 100 / $3 }' "$out.time")
-    line=$(awk '/^BENCH / { for (i = 2; i <= NF; i++) { split($i, kv, "="); v[kv[1]] = kv[2] }
-                            print v["requests"], v["duration_us"], v["p50_us"], v["p99_us"], v["errors"], v["non2xx"]
-                            found = 1 }
-                END { exit !found }' "$out") || die "no BENCH line in $out"
+    if [[ $scenario == *_h2* ]]; then
+        line=$(h2load_line "$out" "$out.requests") || die "cannot read h2load's results in $out"
+        rm -f "$out.requests"
+    else
+        line=$(awk '/^BENCH / { for (i = 2; i <= NF; i++) { split($i, kv, "="); v[kv[1]] = kv[2] }
+                                print v["requests"], v["duration_us"], v["p50_us"], v["p99_us"], v["errors"], v["non2xx"]
+                                found = 1 }
+                    END { exit !found }' "$out") || die "no BENCH line in $out"
+    fi
     local requests duration_us p50_us p99_us errors non2xx
     read -r requests duration_us p50_us p99_us errors non2xx <<<"$line"
     # Other processes' share: what all user processes used (steal included) minus the proxy's,
@@ -440,7 +517,7 @@ wrk_once() {
             printf "%s\t%s\t%s\twrk_cpu_pct\t%s\n", p, r, s, w
             printf "%s\t%s\t%s\tother_cpu_pct\t%s\n", p, r, s, o
         }' >"$OUT/run.tsv"
-    ((errors == 0)) || note "$proxy round $round $scenario: wrk saw $errors errors ($non2xx non-2xx)"
+    ((errors == 0 && non2xx == 0)) || note "$proxy round $round $scenario: ${cmd[0]} saw $errors errors ($non2xx non-2xx)"
 }
 
 # One round of the hit benchmarks for one proxy: fresh start, warm, verify, measure.
@@ -451,18 +528,74 @@ hit_round() {
     warm "$proxy" "$PROXY/live/index.m3u8" 1024 || true
     warm "$proxy" "$PROXY/live/seg1m.ts" "$MIB" || true
     warm "$proxy" "$PROXY/live/seg4m.ts" $((4 * MIB)) || true
+    # Varnish has no TLS of its own (it needs a TLS proxy in front), so no HTTPS rows.
+    local tls=0
+    [[ $proxy == varnish ]] || tls=1
+    if ((tls)); then
+        warm "$proxy" "$PROXY_TLS/live/index.m3u8" 1024 || true
+        warm "$proxy" "$PROXY_TLS/live/seg1m.ts" "$MIB" || true
+    fi
     before=$(origin_requests "$proxy")
     wrk_run "$proxy" "$round" playlist_1k /live/index.m3u8 1024 32
     wrk_run "$proxy" "$round" segment_1m /live/seg1m.ts "$MIB" 8
     wrk_run "$proxy" "$round" segment_4m /live/seg4m.ts $((4 * MIB)) 8
+    if ((tls)); then
+        wrk_run "$proxy" "$round" playlist_1k_tls "$PROXY_TLS/live/index.m3u8" 1024 32
+        wrk_run "$proxy" "$round" segment_1m_tls "$PROXY_TLS/live/seg1m.ts" "$MIB" 8
+        wrk_run "$proxy" "$round" playlist_1k_h2 "$PROXY_TLS/live/index.m3u8" 1024 8
+    fi
     after=$(origin_requests "$proxy")
-    for url in /live/index.m3u8 /live/seg1m.ts /live/seg4m.ts; do
-        [[ $(cache_status "$PROXY$url") == *" HIT" ]] || note "$proxy round $round: $url no longer a HIT after the runs"
+    for url in "$PROXY/live/index.m3u8" "$PROXY/live/seg1m.ts" "$PROXY/live/seg4m.ts"; do
+        [[ $(cache_status "$url") == *" HIT" ]] || note "$proxy round $round: $url no longer a HIT after the runs"
     done
+    if ((tls)); then
+        for url in "$PROXY_TLS/live/index.m3u8" "$PROXY_TLS/live/seg1m.ts"; do
+            [[ $(cache_status "$url") == *" HIT" ]] || note "$proxy round $round: $url no longer a HIT after the runs"
+        done
+    fi
     if [[ $before != - && $before != "$after" ]]; then
         note "$proxy round $round: $((after - before)) origin requests during the hit runs (want 0)"
     fi
     stop_proxy
+}
+
+# The 1 KB hits again with every proxy writing its access log to a file (LOGGED=1), over
+# HTTP/1.1 and, but for Varnish, HTTPS; the log must have a line for each request.
+logged_round() {
+    local proxy=$1 round=$2 before after lines requests file
+    file=$(access_log_of "$proxy")
+    log "round $round: $proxy, access log on"
+    rm -f "$file"
+    LOGGED=1
+    start_proxy "$proxy"
+    LOGGED=0
+    warm "$proxy" "$PROXY/live/index.m3u8" 1024 || true
+    [[ $proxy == varnish ]] || warm "$proxy" "$PROXY_TLS/live/index.m3u8" 1024 || true
+    before=$(origin_requests "$proxy")
+    wrk_run "$proxy" "$round" playlist_1k_log /live/index.m3u8 1024 32
+    [[ $proxy == varnish ]] || wrk_run "$proxy" "$round" playlist_1k_tls_log "$PROXY_TLS/live/index.m3u8" 1024 32
+    after=$(origin_requests "$proxy")
+    if [[ $before != - && $before != "$after" ]]; then
+        note "$proxy round $round: $((after - before)) origin requests during the logged hit runs (want 0)"
+    fi
+    # A logger may lag behind its proxy (varnishncsa reads Varnish's shared memory log): wait,
+    # at most 20 s, until the file stops growing.
+    local i last=-1
+    for ((i = 0; i < 40; i++)); do
+        lines=$(wc -l <"$file" 2>/dev/null || echo 0)
+        ((lines == last)) && break
+        last=$lines
+        sleep 0.5
+    done
+    stop_proxy
+    # Every request of the measured runs (and their warm-ups) has its line.
+    lines=$(wc -l <"$file" 2>/dev/null || echo 0)
+    requests=$(awk -v p="$proxy" -v r="$round" -v d="$DURATION" \
+        '$1 == p && $2 == r && $3 ~ /_log$/ && $4 == "rps" { n += $5 * d } END { printf "%d", n }' "$OUT/results.tsv")
+    record "$proxy" "$round" playlist_1k_log log_lines "$lines"
+    ((requests > 0 && lines * 100 >= requests * 99)) ||
+        note "$proxy round $round: the access log has $lines lines for about $requests measured requests"
+    rm -f "$file"
 }
 
 # 200 concurrent requests for one cold 1 MiB object behind a 1 s origin.
@@ -704,6 +837,7 @@ machine() {
         echo "nginx=$(nginx -v 2>&1 | sed 's/^nginx version: //')"
         echo "varnish=$(varnishd -V 2>&1 | head -1 | sed 's/^varnishd (\(varnish-[^ ]*\).*/\1/')"
         echo "wrk=$(wrk -v 2>&1 | head -1 | awk '{ print $1, $2 }')"
+        echo "h2load=$(h2load --version 2>/dev/null | head -1)"
         echo "nice=$NICE"
         echo "max_other=$MAX_OTHER"
         echo "quick=$QUICK"
@@ -732,6 +866,7 @@ main() {
     if [[ -z $ONLY ]]; then
         log "making the media in $WORK/media"
         make_media
+        make_cert
     fi
     machine
     start_origins
@@ -748,6 +883,7 @@ main() {
     # Round-robin, so a slow minute of the machine hurts all three alike.
     for ((round = 1; round <= ROUNDS; round++)); do
         for proxy in "${PROXIES[@]}"; do hit_round "$proxy" "$round"; done
+        for proxy in "${PROXIES[@]}"; do logged_round "$proxy" "$round"; done
     done
     for proxy in "${PROXIES[@]}"; do coalesce "$proxy"; done
     for proxy in "${PROXIES[@]}"; do memory "$proxy"; done
