@@ -11,6 +11,9 @@ use dime_edge::tls::generate;
 use dime_edge::tls::live::EXPIRY_WARNING;
 use dime_edge::{quick, server};
 
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Where `run` and `check` read their configuration when `-c` is not given.
 const DEFAULT_CONFIG: &str = "/etc/dime/edge.toml";
 
