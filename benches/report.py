@@ -580,12 +580,13 @@ playlist's freshness at half a target duration, so the routes use `rfc`).
 answers `X-Cache-Status: HIT` (dime-edge sets it; nginx adds `$upstream_cache_status`; the VCL
 sets it from `obj.hits`), then measure with `wrk -t 1 -d {duration}s` and
 `benches/wrk-report.lua` (which prints wrk's own latency percentiles): the playlist with 32
-connections, each segment with 8. Each measured run follows a 2 s warm-up run of the same load. After the runs each object must still be a HIT, and for
-dime-edge (`dime_upstream_requests_total`) and Varnish (`MAIN.backend_req`) the number of origin
-requests during the runs must be 0; anything else is listed under "What the run saw". Proxies
-are interleaved, dime-edge, nginx, Varnish, round after round, and the table shows medians, so
-a slow minute of the machine falls on all three. Throughput is requests × object size per
-second; p99 is wrk's.
+connections, each segment with 8. Each measured run follows a 2 s warm-up run of the same
+load. After the runs each object must still be a HIT, and the origin must have seen no request
+during them, for every proxy alike: the script counts the streamer's own access log lines for
+`/live/`. Anything else is listed under "What the run saw". Proxies are interleaved, dime-edge,
+nginx, Varnish, round after round, and the table shows medians, so a slow minute of the machine
+falls on all three. Throughput is requests × object size per second; p99 is the load
+generator's.
 
 **Coalescing.** Each proxy, freshly started, gets 200 concurrent requests for a URL nobody has
 asked for (`benches/client.py burst`: all 200 connections open first, then a barrier releases

@@ -379,16 +379,10 @@ warm() {
     return 1
 }
 
-# Upstream requests the proxy has made so far, when it can tell (dime, Varnish); else "-".
+# Requests for /live/ the streamer has answered so far, from its own access log: the hit runs
+# of every proxy are verified at the origin alike.
 origin_requests() {
-    case $1 in
-    dime)
-        curl -s -m 5 "http://127.0.0.1:$ADMIN_PORT/metrics" |
-            awk '/^dime_upstream_requests_total/ { n += $NF } END { print n + 0 }'
-        ;;
-    varnish) varnishstat -n "$WORK/varnish/n" -1 -f MAIN.backend_req 2>/dev/null | awk '{ print $2 }' ;;
-    *) echo - ;;
-    esac
+    grep -c 'dime_origin::access.* path="/live/' "$OUT/logs/streamer.log" || true
 }
 
 # load_cmd SCENARIO URL CONNECTIONS SECONDS: the load generator's command line. Scenarios whose
@@ -604,7 +598,7 @@ coalesce() {
     path=/slow/$proxy-$$-$(date +%s)/seg.ts
     log "coalescing: $proxy, $SLOW_BURST concurrent cold requests"
     start_proxy "$proxy"
-    json=$(python3 "$BENCHES/client.py" burst -n "$SLOW_BURST" "$PROXY$path")
+    json=$(taskset -c "$LOAD_CPU" python3 "$BENCHES/client.py" burst -n "$SLOW_BURST" "$PROXY$path")
     sleep 0.5
     count=$(curl -s -m 5 "http://127.0.0.1:$SLOW_PORT/count?path=$path")
     echo "$proxy $json" >>"$OUT/burst.txt"
