@@ -41,7 +41,7 @@ lint: ## Check formatting, then clippy with warnings as errors
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 
-nextest: ## Run the whole test suite with cargo-nextest
+nextest: ## Run the whole test suite with cargo-nextest (a hung test is killed after 3 minutes, the run after 20: .config/nextest.toml)
 	$(CARGO) nextest run --workspace --no-fail-fast
 
 # `make test` finds this binary fresh from nextest (integration tests build it); alone,
