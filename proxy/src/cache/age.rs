@@ -3,12 +3,34 @@
 
 use std::time::{Duration, Instant, SystemTime};
 
-use http::header;
+use http::header::{self, HeaderName};
 use pingora_cache::{CachePhase, HttpCache};
 use pingora_http::ResponseHeader;
 
 /// RFC 9111 §1.2.2: a delta-seconds too large to represent counts as 2^31 seconds.
-const DELTA_SECONDS_CAP: u64 = 1 << 31;
+pub(super) const DELTA_SECONDS_CAP: u64 = 1 << 31;
+
+/// RFC 9111 §1.2.2: `delta-seconds = 1*DIGIT`, capped at 2^31; `None` for anything else.
+pub(super) fn delta_seconds(digits: &[u8]) -> Option<u64> {
+    if digits.is_empty() || !digits.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    // All digits: only an overflow can fail, and §1.2.2 says what that means.
+    let seconds = std::str::from_utf8(digits)
+        .ok()
+        .and_then(|d| d.parse::<u64>().ok())
+        .unwrap_or(DELTA_SECONDS_CAP);
+    Some(seconds.min(DELTA_SECONDS_CAP))
+}
+
+/// The time an HTTP-date field (`Date`, `Expires`, `Last-Modified`) of `resp` holds, if it
+/// parses.
+pub(super) fn header_date(resp: &ResponseHeader, name: HeaderName) -> Option<SystemTime> {
+    resp.headers
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| httpdate::parse_http_date(v).ok())
+}
 
 /// What a response's `Age` field says.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -35,16 +57,7 @@ impl AgeField {
         let line = line.as_bytes();
         let first = line.split(|&b| b == b',').next().unwrap_or(line);
         let item = first.split(|&b| b == b';').next().unwrap_or(first);
-        let digits = item.trim_ascii();
-        if digits.is_empty() || !digits.iter().all(u8::is_ascii_digit) {
-            return AgeField::Invalid;
-        }
-        // All digits: only an overflow can fail, and §1.2.2 says what that means.
-        let seconds = std::str::from_utf8(digits)
-            .ok()
-            .and_then(|d| d.parse::<u64>().ok())
-            .unwrap_or(DELTA_SECONDS_CAP);
-        AgeField::Seconds(seconds.min(DELTA_SECONDS_CAP))
+        delta_seconds(item.trim_ascii()).map_or(AgeField::Invalid, AgeField::Seconds)
     }
 }
 
@@ -90,11 +103,7 @@ pub(crate) fn corrected_initial_age(resp: &ResponseHeader, arrival: Arrival) -> 
         AgeField::Absent | AgeField::Invalid => Duration::ZERO,
         AgeField::Seconds(s) => Duration::from_secs(s).saturating_add(arrival.response_delay),
     };
-    let apparent = resp
-        .headers
-        .get(header::DATE)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| httpdate::parse_http_date(v).ok())
+    let apparent = header_date(resp, header::DATE)
         .and_then(|d| arrival.at.duration_since(d).ok())
         .unwrap_or(Duration::ZERO);
     // Clock skew of a second is noise, not age.

@@ -342,14 +342,9 @@ pub(crate) fn decide(
     }
     // `private="field"` and `no-cache="field"`: store the response without those fields.
     if let Some(cc) = cc.as_ref() {
-        for names in [cc.private_field_names(), cc.no_cache_field_names()]
-            .into_iter()
-            .flatten()
-        {
-            for name in names {
-                if let Ok(n) = std::str::from_utf8(name) {
-                    header.remove_header(n.trim());
-                }
+        for name in withheld_names(cc) {
+            if let Ok(n) = std::str::from_utf8(name) {
+                header.remove_header(n);
             }
         }
     }
@@ -371,32 +366,30 @@ pub(crate) fn withheld_fields(
         return Vec::new();
     };
     let mut out = Vec::new();
-    for names in [cc.private_field_names(), cc.no_cache_field_names()]
-        .into_iter()
-        .flatten()
-    {
-        for name in names {
-            let Ok(name) = header::HeaderName::from_bytes(name.trim_ascii()) else {
-                continue;
-            };
-            for value in resp.headers.get_all(&name) {
-                out.push((name.clone(), value.clone()));
-            }
+    for name in withheld_names(&cc) {
+        let Ok(name) = header::HeaderName::from_bytes(name) else {
+            continue;
+        };
+        for value in resp.headers.get_all(&name) {
+            out.push((name.clone(), value.clone()));
         }
     }
     out
 }
 
+/// The field names `private="…"` and `no-cache="…"` keep out of the stored copy.
+fn withheld_names(cc: &CacheControl) -> impl Iterator<Item = &[u8]> {
+    [cc.private_field_names(), cc.no_cache_field_names()]
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(<[u8]>::trim_ascii)
+}
+
 /// Whether `private="…"` or `no-cache="…"` names the field `name` (lowercase): the response
 /// is then stored without it.
 fn withholds(cc: Option<&CacheControl>, name: &str) -> bool {
-    cc.is_some_and(|cc| {
-        [cc.private_field_names(), cc.no_cache_field_names()]
-            .into_iter()
-            .flatten()
-            .flatten()
-            .any(|n| n.trim_ascii().eq_ignore_ascii_case(name.as_bytes()))
-    })
+    cc.is_some_and(|cc| withheld_names(cc).any(|n| n.eq_ignore_ascii_case(name.as_bytes())))
 }
 
 /// RFC 9111 §3.1: fields that describe the connection, never stored.
@@ -477,23 +470,16 @@ fn explicit_lifetime(cc: Option<&CacheControl>, resp: &ResponseHeader) -> Option
     let Some(expires_at) = expires_at.filter(|_| expires.next().is_none()) else {
         return Some(Duration::ZERO);
     };
-    let date = header_date(resp, header::DATE).unwrap_or_else(SystemTime::now);
+    let date = age::header_date(resp, header::DATE).unwrap_or_else(SystemTime::now);
     Some(expires_at.duration_since(date).unwrap_or(Duration::ZERO))
 }
 
 /// RFC 9111 §4.2.2: 10% of the time since Last-Modified, at most a day.
 fn heuristic_lifetime(resp: &ResponseHeader) -> Option<Duration> {
-    let last_modified = header_date(resp, header::LAST_MODIFIED)?;
-    let date = header_date(resp, header::DATE).unwrap_or_else(SystemTime::now);
+    let last_modified = age::header_date(resp, header::LAST_MODIFIED)?;
+    let date = age::header_date(resp, header::DATE).unwrap_or_else(SystemTime::now);
     let age = date.duration_since(last_modified).ok()?;
     Some((age / 10).min(Duration::from_secs(24 * 3600)))
-}
-
-fn header_date(resp: &ResponseHeader, name: header::HeaderName) -> Option<SystemTime> {
-    resp.headers
-        .get(name)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| httpdate::parse_http_date(v).ok())
 }
 
 /// What a request's own Cache-Control asks of a stored response (RFC 9111 §5.2.1).

@@ -8,6 +8,8 @@ use http::HeaderMap;
 use pingora_cache::cache_control::CacheControl;
 use pingora_http::ResponseHeader;
 
+use super::age;
+
 /// How a targeted field is written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TargetedSyntax {
@@ -122,9 +124,6 @@ const DELTA_SECONDS: [&str; 4] = [
     "stale-if-error",
 ];
 
-/// RFC 9111 §1.2.2: a delta-seconds too large to hold is 2^31.
-const DELTA_SECONDS_CAP: i64 = 1 << 31;
-
 /// RFC 9213 §2.1: the field as Cache-Control text, or `None` when it is absent, empty or not a
 /// valid Structured Fields dictionary (then the cache ignores it). A directive whose value has
 /// the wrong type (`max-age="60"`, `max-age=1.5`, `max-age=-1`) is ignored on its own.
@@ -143,7 +142,10 @@ fn dictionary_directives(headers: &HeaderMap, name: &HeaderName) -> Option<Strin
             ListEntry::Item(item) => match &item.bare_item {
                 BareItem::Boolean(true) if !delta => out.push(key.clone()),
                 BareItem::Integer(n) if delta && *n >= 0 => {
-                    out.push(format!("{key}={}", (*n).min(DELTA_SECONDS_CAP)));
+                    out.push(format!(
+                        "{key}={}",
+                        n.unsigned_abs().min(age::DELTA_SECONDS_CAP)
+                    ));
                 }
                 BareItem::String(s) if field_names && quotable(s) => {
                     out.push(format!("{key}=\"{s}\""));
@@ -202,9 +204,12 @@ fn surrogate_directives(headers: &HeaderMap, name: &HeaderName) -> Option<String
                     Some((f, s)) => (f, Some(s)),
                     None => (arg, None),
                 };
-                out.push(format!("max-age={}", seconds(fresh)?));
+                out.push(format!("max-age={}", age::delta_seconds(fresh.as_bytes())?));
                 if let Some(stale) = stale {
-                    out.push(format!("stale-if-error={}", seconds(stale)?));
+                    out.push(format!(
+                        "stale-if-error={}",
+                        age::delta_seconds(stale.as_bytes())?
+                    ));
                 }
             }
             ("max-age", None) => return None,
@@ -215,17 +220,6 @@ fn surrogate_directives(headers: &HeaderMap, name: &HeaderName) -> Option<String
         }
     }
     (!out.is_empty()).then(|| out.join(", "))
-}
-
-/// Delta-seconds (RFC 9111 §1.2.2): digits only, capped at 2^31.
-fn seconds(s: &str) -> Option<i64> {
-    if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
-    }
-    Some(
-        s.parse::<i64>()
-            .map_or(DELTA_SECONDS_CAP, |n| n.min(DELTA_SECONDS_CAP)),
-    )
 }
 
 #[cfg(test)]
