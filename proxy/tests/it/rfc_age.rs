@@ -1,5 +1,6 @@
 //! RFC 9111 conformance, ages and error statuses: how the `Age` field is read (§5.1, §4.2.3),
-//! a response served from what the edge stored carries its current age (§4.2.3),
+//! a response served from what the edge stored carries its current age (§4.2.3) and its stored
+//! `Date` (§4),
 //! and a 202 or 403 with only a `Last-Modified` is passed through, never reused (§4.2.2).
 
 use crate::common;
@@ -111,6 +112,47 @@ async fn answers_from_the_cache_carry_the_age_from_age_date_and_the_response_del
         assert!((100..=110).contains(&age), "{}: Age {age}", r.cache());
     }
     assert_eq!(origin.hits_for("/dated"), 1);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_stored_date_is_sent_as_stored_over_http1_and_http2() {
+    // RFC 9111 §4 and RFC 9110 §6.6.1: the edge passes the origin's Date on and sends a stored
+    // response with the Date it was stored with; its own clock goes only on answers that have
+    // none. Pingora writes its clock over Date unless
+    // proxy/vendor/pingora-core.patch is applied.
+    let origin = Upstream::start("o").await;
+    let old = httpdate::fmt_http_date(SystemTime::now() - Duration::from_secs(100));
+    origin.script(
+        "/dated",
+        Script::ok(&[("cache-control", "max-age=3600"), ("date", &old)], BODY),
+    );
+    let edge = cached_edge(&origin, "", "").await;
+    let miss = fetch(&edge.url("/dated"), &[]).await;
+    let hit = fetch(&edge.url("/dated"), &[]).await;
+    assert_eq!((miss.cache(), hit.cache()), ("MISS", "HIT"));
+    assert_eq!(miss.header("date"), old);
+    assert_eq!(hit.header("date"), old);
+
+    let h2 = reqwest::Client::builder()
+        .no_proxy()
+        .http2_prior_knowledge()
+        .build()
+        .unwrap();
+    let r = h2.get(edge.url("/dated")).send().await.unwrap();
+    assert_eq!(r.version(), reqwest::Version::HTTP_2);
+    assert_eq!(r.headers()["x-cache-status"], "HIT");
+    assert_eq!(r.headers()["date"], old.as_str());
+    assert_eq!(origin.hits_for("/dated"), 1);
+
+    // An answer of the edge's own (a path with a NUL in it is refused) gets the edge's clock.
+    let own = fetch(&edge.url("/a%00.ts"), &[]).await;
+    assert_eq!(own.status, 400);
+    let date = own.header("date");
+    let at = httpdate::parse_http_date(date).unwrap();
+    let skew = SystemTime::now()
+        .duration_since(at)
+        .unwrap_or_else(|e| e.duration());
+    assert!(skew < Duration::from_secs(5), "the edge's own Date {date}");
 }
 
 #[tokio::test(flavor = "multi_thread")]
