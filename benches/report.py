@@ -380,8 +380,10 @@ def main() -> None:
         observed.append("- Load average (1, 5, 15 min) at start and end of the measurements: "
                         + "; ".join(l for l in load_txt if l))
 
-    profiles = []
-    for scenario, label in (("playlist_1k", "1 KB playlist hits"), ("segment_4m", "4 MiB segment hits")):
+    profiles = component_table(work)
+    for scenario, label in (("playlist_1k", "1 KB playlist hits over HTTP/1.1"),
+                            ("playlist_1k_h2", "1 KB playlist hits over HTTP/2 and TLS (h2load, 8 × 32 streams)"),
+                            ("segment_4m", "4 MiB segment hits over HTTP/1.1")):
         f = work / f"perf-{scenario}.txt"
         if f.exists() and f.read_text().strip():
             profiles += [f"dime-edge serving {label}: `perf record -e cpu-clock`, self time,\n"
@@ -443,6 +445,67 @@ def kept_sections(doc: Path) -> str:
         return ""
     sections = [m.group(0) for m in SECTION.finditer(doc.read_text())]
     return "".join("\n" + section for section in sections)
+
+
+# Which part of the process a symbol of dime-edge's profile belongs to, first match wins: our
+# own code before the libraries it calls into (a pingora hook implemented by the edge is ours).
+COMPONENTS = (
+    ("dime-edge's own code", ("dime_edge", "dime_telemetry")),
+    ("HTTP/2 (`h2` crate)", ("h2::", "hpack")),
+    ("TLS (rustls and its crypto)", ("rustls", "ring::", "aws_lc", "ring_core")),
+    ("pingora (proxy, cache, HTTP/1 and listeners)", ("pingora",)),
+    ("tokio runtime", ("tokio::",)),
+    ("memory allocator (mimalloc)", ("mi_", "_mi_", "mimalloc", "__rustc::__rust_")),
+    ("cache store (moka) and key hash (blake2)", ("moka::", "blake2", "crossbeam")),
+    ("HTTP/1 parser (httparse)", ("httparse::",)),
+    ("metrics (prometheus)", ("prometheus::",)),
+    ("Rust std, `http` and `bytes`", ("alloc::", "core::", "std::", "http::", "bytes::", "hashbrown")),
+)
+
+
+def component(dso, sym):
+    if dso.startswith("[kernel") or sym.startswith("[k]"):
+        return "kernel (TCP, syscalls)"
+    name = sym.split("] ", 1)[-1]
+    for label, prefixes in COMPONENTS:
+        # A prefix counts at the start of a path segment: `ring::` is not `string::`.
+        if any(re.search(r"(?<![A-Za-z0-9_])" + re.escape(p), name) for p in prefixes):
+            return label
+    if dso.startswith("libc") or dso == "[vdso]":
+        return "libc (`memmove`, `memcpy`) and vdso (clock)"
+    return "other"
+
+
+def component_table(work):
+    """Self time of dime-edge's profiles summed by component, one column per scenario."""
+    columns = []
+    for scenario, label in (("playlist_1k", "1 KB, HTTP/1.1"), ("playlist_1k_h2", "1 KB, HTTP/2 + TLS"),
+                            ("segment_4m", "4 MiB, HTTP/1.1")):
+        f = work / f"perf-{scenario}-all.txt"
+        if not f.exists():
+            continue
+        sums = {}
+        for line in f.read_text().splitlines():
+            parts = line.split(None, 2)
+            if len(parts) < 3 or not parts[0].endswith("%"):
+                continue
+            pct = float(parts[0].rstrip("%"))
+            c = component(parts[1], parts[2])
+            sums[c] = sums.get(c, 0.0) + pct
+        columns.append((label, sums))
+    if not columns:
+        return []
+    names = [l for l, _ in COMPONENTS] + ["kernel (TCP, syscalls)",
+                                          "libc (`memmove`, `memcpy`) and vdso (clock)", "other"]
+    rows = ["Where dime-edge's core goes, by component (self time, % of the samples; from the "
+            "same `perf record` runs as the symbol lists below):", "",
+            "| Component | " + " | ".join(l for l, _ in columns) + " |",
+            "|---|" + "---:|" * len(columns)]
+    for n in names:
+        if any(sums.get(n, 0) >= 0.05 for _, sums in columns):
+            rows.append(f"| {n} | " + " | ".join(f"{sums.get(n, 0):.1f}" for _, sums in columns) + " |")
+    rows.append("")
+    return rows
 
 
 def analysis(quick: bool, commit: str) -> str:

@@ -792,14 +792,19 @@ rss_kib() {
 # Where dime-edge spends its core while serving hits, sampled outside the measured runs.
 profile_dime() {
     [[ ${BENCH_PERF:-1} == 1 && $QUICK != 1 ]] && command -v perf >/dev/null || return 0
-    local scenario path conns secs=$((DURATION < 8 ? DURATION : 8))
+    local scenario url conns secs=$((DURATION < 8 ? DURATION : 8))
     start_proxy dime
     warm dime "$PROXY/live/index.m3u8" 1024 || true
     warm dime "$PROXY/live/seg4m.ts" $((4 * MIB)) || true
-    for scenario in playlist_1k segment_4m; do
-        [[ $scenario == playlist_1k ]] && path=/live/index.m3u8 conns=32 || path=/live/seg4m.ts conns=8
+    for scenario in playlist_1k playlist_1k_h2 segment_4m; do
+        case $scenario in
+        playlist_1k) url=$PROXY/live/index.m3u8 conns=32 ;;
+        playlist_1k_h2) url=$PROXY_TLS/live/index.m3u8 conns=8 ;;
+        segment_4m) url=$PROXY/live/seg4m.ts conns=8 ;;
+        esac
         log "perf: dime-edge serving $scenario"
-        taskset -c "$LOAD_CPU" wrk -t 1 -c "$conns" -d "$((secs + 2))s" "$PROXY$path" >/dev/null 2>&1 &
+        # shellcheck disable=SC2046 # load_cmd prints words
+        taskset -c "$LOAD_CPU" $(load_cmd "$scenario" "$url" "$conns" $((secs + 2))) "$url" >/dev/null 2>&1 &
         local wrk_pid=$!
         PIDS+=("$wrk_pid")
         sleep 1
@@ -808,6 +813,9 @@ profile_dime() {
             perf report -i "$OUT/perf-$scenario.data" --no-children --stdio -g none --percent-limit 0.8 \
                 -F overhead,dso,sym 2>/dev/null | grep -v -e '^#' -e '^$' | sed 's/[[:space:]]*$//' |
                 head -25 >"$OUT/perf-$scenario.txt" || true
+            # Every symbol, for the report's time-by-component table.
+            perf report -i "$OUT/perf-$scenario.data" --no-children --stdio -g none --percent-limit 0 \
+                -F overhead,dso,sym 2>/dev/null | grep -v -e '^#' -e '^$' >"$OUT/perf-$scenario-all.txt" || true
         else
             log "perf record failed; see $OUT/logs/perf-record.log"
         fi
