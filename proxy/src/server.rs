@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context};
 use arc_swap::ArcSwap;
 use pingora_core::listeners::tls::TlsSettings;
+use pingora_core::listeners::{L4BufferSettings, ListenerConfig};
 use pingora_core::server::configuration::{Opt, ServerConf};
 use pingora_core::server::{ExecutionPhase, Server};
 use pingora_core::services::background::background_service;
@@ -177,7 +178,7 @@ pub fn serve(config: EdgeConfig, run: RunOptions) -> anyhow::Result<()> {
         Counted::new(app, metrics.connections_open.clone()),
     );
     for addr in &http_listeners {
-        proxy.add_tcp(&addr.to_string());
+        proxy.add_listener(ListenerConfig::tcp(addr.to_string()).l4_buffer(viewer_buffers()));
     }
     for addr in &https_listeners {
         // The paths are unused: the resolver supplies every certificate, by SNI.
@@ -187,7 +188,11 @@ pub fn serve(config: EdgeConfig, run: RunOptions) -> anyhow::Result<()> {
         // ALPN: h2 preferred, http/1.1 beside it. pingora's rustls acceptor allows TLS 1.2
         // and 1.3 only.
         tls.enable_h2();
-        proxy.add_tls_with_settings(&addr.to_string(), None, tls);
+        proxy.add_listener(
+            ListenerConfig::tcp(addr.to_string())
+                .tls(tls)
+                .l4_buffer(viewer_buffers()),
+        );
     }
 
     let mut admin = Service::new(
@@ -230,6 +235,15 @@ pub fn serve(config: EdgeConfig, run: RunOptions) -> anyhow::Result<()> {
     server.add_service(background_service("systemd notify", SystemdReady));
     spawn_drain_watcher(&server, metrics, grace, draining);
     server.run_forever();
+}
+
+/// The socket buffers of a viewer's connection. pingora puts a 64 KiB read buffer in front of
+/// every accepted connection, allocated when it is accepted and kept while it idles: most of
+/// an idle keep-alive connection's memory. A viewer sends small requests, which pingora reads
+/// into its own header buffer, so the edge reads from the socket directly; writes keep
+/// pingora's small buffer.
+fn viewer_buffers() -> L4BufferSettings {
+    L4BufferSettings::default().read(0)
 }
 
 /// `run --upgrade` binds the socket the old process connects to; pingora panics when it

@@ -11,6 +11,7 @@ mod cache_video;
 mod cli;
 mod config_check;
 mod config_compile;
+mod connections;
 mod headers;
 mod layering;
 mod logs;
