@@ -24,6 +24,7 @@ use crate::cache::background;
 use crate::cache::policy::{self, RequestDemand};
 use crate::cache::store::{StoredBy, BACKGROUND_FILL_TAG};
 use crate::cache::{vary, CacheMode, CacheStatus, EdgeCache};
+use crate::config::RouteSpec;
 use crate::forwarding;
 use crate::host::{normalize_host, request_host};
 use crate::logging;
@@ -374,22 +375,16 @@ impl ProxyHttp for Edge {
             // 304's freshness fields: the viewer gets all of them (RFC 9111 §4.3.4).
             policy::apply_not_modified(resp, nm);
         }
-        forwarding::downstream_response(resp, session.req_header().version);
         age::stamp_stored_miss(resp, &session.cache);
         if self.draining.load(Ordering::Acquire) {
             // HTTP/1.1 answers carry `Connection: close`; HTTP/2 ignores it.
             session.set_keepalive(None);
         }
         ctx.cache_status = CacheStatus::of_request(&session.cache, ctx.started_fill);
-        resp.insert_header("x-cache-status", ctx.cache_status.as_str())?;
-        ctx.restore_withheld(resp);
-        if let Some(route) = &ctx.route {
-            route.spec.cache.strip_targeted_fields(resp);
-            for (name, value) in &route.spec.response_headers {
-                resp.insert_header(name.clone(), value.clone())?;
-            }
-        }
-        Ok(())
+        let withheld = std::mem::take(&mut ctx.withheld);
+        let route = ctx.route.as_deref().map(|r| &r.spec);
+        let version = session.req_header().version;
+        viewer_headers(resp, version, ctx.cache_status, withheld, route)
     }
 
     async fn fail_to_proxy(
@@ -471,5 +466,42 @@ impl Edge {
         let pool = ctx.route.as_ref().map_or("none", |r| r.pool.name());
         let backend = ctx.attempts.backend();
         self.metrics.count_upstream(pool, backend, outcome);
+    }
+}
+
+/// The fields `response_filter` sets on every response to a viewer, in this order: hop-by-hop
+/// fields out and `Via` in, `X-Cache-Status`, the fields the origin withheld from the stored
+/// copy back (`withheld`, only for the viewer whose request brought the response), then the
+/// route's targeted cache-control fields out and its `response_headers` in.
+pub(crate) fn viewer_headers(
+    resp: &mut ResponseHeader,
+    version: http::Version,
+    status: CacheStatus,
+    withheld: Vec<(http::HeaderName, http::HeaderValue)>,
+    route: Option<&RouteSpec>,
+) -> Result<()> {
+    forwarding::downstream_response(resp, version);
+    resp.insert_header("x-cache-status", status.as_str())?;
+    restore_withheld(resp, withheld);
+    if let Some(route) = route {
+        route.cache.strip_targeted_fields(resp);
+        for (name, value) in &route.response_headers {
+            resp.insert_header(name.clone(), value.clone())?;
+        }
+    }
+    Ok(())
+}
+
+/// RFC 9111 §5.2.2.7, §5.2.2.4: the stored copy lacks the fields the origin withheld from
+/// caches, and the viewer whose request brought the response reads that copy as it fills;
+/// it gets them back here, and no other viewer ever does.
+fn restore_withheld(
+    resp: &mut ResponseHeader,
+    withheld: Vec<(http::HeaderName, http::HeaderValue)>,
+) {
+    for (name, value) in withheld {
+        if resp.headers.get_all(&name).iter().all(|v| *v != value) {
+            let _ = resp.append_header(name, value);
+        }
     }
 }

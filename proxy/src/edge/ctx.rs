@@ -175,17 +175,6 @@ impl RequestCtx {
         }
     }
 
-    /// RFC 9111 §5.2.2.7, §5.2.2.4: the stored copy lacks the fields the origin withheld from
-    /// caches, and the viewer whose request brought the response reads that copy as it fills;
-    /// it gets them back here, and no other viewer ever does.
-    pub(super) fn restore_withheld(&mut self, resp: &mut ResponseHeader) {
-        for (name, value) in std::mem::take(&mut self.withheld) {
-            if resp.headers.get_all(&name).iter().all(|v| *v != value) {
-                let _ = resp.append_header(name, value);
-            }
-        }
-    }
-
     /// Who asked, as the forwarding headers tell the origin.
     pub(super) fn client_info(&self, session: &Session) -> ClientInfo<'_> {
         ClientInfo {

@@ -137,10 +137,7 @@ impl AccessWriter {
             return;
         }
         // Writing into a Vec cannot fail.
-        let _ = match self.format {
-            LogFormat::Text => text_line(&mut pending.lines, r, at),
-            LogFormat::Json => json_line(&mut pending.lines, r, at),
-        };
+        let _ = line(&mut pending.lines, self.format, r, at);
         let batch = before < BATCH && pending.lines.len() >= BATCH;
         drop(pending);
         if batch {
@@ -188,6 +185,20 @@ impl AccessWriter {
                 batch = Vec::with_capacity(BATCH);
             }
         }
+    }
+}
+
+/// Formats `r`'s line in `format`, stamped `at`, onto `out`: what each logged request does
+/// under the shared buffer's lock.
+pub(crate) fn line(
+    out: &mut Vec<u8>,
+    format: LogFormat,
+    r: &AccessRecord<'_>,
+    at: SystemTime,
+) -> std::io::Result<()> {
+    match format {
+        LogFormat::Text => text_line(out, r, at),
+        LogFormat::Json => json_line(out, r, at),
     }
 }
 
@@ -435,11 +446,7 @@ mod tests {
             for error in [None, Some(&error as &dyn std::fmt::Display)] {
                 let r = record(&client, error);
                 let mut ours = Vec::new();
-                match format {
-                    LogFormat::Text => text_line(&mut ours, &r, SystemTime::now()),
-                    LogFormat::Json => json_line(&mut ours, &r, SystemTime::now()),
-                }
-                .unwrap();
+                line(&mut ours, format, &r, SystemTime::now()).unwrap();
                 let ours = String::from_utf8(ours).unwrap();
                 let theirs = via_subscriber(format, &r);
                 assert_eq!(
