@@ -25,6 +25,7 @@ use crate::cache::policy::{self, RequestDemand};
 use crate::cache::store::{StoredBy, BACKGROUND_FILL_TAG};
 use crate::cache::{vary, CacheMode, CacheStatus, EdgeCache};
 use crate::config::RouteSpec;
+use crate::connections;
 use crate::forwarding;
 use crate::host::{normalize_host, request_host};
 use crate::logging;
@@ -79,10 +80,14 @@ impl ProxyHttp for Edge {
     type CTX = RequestCtx;
 
     fn new_ctx(&self) -> RequestCtx {
+        // A request header has been read: the connection's header timeout is over.
+        connections::request_started();
         RequestCtx::new(self.active.load_full(), &self.metrics.in_flight)
     }
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
+        let server = &ctx.active.config.server;
+        connections::keep_alive(session, server.keepalive_timeout, server.keepalive_requests);
         let req = session.req_header();
         ctx.raw_host = request_host(&req.uri, &req.headers);
         let host = normalize_host(&ctx.raw_host);

@@ -25,6 +25,14 @@ pub struct Metrics {
     pub in_flight: IntGauge,
     /// `dime_connections_open`: viewer connections open now, idle keep-alive ones included.
     pub connections_open: IntGauge,
+    /// `dime_listener_connections_open{listener, protocol}`: the same, by listener and protocol.
+    pub listener_connections_open: IntGaugeVec,
+    /// `dime_connections_refused_total{listener}`: connections closed at accept because
+    /// `server.max_connections` were open.
+    pub connections_refused: IntCounterVec,
+    /// `dime_connection_timeouts_total{listener, kind}`: connections closed by the header or
+    /// the keep-alive timeout.
+    pub connection_timeouts: IntCounterVec,
     /// `dime_start_time_seconds`: Unix time the process started.
     pub start_time: Gauge,
     /// `dime_build_info{version}`: always 1.
@@ -127,6 +135,30 @@ impl Metrics {
         let connections_open = IntGauge::new(
             "dime_connections_open",
             "Viewer connections open now, on every HTTP and HTTPS listener, idle keep-alive ones included.",
+        )
+        .expect("valid metric");
+        let listener_connections_open = IntGaugeVec::new(
+            Opts::new(
+                "dime_listener_connections_open",
+                "Viewer connections open now, by listener and protocol (http/1.1, h2); a cleartext connection counts as http/1.1 until its first bytes show the HTTP/2 preface.",
+            ),
+            &["listener", "protocol"],
+        )
+        .expect("valid metric");
+        let connections_refused = IntCounterVec::new(
+            Opts::new(
+                "dime_connections_refused_total",
+                "Viewer connections closed at accept, before TLS or any byte read, because server.max_connections were open, by listener.",
+            ),
+            &["listener"],
+        )
+        .expect("valid metric");
+        let connection_timeouts = IntCounterVec::new(
+            Opts::new(
+                "dime_connection_timeouts_total",
+                "Viewer connections closed by a timeout, by listener and kind: header (server.header_timeout passed before the first request header) or keepalive (server.keepalive_timeout passed waiting for the next request).",
+            ),
+            &["listener", "kind"],
         )
         .expect("valid metric");
         let start_time = Gauge::new("dime_start_time_seconds", "Unix time the process started.")
@@ -240,6 +272,9 @@ impl Metrics {
             Box::new(sent_bytes.clone()),
             Box::new(in_flight.clone()),
             Box::new(connections_open.clone()),
+            Box::new(listener_connections_open.clone()),
+            Box::new(connections_refused.clone()),
+            Box::new(connection_timeouts.clone()),
             Box::new(start_time.clone()),
             Box::new(build_info.clone()),
             Box::new(cache_requests.clone()),
@@ -270,6 +305,9 @@ impl Metrics {
             sent_bytes,
             in_flight,
             connections_open,
+            listener_connections_open,
+            connections_refused,
+            connection_timeouts,
             start_time,
             build_info,
             cache_requests,

@@ -1,7 +1,7 @@
 //! Process assembly: the pingora server, its services (proxy, admin, health checks, config
 //! reload) and shutdown.
 
-use std::net::TcpListener;
+use std::net::{SocketAddr, TcpListener};
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -10,21 +10,23 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context};
 use arc_swap::ArcSwap;
 use pingora_core::listeners::tls::TlsSettings;
-use pingora_core::listeners::{L4BufferSettings, ListenerConfig};
+use pingora_core::listeners::{ConnectionFilter, L4BufferSettings, ListenerConfig};
 use pingora_core::server::configuration::{Opt, ServerConf};
 use pingora_core::server::{ExecutionPhase, Server};
 use pingora_core::services::background::background_service;
 use pingora_core::services::listening::Service;
+use pingora_proxy::HttpProxy;
 
 use crate::active::Active;
 use crate::admin::Admin;
 use crate::cache::{EdgeCache, FillBudget, StoreCounters};
+use crate::config::types::RestartSettings;
 use crate::config::EdgeConfig;
-use crate::connections::Counted;
+use crate::connections::{Admission, Counted, Limits, Listener, LiveLimits};
 use crate::edge::Edge;
 use crate::health::HealthChecks;
 use crate::metrics::Metrics;
-use crate::reload::components::{CertificateReload, LogReload};
+use crate::reload::components::{CertificateReload, FdBudget, LogReload};
 use crate::reload::signal::SighupReload;
 use crate::reload::watcher::ConfigWatcher;
 use crate::reload::Reloader;
@@ -70,6 +72,14 @@ pub fn serve(config: EdgeConfig, run: RunOptions) -> anyhow::Result<()> {
     // What `check` warns about, for an operator who never ran it.
     for w in &config.warnings {
         tracing::warn!("{}", w.as_warning());
+    }
+    match crate::connections::raise_fd_limit() {
+        Ok(limit) => {
+            if let Some(w) = crate::connections::fd_warning(config.server.max_connections, limit) {
+                tracing::warn!("{w}");
+            }
+        }
+        Err(e) => tracing::warn!("cannot read the limit on open files (RLIMIT_NOFILE): {e}"),
     }
     // Before anything else can take a while (an upgrade's handover): from here on SIGUSR1
     // reopens the log files and unused signals no longer end the process.
@@ -120,20 +130,19 @@ pub fn serve(config: EdgeConfig, run: RunOptions) -> anyhow::Result<()> {
         .cache_capacity_bytes
         .set(i64::try_from(config.restart.cache_memory).unwrap_or(i64::MAX));
     let config_file = config.file.clone();
-    let http_listeners = config.restart.http_listeners.clone();
-    let https_listeners = config.restart.https_listeners.clone();
+    let restart = config.restart.clone();
     let resolver = Arc::new(SniResolver::new(config.cert_set()));
     let certificates = config.certificates.clone();
     log_certificates(&certificates, &metrics);
-    let admin_listener = config.restart.admin_listener;
     let active = Active::build(config, &metrics)?;
     if active.pools.is_empty() {
         bail!("no pools configured");
     }
     let active = Arc::new(ArcSwap::from_pointee(active));
-    let mut components: Vec<Arc<dyn crate::reload::Component>> = vec![Arc::new(
-        CertificateReload::new(resolver.clone(), metrics.clone()),
-    )];
+    let mut components: Vec<Arc<dyn crate::reload::Component>> = vec![
+        Arc::new(CertificateReload::new(resolver.clone(), metrics.clone())),
+        Arc::new(FdBudget),
+    ];
     if let Some(outputs) = log_outputs {
         components.push(Arc::new(LogReload(outputs)));
     }
@@ -165,35 +174,11 @@ pub fn serve(config: EdgeConfig, run: RunOptions) -> anyhow::Result<()> {
     };
 
     let draining = Arc::new(AtomicBool::new(false));
-    let mut app = pingora_proxy::http_proxy(
+    let app = pingora_proxy::http_proxy(
         &server.configuration,
         Edge::new(active.clone(), metrics.clone(), cache).with_draining(draining.clone()),
     );
-    // HTTP/2 over cleartext (prior knowledge) beside HTTP/1.1, as Varnish and nginx offer.
-    let mut options = pingora_core::apps::HttpServerOptions::default();
-    options.h2c = true;
-    app.server_options = Some(options);
-    let mut proxy = Service::new(
-        "dime-edge proxy".to_string(),
-        Counted::new(app, metrics.connections_open.clone()),
-    );
-    for addr in &http_listeners {
-        proxy.add_listener(ListenerConfig::tcp(addr.to_string()).l4_buffer(viewer_buffers()));
-    }
-    for addr in &https_listeners {
-        // The paths are unused: the resolver supplies every certificate, by SNI.
-        let mut tls = TlsSettings::intermediate("", "")
-            .map_err(|e| anyhow::anyhow!("TLS settings for {addr}: {e}"))?;
-        tls.set_cert_resolver(resolver.clone());
-        // ALPN: h2 preferred, http/1.1 beside it. pingora's rustls acceptor allows TLS 1.2
-        // and 1.3 only.
-        tls.enable_h2();
-        proxy.add_listener(
-            ListenerConfig::tcp(addr.to_string())
-                .tls(tls)
-                .l4_buffer(viewer_buffers()),
-        );
-    }
+    let proxy = proxy_service(app, &restart, &resolver, &active, &metrics)?;
 
     let mut admin = Service::new(
         "dime-edge admin".to_string(),
@@ -204,7 +189,7 @@ pub fn serve(config: EdgeConfig, run: RunOptions) -> anyhow::Result<()> {
             reloader: reloader.clone(),
         },
     );
-    admin.add_tcp(&admin_listener.to_string());
+    admin.add_tcp(&restart.admin_listener.to_string());
     admin.threads = Some(1);
 
     let health = background_service(
@@ -235,6 +220,87 @@ pub fn serve(config: EdgeConfig, run: RunOptions) -> anyhow::Result<()> {
     server.add_service(background_service("systemd notify", SystemdReady));
     spawn_drain_watcher(&server, metrics, grace, draining);
     server.run_forever();
+}
+
+/// The proxy service: the edge behind every `http` and `https` listener, each listener with its
+/// connection filter (`max_connections`), every connection counted and timed (`Counted`), and
+/// pingora's HTTP/1.1 and HTTP/2 settings.
+fn proxy_service(
+    mut app: HttpProxy<Edge>,
+    restart: &RestartSettings,
+    resolver: &Arc<SniResolver>,
+    active: &Arc<ArcSwap<Active>>,
+    metrics: &Metrics,
+) -> anyhow::Result<Service<Counted<HttpProxy<Edge>>>> {
+    // HTTP/2 over cleartext (prior knowledge) beside HTTP/1.1, as Varnish and nginx offer.
+    let mut options = pingora_core::apps::HttpServerOptions::default();
+    options.h2c = true;
+    // HTTP/1.1 takes server.keepalive_timeout per request (edge.rs); HTTP/2 reads it here, once.
+    options.h2_idle_timeout = Some(restart.http2_idle_timeout);
+    app.server_options = Some(options);
+    let mut h2 = pingora_core::protocols::http::v2::server::default_h2_options();
+    h2.max_concurrent_streams(restart.http2_max_concurrent_streams);
+    app.h2_options = Some(h2);
+
+    let limits: LiveLimits = {
+        let active = active.clone();
+        Arc::new(move || {
+            let server = &active.load().config.server;
+            Limits {
+                max_connections: server.max_connections,
+                header_timeout: server.header_timeout,
+            }
+        })
+    };
+    let listener = |addr: &SocketAddr| {
+        Listener::new(
+            *addr,
+            &metrics.listener_connections_open,
+            &metrics.connections_refused,
+            &metrics.connection_timeouts,
+        )
+    };
+    let http: Vec<Arc<Listener>> = restart.http_listeners.iter().map(listener).collect();
+    let https: Vec<Arc<Listener>> = restart.https_listeners.iter().map(listener).collect();
+    let admission = |l: &Arc<Listener>| -> Arc<dyn ConnectionFilter> {
+        Arc::new(Admission::new(
+            l.clone(),
+            metrics.connections_open.clone(),
+            limits.clone(),
+        ))
+    };
+    let mut proxy = Service::new(
+        "dime-edge proxy".to_string(),
+        Counted::new(
+            app,
+            metrics.connections_open.clone(),
+            http.iter().chain(&https).cloned().collect(),
+            limits.clone(),
+        ),
+    );
+    for (addr, l) in restart.http_listeners.iter().zip(&http) {
+        proxy.add_listener(
+            ListenerConfig::tcp(addr.to_string())
+                .l4_buffer(viewer_buffers())
+                .connection_filter(admission(l)),
+        );
+    }
+    for (addr, l) in restart.https_listeners.iter().zip(&https) {
+        // The paths are unused: the resolver supplies every certificate, by SNI.
+        let mut tls = TlsSettings::intermediate("", "")
+            .map_err(|e| anyhow::anyhow!("TLS settings for {addr}: {e}"))?;
+        tls.set_cert_resolver(resolver.clone());
+        // ALPN: h2 preferred, http/1.1 beside it. pingora's rustls acceptor allows TLS 1.2
+        // and 1.3 only.
+        tls.enable_h2();
+        proxy.add_listener(
+            ListenerConfig::tcp(addr.to_string())
+                .tls(tls)
+                .l4_buffer(viewer_buffers())
+                .connection_filter(admission(l)),
+        );
+    }
+    Ok(proxy)
 }
 
 /// The socket buffers of a viewer's connection. pingora puts a 64 KiB read buffer in front of

@@ -79,6 +79,23 @@ fn server(c: &EdgeConfig) -> Table {
         c.restart.upgrade_sock.display().to_string().into(),
     );
     t.insert("send_timeout".into(), duration(c.server.send_timeout));
+    t.insert(
+        "max_connections".into(),
+        (c.server.max_connections as i64).into(),
+    );
+    t.insert(
+        "keepalive_timeout".into(),
+        duration(c.server.keepalive_timeout),
+    );
+    t.insert("header_timeout".into(), duration(c.server.header_timeout));
+    t.insert(
+        "keepalive_requests".into(),
+        i64::from(c.server.keepalive_requests).into(),
+    );
+    t.insert(
+        "http2_max_concurrent_streams".into(),
+        i64::from(c.restart.http2_max_concurrent_streams).into(),
+    );
     t
 }
 

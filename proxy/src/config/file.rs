@@ -149,6 +149,16 @@ pub struct ServerSection {
     pub upgrade_sock: Option<Spanned<String>>,
     /// A write to a viewer that makes no progress for this long closes its connection.
     pub send_timeout: Option<Spanned<DurationText>>,
+    /// Viewer connections open at once; past it, new ones are refused at accept.
+    pub max_connections: Option<Spanned<i64>>,
+    /// How long an idle keep-alive connection waits for its next request.
+    pub keepalive_timeout: Option<Spanned<DurationText>>,
+    /// How long a new connection may take to send its first request header.
+    pub header_timeout: Option<Spanned<DurationText>>,
+    /// Requests on one HTTP/1.1 connection; the last response closes it.
+    pub keepalive_requests: Option<Spanned<i64>>,
+    /// Streams one HTTP/2 connection may have open at once.
+    pub http2_max_concurrent_streams: Option<Spanned<i64>>,
 }
 
 /// `[listen]`: listening addresses.

@@ -96,12 +96,21 @@ pub const DEFAULT_CACHE_MEMORY: u64 = 512 << 20;
 pub struct ServerSettings {
     /// A write to a viewer that makes no progress for this long closes the connection.
     pub send_timeout: Duration,
+    /// Viewer connections open at once; past it, new ones are refused at accept.
+    pub max_connections: usize,
+    /// How long an idle HTTP/1.1 keep-alive connection waits for its next request (whole
+    /// seconds, at least one: pingora's granularity).
+    pub keepalive_timeout: Duration,
+    /// How long a new connection may take to send its first request header.
+    pub header_timeout: Duration,
+    /// Requests on one HTTP/1.1 connection; the last one's response closes it.
+    pub keepalive_requests: u32,
 }
 
 /// Settings bound when the process starts: the listening sockets, the upgrade socket, worker
-/// threads, the shutdown grace period and the cache's memory and lock table. A reload that
-/// changes one keeps the running value and reports it (`reload::diff`); a new field here is a
-/// compile error there until the diff names it.
+/// threads, the shutdown grace period, the cache's memory and lock table, and HTTP/2's
+/// connection settings. A reload that changes one keeps the running value and reports it
+/// (`reload::diff`); a new field here is a compile error there until the diff names it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RestartSettings {
     /// Plain HTTP listeners (`listen.http`).
@@ -123,10 +132,28 @@ pub struct RestartSettings {
     pub cache_fill_memory: u64,
     /// How long one fill may hold the lock that coalesces misses (`cache.lock_timeout`).
     pub cache_lock_timeout: Duration,
+    /// Streams one HTTP/2 connection may have open at once
+    /// (`server.http2_max_concurrent_streams`).
+    pub http2_max_concurrent_streams: u32,
+    /// How long an HTTP/2 connection with no stream open is kept (`server.keepalive_timeout`
+    /// as the process started: pingora reads it once).
+    pub http2_idle_timeout: Duration,
 }
 
 /// `server.send_timeout` when the file names none (nginx's `send_timeout` default).
 pub const DEFAULT_SEND_TIMEOUT: Duration = Duration::from_secs(60);
+/// `server.max_connections` when the file names none: about 400 MiB of idle connections
+/// (docs/configuration.md says why).
+pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
+/// `server.keepalive_timeout` when the file names none (nginx's `keepalive_timeout` default).
+pub const DEFAULT_KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(75);
+/// `server.header_timeout` when the file names none (nginx's `client_header_timeout`), also
+/// its maximum: pingora closes a first request that stalls this long by itself.
+pub const DEFAULT_HEADER_TIMEOUT: Duration = Duration::from_secs(60);
+/// `server.keepalive_requests` when the file names none (nginx's default).
+pub const DEFAULT_KEEPALIVE_REQUESTS: u32 = 1000;
+/// `server.http2_max_concurrent_streams` when the file names none (nginx's default).
+pub const DEFAULT_HTTP2_MAX_CONCURRENT_STREAMS: u32 = 128;
 
 /// How a pool picks a backend for a request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -1,11 +1,13 @@
-//! The reload components beside routes and pools: the certificates the HTTPS listeners serve
-//! and the log destinations. Each applies its part of an accepted config's diff.
+//! The reload components beside routes and pools: the certificates the HTTPS listeners serve,
+//! the log destinations and the file descriptors `max_connections` needs. Each applies its part
+//! of an accepted config's diff.
 
 use std::sync::Arc;
 
 use super::diff::ConfigDiff;
 use super::{Commit, Component};
 use crate::config::{ConfigError, ConfigErrors, EdgeConfig};
+use crate::connections::{fd_warning, raise_fd_limit};
 use crate::logging::files::Outputs;
 use crate::metrics::Metrics;
 use crate::tls::live::log_certificates;
@@ -68,5 +70,23 @@ impl Component for LogReload {
                     .collect(),
             )),
         }
+    }
+}
+
+/// Warns, as startup does, when a reload's `server.max_connections` needs more file
+/// descriptors than the process may open. The setting applies all the same.
+pub(crate) struct FdBudget;
+
+impl Component for FdBudget {
+    fn prepare(&self, config: &EdgeConfig, _diff: &ConfigDiff) -> Result<Commit, ConfigErrors> {
+        let max_connections = config.server.max_connections;
+        Ok(Box::new(move || {
+            if let Ok(limit) = raise_fd_limit() {
+                if let Some(w) = fd_warning(max_connections, limit) {
+                    tracing::warn!("{w}");
+                }
+            }
+            Vec::new()
+        }))
     }
 }

@@ -152,6 +152,30 @@ impl ConfigDiff {
             &next.server.send_timeout,
             duration,
         );
+        top.field(
+            "server.max_connections",
+            &running.server.max_connections,
+            &next.server.max_connections,
+            number,
+        );
+        top.field(
+            "server.keepalive_timeout",
+            &running.server.keepalive_timeout,
+            &next.server.keepalive_timeout,
+            duration,
+        );
+        top.field(
+            "server.header_timeout",
+            &running.server.header_timeout,
+            &next.server.header_timeout,
+            duration,
+        );
+        top.field(
+            "server.keepalive_requests",
+            &running.server.keepalive_requests,
+            &next.server.keepalive_requests,
+            number,
+        );
         certificates(&mut live, &running.certificates, &next.certificates);
         ConfigDiff {
             restart: restart(&running.restart, &next.restart),
@@ -205,6 +229,8 @@ fn restart(running: &RestartSettings, next: &RestartSettings) -> Vec<Change> {
         cache_memory,
         cache_fill_memory,
         cache_lock_timeout,
+        http2_max_concurrent_streams,
+        http2_idle_timeout,
     } = next;
     let mut out = Vec::new();
     let mut note = |field: &'static str, differs: bool, running: String, wanted: String| {
@@ -269,6 +295,20 @@ fn restart(running: &RestartSettings, next: &RestartSettings) -> Vec<Change> {
         *cache_lock_timeout != running.cache_lock_timeout,
         duration(&running.cache_lock_timeout),
         duration(cache_lock_timeout),
+    );
+    note(
+        "server.http2_max_concurrent_streams",
+        *http2_max_concurrent_streams != running.http2_max_concurrent_streams,
+        running.http2_max_concurrent_streams.to_string(),
+        http2_max_concurrent_streams.to_string(),
+    );
+    // HTTP/1.1 takes the new keepalive_timeout at once (a live field above); HTTP/2 reads it
+    // once, when the process starts.
+    note(
+        "server.keepalive_timeout for HTTP/2",
+        *http2_idle_timeout != running.http2_idle_timeout,
+        duration(&running.http2_idle_timeout),
+        duration(http2_idle_timeout),
     );
     out
 }
@@ -695,6 +735,10 @@ fn bool_(b: &bool) -> String {
     b.to_string()
 }
 
+fn number<T: ToString>(n: &T) -> String {
+    n.to_string()
+}
+
 fn quoted(s: &String) -> String {
     format!("{s:?}")
 }
@@ -906,6 +950,14 @@ mod tests {
                 Box::new(|r| r.cache_lock_timeout = Duration::from_secs(60)),
                 "cache.lock_timeout changed: 30s → 1m".into(),
             ),
+            (
+                Box::new(|r| r.http2_max_concurrent_streams = 64),
+                "server.http2_max_concurrent_streams changed: 128 → 64".into(),
+            ),
+            (
+                Box::new(|r| r.http2_idle_timeout = Duration::from_secs(30)),
+                "server.keepalive_timeout for HTTP/2 changed: 1m 15s → 30s".into(),
+            ),
         ];
         for (edit, line) in cases {
             let mut next = running.clone();
@@ -947,5 +999,35 @@ mod tests {
         );
         // Only backends changed: the pool keeps its members.
         assert!(!diff.rebuilds("web"));
+    }
+
+    #[test]
+    fn connection_settings_apply_live_except_what_http2_reads_once() {
+        let route = format!("{POOL}[[routes]]\npath = \"/\"\npool = \"web\"\n");
+        let running = config(&route);
+        let mut next = config(&format!(
+            "[server]\nmax_connections = 500\nkeepalive_timeout = \"30s\"\nheader_timeout = \"10s\"\nkeepalive_requests = 100\nhttp2_max_concurrent_streams = 64\n\n{route}"
+        ));
+        let diff = ConfigDiff::between(&running, &next);
+        ConfigDiff::hold(&running.restart, &mut next);
+        assert_eq!(
+            diff.lines(),
+            [
+                "server.max_connections 10000 → 500",
+                "server.keepalive_timeout 1m 15s → 30s",
+                "server.header_timeout 1m → 10s",
+                "server.keepalive_requests 1000 → 100",
+            ]
+        );
+        assert_eq!(
+            diff.restart_lines(),
+            [
+                "server.http2_max_concurrent_streams changed: 128 → 64",
+                "server.keepalive_timeout for HTTP/2 changed: 1m 15s → 30s",
+            ]
+        );
+        assert_eq!(next.server.keepalive_timeout, Duration::from_secs(30));
+        assert_eq!(next.restart.http2_idle_timeout, Duration::from_secs(75));
+        assert_eq!(next.restart.http2_max_concurrent_streams, 128);
     }
 }

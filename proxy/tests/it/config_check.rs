@@ -65,6 +65,25 @@ fn type_errors_in_two_routes_are_both_reported_with_their_paths_and_lines() {
     }
 }
 
+#[test]
+fn connection_limits_out_of_range_are_refused_with_their_fields() {
+    let config = format!(
+        "[server]\nmax_connections = 0\nkeepalive_timeout = \"0s\"\nheader_timeout = \"5m\"\nkeepalive_requests = 0\nhttp2_max_concurrent_streams = -7\n{HEAD}\n[[routes]]\npath = \"/\"\npool = \"web\"\n"
+    );
+    let (status, text) = check(&config);
+    assert_eq!(status.code(), Some(1), "{text}");
+    for expected in [
+        "edge.toml:2:19: server.max_connections: must be between 1 and 10000000, got 0",
+        "edge.toml:3:21: server.keepalive_timeout: invalid duration: must be greater than zero",
+        "edge.toml:4:18: server.header_timeout: must be at most 60s",
+        "edge.toml:5:22: server.keepalive_requests: must be between 1 and 1000000000, got 0",
+        "edge.toml:6:32: server.http2_max_concurrent_streams: must be between 1 and 1000000, got -7",
+        "edge.toml: 5 error(s)",
+    ] {
+        assert!(text.contains(expected), "expected `{expected}` in:\n{text}");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn purge_with_the_token_read_from_a_file_works_and_a_rotated_file_reloads_it() {
     let secrets = tempfile::tempdir().unwrap();
@@ -177,6 +196,11 @@ pool = \"web\"
         "interval = \"5s\"",
         "memory = \"512MiB\"",
         "authorization = \"[redacted]\"",
+        "max_connections = 10000",
+        "keepalive_timeout = \"1m 15s\"",
+        "header_timeout = \"1m\"",
+        "keepalive_requests = 1000",
+        "http2_max_concurrent_streams = 128",
     ] {
         assert!(dump.contains(expected), "expected `{expected}` in:\n{dump}");
     }

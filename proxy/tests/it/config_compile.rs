@@ -150,6 +150,32 @@ fn cases() -> Vec<Case> {
                 &["edge.toml:2:16: server.grace_period: invalid duration: must be greater than zero"],
             )
         },
+        // The connection limits: counts from 1, the keep-alive timeout in whole seconds, the
+        // header timeout within pingora's own bound; every one reported.
+        Case {
+            count: Some(5),
+            ..case(
+                "connection limits out of range",
+                format!("[server]\nmax_connections = 0\nkeepalive_requests = -1\nhttp2_max_concurrent_streams = 0\nkeepalive_timeout = \"1500ms\"\nheader_timeout = \"2m\"\n{HEAD}{ROUTE}"),
+                &[
+                    "edge.toml:2:19: server.max_connections: must be between 1 and 10000000, got 0",
+                    "edge.toml:3:22: server.keepalive_requests: must be between 1 and 1000000000, got -1",
+                    "edge.toml:4:32: server.http2_max_concurrent_streams: must be between 1 and 1000000, got 0",
+                    "edge.toml:5:21: server.keepalive_timeout: must be whole seconds (pingora counts this timeout in seconds), e.g. \"75s\"",
+                    "edge.toml:6:18: server.header_timeout: must be at most 60s",
+                ],
+            )
+        },
+        case(
+            "zero keep-alive timeout",
+            format!("[server]\nkeepalive_timeout = \"0s\"\n{HEAD}{ROUTE}"),
+            &["edge.toml:2:21: server.keepalive_timeout: invalid duration: must be greater than zero"],
+        ),
+        case(
+            "max_connections as a string",
+            format!("[server]\nmax_connections = \"10k\"\n{HEAD}{ROUTE}"),
+            &["edge.toml:2:19: server.max_connections: invalid type: string \"10k\", expected an integer"],
+        ),
         case(
             "invalid pool duration",
             GOOD.replace("backends = [", "connect_timeout = \"soon\"\nbackends = ["),

@@ -2,6 +2,7 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use toml::Spanned;
 
@@ -10,15 +11,22 @@ use super::super::loader;
 use super::Compiler;
 use crate::config::types::{
     AdminSettings, LogSettings, LogTarget, DEFAULT_ADMIN, DEFAULT_DEBOUNCE, DEFAULT_GRACE,
-    DEFAULT_SEND_TIMEOUT, DEFAULT_UPGRADE_SOCK, MAX_DEBOUNCE,
+    DEFAULT_HEADER_TIMEOUT, DEFAULT_HTTP2_MAX_CONCURRENT_STREAMS, DEFAULT_KEEPALIVE_REQUESTS,
+    DEFAULT_KEEPALIVE_TIMEOUT, DEFAULT_MAX_CONNECTIONS, DEFAULT_SEND_TIMEOUT, DEFAULT_UPGRADE_SOCK,
+    MAX_DEBOUNCE,
 };
 
 /// `[server]`, validated: what binds at startup and what applies live.
 pub(super) struct Server {
     pub(super) threads: usize,
-    pub(super) grace_period: std::time::Duration,
+    pub(super) grace_period: Duration,
     pub(super) upgrade_sock: PathBuf,
-    pub(super) send_timeout: std::time::Duration,
+    pub(super) send_timeout: Duration,
+    pub(super) max_connections: usize,
+    pub(super) keepalive_timeout: Duration,
+    pub(super) header_timeout: Duration,
+    pub(super) keepalive_requests: u32,
+    pub(super) http2_max_concurrent_streams: u32,
 }
 
 /// The validated listener addresses, in file order.
@@ -54,6 +62,69 @@ impl Compiler<'_> {
             send_timeout: self
                 .duration(s.send_timeout.as_ref(), "server.send_timeout")
                 .unwrap_or(DEFAULT_SEND_TIMEOUT),
+            max_connections: s
+                .max_connections
+                .as_ref()
+                .map_or(DEFAULT_MAX_CONNECTIONS, |n| {
+                    self.count(n, "server.max_connections", 1, 10_000_000)
+                        .unwrap_or(DEFAULT_MAX_CONNECTIONS)
+                }),
+            keepalive_timeout: self.keepalive_timeout(s),
+            header_timeout: self.header_timeout(s),
+            keepalive_requests: s.keepalive_requests.as_ref().map_or(
+                DEFAULT_KEEPALIVE_REQUESTS,
+                |n| {
+                    self.count(n, "server.keepalive_requests", 1, 1_000_000_000)
+                        .map_or(DEFAULT_KEEPALIVE_REQUESTS, |n| n as u32)
+                },
+            ),
+            http2_max_concurrent_streams: s.http2_max_concurrent_streams.as_ref().map_or(
+                DEFAULT_HTTP2_MAX_CONCURRENT_STREAMS,
+                |n| {
+                    self.count(n, "server.http2_max_concurrent_streams", 1, 1_000_000)
+                        .map_or(DEFAULT_HTTP2_MAX_CONCURRENT_STREAMS, |n| n as u32)
+                },
+            ),
+        }
+    }
+
+    /// `server.keepalive_timeout`: pingora keeps it in whole seconds, and 0 would mean never.
+    fn keepalive_timeout(&mut self, s: &ServerSection) -> Duration {
+        let field = "server.keepalive_timeout";
+        let Some(written) = &s.keepalive_timeout else {
+            return DEFAULT_KEEPALIVE_TIMEOUT;
+        };
+        match self.duration(Some(written), field) {
+            Some(d) if d.subsec_nanos() == 0 => d,
+            Some(_) => {
+                self.err(
+                    written.span(),
+                    field,
+                    "must be whole seconds (pingora counts this timeout in seconds), e.g. \"75s\"",
+                );
+                DEFAULT_KEEPALIVE_TIMEOUT
+            }
+            None => DEFAULT_KEEPALIVE_TIMEOUT,
+        }
+    }
+
+    /// `server.header_timeout`: at most pingora's own bound on a first request's reads.
+    fn header_timeout(&mut self, s: &ServerSection) -> Duration {
+        let field = "server.header_timeout";
+        let Some(written) = &s.header_timeout else {
+            return DEFAULT_HEADER_TIMEOUT;
+        };
+        match self.duration(Some(written), field) {
+            Some(d) if d <= DEFAULT_HEADER_TIMEOUT => d,
+            Some(_) => {
+                self.err(
+                    written.span(),
+                    field,
+                    "must be at most 60s (pingora closes a connection whose first request stalls for 60 s)",
+                );
+                DEFAULT_HEADER_TIMEOUT
+            }
+            None => DEFAULT_HEADER_TIMEOUT,
         }
     }
 

@@ -208,6 +208,9 @@ pub struct ListenerConfig {
     l4: ServerAddress,
     tls: Option<TlsSettings>,
     l4_buffer: L4BufferSettings,
+    // Dime: a filter for this endpoint alone (see `connection_filter` below)
+    #[cfg(feature = "connection_filter")]
+    connection_filter: Option<Arc<dyn ConnectionFilter>>,
 }
 
 impl ListenerConfig {
@@ -217,6 +220,8 @@ impl ListenerConfig {
             l4: ServerAddress::Tcp(addr.into(), None),
             tls: None,
             l4_buffer: L4BufferSettings::default(),
+            #[cfg(feature = "connection_filter")]
+            connection_filter: None,
         }
     }
 
@@ -227,6 +232,8 @@ impl ListenerConfig {
             l4: ServerAddress::Uds(addr.into(), None),
             tls: None,
             l4_buffer: L4BufferSettings::default(),
+            #[cfg(feature = "connection_filter")]
+            connection_filter: None,
         }
     }
 
@@ -273,6 +280,14 @@ impl ListenerConfig {
     /// Set L4 read and write buffer sizes for this endpoint.
     pub fn l4_buffer(mut self, settings: L4BufferSettings) -> Self {
         self.l4_buffer = settings;
+        self
+    }
+
+    /// Dime: set a connection filter for this endpoint alone, in place of the one set on the
+    /// [`Listeners`] (so each endpoint's filter knows which endpoint it guards).
+    #[cfg(feature = "connection_filter")]
+    pub fn connection_filter(mut self, filter: Arc<dyn ConnectionFilter>) -> Self {
+        self.connection_filter = Some(filter);
         self
     }
 }
@@ -450,13 +465,21 @@ impl Listeners {
 
     /// Add the given listener endpoint to `self`.
     pub fn add_listener(&mut self, endpoint: ListenerConfig) {
+        #[cfg(feature = "connection_filter")]
+        let ListenerConfig {
+            l4,
+            tls,
+            l4_buffer,
+            connection_filter,
+        } = endpoint;
+        #[cfg(not(feature = "connection_filter"))]
         let ListenerConfig { l4, tls, l4_buffer } = endpoint;
         self.stacks.push(TransportStackBuilder {
             l4,
             tls,
             l4_buffer,
             #[cfg(feature = "connection_filter")]
-            connection_filter: self.connection_filter.clone(),
+            connection_filter: connection_filter.or_else(|| self.connection_filter.clone()),
             pre_tls_callback: self.pre_tls_callback.clone(),
         });
     }

@@ -33,6 +33,17 @@ pub use server::{ReusableHttpStream, Session as ServerSession};
 /// The Pingora server name string
 pub const SERVER_NAME: &[u8; 7] = b"Pingora";
 
+/// Dime: called, on the connection's task, when a downstream connection is closed because its
+/// keep-alive timeout passed (HTTP/1 waiting for a request, HTTP/2 with no stream open), so the
+/// application can count it. Set once at startup.
+pub static ON_KEEPALIVE_TIMEOUT: std::sync::OnceLock<fn()> = std::sync::OnceLock::new();
+
+pub(crate) fn keepalive_timed_out() {
+    if let Some(hook) = ON_KEEPALIVE_TIMEOUT.get() {
+        hook();
+    }
+}
+
 /// An enum to hold all possible HTTP response events.
 #[derive(Debug)]
 pub enum HttpTask {

@@ -221,6 +221,8 @@ impl HttpSession {
                     Ok(res) => res,
                     Err(e) => {
                         debug!("keepalive timeout {d:?} reached, {e}");
+                        // Dime: counted by the application
+                        crate::protocols::http::keepalive_timed_out();
                         return Ok(None);
                     }
                 },

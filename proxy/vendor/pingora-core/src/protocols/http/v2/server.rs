@@ -175,6 +175,8 @@ pub(crate) async fn accept_downstream_sessions<F>(
                     // Idle with nothing in flight: drop `conn` to close the
                     // socket now (no graceful GOAWAY wait that could hang on
                     // a dead peer).
+                    // Dime: counted by the application
+                    crate::protocols::http::keepalive_timed_out();
                     return;
                 }
             }
