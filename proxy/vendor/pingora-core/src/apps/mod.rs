@@ -119,6 +119,54 @@ pub struct HttpPersistentSettings {
     pipelining_enabled: bool,
 }
 
+/// Dime: waits until a kept-alive HTTP/1 connection has the first byte of its next request,
+/// within the keep-alive timeout. `false` when the connection should close: the timeout passed
+/// (counted as a keep-alive timeout), the client closed it, or the server is shutting down.
+/// Streams that cannot peek (TLS) and pipelined bytes already read go on at once.
+async fn wait_for_next_request(
+    stream: &mut Stream,
+    settings: &HttpPersistentSettings,
+    shutdown: &ShutdownWatch,
+) -> bool {
+    if settings.pipelined_prefix.as_ref().is_some_and(|p| !p.is_empty()) {
+        return true;
+    }
+    let mut shutdown = shutdown.clone();
+    if *shutdown.borrow() {
+        return false;
+    }
+    let mut byte = [0u8; 1];
+    let peek = stream.try_peek(&mut byte);
+    let limit = match settings.keepalive_timeout {
+        Some(0) | None => None,
+        Some(secs) => Some(Duration::from_secs(secs)),
+    };
+    let waited = async {
+        match limit {
+            Some(limit) => tokio::time::timeout(limit, peek).await.ok(),
+            None => Some(peek.await),
+        }
+    };
+    tokio::select! {
+        waited = waited => match waited {
+            // A stream that cannot peek: its session reads and times out as before.
+            Some(Ok(false)) => true,
+            Some(Ok(true)) => true,
+            // Closed by the client (EOF) or broken.
+            Some(Err(e)) => {
+                debug!("keep-alive connection closed while idle: {e}");
+                false
+            }
+            None => {
+                debug!("keepalive timeout {limit:?} reached while idle");
+                crate::protocols::http::keepalive_timed_out();
+                false
+            }
+        },
+        _ = shutdown.changed() => false,
+    }
+}
+
 impl HttpPersistentSettings {
     pub fn for_session(session: &ServerSession) -> Self {
         HttpPersistentSettings {
@@ -358,7 +406,15 @@ where
             );
 
             let mut result = self.process_new_http(session, shutdown).await;
-            while let Some((stream, persistent_settings)) = result.map(|r| r.consume()) {
+            while let Some((mut stream, persistent_settings)) = result.map(|r| r.consume()) {
+                // Dime: an idle keep-alive connection waits here, holding only its stream,
+                // until the next request's first byte; `process_new_http` (boxed, with the
+                // whole proxy state of a request) is only started for a request that came.
+                if let Some(settings) = &persistent_settings {
+                    if !wait_for_next_request(&mut stream, settings, shutdown).await {
+                        return None;
+                    }
+                }
                 let mut session = ServerSession::new_http1(stream);
                 if let Some(persistent_settings) = persistent_settings {
                     persistent_settings.apply_to_session(&mut session);
