@@ -122,9 +122,9 @@ pub struct HttpPersistentSettings {
 /// Dime: waits until a kept-alive HTTP/1 connection has the first byte of its next request,
 /// within the keep-alive timeout. `false` when the connection should close: the timeout passed
 /// (counted as a keep-alive timeout), the client closed it, or the server is shutting down.
-/// Streams that cannot peek (TLS) and pipelined bytes already read go on at once.
+/// Streams that are not plain TCP (TLS) and pipelined bytes already read go on at once.
 async fn wait_for_next_request(
-    stream: &mut Stream,
+    stream: &Stream,
     settings: &HttpPersistentSettings,
     shutdown: &ShutdownWatch,
 ) -> bool {
@@ -135,8 +135,11 @@ async fn wait_for_next_request(
     if *shutdown.borrow() {
         return false;
     }
-    let mut byte = [0u8; 1];
-    let peek = stream.try_peek(&mut byte);
+    let Some(l4) = stream.as_any().downcast_ref::<crate::protocols::l4::stream::Stream>() else {
+        // Not a plain TCP stream (TLS): its session reads and times out as before.
+        return true;
+    };
+    let peek = l4.wait_readable();
     let limit = match settings.keepalive_timeout {
         Some(0) | None => None,
         Some(secs) => Some(Duration::from_secs(secs)),
@@ -149,9 +152,8 @@ async fn wait_for_next_request(
     };
     tokio::select! {
         waited = waited => match waited {
-            // A stream that cannot peek: its session reads and times out as before.
-            Some(Ok(false)) => true,
-            Some(Ok(true)) => true,
+            // Readable, or a stream that cannot tell: the session reads.
+            Some(Ok(_)) => true,
             // Closed by the client (EOF) or broken.
             Some(Err(e)) => {
                 debug!("keep-alive connection closed while idle: {e}");
@@ -406,12 +408,12 @@ where
             );
 
             let mut result = self.process_new_http(session, shutdown).await;
-            while let Some((mut stream, persistent_settings)) = result.map(|r| r.consume()) {
+            while let Some((stream, persistent_settings)) = result.map(|r| r.consume()) {
                 // Dime: an idle keep-alive connection waits here, holding only its stream,
                 // until the next request's first byte; `process_new_http` (boxed, with the
                 // whole proxy state of a request) is only started for a request that came.
                 if let Some(settings) = &persistent_settings {
-                    if !wait_for_next_request(&mut stream, settings, shutdown).await {
+                    if !wait_for_next_request(&stream, settings, shutdown).await {
                         return None;
                     }
                 }

@@ -623,6 +623,56 @@ impl Stream {
         }
     }
 
+    /// Dime: waits until the peer has sent something (or closed), without reading it.
+    /// `Ok(false)` when this stream cannot tell (not TCP). Costs one non-blocking `MSG_PEEK`;
+    /// after it found nothing, the readiness the reactor reports next is fresh, so the data is
+    /// then read by the caller's own read, not peeked again.
+    pub async fn wait_readable(&self) -> io::Result<bool> {
+        if self.rewind_read_buf.iter().any(|b| !b.is_empty()) {
+            return Ok(true);
+        }
+        let Some(buffered) = self.stream.as_ref() else {
+            return Ok(false);
+        };
+        let raw = match buffered {
+            BufferedStream::UnbufferedRead(w) => w.get_ref(),
+            BufferedStream::BufferedRead(r) => {
+                if !r.buffer().is_empty() {
+                    return Ok(true);
+                }
+                r.get_ref().get_ref()
+            }
+        };
+        let RawStream::Tcp(tcp) = &raw.stream else {
+            return Ok(false);
+        };
+        let mut byte = [0u8; 1];
+        let peeked = tcp.try_io(Interest::READABLE, || {
+            // Safety: a valid socket and a 1-byte buffer that outlives the call.
+            let n = unsafe {
+                libc::recv(
+                    tcp.as_raw_fd(),
+                    byte.as_mut_ptr().cast(),
+                    1,
+                    libc::MSG_PEEK | libc::MSG_DONTWAIT,
+                )
+            };
+            if n < 0 {
+                Err(std::io::Error::last_os_error())
+            } else {
+                Ok(n)
+            }
+        });
+        match peeked {
+            Ok(_) => Ok(true),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                tcp.readable().await?;
+                Ok(true)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
     /// Set the read and write buffer sizes
     /// It is only set later because of the malloc overhead in critical accept() path
     pub(crate) fn set_buffer(&mut self, buffer: L4BufferSettings) {
