@@ -32,9 +32,11 @@ INVAL_OBJECTS=${BENCH_INVAL_OBJECTS:-10000}
 INVAL_POSTS=${BENCH_INVAL_POSTS:-1000}
 if [[ $QUICK == 1 ]]; then
     ROUNDS=${BENCH_ROUNDS:-1} DURATION=${BENCH_DURATION:-3} RSS_OBJECTS=${BENCH_RSS_OBJECTS:-16}
+    IDLE_COUNT=${BENCH_IDLE_COUNT:-1000} IDLE_HOLD=${BENCH_IDLE_HOLD:-2000}
     INVAL_DURATION=${BENCH_INVAL_DURATION:-3}
 else
     ROUNDS=${BENCH_ROUNDS:-3} DURATION=${BENCH_DURATION:-10} RSS_OBJECTS=${BENCH_RSS_OBJECTS:-130}
+    IDLE_COUNT=${BENCH_IDLE_COUNT:-5000} IDLE_HOLD=${BENCH_IDLE_HOLD:-15000}
     INVAL_DURATION=${BENCH_INVAL_DURATION:-30}
 fi
 ((INVAL_OBJECTS > 2 * INVAL_POSTS)) || {
@@ -642,6 +644,57 @@ memory() {
     stop_proxy
 }
 
+# json_field NAME JSON: one top-level field of a JSON object.
+json_field() { python3 -c 'import json, sys; print(json.loads(sys.argv[2])[sys.argv[1]])' "$1" "$2"; }
+
+# idle PROXY: what idle viewer connections cost the proxy's memory (IDLE_COUNT HTTP/1.1
+# connections, then IDLE_COUNT / 2 HTTP/2 over TLS ones, each before and after one request on
+# it), and the p99 of 1 KB hits with IDLE_HOLD idle connections held beside them against the
+# p99 without.
+idle() {
+    local proxy=$1 json held fifo pids
+    log "idle connections: $proxy"
+    start_proxy "$proxy"
+    warm "$proxy" "$PROXY/live/index.m3u8" 1024 || true
+    read -r -a pids <<<"$(proxy_pids | tr '\n' ' ')"
+    json=$(taskset -c "$LOAD_CPU" python3 "$BENCHES/idle.py" memory --url "$PROXY" --path /live/index.m3u8 \
+        --count "$IDLE_COUNT" --pids "${pids[@]}") || die "idle.py failed against $proxy"
+    echo "$proxy h1 $json" >>"$OUT/idle.txt"
+    record "$proxy" 1 idle h1_idle_kib "$(json_field idle_kib "$json")"
+    record "$proxy" 1 idle h1_after_request_kib "$(json_field after_request_kib "$json")"
+    if [[ $proxy != varnish ]]; then
+        warm "$proxy" "$PROXY_TLS/live/index.m3u8" 1024 || true
+        json=$(taskset -c "$LOAD_CPU" python3 "$BENCHES/idle.py" memory --url "$PROXY_TLS" --h2 \
+            --path /live/index.m3u8 --count $((IDLE_COUNT / 2)) --pids "${pids[@]}") ||
+            die "idle.py --h2 failed against $proxy"
+        echo "$proxy h2 $json" >>"$OUT/idle.txt"
+        record "$proxy" 1 idle h2_idle_kib "$(json_field idle_kib "$json")"
+        record "$proxy" 1 idle h2_after_request_kib "$(json_field after_request_kib "$json")"
+    fi
+    wrk_run "$proxy" 1 playlist_1k_alone /live/index.m3u8 1024 32
+    # The held connections come from a process whose stdin is a pipe: closing it lets them go.
+    fifo=$OUT/idle-hold.fifo
+    rm -f "$fifo" && mkfifo "$fifo"
+    taskset -c "$LOAD_CPU" python3 "$BENCHES/idle.py" hold --url "$PROXY" --count "$IDLE_HOLD" \
+        <"$fifo" >"$OUT/idle-hold.txt" 2>&1 &
+    local hold_pid=$!
+    PIDS+=("$hold_pid")
+    exec {hold_fd}>"$fifo"
+    for ((held = 0; held < 120; held++)); do
+        grep -q '^held' "$OUT/idle-hold.txt" && break
+        kill -0 "$hold_pid" 2>/dev/null || die "idle.py hold ended: $(cat "$OUT/idle-hold.txt")"
+        sleep 1
+    done
+    grep -q '^held' "$OUT/idle-hold.txt" || die "idle.py hold did not open $IDLE_HOLD connections in 120 s"
+    record "$proxy" 1 idle held_rss_mib "$(rss_kib | awk '{ printf "%.1f", $1 / 1024 }')"
+    wrk_run "$proxy" 1 playlist_1k_beside_idle /live/index.m3u8 1024 32
+    exec {hold_fd}>&-
+    wait "$hold_pid" || true
+    forget "$hold_pid"
+    rm -f "$fifo"
+    stop_proxy
+}
+
 # dime-edge's dime_cache_objects gauge.
 dime_objects() {
     curl -s -m 5 "http://127.0.0.1:$ADMIN_PORT/metrics" | awk '/^dime_cache_objects / { print $2 }'
@@ -846,6 +899,9 @@ machine() {
         echo "rounds=$ROUNDS"
         echo "duration=$DURATION"
         echo "rss_objects=$RSS_OBJECTS"
+        echo "idle_count=$IDLE_COUNT"
+        echo "idle_hold=$IDLE_HOLD"
+        echo "nofile=$(ulimit -Hn)"
         echo "inval_objects=$INVAL_OBJECTS"
         echo "inval_posts=$INVAL_POSTS"
         echo "inval_duration=$INVAL_DURATION"
@@ -889,6 +945,7 @@ main() {
     done
     for proxy in "${PROXIES[@]}"; do coalesce "$proxy"; done
     for proxy in "${PROXIES[@]}"; do memory "$proxy"; done
+    for proxy in "${PROXIES[@]}"; do idle "$proxy"; done
     for ((round = 1; round <= ROUNDS; round++)); do invalidation "$round"; done
     echo "end $(cut -d' ' -f1-3 /proc/loadavg)" >>"$OUT/load.txt"
     profile_dime
