@@ -133,7 +133,7 @@ readonly nginx_url=http://127.0.0.1:${port}
 
 # --- nginx ----------------------------------------------------------------------------------
 
-rm -rf "${work}/nginx" "${work}"/{edge,nginx}.{json,status,cpu_ms,window} "${work}/run.txt"
+rm -rf "${work}/nginx" "${work}"/{edge,nginx}.{json,status,cpu_ms,other_ms,window} "${work}/run.txt"
 mkdir -p "${work}/nginx/client_body"
 render_nginx() {
 	local text servers='' address user='# (not root: the workers run as this user)'
@@ -210,27 +210,48 @@ cpu_ticks() {
 	echo "${total}"
 }
 
-# The edge's process: the one listening on its port.
-edge_pid=$(ss -Hltnp "sport = :${edge##*:}" 2>/dev/null |
-	sed -n 's/.*users:(("[^"]*",pid=\([0-9]*\).*/\1/p' | head -n 1) || true
+# CPU time in clock ticks of this shell and of its children that have ended (k6, curl, ...).
+own_ticks() { sed 's/.*) //' "/proc/$$/stat" | awk '{ print $12 + $13 + $14 + $15 }'; }
+
+# Busy CPU time of the whole machine in clock ticks (user, nice, system, irq, softirq, steal).
+machine_ticks() { awk '$1 == "cpu" { print $2 + $3 + $4 + $7 + $8 + $9; exit }' /proc/stat; }
+
+# The process listening on a loopback port (ss -ltnp), or nothing.
+listener() {
+	ss -Hltnp "sport = :$1" 2>/dev/null |
+		sed -n 's/.*users:(("[^"]*",pid=\([0-9]*\).*/\1/p' | head -n 1 || true
+}
+edge_pid=$(listener "${edge##*:}")
 [[ -n ${edge_pid} ]] || die "cannot find the process listening on ${edge#http://} (ss -ltnp)"
+# The stack's processes (edge, streamers, web app, packager), whose CPU is part of the setup;
+# everything else that ran during a k6 run was other work on the machine, reported as such.
+stack_pids=()
+for p in "${edge##*:}" 8081 8082 8083 "${packager##*:}"; do
+	pid=$(listener "${p}")
+	[[ -n ${pid} ]] && stack_pids+=("${pid}")
+done
 
 # measure NAME BASE_URL ADMIN_URL PID [k6 options]: one k6 run, its summary in NAME.json, the
-# proxy's CPU time over the run in NAME.cpu_ms, its start and end (epoch seconds) in
+# proxy's CPU time over the run in NAME.cpu_ms, the CPU time of other work on the machine in
+# NAME.other_ms, its start and end (epoch seconds) in
 # NAME.window; k6's exit status in NAME.status (99: thresholds crossed, a result; anything else
 # stops here).
 measure() {
-	local name=$1 base=$2 admin_url=$3 pid=$4 before after status=0
+	local name=$1 base=$2 admin_url=$3 pid=$4 before after status=0 known machine
 	shift 4
 	log "warming ${name} up with the VoD title"
 	warm_up "${base}"
 	log "k6 against ${name} (${base})"
 	before=$(cpu_ticks "${pid}")
+	known=$(($(cpu_ticks "${stack_pids[@]}" ${nginx_pid}) + $(own_ticks)))
+	machine=$(machine_ticks)
 	date +%s.%N >"${work}/${name}.window"
 	BASE_URL=${base} bash "${here}/run.sh" "$@" -e "BASE_URL=${base}" -e "ADMIN_URL=${admin_url}" \
 		-e "LIVE_PATH=${live_path}" -e "VOD_PATH=${vod_path}" \
 		-e "SUMMARY_JSON=${work}/${name}.json" || status=$?
 	after=$(cpu_ticks "${pid}")
+	known=$(($(cpu_ticks "${stack_pids[@]}" ${nginx_pid}) + $(own_ticks) - known))
+	machine=$(($(machine_ticks) - machine))
 	date +%s.%N >>"${work}/${name}.window"
 	if ((status != 0 && status != 99)); then
 		die "k6 against ${name} failed (exit ${status}; output above)"
@@ -239,6 +260,9 @@ measure() {
 	[[ -s ${work}/${name}.json ]] || die "k6 against ${name} wrote no ${work}/${name}.json"
 	echo "${status}" >"${work}/${name}.status"
 	echo "$(((after - before) * 1000 / $(getconf CLK_TCK)))" >"${work}/${name}.cpu_ms"
+	# Other work on the machine: all busy CPU minus the stack's and this script's with its
+	# children, nginx and k6 (never below 0: the counters are read at slightly different moments).
+	echo "$(((machine > known ? machine - known : 0) * 1000 / $(getconf CLK_TCK)))" >"${work}/${name}.other_ms"
 }
 
 started=$(date -u '+%Y-%m-%d %H:%M UTC')

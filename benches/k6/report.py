@@ -3,7 +3,8 @@
 
 Reads, from compare.sh's work directory: edge.json and nginx.json (k6's summaries, with the
 run's settings), edge.status and nginx.status (k6's exit status), edge.cpu_ms and nginx.cpu_ms
-(the proxy's CPU time over its run), run.txt (date, commit, versions, the stack's settings) and
+(the proxy's CPU time over its run), *.other_ms (other work's), *.window (each run's start and
+end, for the streamers' logs), run.txt (date, commit, versions, the stack's settings) and
 nginx/access.log (nginx's requests to the streamers). Prints the table and replaces the section
 between the k6-viewers markers of the page (appended when missing); the rest is left as it is.
 Every number in the section comes from those files.
@@ -189,6 +190,7 @@ def main() -> None:
             "hit": metric(s, "edge_hit", "rate"),
             "origin": origin,
             "cpu_s": int((work / f"{key}.cpu_ms").read_text()) / 1000,
+            "other_s": int((work / f"{key}.other_ms").read_text()) / 1000,
             "seconds": seconds,
             "gbps": metric(s, "data_received", "count") * 8 / seconds / 1e9 if seconds else 0,
             "new_segments": metric(s, "live_new_segments", "count"),
@@ -335,12 +337,17 @@ def main() -> None:
         + "\n"
         + bullet(
             "**Proxy CPU**: user and system CPU time of the proxy's processes over the k6 run "
-            "(the edge's one process; nginx's master and workers), from `/proc`."
+            "(the edge's one process; nginx's master and workers), from `/proc`. *Other work* "
+            "below is the machine's busy CPU time (`/proc/stat`) over the run less that of the "
+            "stack, nginx, k6 and the script: whatever else the machine was doing."
         ),
         para(
             f"dime-edge's segment p99 was {ms(e['p99'])} ms, {p99} {ms(n['p99'])} ms (p95 "
             f"{ms(e['p95'])} against {ms(n['p95'])} ms), for {e['cpu_s']:.1f} against "
-            f"{n['cpu_s']:.1f} core-seconds of proxy CPU. The viewers received "
+            f"{n['cpu_s']:.1f} core-seconds of proxy CPU. Other work on the machine took "
+            f"{e['other_s']:.1f} core-seconds during the edge's run and {n['other_s']:.1f} during "
+            f"nginx's, of the {e['seconds'] * int(run['cores']):.0f} and "
+            f"{n['seconds'] * int(run['cores']):.0f} its cores had. The viewers received "
             f"{e['gbps']:.2f} Gbit/s from the edge and {n['gbps']:.2f} Gbit/s from nginx. "
             f"viewers.js's thresholds (no viewer error, segment p95 under "
             f"{settings['p95_segment_ms']} ms): {verdict(e)}; {verdict(n)}."
