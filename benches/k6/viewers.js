@@ -284,6 +284,15 @@ export function handleSummary(data) {
   }
   lines.push('');
   const out = { stdout: lines.join('\n') };
-  if (__ENV.SUMMARY_JSON) out[__ENV.SUMMARY_JSON] = JSON.stringify(data, null, 2);
+  // The run's settings go with k6's summary, so a report written from the file (compare.sh)
+  // says what was run without being told again.
+  const settings = {
+    base_url: BASE_URL, admin_url: ADMIN_URL, live_path: LIVE_PATH, vod_path: VOD_PATH,
+    pool: POOL, live_vus: LIVE_VUS, vod_vus: VOD_VUS, duration: DURATION, ramp: RAMP,
+    p95_segment_ms: P95_SEGMENT_MS,
+  };
+  if (__ENV.SUMMARY_JSON) {
+    out[__ENV.SUMMARY_JSON] = JSON.stringify(Object.assign({ settings }, data), null, 2);
+  }
   return out;
 }
