@@ -90,6 +90,13 @@ CARGO_TARGET_DIR=$TARGET_DIR nice -n "$NICE" cargo afl build --release --quiet -
 export AFL_I_DONT_CARE_ABOUT_MISSING_CRASHES=1 AFL_SKIP_CPUFREQ=1 AFL_NO_AFFINITY=1
 export AFL_NO_UI=1 AFL_QUIET=1
 
+# The commit the runs test: the page this script writes and the corpora it adds to do not
+# count as changes to it.
+commit=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
+if ! git diff --quiet HEAD -- . ':!docs/reliability.md' ':!proxy/fuzz/corpus' 2>/dev/null; then
+    commit=$commit-dirty
+fi
+
 stat() { sed -n "s/^$2 *: *//p" "$OUT/$1/default/fuzzer_stats"; }
 
 failed=0
@@ -124,17 +131,16 @@ for t in "${TARGETS[@]}"; do
         find "$FUZZ/corpus/$t" -maxdepth 1 -type f -name 'found-*' -delete
         room=$((MAX_CORPUS > seeds ? MAX_CORPUS - seeds : 0))
         # Smallest first, named by content so reruns keep one copy.
-        find "$work/min" -maxdepth 1 -type f -printf '%s %p\n' | sort -n | cut -d' ' -f2- |
-            while read -r f; do
-                name=found-$(sha1sum "$f" | cut -c1-12)
-                # An input already kept (a seed) is not kept twice.
-                dup=0
-                for s in "$FUZZ/corpus/$t"/*; do cmp -s "$f" "$s" && dup=1 && break; done
-                ((dup)) && continue
-                ((room > 0)) || break
-                cp "$f" "$FUZZ/corpus/$t/$name"
-                room=$((room - 1))
-            done
+        mapfile -t found < <(find "$work/min" -maxdepth 1 -type f -printf '%s %p\n' | sort -n | cut -d' ' -f2-)
+        for f in "${found[@]}"; do
+            ((room > 0)) || break
+            # An input already kept (a seed) is not kept twice.
+            dup=0
+            for s in "$FUZZ/corpus/$t"/*; do cmp -s "$f" "$s" && dup=1 && break; done
+            ((dup)) && continue
+            cp "$f" "$FUZZ/corpus/$t/found-$(sha1sum "$f" | cut -c1-12)"
+            room=$((room - 1))
+        done
         say "$t: corpus now $(find "$FUZZ/corpus/$t" -maxdepth 1 -type f | wc -l) files"
     fi
 done
@@ -145,7 +151,6 @@ printf '\n%s\n%s\n' "$header" "$rule"
 printf '%s\n' "${rows[@]}"
 
 if [[ -n $DOC && ${#TARGETS[@]} == "${#ALL[@]}" ]]; then
-    commit=$(git describe --always --dirty 2>/dev/null || echo unknown)
     table=$(
         printf '<!-- fuzz:begin (written by make fuzz: proxy/fuzz/run.sh) -->\n'
         printf '%s, commit `%s`, %s s per target (FUZZ_SECONDS), AFL++ %s through cargo-afl %s, one core each in turn.\n\n' \
