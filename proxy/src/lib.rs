@@ -14,6 +14,9 @@ pub mod config;
 pub(crate) mod connections;
 pub(crate) mod edge;
 pub(crate) mod forwarding;
+/// The parsers' doors for `proxy/fuzz` alone; not an API.
+#[doc(hidden)]
+pub mod fuzzing;
 pub(crate) mod health;
 pub(crate) mod host;
 pub mod logging;

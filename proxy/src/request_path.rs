@@ -19,8 +19,9 @@ pub(crate) enum PathError {
         /// Offset of the `%` in the path as received.
         at: usize,
     },
-    /// `%00`: no file name holds a NUL, and C-based origins would cut the path there.
-    #[error("the path holds an escaped NUL (%00) at byte {at}")]
+    /// A NUL, escaped (`%00`) or not: no file name holds one, and C-based origins would cut
+    /// the path there.
+    #[error("the path holds a NUL at byte {at}")]
     Nul {
         /// Offset of the `%` in the path as received.
         at: usize,
@@ -60,6 +61,9 @@ pub(crate) fn canonicalize(raw: &str) -> Result<String, PathError> {
                 Some(v) => push_escape(&mut decoded, v),
             }
             i += 3;
+        } else if b == 0 {
+            // Escaped below it would read as `%00`, which is refused above.
+            return Err(PathError::Nul { at: i });
         } else {
             if b == b'/' || is_pchar(b) {
                 decoded.push(char::from(b));
@@ -218,6 +222,9 @@ mod tests {
             ("/v/a.ts%4", PathError::BadEscape { at: 7 }),
             ("/v/%4g", PathError::BadEscape { at: 3 }),
             ("/v/a%00.ts", PathError::Nul { at: 4 }),
+            // Found by make fuzz (canonical_path): a raw NUL was escaped to the %00 refused
+            // above, so the canonical form was not its own canonical form.
+            ("/v/a\0.ts", PathError::Nul { at: 4 }),
         ] {
             assert_eq!(canonicalize(raw), Err(want), "{raw}");
         }

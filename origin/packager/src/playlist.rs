@@ -190,7 +190,8 @@ impl MediaPlaylist {
             discontinuity_sequence: 0,
             segments: Vec::new(),
         };
-        let mut next_sequence = 0u64;
+        // None once the sequence has passed u64::MAX: a segment then has no number.
+        let mut next_sequence = Some(0u64);
         let mut duration: Option<Duration> = None;
         let mut program_date_time = None;
         let mut discontinuity = false;
@@ -203,8 +204,18 @@ impl MediaPlaylist {
                 playlist.min_target_duration = parse_number(value)
                     .ok_or_else(|| syntax(number, format!("bad target duration {value:?}")))?;
             } else if let Some(value) = line.strip_prefix("#EXT-X-MEDIA-SEQUENCE:") {
-                next_sequence = parse_number(value)
-                    .ok_or_else(|| syntax(number, format!("bad media sequence {value:?}")))?;
+                // RFC 8216 §4.3.3.2: it MUST appear before the first segment; after one, it
+                // would number two segments alike.
+                if !playlist.segments.is_empty() {
+                    return Err(syntax(
+                        number,
+                        "#EXT-X-MEDIA-SEQUENCE after the first segment".into(),
+                    ));
+                }
+                next_sequence = Some(
+                    parse_number(value)
+                        .ok_or_else(|| syntax(number, format!("bad media sequence {value:?}")))?,
+                );
             } else if let Some(value) = line.strip_prefix("#EXT-X-DISCONTINUITY-SEQUENCE:") {
                 playlist.discontinuity_sequence = parse_number(value).ok_or_else(|| {
                     syntax(number, format!("bad discontinuity sequence {value:?}"))
@@ -226,27 +237,30 @@ impl MediaPlaylist {
                 program_date_time = Some(time);
             } else if let Some(value) = line.strip_prefix("#EXTINF:") {
                 let seconds = value.split(',').next().unwrap_or_default();
+                // try_from: a duration past Duration's range (1e30) is an error, not a panic.
                 let parsed = seconds
                     .parse::<f64>()
                     .ok()
-                    .filter(|s| s.is_finite() && *s >= 0.0)
+                    .and_then(|s| Duration::try_from_secs_f64(s).ok())
                     .ok_or_else(|| syntax(number, format!("bad EXTINF duration {seconds:?}")))?;
-                duration = Some(Duration::from_secs_f64(parsed));
+                duration = Some(parsed);
             } else if line.starts_with('#') {
                 // Other tags (version, independent segments, end list) carry nothing to resume.
             } else {
                 let duration = duration
                     .take()
                     .ok_or_else(|| syntax(number, format!("segment {line:?} has no #EXTINF")))?;
+                let sequence = next_sequence
+                    .ok_or_else(|| syntax(number, "media sequence number past 2^64-1".into()))?;
                 playlist.segments.push(Segment {
-                    sequence: next_sequence,
+                    sequence,
                     uri: line.to_string(),
                     duration,
                     program_date_time: program_date_time.take(),
                     discontinuity: std::mem::take(&mut discontinuity),
                     map: map.clone(),
                 });
-                next_sequence += 1;
+                next_sequence = sequence.checked_add(1);
             }
         }
         Ok(playlist)
@@ -394,6 +408,32 @@ mod tests {
             err.to_string(),
             "x.m3u8:1: not an HLS playlist: the first line is not #EXTM3U"
         );
+    }
+
+    #[test]
+    fn playlists_that_cannot_be_resumed_are_errors_not_panics() {
+        // Found by make fuzz (playlist): a duration past Duration's range panicked; a media
+        // sequence after a segment, or one past u64::MAX, numbered two segments alike.
+        for (text, line, message) in [
+            ("#EXTM3U\n#EXTINF:1e30,\na.ts\n", 2, "bad EXTINF duration \"1e30\""),
+            ("#EXTM3U\n#EXTINF:-1,\na.ts\n", 2, "bad EXTINF duration \"-1\""),
+            (
+                "#EXTM3U\n#EXTINF:1,\na.ts\n#EXT-X-MEDIA-SEQUENCE:0\n#EXTINF:1,\nb.ts\n",
+                4,
+                "#EXT-X-MEDIA-SEQUENCE after the first segment",
+            ),
+            (
+                "#EXTM3U\n#EXT-X-MEDIA-SEQUENCE:18446744073709551615\n#EXTINF:1,\na.ts\n#EXTINF:1,\nb.ts\n",
+                6,
+                "media sequence number past 2^64-1",
+            ),
+        ] {
+            let err = MediaPlaylist::parse(Path::new("p.m3u8"), text).unwrap_err();
+            assert_eq!(err.to_string(), format!("p.m3u8:{line}: {message}"), "{text}");
+        }
+        let last = "#EXTM3U\n#EXT-X-MEDIA-SEQUENCE:18446744073709551615\n#EXTINF:1,\na.ts\n";
+        let playlist = MediaPlaylist::parse(Path::new("p.m3u8"), last).unwrap();
+        assert_eq!(playlist.media_sequence(), u64::MAX);
     }
 
     #[test]

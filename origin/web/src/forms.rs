@@ -162,7 +162,11 @@ pub fn parse_duration(text: &str) -> Result<Option<i64>, String> {
         if value < 0 || (unit_ms == 60_000 && leading.len() == 2 && value >= 60) {
             return Err(invalid());
         }
-        total_ms += value * unit_ms;
+        // Checked: `9999999999999:00:00` is no duration, not an overflow.
+        total_ms = value
+            .checked_mul(unit_ms)
+            .and_then(|ms| ms.checked_add(total_ms))
+            .ok_or_else(invalid)?;
         unit_ms *= 60;
     }
     Ok(Some(total_ms))
@@ -362,6 +366,10 @@ mod tests {
         assert!(parse_duration("1:75:00").is_err());
         assert!(parse_duration("soon").is_err());
         assert!(parse_duration("-3").is_err());
+        // Found by make fuzz (forms): these overflowed i64 milliseconds and panicked.
+        assert!(parse_duration("9999999999999999:00:00").is_err());
+        assert!(parse_duration("153722867280912:59").is_err());
+        assert!(parse_duration("1:9e300").is_err());
     }
 
     #[test]

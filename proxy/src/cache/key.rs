@@ -17,12 +17,13 @@ pub(crate) fn key_text(
         (None, _) | (Some(""), _) => None,
         (Some(q), None) => Some(q.to_string()),
         (Some(q), Some(keep)) => {
-            // Sorted so parameter order in the URL does not split the cache.
+            // Sorted so parameter order in the URL does not split the cache; an empty
+            // parameter (`a=1&&b=2`) carries nothing, even when keep_query names "".
             let mut kept: Vec<&str> = q
                 .split('&')
                 .filter(|kv| {
                     let name = kv.split('=').next().unwrap_or("");
-                    keep.iter().any(|k| k == name)
+                    !kv.is_empty() && keep.iter().any(|k| k == name)
                 })
                 .collect();
             kept.sort_unstable();
@@ -117,6 +118,20 @@ mod tests {
             "a/s.ts?b=1&a=2"
         );
         assert_eq!(without_query("a/s.ts?x=1"), "a/s.ts");
+    }
+
+    #[test]
+    fn empty_parameters_are_never_kept() {
+        // Found by make fuzz (cache_key): with "" in keep_query, `?&x=1` keyed as `a/s.ts?`
+        // and `?&&` as `a/s.ts?&&`, other keys than the query-less `a/s.ts`.
+        let keep = vec![String::new(), "v".to_string()];
+        for query in ["", "&", "&&", "&x=1", "x=1&&"] {
+            assert_eq!(key_text("a", "/s.ts", Some(query), Some(&keep)), "a/s.ts");
+        }
+        assert_eq!(
+            key_text("a", "/s.ts", Some("&v=2&&=1"), Some(&keep)),
+            "a/s.ts?=1&v=2"
+        );
     }
 
     #[test]

@@ -146,8 +146,22 @@ pub fn ca_bundle(path: &Path) -> Result<Vec<Vec<u8>>, LoadError> {
     Ok(out)
 }
 
-/// Parses `IP:port`, or resolves `name:port` once (the first address wins).
+/// Parses `IP:port`, or resolves `name:port` once with the system's resolver (the first
+/// address wins).
 pub fn parse_backend_addr(s: &str) -> Result<SocketAddr, LoadError> {
+    backend_addr(s, &resolve_system)
+}
+
+/// The system's resolver (`/etc/hosts`, then DNS) for a `name:port`.
+pub fn resolve_system(name_port: &str) -> std::io::Result<Vec<SocketAddr>> {
+    name_port.to_socket_addrs().map(Iterator::collect)
+}
+
+/// [`parse_backend_addr`] with `resolve` looking up a well-formed `name:port`.
+pub fn backend_addr(
+    s: &str,
+    resolve: &dyn Fn(&str) -> std::io::Result<Vec<SocketAddr>>,
+) -> Result<SocketAddr, LoadError> {
     if let Ok(a) = s.parse::<SocketAddr>() {
         return Ok(a);
     }
@@ -161,9 +175,10 @@ pub fn parse_backend_addr(s: &str) -> Result<SocketAddr, LoadError> {
     if !host_ok {
         return Err(bad());
     }
-    match s.to_socket_addrs() {
-        Ok(mut addrs) => addrs
-            .next()
+    match resolve(s) {
+        Ok(addrs) => addrs
+            .first()
+            .copied()
             .ok_or_else(|| LoadError::NoAddress(host.to_string())),
         Err(source) => Err(LoadError::Resolve {
             host: host.to_string(),

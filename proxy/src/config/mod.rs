@@ -14,7 +14,7 @@ pub mod types;
 pub mod redact;
 
 pub use compile::{
-    compile, load, AdminSettings, CertSpec, EdgeConfig, HealthCheckSpec, LogSettings, LogTarget,
-    PoolSpec, RouteSpec, Selection, ServerSettings, UpstreamTls,
+    compile, compile_with, load, AdminSettings, CertSpec, EdgeConfig, HealthCheckSpec, LogSettings,
+    LogTarget, Lookups, PoolSpec, RouteSpec, Selection, ServerSettings, UpstreamTls,
 };
 pub use error::{ConfigError, ConfigErrors};

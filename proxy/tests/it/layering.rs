@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 /// Top first. A module may use only modules in strictly lower layers; tests may reach anywhere.
 const LAYERS: &[&[&str]] = &[
-    &["server", "microbench"],
+    &["server", "microbench", "fuzzing"],
     &["upgrade", "quick"],
     &["edge", "admin", "health"],
     &["status"],

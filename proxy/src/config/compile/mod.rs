@@ -8,6 +8,7 @@ mod pools;
 mod routes;
 mod tls;
 
+use std::net::SocketAddr;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -19,26 +20,45 @@ use super::file::{ConfigFile, DurationText};
 pub use super::loader::{load, parse_backend_addr};
 pub use super::types::*;
 
-/// Compiles configuration text; `source` names it in errors. `${NAME}` in string values is
-/// replaced by the process's environment variable.
-pub fn compile(source: &str, text: &str) -> Result<EdgeConfig, ConfigErrors> {
-    compile_with_env(source, text, &super::env::from_process)
+/// What compiling a config looks up outside its text.
+pub struct Lookups<'a> {
+    /// `${NAME}` in string values: the variable's value, `None` when it is not set.
+    pub env: &'a dyn Fn(&str) -> Option<String>,
+    /// A backend's well-formed `name:port`: its addresses (the first one is used).
+    pub resolve: &'a dyn Fn(&str) -> std::io::Result<Vec<SocketAddr>>,
 }
 
-/// [`compile`] with `${NAME}` looked up in `env`.
-pub fn compile_with_env(
+impl Lookups<'static> {
+    /// The process's environment and the system's resolver: what the edge compiles with.
+    pub const PROCESS: Lookups<'static> = Lookups {
+        env: &super::env::from_process,
+        resolve: &super::loader::resolve_system,
+    };
+}
+
+/// Compiles configuration text; `source` names it in errors. `${NAME}` in string values is
+/// replaced by the process's environment variable, and backend names are resolved by the
+/// system's resolver.
+pub fn compile(source: &str, text: &str) -> Result<EdgeConfig, ConfigErrors> {
+    compile_with(source, text, &Lookups::PROCESS)
+}
+
+/// [`compile`] with `${NAME}`s and backend names looked up through `lookups` (a fuzzer must
+/// not send a DNS query for each name it makes up).
+pub fn compile_with(
     source: &str,
     text: &str,
-    env: &dyn Fn(&str) -> Option<String>,
+    lookups: &Lookups<'_>,
 ) -> Result<EdgeConfig, ConfigErrors> {
     let loc = Locator { file: source, text };
     let mut errors = Vec::new();
-    let Some(parsed) = super::parse::parse(&loc, env, &mut errors) else {
+    let Some(parsed) = super::parse::parse(&loc, lookups.env, &mut errors) else {
         errors.sort_by_key(|e| (e.line, e.column));
         return Err(ConfigErrors(errors));
     };
     let mut c = Compiler {
         loc,
+        resolve: lookups.resolve,
         errors: Vec::new(),
     };
     let mut config = c.config(parsed.file);
@@ -58,6 +78,7 @@ pub fn compile_with_env(
 
 struct Compiler<'a> {
     loc: Locator<'a>,
+    resolve: &'a dyn Fn(&str) -> std::io::Result<Vec<SocketAddr>>,
     errors: Vec<ConfigError>,
 }
 

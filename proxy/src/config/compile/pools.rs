@@ -49,7 +49,7 @@ impl Compiler<'_> {
                 }
                 None => Some(1),
             };
-            match loader::parse_backend_addr(addr) {
+            match loader::backend_addr(addr, self.resolve) {
                 Ok(a) => {
                     if backends.iter().any(|(b, _)| *b == a) {
                         self.err(b.span(), &bfield, format!("backend {a} is listed twice"));
