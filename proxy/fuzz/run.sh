@@ -153,7 +153,7 @@ printf '%s\n' "${rows[@]}"
 if [[ -n $DOC && ${#TARGETS[@]} == "${#ALL[@]}" ]]; then
     table=$(
         printf '<!-- fuzz:begin (written by make fuzz: proxy/fuzz/run.sh) -->\n'
-        printf '%s, commit `%s`, %s s per target (FUZZ_SECONDS), AFL++ %s through cargo-afl %s, one core each in turn.\n\n' \
+        printf '%s, commit `%s`, %s s per target (FUZZ_SECONDS), AFL++ %s through cargo-afl %s, one target at a time (one afl-fuzz process).\n\n' \
             "$(date -u +%Y-%m-%d)" "$commit" "$SECONDS_EACH" "$(cargo afl --version | sed -n 's/.*AFL++ version \([^)]*\)).*/\1/p')" "$AFL_VERSION"
         printf '%s\n%s\n' "$header" "$rule"
         printf '%s\n' "${rows[@]}"
