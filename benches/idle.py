@@ -11,8 +11,9 @@ hits on other connections stay fast beside them.
         Opens N HTTP/1.1 connections, prints "held N" once they are open, and keeps them until
         stdin closes (run.sh measures hits meanwhile).
 
-Connections come from 127.0.0.2, 127.0.0.3, ... (20,000 per source address), so their count is
-not bounded by one address's ephemeral ports.
+Connections take turns on 200 source addresses (127.0.0.2 to 127.0.0.201), so neither their count
+nor the closed connections of an earlier test waiting in TIME_WAIT exhaust one address's
+ephemeral ports (a full run failed so, binding 127.0.0.2).
 """
 
 import argparse
@@ -22,7 +23,8 @@ import ssl
 import sys
 from urllib.parse import urlsplit
 
-PER_SOURCE = 20000
+# Source addresses the connections take turns on: 127.0.0.2 to 127.0.0.201.
+SOURCES = 200
 
 
 def rss_kib(pids):
@@ -39,7 +41,7 @@ def rss_kib(pids):
 
 
 def source(i):
-    return f"127.0.0.{2 + i // PER_SOURCE}"
+    return f"127.0.0.{2 + i % SOURCES}"
 
 
 async def open_all(url, count, h2):

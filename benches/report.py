@@ -709,7 +709,7 @@ caching anything (see "What the run saw" for the idle RSS, and PSS, which does n
 shared between a master and its workers twice).
 
 **Idle connections.** [benches/idle.py](../benches/idle.py) opens {idle_count} HTTP/1.1
-connections to each proxy (from 127.0.0.2 on, so source ports never run out), sends nothing for
+connections to each proxy (from 200 source addresses in turn, so source ports never run out), sends nothing for
 2 s, reads the RSS of the proxy's processes, sends one request of the 1 KB playlist on each,
 reads every response, waits 2 s and reads the RSS again; both figures are per connection, over
 the RSS before the connections were opened. Then half as many HTTP/2 connections over TLS
