@@ -162,6 +162,138 @@ async fn http2_and_http1_are_both_served_by_alpn_over_tls_1_2_and_1_3() {
     assert_eq!(r.text().await.unwrap(), "o /one");
 }
 
+/// Counts the TLS records that arrive on a client's TCP stream (the bytes under rustls).
+struct RecordCounter {
+    tcp: tokio::net::TcpStream,
+    records: Arc<AtomicUsize>,
+    /// Bytes of the record header being read, and what is left of the record's body.
+    header: Vec<u8>,
+    body_left: usize,
+}
+
+impl tokio::io::AsyncRead for RecordCounter {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        std::task::ready!(std::pin::Pin::new(&mut self.tcp).poll_read(cx, buf))?;
+        let this = &mut *self;
+        for &b in &buf.filled()[before..] {
+            if this.body_left > 0 {
+                this.body_left -= 1;
+                continue;
+            }
+            this.header.push(b);
+            if this.header.len() == 5 {
+                this.body_left = u16::from_be_bytes([this.header[3], this.header[4]]) as usize;
+                this.header.clear();
+                this.records.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        std::task::Poll::Ready(Ok(()))
+    }
+}
+
+impl tokio::io::AsyncWrite for RecordCounter {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.tcp).poll_write(cx, buf)
+    }
+
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.tcp).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.tcp).poll_shutdown(cx)
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn http2_responses_ready_together_leave_in_one_write() {
+    // pingora's h2 connection flushed once per stream that produced a frame, so 32 hits asked
+    // for at once left as some 32 TLS records and as many sendmsg calls. The edge now collects
+    // what is ready into one write (proxy/vendor/README.md, change 5).
+    let origin = Upstream::start("o").await;
+    origin.script(
+        "/hit.m3u8",
+        common::upstream::Script::ok(&[("cache-control", "max-age=3600")], vec![b'x'; 1024]),
+    );
+    let pki = Pki::new();
+    let pair = pki.issue("a", &["a.test"]);
+    let edge = edge_with(&pki, &pair, &origin).await;
+
+    let records = Arc::new(AtomicUsize::new(0));
+    let tcp = tokio::net::TcpStream::connect(edge.https).await.unwrap();
+    tcp.set_nodelay(true).unwrap();
+    let counted = RecordCounter {
+        tcp,
+        records: records.clone(),
+        header: Vec::new(),
+        body_left: 0,
+    };
+    let name = rustls::pki_types::ServerName::try_from("a.test").unwrap();
+    let tls = tokio_rustls::TlsConnector::from(client_config(pki.ca_pem(), &[b"h2"]))
+        .connect(name, counted)
+        .await
+        .unwrap();
+    let (client, connection) = h2::client::handshake(tls).await.unwrap();
+    tokio::spawn(connection);
+    let mut client = client.ready().await.unwrap();
+    let get = || {
+        http::Request::get("https://a.test/hit.m3u8")
+            .body(())
+            .unwrap()
+    };
+    let fetch = |response: h2::client::ResponseFuture| async move {
+        let response = response.await.unwrap();
+        let cache = response.headers()["x-cache-status"].clone();
+        let mut body = response.into_body();
+        let mut len = 0;
+        while let Some(chunk) = body.data().await {
+            let chunk = chunk.unwrap();
+            len += chunk.len();
+            body.flow_control().release_capacity(chunk.len()).unwrap();
+        }
+        (cache, len)
+    };
+
+    // The miss that fills the cache, then a pause for the settings and session tickets.
+    let (response, _) = client.send_request(get(), true).unwrap();
+    assert_eq!(fetch(response).await.1, 1024);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    for round in 0..3 {
+        let before = records.load(Ordering::Relaxed);
+        let mut pending = Vec::new();
+        for _ in 0..32 {
+            let (response, _) = client.send_request(get(), true).unwrap();
+            pending.push(response);
+        }
+        for response in pending {
+            let (cache, len) = fetch(response).await;
+            assert_eq!((cache.to_str().unwrap(), len), ("HIT", 1024));
+        }
+        let sent = records.load(Ordering::Relaxed) - before;
+        assert!(
+            sent <= 16,
+            "round {round}: 32 hits asked for at once came in {sent} TLS records"
+        );
+    }
+    assert_eq!(origin.hits_for("/hit.m3u8"), 1);
+}
+
 /// A ClientHello for `name` announcing `version` the way pre-TLS 1.3 clients do: in the
 /// legacy version field, without a supported_versions extension.
 fn client_hello(version: [u8; 2], name: &str) -> Vec<u8> {
