@@ -35,23 +35,45 @@ async fn concurrent_gets(url: String, n: usize) -> Vec<(u16, Bytes, String)> {
 async fn fifty_concurrent_misses_for_a_slow_playlist_cost_one_origin_request() {
     let origin = Upstream::start("o").await;
     let mut s = Script::ok(&[("cache-control", "max-age=60")], vec![b'#'; 1024]);
-    s.header_delay = Duration::from_millis(500);
+    // Long enough for all fifty to be in the edge before the origin answers, even in a debug
+    // build on a busy machine; checked below, so a slow start fails loudly instead of passing.
+    let delay = Duration::from_millis(2000);
+    s.header_delay = delay;
     origin.script("/live/index.m3u8", s);
-    // Playlists stay fresh for half the target duration (1 s by default): on a loaded machine the
-    // last of the fifty requests can start after that, and rightly refetch. A long target
+    // Playlists stay fresh for half the target duration (1 s by default): a long target
     // duration keeps this test about coalescing.
     let edge = cached_edge(&origin, "target_duration = \"20s\"", "").await;
-    let results = concurrent_gets(edge.url("/live/index.m3u8"), 50).await;
-    for (status, body, _) in &results {
-        assert_eq!(*status, 200);
-        assert_eq!(body.len(), 1024);
+    let start = std::time::Instant::now();
+    let tasks: Vec<_> = (0..50)
+        .map(|_| {
+            let url = edge.url("/live/index.m3u8");
+            tokio::spawn(async move {
+                let r = client().get(&url).send().await.unwrap();
+                let status = r.status().as_u16();
+                let body = r.bytes().await.unwrap();
+                (status, body.len(), start.elapsed())
+            })
+        })
+        .collect();
+    // Every request is in the edge once the edge has counted them all.
+    edge.wait_for_metric("dime_requests_in_flight", 50.0).await;
+    let all_in = start.elapsed();
+    assert!(
+        all_in < delay,
+        "the fifty requests took {all_in:?} to reach the edge, the origin answers after {delay:?}"
+    );
+    for t in tasks {
+        let (status, len, done) = t.await.unwrap();
+        assert_eq!((status, len), (200, 1024));
+        // None was answered before the one fill had its response: all waited on it.
+        assert!(done >= delay, "a response came after {done:?}");
     }
     assert_eq!(origin.hits_for("/live/index.m3u8"), 1);
     let waits = edge
         .metric("dime_cache_coalesced_waits_total{route=\"/\"}")
         .await
         .unwrap_or(0.0);
-    assert!(waits >= 1.0, "no coalesced wait counted");
+    assert_eq!(waits, 49.0, "49 of the 50 requests wait for the one fill");
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -165,26 +187,30 @@ async fn a_fill_that_aborts_is_never_served_as_complete_nor_kept() {
         .map(|_| {
             let url = edge.url("/cut.mp4");
             tokio::spawn(async move {
-                match client().get(&url).send().await {
-                    Err(_) => None,
-                    Ok(r) => match r.bytes().await {
-                        Ok(b) => Some(b.len()),
-                        Err(_) => None,
-                    },
+                // Bytes received, and whether the body ended as if complete.
+                let mut r = client().get(&url).send().await.unwrap();
+                let mut got = 0;
+                loop {
+                    match r.chunk().await {
+                        Ok(Some(chunk)) => got += chunk.len(),
+                        Ok(None) => return (got, true),
+                        Err(_) => return (got, false),
+                    }
                 }
             })
         })
         .collect();
     for r in results {
-        // Every reader either fails or (never) gets the whole 4 MiB: a short "success" is the bug.
-        if let Some(len) = r.await.unwrap() {
-            assert_eq!(
-                len,
-                4 * 1024 * 1024,
-                "a truncated body was delivered as complete"
-            );
-        }
+        let (got, complete) = r.await.unwrap();
+        // Every reader followed the one fill (it received bytes of it) and saw it cut: a short
+        // "success" is the bug.
+        assert!(got > 0, "a reader got nothing of the fill");
+        assert!(
+            !complete || got == 4 * 1024 * 1024,
+            "a truncated body of {got} bytes was delivered as complete"
+        );
     }
+    assert_eq!(origin.hits_for("/cut.mp4"), 1, "the five readers shared one fill");
     // Nothing truncated stayed in the cache: the next request goes to the origin again.
     origin.script(
         "/cut.mp4",

@@ -7,6 +7,20 @@ use std::time::{Duration, Instant};
 
 use super::{client, free_port};
 
+/// How many sets of ports a test edge tries before its start fails.
+const PORT_ATTEMPTS: usize = 5;
+
+/// A loopback address on a port free a moment ago: another test can take it before the edge
+/// binds it, so the starters above try again when [`port_taken`] says so.
+pub fn loopback_port() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], free_port()))
+}
+
+/// Whether an edge's failed start (its log) was a listener's port taken by someone else.
+pub fn port_taken(start_error: &str) -> bool {
+    start_error.contains("Address already in use")
+}
+
 /// The binary under test.
 pub const BIN: &str = env!("CARGO_BIN_EXE_dime-edge");
 
@@ -33,32 +47,43 @@ impl EdgeProc {
 
     /// Like [`EdgeProc::start`], with global flags (e.g. `--log-format json`) before `run`.
     pub async fn start_with_flags(body: &str, flags: &[&str]) -> EdgeProc {
-        let http: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-        let admin: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-        let dir = tempfile::tempdir().unwrap();
-        let config = dir.path().join("edge.toml");
-        std::fs::write(
-            &config,
-            format!("[listen]\nhttp = [\"{http}\"]\nadmin = \"{admin}\"\n\n{body}"),
-        )
-        .unwrap();
-        let mut args: Vec<&str> = flags.to_vec();
-        args.extend(["run", "-c", config.to_str().unwrap()]);
-        Self::spawn(dir, http, admin, config.clone(), &args).await
+        for attempt in 1.. {
+            let (http, admin) = (loopback_port(), loopback_port());
+            let dir = tempfile::tempdir().unwrap();
+            let config = dir.path().join("edge.toml");
+            std::fs::write(
+                &config,
+                format!("[listen]\nhttp = [\"{http}\"]\nadmin = \"{admin}\"\n\n{body}"),
+            )
+            .unwrap();
+            let mut args: Vec<&str> = flags.to_vec();
+            args.extend(["run", "-c", config.to_str().unwrap()]);
+            match Self::try_spawn(dir, http, admin, config.clone(), &args).await {
+                Err(e) if port_taken(&e) && attempt < PORT_ATTEMPTS => continue,
+                started => return started.unwrap_or_else(|e| panic!("{e}")),
+            }
+        }
+        unreachable!()
     }
 
     /// Like [`EdgeProc::start`], with the config laid out as a Kubernetes ConfigMap volume:
     /// `config.toml -> ..data/config.toml`, `..data -> ..<generation>/`.
     pub async fn start_configmap(body: &str) -> EdgeProc {
-        let http: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-        let admin: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-        let dir = tempfile::tempdir().unwrap();
-        let text = format!("[listen]\nhttp = [\"{http}\"]\nadmin = \"{admin}\"\n\n{body}");
-        super::reload::configmap_write(dir.path(), &text);
-        std::os::unix::fs::symlink("..data/config.toml", dir.path().join("config.toml")).unwrap();
-        let config = dir.path().join("config.toml");
-        let args = ["run", "-c", config.to_str().unwrap()];
-        Self::spawn(dir, http, admin, config.clone(), &args).await
+        for attempt in 1.. {
+            let (http, admin) = (loopback_port(), loopback_port());
+            let dir = tempfile::tempdir().unwrap();
+            let text = format!("[listen]\nhttp = [\"{http}\"]\nadmin = \"{admin}\"\n\n{body}");
+            super::reload::configmap_write(dir.path(), &text);
+            std::os::unix::fs::symlink("..data/config.toml", dir.path().join("config.toml"))
+                .unwrap();
+            let config = dir.path().join("config.toml");
+            let args = ["run", "-c", config.to_str().unwrap()];
+            match Self::try_spawn(dir, http, admin, config.clone(), &args).await {
+                Err(e) if port_taken(&e) && attempt < PORT_ATTEMPTS => continue,
+                started => return started.unwrap_or_else(|e| panic!("{e}")),
+            }
+        }
+        unreachable!()
     }
 
     /// The `[listen]` table this edge started with, to put in front of a new config body.
@@ -81,15 +106,20 @@ impl EdgeProc {
 
     /// Like [`EdgeProc::start_quick`], with more `proxy` flags (e.g. `--purge-token T`).
     pub async fn start_quick_with(to: &[SocketAddr], flags: &[&str]) -> EdgeProc {
-        let http: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-        let admin: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
         let to: Vec<String> = to.iter().map(|a| a.to_string()).collect();
-        let dir = tempfile::tempdir().unwrap();
-        let (h, a, t) = (http.to_string(), admin.to_string(), to.join(","));
-        let config = dir.path().join("(quick mode)");
-        let mut args = vec!["proxy", "--listen", &h, "--to", &t, "--admin", &a];
-        args.extend(flags);
-        Self::spawn(dir, http, admin, config, &args).await
+        for attempt in 1.. {
+            let (http, admin) = (loopback_port(), loopback_port());
+            let dir = tempfile::tempdir().unwrap();
+            let (h, a, t) = (http.to_string(), admin.to_string(), to.join(","));
+            let config = dir.path().join("(quick mode)");
+            let mut args = vec!["proxy", "--listen", &h, "--to", &t, "--admin", &a];
+            args.extend(flags);
+            match Self::try_spawn(dir, http, admin, config, &args).await {
+                Err(e) if port_taken(&e) && attempt < PORT_ATTEMPTS => continue,
+                started => return started.unwrap_or_else(|e| panic!("{e}")),
+            }
+        }
+        unreachable!()
     }
 
     /// Starts `dime-edge ARGS` with its log in `dir`, and waits until its admin and HTTP
@@ -101,6 +131,20 @@ impl EdgeProc {
         config: PathBuf,
         args: &[&str],
     ) -> EdgeProc {
+        Self::try_spawn(dir, http, admin, config, args)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// Like [`EdgeProc::spawn`]; an edge that exits or does not start is an error carrying its
+    /// log, so a caller can try other ports when one was taken (see [`port_taken`]).
+    pub async fn try_spawn(
+        dir: tempfile::TempDir,
+        http: SocketAddr,
+        admin: SocketAddr,
+        config: PathBuf,
+        args: &[&str],
+    ) -> Result<EdgeProc, String> {
         let log = dir.path().join("edge.log");
         let out = std::fs::File::create(&log).unwrap();
         let child = Command::new(BIN)
@@ -121,25 +165,30 @@ impl EdgeProc {
             config,
             dir,
         };
-        edge.wait_admin().await;
-        edge
+        edge.wait_admin().await?;
+        Ok(edge)
     }
 
-    async fn wait_admin(&mut self) {
+    async fn wait_admin(&mut self) -> Result<(), String> {
         let deadline = Instant::now() + Duration::from_secs(15);
         let url = format!("http://{}/healthz", self.admin);
         while Instant::now() < deadline {
             if let Ok(Some(status)) = self.child.try_wait() {
-                panic!("dime-edge exited with {status}:\n{}", self.logs());
+                return Err(format!("dime-edge exited with {status}:\n{}", self.logs()));
             }
             if let Ok(r) = client().get(&url).send().await {
                 if r.status() == 200 && tokio::net::TcpStream::connect(self.http).await.is_ok() {
-                    return;
+                    // Another process may hold these ports: this edge must still be running.
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    if let Ok(Some(status)) = self.child.try_wait() {
+                        return Err(format!("dime-edge exited with {status}:\n{}", self.logs()));
+                    }
+                    return Ok(());
                 }
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        panic!("dime-edge did not start:\n{}", self.logs());
+        Err(format!("dime-edge did not start:\n{}", self.logs()))
     }
 
     /// Waits until `/readyz` answers 200 (every pool has a healthy backend).
@@ -183,6 +232,19 @@ impl EdgeProc {
         let text = self.metrics().await;
         text.lines()
             .find_map(|l| l.strip_prefix(series).and_then(|v| v.trim().parse().ok()))
+    }
+
+    /// Returns once `series` reads at least `value`; panics after 10 s.
+    pub async fn wait_for_metric(&self, series: &str, value: f64) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let now = self.metric(series).await.unwrap_or(0.0);
+            if now >= value {
+                return;
+            }
+            assert!(Instant::now() < deadline, "{series} stayed at {now}, below {value}");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
     }
 
     /// `/metrics` once it contains every one of `lines` (the logging phase that counts a

@@ -17,7 +17,8 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::{TlsAcceptor, TlsConnector};
 
-use super::{free_port, EdgeProc};
+use super::edge::{loopback_port, port_taken};
+use super::EdgeProc;
 
 /// A test CA and the directory its certificates are written to.
 pub struct Pki {
@@ -184,30 +185,35 @@ pub struct TlsEdge {
 impl TlsEdge {
     /// Starts it.
     pub async fn start(dir: &Path, body: &str) -> TlsEdge {
-        let http: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-        let https: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-        let admin: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
         let config = dir.join("edge.toml");
-        std::fs::write(
-            &config,
-            format!(
-                "[listen]\nhttp = [\"{http}\"]\nhttps = [\"{https}\"]\nadmin = \"{admin}\"\n\n{body}"
-            ),
-        )
-        .unwrap();
-        let edge = EdgeProc::spawn(
-            tempfile::tempdir().unwrap(),
-            http,
-            admin,
-            config.clone(),
-            &["run", "-c", config.to_str().unwrap()],
-        )
-        .await;
-        TlsEdge {
-            edge,
-            https,
-            config,
+        for attempt in 1.. {
+            let (http, https, admin) = (loopback_port(), loopback_port(), loopback_port());
+            std::fs::write(
+                &config,
+                format!(
+                    "[listen]\nhttp = [\"{http}\"]\nhttps = [\"{https}\"]\nadmin = \"{admin}\"\n\n{body}"
+                ),
+            )
+            .unwrap();
+            let started = EdgeProc::try_spawn(
+                tempfile::tempdir().unwrap(),
+                http,
+                admin,
+                config.clone(),
+                &["run", "-c", config.to_str().unwrap()],
+            )
+            .await;
+            let edge = match started {
+                Err(e) if port_taken(&e) && attempt < 5 => continue,
+                started => started.unwrap_or_else(|e| panic!("{e}")),
+            };
+            return TlsEdge {
+                edge,
+                https,
+                config,
+            };
         }
+        unreachable!()
     }
 
     /// `https://name:port/path` on the HTTPS listener.
