@@ -294,6 +294,64 @@ async fn http2_responses_ready_together_leave_in_one_write() {
     assert_eq!(origin.hits_for("/hit.m3u8"), 1);
 }
 
+#[tokio::test(flavor = "multi_thread")]
+async fn a_small_https_1_1_response_is_one_tls_record() {
+    // pingora writes the header, then the body, and rustls made a record of each: two
+    // encryptions for a response that fits in one record. The edge joins them
+    // (proxy/vendor/README.md, change 5).
+    let origin = Upstream::start("o").await;
+    origin.script(
+        "/hit.m3u8",
+        common::upstream::Script::ok(&[("cache-control", "max-age=3600")], vec![b'x'; 1024]),
+    );
+    let pki = Pki::new();
+    let pair = pki.issue("a", &["a.test"]);
+    let edge = edge_with(&pki, &pair, &origin).await;
+
+    let records = Arc::new(AtomicUsize::new(0));
+    let tcp = tokio::net::TcpStream::connect(edge.https).await.unwrap();
+    let counted = RecordCounter {
+        tcp,
+        records: records.clone(),
+        header: Vec::new(),
+        body_left: 0,
+    };
+    let name = rustls::pki_types::ServerName::try_from("a.test").unwrap();
+    let mut tls = tokio_rustls::TlsConnector::from(client_config(pki.ca_pem(), &[b"http/1.1"]))
+        .connect(name, counted)
+        .await
+        .unwrap();
+    let mut get = async |tls: &mut tokio_rustls::client::TlsStream<RecordCounter>| {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        tls.write_all(b"GET /hit.m3u8 HTTP/1.1\r\nHost: a.test\r\n\r\n")
+            .await
+            .unwrap();
+        let mut response = Vec::new();
+        let mut buf = [0u8; 4096];
+        loop {
+            let n = tls.read(&mut buf).await.unwrap();
+            assert!(n > 0, "closed after {response:?}");
+            response.extend_from_slice(&buf[..n]);
+            if let Some(end) = response.windows(4).position(|w| w == b"\r\n\r\n") {
+                if response.len() >= end + 4 + 1024 {
+                    return String::from_utf8_lossy(&response[..end]).to_lowercase();
+                }
+            }
+        }
+    };
+    // The miss that fills the cache, then a pause for the session tickets.
+    get(&mut tls).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    let before = records.load(Ordering::Relaxed);
+    for _ in 0..10 {
+        let head = get(&mut tls).await;
+        assert!(head.contains("x-cache-status: hit"), "{head}");
+    }
+    let sent = records.load(Ordering::Relaxed) - before;
+    assert_eq!(sent, 10, "10 hits of 1 KiB came in {sent} TLS records");
+}
+
 /// A ClientHello for `name` announcing `version` the way pre-TLS 1.3 clients do: in the
 /// legacy version field, without a supported_versions extension.
 fn client_hello(version: [u8; 2], name: &str) -> Vec<u8> {

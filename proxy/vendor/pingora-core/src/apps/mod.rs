@@ -394,6 +394,14 @@ where
             return self.clone().process_custom_session(stream, shutdown).await;
         } else {
             // No ALPN or ALPN::H1 and h2c was not configured, fallback to HTTP/1.1
+            // Dime: over TLS, a response's header and a small body leave in one record
+            // (proxy/vendor/README.md, change 5).
+            if stream.get_ssl_digest().is_some() {
+                stream = Box::new(crate::protocols::http::coalesce::CoalescedStream::new(
+                    stream,
+                    crate::protocols::http::coalesce::Mode::JoinHeader,
+                ));
+            }
             let mut session = ServerSession::new_http1(stream);
             if *shutdown.borrow() {
                 // stop downstream from reusing if this service is shutting down soon

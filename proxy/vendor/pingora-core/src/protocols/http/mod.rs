@@ -18,6 +18,8 @@ pub mod authority;
 pub mod body_buffer;
 pub mod bridge;
 pub mod client;
+// Dime: writes collected into one (proxy/vendor/README.md, change 5).
+pub mod coalesce;
 pub mod compression;
 pub mod conditional_filter;
 pub mod custom;

@@ -23,8 +23,6 @@ use bytes::Bytes;
 use h2::SendStream;
 
 pub mod client;
-// Dime: one write per batch of responses (proxy/vendor/README.md, change 5).
-pub mod coalesce;
 pub mod server;
 
 async fn reserve_and_send(

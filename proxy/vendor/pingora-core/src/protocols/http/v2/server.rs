@@ -81,7 +81,10 @@ pub fn default_h2_options() -> H2Options {
 pub async fn handshake(io: Stream, options: Option<H2Options>) -> Result<H2Connection<Stream>> {
     let options = options.unwrap_or_else(default_h2_options);
     // Dime: the connection's writes are coalesced (proxy/vendor/README.md, change 5).
-    let io: Stream = Box::new(super::coalesce::CoalescedStream::new(io));
+    let io: Stream = Box::new(crate::protocols::http::coalesce::CoalescedStream::new(
+        io,
+        crate::protocols::http::coalesce::Mode::Batch,
+    ));
     let res = options.handshake(io).await;
 
     match res {

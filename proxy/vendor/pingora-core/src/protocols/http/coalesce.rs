@@ -1,17 +1,23 @@
-// Dime: one write per batch of HTTP/2 responses (see proxy/vendor/README.md, change 5).
+// Dime: writes collected into one (see proxy/vendor/README.md, change 5).
 
-//! Coalesce the writes of a server-side HTTP/2 connection.
+//! Fewer, larger writes on a viewer's connection.
 //!
-//! h2 flushes its connection at the end of every poll of it, and the connection's task is woken
-//! once for each stream whose handler produced a frame. With many streams in flight, every
-//! response then went out on its own: its own TLS record and its own `sendmsg`. A
-//! [`CoalescedStream`] sits between h2 and the connection's stream. Writes collect in a buffer,
-//! and a flush is put off by a trip through the runtime's run queue (the task wakes itself and
-//! returns `Pending`), so the stream handlers that are runnable add their frames first; it is
-//! put off again while the trip added frames (a handler often needs the connection's task, for
-//! flow-control capacity, between its header and its body), at most [`MAX_DEFERRALS`] times. The
-//! batch then goes out in one write. The buffer is given back once it is written, so an idle
-//! connection holds none.
+//! **HTTP/2** ([`Mode::Batch`]). h2 flushes its connection at the end of every poll of it, and
+//! the connection's task is woken once for each stream whose handler produced a frame. With many
+//! streams in flight, every response went out on its own: its own TLS record and its own
+//! `sendmsg`. Here writes collect in a buffer, and a flush is put off by a trip through the
+//! runtime's run queue (the task wakes itself and returns `Pending`), so the stream handlers
+//! that are runnable add their frames first; it is put off again while the trip added frames (a
+//! handler often needs the connection's task, for flow-control capacity, between its header
+//! and its body), at most [`MAX_DEFERRALS`] times. The batch then goes out in one write.
+//!
+//! **HTTP/1.1 over TLS** ([`Mode::JoinHeader`]). pingora writes a response's header, then its
+//! body, and rustls makes a TLS record of every write: two records, two encryptions, for a
+//! small response that fits in one. Here the first write after a flush (the header) is held
+//! and goes out with the next one when the two fit in a record; anything else is written at
+//! once, so a body still streaming from a fill is never held back.
+//!
+//! Either way the buffer is given back once written, so an idle connection holds none.
 
 use std::fmt::Debug;
 use std::io;
@@ -37,10 +43,25 @@ const BATCH_LIMIT: usize = 64 * 1024;
 /// How many trips through the run queue one flush may wait for.
 const MAX_DEFERRALS: u8 = 8;
 
-/// A stream whose writes wait in a buffer until a flush that has let the runtime run once.
+/// The most a held header and the write after it may come to, to be joined: one TLS record.
+const JOIN_LIMIT: usize = 16 * 1024;
+
+/// What a [`CoalescedStream`] collects (see the module's text).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// Every write until a flush, which waits for the runnable tasks (HTTP/2).
+    Batch,
+    /// The first write after a flush, joined with the next (HTTP/1.1 over TLS).
+    JoinHeader,
+}
+
+/// A stream that collects writes (see the module's text).
 #[derive(Debug)]
 pub struct CoalescedStream {
     inner: Stream,
+    mode: Mode,
+    /// [`Mode::JoinHeader`]: the next write starts a response, to be held.
+    hold_next: bool,
     batch: Vec<u8>,
     /// How much of `batch` is already written to `inner`.
     written: usize,
@@ -51,9 +72,11 @@ pub struct CoalescedStream {
 }
 
 impl CoalescedStream {
-    pub fn new(inner: Stream) -> Self {
+    pub fn new(inner: Stream, mode: Mode) -> Self {
         CoalescedStream {
             inner,
+            mode,
+            hold_next: true,
             batch: Vec::new(),
             written: 0,
             deferrals: 0,
@@ -96,20 +119,44 @@ impl AsyncWrite for CoalescedStream {
         if buf.is_empty() {
             return Poll::Ready(Ok(0));
         }
-        if !this.batch.is_empty() && this.batch.len() + buf.len() > BATCH_LIMIT {
-            ready!(this.poll_write_batch(cx))?;
+        match this.mode {
+            Mode::Batch => {
+                if !this.batch.is_empty() && this.batch.len() + buf.len() > BATCH_LIMIT {
+                    ready!(this.poll_write_batch(cx))?;
+                }
+                if this.batch.is_empty() && buf.len() >= BATCH_LIMIT {
+                    return Pin::new(&mut this.inner).poll_write(cx, buf);
+                }
+                this.batch.extend_from_slice(buf);
+                Poll::Ready(Ok(buf.len()))
+            }
+            Mode::JoinHeader => {
+                if this.hold_next && this.batch.is_empty() && buf.len() < JOIN_LIMIT {
+                    this.hold_next = false;
+                    this.batch.extend_from_slice(buf);
+                    return Poll::Ready(Ok(buf.len()));
+                }
+                if !this.batch.is_empty() && this.batch.len() + buf.len() <= JOIN_LIMIT {
+                    // The held header and this write leave together, now. Accepted either
+                    // way: what the socket does not take yet goes before the next write.
+                    this.batch.extend_from_slice(buf);
+                    if let Poll::Ready(Err(e)) = this.poll_write_batch(cx) {
+                        return Poll::Ready(Err(e));
+                    }
+                    return Poll::Ready(Ok(buf.len()));
+                }
+                ready!(this.poll_write_batch(cx))?;
+                this.hold_next = false;
+                Pin::new(&mut this.inner).poll_write(cx, buf)
+            }
         }
-        if this.batch.is_empty() && buf.len() >= BATCH_LIMIT {
-            return Pin::new(&mut this.inner).poll_write(cx, buf);
-        }
-        this.batch.extend_from_slice(buf);
-        Poll::Ready(Ok(buf.len()))
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let this = &mut *self;
         let grew = this.batch.len() > this.len_at_deferral;
-        if this.written < this.batch.len()
+        if this.mode == Mode::Batch
+            && this.written < this.batch.len()
             && (this.deferrals == 0 || grew && this.deferrals < MAX_DEFERRALS)
         {
             // Let the runnable stream handlers add their frames to this batch first. A task
@@ -122,6 +169,7 @@ impl AsyncWrite for CoalescedStream {
         ready!(this.poll_write_batch(cx))?;
         this.deferrals = 0;
         this.len_at_deferral = 0;
+        this.hold_next = true;
         Pin::new(&mut this.inner).poll_flush(cx)
     }
 
