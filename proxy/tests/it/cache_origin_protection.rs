@@ -210,7 +210,11 @@ async fn a_fill_that_aborts_is_never_served_as_complete_nor_kept() {
             "a truncated body of {got} bytes was delivered as complete"
         );
     }
-    assert_eq!(origin.hits_for("/cut.mp4"), 1, "the five readers shared one fill");
+    assert_eq!(
+        origin.hits_for("/cut.mp4"),
+        1,
+        "the five readers shared one fill"
+    );
     // Nothing truncated stayed in the cache: the next request goes to the origin again.
     origin.script(
         "/cut.mp4",

@@ -321,7 +321,7 @@ async fn a_small_https_1_1_response_is_one_tls_record() {
         .connect(name, counted)
         .await
         .unwrap();
-    let mut get = async |tls: &mut tokio_rustls::client::TlsStream<RecordCounter>| {
+    let get = async |tls: &mut tokio_rustls::client::TlsStream<RecordCounter>| {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
         tls.write_all(b"GET /hit.m3u8 HTTP/1.1\r\nHost: a.test\r\n\r\n")
             .await

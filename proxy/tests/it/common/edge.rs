@@ -242,7 +242,10 @@ impl EdgeProc {
             if now >= value {
                 return;
             }
-            assert!(Instant::now() < deadline, "{series} stayed at {now}, below {value}");
+            assert!(
+                Instant::now() < deadline,
+                "{series} stayed at {now}, below {value}"
+            );
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
     }
