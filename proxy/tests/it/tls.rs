@@ -220,11 +220,16 @@ impl tokio::io::AsyncWrite for RecordCounter {
     }
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn http2_responses_ready_together_leave_in_one_write() {
-    // pingora's h2 connection flushed once per stream that produced a frame, so 32 hits asked
-    // for at once left as some 32 TLS records and as many sendmsg calls. The edge now collects
-    // what is ready into one write (proxy/vendor/README.md, change 5).
+/// An edge over HTTPS for `a.test` in front of an origin with a cacheable 1 KiB
+/// `/hit.m3u8`, and a TLS connection to it offering `alpn`, counting the records that arrive.
+async fn counted_connection(
+    alpn: &[u8],
+) -> (
+    Upstream,
+    TlsEdge,
+    tokio_rustls::client::TlsStream<RecordCounter>,
+    Arc<AtomicUsize>,
+) {
     let origin = Upstream::start("o").await;
     origin.script(
         "/hit.m3u8",
@@ -233,7 +238,6 @@ async fn http2_responses_ready_together_leave_in_one_write() {
     let pki = Pki::new();
     let pair = pki.issue("a", &["a.test"]);
     let edge = edge_with(&pki, &pair, &origin).await;
-
     let records = Arc::new(AtomicUsize::new(0));
     let tcp = tokio::net::TcpStream::connect(edge.https).await.unwrap();
     tcp.set_nodelay(true).unwrap();
@@ -244,10 +248,19 @@ async fn http2_responses_ready_together_leave_in_one_write() {
         body_left: 0,
     };
     let name = rustls::pki_types::ServerName::try_from("a.test").unwrap();
-    let tls = tokio_rustls::TlsConnector::from(client_config(pki.ca_pem(), &[b"h2"]))
+    let tls = tokio_rustls::TlsConnector::from(client_config(pki.ca_pem(), &[alpn]))
         .connect(name, counted)
         .await
         .unwrap();
+    (origin, edge, tls, records)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn http2_responses_ready_together_leave_in_one_write() {
+    // pingora's h2 connection flushed once per stream that produced a frame, so 32 hits asked
+    // for at once left as some 32 TLS records and as many sendmsg calls. The edge now collects
+    // what is ready into one write (proxy/vendor/README.md, change 5).
+    let (origin, _edge, tls, records) = counted_connection(b"h2").await;
     let (client, connection) = h2::client::handshake(tls).await.unwrap();
     tokio::spawn(connection);
     let mut client = client.ready().await.unwrap();
@@ -299,28 +312,7 @@ async fn a_small_https_1_1_response_is_one_tls_record() {
     // pingora writes the header, then the body, and rustls made a record of each: two
     // encryptions for a response that fits in one record. The edge joins them
     // (proxy/vendor/README.md, change 5).
-    let origin = Upstream::start("o").await;
-    origin.script(
-        "/hit.m3u8",
-        common::upstream::Script::ok(&[("cache-control", "max-age=3600")], vec![b'x'; 1024]),
-    );
-    let pki = Pki::new();
-    let pair = pki.issue("a", &["a.test"]);
-    let edge = edge_with(&pki, &pair, &origin).await;
-
-    let records = Arc::new(AtomicUsize::new(0));
-    let tcp = tokio::net::TcpStream::connect(edge.https).await.unwrap();
-    let counted = RecordCounter {
-        tcp,
-        records: records.clone(),
-        header: Vec::new(),
-        body_left: 0,
-    };
-    let name = rustls::pki_types::ServerName::try_from("a.test").unwrap();
-    let mut tls = tokio_rustls::TlsConnector::from(client_config(pki.ca_pem(), &[b"http/1.1"]))
-        .connect(name, counted)
-        .await
-        .unwrap();
+    let (_origin, _edge, mut tls, records) = counted_connection(b"http/1.1").await;
     let get = async |tls: &mut tokio_rustls::client::TlsStream<RecordCounter>| {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
         tls.write_all(b"GET /hit.m3u8 HTTP/1.1\r\nHost: a.test\r\n\r\n")
