@@ -10,15 +10,14 @@ use super::{client, free_port};
 /// How many sets of ports a test edge tries before its start fails.
 const PORT_ATTEMPTS: usize = 5;
 
-/// A loopback address on a port free a moment ago: another test can take it before the edge
-/// binds it, so the starters above try again when [`port_taken`] says so.
-pub fn loopback_port() -> SocketAddr {
-    SocketAddr::from(([127, 0, 0, 1], free_port()))
-}
-
-/// Whether an edge's failed start (its log) was a listener's port taken by someone else.
-pub fn port_taken(start_error: &str) -> bool {
-    start_error.contains("Address already in use")
+/// One try at starting an edge, as [`EdgeProc::start_on_free_ports`] asks for it: the directory
+/// its files are in, the listeners it waits for, the config file and the arguments.
+pub struct Launch {
+    pub dir: tempfile::TempDir,
+    pub http: SocketAddr,
+    pub admin: SocketAddr,
+    pub config: PathBuf,
+    pub args: Vec<String>,
 }
 
 /// The binary under test.
@@ -47,8 +46,7 @@ impl EdgeProc {
 
     /// Like [`EdgeProc::start`], with global flags (e.g. `--log-format json`) before `run`.
     pub async fn start_with_flags(body: &str, flags: &[&str]) -> EdgeProc {
-        for attempt in 1.. {
-            let (http, admin) = (loopback_port(), loopback_port());
+        let (edge, _) = Self::start_on_free_ports(|[http, admin]| {
             let dir = tempfile::tempdir().unwrap();
             let config = dir.path().join("edge.toml");
             std::fs::write(
@@ -56,31 +54,60 @@ impl EdgeProc {
                 format!("[listen]\nhttp = [\"{http}\"]\nadmin = \"{admin}\"\n\n{body}"),
             )
             .unwrap();
-            let mut args: Vec<&str> = flags.to_vec();
-            args.extend(["run", "-c", config.to_str().unwrap()]);
-            match Self::try_spawn(dir, http, admin, config.clone(), &args).await {
-                Err(e) if port_taken(&e) && attempt < PORT_ATTEMPTS => continue,
-                started => return started.unwrap_or_else(|e| panic!("{e}")),
+            let mut args: Vec<String> = flags.iter().map(|f| f.to_string()).collect();
+            args.extend(["run".into(), "-c".into(), config.display().to_string()]);
+            Launch {
+                dir,
+                http,
+                admin,
+                config,
+                args,
             }
-        }
-        unreachable!()
+        })
+        .await;
+        edge
     }
 
     /// Like [`EdgeProc::start`], with the config laid out as a Kubernetes ConfigMap volume:
     /// `config.toml -> ..data/config.toml`, `..data -> ..<generation>/`.
     pub async fn start_configmap(body: &str) -> EdgeProc {
-        for attempt in 1.. {
-            let (http, admin) = (loopback_port(), loopback_port());
+        let (edge, _) = Self::start_on_free_ports(|[http, admin]| {
             let dir = tempfile::tempdir().unwrap();
             let text = format!("[listen]\nhttp = [\"{http}\"]\nadmin = \"{admin}\"\n\n{body}");
             super::reload::configmap_write(dir.path(), &text);
             std::os::unix::fs::symlink("..data/config.toml", dir.path().join("config.toml"))
                 .unwrap();
             let config = dir.path().join("config.toml");
-            let args = ["run", "-c", config.to_str().unwrap()];
-            match Self::try_spawn(dir, http, admin, config.clone(), &args).await {
-                Err(e) if port_taken(&e) && attempt < PORT_ATTEMPTS => continue,
-                started => return started.unwrap_or_else(|e| panic!("{e}")),
+            let args = vec!["run".into(), "-c".into(), config.display().to_string()];
+            Launch {
+                dir,
+                http,
+                admin,
+                config,
+                args,
+            }
+        })
+        .await;
+        edge
+    }
+
+    /// Starts the edge `prepare` lays out on `N` loopback ports that were free a moment ago.
+    /// Another test can take one before the edge binds it; then it tries again on others, at
+    /// most [`PORT_ATTEMPTS`] times. Returns the edge and the ports it got.
+    pub async fn start_on_free_ports<const N: usize>(
+        mut prepare: impl FnMut([SocketAddr; N]) -> Launch,
+    ) -> (EdgeProc, [SocketAddr; N]) {
+        for attempt in 1.. {
+            let ports = std::array::from_fn(|_| SocketAddr::from(([127, 0, 0, 1], free_port())));
+            let launch = prepare(ports);
+            let args: Vec<&str> = launch.args.iter().map(String::as_str).collect();
+            let started =
+                Self::try_spawn(launch.dir, launch.http, launch.admin, launch.config, &args).await;
+            match started {
+                Err(e) if e.contains("Address already in use") && attempt < PORT_ATTEMPTS => {
+                    continue
+                }
+                started => return (started.unwrap_or_else(|e| panic!("{e}")), ports),
             }
         }
         unreachable!()
@@ -107,19 +134,25 @@ impl EdgeProc {
     /// Like [`EdgeProc::start_quick`], with more `proxy` flags (e.g. `--purge-token T`).
     pub async fn start_quick_with(to: &[SocketAddr], flags: &[&str]) -> EdgeProc {
         let to: Vec<String> = to.iter().map(|a| a.to_string()).collect();
-        for attempt in 1.. {
-            let (http, admin) = (loopback_port(), loopback_port());
+        let (edge, _) = Self::start_on_free_ports(|[http, admin]| {
             let dir = tempfile::tempdir().unwrap();
-            let (h, a, t) = (http.to_string(), admin.to_string(), to.join(","));
             let config = dir.path().join("(quick mode)");
-            let mut args = vec!["proxy", "--listen", &h, "--to", &t, "--admin", &a];
-            args.extend(flags);
-            match Self::try_spawn(dir, http, admin, config, &args).await {
-                Err(e) if port_taken(&e) && attempt < PORT_ATTEMPTS => continue,
-                started => return started.unwrap_or_else(|e| panic!("{e}")),
+            let mut args: Vec<String> = ["proxy", "--listen", &http.to_string(), "--to"]
+                .iter()
+                .map(|a| a.to_string())
+                .collect();
+            args.extend([to.join(","), "--admin".into(), admin.to_string()]);
+            args.extend(flags.iter().map(|f| f.to_string()));
+            Launch {
+                dir,
+                http,
+                admin,
+                config,
+                args,
             }
-        }
-        unreachable!()
+        })
+        .await;
+        edge
     }
 
     /// Starts `dime-edge ARGS` with its log in `dir`, and waits until its admin and HTTP
@@ -137,8 +170,8 @@ impl EdgeProc {
     }
 
     /// Like [`EdgeProc::spawn`]; an edge that exits or does not start is an error carrying its
-    /// log, so a caller can try other ports when one was taken (see [`port_taken`]).
-    pub async fn try_spawn(
+    /// log, so [`EdgeProc::start_on_free_ports`] can try other ports when one was taken.
+    async fn try_spawn(
         dir: tempfile::TempDir,
         http: SocketAddr,
         admin: SocketAddr,

@@ -17,7 +17,7 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::{TlsAcceptor, TlsConnector};
 
-use super::edge::{loopback_port, port_taken};
+use super::edge::Launch;
 use super::EdgeProc;
 
 /// A test CA and the directory its certificates are written to.
@@ -186,8 +186,7 @@ impl TlsEdge {
     /// Starts it.
     pub async fn start(dir: &Path, body: &str) -> TlsEdge {
         let config = dir.join("edge.toml");
-        for attempt in 1.. {
-            let (http, https, admin) = (loopback_port(), loopback_port(), loopback_port());
+        let (edge, [_, https, _]) = EdgeProc::start_on_free_ports(|[http, https, admin]| {
             std::fs::write(
                 &config,
                 format!(
@@ -195,25 +194,20 @@ impl TlsEdge {
                 ),
             )
             .unwrap();
-            let started = EdgeProc::try_spawn(
-                tempfile::tempdir().unwrap(),
+            Launch {
+                dir: tempfile::tempdir().unwrap(),
                 http,
                 admin,
-                config.clone(),
-                &["run", "-c", config.to_str().unwrap()],
-            )
-            .await;
-            let edge = match started {
-                Err(e) if port_taken(&e) && attempt < 5 => continue,
-                started => started.unwrap_or_else(|e| panic!("{e}")),
-            };
-            return TlsEdge {
-                edge,
-                https,
-                config,
-            };
+                config: config.clone(),
+                args: vec!["run".into(), "-c".into(), config.display().to_string()],
+            }
+        })
+        .await;
+        TlsEdge {
+            edge,
+            https,
+            config,
         }
-        unreachable!()
     }
 
     /// `https://name:port/path` on the HTTPS listener.
