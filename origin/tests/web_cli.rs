@@ -2,7 +2,6 @@
 //! default SQLite file.
 
 use std::io::Write;
-use std::net::TcpListener;
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -254,11 +253,7 @@ async fn import_packages_a_video_under_the_media_root_and_registers_it() {
 #[tokio::test]
 async fn serving_creates_the_default_sqlite_file_and_stops_on_sigterm() {
     let dir = tempfile::tempdir().unwrap();
-    let port = TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = dime_test_ports::free_port();
     let listen = format!("127.0.0.1:{port}");
     let mut child = Command::new(BIN)
         .args(["web", "--listen", &listen, "--media-base", "/stream/"])
@@ -340,11 +335,7 @@ fn database_errors_say_what_is_wrong_and_hide_the_password() {
         "one line, no repeated causes: {err}"
     );
 
-    let port = TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = dime_test_ports::free_port();
     let url = format!("postgres://dime:s3cret@127.0.0.1:{port}/dime");
     let mut args = vec!["add-channel", "--db", &url];
     args.extend(channel);
@@ -378,11 +369,7 @@ struct WebProcess {
 impl WebProcess {
     /// Serves `db` with `extra` flags and waits for /healthz.
     async fn start(dir: &Path, db: &str, extra: &[&str]) -> Self {
-        let port = TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
+        let port = dime_test_ports::free_port();
         let listen = format!("127.0.0.1:{port}");
         let child = Command::new(BIN)
             .args(["web", "--listen", &listen, "--db", db])
@@ -600,11 +587,7 @@ async fn the_database_url_can_come_from_a_mounted_secret_file() {
 #[test]
 fn a_database_url_given_twice_or_an_unreadable_secret_file_is_an_error_that_hides_the_password() {
     let dir = tempfile::tempdir().unwrap();
-    let port = TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = dime_test_ports::free_port();
     let url = format!("postgres://dime:s3cret@127.0.0.1:{port}/dime");
     let secret = dir.path().join("db-url");
     std::fs::write(&secret, format!("{url}\n")).unwrap();
@@ -714,11 +697,7 @@ async fn the_server_takes_its_whole_configuration_from_the_environment() {
     std::fs::write(&secret, format!("{db}\n")).unwrap();
     let media = dir.path().join("media");
     std::fs::create_dir(&media).unwrap();
-    let port = TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = dime_test_ports::free_port();
     let listen = format!("127.0.0.1:{port}");
     let mut child = Command::new(BIN)
         .arg("web")

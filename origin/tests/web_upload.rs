@@ -550,11 +550,7 @@ struct Replica {
 impl Replica {
     /// Serves `db` with uploads into `media`; replicas silent for `timeout` are taken as dead.
     async fn start(db: &str, media: &std::path::Path, timeout: Duration) -> Self {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
+        let port = dime_test_ports::free_port();
         let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
         let child = std::process::Command::new(BIN)
             .args(["web", "--listen", &addr.to_string(), "--db", db])

@@ -100,7 +100,13 @@ async fn viewer_tokens_do_not_split_the_cache_but_hls_parameters_do() {
     )
     .await;
     fetch(&edge.url("/live/ll.m3u8?_HLS_msn=11&_HLS_part=0"), &[]).await;
-    assert_eq!(origin.hits_for("/live/ll.m3u8"), 2);
+    let asked: Vec<String> = origin.seen().into_iter().map(|s| s.uri).collect();
+    assert_eq!(
+        origin.hits_for("/live/ll.m3u8"),
+        2,
+        "the origin was asked for {asked:?}\n{}",
+        edge.logs()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -294,12 +294,10 @@ async fn an_origin_that_starts_after_the_edge_is_used_at_once_in_panic_mode() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn panic_mode_tries_each_backend_once_per_request() {
-    // Three distinct ports nobody listens on: held together while chosen, then released.
-    let held: Vec<std::net::TcpListener> = (0..3)
-        .map(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap())
+    // Three distinct ports nobody listens on.
+    let dead: Vec<std::net::SocketAddr> = (0..3)
+        .map(|_| std::net::SocketAddr::from(([127, 0, 0, 1], common::free_port())))
         .collect();
-    let dead: Vec<std::net::SocketAddr> = held.iter().map(|l| l.local_addr().unwrap()).collect();
-    drop(held);
     let edge = EdgeProc::start(&slow_rise_pool(&dead, "retries = 5")).await;
     for a in &dead {
         let m = format!("dime_backend_healthy{{backend=\"{a}\",pool=\"p\"}}");

@@ -23,15 +23,8 @@ pub fn binary() -> PathBuf {
     bin
 }
 
-/// A port that was free a moment ago (the kernel's ephemeral range, above 20000).
-pub fn free_port() -> u16 {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|listener| listener.local_addr())
-        .map(|addr| addr.port())
-        .expect("free port");
-    assert!(port > 20000, "ephemeral port {port} is below 20000");
-    port
-}
+/// A loopback port handed out once per machine, so an edge killed there can start there again.
+pub use dime_test_ports::free_port;
 
 /// A running edge.
 pub struct Edge {

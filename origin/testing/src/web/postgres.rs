@@ -2,7 +2,6 @@
 //! loopback port with trust authentication, stopped (fast shutdown) on drop.
 
 use std::fs;
-use std::net::TcpListener;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -45,13 +44,6 @@ fn command_as_server_user(program: &Path, as_root: bool) -> Command {
     } else {
         Command::new(program)
     }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|listener| listener.local_addr())
-        .map(|addr| addr.port())
-        .expect("find a free loopback port")
 }
 
 /// Waits until the server accepts connections (pg_isready): true, or false when it exited
@@ -132,12 +124,12 @@ impl Postgres {
             String::from_utf8_lossy(&output.stdout),
             String::from_utf8_lossy(&output.stderr)
         );
-        // Another test may take the free port between our probe and postgres binding it:
-        // then postgres exits at once, and we try again on a new port.
+        // No other test is given the port, but something else on the machine may take it
+        // before postgres binds it: then postgres exits at once, and we try again on a new one.
         let mut attempts = 0;
         loop {
             attempts += 1;
-            let port = free_port();
+            let port = dime_test_ports::free_port();
             let log_file = fs::File::create(&log).expect("create the server log");
             if as_root {
                 let _ = Command::new("chown")

@@ -1,5 +1,5 @@
-//! The shared test harness: real origin servers and a real `dime-edge` process on ephemeral
-//! loopback ports.
+//! The shared test harness: real origin servers and a real `dime-edge` process on loopback
+//! ports.
 #![allow(dead_code)]
 
 pub mod edge;
@@ -30,13 +30,8 @@ pub fn fresh_client() -> reqwest::Client {
         .expect("client")
 }
 
-/// A loopback port nobody listens on right now.
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
-}
+/// A loopback port handed out once per machine, below the ephemeral range (see the crate).
+pub use dime_test_ports::free_port;
 
 /// A whole response, read.
 #[derive(Debug)]

@@ -100,9 +100,10 @@ fn full(b: impl Into<Bytes>) -> Body {
 }
 
 impl Upstream {
-    /// Starts an origin on a free loopback port.
+    /// Starts an origin on a free loopback port, one no other test is given: so after
+    /// [`Upstream::kill`] nothing else listens there, and it can start there again.
     pub async fn start(name: &str) -> Upstream {
-        Self::start_on(name, "127.0.0.1:0".parse().unwrap()).await
+        Self::start_on(name, SocketAddr::from(([127, 0, 0, 1], super::free_port()))).await
     }
 
     /// Starts an origin on `addr` (e.g. the address of one that was killed).
