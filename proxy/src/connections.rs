@@ -227,6 +227,21 @@ pub(crate) fn keep_alive(session: &mut Session, timeout: Duration, requests: u32
     }
 }
 
+/// The bytes `req`'s line and header fields take as HTTP/1.1 writes them (`METHOD TARGET
+/// HTTP/1.1`, each field as `name: value`, each line ended by CRLF), over HTTP/2 too, so one
+/// `server.max_request_header_size` means the same on both.
+pub(crate) fn header_size(req: &pingora_http::RequestHeader) -> u64 {
+    let target = req.uri.authority().map_or(0, |a| a.as_str().len())
+        + req.uri.path_and_query().map_or(1, |p| p.as_str().len());
+    let line = req.method.as_str().len() + 1 + target + " HTTP/1.1\r\n".len();
+    let fields: usize = req
+        .headers
+        .iter()
+        .map(|(name, value)| name.as_str().len() + value.len() + 4)
+        .sum();
+    (line + fields) as u64
+}
+
 /// Holds one connection's counts; dropped when the handler returns or its task is cancelled.
 struct Open {
     total: IntGauge,

@@ -88,6 +88,17 @@ impl ProxyHttp for Edge {
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
         let server = &ctx.active.config.server;
         connections::keep_alive(session, server.keepalive_timeout, server.keepalive_requests);
+        let size = connections::header_size(session.req_header());
+        if size > server.max_request_header_size {
+            // Whatever else the viewer sends on this connection is as suspect: close it.
+            session.set_keepalive(None);
+            let limit = server.max_request_header_size;
+            let body = format!(
+                "dime: request header fields too large: {size} bytes, past the {limit}-byte limit\n"
+            );
+            answer::text(session, 431, &body, &[]).await?;
+            return Ok(true);
+        }
         let req = session.req_header();
         ctx.raw_host = request_host(&req.uri, &req.headers);
         let host = normalize_host(&ctx.raw_host);
@@ -403,8 +414,12 @@ impl ProxyHttp for Edge {
         // so, or a client sends its next request on it and meets a reset (and a POST is lost).
         session.set_keepalive(None);
         // Once the response has started, the only honest signal left is to cut the connection.
-        if code > 0 && session.response_written().is_none() {
-            answer::error(session, code, e, ctx).await;
+        match session.response_written() {
+            _ if code == 0 => {}
+            // A background fill answers no viewer; its viewers' own requests fail with it.
+            _ if ctx.fill.is_some() => answer::fill_failed(e, ctx),
+            None => answer::error(session, code, e, ctx).await,
+            Some(sent) => answer::cut(sent.status.as_u16(), e, ctx),
         }
         FailToProxy {
             error_code: code,

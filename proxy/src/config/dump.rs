@@ -93,6 +93,10 @@ fn server(c: &EdgeConfig) -> Table {
         i64::from(c.server.keepalive_requests).into(),
     );
     t.insert(
+        "max_request_header_size".into(),
+        size(c.server.max_request_header_size),
+    );
+    t.insert(
         "http2_max_concurrent_streams".into(),
         i64::from(c.restart.http2_max_concurrent_streams).into(),
     );

@@ -157,6 +157,8 @@ pub struct ServerSection {
     pub header_timeout: Option<Spanned<DurationText>>,
     /// Requests on one HTTP/1.1 connection; the last response closes it.
     pub keepalive_requests: Option<Spanned<i64>>,
+    /// The most a request's line and header fields may take; larger ones get 431.
+    pub max_request_header_size: Option<Spanned<SizeText>>,
     /// Streams one HTTP/2 connection may have open at once.
     pub http2_max_concurrent_streams: Option<Spanned<i64>>,
 }

@@ -21,6 +21,7 @@ pub const PUBLIC_FIELDS: &[&str] = &[
     "server.keepalive_timeout",
     "server.header_timeout",
     "server.keepalive_requests",
+    "server.max_request_header_size",
     "server.http2_max_concurrent_streams",
     "listen.http",
     "listen.https",

@@ -105,6 +105,9 @@ pub struct ServerSettings {
     pub header_timeout: Duration,
     /// Requests on one HTTP/1.1 connection; the last one's response closes it.
     pub keepalive_requests: u32,
+    /// Bytes a request's line and header fields may take (each field counted as
+    /// `name: value` and its line end); a larger request is answered 431.
+    pub max_request_header_size: u64,
 }
 
 /// Settings bound when the process starts: the listening sockets, the upgrade socket, worker
@@ -152,6 +155,11 @@ pub const DEFAULT_KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(75);
 pub const DEFAULT_HEADER_TIMEOUT: Duration = Duration::from_secs(60);
 /// `server.keepalive_requests` when the file names none (nginx's default).
 pub const DEFAULT_KEEPALIVE_REQUESTS: u32 = 1000;
+/// `server.max_request_header_size` when the file names none: nginx's four 8 KiB buffers
+/// (`large_client_header_buffers`).
+pub const DEFAULT_MAX_REQUEST_HEADER_SIZE: u64 = 32 << 10;
+/// The largest `server.max_request_header_size`: pingora reads at most 1 MiB of header.
+pub const MAX_REQUEST_HEADER_SIZE: u64 = 1 << 20;
 /// `server.http2_max_concurrent_streams` when the file names none (nginx's default).
 pub const DEFAULT_HTTP2_MAX_CONCURRENT_STREAMS: u32 = 128;
 

@@ -1,5 +1,6 @@
 //! The edge's own answers: short plain-text bodies for a bad request, no route, a redirect
-//! to HTTPS, and a request that failed at the origin.
+//! to HTTPS, and a request that failed at the origin (or, when its header was already sent, the
+//! log line for the cut).
 
 use bytes::Bytes;
 use pingora_error::{Error, ErrorSource, ErrorType, Result};
@@ -8,7 +9,7 @@ use pingora_proxy::Session;
 
 use super::ctx::RequestCtx;
 use crate::forwarding;
-use crate::pool::attempts::is_timeout;
+use crate::pool::attempts::{explain, is_timeout};
 use crate::route::HttpsRedirect;
 
 /// Answers with a short plain-text body that never gets cached.
@@ -84,6 +85,30 @@ pub(super) fn failure_status(e: &Error, ctx: &RequestCtx) -> u16 {
         502 if ctx.stale_forbidden => 504,
         code => code,
     }
+}
+
+/// Logs why a response whose header (`status`) already went out was cut: the viewer sees its
+/// connection end before the body does, the one honest signal left.
+pub(super) fn cut(status: u16, e: &Error, ctx: &RequestCtx) {
+    let reason = ctx
+        .attempts
+        .failure()
+        .map_or_else(|| explain(e), str::to_string);
+    let id = ctx.request_id.as_str();
+    let route = ctx.route_name();
+    tracing::warn!(request_id = %id, route, status, "cut the response after its header: {reason}");
+}
+
+/// Logs why a background fill failed. Its viewers see it on their own requests: a cut
+/// connection once the fill's header reached them, otherwise their own try at the origin.
+pub(super) fn fill_failed(e: &Error, ctx: &RequestCtx) {
+    let reason = ctx
+        .attempts
+        .failure()
+        .map_or_else(|| explain(e), str::to_string);
+    let id = ctx.request_id.as_str();
+    let route = ctx.route_name();
+    tracing::warn!(request_id = %id, route, "background fill failed: {reason}");
 }
 
 /// Answers a failed request with `code`, and logs why.

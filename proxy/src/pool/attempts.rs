@@ -91,7 +91,7 @@ impl Attempts {
     ) -> bool {
         self.failure = Some(format!(
             "backend {peer} of pool \"{pool}\" failed: {}",
-            e.etype().as_str()
+            explain(e)
         ));
         if reused {
             // A pooled connection the origin had already closed says nothing about the
@@ -118,6 +118,40 @@ impl Attempts {
         }
         Ok(())
     }
+}
+
+/// The most of a context [`explain`] quotes: pingora puts a whole header buffer in the context
+/// of a header it cannot parse.
+const CONTEXT_MAX: usize = 100;
+
+/// `e`'s type, then what its innermost pingora error says: the error under it and its
+/// context, e.g. `ReadTimedout (reading body, timeout: 1s)`, `ReadError: Connection reset by
+/// peer (os error 104) (when reading body)` or `InvalidHTTPHeader: invalid response status
+/// (buf: HTTP/1.1 2x0 OK…)`.
+pub(crate) fn explain(e: &Error) -> String {
+    let mut inner = e;
+    while let Some(next) = inner
+        .cause
+        .as_deref()
+        .and_then(|c| c.downcast_ref::<Box<Error>>())
+    {
+        inner = next;
+    }
+    let mut text = e.etype().as_str().to_string();
+    if let Some(cause) = &inner.cause {
+        text.push_str(&format!(": {cause}"));
+    }
+    if let Some(context) = inner.context.as_ref().map(|c| c.as_str().trim()) {
+        if !context.is_empty() {
+            let mut end = context.len().min(CONTEXT_MAX);
+            while !context.is_char_boundary(end) {
+                end -= 1;
+            }
+            let more = if end < context.len() { "…" } else { "" };
+            text.push_str(&format!(" ({}{more})", &context[..end]));
+        }
+    }
+    text
 }
 
 /// Whether `e` is a timeout: connecting, reading, writing or the TLS handshake.
@@ -208,6 +242,39 @@ mod tests {
         assert_eq!(
             spent.failure(),
             Some("backend 127.0.0.1:1 of pool \"p\" failed: ConnectionClosed")
+        );
+    }
+
+    #[test]
+    fn a_failure_is_explained_by_its_innermost_error_and_context() {
+        let timeout = Error::explain(ErrorType::ReadTimedout, "reading body, timeout: 1s");
+        let io = std::io::Error::from(std::io::ErrorKind::ConnectionReset);
+        let reset = Error::because(ErrorType::ReadError, "when reading body", io);
+        let header = Error::because(
+            ErrorType::InvalidHTTPHeader,
+            format!("buf: HTTP/1.1 2x0 OK\\r\\n{}", "x".repeat(500)),
+            std::io::Error::other("invalid response status"),
+        );
+        for (e, want) in [
+            (timeout, "ReadTimedout (reading body, timeout: 1s)"),
+            (reset, "ReadError: connection reset (when reading body)"),
+        ] {
+            // Contexts added on the way out (the peer) do not hide the innermost one.
+            assert_eq!(explain(&e.more_context("Peer: 127.0.0.1:1")), want);
+        }
+        let text = explain(&header);
+        assert!(
+            text.starts_with("InvalidHTTPHeader: invalid response status (buf: HTTP/1.1 2x0"),
+            "{text}"
+        );
+        assert!(text.ends_with("xx…)") && text.len() < 160, "{text}");
+        let mut a = Attempts::new(0, None);
+        a.start(addr(1));
+        let e = Error::explain(ErrorType::ReadTimedout, "reading body, timeout: 1s");
+        a.proxy_failed(addr(1), "p", &e, false, true, true);
+        assert_eq!(
+            a.failure(),
+            Some("backend 127.0.0.1:1 of pool \"p\" failed: ReadTimedout (reading body, timeout: 1s)")
         );
     }
 

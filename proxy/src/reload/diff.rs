@@ -176,6 +176,12 @@ impl ConfigDiff {
             &next.server.keepalive_requests,
             number,
         );
+        top.field(
+            "server.max_request_header_size",
+            &running.server.max_request_header_size,
+            &next.server.max_request_header_size,
+            size,
+        );
         certificates(&mut live, &running.certificates, &next.certificates);
         ConfigDiff {
             restart: restart(&running.restart, &next.restart),

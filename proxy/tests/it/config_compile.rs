@@ -167,6 +167,11 @@ fn cases() -> Vec<Case> {
             )
         },
         case(
+            "a request header limit past what pingora reads",
+            format!("[server]\nmax_request_header_size = \"2MiB\"\n{HEAD}{ROUTE}"),
+            &["edge.toml:2:27: server.max_request_header_size: must be between 1KiB and 1MiB (pingora reads at most 1 MiB of header), got 2097152 bytes"],
+        ),
+        case(
             "zero keep-alive timeout",
             format!("[server]\nkeepalive_timeout = \"0s\"\n{HEAD}{ROUTE}"),
             &["edge.toml:2:21: server.keepalive_timeout: invalid duration: must be greater than zero"],

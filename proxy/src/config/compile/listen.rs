@@ -12,8 +12,8 @@ use super::Compiler;
 use crate::config::types::{
     AdminSettings, LogSettings, LogTarget, DEFAULT_ADMIN, DEFAULT_DEBOUNCE, DEFAULT_GRACE,
     DEFAULT_HEADER_TIMEOUT, DEFAULT_HTTP2_MAX_CONCURRENT_STREAMS, DEFAULT_KEEPALIVE_REQUESTS,
-    DEFAULT_KEEPALIVE_TIMEOUT, DEFAULT_MAX_CONNECTIONS, DEFAULT_SEND_TIMEOUT, DEFAULT_UPGRADE_SOCK,
-    MAX_DEBOUNCE,
+    DEFAULT_KEEPALIVE_TIMEOUT, DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_REQUEST_HEADER_SIZE,
+    DEFAULT_SEND_TIMEOUT, DEFAULT_UPGRADE_SOCK, MAX_DEBOUNCE, MAX_REQUEST_HEADER_SIZE,
 };
 
 /// `[server]`, validated: what binds at startup and what applies live.
@@ -26,6 +26,7 @@ pub(super) struct Server {
     pub(super) keepalive_timeout: Duration,
     pub(super) header_timeout: Duration,
     pub(super) keepalive_requests: u32,
+    pub(super) max_request_header_size: u64,
     pub(super) http2_max_concurrent_streams: u32,
 }
 
@@ -78,6 +79,7 @@ impl Compiler<'_> {
                         .map_or(DEFAULT_KEEPALIVE_REQUESTS, |n| n as u32)
                 },
             ),
+            max_request_header_size: self.max_request_header_size(s),
             http2_max_concurrent_streams: s.http2_max_concurrent_streams.as_ref().map_or(
                 DEFAULT_HTTP2_MAX_CONCURRENT_STREAMS,
                 |n| {
@@ -105,6 +107,29 @@ impl Compiler<'_> {
                 DEFAULT_KEEPALIVE_TIMEOUT
             }
             None => DEFAULT_KEEPALIVE_TIMEOUT,
+        }
+    }
+
+    /// `server.max_request_header_size`: from 1 KiB (a request line and a few fields) up to
+    /// what pingora reads of a header at all.
+    fn max_request_header_size(&mut self, s: &ServerSection) -> u64 {
+        let field = "server.max_request_header_size";
+        let Some(written) = &s.max_request_header_size else {
+            return DEFAULT_MAX_REQUEST_HEADER_SIZE;
+        };
+        match self.size(written, field) {
+            Some(n) if (1 << 10..=MAX_REQUEST_HEADER_SIZE).contains(&n) => n,
+            Some(n) => {
+                self.err(
+                    written.span(),
+                    field,
+                    format!(
+                        "must be between 1KiB and 1MiB (pingora reads at most 1 MiB of header), got {n} bytes"
+                    ),
+                );
+                DEFAULT_MAX_REQUEST_HEADER_SIZE
+            }
+            None => DEFAULT_MAX_REQUEST_HEADER_SIZE,
         }
     }
 

@@ -131,6 +131,7 @@ impl Compiler<'_> {
                 keepalive_timeout: server.keepalive_timeout,
                 header_timeout: server.header_timeout,
                 keepalive_requests: server.keepalive_requests,
+                max_request_header_size: server.max_request_header_size,
             },
             certificates,
             pools,

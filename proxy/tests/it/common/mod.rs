@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod edge;
+pub mod raw_origin;
 pub mod reload;
 pub mod tls;
 pub mod upstream;

@@ -429,6 +429,21 @@ impl BodyReader {
                         to_read
                     ))
                 } else if n >= to_read {
+                    if n > to_read && self.upstream {
+                        // Dime: an origin that sends more than its Content-Length says is
+                        // broken, and which of the two is wrong cannot be told: an error, so the
+                        // response is neither stored nor passed on as if whole, and the
+                        // connection is not reused.
+                        self.body_state = PS::Done(read + to_read);
+                        return Error::e_explain(
+                            H1Error,
+                            format!(
+                                "the origin sent {} bytes past its Content-Length of {}",
+                                n - to_read,
+                                read + to_read
+                            ),
+                        );
+                    }
                     if n > to_read {
                         let extra = n - to_read;
                         // The extra bytes are not dropped here: finish_body_buf() moves them to
