@@ -23,8 +23,8 @@ use crate::cache::age::{self, Arrival};
 use crate::cache::background;
 use crate::cache::policy::{self, RequestDemand};
 use crate::cache::store::{StoredBy, BACKGROUND_FILL_TAG};
-use crate::cache::{vary, CacheMode, CacheStatus, EdgeCache};
-use crate::config::RouteSpec;
+use crate::cache::{self, vary, CacheMode, CacheStatus, EdgeCache};
+use crate::config::{PoolSpec, RouteSpec};
 use crate::connections;
 use crate::forwarding;
 use crate::host::{normalize_host, request_host};
@@ -50,6 +50,13 @@ pub(crate) struct Edge {
     /// Set while the process hands its listeners over or shuts down: responses then close
     /// their connection, so keep-alive viewers reconnect to the process that stays.
     draining: Arc<AtomicBool>,
+}
+
+/// How long a request waits on another request's fill of its object. Waiters follow the fill
+/// as soon as its header arrives, so this only bounds a fill whose origin sends no header: the
+/// fill's own connect and read timeouts.
+fn fill_wait(pool: &PoolSpec) -> Duration {
+    pool.read_timeout + pool.connect_timeout
 }
 
 impl Edge {
@@ -144,9 +151,7 @@ impl ProxyHttp for Edge {
         if !policy.applies_to(&session.req_header().method) {
             return Ok(());
         }
-        // Waiters follow the fill as soon as its headers arrive, so this only bounds a fill
-        // whose origin sends no headers at all.
-        let wait = route.pool.spec.read_timeout + route.pool.spec.connect_timeout;
+        let wait = fill_wait(&route.pool.spec);
         // A background fill writes without the lock: its viewers wait on the one it holds.
         let locked = ctx.fill.is_none();
         self.cache.enable(&mut session.cache, policy, wait, locked);
@@ -234,7 +239,7 @@ impl ProxyHttp for Edge {
 
     async fn upstream_peer(
         &self,
-        _session: &mut Session,
+        session: &mut Session,
         ctx: &mut RequestCtx,
     ) -> Result<Box<HttpPeer>> {
         let Some(route) = ctx.route.clone() else {
@@ -243,6 +248,10 @@ impl ProxyHttp for Edge {
                 "no route chosen before upstream_peer",
             );
         };
+        let wait = fill_wait(&route.pool.spec);
+        if let Some(reason) = cache::waited_in_vain(session.cache.phase(), wait) {
+            return Error::e_explain(ErrorType::HTTPStatus(504), reason);
+        }
         let pool = &route.pool;
         // The key is the canonical path the viewer asked for, so consistent hashing keeps one
         // object on one origin whatever the spelling, query string or strip_prefix.

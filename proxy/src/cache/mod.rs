@@ -23,7 +23,7 @@ use std::time::Duration;
 
 use pingora_cache::lock::{CacheKeyLockImpl, CacheLock};
 use pingora_cache::predictor::{CacheablePredictor, Predictor};
-use pingora_cache::{CacheOptionOverrides, HttpCache};
+use pingora_cache::{CacheOptionOverrides, CachePhase, HttpCache, NoCacheReason};
 
 pub use fill::FillBudget;
 pub use policy::{AbandonedFill, CacheMode, CachePolicy};
@@ -95,5 +95,26 @@ impl EdgeCache {
             Some(overrides),
         );
         cache.set_max_file_size_bytes(policy.max_object_size);
+    }
+}
+
+/// Why a request that waited on other requests' fills of its object must not ask the origin
+/// itself, or `None` when it may. pingora sends a waiter upstream, uncached, once it has waited
+/// `wait` for a fill that never got a response header (`CacheLockTimeout`), or once the fills
+/// it waited on failed or outlived `cache.lock_timeout` too often (`CacheLockRetryLimit`): with
+/// a slow or failing origin, that releases every waiting viewer onto it at once. Those viewers
+/// get a 504 instead; the origin sees one fetch per lock, as when it was healthy.
+pub(crate) fn waited_in_vain(phase: CachePhase, wait: Duration) -> Option<String> {
+    match phase {
+        CachePhase::Disabled(NoCacheReason::CacheLockTimeout) => Some(format!(
+            "waited {wait:?} on another request's fetch of this object, which got no response \
+             in that time; not asking the origin once more"
+        )),
+        CachePhase::Disabled(NoCacheReason::CacheLockRetryLimit) => Some(
+            "the fetches of this object it waited on failed or outlived cache.lock_timeout, \
+             one after another; not asking the origin once more"
+                .to_string(),
+        ),
+        _ => None,
     }
 }
