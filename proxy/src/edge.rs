@@ -14,7 +14,7 @@ use bytes::Bytes;
 use pingora_cache::key::HashBinary;
 use pingora_cache::{CacheKey, CacheMeta, CachePhase, ForcedFreshness, HitHandler, RespCacheable};
 use pingora_core::upstreams::peer::{HttpPeer, Peer};
-use pingora_error::{Error, ErrorType, Result};
+use pingora_error::{Error, ErrorSource, ErrorType, Result};
 use pingora_http::{RequestHeader, ResponseHeader};
 use pingora_proxy::{FailToProxy, ProxyHttp, ProxyWarnLogContext, Session};
 
@@ -250,7 +250,11 @@ impl ProxyHttp for Edge {
         };
         let wait = fill_wait(&route.pool.spec);
         if let Some(reason) = cache::waited_in_vain(session.cache.phase(), wait) {
-            return Error::e_explain(ErrorType::HTTPStatus(504), reason);
+            // Unless a fill has the object by now (many waiters churning through one): then
+            // this request goes to the origin uncached, as pingora sends it.
+            if !self.cache.store.holds(&ctx.cache_key(session)) {
+                return Error::e_explain(ErrorType::HTTPStatus(504), reason);
+            }
         }
         let pool = &route.pool;
         // The key is the canonical path the viewer asked for, so consistent hashing keeps one
@@ -297,6 +301,14 @@ impl ProxyHttp for Edge {
         ctx: &mut RequestCtx,
         client_reused: bool,
     ) -> Box<Error> {
+        if e.esource() == &ErrorSource::Downstream {
+            // The viewer left or broke its side (an HTTP/2 stream reset, a closed
+            // connection): nothing the backend did, and no one to retry for.
+            self.count_upstream(ctx, "viewer_left");
+            let mut e = e.more_context(format!("Peer: {peer}"));
+            e.set_retry(false);
+            return e;
+        }
         let outcome = if is_timeout(&e) { "timeout" } else { "error" };
         self.count_upstream(ctx, outcome);
         let pool = ctx.route.as_ref().map_or("", |r| r.pool.name());

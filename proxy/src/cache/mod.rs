@@ -103,7 +103,8 @@ impl EdgeCache {
 /// `wait` for a fill that never got a response header (`CacheLockTimeout`), or once the fills
 /// it waited on failed or outlived `cache.lock_timeout` too often (`CacheLockRetryLimit`): with
 /// a slow or failing origin, that releases every waiting viewer onto it at once. Those viewers
-/// get a 504 instead; the origin sees one fetch per lock, as when it was healthy.
+/// get a 504 instead, when nothing is stored or filling for the object (the edge checks); the
+/// origin sees one fetch per lock, as when it was healthy.
 pub(crate) fn waited_in_vain(phase: CachePhase, wait: Duration) -> Option<String> {
     match phase {
         CachePhase::Disabled(NoCacheReason::CacheLockTimeout) => Some(format!(

@@ -69,7 +69,11 @@ pub(super) fn error_status(e: &Error) -> u16 {
         _ => match e.esource() {
             ErrorSource::Upstream => 502,
             ErrorSource::Downstream => match e.etype() {
-                ErrorType::WriteError | ErrorType::ReadError | ErrorType::ConnectionClosed => 0,
+                // An HTTP/2 viewer's error is its stream reset: no one to answer either.
+                ErrorType::WriteError
+                | ErrorType::ReadError
+                | ErrorType::ConnectionClosed
+                | ErrorType::H2Error => 0,
                 _ => 400,
             },
             ErrorSource::Internal | ErrorSource::Unset => 500,

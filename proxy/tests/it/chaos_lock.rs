@@ -51,7 +51,7 @@ async fn an_origin_slower_than_the_lock_is_asked_a_few_times_and_the_other_viewe
     for mode in ["rfc", "video"] {
         let origin = Upstream::start("o").await;
         let mut slow = Script::ok(&[("cache-control", "max-age=60")], vec![7u8; 1000]);
-        slow.header_delay = Duration::from_secs(3);
+        slow.header_delay = Duration::from_secs(5);
         origin.script("/live/seg1.ts", slow);
         let pool = common::edge::pool("p", &[origin.addr], "");
         let edge = EdgeProc::start(&format!(

@@ -1,0 +1,176 @@
+//! HTTP/2 abuse: a rapid reset flood (CVE-2023-44487) and streams whose flow-control window
+//! never opens. The edge stays up, other viewers are served, the origin is not dragged in, and
+//! memory stays bounded.
+
+use crate::common;
+
+use std::time::{Duration, Instant};
+
+use common::upstream::Script;
+use common::{client, EdgeProc, Upstream};
+use tokio::net::TcpStream;
+
+/// Requests the rapid-reset client sends at most, each reset at once.
+const RESETS: usize = 20_000;
+
+fn video_route() -> &'static str {
+    "[[routes]]\npath = \"/\"\npool = \"p\"\n\n[routes.cache]\nmode = \"video\"\n"
+}
+
+/// A viewer fetching `url` over HTTP/1.1 in a loop until `until`: responses, failures.
+async fn bystander(url: String, until: Instant) -> (usize, Vec<String>) {
+    let c = client();
+    let (mut ok, mut failed) = (0, Vec::new());
+    while Instant::now() < until {
+        match c.get(&url).send().await {
+            Ok(r) if r.status() == 200 => match r.bytes().await {
+                Ok(_) => ok += 1,
+                Err(e) => failed.push(e.to_string()),
+            },
+            Ok(r) => failed.push(format!("status {}", r.status())),
+            Err(e) => failed.push(e.to_string()),
+        }
+    }
+    (ok, failed)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_rapid_reset_flood_loses_its_connection_and_nobody_else_notices() {
+    let origin = Upstream::start("o").await;
+    let pool = common::edge::pool("p", &[origin.addr], "");
+    let edge = EdgeProc::start(&format!("{pool}{}", video_route())).await;
+    edge.wait_ready().await;
+    let hit = edge.url("/vod/hit.ts");
+    client()
+        .get(&hit)
+        .send()
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    let watcher = tokio::spawn(bystander(hit, Instant::now() + Duration::from_secs(2)));
+
+    // Each request is a miss to a slow origin path, reset as soon as it is sent.
+    let tcp = TcpStream::connect(edge.http).await.unwrap();
+    let (mut h2c, connection) = h2::client::handshake(tcp).await.unwrap();
+    let driver = tokio::spawn(connection);
+    let mut sent = 0;
+    while sent < RESETS {
+        let Ok(ready) = h2c.ready().await else { break };
+        h2c = ready;
+        let req = http::Request::get(format!("http://tv.example/slow?ms=500&n={sent}"))
+            .body(())
+            .unwrap();
+        let Ok((_response, mut stream)) = h2c.send_request(req, true) else {
+            break;
+        };
+        stream.send_reset(h2::Reason::CANCEL);
+        sent += 1;
+    }
+    // The edge ended the connection long before the flood did.
+    assert!(sent < RESETS / 4, "{sent} resets were taken");
+    let _ = tokio::time::timeout(Duration::from_secs(5), driver).await;
+
+    let (served, failed) = watcher.await.unwrap();
+    assert!(failed.is_empty(), "the other viewer saw {failed:?}");
+    assert!(served > 0);
+    // Resets are the viewer's doing: no origin was retried or blamed for them, and few were
+    // asked at all.
+    let logs = edge.logs();
+    assert!(!logs.contains("retrying:"), "{logs}");
+    assert!(!logs.contains("answered 502"), "{logs}");
+    assert!(origin.hits() < 100, "{} origin requests", origin.hits());
+    assert!(edge.metrics().await.contains("outcome=\"viewer_left\""));
+    let health = client()
+        .get(edge.admin_url("/healthz"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(health.status(), 200);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn streams_whose_window_never_opens_hold_little_memory_and_end_at_send_timeout() {
+    let origin = Upstream::start("o").await;
+    let big = Script::ok(&[("cache-control", "max-age=600")], vec![9u8; 4 << 20]);
+    origin.script("/vod/big.ts", big);
+    let pool = common::edge::pool("p", &[origin.addr], "");
+    let edge = EdgeProc::start(&format!(
+        "[server]\nsend_timeout = \"3s\"\n\n{pool}{}",
+        video_route()
+    ))
+    .await;
+    edge.wait_ready().await;
+    let url = edge.url("/vod/big.ts");
+    client()
+        .get(&url)
+        .send()
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    let before = edge.rss_kib();
+
+    // 50 connections of 20 streams each ask for the 4 MiB segment with a 1 KiB window, and
+    // never read: 4 GiB if the edge buffered what it cannot send.
+    let (mut held, mut drivers, mut handles) = (Vec::new(), Vec::new(), Vec::new());
+    for _ in 0..50 {
+        let tcp = TcpStream::connect(edge.http).await.unwrap();
+        let (mut h2c, connection) = h2::client::Builder::new()
+            .initial_window_size(1024)
+            .initial_connection_window_size(1024)
+            .handshake::<_, bytes::Bytes>(tcp)
+            .await
+            .unwrap();
+        drivers.push(tokio::spawn(connection));
+        for _ in 0..20 {
+            h2c = h2c.ready().await.unwrap();
+            let req = http::Request::get(&url).body(()).unwrap();
+            let (response, _) = h2c.send_request(req, true).unwrap();
+            held.push(response);
+        }
+        handles.push(h2c);
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let stalled = edge.rss_kib();
+    assert!(
+        stalled.saturating_sub(before) < 64 << 10,
+        "1,000 stalled streams grew the edge from {before} to {stalled} KiB"
+    );
+    // Other viewers get the segment meanwhile.
+    let start = Instant::now();
+    let body = client()
+        .get(&url)
+        .send()
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    assert_eq!(body.len(), 4 << 20);
+    assert!(
+        start.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        start.elapsed()
+    );
+    // send_timeout ends every stalled stream.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while edge.metric("dime_requests_in_flight").await != Some(0.0) {
+        assert!(
+            Instant::now() < deadline,
+            "streams still open after send_timeout"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let timed_out = edge
+        .logs()
+        .lines()
+        .filter(|l| l.contains("access") && l.contains("WriteTimedout"))
+        .count();
+    assert!(
+        timed_out >= 900,
+        "{timed_out} streams ended by send_timeout"
+    );
+}
