@@ -8,6 +8,7 @@ mod cache_origin_protection;
 mod cache_ranges_purge;
 mod cache_rfc;
 mod cache_video;
+mod chaos_floods;
 mod chaos_h2;
 mod chaos_lock;
 mod chaos_origin;
