@@ -210,13 +210,29 @@ impl ProxyHttp for Edge {
         };
         let policy = &route.spec.cache;
         let now = Arrival::now(ctx.upstream_sent);
-        Ok(match &ctx.not_modified {
+        let decision = match &ctx.not_modified {
             Some(fresh) => {
                 let merged = policy::merge_not_modified(resp, fresh);
                 policy::decide(policy, session.req_header(), &ctx.path, &merged, now)
             }
             None => policy::decide(policy, session.req_header(), &ctx.path, resp, now),
-        })
+        };
+        // One more variant of a URL that has its share: it streams through uncached.
+        if matches!(decision, RespCacheable::Cacheable(_))
+            && resp.headers.contains_key(http::header::VARY)
+        {
+            let url = session
+                .cache
+                .maybe_cache_key()
+                .and_then(|k| k.primary_key_str());
+            if url.is_some_and(|u| self.cache.store.variants_of(u) >= policy.max_variants) {
+                self.metrics.cache_variants_refused.inc();
+                return Ok(RespCacheable::Uncacheable(
+                    pingora_cache::NoCacheReason::Custom(cache::TOO_MANY_VARIANTS),
+                ));
+            }
+        }
+        Ok(decision)
     }
 
     fn cache_vary_filter(

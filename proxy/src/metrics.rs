@@ -56,6 +56,9 @@ pub struct Metrics {
     /// `dime_cache_fills_demoted_total`: fills that found the fill budget spent and streamed
     /// through uncached.
     pub cache_fills_demoted: IntCounter,
+    /// `dime_cache_variants_refused_total`: responses not stored because their URL already
+    /// had a route's `max_variants` stored.
+    pub cache_variants_refused: IntCounter,
     /// `dime_cache_purges_total{kind}`: purge API calls by kind (url, prefix, all).
     pub cache_purges: IntCounterVec,
     /// `dime_config_reloads_total{result}`: reload attempts by result (applied, unchanged,
@@ -218,6 +221,11 @@ impl Metrics {
             "Fills that found cache.fill_memory spent: streamed to their viewers at the slowest one's pace and not stored.",
         )
         .expect("valid metric");
+        let cache_variants_refused = IntCounter::new(
+            "dime_cache_variants_refused_total",
+            "Responses not stored because their URL already had the route's cache.max_variants Vary variants stored.",
+        )
+        .expect("valid metric");
         let cache_purges = IntCounterVec::new(
             Opts::new(
                 "dime_cache_purges_total",
@@ -286,6 +294,7 @@ impl Metrics {
             Box::new(cache_coalesced_waits.clone()),
             Box::new(cache_fill_bytes.clone()),
             Box::new(cache_fills_demoted.clone()),
+            Box::new(cache_variants_refused.clone()),
             Box::new(cache_purges.clone()),
             Box::new(config_reloads.clone()),
             Box::new(config_last_success.clone()),
@@ -319,6 +328,7 @@ impl Metrics {
             cache_coalesced_waits,
             cache_fill_bytes,
             cache_fills_demoted,
+            cache_variants_refused,
             cache_purges,
             config_reloads,
             config_last_success,

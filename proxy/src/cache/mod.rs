@@ -31,6 +31,9 @@ pub use status::CacheStatus;
 pub use store::{MemoryStore, StoreCounters};
 pub use targeted::{TargetedField, TargetedSyntax};
 
+/// Why a response is not stored when its URL already has the route's `max_variants`.
+pub(crate) const TOO_MANY_VARIANTS: &str = "too many variants";
+
 /// The process-wide cache: one store and one lock table, alive as long as the process.
 #[derive(Clone, Copy)]
 pub struct EdgeCache {
@@ -59,9 +62,13 @@ impl EdgeCache {
             Arc::new(fills),
         )));
         let lock: &'static CacheLock = Box::leak(CacheLock::new_boxed(lock_age_timeout));
-        // Reasons that depend on one viewer's request must not mark the URL for everyone.
+        // Reasons that depend on one viewer's request must not mark the URL for everyone;
+        // nor must a variant past `max_variants`, or the stored ones would be bypassed too.
         fn per_request(reason: &'static str) -> bool {
-            matches!(reason, "request no-store" | "authorization")
+            matches!(
+                reason,
+                "request no-store" | "authorization" | TOO_MANY_VARIANTS
+            )
         }
         let predictor: &'static Predictor<16> =
             Box::leak(Box::new(Predictor::new(4096, Some(per_request))));

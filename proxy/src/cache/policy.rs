@@ -44,6 +44,10 @@ pub enum AbandonedFill {
     Abort,
 }
 
+/// `max_variants` when the route names none: a response that varies on a field with many
+/// values (`Vary: User-Agent`, a cookie) cannot fill the cache with copies of one URL.
+pub(crate) const DEFAULT_MAX_VARIANTS: usize = 32;
+
 /// A route's compiled cache policy.
 #[derive(Debug, Clone)]
 pub struct CachePolicy {
@@ -51,6 +55,9 @@ pub struct CachePolicy {
     pub mode: CacheMode,
     /// Bigger objects stream through uncached.
     pub max_object_size: usize,
+    /// Responses stored under one URL at most, one per set of values of the fields its
+    /// `Vary` names; past it, new variants stream through uncached.
+    pub max_variants: usize,
     /// Video: live playlists are fresh for at most half of this.
     pub target_duration: Duration,
     /// Video: freshness of segments and VoD files the origin gives no lifetime.
@@ -106,6 +113,7 @@ impl CachePolicy {
         CachePolicy {
             mode: CacheMode::Rfc,
             max_object_size: 64 << 20,
+            max_variants: DEFAULT_MAX_VARIANTS,
             target_duration: Duration::from_secs(2),
             media_ttl: Duration::from_secs(24 * 3600),
             negative_ttl: Duration::from_secs(1),

@@ -379,6 +379,16 @@ impl MemoryStore {
                 .contains_key(&hash)
     }
 
+    /// How many responses are stored under exactly the key text `url`: its `Vary` variants
+    /// (filling ones are not counted until stored).
+    pub fn variants_of(&self, url: &str) -> usize {
+        self.index
+            .variants(key::without_query(url))
+            .iter()
+            .filter(|(_, stored)| **stored == *url)
+            .count()
+    }
+
     /// Whether the newest fill for `key` had viewers and all of them left.
     pub fn fill_abandoned(&self, key: &CacheKey) -> bool {
         self.fill_for(&key.combined_bin(), None)

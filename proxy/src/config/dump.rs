@@ -257,6 +257,7 @@ fn policy(p: &CachePolicy) -> Table {
     };
     t.insert("mode".into(), mode.into());
     t.insert("max_object_size".into(), size(p.max_object_size as u64));
+    t.insert("max_variants".into(), (p.max_variants as i64).into());
     t.insert("target_duration".into(), duration(p.target_duration));
     t.insert("media_ttl".into(), duration(p.media_ttl));
     t.insert("negative_ttl".into(), duration(p.negative_ttl));

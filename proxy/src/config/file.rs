@@ -112,6 +112,8 @@ pub struct RouteCacheSection {
     pub mode: Option<Spanned<String>>,
     /// Bigger objects stream through uncached, e.g. `"256MiB"`.
     pub max_object_size: Option<Spanned<SizeText>>,
+    /// Responses stored under one URL at most (its `Vary` variants).
+    pub max_variants: Option<Spanned<i64>>,
     /// Video: the HLS target duration; live playlists stay fresh for at most half.
     pub target_duration: Option<Spanned<DurationText>>,
     /// Video: freshness of segments and VoD files when the origin sends none.

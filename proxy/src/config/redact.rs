@@ -69,6 +69,7 @@ pub const PUBLIC_FIELDS: &[&str] = &[
     "routes.redirect_https",
     "routes.cache.mode",
     "routes.cache.max_object_size",
+    "routes.cache.max_variants",
     "routes.cache.target_duration",
     "routes.cache.media_ttl",
     "routes.cache.negative_ttl",

@@ -528,6 +528,12 @@ fn cache(s: &mut Fields, o: &CachePolicy, n: &CachePolicy) {
         size,
     );
     s.field(
+        "cache.max_variants",
+        &o.max_variants,
+        &n.max_variants,
+        number,
+    );
+    s.field(
         "cache.target_duration",
         &o.target_duration,
         &n.target_duration,

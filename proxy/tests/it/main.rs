@@ -11,6 +11,7 @@ mod cache_video;
 mod chaos_floods;
 mod chaos_h2;
 mod chaos_lock;
+mod chaos_memory;
 mod chaos_origin;
 mod cli;
 mod config_check;

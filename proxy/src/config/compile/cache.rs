@@ -108,6 +108,11 @@ impl Compiler<'_> {
         if let Some(strip) = c.strip_targeted {
             p.strip_targeted = strip;
         }
+        if let Some(n) = &c.max_variants {
+            if let Some(n) = self.count(n, &format!("{field}.max_variants"), 1, 10_000) {
+                p.max_variants = n;
+            }
+        }
         if let Some(m) = &c.max_object_size {
             if let Some(n) = self.size(m, &format!("{field}.max_object_size")) {
                 p.max_object_size = usize::try_from(n).unwrap_or(usize::MAX);
