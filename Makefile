@@ -20,7 +20,7 @@ EDGE_SOURCES := Cargo.toml Cargo.lock proxy/Cargo.toml $(shell find proxy/src -n
 
 .PHONY: help deps build fmt lint nextest check-config k8s-lint ansible-lint k8s-secrets images k8s-up k8s-down \
 	k8s-test k8s-cluster-create k8s-cluster-copy k8s-cluster-start k8s-cluster-clean fleet-up fleet-down fleet-test \
-	e2e e2e-failover cache-tests conformance test run bench microbench fuzz viewers clean
+	e2e e2e-failover cache-tests conformance test run bench microbench chaos fuzz viewers clean
 
 help: ## List the targets (this text)
 	@echo 'Usage: make TARGET'
@@ -133,6 +133,10 @@ bench: ## dime-edge beside nginx and Varnish (apt-installs them); writes docs/be
 # Not part of `make test`: its timings compare two builds and are never asserted.
 microbench: ## The edge's own code on a cache hit, piece by piece, in-process (Criterion, about a minute); BENCH_FILTER=regex picks benches
 	$(CARGO) bench -p dime-edge --bench hit_path -- $(if $(BENCH_FILTER),'$(BENCH_FILTER)')
+
+# Its tests also run in `make test` (nextest); this runs them alone and writes their figures.
+chaos: ## The chaos suite (broken origins, lock stampedes, floods, HTTP/2 abuse, Vary) alone; writes its figures to docs/reliability.md
+	bash proxy/tests/chaos/run.sh
 
 # Not part of `make test`, which replays the corpora (proxy/fuzz/tests/corpus.rs) without AFL++.
 fuzz: ## Fuzz the parsers under AFL++ (cargo-afl, installed when missing): FUZZ_SECONDS each (default 60), FUZZ_TARGETS picks some, FUZZ_MERGE=1 keeps finds; writes docs/reliability.md's table

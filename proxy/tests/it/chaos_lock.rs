@@ -42,6 +42,18 @@ async fn crowd(url: &str) -> BTreeMap<u16, usize> {
     statuses
 }
 
+/// `{200: 3, 504: 27}` as "3 × 200, 27 × 504".
+fn said(statuses: &BTreeMap<u16, usize>) -> String {
+    let parts: Vec<String> = statuses
+        .iter()
+        .map(|(s, n)| match s {
+            0 => format!("{n} × a cut"),
+            s => format!("{n} × {s}"),
+        })
+        .collect();
+    parts.join(", ")
+}
+
 fn route(mode: &str) -> String {
     format!("[[routes]]\npath = \"/\"\npool = \"p\"\n\n[routes.cache]\nmode = \"{mode}\"\n")
 }
@@ -76,6 +88,13 @@ async fn an_origin_slower_than_the_lock_is_asked_a_few_times_and_the_other_viewe
             "{mode}: {}",
             edge.logs()
         );
+        common::figure(
+            &format!("{VIEWERS} viewers, origin slower than lock_timeout ({mode} route)"),
+            &format!(
+                "origin asked {asked} times; viewers got {}",
+                said(&statuses)
+            ),
+        );
     }
 }
 
@@ -102,6 +121,13 @@ async fn a_failing_origin_is_asked_a_few_times_not_once_per_waiting_viewer() {
         assert!(
             statuses.keys().all(|s| [502, 504].contains(s)),
             "{mode}: {statuses:?}"
+        );
+        common::figure(
+            &format!("{VIEWERS} viewers, origin answering garbage ({mode} route)"),
+            &format!(
+                "origin asked {asked} times; viewers got {}",
+                said(&statuses)
+            ),
         );
     }
 }

@@ -21,6 +21,14 @@ enum Seen {
 }
 
 impl Seen {
+    /// How the table says it.
+    fn said(&self) -> String {
+        match self {
+            Seen::Whole(status) => status.to_string(),
+            Seen::Cut => "a cut".to_string(),
+        }
+    }
+
     /// A failure the viewer can tell from a success.
     fn is_honest_failure(&self) -> bool {
         matches!(self, Seen::Whole(502 | 504) | Seen::Cut)
@@ -172,6 +180,15 @@ async fn each_fault(mode: &str) {
             fault.cause,
             edge.logs()
         );
+        common::figure(
+            &format!("Origin: {} ({mode} route)", fault.name),
+            &format!(
+                "viewers saw {} then {}; origin asked {} times; WARN names the cause",
+                first.said(),
+                second.said(),
+                origin.requests()
+            ),
+        );
     }
 }
 
@@ -232,4 +249,8 @@ async fn a_request_header_past_the_limit_is_431_and_never_reaches_the_origin() {
         .unwrap();
     assert_eq!(r.status(), 431);
     assert_eq!(origin.hits(), 1);
+    common::figure(
+        "A request with 64 KB of header fields",
+        "431, connection closed; origin asked 0 times",
+    );
 }

@@ -34,6 +34,23 @@ pub fn fresh_client() -> reqwest::Client {
 /// A loopback port handed out once per machine, below the ephemeral range (see the crate).
 pub use dime_test_ports::free_port;
 
+/// Reports a chaos case's figure: printed, and appended as `case<TAB>figure` to the file
+/// `DIME_CHAOS_FIGURES` names, if set (`make chaos` sets it and writes the table from it).
+pub fn figure(case: &str, figure: &str) {
+    use std::io::Write;
+    println!("chaos figure: {case}: {figure}");
+    if let Some(path) = std::env::var_os("DIME_CHAOS_FIGURES") {
+        let line = format!("{case}\t{figure}\n");
+        let mut file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .unwrap_or_else(|e| panic!("open {}: {e}", path.to_string_lossy()));
+        // One write of one line with O_APPEND: lines from tests running at once do not mix.
+        file.write_all(line.as_bytes()).unwrap();
+    }
+}
+
 /// A whole response, read.
 #[derive(Debug)]
 pub struct Fetched {
