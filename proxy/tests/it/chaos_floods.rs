@@ -8,7 +8,7 @@ use crate::common;
 
 use std::time::{Duration, Instant};
 
-use common::{client, EdgeProc, Upstream};
+use common::{cached_edge, client, fetch, EdgeProc, Upstream};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -34,23 +34,13 @@ fn open_files_for(need: u64) {
     );
 }
 
+/// A video edge with `server` settings in front of a new origin, and the URL of a stored hit.
 async fn edge_with(server: &str) -> (Upstream, EdgeProc, String) {
     let origin = Upstream::start("o").await;
-    let pool = common::edge::pool("p", &[origin.addr], "");
-    let edge = EdgeProc::start(&format!(
-        "{server}{pool}[[routes]]\npath = \"/\"\npool = \"p\"\n\n[routes.cache]\nmode = \"video\"\n"
-    ))
-    .await;
+    let edge = cached_edge(&origin, "mode = \"video\"", server).await;
     edge.wait_ready().await;
     let hit = edge.url("/vod/hit.ts");
-    client()
-        .get(&hit)
-        .send()
-        .await
-        .unwrap()
-        .bytes()
-        .await
-        .unwrap();
+    fetch(&hit, &[]).await;
     (origin, edge, hit)
 }
 

@@ -7,15 +7,14 @@ use crate::common;
 use std::time::{Duration, Instant};
 
 use common::upstream::Script;
-use common::{client, EdgeProc, Upstream};
+use common::{cached_edge, client, fetch, Upstream};
 use tokio::net::TcpStream;
+
+/// The route's cache: misses fill in the background.
+const VIDEO: &str = "mode = \"video\"";
 
 /// Requests the rapid-reset client sends at most, each reset at once.
 const RESETS: usize = 20_000;
-
-fn video_route() -> &'static str {
-    "[[routes]]\npath = \"/\"\npool = \"p\"\n\n[routes.cache]\nmode = \"video\"\n"
-}
 
 /// A viewer fetching `url` over HTTP/1.1 in a loop until `until`: responses, failures.
 async fn bystander(url: String, until: Instant) -> (usize, Vec<String>) {
@@ -37,18 +36,10 @@ async fn bystander(url: String, until: Instant) -> (usize, Vec<String>) {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_rapid_reset_flood_loses_its_connection_and_nobody_else_notices() {
     let origin = Upstream::start("o").await;
-    let pool = common::edge::pool("p", &[origin.addr], "");
-    let edge = EdgeProc::start(&format!("{pool}{}", video_route())).await;
+    let edge = cached_edge(&origin, VIDEO, "").await;
     edge.wait_ready().await;
     let hit = edge.url("/vod/hit.ts");
-    client()
-        .get(&hit)
-        .send()
-        .await
-        .unwrap()
-        .bytes()
-        .await
-        .unwrap();
+    fetch(&hit, &[]).await;
     let watcher = tokio::spawn(bystander(hit, Instant::now() + Duration::from_secs(2)));
 
     // Each request is a miss to a slow origin path, reset as soon as it is sent.
@@ -102,22 +93,10 @@ async fn streams_whose_window_never_opens_hold_little_memory_and_end_at_send_tim
     let origin = Upstream::start("o").await;
     let big = Script::ok(&[("cache-control", "max-age=600")], vec![9u8; 4 << 20]);
     origin.script("/vod/big.ts", big);
-    let pool = common::edge::pool("p", &[origin.addr], "");
-    let edge = EdgeProc::start(&format!(
-        "[server]\nsend_timeout = \"3s\"\n\n{pool}{}",
-        video_route()
-    ))
-    .await;
+    let edge = cached_edge(&origin, VIDEO, "[server]\nsend_timeout = \"3s\"\n").await;
     edge.wait_ready().await;
     let url = edge.url("/vod/big.ts");
-    client()
-        .get(&url)
-        .send()
-        .await
-        .unwrap()
-        .bytes()
-        .await
-        .unwrap();
+    fetch(&url, &[]).await;
     let before = edge.rss_kib();
 
     // 50 connections of 20 streams each ask for the 4 MiB segment with a 1 KiB window, and

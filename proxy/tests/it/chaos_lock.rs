@@ -42,6 +42,23 @@ async fn crowd(url: &str) -> BTreeMap<u16, usize> {
     statuses
 }
 
+/// Asserts the crowd of `case` cost the origin at most [`AT_MOST`] requests (`asked`) and got
+/// only `allowed` statuses, and reports the figure.
+fn judge(case: &str, asked: usize, statuses: &BTreeMap<u16, usize>, allowed: &[u16]) {
+    assert!(
+        asked <= AT_MOST,
+        "{case}: {VIEWERS} viewers cost the origin {asked} requests: {statuses:?}"
+    );
+    assert!(
+        statuses.keys().all(|s| allowed.contains(s)),
+        "{case}: {statuses:?}"
+    );
+    common::figure(
+        case,
+        &format!("origin asked {asked} times; viewers got {}", said(statuses)),
+    );
+}
+
 /// `{200: 3, 504: 27}` as "3 × 200, 27 × 504".
 fn said(statuses: &BTreeMap<u16, usize>) -> String {
     let parts: Vec<String> = statuses
@@ -72,28 +89,19 @@ async fn an_origin_slower_than_the_lock_is_asked_a_few_times_and_the_other_viewe
         ))
         .await;
         let statuses = crowd(&edge.url("/live/seg1.ts")).await;
-        let asked = origin.hits_for("/live/seg1.ts");
-        assert!(
-            asked <= AT_MOST,
-            "{mode}: {VIEWERS} viewers cost the origin {asked} requests: {statuses:?}"
-        );
         // Those whose fetch went through have the segment; the others a 504, nothing else.
-        assert!(
-            statuses.keys().all(|s| [200, 504].contains(s)),
-            "{mode}: {statuses:?}"
+        let case = format!("{VIEWERS} viewers, origin slower than lock_timeout ({mode} route)");
+        judge(
+            &case,
+            origin.hits_for("/live/seg1.ts"),
+            &statuses,
+            &[200, 504],
         );
         assert!(statuses.contains_key(&200), "{mode}: {statuses:?}");
         assert!(
             edge.logs().contains("outlived cache.lock_timeout"),
             "{mode}: {}",
             edge.logs()
-        );
-        common::figure(
-            &format!("{VIEWERS} viewers, origin slower than lock_timeout ({mode} route)"),
-            &format!(
-                "origin asked {asked} times; viewers got {}",
-                said(&statuses)
-            ),
         );
     }
 }
@@ -113,21 +121,7 @@ async fn a_failing_origin_is_asked_a_few_times_not_once_per_waiting_viewer() {
         ))
         .await;
         let statuses = crowd(&edge.url("/live/seg1.ts")).await;
-        let asked = origin.requests();
-        assert!(
-            asked <= AT_MOST,
-            "{mode}: {VIEWERS} viewers cost the origin {asked} requests: {statuses:?}"
-        );
-        assert!(
-            statuses.keys().all(|s| [502, 504].contains(s)),
-            "{mode}: {statuses:?}"
-        );
-        common::figure(
-            &format!("{VIEWERS} viewers, origin answering garbage ({mode} route)"),
-            &format!(
-                "origin asked {asked} times; viewers got {}",
-                said(&statuses)
-            ),
-        );
+        let case = format!("{VIEWERS} viewers, origin answering garbage ({mode} route)");
+        judge(&case, origin.requests(), &statuses, &[502, 504]);
     }
 }
