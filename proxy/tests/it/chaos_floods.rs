@@ -167,12 +167,7 @@ async fn out_of_file_descriptors_the_edge_refuses_connections_and_recovers() {
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let health = client()
-        .get(edge.admin_url("/healthz"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(health.status(), 200);
+    assert_eq!(edge.healthz().await, 200);
     common::figure(
         "Out of file descriptors (the edge's limit lowered to 200)",
         &format!(

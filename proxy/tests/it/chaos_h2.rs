@@ -73,12 +73,7 @@ async fn a_rapid_reset_flood_loses_its_connection_and_nobody_else_notices() {
     assert!(!logs.contains("answered 502"), "{logs}");
     assert!(origin.hits() < 100, "{} origin requests", origin.hits());
     assert!(edge.metrics().await.contains("outcome=\"viewer_left\""));
-    let health = client()
-        .get(edge.admin_url("/healthz"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(health.status(), 200);
+    assert_eq!(edge.healthz().await, 200);
     common::figure(
         "HTTP/2 rapid reset, up to 20,000 streams on one connection",
         &format!(

@@ -248,6 +248,12 @@ impl EdgeProc {
         format!("http://{}{path}", self.admin)
     }
 
+    /// The status of `GET /healthz` on the admin listener: 200 while the process serves.
+    pub async fn healthz(&self) -> u16 {
+        let r = client().get(self.admin_url("/healthz")).send().await;
+        r.expect("the admin listener answers").status().as_u16()
+    }
+
     /// The Prometheus text from `/metrics`.
     pub async fn metrics(&self) -> String {
         client()
