@@ -94,25 +94,23 @@ pub(super) fn failure_status(e: &Error, ctx: &RequestCtx) -> u16 {
 /// Logs why a response whose header (`status`) already went out was cut: the viewer sees its
 /// connection end before the body does, the one honest signal left.
 pub(super) fn cut(status: u16, e: &Error, ctx: &RequestCtx) {
-    let reason = ctx
-        .attempts
-        .failure()
-        .map_or_else(|| explain(e), str::to_string);
-    let id = ctx.request_id.as_str();
-    let route = ctx.route_name();
+    let (id, route, reason) = (ctx.request_id.as_str(), ctx.route_name(), reason(e, ctx));
     tracing::warn!(request_id = %id, route, status, "cut the response after its header: {reason}");
 }
 
 /// Logs why a background fill failed. Its viewers see it on their own requests: a cut
 /// connection once the fill's header reached them, otherwise their own try at the origin.
 pub(super) fn fill_failed(e: &Error, ctx: &RequestCtx) {
-    let reason = ctx
-        .attempts
-        .failure()
-        .map_or_else(|| explain(e), str::to_string);
-    let id = ctx.request_id.as_str();
-    let route = ctx.route_name();
+    let (id, route, reason) = (ctx.request_id.as_str(), ctx.route_name(), reason(e, ctx));
     tracing::warn!(request_id = %id, route, "background fill failed: {reason}");
+}
+
+/// Why a request failed once its response had started: the backend's failure as the attempts
+/// recorded it, or else the error explained.
+fn reason(e: &Error, ctx: &RequestCtx) -> String {
+    ctx.attempts
+        .failure()
+        .map_or_else(|| explain(e), str::to_string)
 }
 
 /// Answers a failed request with `code`, and logs why.

@@ -9,7 +9,7 @@ use crate::common;
 use std::time::{Duration, Instant};
 
 use common::raw_origin::{End, RawOrigin};
-use common::{client, EdgeProc, Upstream};
+use common::{cached_edge, client, EdgeProc, Upstream};
 
 /// What a viewer saw.
 #[derive(Debug)]
@@ -211,14 +211,8 @@ async fn a_broken_origin_behind_a_background_fill_is_a_502_or_a_cut_never_stored
 #[tokio::test(flavor = "multi_thread")]
 async fn a_request_header_past_the_limit_is_431_and_never_reaches_the_origin() {
     let origin = Upstream::start("o").await;
-    let body = |extra: &str| {
-        format!(
-            "{extra}{}[[routes]]\npath = \"/\"\npool = \"p\"\n",
-            common::edge::pool("p", &[origin.addr], "")
-        )
-    };
     // 64 KB of fields against the default limit (32 KiB).
-    let edge = EdgeProc::start(&body("")).await;
+    let edge = cached_edge(&origin, "", "").await;
     let field = "b".repeat(8_000);
     let mut req = client().get(edge.url("/big"));
     for i in 0..8 {
@@ -240,7 +234,12 @@ async fn a_request_header_past_the_limit_is_431_and_never_reaches_the_origin() {
         .await
         .unwrap();
     assert_eq!(r.status(), 200);
-    let tight = EdgeProc::start(&body("[server]\nmax_request_header_size = \"1KiB\"\n\n")).await;
+    let tight = cached_edge(
+        &origin,
+        "",
+        "[server]\nmax_request_header_size = \"1KiB\"\n",
+    )
+    .await;
     let r = client()
         .get(tight.url("/small"))
         .header("x-field", two_kb.as_str())

@@ -20,6 +20,11 @@ pub struct Launch {
     pub args: Vec<String>,
 }
 
+/// The `[listen]` table of an edge with these plain HTTP and admin listeners, and a blank line.
+fn listen_table(http: SocketAddr, admin: SocketAddr) -> String {
+    format!("[listen]\nhttp = [\"{http}\"]\nadmin = \"{admin}\"\n\n")
+}
+
 /// The binary under test.
 pub const BIN: &str = env!("CARGO_BIN_EXE_dime-edge");
 
@@ -49,11 +54,7 @@ impl EdgeProc {
         let (edge, _) = Self::start_on_free_ports(|[http, admin]| {
             let dir = tempfile::tempdir().unwrap();
             let config = dir.path().join("edge.toml");
-            std::fs::write(
-                &config,
-                format!("[listen]\nhttp = [\"{http}\"]\nadmin = \"{admin}\"\n\n{body}"),
-            )
-            .unwrap();
+            std::fs::write(&config, listen_table(http, admin) + body).unwrap();
             let mut args: Vec<String> = flags.iter().map(|f| f.to_string()).collect();
             args.extend(["run".into(), "-c".into(), config.display().to_string()]);
             Launch {
@@ -73,7 +74,7 @@ impl EdgeProc {
     pub async fn start_configmap(body: &str) -> EdgeProc {
         let (edge, _) = Self::start_on_free_ports(|[http, admin]| {
             let dir = tempfile::tempdir().unwrap();
-            let text = format!("[listen]\nhttp = [\"{http}\"]\nadmin = \"{admin}\"\n\n{body}");
+            let text = listen_table(http, admin) + body;
             super::reload::configmap_write(dir.path(), &text);
             std::os::unix::fs::symlink("..data/config.toml", dir.path().join("config.toml"))
                 .unwrap();
@@ -115,10 +116,7 @@ impl EdgeProc {
 
     /// The `[listen]` table this edge started with, to put in front of a new config body.
     pub fn listen_lines(&self) -> String {
-        format!(
-            "[listen]\nhttp = [\"{}\"]\nadmin = \"{}\"\n\n",
-            self.http, self.admin
-        )
+        listen_table(self.http, self.admin)
     }
 
     /// The directory holding the config file (and the log).
