@@ -11,13 +11,18 @@
 #
 # On every start it generates a sample VoD title (a 20 s test pattern, packaged into HLS by
 # `dime-origin web import`), registers the live channel, and creates an admin with a fresh
-# random password, which it prints. The ports are those of config/dev.toml.
+# random password, which it prints. The ports are those of config/dev.toml; other ports come
+# from the environment (the browser test uses them, so it never meets a developer's make run),
+# and then the edge runs a copy of config/dev.toml with those ports, written to DIME_DEV_DIR.
 #
 # Everything it writes is under .dev/ (git-ignored; DIME_DEV_DIR moves it), logs in .dev/logs/.
 # Ctrl-C or SIGTERM stops every process it started, then it exits 0. Environment:
 #   DIME_BIN_DIR     where dime-edge and dime-origin are (default: target/release)
 #   DIME_DEV_DIR     state directory (default: .dev)
 #   DIME_LIVE_SIZE   live resolution (default: 1280x720); DIME_LIVE_BITRATE (default: 2500k)
+#   DIME_HTTP_PORT   the edge's HTTP port (default: 8080); the streamers, the web app and the
+#                    packager take the four ports after it
+#   DIME_HTTPS_PORT  the edge's HTTPS port (default: 8443); DIME_ADMIN_PORT its admin (9090)
 set -euo pipefail
 
 # Braces make bash read the whole file before running it: this script lives for hours, and a
@@ -33,17 +38,18 @@ fi
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
-readonly edge_config=config/dev.toml
 readonly bin_dir=${DIME_BIN_DIR:-${CARGO_TARGET_DIR:-target}/release}
 readonly dev_dir=${DIME_DEV_DIR:-.dev}
 readonly media_dir=${dev_dir}/media web_dir=${dev_dir}/web log_dir=${dev_dir}/logs
 readonly database=sqlite://${dev_dir}/web/dime.db
-readonly edge=127.0.0.1:8080 https=127.0.0.1:8443 admin=127.0.0.1:9090 web=127.0.0.1:8083
-readonly packager=127.0.0.1:8084
+readonly http_port=${DIME_HTTP_PORT:-8080} https_port=${DIME_HTTPS_PORT:-8443}
+readonly admin_port=${DIME_ADMIN_PORT:-9090}
+readonly edge=127.0.0.1:${http_port} https=127.0.0.1:${https_port} admin=127.0.0.1:${admin_port}
+readonly streamers=(127.0.0.1:$((http_port + 1)) 127.0.0.1:$((http_port + 2)))
+readonly web=127.0.0.1:$((http_port + 3)) packager=127.0.0.1:$((http_port + 4))
 # config/dev.toml names the certificate by this path, whatever DIME_DEV_DIR is; the CA is kept
 # across runs, so a browser that trusts it once keeps trusting it.
 readonly cert_dir=.dev/certs
-readonly streamers=(127.0.0.1:8081 127.0.0.1:8082)
 readonly live_size=${DIME_LIVE_SIZE:-1280x720} live_bitrate=${DIME_LIVE_BITRATE:-2500k}
 readonly ready_timeout=60 stop_timeout=10
 
@@ -54,6 +60,13 @@ die() {
 }
 
 # --- preflight ------------------------------------------------------------------------------
+
+for knob in DIME_HTTP_PORT:"${http_port}":65531 DIME_HTTPS_PORT:"${https_port}":65535 \
+	DIME_ADMIN_PORT:"${admin_port}":65535; do
+	IFS=: read -r name value most <<<"${knob}"
+	[[ ${value} =~ ^[1-9][0-9]*$ ]] && ((value <= most)) ||
+		die "${name}=${value}: a port number from 1 to ${most}"
+done
 
 for binary in dime-edge dime-origin; do
 	[[ -x ${bin_dir}/${binary} ]] ||
@@ -85,6 +98,30 @@ for address in "${edge}" "${https}" "${admin}" "${streamers[@]}" "${web}" "${pac
 		die "port ${address##*:} on 127.0.0.1 is already in use$(port_owner "${address}"): stop that process (an earlier make run?) and try again"
 	fi
 done
+
+# The edge's config: config/dev.toml itself on its own ports (edit it and the edge reloads);
+# on others, a copy with each of its addresses moved, and the certificate named from here.
+edge_config=config/dev.toml
+if [[ ${http_port}/${https_port}/${admin_port} != 8080/8443/9090 ]]; then
+	edge_config=${dev_dir}/edge.toml
+	# Two steps (each address to a mark, each mark to its address), so an address moved onto
+	# another's old port is not moved twice.
+	marks=() moves=()
+	for pair in "8080=${edge}" "8443=${https}" "9090=${admin}" "8081=${streamers[0]}" \
+		"8082=${streamers[1]}" "8083=${web}"; do
+		grep -q "\"127.0.0.1:${pair%%=*}\"" config/dev.toml ||
+			die "config/dev.toml has no \"127.0.0.1:${pair%%=*}\": this script moves its addresses by name"
+		marks+=(-e "s/\"127\\.0\\.0\\.1:${pair%%=*}\"/\"@${pair%%=*}@\"/g")
+		moves+=(-e "s/\"@${pair%%=*}@\"/\"${pair#*=}\"/g")
+	done
+	{
+		printf '# Written by .ci/dev-stack.sh: config/dev.toml on ports %s, %s and %s.\n' \
+			"${http_port}" "${https_port}" "${admin_port}"
+		sed "${marks[@]}" config/dev.toml | sed "${moves[@]}" \
+			-e "s|\"\\.\\./\\.dev/certs/|\"${PWD}/${cert_dir}/|g"
+	} >"${edge_config}"
+fi
+readonly edge_config
 
 # --- content --------------------------------------------------------------------------------
 

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The browser test of the whole platform: starts the stack `make run` starts (debug binaries, a
-# smaller live picture, state under target/e2e-stack), runs viewer.test.mjs in Debian's Chromium
+# smaller live picture, state under target/e2e-stack, its own ports), runs viewer.test.mjs in Debian's Chromium
 # through the edge, then stops the stack. `make e2e` runs it; `make test` includes it.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/../.."
@@ -8,6 +8,13 @@ cd "$(dirname "${BASH_SOURCE[0]}")/../.."
 export DIME_BIN_DIR=${DIME_BIN_DIR:-${CARGO_TARGET_DIR:-target}/debug}
 export DIME_DEV_DIR=${DIME_DEV_DIR:-${CARGO_TARGET_DIR:-target}/e2e-stack}
 export DIME_LIVE_SIZE=${DIME_LIVE_SIZE:-640x360} DIME_LIVE_BITRATE=${DIME_LIVE_BITRATE:-800k}
+# Ports of its own, so a developer's `make run` (8080-8084, 8443, 9090) can go on beside it:
+# the edge on DIME_HTTP_PORT, the streamers, web app and packager on the four ports after it.
+export DIME_HTTP_PORT=${DIME_HTTP_PORT:-18080} DIME_HTTPS_PORT=${DIME_HTTPS_PORT:-18443}
+export DIME_ADMIN_PORT=${DIME_ADMIN_PORT:-19090}
+export DIME_EDGE_URL=http://127.0.0.1:${DIME_HTTP_PORT}
+export DIME_EDGE_HTTPS_URL=https://localhost:${DIME_HTTPS_PORT}
+export DIME_ADMIN_URL=http://127.0.0.1:${DIME_ADMIN_PORT}
 readonly ready_timeout=180
 
 say() { printf 'e2e: %s\n' "$*"; }
