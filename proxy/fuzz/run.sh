@@ -9,8 +9,8 @@
 #   FUZZ_TARGETS  names to run, space- or comma-separated (default: all, in src/lib.rs order)
 #   FUZZ_MERGE=1  afterwards, fold what each run found into corpus/TARGET/ (afl-cmin, at most
 #                 FUZZ_MAX_CORPUS files per target, default 40; the seeds are always kept)
-#   FUZZ_DOC      the page whose fuzz table is rewritten (default docs/reliability.md, written
-#                 only when every target ran; empty: none)
+#   FUZZ_DOC      the page whose fuzz table gets the rows of the targets that ran (default
+#                 docs/reliability.md; the other targets' rows stay as they were; empty: none)
 #   FUZZ_NICE     priority of the build and the runs (default 10)
 # Findings of the last run: target/fuzz/out/TARGET/default/{crashes,hangs,queue}. Exits 1 when a
 # run saved a crash or a hang.
@@ -115,7 +115,7 @@ for t in "${TARGETS[@]}"; do
     fi
     crashes=$(stat "$t" saved_crashes)
     hangs=$(stat "$t" saved_hangs)
-    rows+=("| \`$t\` | $(stat "$t" run_time) | $(stat "$t" execs_done) | $(stat "$t" execs_per_sec) | $(stat "$t" corpus_count) | $(stat "$t" edges_found) | $crashes | $hangs |")
+    rows+=("| \`$t\` | $(date -u +%Y-%m-%d) | \`$commit\` | $(stat "$t" run_time) | $(stat "$t" execs_done) | $(stat "$t" execs_per_sec) | $(stat "$t" corpus_count) | $(stat "$t" edges_found) | $crashes | $hangs |")
     if ((crashes > 0 || hangs > 0)); then
         failed=1
         say "$t: $crashes crash(es), $hangs hang(s) in $OUT/$t/default/{crashes,hangs}"
@@ -145,27 +145,42 @@ for t in "${TARGETS[@]}"; do
     fi
 done
 
-header="| target | seconds | execs | execs/s | corpus | edges | crashes | hangs |"
-rule="|---|---:|---:|---:|---:|---:|---:|---:|"
+header="| target | date | commit | seconds | execs | execs/s | corpus | edges | crashes | hangs |"
+rule="|---|---|---|---:|---:|---:|---:|---:|---:|---:|"
 printf '\n%s\n%s\n' "$header" "$rule"
 printf '%s\n' "${rows[@]}"
 
-if [[ -n $DOC && ${#TARGETS[@]} == "${#ALL[@]}" ]]; then
+# The page's table has a row per target, each naming the run it comes from: the rows of the
+# targets that ran are replaced, the others kept, in src/lib.rs order.
+if [[ -n $DOC ]]; then
+    if ! grep -q '^<!-- fuzz:begin' "$DOC" 2>/dev/null; then
+        say "$DOC has no <!-- fuzz:begin --> marker: table not written"
+        exit $failed
+    fi
+    declare -A row
+    while IFS= read -r line; do
+        name=$(sed -n 's/^| `\([a-z_]*\)` |.*/\1/p' <<<"$line")
+        # A row of the older layout (no date and commit columns) is not kept.
+        [[ -n $name && $(awk -F'|' '{ print NF }' <<<"$line") == 12 ]] && row[$name]=$line
+    done < <(sed -n '/^<!-- fuzz:begin/,/^<!-- fuzz:end/p' "$DOC")
+    for r in "${rows[@]}"; do
+        row[$(sed -n 's/^| `\([a-z_]*\)` |.*/\1/p' <<<"$r")]=$r
+    done
     table=$(
         printf '<!-- fuzz:begin (written by make fuzz: proxy/fuzz/run.sh) -->\n'
-        printf '%s, commit `%s`, %s s per target (FUZZ_SECONDS), AFL++ %s through cargo-afl %s, one target at a time (one afl-fuzz process).\n\n' \
-            "$(date -u +%Y-%m-%d)" "$commit" "$SECONDS_EACH" "$(cargo afl --version | sed -n 's/.*AFL++ version \([^)]*\)).*/\1/p')" "$AFL_VERSION"
+        printf 'AFL++ %s through cargo-afl %s, one target at a time (one afl-fuzz process); each row is the last run of its target, on the commit it names, for FUZZ_SECONDS.\n\n' \
+            "$(cargo afl --version | sed -n 's/.*AFL++ version \([^)]*\)).*/\1/p')" "$AFL_VERSION"
         printf '%s\n%s\n' "$header" "$rule"
-        printf '%s\n' "${rows[@]}"
+        for t in "${ALL[@]}"; do
+            if [[ -n ${row[$t]:-} ]]; then
+                printf '%s\n' "${row[$t]}"
+            else
+                printf '| `%s` | | not run | | | | | | | |\n' "$t"
+            fi
+        done
         printf '<!-- fuzz:end -->'
     )
-    if grep -q '^<!-- fuzz:begin' "$DOC" 2>/dev/null; then
-        TABLE=$table perl -0pi -e 's/^<!-- fuzz:begin.*?<!-- fuzz:end -->/$ENV{TABLE}/ms' "$DOC"
-        say "table written to $DOC"
-    else
-        say "$DOC has no <!-- fuzz:begin --> marker: table not written"
-    fi
-elif [[ -n $DOC ]]; then
-    say "$DOC not written: FUZZ_TARGETS ran some targets, the page's table is of all of them"
+    TABLE=$table perl -0pi -e 's/^<!-- fuzz:begin.*?<!-- fuzz:end -->/$ENV{TABLE}/ms' "$DOC"
+    say "rows of ${TARGETS[*]} written to $DOC"
 fi
 exit $failed
