@@ -30,7 +30,7 @@ use crate::forwarding;
 use crate::host::{normalize_host, request_host};
 use crate::logging;
 use crate::metrics::{status_class, Metrics, RouteMetrics};
-use crate::pool::attempts::is_timeout;
+use crate::pool::attempts::{is_timeout, RETRY_ON_STATUS};
 use crate::pool::Attempts;
 use crate::request_path;
 
@@ -317,6 +317,12 @@ impl ProxyHttp for Edge {
         ctx: &mut RequestCtx,
         client_reused: bool,
     ) -> Box<Error> {
+        if e.etype() == &RETRY_ON_STATUS {
+            // upstream_response_filter decided, and counted the answer.
+            let mut e = e.more_context(format!("Peer: {peer}"));
+            e.set_retry(true);
+            return e;
+        }
         if e.esource() == &ErrorSource::Downstream {
             // The viewer left or broke its side (an HTTP/2 stream reset, a closed
             // connection): nothing the backend did, and no one to retry for.
@@ -328,17 +334,15 @@ impl ProxyHttp for Edge {
         let outcome = if is_timeout(&e) { "timeout" } else { "error" };
         self.count_upstream(ctx, outcome);
         let pool = ctx.route.as_ref().map_or("", |r| r.pool.name());
-        let replayable = session.req_header().method.is_idempotent()
-            && !session.as_ref().retry_buffer_truncated();
         let answered = ctx.upstream_status.is_some();
         let retry = ctx.attempts.proxy_failed(
             peer.address(),
             pool,
             &e,
             client_reused,
-            replayable,
+            replayable(session),
             answered,
-        );
+        ) && another_backend(ctx);
         let mut e = e.more_context(format!("Peer: {peer}"));
         e.set_retry(retry);
         e
@@ -384,6 +388,24 @@ impl ProxyHttp for Edge {
         forwarding::strip_connection_options(resp);
         let status = resp.status.as_u16();
         ctx.upstream_status = Some(status);
+        if let Some(route) = ctx.route.clone() {
+            let pool = &route.pool;
+            if pool.spec.retry_on_status.contains(&status) {
+                let another = another_backend(ctx);
+                let peer = ctx
+                    .attempts
+                    .backend()
+                    .map_or(String::new(), |b| b.to_string());
+                let replayable = replayable(session);
+                if ctx
+                    .attempts
+                    .answered_error(peer, pool.name(), status, replayable, another)
+                {
+                    self.count_upstream(ctx, status_class(status));
+                    return Error::e_explain(RETRY_ON_STATUS, format!("answered {status}"));
+                }
+            }
+        }
         // As the origin's answer arrives, before the viewer sees it: a viewer who got the
         // answer to its POST never gets the old object afterwards.
         ctx.invalidate_after_unsafe_method(session, resp, self.cache.store);
@@ -524,6 +546,21 @@ impl Edge {
         let backend = ctx.attempts.backend();
         self.metrics.count_upstream(pool, backend, outcome);
     }
+}
+
+/// Whether a request may be sent again to another backend: its method is idempotent and its
+/// body, if any, is still whole in pingora's retry buffer.
+fn replayable(session: &Session) -> bool {
+    session.req_header().method.is_idempotent() && !session.as_ref().retry_buffer_truncated()
+}
+
+/// Whether the request's pool has a backend it has not tried yet (one marked down too, in
+/// panic mode): a retry with none would only turn the failure into "no backend left".
+fn another_backend(ctx: &RequestCtx) -> bool {
+    ctx.route.as_ref().is_some_and(|route| {
+        let key = ctx.path.as_bytes();
+        route.pool.select(key, ctx.attempts.tried()).is_some()
+    })
 }
 
 /// The fields `response_filter` sets on every response to a viewer, in this order: hop-by-hop

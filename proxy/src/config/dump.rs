@@ -179,6 +179,8 @@ fn pool(p: &PoolSpec) -> Table {
     t.insert("idle_timeout".into(), duration(p.idle_timeout));
     t.insert("retries".into(), (p.retries as i64).into());
     t.insert("panic_mode".into(), p.panic_mode.into());
+    let statuses = p.retry_on_status.iter().map(|s| i64::from(*s).into());
+    t.insert("retry_on_status".into(), Value::Array(statuses.collect()));
     t.insert("tls".into(), p.tls.is_some().into());
     if let Some(tls) = &p.tls {
         if !tls.sni.is_empty() {

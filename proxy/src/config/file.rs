@@ -201,6 +201,8 @@ pub struct PoolSection {
     pub retries: Option<Spanned<i64>>,
     /// Try backends marked down when no healthy one is left (default true).
     pub panic_mode: Option<Spanned<bool>>,
+    /// Response statuses that send an idempotent request on to another backend.
+    pub retry_on_status: Option<Spanned<Vec<Spanned<i64>>>>,
     /// Active health check.
     pub health_check: Option<HealthCheckSection>,
     /// Talk to the backends over TLS.

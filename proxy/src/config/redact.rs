@@ -53,6 +53,7 @@ pub const PUBLIC_FIELDS: &[&str] = &[
     "pools.*.ca_file",
     "pools.*.verify",
     "pools.*.panic_mode",
+    "pools.*.retry_on_status",
     "pools.*.health_check.type",
     "pools.*.health_check.path",
     "pools.*.health_check.host",

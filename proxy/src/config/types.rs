@@ -195,6 +195,9 @@ pub struct PoolSpec {
     pub retries: usize,
     /// When no healthy backend is left to try, try those marked down rather than fail.
     pub panic_mode: bool,
+    /// Response statuses (4xx, 5xx) after which an idempotent request goes to another
+    /// backend while the retry budget lasts; the last backend's answer is passed on.
+    pub retry_on_status: Vec<u16>,
     /// Active health check.
     pub health_check: HealthCheckSpec,
     /// TLS to the backends, when on.

@@ -79,7 +79,9 @@ impl Attempts {
     /// from the connection pool). Returns whether the request may be replayed on another
     /// backend: it must be `replayable` (idempotent, its body still buffered) and the budget
     /// must last; and either the connection was a reused one the origin had already closed,
-    /// or no response header had arrived (`answered`) and the error is no timeout.
+    /// or no response header had arrived (`answered`). A timeout waiting for the header is
+    /// replayed too (nginx's `proxy_next_upstream timeout`): a frozen backend still accepts
+    /// connections, and its viewers would fail until the health check noticed.
     pub(crate) fn proxy_failed(
         &mut self,
         peer: impl Display,
@@ -98,7 +100,28 @@ impl Attempts {
             // backend: let it be picked again, on a fresh connection.
             self.tried.pop();
         }
-        replayable && (reused || (!answered && !is_timeout(e))) && self.budget_left()
+        replayable && (reused || !answered) && self.budget_left()
+    }
+
+    /// `peer` of `pool` answered `status`, one of the pool's `retry_on_status`. Returns whether
+    /// the request goes to another backend rather than pass the answer on: it must be
+    /// `replayable`, the budget must last, and the pool must have a backend to try
+    /// (`another`); otherwise the viewer gets the last backend's answer, as nginx does.
+    pub(crate) fn answered_error(
+        &mut self,
+        peer: impl Display,
+        pool: &str,
+        status: u16,
+        replayable: bool,
+        another: bool,
+    ) -> bool {
+        let retry = replayable && another && self.budget_left();
+        if retry {
+            self.failure = Some(format!(
+                "backend {peer} of pool \"{pool}\" answered {status}"
+            ));
+        }
+        retry
     }
 
     /// Whether another attempt is within the retry budget.
@@ -119,6 +142,9 @@ impl Attempts {
         Ok(())
     }
 }
+
+/// The type of the error that ends an attempt whose answer was a `retry_on_status` status.
+pub(crate) const RETRY_ON_STATUS: ErrorType = ErrorType::Custom("RetryOnStatus");
 
 /// The most of a context [`explain`] quotes: pingora puts a whole header buffer in the context
 /// of a header it cannot parse.
@@ -222,7 +248,11 @@ mod tests {
             (false, true, false, ErrorType::ConnectionClosed, true),
             (false, false, false, ErrorType::ConnectionClosed, false),
             (false, true, true, ErrorType::ConnectionClosed, false),
-            (false, true, false, ErrorType::ReadTimedout, false),
+            // Waiting for the header: a frozen backend, replayed elsewhere.
+            (false, true, false, ErrorType::ReadTimedout, true),
+            (false, false, false, ErrorType::ReadTimedout, false),
+            // The body stalled after the viewer got the header: too late.
+            (false, true, true, ErrorType::ReadTimedout, false),
             (true, true, true, ErrorType::ReadTimedout, true),
             (true, false, false, ErrorType::ConnectionClosed, false),
         ];
@@ -243,6 +273,26 @@ mod tests {
             spent.failure(),
             Some("backend 127.0.0.1:1 of pool \"p\" failed: ConnectionClosed")
         );
+    }
+
+    #[test]
+    fn an_error_status_goes_to_another_backend_only_when_one_is_left_to_try() {
+        // (replayable, another backend, retries, retried)
+        let table = [
+            (true, true, 1, true),
+            (false, true, 1, false),
+            (true, false, 1, false),
+            (true, true, 0, false),
+        ];
+        for (replayable, another, retries, want) in table {
+            let mut a = Attempts::new(retries, None);
+            a.start(addr(1));
+            let got = a.answered_error(addr(1), "p", 503, replayable, another);
+            assert_eq!(got, want, "{replayable} {another} {retries}");
+            // The answer passed on is no failure of the edge's.
+            let failure = want.then_some("backend 127.0.0.1:1 of pool \"p\" answered 503");
+            assert_eq!(a.failure(), failure);
+        }
     }
 
     #[test]

@@ -647,6 +647,12 @@ fn pool(s: &mut Fields, o: &PoolSpec, n: &PoolSpec) {
     s.field("idle_timeout", &o.idle_timeout, &n.idle_timeout, duration);
     s.field("retries", &o.retries, &n.retries, |r| r.to_string());
     s.field("panic_mode", &o.panic_mode, &n.panic_mode, bool_);
+    s.field(
+        "retry_on_status",
+        &o.retry_on_status,
+        &n.retry_on_status,
+        |list| format!("{list:?}"),
+    );
     let (oh, nh) = (&o.health_check, &n.health_check);
     let kind = |k: &HealthCheckKind| match k {
         HealthCheckKind::Tcp => "tcp",

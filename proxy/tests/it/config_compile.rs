@@ -125,6 +125,20 @@ fn cases() -> Vec<Case> {
                 ],
             )
         },
+        Case {
+            count: Some(2),
+            ..case(
+                "retry_on_status: a status that is no error, and one listed twice",
+                HEAD.replace(
+                    "backends = [",
+                    "retry_on_status = [503, 200, 503]\nbackends = [",
+                ) + ROUTE,
+                &[
+                    "edge.toml:5:25: pools.web.retry_on_status[1]: 200 is not an error status: give statuses from 400 to 599",
+                    "edge.toml:5:30: pools.web.retry_on_status[2]: 503 is listed twice",
+                ],
+            )
+        },
         // Durations are called durations; an integer asks for a unit.
         Case {
             absent: &["timeout"],

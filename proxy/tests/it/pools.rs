@@ -230,6 +230,96 @@ async fn a_backend_slower_than_read_timeout_gives_504() {
     );
 }
 
+#[tokio::test(flavor = "multi_thread")]
+async fn a_frozen_backend_costs_its_viewers_a_read_timeout_not_an_error() {
+    // A process stopped with SIGSTOP: the kernel still accepts connections into the listen
+    // backlog, and nothing ever answers.
+    let frozen = std::net::TcpListener::bind(("127.0.0.1", common::free_port())).unwrap();
+    let frozen_addr = frozen.local_addr().unwrap();
+    let b = Upstream::start("b").await;
+    let edge = EdgeProc::start(
+        &(pool(
+            "p",
+            &[frozen_addr, b.addr],
+            "selection = \"round_robin\"\nread_timeout = \"400ms\"\nretries = 1",
+        ) + &route("p")),
+    )
+    .await;
+    for i in 0..6 {
+        let r = client()
+            .get(edge.url(&format!("/frozen?{i}")))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200, "request {i}:\n{}", edge.logs());
+        assert_eq!(r.headers()["x-upstream"], "b");
+    }
+    let timeouts = format!(
+        "dime_upstream_requests_total{{backend=\"{frozen_addr}\",outcome=\"timeout\",pool=\"p\"}}"
+    );
+    assert!(
+        edge.metric(&timeouts).await.unwrap_or(0.0) >= 1.0,
+        "no request went to the frozen backend:\n{}",
+        edge.metrics().await
+    );
+    // The health check sees it too, and takes it out of the pool.
+    let healthy = format!("dime_backend_healthy{{backend=\"{frozen_addr}\",pool=\"p\"}}");
+    wait_for(|| async { edge.metric(&healthy).await == Some(0.0) }).await;
+    drop(frozen);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn retry_on_status_sends_the_request_on_and_passes_the_last_answer() {
+    let failing = Upstream::start("failing").await;
+    failing.fail_with(503);
+    let b = Upstream::start("b").await;
+    let both = [failing.addr, b.addr];
+    let edge = EdgeProc::start(
+        &(pool(
+            "p",
+            &both,
+            "selection = \"round_robin\"\nretry_on_status = [500, 503]",
+        ) + &pool("alone", &[failing.addr], "retry_on_status = [503]")
+            + &pool("plain", &both, "selection = \"round_robin\"")
+            + "[[routes]]\npath = \"/alone/\"\npool = \"alone\"\n\n"
+            + "[[routes]]\npath = \"/plain/\"\npool = \"plain\"\n\n"
+            + &route("p")),
+    )
+    .await;
+    edge.wait_ready().await;
+    for i in 0..10 {
+        let r = client()
+            .get(edge.url(&format!("/x?{i}")))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200, "request {i}");
+        assert_eq!(r.headers()["x-upstream"], "b");
+    }
+    assert!(failing.hits_for("/x") >= 4, "{}", failing.hits_for("/x"));
+    let answered = format!(
+        "dime_upstream_requests_total{{backend=\"{}\",outcome=\"5xx\",pool=\"p\"}}",
+        failing.addr
+    );
+    assert_eq!(
+        edge.metric(&answered).await,
+        Some(failing.hits_for("/x") as f64)
+    );
+    // Nothing else to try: the origin's own answer, not the edge's 502.
+    let r = client().get(edge.url("/alone/y")).send().await.unwrap();
+    assert_eq!(r.status(), 503);
+    assert_eq!(r.text().await.unwrap(), "failing failing");
+    // A POST is not sent twice, and a pool without the list passes every answer on.
+    let mut statuses = Vec::new();
+    for i in 0..4 {
+        let post = client().post(edge.url(&format!("/upload?{i}"))).body("x");
+        statuses.push(post.send().await.unwrap().status().as_u16());
+        let get = client().get(edge.url(&format!("/plain/z?{i}")));
+        statuses.push(get.send().await.unwrap().status().as_u16());
+    }
+    assert!(statuses.contains(&503), "{statuses:?}");
+}
+
 /// A pool on `backends` whose health check ejects at the first failure but would take
 /// almost a minute to bring a backend back (rise 100 × 500 ms): anything served before that is
 /// served in panic mode.

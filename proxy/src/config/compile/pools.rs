@@ -104,6 +104,7 @@ impl Compiler<'_> {
             None => 2,
         };
         let panic_mode = p.panic_mode.as_ref().is_none_or(|v| *v.get_ref());
+        let retry_on_status = self.retry_on_status(&field, p.retry_on_status.as_ref());
         let health_check = self.health_check(&field, p.health_check.as_ref());
         let tls = self.upstream_tls(&field, p);
         Some(PoolSpec {
@@ -117,9 +118,35 @@ impl Compiler<'_> {
             idle_timeout,
             retries,
             panic_mode,
+            retry_on_status,
             health_check,
             tls,
         })
+    }
+
+    /// `retry_on_status`: error statuses, each once (nginx's `proxy_next_upstream http_500 …`).
+    fn retry_on_status(
+        &mut self,
+        field: &str,
+        list: Option<&Spanned<Vec<Spanned<i64>>>>,
+    ) -> Vec<u16> {
+        let mut statuses = Vec::new();
+        for (i, v) in list.map_or(&[][..], |l| l.get_ref()).iter().enumerate() {
+            let key = format!("{field}.retry_on_status[{i}]");
+            let n = *v.get_ref();
+            if !(400..=599).contains(&n) {
+                self.err(
+                    v.span(),
+                    &key,
+                    format!("{n} is not an error status: give statuses from 400 to 599"),
+                );
+            } else if statuses.contains(&(n as u16)) {
+                self.err(v.span(), &key, format!("{n} is listed twice"));
+            } else {
+                statuses.push(n as u16);
+            }
+        }
+        statuses
     }
 
     pub(super) fn upstream_tls(&mut self, field: &str, p: &PoolSection) -> Option<UpstreamTls> {

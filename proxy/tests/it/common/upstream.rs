@@ -3,7 +3,7 @@
 use std::collections::HashMap;
 use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU16, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -76,8 +76,9 @@ pub struct Seen {
 }
 
 /// A running origin. Paths it understands:
-/// `/slow?ms=N`, `/big?bytes=N`, `/upload` (POST, answers the byte count),
-/// `/status?code=N`, `/healthz`; anything else answers `NAME PATH`.
+/// `/slow?ms=N`, `/big?bytes=N`, `/gen/ANYTHING?bytes=N` (cacheable for an hour), `/upload` (POST, answers the byte count),
+/// `/status?code=N`, `/healthz`; anything else answers `NAME PATH` (all but `/healthz` answer
+/// one status after [`Upstream::fail_with`]).
 pub struct Upstream {
     /// Where it listens.
     pub addr: SocketAddr,
@@ -89,6 +90,7 @@ pub struct Upstream {
     accept: tokio::task::JoinHandle<()>,
     conns: Arc<Mutex<JoinSet<()>>>,
     scripts: Arc<Mutex<HashMap<String, Script>>>,
+    fail_with: Arc<AtomicU16>,
 }
 
 type Body = UnsyncBoxBody<Bytes, std::io::Error>;
@@ -115,6 +117,7 @@ impl Upstream {
         let seen = Arc::new(Mutex::new(Vec::new()));
         let conns = Arc::new(Mutex::new(JoinSet::new()));
         let scripts: Arc<Mutex<HashMap<String, Script>>> = Arc::default();
+        let fail_with = Arc::new(AtomicU16::new(0));
         let accept = {
             let (hits, connections, seen, conns) = (
                 hits.clone(),
@@ -122,7 +125,7 @@ impl Upstream {
                 seen.clone(),
                 conns.clone(),
             );
-            let scripts = scripts.clone();
+            let (scripts, fail_with) = (scripts.clone(), fail_with.clone());
             let name = name.to_string();
             tokio::spawn(async move {
                 loop {
@@ -130,13 +133,21 @@ impl Upstream {
                         continue;
                     };
                     connections.fetch_add(1, Ordering::SeqCst);
-                    let (hits, seen, name, scripts) =
-                        (hits.clone(), seen.clone(), name.clone(), scripts.clone());
+                    let (hits, seen, name, scripts, fail_with) = (
+                        hits.clone(),
+                        seen.clone(),
+                        name.clone(),
+                        scripts.clone(),
+                        fail_with.clone(),
+                    );
                     let svc = service_fn(move |req| {
                         let (hits, seen, name, scripts) =
                             (hits.clone(), seen.clone(), name.clone(), scripts.clone());
+                        let failing = fail_with.load(Ordering::SeqCst);
                         async move {
-                            Ok::<_, Infallible>(handle(req, &name, &hits, &seen, &scripts).await)
+                            Ok::<_, Infallible>(
+                                handle(req, &name, &hits, &seen, &scripts, failing).await,
+                            )
                         }
                     });
                     conns.lock().unwrap().spawn(async move {
@@ -156,7 +167,14 @@ impl Upstream {
             accept,
             conns,
             scripts,
+            fail_with,
         }
+    }
+
+    /// From now on answers every request but `/healthz` with `status` (0: as before), like an
+    /// origin whose health check passes while its application fails.
+    pub fn fail_with(&self, status: u16) {
+        self.fail_with.store(status, Ordering::SeqCst);
     }
 
     /// Answers `path` with `script` from now on.
@@ -221,6 +239,7 @@ async fn handle(
     hits: &AtomicUsize,
     seen: &Mutex<Vec<Seen>>,
     scripts: &Mutex<HashMap<String, Script>>,
+    failing: u16,
 ) -> Response<Body> {
     let path = req.uri().path().to_string();
     if path == "/healthz" {
@@ -236,6 +255,9 @@ async fn handle(
             .to_string(),
         headers: req.headers().clone(),
     });
+    if let Ok(status) = StatusCode::from_u16(failing) {
+        return reply(status, name, full(Bytes::from(format!("{name} failing"))));
+    }
     let script = scripts.lock().unwrap().get(&path).cloned();
     if let Some(script) = script {
         return scripted(&req, name, script).await;
@@ -248,6 +270,14 @@ async fn handle(
         "/big" => {
             let total = query(&req, "bytes").unwrap_or(1 << 20);
             reply_sized(StatusCode::OK, name, total, pattern_stream(total))
+        }
+        p if p.starts_with("/gen/") => {
+            // Any number of distinct objects: each path its own, `bytes` long.
+            let total = query(&req, "bytes").unwrap_or(1 << 20);
+            let mut r = reply_sized(StatusCode::OK, name, total, pattern_stream(total));
+            r.headers_mut()
+                .insert("cache-control", "max-age=3600".parse().unwrap());
+            r
         }
         "/upload" => {
             let mut body = req.into_body();
