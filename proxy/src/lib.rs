@@ -9,6 +9,7 @@
 
 pub(crate) mod active;
 pub(crate) mod admin;
+pub mod allocator;
 pub mod cache;
 pub mod config;
 pub(crate) mod connections;

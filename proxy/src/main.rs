@@ -173,6 +173,7 @@ enum CertCommand {
 }
 
 fn main() -> ExitCode {
+    dime_edge::allocator::return_freed_memory_promptly();
     let cli = Cli::parse();
     let config_file = match &cli.command {
         Command::Check { config, .. } => Some((config, "check")),

@@ -24,6 +24,7 @@ const LAYERS: &[&[&str]] = &[
         "metrics",
         "connections",
         "systemd",
+        "allocator",
     ],
 ];
 
