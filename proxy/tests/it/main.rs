@@ -14,6 +14,7 @@ mod chaos_lock;
 mod chaos_memory;
 mod chaos_origin;
 mod chaos_pools;
+mod chaos_viewers;
 mod cli;
 mod config_check;
 mod config_compile;
