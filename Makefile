@@ -20,7 +20,7 @@ EDGE_SOURCES := Cargo.toml Cargo.lock proxy/Cargo.toml $(shell find proxy/src -n
 
 .PHONY: help deps build fmt lint nextest check-config k8s-lint ansible-lint k8s-secrets images k8s-up k8s-down \
 	k8s-test k8s-cluster-create k8s-cluster-copy k8s-cluster-start k8s-cluster-clean fleet-up fleet-down fleet-test \
-	e2e e2e-failover cache-tests conformance test run bench microbench chaos fuzz viewers clean
+	e2e e2e-failover cache-tests conformance test run bench microbench chaos fuzz viewers soak clean
 
 help: ## List the targets (this text)
 	@echo 'Usage: make TARGET'
@@ -149,6 +149,10 @@ viewers: ## k6 crowd of live and VoD viewers against a running `make run`, then 
 	edge) bash benches/k6/run.sh $(K6_ARGS) ;; \
 	*) echo "ONLY=$(ONLY): the one part that runs alone is ONLY=edge" >&2; exit 2 ;; \
 	esac
+
+# Not part of `make test`: half an hour by default (`make soak DURATION=5m` for a short one).
+soak: ## The edge under 500 live + 25 VoD k6 viewers for DURATION (default 30m), its config reloaded every minute and a streamer restarted every 5; RSS, descriptors and p99 per 5-minute window into docs/reliability.md
+	bash benches/soak/run.sh
 
 clean: ## Remove build output and the local stack's files (.dev/)
 	$(CARGO) clean

@@ -197,7 +197,7 @@ retry_on_status = [500, 502, 503, 504]\n\n\
         .args(["-e", "LIVE_VUS=40", "-e", "VOD_VUS=5"])
         .args(["-e", "RAMP=3s", "-e", "DURATION=30s"])
         // A viewer on the frozen streamer waits one read_timeout: slow, not failed.
-        .args(["-e", "P95_SEGMENT_MS=3000", "-e", "MAX_ERROR_RATE=0"])
+        .args(["-e", "P95_SEGMENT_MS=5000", "-e", "MAX_ERROR_RATE=0"])
         .args(["-e", &format!("SUMMARY_JSON={}", summary.display())])
         .arg(&viewers)
         .stdout(Stdio::piped())

@@ -244,7 +244,8 @@ async fn slow_and_aborting_viewers_do_not_pace_fast_ones_or_hold_copies_of_the_f
         &failed[..failed.len().min(10)]
     );
 
-    // Fast viewers: at the origin's pace (half a second), far from a slow viewer's 8 s.
+    // Fast viewers: at the origin's pace (half a second; 4 s leaves room for a loaded CI
+    // machine), far from a slow viewer's 8 s.
     times.sort();
     assert!(
         times.len() > 3000,
@@ -252,10 +253,7 @@ async fn slow_and_aborting_viewers_do_not_pace_fast_ones_or_hold_copies_of_the_f
         times.len()
     );
     let (p50, p95) = (percentile(&times, 0.5), percentile(&times, 0.95));
-    assert!(
-        p95 < Duration::from_millis(2500),
-        "fast viewers' p95 {p95:?}"
-    );
+    assert!(p95 < Duration::from_secs(4), "fast viewers' p95 {p95:?}");
     // Slow viewers were slow, and got whole segments (the aborting fifth got 64 KiB each).
     let rate = slow_total.bytes as f64 / slow_total.seconds;
     assert!(rate < SLOW_RATE * 1.2, "slow viewers read at {rate:.0} B/s");
