@@ -43,6 +43,7 @@ def main():
     ap.add_argument("--live-vus", required=True)
     ap.add_argument("--vod-vus", required=True)
     ap.add_argument("--live", required=True)
+    ap.add_argument("--cache", required=True)
     a = ap.parse_args()
 
     windows = []
@@ -55,7 +56,10 @@ def main():
         sys.exit(f"soak report: no k6 summary in {a.out}/k6 (see the window logs there)")
 
     with open(os.path.join(a.out, "samples.csv")) as f:
-        samples = [(int(r["second"]), int(r["rss_kib"]), int(r["fds"])) for r in csv.DictReader(f)]
+        samples = [
+            (int(r["second"]), int(r["rss_kib"]), int(r["fds"]), int(r["cache_bytes"] or 0))
+            for r in csv.DictReader(f)
+        ]
     events = []
     with open(os.path.join(a.out, "events.tsv")) as f:
         for line in f:
@@ -66,8 +70,12 @@ def main():
     ends = [t for t, kind, _ in events if kind == "window"]
     warm = ends[0] if len(ends) > 1 else (samples[-1][0] // 6 if samples else 0)
     steady = [s for s in samples if s[0] >= warm]
-    rss_slope = slope_per_hour([(t, rss / 1024) for t, rss, _ in steady])
-    fd_slope = slope_per_hour([(t, fds) for t, _, fds in steady])
+    rss_slope = slope_per_hour([(t, rss / 1024) for t, rss, _, _ in steady])
+    # RSS less the cache's own bytes: what the edge holds beside the objects.
+    rest = [(t, rss / 1024 - cached / 2**20) for t, rss, _, cached in steady]
+    rest_slope = slope_per_hour(rest)
+    fd_slope = slope_per_hour([(t, fds) for t, _, fds, _ in steady])
+    cached = [s[3] / 2**20 for s in steady] or [0]
 
     rows = []
     total_requests = total_errors = 0
@@ -103,7 +111,7 @@ def main():
         f"Run of {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC, commit `{a.commit}`, "
         f"{os.cpu_count()} cores ({cpu}), {platform.system()} {platform.release()}: {a.duration} "
         f"(DURATION) of {a.live_vus} live and {a.vod_vus} VoD k6 viewers, the live channel at {a.live}, "
-        f"one k6 run per {a.window} window.",
+        f"one k6 run per {a.window} window, `cache.memory = \"{a.cache}\"`.",
         "",
         "| Window | Minutes | Viewer requests | Errors | Segment p50 / p99 | Playlist p95 | Hit ratio |",
         "|---:|---|---:|---:|---|---:|---:|",
@@ -115,7 +123,10 @@ def main():
         f"- **Streamer restarts**: {len(restarts)} (SIGTERM, then a new process on the same port): "
         + (", ".join(f"{t // 60}:{t % 60:02d}" for t, _, _ in restarts) or "none") + ".",
         f"- **dime-edge RSS** after the first window (warm-up), sampled every 10 s: "
-        f"{min(rss):.0f} to {max(rss):.0f} MiB, slope {rss_slope:+.1f} MiB per hour.",
+        f"{min(rss):.0f} to {max(rss):.0f} MiB, slope {rss_slope:+.1f} MiB per hour; the cache "
+        f"held {min(cached):.0f} to {max(cached):.0f} MiB of it; RSS less the cache's bytes "
+        f"{min(v for _, v in rest or [(0, 0)]):.0f} to {max(v for _, v in rest or [(0, 0)]):.0f} MiB, "
+        f"slope {rest_slope:+.1f} MiB per hour.",
         f"- **Open file descriptors** after warm-up: {min(fds)} to {max(fds)}, slope "
         f"{fd_slope:+.1f} per hour.",
         "<!-- soak:end -->",

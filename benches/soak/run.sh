@@ -12,6 +12,7 @@
 #   SOAK_WINDOW     one k6 run, one p99 (default 5m)
 #   LIVE_VUS        live viewers (default 500); VOD_VUS VoD viewers (default 25)
 #   SOAK_LIVE_SIZE  the live picture (default 1280x720, as make run); SOAK_LIVE_BITRATE (2500k)
+#   SOAK_CACHE_MEMORY  the edge's cache.memory (default 64MiB: full after the first window)
 #   SOAK_RELOAD_EVERY, SOAK_RESTART_EVERY  seconds between config reloads (default 60) and
 #                   between streamer restarts (default 300)
 #   SOAK_PORT_BASE  the edge's port; the admin, streamers and packager take the next four
@@ -48,6 +49,9 @@ window=$(seconds_of "$WINDOW")
 ((window >= 30)) || die "SOAK_WINDOW=$WINDOW: at least 30 s (k6 needs time to ramp up)"
 LIVE_VUS=${LIVE_VUS:-500}
 VOD_VUS=${VOD_VUS:-25}
+# Small enough that the live channel fills it during the first window (at 2,500 kbit/s, about
+# 95 MiB of segments in 5 minutes): after that evictions hold it, and RSS must stay flat.
+CACHE_MEMORY=${SOAK_CACHE_MEMORY:-64MiB}
 LIVE_SIZE=${SOAK_LIVE_SIZE:-1280x720}
 LIVE_BITRATE=${SOAK_LIVE_BITRATE:-2500k}
 BASE=${SOAK_PORT_BASE:-17180}
@@ -118,7 +122,7 @@ http = ["$edge"]
 admin = "$admin"
 
 [cache]
-memory = "1GiB"
+memory = "$CACHE_MEMORY"
 
 [pools.streamers]
 backends = ["${streamers[0]}", "${streamers[1]}"]
@@ -170,7 +174,7 @@ metric() {
 
 events=$OUT/events.tsv
 samples=$OUT/samples.csv
-printf 'second,rss_kib,fds\n' >"$samples"
+printf 'second,rss_kib,fds,cache_bytes\n' >"$samples"
 : >"$events"
 start=$SECONDS
 
@@ -183,7 +187,8 @@ start=$SECONDS
 		if ((t >= next_sample)); then
 			rss=$(awk '/^VmRSS:/ { print $2 }' "/proc/$edge_pid/status" 2>/dev/null || echo 0)
 			fds=$(find "/proc/$edge_pid/fd" -mindepth 1 -maxdepth 1 2>/dev/null | wc -l)
-			printf '%s,%s,%s\n' "$t" "$rss" "$fds" >>"$samples"
+			cached=$(metric 'dime_cache_size_bytes ')
+			printf '%s,%s,%s,%s\n' "$t" "$rss" "$fds" "${cached%.*}" >>"$samples"
 			next_sample=$((next_sample + SAMPLE_EVERY))
 		fi
 		if ((t >= next_reload)); then
@@ -242,4 +247,5 @@ wait "$clock" 2>/dev/null || true
 kill -0 "$edge_pid" 2>/dev/null || die "dime-edge is gone (log: $OUT/logs/edge.log)"
 
 python3 benches/soak/report.py --out "$OUT" --doc "$DOC" --commit "$commit" --duration "$DURATION" \
-	--window "$WINDOW" --live-vus "$LIVE_VUS" --vod-vus "$VOD_VUS" --live "$LIVE_SIZE@$LIVE_BITRATE"
+	--window "$WINDOW" --live-vus "$LIVE_VUS" --vod-vus "$VOD_VUS" --live "$LIVE_SIZE@$LIVE_BITRATE" \
+	--cache "$CACHE_MEMORY"
