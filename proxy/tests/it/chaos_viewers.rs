@@ -13,7 +13,7 @@ use tokio::net::{TcpSocket, TcpStream};
 use tokio::sync::watch;
 
 use common::upstream::Script;
-use common::{EdgeProc, Upstream};
+use common::Upstream;
 
 const SEGMENT: usize = 512 * 1024;
 /// The origin sends a segment in 16 pieces 30 ms apart: about half a second.
