@@ -71,6 +71,9 @@ def main():
     warm = ends[0] if len(ends) > 1 else (samples[-1][0] // 6 if samples else 0)
     steady = [s for s in samples if s[0] >= warm]
     rss_slope = slope_per_hour([(t, rss / 1024) for t, rss, _, _ in steady])
+    # The second half alone: a slope that is warm-up still settling shrinks there, a leak not.
+    half = samples[-1][0] / 2 if samples else 0
+    late_slope = slope_per_hour([(t, rss / 1024) for t, rss, _, _ in samples if t >= half])
     # RSS less the cache's own bytes: what the edge holds beside the objects.
     rest = [(t, rss / 1024 - cached / 2**20) for t, rss, _, cached in steady]
     rest_slope = slope_per_hour(rest)
@@ -87,8 +90,10 @@ def main():
         total_requests += segs + lists
         total_errors += errors
         span = f"{start // 60}:{start % 60:02d}–{end // 60}:{end % 60:02d}" if end else "?"
+        inside = [s for s in samples if start <= s[0] < (end or start + 1)]
+        mean_rss = sum(s[1] for s in inside) / len(inside) / 1024 if inside else 0
         rows.append(
-            f"| {i} | {span} | {int(segs + lists):,} | {int(errors)} "
+            f"| {i} | {span} | {int(segs + lists):,} | {int(errors)} | {mean_rss:.0f} MiB "
             f"| {metric(w, 'segment_time', 'med'):.0f} / {metric(w, 'segment_time', 'p(99)'):.0f} ms "
             f"| {metric(w, 'playlist_time', 'p(95)'):.0f} ms | {metric(w, 'edge_hit', 'rate') * 100:.2f} % |"
         )
@@ -113,8 +118,8 @@ def main():
         f"(DURATION) of {a.live_vus} live and {a.vod_vus} VoD k6 viewers, the live channel at {a.live}, "
         f"one k6 run per {a.window} window, `cache.memory = \"{a.cache}\"`.",
         "",
-        "| Window | Minutes | Viewer requests | Errors | Segment p50 / p99 | Playlist p95 | Hit ratio |",
-        "|---:|---|---:|---:|---|---:|---:|",
+        "| Window | Minutes | Viewer requests | Errors | Edge RSS, mean | Segment p50 / p99 | Playlist p95 | Hit ratio |",
+        "|---:|---|---:|---:|---:|---|---:|---:|",
         *rows,
         "",
         f"- **Errors**: {int(total_errors)} of {int(total_requests):,} viewer requests.",
@@ -123,7 +128,8 @@ def main():
         f"- **Streamer restarts**: {len(restarts)} (SIGTERM, then a new process on the same port): "
         + (", ".join(f"{t // 60}:{t % 60:02d}" for t, _, _ in restarts) or "none") + ".",
         f"- **dime-edge RSS** after the first window (warm-up), sampled every 10 s: "
-        f"{min(rss):.0f} to {max(rss):.0f} MiB, slope {rss_slope:+.1f} MiB per hour; the cache "
+        f"{min(rss):.0f} to {max(rss):.0f} MiB, slope {rss_slope:+.1f} MiB per hour "
+        f"({late_slope:+.1f} over the second half of the run); the cache "
         f"held {min(cached):.0f} to {max(cached):.0f} MiB of it; RSS less the cache's bytes "
         f"{min(v for _, v in rest or [(0, 0)]):.0f} to {max(v for _, v in rest or [(0, 0)]):.0f} MiB, "
         f"slope {rest_slope:+.1f} MiB per hour.",
