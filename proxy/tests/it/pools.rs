@@ -6,6 +6,7 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use common::edge::pool;
+use common::upstream::Script;
 use common::{client, EdgeProc, Upstream};
 
 fn route(pool: &str) -> String {
@@ -265,6 +266,47 @@ async fn a_frozen_backend_costs_its_viewers_a_read_timeout_not_an_error() {
     // The health check sees it too, and takes it out of the pool.
     let healthy = format!("dime_backend_healthy{{backend=\"{frozen_addr}\",pool=\"p\"}}");
     wait_for(|| async { edge.metric(&healthy).await == Some(0.0) }).await;
+    drop(frozen);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn viewers_waiting_on_a_fill_that_retries_past_a_frozen_backend_get_its_answer() {
+    let frozen = std::net::TcpListener::bind(("127.0.0.1", common::free_port())).unwrap();
+    let frozen_addr = frozen.local_addr().unwrap();
+    let b = Upstream::start("b").await;
+    let edge = EdgeProc::start(
+        &(pool(
+            "p",
+            &[frozen_addr, b.addr],
+            "selection = \"round_robin\"\nconnect_timeout = \"100ms\"\nread_timeout = \"1s\"\nretries = 1",
+        ) + "[[routes]]\npath = \"/\"\npool = \"p\"\n\n[routes.cache]\nmode = \"video\"\n"),
+    )
+    .await;
+    // Each fill that meets the frozen backend first takes its read_timeout (1 s) and then b's
+    // 300 ms: longer than one attempt's connect and read timeouts (1.1 s), which is all the
+    // waiters used to wait before answering 504.
+    let mut slow = Script::ok(&[("cache-control", "max-age=60")], "segment");
+    slow.header_delay = Duration::from_millis(300);
+    let mut statuses = Vec::new();
+    for n in 0..4 {
+        let path = format!("/obj-{n}.ts");
+        b.script(&path, slow.clone());
+        let leader = tokio::spawn(common::fetch_owned(edge.url(&path)));
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let waiter = tokio::spawn(common::fetch_owned(edge.url(&path)));
+        statuses.push((path.clone(), leader.await.unwrap(), waiter.await.unwrap()));
+    }
+    let timeouts = format!(
+        "dime_upstream_requests_total{{backend=\"{frozen_addr}\",outcome=\"timeout\",pool=\"p\"}}"
+    );
+    assert!(
+        edge.metric(&timeouts).await.unwrap_or(0.0) >= 1.0,
+        "no fill met the frozen backend:\n{}",
+        edge.metrics().await
+    );
+    for (path, leader, waiter) in statuses {
+        assert_eq!((leader, waiter), (200, 200), "{path}:\n{}", edge.logs());
+    }
     drop(frozen);
 }
 

@@ -99,6 +99,11 @@ pub async fn fetch(url: &str, headers: &[(&str, &str)]) -> Fetched {
     fetch_with("GET", url, headers).await
 }
 
+/// The status of a plain GET of `url`, for a spawned task.
+pub async fn fetch_owned(url: String) -> u16 {
+    fetch(&url, &[]).await.status
+}
+
 /// An edge with one pool on `origin`, one route `/`, and the given `[routes.cache]` lines.
 pub async fn cached_edge(origin: &Upstream, route_cache: &str, extra_top: &str) -> EdgeProc {
     let config = format!(
