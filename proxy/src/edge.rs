@@ -57,7 +57,7 @@ pub(crate) struct Edge {
 /// fill's own connect and read timeouts, for each attempt its retries allow (a fill that times
 /// out on a frozen backend and then gets its answer from another must not leave its waiters
 /// with a 504).
-pub(crate) fn fill_wait(pool: &PoolSpec) -> Duration {
+fn fill_wait(pool: &PoolSpec) -> Duration {
     let attempts = u32::try_from(pool.retries + 1).unwrap_or(u32::MAX);
     (pool.read_timeout + pool.connect_timeout).saturating_mul(attempts)
 }

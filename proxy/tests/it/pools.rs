@@ -231,12 +231,22 @@ async fn a_backend_slower_than_read_timeout_gives_504() {
     );
 }
 
+/// A backend like a process stopped with SIGSTOP: the kernel still accepts connections into
+/// the listen backlog, and nothing ever answers. Frozen while the listener lives.
+fn frozen_backend() -> (std::net::TcpListener, std::net::SocketAddr) {
+    let listener = std::net::TcpListener::bind(("127.0.0.1", common::free_port())).unwrap();
+    let addr = listener.local_addr().unwrap();
+    (listener, addr)
+}
+
+/// The series counting `backend`'s timed-out attempts in pool `p`.
+fn timeouts_of(backend: std::net::SocketAddr) -> String {
+    format!("dime_upstream_requests_total{{backend=\"{backend}\",outcome=\"timeout\",pool=\"p\"}}")
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_frozen_backend_costs_its_viewers_a_read_timeout_not_an_error() {
-    // A process stopped with SIGSTOP: the kernel still accepts connections into the listen
-    // backlog, and nothing ever answers.
-    let frozen = std::net::TcpListener::bind(("127.0.0.1", common::free_port())).unwrap();
-    let frozen_addr = frozen.local_addr().unwrap();
+    let (frozen, frozen_addr) = frozen_backend();
     let b = Upstream::start("b").await;
     let edge = EdgeProc::start(
         &(pool(
@@ -255,9 +265,7 @@ async fn a_frozen_backend_costs_its_viewers_a_read_timeout_not_an_error() {
         assert_eq!(r.status(), 200, "request {i}:\n{}", edge.logs());
         assert_eq!(r.headers()["x-upstream"], "b");
     }
-    let timeouts = format!(
-        "dime_upstream_requests_total{{backend=\"{frozen_addr}\",outcome=\"timeout\",pool=\"p\"}}"
-    );
+    let timeouts = timeouts_of(frozen_addr);
     assert!(
         edge.metric(&timeouts).await.unwrap_or(0.0) >= 1.0,
         "no request went to the frozen backend:\n{}",
@@ -271,8 +279,7 @@ async fn a_frozen_backend_costs_its_viewers_a_read_timeout_not_an_error() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn viewers_waiting_on_a_fill_that_retries_past_a_frozen_backend_get_its_answer() {
-    let frozen = std::net::TcpListener::bind(("127.0.0.1", common::free_port())).unwrap();
-    let frozen_addr = frozen.local_addr().unwrap();
+    let (frozen, frozen_addr) = frozen_backend();
     let b = Upstream::start("b").await;
     let edge = EdgeProc::start(
         &(pool(
@@ -296,9 +303,7 @@ async fn viewers_waiting_on_a_fill_that_retries_past_a_frozen_backend_get_its_an
         let waiter = tokio::spawn(common::fetch_owned(edge.url(&path)));
         statuses.push((path.clone(), leader.await.unwrap(), waiter.await.unwrap()));
     }
-    let timeouts = format!(
-        "dime_upstream_requests_total{{backend=\"{frozen_addr}\",outcome=\"timeout\",pool=\"p\"}}"
-    );
+    let timeouts = timeouts_of(frozen_addr);
     assert!(
         edge.metric(&timeouts).await.unwrap_or(0.0) >= 1.0,
         "no fill met the frozen backend:\n{}",
