@@ -443,6 +443,14 @@ impl ProxyHttp for Edge {
         resp: &mut ResponseHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
+        if is_interim(resp) {
+            // A 1xx (103 Early Hints) is no answer: it goes on as the origin sent it, less
+            // what is hop-by-hop, and the fill, the cache status and the route's fields wait
+            // for the final response.
+            forwarding::strip_connection_options(resp);
+            forwarding::downstream_response(resp, session.req_header().version);
+            return Ok(());
+        }
         if let Some(fill) = ctx.fill.as_mut() {
             fill.release_for(self.cache.store);
         }
@@ -570,6 +578,11 @@ fn another_backend(ctx: &RequestCtx) -> bool {
 /// fields out and `Via` in, `X-Cache-Status`, the fields the origin withheld from the stored
 /// copy back (`withheld`, only for the viewer whose request brought the response), then the
 /// route's targeted cache-control fields out and its `response_headers` in.
+/// A 1xx response other than 101 (which is final): RFC 9110 §15.2.
+fn is_interim(resp: &ResponseHeader) -> bool {
+    resp.status.is_informational() && resp.status != http::StatusCode::SWITCHING_PROTOCOLS
+}
+
 pub(crate) fn viewer_headers(
     resp: &mut ResponseHeader,
     version: http::Version,

@@ -20,6 +20,7 @@ mod config_check;
 mod config_compile;
 mod connections;
 mod headers;
+mod interim;
 mod layering;
 mod logs;
 mod observability;

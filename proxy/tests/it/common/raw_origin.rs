@@ -1,6 +1,6 @@
 //! An origin that breaks HTTP on purpose: it reads each request's header, answers with bytes
-//! given verbatim, then ends the connection as the test asks (closes it, holds it open, or
-//! resets it). Each connection carries one request.
+//! given verbatim (at once, or in parts with a pause between), then ends the connection as the
+//! test asks (closes it, holds it open, or resets it). Each connection carries one request.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -30,19 +30,32 @@ pub struct RawOrigin {
     accept: JoinHandle<()>,
 }
 
+/// What the origin writes: `parts`, one write each, `pause` apart.
+struct Answer {
+    parts: Vec<Vec<u8>>,
+    pause: Duration,
+    end: End,
+}
+
 impl RawOrigin {
     /// Answers every request with `response`, then `end`s the connection.
     pub async fn start(response: Vec<u8>, end: End) -> RawOrigin {
+        RawOrigin::start_paced(vec![response], Duration::ZERO, end).await
+    }
+
+    /// Answers every request with `parts`, each its own write, `pause` apart, then `end`s the
+    /// connection.
+    pub async fn start_paced(parts: Vec<Vec<u8>>, pause: Duration, end: End) -> RawOrigin {
         let addr = SocketAddr::from(([127, 0, 0, 1], super::free_port()));
         let listener = TcpListener::bind(addr).await.expect("bind the raw origin");
         let requests = Arc::new(AtomicUsize::new(0));
-        let response = Arc::new(response);
+        let response = Arc::new(Answer { parts, pause, end });
         let accept = {
             let requests = requests.clone();
             tokio::spawn(async move {
                 while let Ok((stream, _)) = listener.accept().await {
                     let (requests, response) = (requests.clone(), response.clone());
-                    tokio::spawn(answer(stream, requests, response, end));
+                    tokio::spawn(answer(stream, requests, response));
                 }
             })
         };
@@ -65,12 +78,7 @@ impl Drop for RawOrigin {
     }
 }
 
-async fn answer(
-    mut stream: TcpStream,
-    requests: Arc<AtomicUsize>,
-    response: Arc<Vec<u8>>,
-    end: End,
-) {
+async fn answer(mut stream: TcpStream, requests: Arc<AtomicUsize>, response: Arc<Answer>) {
     let mut header = Vec::new();
     let mut buf = [0u8; 4096];
     while !header.windows(4).any(|w| w == b"\r\n\r\n") {
@@ -80,10 +88,15 @@ async fn answer(
         }
     }
     requests.fetch_add(1, Ordering::SeqCst);
-    if stream.write_all(&response).await.is_err() {
-        return;
+    for (i, part) in response.parts.iter().enumerate() {
+        if i > 0 {
+            tokio::time::sleep(response.pause).await;
+        }
+        if stream.write_all(part).await.is_err() {
+            return;
+        }
     }
-    match end {
+    match response.end {
         End::Close => {
             let _ = stream.shutdown().await;
         }
