@@ -168,7 +168,7 @@ if [[ -n $DOC ]]; then
     done
     table=$(
         printf '<!-- fuzz:begin (written by make fuzz: proxy/fuzz/run.sh) -->\n'
-        printf 'AFL++ %s through cargo-afl %s, one target at a time (one afl-fuzz process); each row is the last run of its target, on the commit it names, for FUZZ_SECONDS.\n\n' \
+        printf 'AFL++ %s through cargo-afl %s, one afl-fuzz process per target; each row is the last run of its target, on the commit it names, for FUZZ_SECONDS (execs/s depends on what else the machine ran meanwhile).\n\n' \
             "$(cargo afl --version | sed -n 's/.*AFL++ version \([^)]*\)).*/\1/p')" "$AFL_VERSION"
         printf '%s\n%s\n' "$header" "$rule"
         for t in "${ALL[@]}"; do
