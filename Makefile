@@ -12,6 +12,9 @@ ifeq ($(shell command -v cargo 2>/dev/null),)
 export PATH := $(or $(CARGO_HOME),$(HOME)/.cargo)/bin:$(PATH)
 endif
 
+# What .ci/deps.sh installs where the machine's own is missing or too old (Node.js, kubectl).
+export PATH := $(CURDIR)/.dev/bin:$(PATH)
+
 CARGO ?= cargo
 TARGET_DIR := $(or $(CARGO_TARGET_DIR),target)
 EDGE_DEBUG := $(TARGET_DIR)/debug/dime-edge
@@ -28,7 +31,7 @@ help: ## List the targets (this text)
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) \
 		| awk 'BEGIN { FS = ":.*## " } { printf "  %-13s %s\n", $$1, $$2 }'
 
-deps: ## Install what is missing (apt: build tools, GStreamer, PostgreSQL, Chromium, Node; cargo-nextest; npm)
+deps: ## Install what is missing (apt: build tools, GStreamer, PostgreSQL, Chromium; Node.js 20+ and kubectl 1.32+ when older; cargo-nextest; k6; npm)
 	@bash .ci/deps.sh
 
 build: ## Debug build of the workspace (dime-edge, dime-origin)

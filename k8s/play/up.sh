@@ -24,7 +24,7 @@ fi
 for image in "localhost/dime-edge:${version}" "localhost/dime-origin:${version}" localhost/dime-postgres:15; do
 	pm image exists "${image}" || podman_die "image ${image} is missing: make images"
 done
-command -v kubectl >/dev/null 2>&1 || podman_die "kubectl not found: kubectl 1.32 or later renders the overlay"
+command -v kubectl >/dev/null 2>&1 || podman_die "kubectl not found: kubectl 1.32 or later renders the overlay (make deps puts one in .dev/bin)"
 /usr/bin/python3 -c 'import yaml' 2>/dev/null || {
 	podman_say "installing python3-yaml (apt)"
 	DEBIAN_FRONTEND=noninteractive apt-get -q install -y --no-install-recommends python3-yaml >/dev/null
