@@ -1,5 +1,5 @@
 //! The HTTP cache: storage (`store`), fills in progress (`fill`) and in the background
-//! (`background`), what may be stored and for how long (`policy`), a response's age (`age`),
+//! (`background`), the lock that lets one of many misses fetch (`lock`), what may be stored and for how long (`policy`), a response's age (`age`),
 //! keys and what a purge or an invalidation removes (`key`), variants under Vary (`vary`),
 //! what an unsafe request invalidates (`invalidation`), the operator's purge API (`purge`),
 //! what is stored for one URL (`lookup`), the fields that set the edge's own caching ahead of
@@ -10,6 +10,7 @@ pub(crate) mod background;
 pub(crate) mod fill;
 pub(crate) mod invalidation;
 pub(crate) mod key;
+pub(crate) mod lock;
 pub(crate) mod lookup;
 pub(crate) mod policy;
 pub(crate) mod purge;
@@ -21,7 +22,7 @@ pub(crate) mod vary;
 use std::sync::Arc;
 use std::time::Duration;
 
-use pingora_cache::lock::{CacheKeyLockImpl, CacheLock};
+use pingora_cache::lock::CacheKeyLockImpl;
 use pingora_cache::predictor::{CacheablePredictor, Predictor};
 use pingora_cache::{CacheOptionOverrides, CachePhase, HttpCache, NoCacheReason};
 
@@ -61,7 +62,8 @@ impl EdgeCache {
             counters,
             Arc::new(fills),
         )));
-        let lock: &'static CacheLock = Box::leak(CacheLock::new_boxed(lock_age_timeout));
+        let lock: &'static lock::FillLock =
+            Box::leak(Box::new(lock::FillLock::new(lock_age_timeout, store)));
         // Reasons that depend on one viewer's request must not mark the URL for everyone;
         // nor must a variant past `max_variants`, or the stored ones would be bypassed too.
         fn per_request(reason: &'static str) -> bool {

@@ -363,6 +363,23 @@ impl MemoryStore {
         }
     }
 
+    /// A store of `max_bytes`, with as much for fills and counters of its own, alive until
+    /// exit (pingora's storage API wants `'static`).
+    #[cfg(test)]
+    pub(crate) fn leaked_for_tests(max_bytes: u64) -> &'static MemoryStore {
+        let budget = FillBudget::new(
+            max_bytes,
+            prometheus::IntGauge::new("fill", "fill").unwrap(),
+            IntCounter::new("demoted", "demoted").unwrap(),
+        );
+        let evictions = IntCounter::new("evictions", "evictions").unwrap();
+        Box::leak(Box::new(MemoryStore::new(
+            max_bytes,
+            StoreCounters { evictions },
+            Arc::new(budget),
+        )))
+    }
+
     /// Bytes held by fills in progress.
     pub fn fill_bytes(&self) -> u64 {
         self.budget.used()
@@ -377,6 +394,13 @@ impl MemoryStore {
                 .read()
                 .unwrap_or_else(|p| p.into_inner())
                 .contains_key(&hash)
+    }
+
+    /// Whether a lookup of `key` would find something now: a fill a new reader can join from
+    /// its first byte, or a stored object.
+    pub fn findable(&self, key: &CacheKey) -> bool {
+        let hash = key.combined_bin();
+        self.fill_for(&hash, None).is_some() || self.committed.contains_key(&hash)
     }
 
     /// How many responses are stored under exactly the key text `url`: its `Vary` variants
@@ -902,17 +926,7 @@ mod tests {
     use futures_util::FutureExt;
 
     fn store(max_bytes: u64) -> &'static MemoryStore {
-        let evictions = IntCounter::new("evictions", "evictions").unwrap();
-        let budget = FillBudget::new(
-            max_bytes,
-            prometheus::IntGauge::new("fill", "fill").unwrap(),
-            IntCounter::new("demoted", "demoted").unwrap(),
-        );
-        Box::leak(Box::new(MemoryStore::new(
-            max_bytes,
-            StoreCounters { evictions },
-            Arc::new(budget),
-        )))
+        MemoryStore::leaked_for_tests(max_bytes)
     }
 
     fn key(url: &str, variant: Option<u8>) -> CacheKey {
