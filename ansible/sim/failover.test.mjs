@@ -8,7 +8,7 @@ import assert from 'node:assert/strict';
 import { execSync } from 'node:child_process';
 import { createRequire } from 'node:module';
 import path from 'node:path';
-import { eventually, launchChromium, watchHls } from '../../origin/e2e/browser.mjs';
+import { describeHlsErrors, eventually, hlsFailures, launchChromium, watchHls } from '../../origin/e2e/browser.mjs';
 
 // playwright-core is installed for the platform's browser test (origin/e2e).
 const require = createRequire(path.resolve(process.env.DIME_E2E_MODULES, 'playwright-core', 'package.json'));
@@ -73,7 +73,9 @@ test('a viewer of region a plays from edge A, and from edge B once edge A dies, 
 
   const hls = await page.evaluate(() => window.__hls);
   assert.ok(hls.fragsLoaded > 0, 'the hls.js hook saw fragments load');
-  assert.deepEqual(hls.errors, [], 'hls.js saw no error at all');
+  // Gap steps are hls.js's own recovery; anything else fails (times: ms after the kill).
+  assert.deepEqual(hlsFailures(hls.errors), [],
+    `hls.js saw no error (all it reported: ${describeHlsErrors(hls.errors, killedAt)})`);
   const fromB = answered.filter((r) => r.at >= killedAt && r.url.startsWith(EDGE_B) && /\.(ts|m4s)$/.test(r.url));
   assert.ok(fromB.length >= 4, `segments came from edge B after the kill: ${JSON.stringify(answered.map((r) => r.url))}`);
   assert.deepEqual(answered.filter((r) => r.status >= 400), [], 'no failed response');

@@ -28,7 +28,10 @@ export async function eventually(fn, timeoutMs, what) {
   assert.fail(`${what}: not true after ${timeoutMs} ms (last value ${JSON.stringify(last)})`);
 }
 
-/** Makes `page` record hls.js's errors and loaded fragments in `window.__hls`. */
+/**
+ * Makes `page` record hls.js's errors (with the wall clock time of each, `at`) and loaded
+ * fragments in `window.__hls`.
+ */
 export async function watchHls(page) {
   await page.addInitScript(() => {
     window.__hls = { errors: [], fragsLoaded: 0 };
@@ -41,7 +44,7 @@ export async function watchHls(page) {
         const trigger = value.prototype.trigger;
         value.prototype.trigger = function (event, data) {
           if (event === value.Events.ERROR) {
-            window.__hls.errors.push({ details: data.details, fatal: data.fatal, url: data.frag?.url || data.url });
+            window.__hls.errors.push({ details: data.details, fatal: data.fatal, url: data.frag?.url || data.url, at: Date.now() });
           } else if (event === value.Events.FRAG_LOADED) {
             window.__hls.fragsLoaded += 1;
           }
@@ -50,4 +53,20 @@ export async function watchHls(page) {
       },
     });
   });
+}
+
+/**
+ * The errors hls.js reported that are failures. hls.js reports stepping over a small gap in the
+ * buffered media as a non-fatal "error" (seen at the start of playback, before any edge was
+ * killed): the player's own recovery. Anything else, network errors and stalls above all, is
+ * one.
+ */
+export function hlsFailures(errors) {
+  const gapSteps = new Set(['bufferSeekOverHole', 'bufferNudgeOnStall']);
+  return errors.filter((e) => e.fatal || !gapSteps.has(e.details));
+}
+
+/** `errors` as text, each with its time in ms relative to `since` (e.g. an edge's death). */
+export function describeHlsErrors(errors, since) {
+  return JSON.stringify(errors.map((e) => ({ ...e, at: e.at - since })));
 }
