@@ -81,6 +81,15 @@ else
     TARGETS=("${ALL[@]}")
 fi
 
+# The commit the runs test, taken before the build: a change made while it builds or runs is
+# not in the binary. Only what the binary is built from counts (not tests, docs, this page or
+# the corpora it adds to).
+commit=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
+if ! git diff --quiet HEAD -- Cargo.toml Cargo.lock proxy origin ':!proxy/tests' ':!origin/*/tests' \
+    ':!origin/e2e' ':!proxy/fuzz/corpus' ':!*.sh' ':!*.md' 2>/dev/null; then
+    commit=$commit-dirty
+fi
+
 say "building the targets (cargo afl build --release, $TARGET_DIR)"
 CARGO_TARGET_DIR=$TARGET_DIR nice -n "$NICE" cargo afl build --release --quiet -p dime-fuzz --features afl
 
@@ -89,13 +98,6 @@ CARGO_TARGET_DIR=$TARGET_DIR nice -n "$NICE" cargo afl build --release --quiet -
 # noise, and on a shared machine no core is ours alone.
 export AFL_I_DONT_CARE_ABOUT_MISSING_CRASHES=1 AFL_SKIP_CPUFREQ=1 AFL_NO_AFFINITY=1
 export AFL_NO_UI=1 AFL_QUIET=1
-
-# The commit the runs test: the page this script writes and the corpora it adds to do not
-# count as changes to it.
-commit=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
-if ! git diff --quiet HEAD -- . ':!docs/reliability.md' ':!proxy/fuzz/corpus' 2>/dev/null; then
-    commit=$commit-dirty
-fi
 
 stat() { sed -n "s/^$2 *: *//p" "$OUT/$1/default/fuzzer_stats"; }
 
