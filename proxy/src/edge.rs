@@ -115,7 +115,12 @@ impl ProxyHttp for Edge {
         ctx.path = match request_path::canonicalize(req.uri.path()) {
             Ok(path) => path,
             Err(e) => {
-                answer::text(session, 400, &format!("dime: bad request: {e}\n"), &[]).await?;
+                // RFC 9110 §15.5.15: a target longer than the edge will handle is a 414.
+                let status = match e {
+                    request_path::PathError::TooLong { .. } => 414,
+                    _ => 400,
+                };
+                answer::text(session, status, &format!("dime: bad request: {e}\n"), &[]).await?;
                 return Ok(true);
             }
         };

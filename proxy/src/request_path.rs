@@ -29,7 +29,19 @@ pub(crate) enum PathError {
     /// More `..` segments than there are segments before them.
     #[error("the path climbs above the root with '..'")]
     AboveRoot,
+    /// A canonical form longer than [`MAX_CANONICAL`]: each byte escaped triples, and the
+    /// upstream request's target (with a route's prefix and the query) must stay a URI.
+    #[error("the path is {len} bytes once escaped, past the {MAX_CANONICAL}-byte limit")]
+    TooLong {
+        /// Length of the canonical form.
+        len: usize,
+    },
 }
+
+/// The longest canonical path: half of what `http` takes as a request target (65,534 bytes),
+/// which leaves the other half to a route's prefix and the query. nginx refuses request lines
+/// past 8 KiB by default.
+pub(crate) const MAX_CANONICAL: usize = 32 * 1024;
 
 /// The canonical form of `raw`, the path of a request target (no query).
 ///
@@ -96,6 +108,9 @@ pub(crate) fn canonicalize(raw: &str) -> Result<String, PathError> {
     if trailing_slash || kept.is_empty() {
         out.push('/');
     }
+    if out.len() > MAX_CANONICAL {
+        return Err(PathError::TooLong { len: out.len() });
+    }
     Ok(out)
 }
 
@@ -138,6 +153,34 @@ fn push_escape(out: &mut String, b: u8) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Found by fuzzing: 10,000 bytes that are not path characters are escaped to 30,000, and
+    /// 22,000 to 66,000, past what `http` takes as a request target, so the upstream request
+    /// could not be built. Past `MAX_CANONICAL` the path is refused (414); up to it, it stays a
+    /// valid target.
+    #[test]
+    fn a_path_whose_escaped_form_is_too_long_is_refused() {
+        let fits = format!("/{}", "\"".repeat((MAX_CANONICAL - 1) / 3));
+        let canonical = canonicalize(&fits).unwrap();
+        assert!(canonical.len() <= MAX_CANONICAL);
+        assert!(canonical.parse::<http::uri::PathAndQuery>().is_ok());
+        for n in [MAX_CANONICAL / 3 + 1, 22_000] {
+            let raw = format!("/{}", "\"".repeat(n));
+            assert_eq!(
+                canonicalize(&raw),
+                Err(PathError::TooLong { len: 1 + 3 * n }),
+                "{n} quotes"
+            );
+        }
+        // Long in plain characters alone, too.
+        let plain = format!("/{}", "a".repeat(MAX_CANONICAL));
+        assert_eq!(
+            canonicalize(&plain),
+            Err(PathError::TooLong {
+                len: MAX_CANONICAL + 1
+            })
+        );
+    }
 
     #[test]
     fn every_spelling_of_one_path_has_one_canonical_form() {

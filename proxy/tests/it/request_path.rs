@@ -1,6 +1,6 @@
 //! Request-path scenarios: every spelling of one path is one object (RFC 3986 §6), for
 //! routing, the cache key, the origin and the purge API alike; paths that have no canonical
-//! form are refused with 400.
+//! form are refused with 400, and those whose canonical form is too long with 414.
 
 use crate::common;
 
@@ -138,6 +138,21 @@ async fn paths_without_a_canonical_form_are_refused_with_400() {
         assert!(r.body.contains(reason), "{target}: {}", r.body);
     }
     assert_eq!(origin.hits(), 0, "the origin saw {:?}", origin.seen());
+}
+
+/// Found by fuzzing: a path of 22,000 `"`, each escaped to `%22`, is 66,001 bytes canonical,
+/// more than a request target can hold upstream. It is a 414 (a path of 10,000 is passed on).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_path_too_long_once_escaped_is_a_414_and_a_long_one_is_passed_on() {
+    let origin = Upstream::start("o").await;
+    let edge = edge_for(&origin).await;
+    let r = raw_get(&edge, &format!("/v/{}", "\"".repeat(22_000))).await;
+    assert_eq!(r.status, 414, "{}{}", r.head, r.body);
+    assert!(r.body.contains("past the 32768-byte limit"), "{}", r.body);
+    assert_eq!(origin.hits(), 0, "the origin saw {:?}", origin.seen());
+    let r = raw_get(&edge, &format!("/v/{}", "\"".repeat(10_000))).await;
+    assert_eq!(r.status, 200, "{}{}", r.head, r.body);
+    assert_eq!(origin.last().uri, format!("/v/{}", "%22".repeat(10_000)));
 }
 
 #[tokio::test(flavor = "multi_thread")]
