@@ -75,14 +75,20 @@ mod tests {
 
     use std::time::SystemTime;
 
-    use pingora_cache::storage::Storage;
+    use pingora_cache::storage::{MissHandler, Storage};
     use pingora_cache::CacheMeta;
     use pingora_http::ResponseHeader;
 
-    fn header_meta() -> CacheMeta {
+    /// A lock over a store in which `url` has a fill in progress (kept alive by the handler).
+    async fn lock_with_fill_of(url: &str) -> (FillLock, CacheKey, MissHandler) {
+        let store = MemoryStore::leaked_for_tests(1 << 20);
+        let key = CacheKey::new(url, "");
         let now = SystemTime::now();
         let header = ResponseHeader::build(200, None).unwrap();
-        CacheMeta::new(now + Duration::from_secs(60), now, 0, 0, header)
+        let meta = CacheMeta::new(now + Duration::from_secs(60), now, 0, 0, header);
+        let trace = pingora_cache::trace::Span::inactive().handle();
+        let miss = store.get_miss_handler(&key, &meta, &trace).await.unwrap();
+        (FillLock::new(Duration::from_secs(30), store), key, miss)
     }
 
     fn read_status(locked: Locked) -> Option<LockStatus> {
@@ -97,12 +103,7 @@ mod tests {
     /// not fetch the object again.
     #[tokio::test]
     async fn a_miss_that_locks_after_a_fill_registered_follows_the_fill() {
-        let store = MemoryStore::leaked_for_tests(1 << 20);
-        let lock = FillLock::new(Duration::from_secs(30), store);
-        let key = CacheKey::new("h/live/seg-50.ts", "");
-        let trace = pingora_cache::trace::Span::inactive().handle();
-        let miss = store.get_miss_handler(&key, &header_meta(), &trace).await;
-        let _miss = miss.unwrap();
+        let (lock, key, _miss) = lock_with_fill_of("h/live/seg-50.ts").await;
 
         assert_eq!(read_status(lock.lock(&key, false)), Some(LockStatus::Done));
         // Nothing was left in the table: another object's miss still gets the write lock.
@@ -121,14 +122,7 @@ mod tests {
     /// A revalidation (stale writer) locks an object that is stored: it keeps the write lock.
     #[tokio::test]
     async fn a_revalidation_of_a_stored_object_gets_the_write_lock() {
-        let store = MemoryStore::leaked_for_tests(1 << 20);
-        let lock = FillLock::new(Duration::from_secs(30), store);
-        let key = CacheKey::new("h/vod/a.mp4", "");
-        let trace = pingora_cache::trace::Span::inactive().handle();
-        let _miss = store
-            .get_miss_handler(&key, &header_meta(), &trace)
-            .await
-            .unwrap();
+        let (lock, key, _miss) = lock_with_fill_of("h/vod/a.mp4").await;
         let Locked::Write(permit) = lock.lock(&key, true) else {
             panic!("a revalidation must get the write lock");
         };
