@@ -169,6 +169,33 @@ async fn wait_for_next_request(
     }
 }
 
+/// Dime: a new connection's first HTTP/1 session: kept alive for 60 s unless the server is
+/// shutting down, for at most `limit` requests.
+fn first_http1_session(stream: Stream, shutting_down: bool, limit: Option<u32>) -> ServerSession {
+    let mut session = ServerSession::new_http1(stream);
+    if shutting_down {
+        // stop downstream from reusing if this service is shutting down soon
+        session.set_keepalive(None);
+    } else {
+        // default 60s
+        session.set_keepalive(Some(60));
+    }
+    session.set_keepalive_reuses_remaining(limit);
+    session
+}
+
+/// Dime: the session of a kept-alive connection's next request.
+fn next_http1_session(
+    stream: Stream,
+    persistent_settings: Option<HttpPersistentSettings>,
+) -> ServerSession {
+    let mut session = ServerSession::new_http1(stream);
+    if let Some(persistent_settings) = persistent_settings {
+        persistent_settings.apply_to_session(&mut session);
+    }
+    session
+}
+
 impl HttpPersistentSettings {
     pub fn for_session(session: &ServerSession) -> Self {
         HttpPersistentSettings {
@@ -347,48 +374,54 @@ where
             }
         }
         if h2c || matches!(stream.selected_alpn_proto(), Some(ALPN::H2)) {
-            // create a shared connection digest
-            let digest = Arc::new(Digest {
-                ssl_digest: stream.get_ssl_digest(),
-                // TODO: log h2 handshake time
-                timing_digest: stream.get_timing_digest(),
-                proxy_digest: stream.get_proxy_digest(),
-                socket_digest: stream.get_socket_digest(),
-            });
+            // Dime: an HTTP/2 connection's handshake and accept loop are boxed, so an HTTP/1.1
+            // connection, which waits in this future between requests, is not sized for them
+            // (proxy/vendor/README.md, change 7).
+            Box::pin(async move {
+                // create a shared connection digest
+                let digest = Arc::new(Digest {
+                    ssl_digest: stream.get_ssl_digest(),
+                    // TODO: log h2 handshake time
+                    timing_digest: stream.get_timing_digest(),
+                    proxy_digest: stream.get_proxy_digest(),
+                    socket_digest: stream.get_socket_digest(),
+                });
 
-            let h2_options = self.h2_options();
-            let h2_conn = match server::handshake(stream, h2_options).await {
-                Err(e) => {
-                    error!("H2 handshake error {e}");
-                    return None;
-                }
-                Ok(c) => c,
-            };
+                let h2_options = self.h2_options();
+                let h2_conn = match server::handshake(stream, h2_options).await {
+                    Err(e) => {
+                        error!("H2 handshake error {e}");
+                        return;
+                    }
+                    Ok(c) => c,
+                };
 
-            // The accept-loop body — including the graceful-shutdown state
-            // machine — lives in `server::accept_downstream_sessions` so that
-            // the same code path is exercised by tests in `protocols::http::v2`.
-            let app = self.clone();
-            let shutdown_for_session = shutdown.clone();
-            let h2_idle_timeout = self.server_options().and_then(|o| o.h2_idle_timeout);
-            server::accept_downstream_sessions(
-                h2_conn,
-                digest,
-                shutdown.clone(),
-                h2_idle_timeout,
-                |h2_stream, guard| {
-                    let app = app.clone();
-                    let shutdown = shutdown_for_session.clone();
-                    pingora_runtime::current_handle().spawn(async move {
-                        // hold `guard` for the session's lifetime so the accept
-                        // loop's idle timeout sees this connection as busy.
-                        let _guard = guard;
-                        // Note, `PersistentSettings` not currently relevant for h2
-                        app.process_new_http(ServerSession::new_http2(h2_stream), &shutdown)
-                            .await;
-                    });
-                },
-            )
+                // The accept-loop body — including the graceful-shutdown state
+                // machine — lives in `server::accept_downstream_sessions` so that
+                // the same code path is exercised by tests in `protocols::http::v2`.
+                let app = self.clone();
+                let shutdown_for_session = shutdown.clone();
+                let h2_idle_timeout = self.server_options().and_then(|o| o.h2_idle_timeout);
+                server::accept_downstream_sessions(
+                    h2_conn,
+                    digest,
+                    shutdown.clone(),
+                    h2_idle_timeout,
+                    |h2_stream, guard| {
+                        let app = app.clone();
+                        let shutdown = shutdown_for_session.clone();
+                        pingora_runtime::current_handle().spawn(async move {
+                            // hold `guard` for the session's lifetime so the accept
+                            // loop's idle timeout sees this connection as busy.
+                            let _guard = guard;
+                            // Note, `PersistentSettings` not currently relevant for h2
+                            app.process_new_http(ServerSession::new_http2(h2_stream), &shutdown)
+                                .await;
+                        });
+                    },
+                )
+                .await;
+            })
             .await;
         } else if custom || matches!(stream.selected_alpn_proto(), Some(ALPN::Custom(_))) {
             return self.clone().process_custom_session(stream, shutdown).await;
@@ -402,19 +435,13 @@ where
                     crate::protocols::http::coalesce::Mode::JoinHeader,
                 ));
             }
-            let mut session = ServerSession::new_http1(stream);
-            if *shutdown.borrow() {
-                // stop downstream from reusing if this service is shutting down soon
-                session.set_keepalive(None);
-            } else {
-                // default 60s
-                session.set_keepalive(Some(60));
-            }
-            session.set_keepalive_reuses_remaining(
-                self.server_options()
-                    .and_then(|opts| opts.keepalive_request_limit),
-            );
-
+            // Dime: both sessions are built by plain functions, so the session (some 700
+            // bytes), which its setters borrow, is not kept in this future while the connection
+            // waits for a request (proxy/vendor/README.md, change 7).
+            let limit = self
+                .server_options()
+                .and_then(|opts| opts.keepalive_request_limit);
+            let session = first_http1_session(stream, *shutdown.borrow(), limit);
             let mut result = self.process_new_http(session, shutdown).await;
             while let Some((stream, persistent_settings)) = result.map(|r| r.consume()) {
                 // Dime: an idle keep-alive connection waits here, holding only its stream,
@@ -425,11 +452,7 @@ where
                         return None;
                     }
                 }
-                let mut session = ServerSession::new_http1(stream);
-                if let Some(persistent_settings) = persistent_settings {
-                    persistent_settings.apply_to_session(&mut session);
-                }
-
+                let session = next_http1_session(stream, persistent_settings);
                 result = self.process_new_http(session, shutdown).await;
             }
         }

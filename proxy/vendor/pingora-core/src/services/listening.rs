@@ -229,25 +229,32 @@ impl<A: ServerApp + Send + Sync + 'static> Service<A> {
                 Ok(io) => {
                     let app = app_logic.clone();
                     let shutdown = shutdown.clone();
-                    current_handle().spawn(async move {
+                    // Dime: the handshake, with its timeout and the stream it takes, is boxed
+                    // and freed once done, so the task that then holds the connection for its
+                    // whole life is not sized for a TLS handshake's state (some KiB) nor keeps
+                    // the stream's first copy (proxy/vendor/README.md, change 7).
+                    let handshake = Box::pin(async move {
                         let peer_addr = io.peer_addr();
                         match timeout(Duration::from_secs(60), io.handshake()).await {
-                            Ok(handshake) => {
-                                match handshake {
-                                    Ok(io) => Self::handle_event(io, app, shutdown).await,
-                                    Err(e) => {
-                                        // TODO: Maybe IOApp trait needs a fn to handle/filter out this error
-                                        if let Some(addr) = peer_addr {
-                                            error!("Downstream handshake error from {}: {e}", addr);
-                                        } else {
-                                            error!("Downstream handshake error: {e}");
-                                        }
-                                    }
+                            Ok(Ok(io)) => Some(io),
+                            Ok(Err(e)) => {
+                                // TODO: Maybe IOApp trait needs a fn to handle/filter out this error
+                                if let Some(addr) = peer_addr {
+                                    error!("Downstream handshake error from {}: {e}", addr);
+                                } else {
+                                    error!("Downstream handshake error: {e}");
                                 }
+                                None
                             }
                             Err(_) => {
                                 error!("Downstream handshake timeout");
+                                None
                             }
+                        }
+                    });
+                    current_handle().spawn(async move {
+                        if let Some(io) = handshake.await {
+                            Self::handle_event(io, app, shutdown).await
                         }
                     });
                 }

@@ -540,6 +540,11 @@ pub struct Stream {
     write_pending_time: AccumulatedDuration,
     /// Last rx timestamp associated with the last recvmsg call.
     pub rx_ts: Option<SystemTime>,
+    /// Dime: the write buffer's capacity when it is taken only while there is something to
+    /// write (see `set_buffer`); 0 when the buffers are fixed.
+    idle_write_capacity: usize,
+    /// Dime: whether that write buffer is taken now.
+    write_buffer_taken: bool,
 }
 
 impl Stream {
@@ -675,8 +680,19 @@ impl Stream {
 
     /// Set the read and write buffer sizes
     /// It is only set later because of the malloc overhead in critical accept() path
+    ///
+    /// Dime: with no read buffer, the write buffer is taken at the first write and given back
+    /// once a flush has emptied it, so an idle connection holds none (nginx keeps no buffers on
+    /// an idle connection either). With a read buffer, which cannot be given back without
+    /// losing what it holds, both are fixed as before.
     pub(crate) fn set_buffer(&mut self, buffer: L4BufferSettings) {
         use std::mem;
+        if buffer.read_capacity() == 0 && buffer.write_capacity() > 0 {
+            self.idle_write_capacity = buffer.write_capacity();
+            self.write_buffer_taken = false;
+            self.rebuild_buffers(0, 0);
+            return;
+        }
         // Since the buffers can't be resized in place,
         // we take the raw stream out of them and put it in new buffers with the size we want
         let stream = mem::take(&mut self.stream);
@@ -688,6 +704,35 @@ impl Stream {
             )
         });
         let _ = mem::replace(&mut self.stream, stream);
+    }
+
+    /// Dime: the buffers rebuilt with these capacities around the raw stream. Only called with
+    /// both buffers empty (no read buffer, and a write buffer that a flush emptied or that has
+    /// no capacity), so nothing is lost.
+    fn rebuild_buffers(&mut self, read: usize, write: usize) {
+        let stream = self.stream.take();
+        self.stream = stream.map(|s| BufferedStream::with_capacity(read, write, s.into_inner()));
+    }
+
+    /// Dime: takes the write buffer before a write, when it is taken only while needed.
+    fn take_write_buffer(&mut self) {
+        if self.idle_write_capacity > 0 && !self.write_buffer_taken {
+            self.rebuild_buffers(0, self.idle_write_capacity);
+            self.write_buffer_taken = true;
+        }
+    }
+
+    /// Dime: gives the write buffer back once a flush has emptied it.
+    fn give_back_write_buffer(&mut self) {
+        if self.write_buffer_taken && self.stream().writer().buffer().is_empty() {
+            self.rebuild_buffers(0, 0);
+            self.write_buffer_taken = false;
+        }
+    }
+
+    /// Dime: whether the write buffer is allocated now (for tests).
+    pub fn write_buffer_held(&self) -> bool {
+        self.idle_write_capacity == 0 || self.write_buffer_taken
     }
 }
 
@@ -710,6 +755,8 @@ impl From<TcpStream> for Stream {
             read_pending_time: AccumulatedDuration::new(),
             write_pending_time: AccumulatedDuration::new(),
             rx_ts: None,
+            idle_write_capacity: 0,
+            write_buffer_taken: false,
         }
     }
 }
@@ -733,6 +780,8 @@ impl From<virt::VirtualSocketStream> for Stream {
             read_pending_time: AccumulatedDuration::new(),
             write_pending_time: AccumulatedDuration::new(),
             rx_ts: None,
+            idle_write_capacity: 0,
+            write_buffer_taken: false,
         }
     }
 }
@@ -757,6 +806,8 @@ impl From<UnixStream> for Stream {
             read_pending_time: AccumulatedDuration::new(),
             write_pending_time: AccumulatedDuration::new(),
             rx_ts: None,
+            idle_write_capacity: 0,
+            write_buffer_taken: false,
         }
     }
 }
@@ -904,6 +955,10 @@ impl AsyncRead for Stream {
             if !data_to_read.is_empty() {
                 let remaining_buf = Vec::from(data_to_read);
                 self.rewind_read_buf.push(remaining_buf);
+            } else if self.rewind_read_buf.is_empty() {
+                // Dime: all read again; the list's own allocation goes too, so a connection
+                // that was peeked at does not keep it while idle.
+                self.rewind_read_buf = Vec::new();
             }
             result
         } else {
@@ -922,6 +977,7 @@ impl AsyncWrite for Stream {
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
         let result = if self.buffer_write {
+            self.take_write_buffer();
             Pin::new(&mut self.stream_mut()).poll_write(cx, buf)
         } else {
             Pin::new(&mut self.stream_mut().get_mut()).poll_write(cx, buf)
@@ -933,6 +989,9 @@ impl AsyncWrite for Stream {
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context) -> Poll<io::Result<()>> {
         let result = Pin::new(&mut self.stream_mut()).poll_flush(cx);
         self.write_pending_time.poll_time(&result);
+        if let Poll::Ready(Ok(())) = result {
+            self.give_back_write_buffer();
+        }
         result
     }
 
@@ -948,6 +1007,7 @@ impl AsyncWrite for Stream {
         let total_size = bufs.iter().fold(0, |acc, s| acc + s.len());
 
         let result = if self.buffer_write {
+            self.take_write_buffer();
             Pin::new(&mut self.stream_mut()).poll_write_vectored(cx, bufs)
         } else {
             Pin::new(&mut self.stream_mut().get_mut()).poll_write_vectored(cx, bufs)
