@@ -716,9 +716,9 @@ the RSS before the connections were opened. Then half as many HTTP/2 connections
 (handshake, preface and SETTINGS, then idle; one request each), for dime-edge and nginx. Then
 a 1 KB hit run on 32 connections, alone, and again while {idle_hold} more idle HTTP/1.1
 connections are held open by another process. The issue asks for 100,000; one process here may
-hold at most {nofile} open files (a hard limit the container does not let root raise), so the
-test holds what fits beside the measured connections. dime-edge runs with
-`max_connections = 18000`, nginx with `worker_connections 18000`.
+hold at most {nofile} open files (the hard limit, which only a process with `CAP_SYS_RESOURCE`
+may raise), so the test holds what fits beside the measured connections, at most 100,000.
+dime-edge runs with `max_connections` and nginx with `worker_connections` 3,000 above that.
 
 {inval_method}
 
