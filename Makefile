@@ -23,7 +23,7 @@ EDGE_SOURCES := Cargo.toml Cargo.lock proxy/Cargo.toml $(shell find proxy/src -n
 
 .PHONY: help deps build fmt lint nextest check-config k8s-lint ansible-lint k8s-secrets images k8s-up k8s-down \
 	k8s-test k8s-cluster-create k8s-cluster-copy k8s-cluster-start k8s-cluster-clean fleet-up fleet-down fleet-test \
-	e2e e2e-failover cache-tests conformance test run bench microbench chaos fuzz viewers soak clean
+	e2e e2e-failover cache-tests conformance test run bench microbench chaos fuzz viewers loaded soak clean
 
 help: ## List the targets (this text)
 	@echo 'Usage: make TARGET'
@@ -154,6 +154,9 @@ viewers: ## k6 crowd of live and VoD viewers against a running `make run`, then 
 	esac
 
 # Not part of `make test`: half an hour by default (`make soak DURATION=5m` for a short one).
+loaded: ## The whole suite LOADED_RUNS times (default 5) in a row in a fresh clone, every core kept busy by stress-ng; adds each run to docs/reliability.md
+	bash .ci/loaded
+
 soak: ## The edge under 500 live + 25 VoD k6 viewers for DURATION (default 30m), its config reloaded every minute and a streamer restarted every 5; RSS, descriptors and p99 per 5-minute window into docs/reliability.md
 	bash benches/soak/run.sh
 
