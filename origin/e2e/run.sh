@@ -25,10 +25,17 @@ fi
 
 mkdir -p "${DIME_DEV_DIR}"
 stack_log=${DIME_DEV_DIR}/stack.out
-bash .ci/dev-stack.sh >"${stack_log}" 2>&1 &
+# Emptied here, not only by the background job's redirection: the wait below must never read
+# the ready banner of an earlier run in the same directory (a loaded run did, and the browser
+# test met a stack that had not started yet).
+: >"${stack_log}"
+bash .ci/dev-stack.sh >>"${stack_log}" 2>&1 &
 stack=$!
+# TERM, not INT: while the stack runs a setup command, bash holds an INT until that command
+# ends and then carries on if the command did not die of it (a loaded run hung here); TERM
+# stops it at once, and once started the stack traps both alike.
 stop_stack() {
-	kill -INT "${stack}" 2>/dev/null || true
+	kill -TERM "${stack}" 2>/dev/null || true
 	wait "${stack}" 2>/dev/null || true
 }
 trap stop_stack EXIT
