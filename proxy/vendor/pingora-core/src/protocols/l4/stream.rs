@@ -686,7 +686,6 @@ impl Stream {
     /// an idle connection either). With a read buffer, which cannot be given back without
     /// losing what it holds, both are fixed as before.
     pub(crate) fn set_buffer(&mut self, buffer: L4BufferSettings) {
-        use std::mem;
         if buffer.read_capacity() == 0 && buffer.write_capacity() > 0 {
             self.idle_write_capacity = buffer.write_capacity();
             self.write_buffer_taken = false;
@@ -695,20 +694,12 @@ impl Stream {
         }
         // Since the buffers can't be resized in place,
         // we take the raw stream out of them and put it in new buffers with the size we want
-        let stream = mem::take(&mut self.stream);
-        let stream = stream.map(|s| {
-            BufferedStream::with_capacity(
-                buffer.read_capacity(),
-                buffer.write_capacity(),
-                s.into_inner(),
-            )
-        });
-        let _ = mem::replace(&mut self.stream, stream);
+        self.rebuild_buffers(buffer.read_capacity(), buffer.write_capacity());
     }
 
-    /// Dime: the buffers rebuilt with these capacities around the raw stream. Only called with
-    /// both buffers empty (no read buffer, and a write buffer that a flush emptied or that has
-    /// no capacity), so nothing is lost.
+    /// Dime: the buffers rebuilt with these capacities around the raw stream (`set_buffer`'s
+    /// own rebuild). Only called with both buffers empty (at accept, or with no read buffer and a
+    /// write buffer that a flush emptied or that has no capacity), so nothing is lost.
     fn rebuild_buffers(&mut self, read: usize, write: usize) {
         let stream = self.stream.take();
         self.stream = stream.map(|s| BufferedStream::with_capacity(read, write, s.into_inner()));
@@ -728,11 +719,6 @@ impl Stream {
             self.rebuild_buffers(0, 0);
             self.write_buffer_taken = false;
         }
-    }
-
-    /// Dime: whether the write buffer is allocated now (for tests).
-    pub fn write_buffer_held(&self) -> bool {
-        self.idle_write_capacity == 0 || self.write_buffer_taken
     }
 }
 
