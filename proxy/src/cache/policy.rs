@@ -335,12 +335,15 @@ pub(crate) fn decide(
             ),
         )
     };
-    let created = now.checked_sub(initial_age).unwrap_or(now);
+    // Age and freshness count from when the origin made the response (its epoch); the object
+    // is created now. pingora serves a Vary variant only if it was created after its URL's
+    // first (primary) variant: a variant that arrives already aged is still stored after it.
+    let epoch = now.checked_sub(initial_age).unwrap_or(now);
     let fresh_until = if lifetime.is_zero() {
         // Already stale: pingora treats `fresh_until <= now` as needing revalidation.
-        created
+        epoch
     } else {
-        created
+        epoch
             .checked_add(lifetime)
             .unwrap_or(now + Duration::from_secs(365 * 24 * 3600))
     };
@@ -357,7 +360,11 @@ pub(crate) fn decide(
         }
     }
     header.remove_header("age");
-    RespCacheable::Cacheable(CacheMeta::new(fresh_until, created, swr, sie, header))
+    let mut meta = CacheMeta::new(fresh_until, now, swr, sie, header);
+    if epoch != now {
+        meta.set_epoch_override(epoch);
+    }
+    RespCacheable::Cacheable(meta)
 }
 
 /// The fields of `resp` its `private="…"` or `no-cache="…"` keep out of the stored copy, with
@@ -1032,11 +1039,12 @@ mod tests {
                     },
                     RespCacheable::Cacheable(meta),
                 ) => {
-                    let created = now() - Duration::from_secs(age);
-                    assert_eq!(meta.created(), created, "{name}: created");
+                    let epoch = now() - Duration::from_secs(age);
+                    assert_eq!(meta.epoch(), epoch, "{name}: epoch");
+                    assert_eq!(meta.created(), now(), "{name}: created");
                     assert_eq!(
                         meta.fresh_until(),
-                        created + Duration::from_secs(fresh),
+                        epoch + Duration::from_secs(fresh),
                         "{name}: fresh_until"
                     );
                     assert_eq!(meta.stale_while_revalidate_sec(), swr, "{name}: swr");
@@ -1219,7 +1227,8 @@ mod tests {
         let RespCacheable::Cacheable(meta) = decide(&policy, &req, "/a", &resp, now()) else {
             panic!("Age: 30 not stored");
         };
-        assert_eq!(meta.created(), now() - Duration::from_secs(30));
+        assert_eq!(meta.epoch(), now() - Duration::from_secs(30));
+        assert_eq!(meta.created(), now(), "stored now, aged 30 s");
     }
 
     /// RFC 9111 §4.2.3: the response delay is added to the Age a cache upstream stamped.
@@ -1236,6 +1245,6 @@ mod tests {
         let RespCacheable::Cacheable(meta) = decide(&policy, &req, "/a", &resp, arrival) else {
             panic!("not stored");
         };
-        assert_eq!(meta.created(), now() - Duration::from_secs(32));
+        assert_eq!(meta.epoch(), now() - Duration::from_secs(32));
     }
 }

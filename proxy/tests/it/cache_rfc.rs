@@ -207,6 +207,46 @@ async fn vary_stores_one_variant_per_header_value() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn a_variant_older_than_the_first_one_stored_is_still_served() {
+    // pingora serves a Vary variant only if it was stored after its URL's first (primary)
+    // variant, which purges use as a tombstone. A response's age (its Date five seconds ago
+    // here; a busy origin a second away does it too) must not date its storing: this variant
+    // was stored last, and is a hit.
+    let vary = [("cache-control", "max-age=60"), ("vary", "Accept-Language")];
+    let (origin, edge) = setup("/v", &vary).await;
+    assert_eq!(
+        fetch(&edge.url("/v"), &[("accept-language", "en")])
+            .await
+            .cache(),
+        "MISS"
+    );
+    let old = httpdate::fmt_http_date(std::time::SystemTime::now() - Duration::from_secs(5));
+    let mut aged = vary.to_vec();
+    aged.push(("date", old.as_str()));
+    origin.script("/v", Script::ok(&aged, BODY));
+    assert_eq!(
+        fetch(&edge.url("/v"), &[("accept-language", "fr")])
+            .await
+            .cache(),
+        "MISS"
+    );
+    let fr = fetch(&edge.url("/v"), &[("accept-language", "fr")]).await;
+    assert_eq!(fr.cache(), "HIT");
+    let age: u64 = fr.header("age").parse().unwrap();
+    assert!(
+        (5..=7).contains(&age),
+        "age {age}: counted from the origin's Date"
+    );
+    assert_eq!(
+        fetch(&edge.url("/v"), &[("accept-language", "en")])
+            .await
+            .cache(),
+        "HIT"
+    );
+    assert_eq!(origin.hits_for("/v"), 2);
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn vary_star_is_never_served_from_cache() {
     // RFC 9111 §4.1: "*" always fails to match.
     let (origin, edge) = setup("/vs", &[("cache-control", "max-age=60"), ("vary", "*")]).await;
