@@ -5,6 +5,7 @@
 pub mod cli;
 pub mod health;
 pub mod live;
+pub mod ll_rules;
 pub mod options;
 pub mod pipeline;
 pub mod playlist;
