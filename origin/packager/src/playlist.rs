@@ -1,5 +1,6 @@
 //! HLS media playlists (RFC 8216): the model, its text form, a parser for restarts, atomic writes.
 
+use std::collections::VecDeque;
 use std::fmt::Write as _;
 use std::fs;
 use std::io::Write as _;
@@ -46,6 +47,51 @@ pub struct Segment {
     pub map: Option<String>,
 }
 
+/// One partial segment of a low-latency playlist (RFC 8216bis §4.4.4.9): a piece of the
+/// segment being written, which a player may fetch before the whole segment exists.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Part {
+    /// Its URI relative to the playlist.
+    pub uri: String,
+    /// Its exact duration.
+    pub duration: Duration,
+    /// Whether it starts with a key frame (`INDEPENDENT=YES`).
+    pub independent: bool,
+}
+
+/// What a low-latency live playlist adds to a classic one: the parts of its last segments and
+/// of the segment in progress, and a hint naming the part that comes next.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LowLatency {
+    /// `EXT-X-PART-INF:PART-TARGET`: no part lasts longer; it never changes during a stream.
+    pub part_target: Duration,
+    /// The parts of the last segments, by their sequence number, oldest first: those that
+    /// started less than three target durations before the playlist's end (§6.2.2).
+    pub listed: VecDeque<(u64, Vec<Part>)>,
+    /// The parts written so far of the segment in progress.
+    pub in_progress: Vec<Part>,
+    /// The URI of the part being written now (`EXT-X-PRELOAD-HINT`).
+    pub next_part: Option<String>,
+}
+
+impl LowLatency {
+    /// No part yet, with parts of at most `part_target`.
+    pub fn new(part_target: Duration) -> Self {
+        Self {
+            part_target,
+            listed: VecDeque::new(),
+            in_progress: Vec::new(),
+            next_part: None,
+        }
+    }
+
+    /// `EXT-X-SERVER-CONTROL`'s `PART-HOLD-BACK`: how far behind the live edge a player
+    /// starts, three part targets as Apple advises (the specification asks at least two).
+    pub fn part_hold_back(&self) -> Duration {
+        self.part_target * 3
+    }
+}
+
 /// Whether a playlist is a sliding live window or a finished video on demand.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PlaylistKind {
@@ -66,6 +112,8 @@ pub struct MediaPlaylist {
     pub discontinuity_sequence: u64,
     /// The listed segments, in order; the first one's sequence is the media sequence.
     pub segments: Vec<Segment>,
+    /// Parts and blocking reload for low-latency players; `None` for a classic playlist.
+    pub low_latency: Option<LowLatency>,
 }
 
 impl MediaPlaylist {
@@ -76,6 +124,25 @@ impl MediaPlaylist {
             min_target_duration: ceil_seconds(segment).max(1),
             discontinuity_sequence: 0,
             segments: Vec::new(),
+            low_latency: None,
+        }
+    }
+
+    /// A low-latency live playlist (LL-HLS) whose segments last about `segment` and their
+    /// parts at most `part_target` each.
+    pub fn low_latency(segment: Duration, part_target: Duration) -> Self {
+        Self {
+            low_latency: Some(LowLatency::new(part_target)),
+            ..Self::new(PlaylistKind::Live, segment)
+        }
+    }
+
+    /// Adds a part of the segment in progress, and names the one written next (the preload
+    /// hint). Does nothing to a classic playlist.
+    pub fn push_part(&mut self, part: Part, next: String) {
+        if let Some(ll) = &mut self.low_latency {
+            ll.in_progress.push(part);
+            ll.next_part = Some(next);
         }
     }
 
@@ -100,12 +167,41 @@ impl MediaPlaylist {
     /// Appends a segment and, for a live window, drops the oldest ones beyond `window`;
     /// returns the dropped segments.
     pub fn push(&mut self, segment: Segment, window: usize) -> Vec<Segment> {
+        let sequence = segment.sequence;
         self.segments.push(segment);
         let excess = self.segments.len().saturating_sub(window.max(1));
         let dropped: Vec<Segment> = self.segments.drain(..excess).collect();
         // §6.2.2: the discontinuity sequence counts the discontinuities that left the window.
         self.discontinuity_sequence += dropped.iter().filter(|s| s.discontinuity).count() as u64;
+        if self.low_latency.is_some() {
+            self.list_parts(sequence);
+        }
         dropped
+    }
+
+    /// The segment in progress is done as `sequence`: its parts join the listed ones, and the
+    /// parts of segments that started three target durations or more before the end go
+    /// (RFC 8216bis §6.2.2: a server should remove them then).
+    fn list_parts(&mut self, sequence: u64) {
+        let horizon = Duration::from_secs(3 * self.target_duration());
+        // The sequence of the oldest segment that started within the horizon.
+        let mut from = sequence;
+        let mut span = Duration::ZERO;
+        for s in self.segments.iter().rev() {
+            span += s.duration;
+            if span > horizon {
+                break;
+            }
+            from = s.sequence;
+        }
+        let Some(ll) = &mut self.low_latency else {
+            return;
+        };
+        let parts = std::mem::take(&mut ll.in_progress);
+        if !parts.is_empty() {
+            ll.listed.push_back((sequence, parts));
+        }
+        ll.listed.retain(|(s, _)| *s >= from);
     }
 
     /// The playlist's text.
@@ -119,6 +215,18 @@ impl MediaPlaylist {
         };
         let mut out = format!("#EXTM3U\n#EXT-X-VERSION:{version}\n");
         let _ = writeln!(out, "#EXT-X-TARGETDURATION:{}", self.target_duration());
+        if let Some(ll) = &self.low_latency {
+            let _ = writeln!(
+                out,
+                "#EXT-X-SERVER-CONTROL:CAN-BLOCK-RELOAD=YES,PART-HOLD-BACK={:.5}",
+                ll.part_hold_back().as_secs_f64()
+            );
+            let _ = writeln!(
+                out,
+                "#EXT-X-PART-INF:PART-TARGET={:.5}",
+                ll.part_target.as_secs_f64()
+            );
+        }
         let _ = writeln!(out, "#EXT-X-MEDIA-SEQUENCE:{}", self.media_sequence());
         if self.discontinuity_sequence > 0 {
             let _ = writeln!(
@@ -148,12 +256,23 @@ impl MediaPlaylist {
                     humantime::format_rfc3339_millis(time)
                 );
             }
+            if let Some(ll) = &self.low_latency {
+                if let Some((_, parts)) = ll.listed.iter().find(|(s, _)| *s == segment.sequence) {
+                    render_parts(&mut out, parts);
+                }
+            }
             let _ = writeln!(
                 out,
                 "#EXTINF:{:.3},\n{}",
                 segment.duration.as_secs_f64(),
                 segment.uri
             );
+        }
+        if let Some(ll) = &self.low_latency {
+            render_parts(&mut out, &ll.in_progress);
+            if let Some(next) = &ll.next_part {
+                let _ = writeln!(out, "#EXT-X-PRELOAD-HINT:TYPE=PART,URI=\"{next}\"");
+            }
         }
         if self.kind == PlaylistKind::Vod {
             out.push_str("#EXT-X-ENDLIST\n");
@@ -189,6 +308,8 @@ impl MediaPlaylist {
             min_target_duration: 1,
             discontinuity_sequence: 0,
             segments: Vec::new(),
+            // Parts are not resumed: a restart begins a new segment after a discontinuity.
+            low_latency: None,
         };
         // None once the sequence has passed u64::MAX: a segment then has no number.
         let mut next_sequence = Some(0u64);
@@ -264,6 +385,23 @@ impl MediaPlaylist {
             }
         }
         Ok(playlist)
+    }
+}
+
+/// `EXT-X-PART` lines for `parts`, their durations to the 10 µs.
+fn render_parts(out: &mut String, parts: &[Part]) {
+    for p in parts {
+        let _ = write!(
+            out,
+            "#EXT-X-PART:DURATION={:.5},URI=\"{}\"",
+            p.duration.as_secs_f64(),
+            p.uri
+        );
+        out.push_str(if p.independent {
+            ",INDEPENDENT=YES\n"
+        } else {
+            "\n"
+        });
     }
 }
 
@@ -449,5 +587,86 @@ mod tests {
             .collect();
         assert_eq!(names, vec!["index.m3u8"]);
         assert_eq!(fs::read_to_string(&path).unwrap(), playlist.render());
+    }
+    /// Writes the six parts of segment `sequence` (2 s, 30 frames a second: ten frames each,
+    /// the first one a key frame) and then the segment, as the live packager does.
+    fn write_low_latency_segment(p: &mut MediaPlaylist, sequence: u64, window: usize) {
+        for i in 0..6 {
+            let part = Part {
+                uri: format!("segment-{sequence}.{i}.m4s"),
+                duration: Duration::from_nanos(if i < 5 { 333_333_333 } else { 333_333_335 }),
+                independent: i == 0,
+            };
+            let next = if i < 5 {
+                format!("segment-{sequence}.{}.m4s", i + 1)
+            } else {
+                format!("segment-{}.0.m4s", sequence + 1)
+            };
+            p.push_part(part, next);
+        }
+        let mut s = segment(sequence, 2000, false);
+        s.uri = format!("segment-{sequence}.m4s");
+        s.map = Some("init-0.mp4".into());
+        p.push(s, window);
+    }
+
+    #[test]
+    fn a_low_latency_playlist_follows_the_ll_hls_rules() {
+        let mut p = MediaPlaylist::low_latency(Duration::from_secs(2), Duration::from_millis(334));
+        for sequence in 0..10 {
+            write_low_latency_segment(&mut p, sequence, 6);
+        }
+        for i in 0..2 {
+            let part = Part {
+                uri: format!("segment-10.{i}.m4s"),
+                duration: Duration::from_nanos(333_333_333),
+                independent: i == 0,
+            };
+            p.push_part(part, format!("segment-10.{}.m4s", i + 1));
+        }
+        let text = p.render();
+        assert_eq!(crate::ll_rules::check(&text), vec![], "{text}");
+        // Parts of the segments that started in the last three target durations (6 s) only.
+        let listed: Vec<u64> = p
+            .low_latency
+            .as_ref()
+            .unwrap()
+            .listed
+            .iter()
+            .map(|(s, _)| *s)
+            .collect();
+        assert_eq!(listed, vec![7, 8, 9]);
+        assert!(!text.contains("segment-6.0.m4s"), "{text}");
+        assert!(
+            text.contains("#EXT-X-PART:DURATION=0.33333,URI=\"segment-7.0.m4s\",INDEPENDENT=YES\n"),
+            "{text}"
+        );
+        assert!(text.ends_with(
+            "#EXT-X-PART:DURATION=0.33333,URI=\"segment-10.1.m4s\"\n#EXT-X-PRELOAD-HINT:TYPE=PART,URI=\"segment-10.2.m4s\"\n"
+        ), "{text}");
+        assert!(text.contains("#EXT-X-SERVER-CONTROL:CAN-BLOCK-RELOAD=YES,PART-HOLD-BACK=1.00200\n#EXT-X-PART-INF:PART-TARGET=0.33400\n"), "{text}");
+    }
+
+    #[test]
+    fn a_low_latency_playlist_resumes_as_its_segments() {
+        let mut p = MediaPlaylist::low_latency(Duration::from_secs(2), Duration::from_millis(334));
+        for sequence in 0..4 {
+            write_low_latency_segment(&mut p, sequence, 6);
+        }
+        let parsed = MediaPlaylist::parse(Path::new("live.m3u8"), &p.render()).unwrap();
+        assert_eq!(parsed.segments, p.segments);
+        assert_eq!(parsed.low_latency, None);
+    }
+
+    #[test]
+    fn a_classic_playlist_takes_no_parts() {
+        let mut p = MediaPlaylist::new(PlaylistKind::Live, Duration::from_secs(2));
+        write_low_latency_segment(&mut p, 0, 6);
+        let text = p.render();
+        assert!(
+            !text.contains("EXT-X-PART") && !text.contains("SERVER-CONTROL"),
+            "{text}"
+        );
+        assert!(!text.contains("PRELOAD-HINT"), "{text}");
     }
 }
