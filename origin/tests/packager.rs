@@ -174,7 +174,10 @@ fn segment_bytes(dir: &Path) -> BTreeMap<String, Vec<u8>> {
     fs::read_dir(dir)
         .unwrap()
         .map(|e| e.unwrap())
-        .filter(|e| e.file_name().to_string_lossy().ends_with(".ts"))
+        .filter(|e| {
+            let name = e.file_name().to_string_lossy().to_string();
+            name.ends_with(".ts") || name.ends_with(".m4s")
+        })
         .map(|e| {
             (
                 e.file_name().into_string().unwrap(),
@@ -436,6 +439,29 @@ fn bad_options_are_refused_before_anything_starts() {
     assert_eq!(status.code(), Some(1), "{text}");
     assert!(text.contains("invalid --channel \"../escape\""), "{text}");
 
+    let (status, text) = run(&[&base[..], &["--channel", "c", "--part", "200ms"]].concat());
+    assert_eq!(status.code(), Some(1), "{text}");
+    assert!(
+        text.contains("--part (low-latency HLS) needs --format cmaf"),
+        "{text}"
+    );
+
+    for (part, segment) in [("50ms", "1s"), ("400ms", "1s")] {
+        let (status, text) = run(&[
+            &base[..],
+            &["--channel", "c", "--fps", "15", "--format", "cmaf"],
+            &["--part", part, "--segment", segment],
+        ]
+        .concat());
+        assert_eq!(status.code(), Some(1), "{part}: {text}");
+        assert!(
+            text.contains(
+                "a part must be a whole number of frames and a segment a whole number of parts"
+            ),
+            "{part}: {text}"
+        );
+    }
+
     let (status, text) = run(&[&base[..], &["--channel", "c", "--size", "321x180"]].concat());
     assert_eq!(status.code(), Some(2), "{text}");
     assert!(text.contains("width and height must be even"), "{text}");
@@ -661,6 +687,115 @@ fn a_cmaf_channel_has_an_init_section_per_run_and_m4s_segments() {
     );
     assert_eq!(fs::read(dir.join("init-0.mp4")).unwrap(), init);
     assert_cmaf_segment_decodes(&dir, "init-3.mp4", "segment-3.m4s");
+}
+
+/// The `EXT-X-PART` URIs of `text` and the preload hint's, in order.
+fn parts_and_hint(text: &str) -> (Vec<String>, Option<String>) {
+    let uri = |line: &str| {
+        let start = line.find("URI=\"").unwrap() + 5;
+        line[start..][..line[start..].find('"').unwrap()].to_string()
+    };
+    let parts = text
+        .lines()
+        .filter(|l| l.starts_with("#EXT-X-PART:"))
+        .map(uri)
+        .collect();
+    let hint = text
+        .lines()
+        .find(|l| l.starts_with("#EXT-X-PRELOAD-HINT:"))
+        .map(uri);
+    (parts, hint)
+}
+
+#[test]
+fn a_low_latency_channel_writes_parts_as_they_are_muxed_under_a_playlist_that_follows_the_rules() {
+    let media = tempfile::tempdir().unwrap();
+    let dir = media.path().join("camera");
+    let mut args = SMALL.to_vec();
+    args.extend(["--format", "cmaf", "--part", "200ms"]);
+    let mut packager = Packager::start(media.path(), "camera", &args);
+    packager.wait_for_segments(1);
+
+    // Every playlist seen while it runs follows the LL-HLS rules, and its hint comes true:
+    // the part it names is written next, within about a part.
+    let mut hints = 0;
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while Instant::now() < deadline {
+        let text = fs::read_to_string(dir.join("index.m3u8")).unwrap();
+        assert_eq!(dime_packager::ll_rules::check(&text), vec![], "{text}");
+        let (parts, hint) = parts_and_hint(&text);
+        let hint = hint.unwrap_or_else(|| panic!("no preload hint\n{text}"));
+        assert!(!parts.contains(&hint), "{text}");
+        let written = Instant::now();
+        while !dir.join(&hint).exists() {
+            assert!(
+                written.elapsed() < Duration::from_secs(1),
+                "{hint} was not written\n{text}"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        hints += 1;
+    }
+    assert!(hints >= 10, "only {hints} hints followed in 3 s");
+    let (status, log) = packager.stop(libc::SIGTERM);
+    assert!(status.success(), "{log}");
+
+    let text = fs::read_to_string(dir.join("index.m3u8")).unwrap();
+    assert_eq!(dime_packager::ll_rules::check(&text), vec![], "{text}");
+    assert!(
+        text.contains("#EXT-X-SERVER-CONTROL:CAN-BLOCK-RELOAD=YES,PART-HOLD-BACK=0.60000\n#EXT-X-PART-INF:PART-TARGET=0.20000\n"),
+        "{text}"
+    );
+    let (parts, hint) = parts_and_hint(&text);
+    let segments = extinfs(&text);
+    // Stopped, the channel hints at the first part a restart writes.
+    let next = segments.len() as u64
+        + tag(&text, "#EXT-X-MEDIA-SEQUENCE")
+            .unwrap()
+            .parse::<u64>()
+            .unwrap();
+    assert_eq!(hint, Some(format!("segment-{next}.0.m4s")), "{text}");
+    for (i, (seconds, uri)) in segments.iter().enumerate() {
+        // A segment is its parts' bytes, in order; its first part plays from a key frame.
+        let sequence = uri.trim_start_matches("segment-").trim_end_matches(".m4s");
+        let own: Vec<&String> = parts
+            .iter()
+            .filter(|p| p.starts_with(&format!("segment-{sequence}.")))
+            .collect();
+        // Five parts of 200 ms, but the last segment ends at the drain.
+        if i + 1 < segments.len() {
+            assert_eq!(
+                own.len(),
+                5,
+                "{uri} ({seconds} s) has parts {own:?}\n{text}"
+            );
+        }
+        let joined: Vec<u8> = own
+            .iter()
+            .flat_map(|p| fs::read(dir.join(p)).unwrap())
+            .collect();
+        assert_eq!(joined, fs::read(dir.join(uri)).unwrap(), "{uri}");
+        assert_cmaf_segment_decodes(&dir, "init-0.mp4", own[0]);
+        assert_cmaf_segment_decodes(&dir, "init-0.mp4", uri);
+    }
+
+    // A restart writes the hinted part first, and never new bytes under an old part's URL.
+    let before = segment_bytes(&dir);
+    let mut again = Packager::start(media.path(), "camera", &args);
+    again.wait_for_segments(1);
+    let (status, log) = again.stop(libc::SIGTERM);
+    assert!(status.success(), "{log}");
+    let hinted = hint.unwrap();
+    assert!(
+        dir.join(&hinted).is_file(),
+        "{hinted} was not written: {log}"
+    );
+    let after = segment_bytes(&dir);
+    for (name, bytes) in &before {
+        if let Some(now) = after.get(name) {
+            assert!(now == bytes, "{name} was rewritten");
+        }
+    }
 }
 
 #[test]

@@ -73,6 +73,11 @@ pub struct LiveArgs {
     /// Segment length; each segment starts with a keyframe.
     #[arg(long, default_value = "1s", value_parser = parse_duration, env = "DIME_PACKAGER_SEGMENT")]
     pub segment: Duration,
+    /// Low-latency HLS: also write each segment as parts of this length (e.g. 200ms), listed
+    /// with a preload hint in a playlist that allows blocking reloads. Needs --format cmaf;
+    /// without it, classic HLS.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration, env = "DIME_PACKAGER_PART")]
+    pub part: Option<Duration>,
     /// Segments listed in the playlist (about twice as many stay on disk).
     #[arg(long, default_value = "6", value_parser = clap::value_parser!(u32).range(1..=1000), env = "DIME_PACKAGER_WINDOW")]
     pub window: u32,
@@ -236,6 +241,7 @@ pub async fn run(args: Args, shutdown: impl Future<Output = ()>) -> Result<(), R
                 bitrate: live.bitrate,
                 format: live.format,
                 segment: live.segment,
+                part: live.part,
                 window: live.window as usize,
                 health_listen: live.health_listen,
             };

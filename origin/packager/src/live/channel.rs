@@ -5,11 +5,12 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
-use crate::playlist::{MediaPlaylist, PlaylistError, PlaylistKind, Segment};
+use crate::playlist::{MediaPlaylist, Part, PlaylistError, PlaylistKind, Segment};
 
 /// The playlist's file name in a channel directory.
 pub const PLAYLIST: &str = "index.m3u8";
-/// Segment files are `segment-<media sequence>.ts` (MPEG-TS) or `.m4s` (fMP4).
+/// Segment files are `segment-<media sequence>.ts` (MPEG-TS) or `.m4s` (fMP4); the parts of a
+/// low-latency segment `segment-<media sequence>.<index>.m4s`.
 const PREFIX: &str = "segment-";
 const SUFFIX: &str = ".ts";
 const SUFFIXES: [&str; 2] = [".ts", ".m4s"];
@@ -48,7 +49,8 @@ pub struct ChannelDir {
     dir: PathBuf,
     playlist: MediaPlaylist,
     window: usize,
-    /// Every segment file known on disk, oldest first.
+    /// Every segment and part file known on disk, by the sequence number of its segment,
+    /// oldest first.
     on_disk: VecDeque<(u64, PathBuf)>,
     /// fMP4 init sections on disk (`init-F.mp4`, F = the first sequence of their run), oldest first.
     inits: VecDeque<(u64, PathBuf)>,
@@ -68,12 +70,15 @@ impl ChannelDir {
     /// URL is never reused for different bytes, which caches would otherwise keep serving.
     ///
     /// Only old segments with this run's `extension` (`.ts` or `.m4s`) stay listed: a
-    /// playlist never mixes containers.
+    /// playlist never mixes containers. With `part`, the playlist is a low-latency one whose
+    /// segments come part by part ([`ChannelDir::add_part`]); the parts of an earlier run's
+    /// unfinished segment count as that segment, so its number is not reused.
     pub fn open(
         dir: &Path,
         segment: Duration,
         window: usize,
         extension: &str,
+        part: Option<Duration>,
     ) -> Result<Self, ChannelError> {
         let io = |path: &Path| {
             let path = path.to_path_buf();
@@ -101,7 +106,10 @@ impl ChannelDir {
         inits.sort();
 
         let path = dir.join(PLAYLIST);
-        let mut playlist = MediaPlaylist::new(PlaylistKind::Live, segment);
+        let mut playlist = match part {
+            Some(part) => MediaPlaylist::low_latency(segment, part),
+            None => MediaPlaylist::new(PlaylistKind::Live, segment),
+        };
         match fs::read_to_string(&path) {
             Ok(text) => {
                 let old = MediaPlaylist::parse(&path, &text).map_err(ChannelError::Unreadable)?;
@@ -159,6 +167,45 @@ impl ChannelDir {
     /// The current playlist.
     pub fn playlist(&self) -> &MediaPlaylist {
         &self.playlist
+    }
+
+    /// Records a part of the segment in progress: lists it, with `next` (the URI of the part
+    /// written after it) as the preload hint, and rewrites the playlist atomically. The part
+    /// leaves the disk with its segment.
+    pub fn add_part(
+        &mut self,
+        file: &Path,
+        duration: Duration,
+        independent: bool,
+        next: String,
+    ) -> Result<(), ChannelError> {
+        let uri = file
+            .file_name()
+            .map(|n| n.to_string_lossy().to_string())
+            .unwrap_or_default();
+        let sequence = sequence_of(&uri).unwrap_or(self.next_sequence);
+        self.on_disk.push_back((sequence, file.to_path_buf()));
+        let part = Part {
+            uri,
+            duration,
+            independent,
+        };
+        self.playlist.push_part(part, next);
+        self.playlist
+            .write_atomic(&self.dir.join(PLAYLIST))
+            .map_err(ChannelError::Write)
+    }
+
+    /// The stream has stopped, its last segment complete: a low-latency playlist's preload
+    /// hint now names the first part a restart writes (a restart continues the sequence).
+    pub fn hint_the_next_run(&mut self) -> Result<(), ChannelError> {
+        let Some(ll) = &mut self.playlist.low_latency else {
+            return Ok(());
+        };
+        ll.next_part = Some(format!("{PREFIX}{}.0.m4s", self.next_sequence));
+        self.playlist
+            .write_atomic(&self.dir.join(PLAYLIST))
+            .map_err(ChannelError::Write)
     }
 
     /// Records a finished segment file: lists it, rewrites the playlist atomically, and
@@ -273,12 +320,18 @@ pub(crate) fn segment_pattern(dir: &Path) -> String {
     format!("{dir}/{PREFIX}%d{SUFFIX}")
 }
 
-/// The media sequence number in a segment file name, if it is one.
+/// The media sequence number in a segment or part file name, if it is one.
 fn sequence_of(name: &str) -> Option<u64> {
     let rest = name.strip_prefix(PREFIX)?;
     let number = SUFFIXES
         .iter()
         .find_map(|suffix| rest.strip_suffix(suffix))?;
+    let number = match number.split_once('.') {
+        // A part: `<sequence>.<index>`.
+        Some((sequence, index)) if index.parse::<u32>().is_ok() => sequence,
+        Some(_) => return None,
+        None => number,
+    };
     number.parse().ok()
 }
 
@@ -310,7 +363,8 @@ mod tests {
     #[test]
     fn a_new_channel_starts_at_zero_and_keeps_two_windows_on_disk() {
         let dir = tempfile::tempdir().unwrap();
-        let mut channel = ChannelDir::open(dir.path(), Duration::from_secs(1), 3, ".ts").unwrap();
+        let mut channel =
+            ChannelDir::open(dir.path(), Duration::from_secs(1), 3, ".ts", None).unwrap();
         assert_eq!(channel.next_sequence(), 0);
         for _ in 0..10 {
             write_next(&mut channel);
@@ -333,12 +387,14 @@ mod tests {
     #[test]
     fn a_restart_continues_the_sequence_after_a_discontinuity() {
         let dir = tempfile::tempdir().unwrap();
-        let mut first = ChannelDir::open(dir.path(), Duration::from_secs(1), 3, ".ts").unwrap();
+        let mut first =
+            ChannelDir::open(dir.path(), Duration::from_secs(1), 3, ".ts", None).unwrap();
         for _ in 0..4 {
             write_next(&mut first);
         }
         drop(first);
-        let mut second = ChannelDir::open(dir.path(), Duration::from_secs(1), 3, ".ts").unwrap();
+        let mut second =
+            ChannelDir::open(dir.path(), Duration::from_secs(1), 3, ".ts", None).unwrap();
         assert_eq!(second.next_sequence(), 4);
         let segment = write_next(&mut second);
         assert_eq!(segment.sequence, 4);
@@ -362,7 +418,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         fs::write(dir.path().join("segment-41.ts"), "old").unwrap();
         fs::write(dir.path().join("segment-40.ts"), "old").unwrap();
-        let mut channel = ChannelDir::open(dir.path(), Duration::from_secs(1), 3, ".ts").unwrap();
+        let mut channel =
+            ChannelDir::open(dir.path(), Duration::from_secs(1), 3, ".ts", None).unwrap();
         assert_eq!(channel.next_sequence(), 42);
         let segment = write_next(&mut channel);
         assert_eq!((segment.sequence, segment.discontinuity), (42, false));
@@ -371,13 +428,15 @@ mod tests {
     #[test]
     fn listed_segments_whose_files_vanished_are_not_carried_over() {
         let dir = tempfile::tempdir().unwrap();
-        let mut first = ChannelDir::open(dir.path(), Duration::from_secs(1), 5, ".ts").unwrap();
+        let mut first =
+            ChannelDir::open(dir.path(), Duration::from_secs(1), 5, ".ts", None).unwrap();
         for _ in 0..4 {
             write_next(&mut first);
         }
         fs::remove_file(dir.path().join("segment-1.ts")).unwrap();
         drop(first);
-        let mut second = ChannelDir::open(dir.path(), Duration::from_secs(1), 5, ".ts").unwrap();
+        let mut second =
+            ChannelDir::open(dir.path(), Duration::from_secs(1), 5, ".ts", None).unwrap();
         write_next(&mut second);
         let listed: Vec<u64> = second
             .playlist()
@@ -391,12 +450,13 @@ mod tests {
     #[test]
     fn switching_containers_starts_a_fresh_window_but_keeps_counting() {
         let dir = tempfile::tempdir().unwrap();
-        let mut first = ChannelDir::open(dir.path(), Duration::from_secs(1), 3, ".ts").unwrap();
+        let mut first =
+            ChannelDir::open(dir.path(), Duration::from_secs(1), 3, ".ts", None).unwrap();
         for _ in 0..2 {
             write_next(&mut first);
         }
         drop(first);
-        let second = ChannelDir::open(dir.path(), Duration::from_secs(1), 3, ".m4s").unwrap();
+        let second = ChannelDir::open(dir.path(), Duration::from_secs(1), 3, ".m4s", None).unwrap();
         assert_eq!(second.next_sequence(), 2);
         assert!(second.playlist().segments.is_empty());
         assert_eq!(second.playlist().discontinuity_sequence, 1);
@@ -413,11 +473,13 @@ mod tests {
             let (d, now) = (Duration::from_secs(1), SystemTime::now());
             channel.add(&file, d, now, Some(init.into())).unwrap();
         };
-        let mut first = ChannelDir::open(dir.path(), Duration::from_secs(1), 2, ".m4s").unwrap();
+        let mut first =
+            ChannelDir::open(dir.path(), Duration::from_secs(1), 2, ".m4s", None).unwrap();
         write(&mut first, "init-0.mp4");
         write(&mut first, "init-0.mp4");
         drop(first);
-        let mut second = ChannelDir::open(dir.path(), Duration::from_secs(1), 2, ".m4s").unwrap();
+        let mut second =
+            ChannelDir::open(dir.path(), Duration::from_secs(1), 2, ".m4s", None).unwrap();
         for _ in 0..3 {
             write(&mut second, "init-2.mp4");
             assert!(
@@ -433,13 +495,73 @@ mod tests {
     }
 
     #[test]
+    fn the_parts_of_an_unfinished_segment_keep_its_number_and_leave_with_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let (second, part) = (Duration::from_secs(1), Some(Duration::from_millis(500)));
+        let mut first = ChannelDir::open(dir.path(), second, 2, ".m4s", part).unwrap();
+        let write_part = |channel: &mut ChannelDir, sequence: u64, index: u32| {
+            let file = channel
+                .dir()
+                .join(format!("segment-{sequence}.{index}.m4s"));
+            fs::write(&file, "moof").unwrap();
+            let next = format!("segment-{sequence}.{}.m4s", index + 1);
+            let d = Duration::from_millis(500);
+            channel.add_part(&file, d, index == 0, next).unwrap();
+        };
+        let write_segment = |channel: &mut ChannelDir, sequence: u64| {
+            let file = channel.dir().join(format!("segment-{sequence}.m4s"));
+            fs::write(&file, "moofmoof").unwrap();
+            let (d, now) = (Duration::from_secs(1), SystemTime::now());
+            channel
+                .add(&file, d, now, Some("init-0.mp4".into()))
+                .unwrap();
+        };
+        write_part(&mut first, 0, 0);
+        write_part(&mut first, 0, 1);
+        write_segment(&mut first, 0);
+        // Stopped mid-segment: segment 1 has a part on disk and no file.
+        write_part(&mut first, 1, 0);
+        let text = fs::read_to_string(dir.path().join(PLAYLIST)).unwrap();
+        assert!(text.ends_with("#EXT-X-PART:DURATION=0.50000,URI=\"segment-1.0.m4s\",INDEPENDENT=YES\n#EXT-X-PRELOAD-HINT:TYPE=PART,URI=\"segment-1.1.m4s\"\n"), "{text}");
+        drop(first);
+
+        let mut again = ChannelDir::open(dir.path(), second, 2, ".m4s", part).unwrap();
+        assert_eq!(again.next_sequence(), 2, "segment-1.0.m4s keeps number 1");
+        again.hint_the_next_run().unwrap();
+        let text = fs::read_to_string(dir.path().join(PLAYLIST)).unwrap();
+        assert!(
+            text.ends_with("#EXT-X-PRELOAD-HINT:TYPE=PART,URI=\"segment-2.0.m4s\"\n"),
+            "{text}"
+        );
+        for sequence in 2..7 {
+            write_part(&mut again, sequence, 0);
+            write_segment(&mut again, sequence);
+        }
+        // Window 2 listed (5, 6) and 2 more kept (3, 4): segment 0 and the parts of 0 and 1 went.
+        assert_eq!(
+            names(dir.path()),
+            [
+                "index.m3u8",
+                "segment-3.m4s",
+                "segment-4.m4s",
+                "segment-5.m4s",
+                "segment-6.m4s",
+                "segment-3.0.m4s",
+                "segment-4.0.m4s",
+                "segment-5.0.m4s",
+                "segment-6.0.m4s",
+            ]
+        );
+    }
+
+    #[test]
     fn a_second_writer_for_the_same_channel_is_refused() {
         let dir = tempfile::tempdir().unwrap();
-        let first = ChannelDir::open(dir.path(), Duration::from_secs(1), 3, ".ts").unwrap();
-        let err = ChannelDir::open(dir.path(), Duration::from_secs(1), 3, ".ts").unwrap_err();
+        let first = ChannelDir::open(dir.path(), Duration::from_secs(1), 3, ".ts", None).unwrap();
+        let err = ChannelDir::open(dir.path(), Duration::from_secs(1), 3, ".ts", None).unwrap_err();
         assert!(matches!(err, ChannelError::Busy { .. }), "{err}");
         drop(first);
-        ChannelDir::open(dir.path(), Duration::from_secs(1), 3, ".ts").unwrap();
+        ChannelDir::open(dir.path(), Duration::from_secs(1), 3, ".ts", None).unwrap();
     }
 
     #[test]
@@ -450,7 +572,7 @@ mod tests {
             "#EXTM3U\n#EXT-X-MEDIA-SEQUENCE:x\n",
         )
         .unwrap();
-        let err = ChannelDir::open(dir.path(), Duration::from_secs(1), 3, ".ts").unwrap_err();
+        let err = ChannelDir::open(dir.path(), Duration::from_secs(1), 3, ".ts", None).unwrap_err();
         assert_eq!(
             err.to_string(),
             format!(

@@ -44,6 +44,10 @@ pub struct LiveConfig {
     pub format: Format,
     /// Segment length (one keyframe at the start of each).
     pub segment: Duration,
+    /// Low-latency HLS: each segment is also written as parts of this length, listed with
+    /// a preload hint in a playlist that allows blocking reloads (CMAF only). `None` is
+    /// classic HLS.
+    pub part: Option<Duration>,
     /// Segments listed in the playlist; about twice as many stay on disk.
     pub window: usize,
     /// Where to serve `/healthz` and `/metrics`, if anywhere.
@@ -99,6 +103,19 @@ pub enum LiveError {
         /// The underlying error.
         error: std::io::Error,
     },
+    /// The part length is no whole number of frames, or does not divide the segment.
+    #[error("--part {part:?} with --segment {segment:?} at --fps {fps}: a part must be a whole number of frames and a segment a whole number of parts (e.g. --part 200ms with --segment 1s at 30 fps)")]
+    PartCadence {
+        /// The part length.
+        part: Duration,
+        /// The segment length.
+        segment: Duration,
+        /// The frame rate.
+        fps: u32,
+    },
+    /// Parts asked for with MPEG-TS segments.
+    #[error("--part (low-latency HLS) needs --format cmaf: low-latency parts are fMP4 chunks")]
+    PartNeedsCmaf,
     /// `--format cmaf` on a build without the `cmaf` feature.
     #[error("this build has no fMP4/CMAF support: use --format ts, or build dime-packager with its cmaf feature")]
     CmafUnavailable,
@@ -158,6 +175,21 @@ pub async fn run(
             fps: config.fps,
         });
     }
+    if let Some(part) = config.part {
+        if config.format != Format::Cmaf {
+            return Err(LiveError::PartNeedsCmaf);
+        }
+        let frames_per_part = part.as_secs_f64() * f64::from(config.fps);
+        let parts = config.segment.as_secs_f64() / part.as_secs_f64();
+        let whole = |x: f64| (x - x.round()).abs() <= 1e-6 && x >= 1.0;
+        if !whole(frames_per_part) || !whole(parts) {
+            return Err(LiveError::PartCadence {
+                part,
+                segment: config.segment,
+                fps: config.fps,
+            });
+        }
+    }
     let gst_failed = |source| LiveError::Pipeline {
         source_name: "GStreamer".into(),
         error: source,
@@ -169,6 +201,7 @@ pub async fn run(
         config.segment,
         config.window,
         config.format.extension(),
+        config.part,
     )?;
     let start_index = i32::try_from(channel.next_sequence())
         .map_err(|_| LiveError::SequenceOverflow(channel.next_sequence()))?;
@@ -206,6 +239,7 @@ pub async fn run(
         bitrate = %config.bitrate,
         format = ?config.format,
         segment = ?config.segment,
+        part = ?config.part,
         window = config.window,
         "live packager starting"
     );
@@ -289,6 +323,7 @@ async fn drive(
                     last.duration += frame;
                     record(channel, state, &mut anchor, pipeline, last)?;
                 }
+                channel.hint_the_next_run().map_err(Stop::Channel)?;
                 return Ok(());
             }
             gst::MessageView::Error(err) => return Err(Stop::Gst(pipeline::bus_error(err))),
@@ -341,6 +376,21 @@ async fn drive(
                             map: structure.get::<String>("map").ok(),
                         };
                         record(channel, state, &mut anchor, pipeline, closed)?;
+                    }
+                    #[cfg(feature = "cmaf")]
+                    cmaf::PART_WRITTEN => {
+                        let (Ok(location), Ok(duration), Ok(independent), Ok(next)) = (
+                            structure.get::<String>("location"),
+                            structure.get::<gst::ClockTime>("duration"),
+                            structure.get::<bool>("independent"),
+                            structure.get::<String>("next"),
+                        ) else {
+                            continue;
+                        };
+                        let duration = Duration::from_nanos(duration.nseconds());
+                        channel
+                            .add_part(Path::new(&location), duration, independent, next)
+                            .map_err(Stop::Channel)?;
                     }
                     _ => {}
                 }
@@ -475,7 +525,7 @@ fn build(
     #[cfg(feature = "cmaf")]
     if config.format == Format::Cmaf {
         let first = u64::try_from(start_index).unwrap_or_default();
-        let mux = cmaf::tail(&pipeline, channel.dir(), first, config.segment)?;
+        let mux = cmaf::tail(&pipeline, channel.dir(), first, config.segment, config.part)?;
         let last = chain
             .last()
             .ok_or_else(|| GstError::Build("empty chain".into()))?;
