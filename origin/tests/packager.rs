@@ -605,6 +605,97 @@ async fn the_streamer_serves_the_live_channel_it_writes() {
     assert!(status.success(), "{log}");
 }
 
+/// The media sequence number and part index of a part URI (`segment-9.2.m4s`).
+fn part_numbers(uri: &str) -> (u64, u64) {
+    let numbers = uri.trim_start_matches("segment-").trim_end_matches(".m4s");
+    let (msn, part) = numbers.split_once('.').unwrap();
+    (msn.parse().unwrap(), part.parse().unwrap())
+}
+
+/// GET `path`: the status, content type, body and how long the whole answer took.
+async fn timed_get(origin: &streamer::Origin, path: String) -> (u16, String, Vec<u8>, Duration) {
+    let started = Instant::now();
+    let r = origin.get(&path).send().await.unwrap();
+    let status = r.status().as_u16();
+    let content_type = streamer::header(&r, "content-type").to_string();
+    let body = r.bytes().await.unwrap().to_vec();
+    (status, content_type, body, started.elapsed())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_streamer_holds_blocking_reloads_and_hinted_parts_until_the_packager_writes_them() {
+    let origin = streamer::Origin::start().await;
+    let mut args = SMALL.to_vec();
+    args.extend(["--format", "cmaf", "--part", "200ms"]);
+    let mut packager = Packager::start(&origin.root().join("live"), "camera", &args);
+    tokio::task::block_in_place(|| packager.wait_for_segments(1));
+    let get = |path: String| timed_get(&origin, path);
+    let playlist = "/live/camera/index.m3u8";
+    let (_, _, text, _) = get(playlist.to_string()).await;
+    let (_, hint) = parts_and_hint(std::str::from_utf8(&text).unwrap());
+    let hint = hint.unwrap();
+    let (msn, part) = part_numbers(&hint);
+
+    // The hinted part and the playlist that lists it, asked for before either exists: both
+    // are held until the packager writes them, then answered (parts come every 200 ms).
+    let (part_answer, reload) = tokio::join!(
+        get(format!("/live/camera/{hint}")),
+        get(format!("{playlist}?_HLS_msn={msn}&_HLS_part={part}")),
+    );
+    let (status, content_type, body, took) = part_answer;
+    assert_eq!(
+        (status, content_type.as_str()),
+        (200, "video/iso.segment"),
+        "{hint}"
+    );
+    let on_disk = fs::read(origin.root().join("live/camera").join(&hint)).unwrap();
+    assert!(body == on_disk, "{hint} is served as written");
+    assert!(took < Duration::from_secs(2), "{hint} took {took:?}");
+    let (status, _, text, took) = reload;
+    let text = String::from_utf8(text.to_vec()).unwrap();
+    assert_eq!(status, 200, "{text}");
+    let (parts, _) = parts_and_hint(&text);
+    assert!(parts.contains(&hint), "the reload lists {hint}\n{text}");
+    assert!(took < Duration::from_secs(2), "the reload took {took:?}");
+
+    // Asked for at once: a part already listed, a segment already complete.
+    let (status, _, _, took) = get(format!("{playlist}?_HLS_msn={}", msn - 1)).await;
+    assert_eq!(status, 200);
+    assert!(took < Duration::from_millis(500), "{took:?}");
+
+    // Refused at once: too far ahead, a part without a segment, a part never hinted.
+    let (status, _, text, _) = get(format!("{playlist}?_HLS_msn={}", msn + 10)).await;
+    assert_eq!(status, 400);
+    assert!(std::str::from_utf8(&text)
+        .unwrap()
+        .contains("more than two segments past"));
+    let (status, _, text, _) = get(format!("{playlist}?_HLS_part=1")).await;
+    assert_eq!(
+        (status, &text[..]),
+        (400, &b"_HLS_part needs _HLS_msn\n"[..])
+    );
+    let (status, _, _, took) = get(format!("/live/camera/segment-{}.0.m4s", msn + 5)).await;
+    assert_eq!(status, 404);
+    assert!(took < Duration::from_millis(500), "{took:?}");
+
+    // Stopped, the stream never gets there: a reload is answered 503 after three target
+    // durations (1 s segments).
+    let (status, log) = tokio::task::block_in_place(|| packager.stop(libc::SIGTERM));
+    assert!(status.success(), "{log}");
+    let (_, _, text, _) = get(playlist.to_string()).await;
+    let (_, hint) = parts_and_hint(std::str::from_utf8(&text).unwrap());
+    let (msn, _) = part_numbers(&hint.unwrap());
+    let (status, _, text, took) = get(format!("{playlist}?_HLS_msn={msn}")).await;
+    assert_eq!(
+        (status, &text[..]),
+        (503, &b"not in the playlist after 3 s\n"[..])
+    );
+    assert!(
+        took >= Duration::from_secs(3) && took < Duration::from_secs(5),
+        "{took:?}"
+    );
+}
+
 #[test]
 fn a_second_packager_for_the_same_channel_is_refused() {
     let media = tempfile::tempdir().unwrap();

@@ -30,6 +30,13 @@ pub fn text(text: &'static str) -> Body {
         .boxed()
 }
 
+/// A short body made at run time, for error pages that say what was wrong.
+pub fn owned_text(text: String) -> Body {
+    Full::new(Bytes::from(text))
+        .map_err(|never| match never {})
+        .boxed()
+}
+
 /// Streams `length` bytes of `file` starting at `start`.
 pub async fn file_region(mut file: File, start: u64, length: u64) -> io::Result<Body> {
     if start > 0 {

@@ -1,6 +1,8 @@
 //! One request's life: method → path → file → preconditions → range → response.
 
 use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::SystemTime;
 
 use http::header::{
@@ -10,9 +12,10 @@ use http::header::{
 use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
 use tokio::fs::{File, OpenOptions};
 
+use super::blocking::{LiveEdge, Waits, Want, WantError};
 use super::body::{self, Body};
 use super::conditional::{self, Precondition, Validators};
-use super::media_type::{self, CachePolicy};
+use super::media_type::{self, CachePolicy, Kind};
 use super::path::{PathError, RequestPath, Root};
 use super::range::{self, RangeRequest};
 
@@ -29,12 +32,17 @@ const NO_STORE: HeaderValue = HeaderValue::from_static("no-store");
 pub struct Handler {
     root: Root,
     cache: CachePolicy,
+    waits: Arc<Waits>,
 }
 
 impl Handler {
     /// A handler serving `root` with the `Cache-Control` values of `cache`.
     pub fn new(root: Root, cache: CachePolicy) -> Self {
-        Self { root, cache }
+        Self {
+            root,
+            cache,
+            waits: Arc::new(Waits::default()),
+        }
     }
 
     /// The root being served.
@@ -68,7 +76,19 @@ impl Handler {
         head: bool,
     ) -> Result<Response<Body>, ServeError> {
         let requested = RequestPath::parse(request.uri().path())?;
-        let path = self.root.resolve(&requested).await?;
+        let kind = media_type::of(requested.as_path()).kind;
+        let path = match self.root.resolve(&requested).await {
+            Ok(path) if kind == Kind::Playlist => {
+                if let Some(want) = Want::of_query(request.uri().query())? {
+                    self.wait_for_playlist(&path, want).await?;
+                }
+                path
+            }
+            Err(PathError::NotFound) if kind == Kind::Media => {
+                self.wait_for_hinted_part(&requested).await?
+            }
+            resolved => resolved?,
+        };
         let file = open(&path).await?;
         let metadata = file.metadata().await?;
         // Directories are never listed, and devices or sockets are nothing to stream.
@@ -126,6 +146,67 @@ impl Handler {
         };
         Ok(respond(status, headers, body))
     }
+
+    /// Holds a blocking playlist reload until the playlist at `path` holds what `want` asks
+    /// for, for at most three target durations.
+    async fn wait_for_playlist(&self, path: &Path, want: Want) -> Result<(), ServeError> {
+        let read = |path: &Path| {
+            std::fs::read_to_string(path)
+                .ok()
+                .and_then(|t| LiveEdge::of(&t))
+        };
+        // Not a live media playlist (a multivariant one, say): nothing to wait for.
+        let Some(edge) = read(path) else {
+            return Ok(());
+        };
+        if want.msn > edge.next_msn + 2 {
+            return Err(WantError::TooFarAhead {
+                msn: want.msn,
+                last: edge.next_msn,
+            }
+            .into());
+        }
+        let dir = path.parent().unwrap_or(path);
+        // The playlist is a few kilobytes in the page cache: read in place, not on a thread.
+        let ready = || read(path).filter(|edge| edge.holds(want)).map(|_| ());
+        match self.waits.until(dir, edge.longest_wait(), ready).await? {
+            Some(()) => Ok(()),
+            None => Err(ServeError::NotYet(edge.longest_wait().as_secs())),
+        }
+    }
+
+    /// Holds a request for a missing media file that a playlist in its directory names as
+    /// its preload hint until the packager writes it, for at most three target durations;
+    /// anything else missing is a 404.
+    async fn wait_for_hinted_part(&self, requested: &RequestPath) -> Result<PathBuf, ServeError> {
+        let (dir, name) = requested.split();
+        let dir = self.root.resolve(&dir).await?;
+        let Some(edge) = hinting(&dir, &name) else {
+            return Err(PathError::NotFound.into());
+        };
+        let file = dir.join(&name);
+        let ready = || file.is_file().then_some(());
+        match self.waits.until(&dir, edge.longest_wait(), ready).await? {
+            Some(()) => Ok(self.root.resolve(requested).await?),
+            // It was hinted and never came: the packager moved on or stopped.
+            None => Err(PathError::NotFound.into()),
+        }
+    }
+}
+
+/// The live edge of the playlist in `dir` whose preload hint names `name`, if one does.
+fn hinting(dir: &Path, name: &str) -> Option<LiveEdge> {
+    std::fs::read_dir(dir)
+        .ok()?
+        .filter_map(Result::ok)
+        .filter(|e| {
+            let file = e.file_name();
+            let file = file.to_string_lossy();
+            file.ends_with(".m3u8") && !file.starts_with('.')
+        })
+        .filter_map(|e| std::fs::read_to_string(e.path()).ok())
+        .filter_map(|text| LiveEdge::of(&text))
+        .find(|edge| edge.hint.as_deref() == Some(name))
 }
 
 /// Why a file could not be served.
@@ -137,6 +218,12 @@ enum ServeError {
     /// A header could not be encoded; unreachable with the values we build, but not worth a panic.
     #[error("invalid header value")]
     Header(#[from] http::header::InvalidHeaderValue),
+    /// A blocking playlist reload that cannot be answered.
+    #[error(transparent)]
+    Blocking(#[from] WantError),
+    /// What a blocking playlist reload asks for did not come within this many seconds.
+    #[error("not in the playlist after {0} s")]
+    NotYet(u64),
 }
 
 impl From<io::Error> for ServeError {
@@ -210,6 +297,19 @@ fn plain(status: StatusCode, text: &'static str, head: bool) -> Response<Body> {
     response
 }
 
+/// Like [`plain`], with a text made at run time.
+fn said(status: StatusCode, text: String, head: bool) -> Response<Body> {
+    let length = text.len();
+    let mut response = plain(status, "", head);
+    if !head {
+        *response.body_mut() = body::owned_text(text);
+    }
+    response
+        .headers_mut()
+        .insert(CONTENT_LENGTH, HeaderValue::from(length));
+    response
+}
+
 /// Maps a failure to its status, logging what the client is not told.
 fn error_response<B>(
     err: &ServeError,
@@ -241,6 +341,16 @@ fn error_response<B>(
         ServeError::Header(err) => {
             tracing::error!(path, error = %err, "cannot encode header");
             plain(StatusCode::INTERNAL_SERVER_ERROR, "internal error\n", head)
+        }
+        // RFC 8216bis §6.2.5.2: a bad or too-far blocking request is a 400 at once; one whose
+        // segment or part does not come within three target durations a 503.
+        ServeError::Blocking(err) => {
+            tracing::debug!(path, error = %err, "refused blocking reload");
+            said(StatusCode::BAD_REQUEST, format!("{err}\n"), head)
+        }
+        ServeError::NotYet(_) => {
+            tracing::info!(path, query = request.uri().query(), error = %err, "blocking reload timed out");
+            said(StatusCode::SERVICE_UNAVAILABLE, format!("{err}\n"), head)
         }
     }
 }

@@ -2,15 +2,17 @@
 //!
 //! It replaces nginx in front of a media volume. A request flows through one module per
 //! stage: [`path`] (request path → file under the root), [`media_type`] (content type and
-//! cache lifetime), [`conditional`] (RFC 9110 §13 preconditions), [`range`] (RFC 9110 §14
-//! byte ranges), then [`body`] streams the bytes. [`handler`] strings them together and
-//! [`server`] owns the socket.
+//! cache lifetime), [`blocking`] (LL-HLS: holding a playlist request until it has the part
+//! asked for, and a hinted part's request until it is written), [`conditional`] (RFC 9110 §13
+//! preconditions), [`range`] (RFC 9110 §14 byte ranges), then [`body`] streams the bytes.
+//! [`handler`] strings them together and [`server`] owns the socket.
 //!
 //! hyper writes bodies from user-space buffers and cannot hand a file to sendfile(2), so files
 //! are read in [`body::CHUNK_SIZE`] chunks that hyper pulls as the socket drains: memory per
 //! connection stays bounded whatever the file size, at the cost of one copy through user space.
 
 pub mod args;
+pub mod blocking;
 pub mod body;
 pub mod conditional;
 pub mod handler;

@@ -100,6 +100,17 @@ impl RequestPath {
     pub fn as_path(&self) -> &Path {
         &self.0
     }
+
+    /// The directory that holds it (the root for a top-level file) and its file name.
+    pub fn split(&self) -> (RequestPath, String) {
+        let dir = self.0.parent().map(Path::to_path_buf).unwrap_or_default();
+        let name = self
+            .0
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        (RequestPath(dir), name)
+    }
 }
 
 /// Percent-decodes one segment (RFC 3986 §2.1) and refuses bytes that would change its meaning.
