@@ -120,7 +120,7 @@ pub struct RouteCacheSection {
     pub media_ttl: Option<Spanned<DurationText>>,
     /// Video: longest freshness of a 404 or 5xx for media.
     pub negative_ttl: Option<Spanned<DurationText>>,
-    /// Query parameters kept in the cache key (video default: `_HLS_msn`, `_HLS_part`).
+    /// Query parameters kept in the cache key (video default: `_HLS_msn`, `_HLS_part`, `_HLS_skip`).
     pub keep_query: Option<Vec<String>>,
     /// Default stale-while-revalidate window.
     pub stale_while_revalidate: Option<Spanned<DurationText>>,

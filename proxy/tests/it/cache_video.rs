@@ -100,10 +100,16 @@ async fn viewer_tokens_do_not_split_the_cache_but_hls_parameters_do() {
     )
     .await;
     fetch(&edge.url("/live/ll.m3u8?_HLS_msn=11&_HLS_part=0"), &[]).await;
+    // A delta playlist (`_HLS_skip`) is another answer than the full one.
+    fetch(
+        &edge.url("/live/ll.m3u8?_HLS_msn=11&_HLS_part=0&_HLS_skip=YES"),
+        &[],
+    )
+    .await;
     let asked: Vec<String> = origin.seen().into_iter().map(|s| s.uri).collect();
     assert_eq!(
         origin.hits_for("/live/ll.m3u8"),
-        2,
+        3,
         "the origin was asked for {asked:?}\n{}",
         edge.logs()
     );

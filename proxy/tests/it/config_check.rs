@@ -184,7 +184,7 @@ pool = \"web\"
         "mode = \"video\"",
         "media_ttl = \"1h\"",
         "target_duration = \"2s\"",
-        "keep_query = [\"_HLS_msn\", \"_HLS_part\"]",
+        "keep_query = [\"_HLS_msn\", \"_HLS_part\", \"_HLS_skip\"]",
         "background_fill = true",
         "mode = \"rfc\"",
         "[pools.web]",

@@ -22,6 +22,7 @@ mod connections;
 mod headers;
 mod interim;
 mod layering;
+mod ll_hls;
 mod logs;
 mod observability;
 mod pools;

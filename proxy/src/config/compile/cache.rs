@@ -76,7 +76,11 @@ impl Compiler<'_> {
             };
         }
         if p.mode == CacheMode::Video {
-            p.keep_query = Some(vec!["_HLS_msn".into(), "_HLS_part".into()]);
+            p.keep_query = Some(vec![
+                "_HLS_msn".into(),
+                "_HLS_part".into(),
+                "_HLS_skip".into(),
+            ]);
             p.background_fill = true;
         }
         if let Some(on) = c.background_fill {
