@@ -115,7 +115,7 @@ conformance: $(EDGE_DEBUG) ## The same, and writes its figures beside other cach
 	test -d proxy/tests/cache-tests/node_modules/undici || npm ci --prefix proxy/tests/cache-tests --no-audit --no-fund --loglevel=error
 	node proxy/tests/cache-tests/run.mjs --edge $(EDGE_DEBUG) --docs docs/conformance.md --commit "$$(git describe --always --dirty)"
 
-e2e: ## The platform in headless Chromium through the edge (debug build, ports 18080-18084, 18443, 19090: DIME_HTTP_PORT, DIME_HTTPS_PORT, DIME_ADMIN_PORT)
+e2e: ## The platform in headless Chromium through the edge (debug build, ports 18080-18085, 18443, 19090: DIME_HTTP_PORT, DIME_HTTPS_PORT, DIME_ADMIN_PORT)
 	$(CARGO) build -p dime-edge -p dime-origin
 	bash origin/e2e/run.sh
 

@@ -8,10 +8,12 @@
 #   127.0.0.1:8084         dime-origin packager's health and metrics; it writes the live channel
 #                          `camera` into .dev/media/live/camera (a V4L2 camera at /dev/video0 when
 #                          there is one, a test pattern otherwise)
+#   127.0.0.1:8085         the second packager's: the low-latency HLS channel `lowlatency` (a
+#                          640x360 test pattern, CMAF with 200 ms parts), .dev/media/live/lowlatency
 #
 # On every start it generates a sample VoD title (a 20 s test pattern, packaged into HLS by
 # `dime-origin web import`), registers the live channel, and creates an admin with a fresh
-# random password, which it prints. The ports are those of config/dev.toml; other ports come
+# random password, which it prints. Both live channels are in the catalog. The ports are those of config/dev.toml; other ports come
 # from the environment (the browser test uses them, so it never meets a developer's make run),
 # and then the edge runs a copy of config/dev.toml with those ports, written to DIME_DEV_DIR.
 #
@@ -21,7 +23,7 @@
 #   DIME_DEV_DIR     state directory (default: .dev)
 #   DIME_LIVE_SIZE   live resolution (default: 1280x720); DIME_LIVE_BITRATE (default: 2500k)
 #   DIME_HTTP_PORT   the edge's HTTP port (default: 8080); the streamers, the web app and the
-#                    packager take the four ports after it
+#                    two packagers take the five ports after it
 #   DIME_HTTPS_PORT  the edge's HTTPS port (default: 8443); DIME_ADMIN_PORT its admin (9090)
 set -euo pipefail
 
@@ -47,6 +49,7 @@ readonly admin_port=${DIME_ADMIN_PORT:-9090}
 readonly edge=127.0.0.1:${http_port} https=127.0.0.1:${https_port} admin=127.0.0.1:${admin_port}
 readonly streamers=(127.0.0.1:$((http_port + 1)) 127.0.0.1:$((http_port + 2)))
 readonly web=127.0.0.1:$((http_port + 3)) packager=127.0.0.1:$((http_port + 4))
+readonly packager_ll=127.0.0.1:$((http_port + 5))
 # config/dev.toml names the certificate by this path, whatever DIME_DEV_DIR is; the CA is kept
 # across runs, so a browser that trusts it once keeps trusting it.
 readonly cert_dir=.dev/certs
@@ -61,7 +64,7 @@ die() {
 
 # --- preflight ------------------------------------------------------------------------------
 
-for knob in DIME_HTTP_PORT:"${http_port}":65531 DIME_HTTPS_PORT:"${https_port}":65535 \
+for knob in DIME_HTTP_PORT:"${http_port}":65530 DIME_HTTPS_PORT:"${https_port}":65535 \
 	DIME_ADMIN_PORT:"${admin_port}":65535; do
 	IFS=: read -r name value most <<<"${knob}"
 	[[ ${value} =~ ^[1-9][0-9]*$ ]] && ((value <= most)) ||
@@ -93,7 +96,8 @@ port_owner() {
 		sed -n 's/.*users:(("\([^"]*\)",pid=\([0-9]*\).*/ (\1, pid \2)/p' | head -n 1) || true
 	printf '%s' "${owner}"
 }
-for address in "${edge}" "${https}" "${admin}" "${streamers[@]}" "${web}" "${packager}"; do
+for address in "${edge}" "${https}" "${admin}" "${streamers[@]}" "${web}" "${packager}" \
+	"${packager_ll}"; do
 	if port_in_use "${address}"; then
 		die "port ${address##*:} on 127.0.0.1 is already in use$(port_owner "${address}"): stop that process (an earlier make run?) and try again"
 	fi
@@ -153,6 +157,9 @@ rm -f "${web_dir}/sample.mp4"
 setup "registering the live channel" "${origin[@]}" web add-channel --db "${database}" \
 	--slug camera --name "Live camera" --stream live/camera/index.m3u8 \
 	--description "The packager's live channel: /dev/video0 when present, a test pattern otherwise."
+setup "registering the low-latency channel" "${origin[@]}" web add-channel --db "${database}" \
+	--slug lowlatency --name "Low-latency test pattern" --stream live/lowlatency/index.m3u8 \
+	--description "Low-latency HLS: 1 s segments sent in 200 ms parts as they are encoded."
 admin_user='admin'
 admin_password=$("${origin[@]}" web create-admin --db "${database}" --username "${admin_user}" \
 	--generate-password 2>>"${log_dir}/setup.log" | tail -n 1) ||
@@ -237,16 +244,21 @@ done
 start packager "${origin[@]}" packager --out "${media_dir}/live" --channel camera --device auto \
 	--size "${live_size}" --fps 30 --bitrate "${live_bitrate}" --segment 1s --window 6 \
 	--health-listen "${packager}"
+# Low-latency HLS (--part): CMAF parts of 200 ms, blocking playlist reloads, preload hints.
+start packager-ll "${origin[@]}" packager --out "${media_dir}/live" --channel lowlatency \
+	--test-pattern --size 640x360 --fps 30 --bitrate 800k --format cmaf --segment 1s \
+	--part 200ms --window 6 --health-listen "${packager_ll}"
 # The edge reaches the web app from 127.0.0.1: only its X-Forwarded-For names the viewer.
 start web "${origin[@]}" web --listen "${web}" --db "${database}" --media-base /stream/ \
 	--media-root "${media_dir}" --trusted-proxy 127.0.0.1/32
 start edge "${bin_dir}/dime-edge" run -c "${edge_config}"
 
-# Ready means the edge is listening, its pools have healthy backends, and the live channel has
-# a playlist the edge can fetch.
+# Ready means the edge is listening, its pools have healthy backends, and both live channels
+# have a playlist the edge can fetch.
 deadline=$((SECONDS + ready_timeout))
 until curl -fsS -o /dev/null --max-time 1 "http://${admin}/readyz" 2>/dev/null &&
-	curl -fsS -o /dev/null --max-time 1 "http://${edge}/stream/live/camera/index.m3u8" 2>/dev/null; do
+	curl -fsS -o /dev/null --max-time 1 "http://${edge}/stream/live/camera/index.m3u8" 2>/dev/null &&
+	curl -fsS -o /dev/null --max-time 1 "http://${edge}/stream/live/lowlatency/index.m3u8" 2>/dev/null; do
 	for i in "${!pids[@]}"; do
 		kill -0 "${pids[i]}" 2>/dev/null ||
 			fail "${names[i]} exited during startup; stopped everything. Logs:"
@@ -261,11 +273,12 @@ dev-stack: ready. Open:
   catalog          http://${edge}/   and   https://localhost:${https##*:}/
   VoD title        http://${edge}/titles/sample
   live channel     http://${edge}/live/camera
+  low-latency      http://${edge}/live/lowlatency   (LL-HLS; the page shows the latency)
   admin            http://${edge}/admin/  (user ${admin_user}, password ${admin_password})
   live playlist    http://${edge}/stream/live/camera/index.m3u8
   edge metrics     http://${admin}/metrics   readiness http://${admin}/readyz
   edge status      http://${admin}/status
-  packager health  http://${packager}/healthz
+  packager health  http://${packager}/healthz   and   http://${packager_ll}/healthz
   logs             ${log_dir}/
 HTTPS uses a local CA, ${cert_dir}/ca.pem: curl --cacert ${cert_dir}/ca.pem https://localhost:${https##*:}/
   To trust it in Chromium: certutil -d sql:\$HOME/.pki/nssdb -A -t C,, -n dime-dev-ca -i ${cert_dir}/ca.pem

@@ -8,8 +8,8 @@ cd "$(dirname "${BASH_SOURCE[0]}")/../.."
 export DIME_BIN_DIR=${DIME_BIN_DIR:-${CARGO_TARGET_DIR:-target}/debug}
 export DIME_DEV_DIR=${DIME_DEV_DIR:-${CARGO_TARGET_DIR:-target}/e2e-stack}
 export DIME_LIVE_SIZE=${DIME_LIVE_SIZE:-640x360} DIME_LIVE_BITRATE=${DIME_LIVE_BITRATE:-800k}
-# Ports of its own, so a developer's `make run` (8080-8084, 8443, 9090) can go on beside it:
-# the edge on DIME_HTTP_PORT, the streamers, web app and packager on the four ports after it.
+# Ports of its own, so a developer's `make run` (8080-8085, 8443, 9090) can go on beside it:
+# the edge on DIME_HTTP_PORT, the streamers, web app and two packagers on the five ports after it.
 export DIME_HTTP_PORT=${DIME_HTTP_PORT:-18080} DIME_HTTPS_PORT=${DIME_HTTPS_PORT:-18443}
 export DIME_ADMIN_PORT=${DIME_ADMIN_PORT:-19090}
 export DIME_EDGE_URL=http://127.0.0.1:${DIME_HTTP_PORT}

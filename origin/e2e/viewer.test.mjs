@@ -11,6 +11,9 @@ const EDGE = process.env.DIME_EDGE_URL || 'http://127.0.0.1:8080';
 const ADMIN = process.env.DIME_ADMIN_URL || 'http://127.0.0.1:9090';
 const VOD_SLUG = process.env.DIME_VOD_SLUG || 'sample';
 const LIVE_SLUG = process.env.DIME_LIVE_SLUG || 'camera';
+// The low-latency HLS channel (`make run` registers it); `none` where the stack has none.
+const LL_SLUG = process.env.DIME_LL_SLUG || 'lowlatency';
+const LL_SKIP = LL_SLUG === 'none' && 'this stack has no low-latency channel (DIME_LL_SLUG=none)';
 const CHROMIUM = process.env.CHROMIUM || '/usr/bin/chromium';
 // HTTPS with the certificate make run generates; run.sh makes Node trust its CA
 // (NODE_EXTRA_CA_CERTS), so fetch() below verifies the chain and the name. `none`: an edge
@@ -50,16 +53,20 @@ async function openPlayer(path) {
   const context = await browser.newContext();
   const page = await context.newPage();
   const segments = [];
+  const playlists = [];
   const failures = [];
   page.on('response', (res) => {
+    const seen = { url: res.url(), status: res.status(), cache: res.headers()['x-cache-status'] };
     if (/\.(ts|m4s|mp4)(\?|$)/.test(res.url())) {
-      segments.push({ url: res.url(), status: res.status(), cache: res.headers()['x-cache-status'] });
+      segments.push(seen);
+    } else if (/\.m3u8(\?|$)/.test(res.url())) {
+      playlists.push(seen);
     }
   });
   page.on('pageerror', (err) => failures.push(String(err)));
   const res = await page.goto(EDGE + path);
   assert.equal(res.status(), 200, `GET ${path}`);
-  return { context, page, segments, failures };
+  return { context, page, segments, playlists, failures };
 }
 
 // Waits until the <video id="player"> has played past `seconds` and is still advancing.
@@ -116,6 +123,46 @@ test('two live viewers play and the second is served segments from the edge cach
   assert.deepEqual([...first.failures, ...second.failures], []);
   await first.context.close();
   await second.context.close();
+});
+
+// The player's latency behind the camera (its data-latency: now minus the playing frame's
+// program date-time, stamped at capture) every 500 ms for `seconds`: the median and the worst.
+async function latency(page, seconds) {
+  const samples = [];
+  for (let i = 0; i < seconds * 2; i += 1) {
+    const value = await page.evaluate(() => document.getElementById('player').getAttribute('data-latency'));
+    if (value !== null) samples.push(parseFloat(value));
+    await new Promise((r) => setTimeout(r, 500));
+  }
+  assert.ok(samples.length >= seconds, `the player reported its latency: ${JSON.stringify(samples)}`);
+  const sorted = [...samples].sort((a, b) => a - b);
+  return { median: sorted[Math.floor(sorted.length / 2)], worst: sorted[sorted.length - 1], samples };
+}
+
+test('the low-latency channel plays under 2 s behind the camera through the edge', { skip: LL_SKIP }, async () => {
+  const ll = await openPlayer(`/live/${LL_SLUG}`);
+  await assertPlays(ll.page, 2, 'low-latency viewer');
+  // hls.js moves to its target latency within a few seconds of starting.
+  await new Promise((r) => setTimeout(r, 4000));
+  const low = await latency(ll.page, 10);
+  // The player used LL-HLS through the edge: blocking reloads and parts, all answered.
+  assert.ok(ll.playlists.some((p) => p.url.includes('_HLS_msn=')),
+    `blocking playlist reloads: ${JSON.stringify(ll.playlists.slice(-5))}`);
+  assert.ok(ll.segments.some((s) => /segment-\d+\.\d+\.m4s/.test(s.url)),
+    `parts: ${JSON.stringify(ll.segments.slice(-5))}`);
+  assert.ok([...ll.playlists, ...ll.segments].every((r) => r.status === 200 && r.cache),
+    `every request answered 200 by the edge: ${JSON.stringify([...ll.playlists, ...ll.segments].filter((r) => r.status !== 200 || !r.cache))}`);
+  assert.deepEqual(ll.failures, []);
+  await ll.context.close();
+  // The classic channel, for comparison (reported, not asserted).
+  const classic = await openPlayer(`/live/${LIVE_SLUG}`);
+  await assertPlays(classic.page, 2, 'classic live viewer');
+  await new Promise((r) => setTimeout(r, 4000));
+  const high = await latency(classic.page, 6);
+  await classic.context.close();
+  console.log(`e2e figure: latency behind the camera through the edge: low-latency HLS median ${low.median.toFixed(2)} s (worst ${low.worst.toFixed(2)} s); classic HLS median ${high.median.toFixed(2)} s (worst ${high.worst.toFixed(2)} s)`);
+  assert.ok(low.median < 2, `low-latency median ${low.median} s: ${JSON.stringify(low.samples)}`);
+  assert.ok(low.worst < 3, `low-latency worst ${low.worst} s: ${JSON.stringify(low.samples)}`);
 });
 
 test("the edge's metrics show cache hits on the stream route", async () => {

@@ -183,7 +183,13 @@
   var src = video.getAttribute("data-src");
   var live = video.getAttribute("data-live") === "true";
   if (window.Hls && window.Hls.isSupported()) {
+    // Live: low-latency HLS where the playlist offers it (parts, blocking reloads), and a
+    // little faster playback (up to 1.2x) to reach the channel's target latency again after
+    // the start, which waits for an independent part, or after a stall.
     var options = { lowLatencyMode: live };
+    if (live) {
+      options.maxLiveSyncPlaybackRate = 1.2;
+    }
     if (fleet.bases.length > 1) {
       options.loader = failoverLoader(window.Hls.DefaultConfig.loader);
     }
@@ -224,6 +230,31 @@
   } else {
     say("This browser cannot play HLS video.");
     return;
+  }
+
+  // Live: how far behind the camera the picture is, from the frame's program date-time
+  // (EXT-X-PROGRAM-DATE-TIME, stamped at capture) against this clock, twice a second. Also in
+  // the video's data-latency attribute, in seconds, for tests.
+  var latencyText = document.getElementById("player-latency");
+  if (live && latencyText) {
+    setInterval(function () {
+      var shown = null;
+      if (typeof hls !== "undefined" && hls.playingDate) {
+        shown = hls.playingDate.getTime();
+      } else if (typeof video.getStartDate === "function") {
+        var begin = video.getStartDate().getTime();
+        if (!isNaN(begin)) {
+          shown = begin + video.currentTime * 1000;
+        }
+      }
+      if (shown === null || video.paused) {
+        return;
+      }
+      var seconds = Math.max(0, (Date.now() - shown) / 1000);
+      video.setAttribute("data-latency", seconds.toFixed(2));
+      latencyText.textContent = "Latency: " + seconds.toFixed(1) + " s behind the camera";
+      latencyText.hidden = false;
+    }, 500);
   }
 
   var counted = false;
