@@ -23,7 +23,7 @@ EDGE_SOURCES := Cargo.toml Cargo.lock proxy/Cargo.toml $(shell find proxy/src -n
 
 .PHONY: help deps build fmt lint nextest check-config k8s-lint ansible-lint k8s-secrets images k8s-up k8s-down \
 	k8s-test k8s-cluster-create k8s-cluster-copy k8s-cluster-start k8s-cluster-clean fleet-up fleet-down fleet-test \
-	e2e e2e-failover cache-tests conformance test run bench microbench chaos fuzz viewers loaded soak clean
+	e2e e2e-failover cache-tests conformance test run bench microbench chaos fuzz viewers viewers-ll loaded soak clean
 
 help: ## List the targets (this text)
 	@echo 'Usage: make TARGET'
@@ -152,6 +152,9 @@ viewers: ## k6 crowd of live and VoD viewers against a running `make run`, then 
 	edge) bash benches/k6/run.sh $(K6_ARGS) ;; \
 	*) echo "ONLY=$(ONLY): the one part that runs alone is ONLY=edge" >&2; exit 2 ;; \
 	esac
+
+viewers-ll: ## k6 crowd of 1,000 low-latency HLS viewers (blocking reloads, hinted parts) against a running `make run`, then 1,000 classic live viewers; writes docs/benchmarks.md's k6-ll section (VUS=N for another crowd)
+	bash benches/k6/ll.sh $(K6_ARGS)
 
 # Not part of `make test`: half an hour by default (`make soak DURATION=5m` for a short one).
 loaded: ## The whole suite LOADED_RUNS times (default 5) in a row in a fresh clone, every core kept busy by stress-ng; adds each run to docs/reliability.md
