@@ -161,16 +161,13 @@ fn attribute(list: &str, name: &str) -> Option<String> {
     None
 }
 
-/// One watched directory: its inotify watch and the counter its events bump.
-struct DirWatch {
-    changes: watch::Sender<u64>,
-    _watcher: notify::RecommendedWatcher,
-}
-
-/// The directories being waited on, shared by every request.
+/// The directories being waited on, shared by every request: one inotify instance (made at
+/// the first wait; the kernel allows a user few of them) watches each directory while somebody
+/// waits there, and its events bump that directory's counter.
 #[derive(Default)]
 pub struct Waits {
-    dirs: Mutex<HashMap<PathBuf, Arc<DirWatch>>>,
+    dirs: Arc<Mutex<HashMap<PathBuf, watch::Sender<u64>>>>,
+    watcher: Mutex<Option<notify::RecommendedWatcher>>,
 }
 
 impl std::fmt::Debug for Waits {
@@ -189,7 +186,7 @@ impl Waits {
         mut ready: impl FnMut() -> Option<T>,
     ) -> std::io::Result<Option<T>> {
         // Subscribed before the first look, so a change between the two is not missed.
-        let (watch, mut changes) = self.subscribe(dir)?;
+        let mut changes = self.subscribe(dir)?;
         let deadline = tokio::time::Instant::now() + longest;
         let found = loop {
             if let Some(found) = ready() {
@@ -201,42 +198,78 @@ impl Waits {
             }
         };
         drop(changes);
-        self.release(dir, &watch);
+        self.release(dir);
         Ok(found)
     }
 
-    fn subscribe(&self, dir: &Path) -> std::io::Result<(Arc<DirWatch>, watch::Receiver<u64>)> {
-        let mut dirs = self.dirs.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(existing) = dirs.get(dir) {
-            let receiver = existing.changes.subscribe();
-            return Ok((existing.clone(), receiver));
+    fn subscribe(&self, dir: &Path) -> std::io::Result<watch::Receiver<u64>> {
+        let receiver = {
+            let mut dirs = self.dirs.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some(changes) = dirs.get(dir) {
+                return Ok(changes.subscribe());
+            }
+            let (changes, receiver) = watch::channel(0u64);
+            dirs.insert(dir.to_path_buf(), changes);
+            receiver
+        };
+        // Watched without holding `dirs`: notify's event thread takes it to deliver an
+        // event, and `watch` waits for that thread.
+        let mut watcher = self.watcher.lock().unwrap_or_else(|p| p.into_inner());
+        let watched = match watcher.as_mut() {
+            Some(watcher) => watcher.watch(dir, RecursiveMode::NonRecursive),
+            None => self.new_watcher().and_then(|mut made| {
+                made.watch(dir, RecursiveMode::NonRecursive)?;
+                *watcher = Some(made);
+                Ok(())
+            }),
+        };
+        if let Err(error) = watched {
+            self.dirs
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .remove(dir);
+            return Err(std::io::Error::other(format!(
+                "cannot watch {}: {error}",
+                dir.display()
+            )));
         }
-        let (changes, receiver) = watch::channel(0u64);
-        let sender = changes.clone();
-        let mut watcher =
-            notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
-                if event.is_ok() {
-                    sender.send_modify(|n| *n = n.wrapping_add(1));
-                }
-            })
-            .map_err(std::io::Error::other)?;
-        watcher
-            .watch(dir, RecursiveMode::NonRecursive)
-            .map_err(std::io::Error::other)?;
-        let entry = Arc::new(DirWatch {
-            changes,
-            _watcher: watcher,
-        });
-        dirs.insert(dir.to_path_buf(), entry.clone());
-        Ok((entry, receiver))
+        Ok(receiver)
     }
 
-    /// Drops the directory's watch once nobody waits on it.
-    fn release(&self, dir: &Path, watch: &Arc<DirWatch>) {
-        let mut dirs = self.dirs.lock().unwrap_or_else(|p| p.into_inner());
-        let ours = dirs.get(dir).is_some_and(|w| Arc::ptr_eq(w, watch));
-        if ours && watch.changes.receiver_count() == 0 {
-            dirs.remove(dir);
+    /// The inotify instance, whose events wake the waiters of the directory they happen in.
+    fn new_watcher(&self) -> notify::Result<notify::RecommendedWatcher> {
+        let dirs = Arc::clone(&self.dirs);
+        notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
+            let Ok(event) = event else {
+                return;
+            };
+            let dirs = dirs.lock().unwrap_or_else(|p| p.into_inner());
+            for path in &event.paths {
+                let changes = dirs
+                    .get(path)
+                    .or_else(|| path.parent().and_then(|p| dirs.get(p)));
+                if let Some(changes) = changes {
+                    changes.send_modify(|n| *n = n.wrapping_add(1));
+                }
+            }
+        })
+    }
+
+    /// Stops watching `dir` once nobody waits on it.
+    fn release(&self, dir: &Path) {
+        // The watcher first, as `subscribe` takes it: a new waiter's watch of this directory
+        // cannot come between the removal and the unwatch below.
+        let mut watcher = self.watcher.lock().unwrap_or_else(|p| p.into_inner());
+        let unused = {
+            let mut dirs = self.dirs.lock().unwrap_or_else(|p| p.into_inner());
+            let unused = dirs.get(dir).is_some_and(|c| c.receiver_count() == 0);
+            if unused {
+                dirs.remove(dir);
+            }
+            unused
+        };
+        if let (true, Some(watcher)) = (unused, watcher.as_mut()) {
+            let _ = watcher.unwatch(dir);
         }
     }
 
@@ -337,6 +370,29 @@ mod tests {
             took < Duration::from_secs(2),
             "woken by the write: {took:?}"
         );
+        assert_eq!(waits.watched(), 0);
+
+        // Waiters of two directories share the one watcher; each is woken by its own.
+        let other = tempfile::tempdir().unwrap();
+        let waiters: Vec<_> = [dir.path(), other.path()]
+            .into_iter()
+            .map(|d| {
+                let (waits, d) = (waits.clone(), d.to_path_buf());
+                tokio::spawn(async move {
+                    let file = d.join("next.m4s");
+                    let found =
+                        waits.until(&d, Duration::from_secs(10), || file.exists().then_some(()));
+                    found.await.unwrap()
+                })
+            })
+            .collect();
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert_eq!(waits.watched(), 2);
+        std::fs::write(other.path().join("next.m4s"), "moof").unwrap();
+        std::fs::write(dir.path().join("next.m4s"), "moof").unwrap();
+        for waiter in waiters {
+            assert_eq!(waiter.await.unwrap(), Some(()));
+        }
         assert_eq!(waits.watched(), 0);
 
         // Nothing comes: the wait ends at its limit with nothing.
