@@ -16,6 +16,7 @@
 import http from 'k6/http';
 import { check, sleep } from 'k6';
 import { Counter, Rate, Trend } from 'k6/metrics';
+import { originRequestCount, recordCache, thresholdLines, value } from './edge.js';
 
 const BASE_URL = __ENV.BASE_URL || 'http://127.0.0.1:8080';
 const ADMIN_URL = __ENV.ADMIN_URL || 'http://127.0.0.1:9090';
@@ -104,13 +105,6 @@ export function parsePlaylist(text) {
   return playlist;
 }
 
-function recordCache(res) {
-  const status = res.headers['X-Cache-Status'];
-  if (status !== undefined) {
-    edgeHit.add(status === 'HIT' || status === 'STALE' || status === 'UPDATING');
-  }
-}
-
 // --- viewers ----------------------------------------------------------------------------------
 
 const base = (BASE_URL + LL_PATH).slice(0, (BASE_URL + LL_PATH).lastIndexOf('/') + 1);
@@ -126,7 +120,7 @@ function numbersOf(uri) {
 function firstPlaylist() {
   const res = http.get(BASE_URL + LL_PATH, { responseType: 'text', tags: { kind: 'playlist' } });
   reloads.add(1);
-  recordCache(res);
+  recordCache(res, edgeHit);
   const ok = check(res, {
     'playlist 200': (r) => r.status === 200,
     'playlist is LL-HLS': (r) => typeof r.body === 'string' && r.body.includes('#EXT-X-PRELOAD-HINT:'),
@@ -162,8 +156,8 @@ export function llViewer() {
   reloads.add(1);
   partTime.add(part.timings.duration);
   reloadTime.add(reload.timings.duration);
-  recordCache(part);
-  recordCache(reload);
+  recordCache(part, edgeHit);
+  recordCache(reload, edgeHit);
   const next = reload.status === 200 && typeof reload.body === 'string' ? parsePlaylist(reload.body) : null;
   const listed = next && next.parts.find((p) => p.uri === hint);
   const ok = check(null, {
@@ -183,21 +177,6 @@ export function llViewer() {
 
 // --- what the origin saw ----------------------------------------------------------------------
 
-function originRequestCount() {
-  if (ADMIN_URL === 'none') return 0;
-  const res = http.get(`${ADMIN_URL}/metrics`, { responseType: 'text' });
-  if (res.status !== 200) {
-    throw new Error(`cannot read ${ADMIN_URL}/metrics: HTTP ${res.status}`);
-  }
-  let total = 0;
-  for (const line of res.body.split('\n')) {
-    if (line.startsWith('dime_upstream_requests_total{') && line.includes(`pool="${POOL}"`)) {
-      total += parseFloat(line.slice(line.lastIndexOf(' ') + 1));
-    }
-  }
-  return total;
-}
-
 // The newest part's place: its media sequence number and index.
 function newestPart() {
   const url = BASE_URL + LL_PATH;
@@ -211,11 +190,11 @@ function newestPart() {
 }
 
 export function setup() {
-  return { origin: originRequestCount(), first: newestPart().last, started: Date.now() };
+  return { origin: originRequestCount(ADMIN_URL, POOL), first: newestPart().last, started: Date.now() };
 }
 
 export function teardown(data) {
-  originRequests.add(originRequestCount() - data.origin);
+  originRequests.add(originRequestCount(ADMIN_URL, POOL) - data.origin);
   const now = newestPart();
   // New parts since the start: from the wall clock, at the part target each (the packager
   // writes one a part target apart).
@@ -224,12 +203,6 @@ export function teardown(data) {
 }
 
 // --- report -----------------------------------------------------------------------------------
-
-function value(data, name, stat) {
-  const metric = data.metrics[name];
-  if (metric === undefined) return 0;
-  return metric.values[stat] || 0;
-}
 
 export function handleSummary(data) {
   const origin = value(data, 'origin_requests', 'count');
@@ -247,12 +220,7 @@ export function handleSummary(data) {
   } else {
     lines.push(`  origin requests      ${origin} (pool ${POOL}) for ${created} new parts: ${(origin / created).toFixed(2)} per part (a part and its blocking reload: 2.0, whatever the audience)`);
   }
-  lines.push('  thresholds');
-  for (const [name, metric] of Object.entries(data.metrics)) {
-    for (const [expr, result] of Object.entries(metric.thresholds || {})) {
-      lines.push(`    ${result.ok ? 'ok  ' : 'FAIL'} ${name} ${expr}`);
-    }
-  }
+  lines.push(...thresholdLines(data));
   lines.push('');
   const out = { stdout: lines.join('\n') };
   const settings = {

@@ -11,6 +11,7 @@
 import http from 'k6/http';
 import { check, sleep } from 'k6';
 import { Counter, Rate, Trend } from 'k6/metrics';
+import { originRequestCount, recordCache, thresholdLines, value } from './edge.js';
 
 const BASE_URL = __ENV.BASE_URL || 'http://127.0.0.1:8080';
 const ADMIN_URL = __ENV.ADMIN_URL || 'http://127.0.0.1:9090';
@@ -116,7 +117,7 @@ function fetchPlaylist(url, kind) {
   const res = http.get(url, { responseType: 'text', tags: { kind: 'playlist', viewer: kind } });
   playlists.add(1);
   playlistTime.add(res.timings.duration);
-  recordCache(res);
+  recordCache(res, edgeHit);
   const ok = check(res, {
     'playlist 200': (r) => r.status === 200,
     'playlist is HLS': (r) => typeof r.body === 'string' && r.body.startsWith('#EXTM3U'),
@@ -130,22 +131,13 @@ function fetchSegment(segment, kind) {
   const res = http.get(segment.url, { tags: { kind: 'segment', viewer: kind } });
   segments.add(1);
   segmentTime.add(res.timings.duration);
-  recordCache(res);
+  recordCache(res, edgeHit);
   const ok = check(res, {
     'segment 200': (r) => r.status === 200,
     'segment has bytes': (r) => parseInt(r.headers['Content-Length'] || '0', 10) > 0,
   });
   viewerErrors.add(!ok);
   return ok;
-}
-
-// HIT, STALE and UPDATING were answered from the edge's cache; MISS, EXPIRED, REVALIDATED and
-// BYPASS involved the origin.
-function recordCache(res) {
-  const status = res.headers['X-Cache-Status'];
-  if (status !== undefined) {
-    edgeHit.add(status === 'HIT' || status === 'STALE' || status === 'UPDATING');
-  }
 }
 
 // --- viewers ----------------------------------------------------------------------------------
@@ -194,24 +186,6 @@ export function vodViewer() {
 
 // --- what the origin saw ----------------------------------------------------------------------
 
-// Sum of dime_upstream_requests_total for the pool, from the edge's admin /metrics; 0 with
-// ADMIN_URL=none (viewers who cannot reach the admin listener, as in the fleet simulation,
-// whose script reads the origin's side itself).
-function originRequestCount() {
-  if (ADMIN_URL === 'none') return 0;
-  const res = http.get(`${ADMIN_URL}/metrics`, { responseType: 'text' });
-  if (res.status !== 200) {
-    throw new Error(`cannot read ${ADMIN_URL}/metrics: HTTP ${res.status}`);
-  }
-  let total = 0;
-  for (const line of res.body.split('\n')) {
-    if (line.startsWith('dime_upstream_requests_total{') && line.includes(`pool="${POOL}"`)) {
-      total += parseFloat(line.slice(line.lastIndexOf(' ') + 1));
-    }
-  }
-  return total;
-}
-
 function liveState() {
   const url = BASE_URL + LIVE_PATH;
   const res = http.get(url, { responseType: 'text', headers: { 'Cache-Control': 'no-cache' } });
@@ -227,11 +201,11 @@ function liveState() {
 
 export function setup() {
   const live = LIVE_VUS > 0 ? liveState() : null;
-  return { origin: originRequestCount(), live, started: Date.now() };
+  return { origin: originRequestCount(ADMIN_URL, POOL), live, started: Date.now() };
 }
 
 export function teardown(data) {
-  originRequests.add(originRequestCount() - data.origin);
+  originRequests.add(originRequestCount(ADMIN_URL, POOL) - data.origin);
   if (data.live !== null) {
     const live = liveState();
     liveNewSegments.add(live.last - data.live.last);
@@ -243,12 +217,6 @@ export function teardown(data) {
 }
 
 // --- report -----------------------------------------------------------------------------------
-
-function value(data, name, stat) {
-  const metric = data.metrics[name];
-  if (metric === undefined) return 0;
-  return metric.values[stat] || 0;
-}
 
 export function handleSummary(data) {
   const origin = value(data, 'origin_requests', 'count');
@@ -276,12 +244,7 @@ export function handleSummary(data) {
       lines.push(`  origin per (segment + interval)  ${(origin / (newSegments + intervals)).toFixed(2)} (1.0 = one origin request each, whatever the audience)`);
     }
   }
-  lines.push('  thresholds');
-  for (const [name, metric] of Object.entries(data.metrics)) {
-    for (const [expr, result] of Object.entries(metric.thresholds || {})) {
-      lines.push(`    ${result.ok ? 'ok  ' : 'FAIL'} ${name} ${expr}`);
-    }
-  }
+  lines.push(...thresholdLines(data));
   lines.push('');
   const out = { stdout: lines.join('\n') };
   // The run's settings go with k6's summary, so a report written from the file (compare.sh)
