@@ -49,7 +49,8 @@ pm exec web-pod-0-web rm -f /tmp/upload.mp4
 podman_say "browser test through the shield (${shield_url})"
 (
 	cd origin/e2e
-	DIME_EDGE_URL=${shield_url} DIME_ADMIN_URL=${admin_url} DIME_EDGE_HTTPS_URL=none \
+	# The cluster's packager writes one classic channel; the low-latency one is make run's.
+	DIME_EDGE_URL=${shield_url} DIME_ADMIN_URL=${admin_url} DIME_EDGE_HTTPS_URL=none DIME_LL_SLUG=none \
 		DIME_ADMIN_USER=${admin_user} DIME_ADMIN_PASSWORD=${admin_password} \
 		DIME_UPLOAD_FILE=$(realpath "../../${state_dir}/upload.mp4") \
 		node --test --test-concurrency=1 viewer.test.mjs
