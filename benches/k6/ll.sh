@@ -26,11 +26,25 @@ if ! curl -fsS --max-time 2 "${edge}/stream/live/lowlatency/index.m3u8" | grep -
 	exit 1
 fi
 rm -rf "${work}" && mkdir -p "${work}"
+# The streamers' access logs say which requests reached the origin: lines before the run.
+logs=(${DIME_DEV_DIR:-.dev}/logs/streamer-*.log)
+declare -A before
+for log in "${logs[@]}"; do
+	[[ -f ${log} ]] && before[${log}]=$(wc -l <"${log}")
+done
 
 status=0
 (cd benches/k6 && "${k6}" run -e VUS="${vus}" -e SUMMARY_JSON="${work}/ll.json" "$@" ll_viewers.js) ||
 	status=$?
 echo "${status}" >"${work}/ll.status"
+# The origin's parts and playlists of the low-latency channel during the run.
+for log in "${logs[@]}"; do
+	[[ -f ${log} ]] && tail -n +"$((${before[${log}]:-0} + 1))" "${log}"
+done >"${work}/origin.log"
+{
+	echo "parts=$(grep -cE 'path="/live/lowlatency/segment-[0-9]+\.[0-9]+\.m4s"' "${work}/origin.log" || true)"
+	echo "playlists=$(grep -c 'path="/live/lowlatency/index.m3u8"' "${work}/origin.log" || true)"
+} >"${work}/origin.kv"
 sleep "${pause}"
 classic=0
 (cd benches/k6 && "${k6}" run -e LIVE_VUS="${vus}" -e VOD_VUS=0 -e SUMMARY_JSON="${work}/classic.json" \
@@ -52,6 +66,7 @@ def m(s, name, stat):
 ll = json.loads((work / "ll.json").read_text())
 cl = json.loads((work / "classic.json").read_text())
 ll_status = (work / "ll.status").read_text().strip()
+kinds = dict(line.split("=", 1) for line in (work / "origin.kv").read_text().split())
 cl_status = (work / "classic.status").read_text().strip()
 lset, cset = ll["settings"], cl["settings"]
 ll_requests = m(ll, "parts", "count") + m(ll, "reloads", "count")
@@ -69,6 +84,7 @@ rows = [
     f"| segment answer time, p50 / p95 | | {m(cl, 'segment_time', 'med'):.1f} / {m(cl, 'segment_time', 'p(95)'):.1f} ms |",
     f"| edge hit ratio | {m(ll, 'edge_hit', 'rate') * 100:.2f} % | {m(cl, 'edge_hit', 'rate') * 100:.2f} % |",
     f"| origin requests | {ll_origin:,.0f}: {ll_origin / max(new_parts, 1):.2f} per new part (a part and its reload: 2.0) | {cl_origin:,.0f}: {cl_origin / max(cl_new, 1):.2f} per new segment or playlist interval (1.0) |",
+    f"| of which, in the streamers' access logs | parts {int(kinds['parts']):,}: {int(kinds['parts']) / max(new_parts, 1):.2f} per new part; playlists {int(kinds['playlists']):,}: {int(kinds['playlists']) / max(new_parts, 1):.2f} per new part | |",
     f"| k6 exit status (thresholds) | {ll_status} | {cl_status} |",
 ]
 when = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
