@@ -83,6 +83,7 @@ rows = [
     f"| part delivery after the part existed, p50 / p95 | {m(ll, 'part_delivery', 'med'):.0f} / {m(ll, 'part_delivery', 'p(95)'):.0f} ms | |",
     f"| segment answer time, p50 / p95 | | {m(cl, 'segment_time', 'med'):.1f} / {m(cl, 'segment_time', 'p(95)'):.1f} ms |",
     f"| edge hit ratio | {m(ll, 'edge_hit', 'rate') * 100:.2f} % | {m(cl, 'edge_hit', 'rate') * 100:.2f} % |",
+    f"| parts asked by a viewer more than three target durations late | {m(ll, 'fell_behind', 'rate') * 100:.3f} % | |",
     f"| origin requests | {ll_origin:,.0f}: {ll_origin / max(new_parts, 1):.2f} per new part (a part and its reload: 2.0) | {cl_origin:,.0f}: {cl_origin / max(cl_new, 1):.2f} per new segment or playlist interval (1.0) |",
     f"| of which, in the streamers' access logs | parts {int(kinds['parts']):,}: {int(kinds['parts']) / max(new_parts, 1):.2f} per new part; playlists {int(kinds['playlists']):,}: {int(kinds['playlists']) / max(new_parts, 1):.2f} per new part | |",
     f"| k6 exit status (thresholds) | {ll_status} | {cl_status} |",
