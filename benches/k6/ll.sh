@@ -89,9 +89,18 @@ rows = [
     f"| k6 exit status (thresholds) | {ll_status} | {cl_status} |",
 ]
 when = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+INTRO = """## Low-latency HLS beside classic HLS (`make viewers-ll`)
+
+`make viewers-ll` ([benches/k6/ll.sh](../benches/k6/ll.sh)) plays 1,000 viewers of `make run`'s
+low-latency channel through the edge. Each does what hls.js does in low-latency mode: it asks
+for the part the preload hint names and, at the same time, for the blocking reload of that
+part. Then it plays 1,000 viewers of the classic channel. Part delivery is measured from when the
+part existed (its program date-time) to when the part and the playlist listing it had both
+arrived. The origin's requests come from the edge's metrics and the streamers' access logs.
+"""
 section = "\n".join([
     BEGIN,
-    "",
+    INTRO,
     f"{when}, commit `{commit}`, `make viewers-ll` against `make run`'s edge: {lset['vus']} viewers "
     "of the low-latency channel (`ll_viewers.js`: the hinted part and the blocking reload for it, "
     f"part after part), then {cset['live_vus']} of the classic channel (`viewers.js`, live only).",
