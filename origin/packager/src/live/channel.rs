@@ -179,18 +179,30 @@ impl ChannelDir {
         independent: bool,
         next: String,
     ) -> Result<(), ChannelError> {
-        let uri = file
-            .file_name()
-            .map(|n| n.to_string_lossy().to_string())
-            .unwrap_or_default();
-        let sequence = sequence_of(&uri).unwrap_or(self.next_sequence);
-        self.on_disk.push_back((sequence, file.to_path_buf()));
+        let (uri, _) = self.keep(file);
         let part = Part {
             uri,
             duration,
             independent,
         };
         self.playlist.push_part(part, next);
+        self.write_playlist()
+    }
+
+    /// `file`'s name and the sequence number of its segment (the next one for a name without
+    /// one), recorded as on disk.
+    fn keep(&mut self, file: &Path) -> (String, u64) {
+        let name = file
+            .file_name()
+            .map(|n| n.to_string_lossy().to_string())
+            .unwrap_or_default();
+        let sequence = sequence_of(&name).unwrap_or(self.next_sequence);
+        self.on_disk.push_back((sequence, file.to_path_buf()));
+        (name, sequence)
+    }
+
+    /// Rewrites the playlist atomically.
+    fn write_playlist(&self) -> Result<(), ChannelError> {
         self.playlist
             .write_atomic(&self.dir.join(PLAYLIST))
             .map_err(ChannelError::Write)
@@ -203,9 +215,7 @@ impl ChannelDir {
             return Ok(());
         };
         ll.next_part = Some(format!("{PREFIX}{}.0.m4s", self.next_sequence));
-        self.playlist
-            .write_atomic(&self.dir.join(PLAYLIST))
-            .map_err(ChannelError::Write)
+        self.write_playlist()
     }
 
     /// Records a finished segment file: lists it, rewrites the playlist atomically, and
@@ -218,11 +228,7 @@ impl ChannelDir {
         program_date_time: SystemTime,
         map: Option<String>,
     ) -> Result<Segment, ChannelError> {
-        let name = file
-            .file_name()
-            .map(|n| n.to_string_lossy().to_string())
-            .unwrap_or_default();
-        let sequence = sequence_of(&name).unwrap_or(self.next_sequence);
+        let (name, sequence) = self.keep(file);
         let segment = Segment {
             sequence,
             uri: name,
@@ -232,7 +238,6 @@ impl ChannelDir {
             map,
         };
         self.next_sequence = sequence + 1;
-        self.on_disk.push_back((sequence, file.to_path_buf()));
         if let Some(map) = &segment.map {
             let first = init_sequence_of(map).unwrap_or(sequence);
             if !self.inits.iter().any(|(f, _)| *f == first) {
@@ -240,9 +245,7 @@ impl ChannelDir {
             }
         }
         self.playlist.push(segment.clone(), self.window);
-        self.playlist
-            .write_atomic(&self.dir.join(PLAYLIST))
-            .map_err(ChannelError::Write)?;
+        self.write_playlist()?;
         let keep_from = self
             .playlist
             .media_sequence()
