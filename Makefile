@@ -80,7 +80,8 @@ k8s-up: images ## Run the dev overlay here with podman kube play; the shield on 
 k8s-down: ## Remove everything k8s-up started (pods, volumes, network)
 	bash k8s/play/down.sh
 
-k8s-test: images ## k8s-up, then the browser test, k6 and a live ConfigMap edit through the shield; k8s-down
+k8s-test: images ## The postgres image's interrupted first start; k8s-up, then the browser test, k6 and a live ConfigMap edit through the shield; k8s-down
+	bash k8s/images/test-postgres.sh
 	bash k8s/play/test.sh
 
 # A real cluster (docs/kubernetes.md): CLUSTER=kind (default) or CLUSTER=k3s.
