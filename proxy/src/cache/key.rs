@@ -1,6 +1,7 @@
 //! Cache keys: normalised host + path + the query parameters a route keeps, identical over
 //! HTTP/1.1 and HTTP/2; and [`PurgeTarget`], which key texts a purge or an invalidation removes.
 
+use pingora_cache::key::CacheHashKey;
 use pingora_cache::CacheKey;
 
 use crate::host::normalize_host;
@@ -44,7 +45,11 @@ pub(crate) fn cache_key(
     query: Option<&str>,
     keep: Option<&[String]>,
 ) -> CacheKey {
-    CacheKey::new(key_text(host, path, query, keep), "")
+    let mut key = CacheKey::new(key_text(host, path, query, keep), "");
+    // pingora hashes the key text each time it asks for the key's hash (the lookup, the cache
+    // lock, the predictor): the same hash, made once.
+    key.set_primary_bin_override(key.primary_bin());
+    key
 }
 
 /// The part of a key before its query: what "purge this URL" matches.
