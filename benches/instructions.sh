@@ -70,16 +70,7 @@ done
 
 # --- the playlist, the configs, the certificate ---------------------------------------------
 rm -rf "$WORK/media" "$WORK/dime" "$WORK/nginx" "$WORK"/*.out.* && mkdir -p "$WORK"/{media/live,dime,nginx/client_body,certs}
-python3 - "$WORK/media/live/index.m3u8" <<'EOF'
-import sys
-lines = ["#EXTM3U", "#EXT-X-VERSION:3", "#EXT-X-TARGETDURATION:2", "#EXT-X-MEDIA-SEQUENCE:1000"]
-for n in range(1000, 1006):
-    lines += ["#EXTINF:2.000,", f"seg{n}.ts"]
-text = "\n".join(lines) + "\n"
-while len(text) < 1024:
-    text += "# padding to 1 KiB\n"
-open(sys.argv[1], "w").write(text[:1023] + "\n")
-EOF
+python3 benches/playlist_1k.py "$WORK/media/live/index.m3u8"
 [[ -s $WORK/certs/edge.pem ]] ||
 	"$BIN/dime-edge" cert generate --out "$WORK/certs" --name 127.0.0.1 --name localhost >/dev/null
 render() { # TEMPLATE OUT: benches/run.sh's placeholders, filled in for this script
