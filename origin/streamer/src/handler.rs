@@ -159,13 +159,7 @@ impl Handler {
         let Some(edge) = read(path) else {
             return Ok(());
         };
-        if want.msn > edge.next_msn + 2 {
-            return Err(WantError::TooFarAhead {
-                msn: want.msn,
-                last: edge.next_msn,
-            }
-            .into());
-        }
+        edge.within_reach(want)?;
         let dir = path.parent().unwrap_or(path);
         // The playlist is a few kilobytes in the page cache: read in place, not on a thread.
         let ready = || read(path).filter(|edge| edge.holds(want)).map(|_| ());
