@@ -304,11 +304,22 @@ fn a_test_pattern_channel_is_live_hls_and_drains_on_sigterm() {
     );
 }
 
+/// `SMALL` with a window of `segments` instead of 3.
+fn small_with_window(segments: &'static str) -> Vec<&'static str> {
+    let mut args = SMALL.to_vec();
+    let at = args.iter().position(|a| *a == "--window").unwrap();
+    args[at + 1] = segments;
+    args
+}
+
 #[test]
 fn a_restart_continues_the_sequence_and_never_rewrites_a_segment() {
     let media = tempfile::tempdir().unwrap();
     let dir = media.path().join("camera");
-    let mut first = Packager::start(media.path(), "camera", SMALL);
+    // A window the restart's segments cannot fill: on a busy machine more than one can be
+    // written between the log line this test waits for and the signal that stops it.
+    let args = small_with_window("10");
+    let mut first = Packager::start(media.path(), "camera", &args);
     first.wait_for_segments(2);
     let (status, log) = first.stop(libc::SIGINT);
     assert!(status.success(), "exit {status:?}\n{log}");
@@ -316,8 +327,9 @@ fn a_restart_continues_the_sequence_and_never_rewrites_a_segment() {
     let old_text = fs::read_to_string(dir.join("index.m3u8")).unwrap();
     let old_last = extinfs(&old_text).last().unwrap().1.clone();
 
-    let mut second = Packager::start(media.path(), "camera", SMALL);
-    // One segment plus the one the shutdown finalises: the window of 3 still shows the old tail.
+    let mut second = Packager::start(media.path(), "camera", &args);
+    // One segment plus the one the shutdown finalises (and any written before the signal
+    // lands): the window of 10 still shows the old tail.
     second.wait_for_segments(1);
     let (status, log) = second.stop(libc::SIGTERM);
     assert!(status.success(), "exit {status:?}\n{log}");
