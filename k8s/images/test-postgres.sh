@@ -19,7 +19,8 @@ cleanup() {
 trap cleanup EXIT
 
 pm image exists "${image}" || podman_die "${image} is missing: run make images first"
-# The volume, the Secret and the socket's directory as the pod has them: owned by the image's user (UID 10003).
+# The volume, the Secret and the socket's directory as the pod has them: owned by the
+# image's user (UID 10003).
 mkdir -p "${work}/data" "${work}/secret" "${work}/run"
 printf 'test-password' >"${work}/secret/password"
 chown -R 10003:10003 "${work}/data" "${work}/secret" "${work}/run"
