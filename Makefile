@@ -23,7 +23,7 @@ EDGE_SOURCES := Cargo.toml Cargo.lock proxy/Cargo.toml $(shell find proxy/src -n
 
 .PHONY: help deps build fmt lint nextest check-config k8s-lint ansible-lint k8s-secrets images k8s-up k8s-down \
 	k8s-test k8s-cluster-create k8s-cluster-copy k8s-cluster-start k8s-cluster-clean fleet-up fleet-down fleet-test \
-	e2e e2e-failover cache-tests conformance test run bench microbench chaos fuzz viewers viewers-ll loaded soak clean
+	e2e e2e-failover cache-tests conformance test run bench microbench instructions chaos fuzz viewers viewers-ll loaded soak clean
 
 help: ## List the targets (this text)
 	@echo 'Usage: make TARGET'
@@ -137,6 +137,10 @@ bench: ## dime-edge beside nginx and Varnish (apt-installs them); writes docs/be
 # Not part of `make test`: its timings compare two builds and are never asserted.
 microbench: ## The edge's own code on a cache hit, piece by piece, in-process (Criterion, about a minute); BENCH_FILTER=regex picks benches
 	$(CARGO) bench -p dime-edge --bench hit_path -- $(if $(BENCH_FILTER),'$(BENCH_FILTER)')
+
+# Counts, not times: runs beside other work, where `make bench` cannot.
+instructions: ## Instructions (callgrind) and system calls (strace) per 1 KB hit, dime-edge beside nginx, in about two minutes; writes docs/benchmarks.md's section
+	bash benches/instructions.sh
 
 # Its tests also run in `make test` (nextest); this runs them alone and writes their figures.
 chaos: ## The chaos suite (broken origins, lock stampedes, floods, HTTP/2 abuse, Vary) alone; writes its figures to docs/reliability.md

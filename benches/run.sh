@@ -243,17 +243,7 @@ make_file() {
 make_media() {
     local m=$WORK/media i
     mkdir -p "$m/live" "$m/rss"
-    # A realistic live playlist, padded with comment lines to exactly 1 KiB.
-    python3 - "$m/live/index.m3u8" <<'EOF'
-import sys
-lines = ["#EXTM3U", "#EXT-X-VERSION:3", "#EXT-X-TARGETDURATION:2", "#EXT-X-MEDIA-SEQUENCE:1000"]
-for n in range(1000, 1006):
-    lines += ["#EXTINF:2.000,", f"seg{n}.ts"]
-text = "\n".join(lines) + "\n"
-while len(text) < 1024:
-    text += "# padding to 1 KiB\n"
-open(sys.argv[1], "w").write(text[:1023] + "\n")
-EOF
+    python3 "$BENCHES/playlist_1k.py" "$m/live/index.m3u8"
     make_file "$m/live/seg1m.ts" "$MIB"
     make_file "$m/live/seg4m.ts" $((4 * MIB))
     for ((i = 0; i < RSS_OBJECTS; i++)); do

@@ -674,6 +674,22 @@ async fn the_streamer_holds_blocking_reloads_and_hinted_parts_until_the_packager
     let (status, _, _, took) = get(format!("{playlist}?_HLS_msn={}", msn - 1)).await;
     assert_eq!(status, 200);
     assert!(took < Duration::from_millis(500), "{took:?}");
+    // An answer to a blocking reload lists what was asked for as long as the playlist lists
+    // parts, three target durations (1 s here); the playlist itself, the streamer's default.
+    let answer = origin
+        .get(&format!("{playlist}?_HLS_msn={}", msn - 1))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        streamer::header(&answer, "cache-control"),
+        "public, max-age=3"
+    );
+    let plain = origin.get(playlist).send().await.unwrap();
+    assert_eq!(
+        streamer::header(&plain, "cache-control"),
+        "public, max-age=1"
+    );
 
     // Refused at once: too far ahead, a part without a segment, a part never hinted.
     let (status, _, text, _) = get(format!("{playlist}?_HLS_msn={}", msn + 10)).await;

@@ -239,7 +239,7 @@ fn whole(c: &mut Criterion) {
         b.iter_batched(
             || stored.clone(),
             |mut resp| {
-                let request_id = logging::next_request_id();
+                let request_id = logging::RequestId::next();
                 let raw_host = hit::request_host(&uri, &headers);
                 let path = hit::canonicalize(uri.path()).unwrap();
                 let host = hit::normalize_host(&raw_host);

@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use arc_swap::ArcSwap;
 use async_trait::async_trait;
 use bytes::Bytes;
+use http::HeaderValue;
 use pingora_cache::key::HashBinary;
 use pingora_cache::{CacheKey, CacheMeta, CachePhase, ForcedFreshness, HitHandler, RespCacheable};
 use pingora_core::upstreams::peer::{HttpPeer, Peer};
@@ -39,6 +40,9 @@ mod ctx;
 
 use ctx::is_tls;
 pub(crate) use ctx::RequestCtx;
+
+/// The field that tells a viewer how the cache answered (`HIT`, `MISS`, ...).
+const X_CACHE_STATUS: http::HeaderName = http::HeaderName::from_static("x-cache-status");
 
 /// The edge proxy: routes each request to a pool and forwards it.
 pub(crate) struct Edge {
@@ -596,7 +600,7 @@ pub(crate) fn viewer_headers(
     route: Option<&RouteSpec>,
 ) -> Result<()> {
     forwarding::downstream_response(resp, version);
-    resp.insert_header("x-cache-status", status.as_str())?;
+    resp.insert_header(X_CACHE_STATUS, HeaderValue::from_static(status.as_str()))?;
     restore_withheld(resp, withheld);
     if let Some(route) = route {
         route.cache.strip_targeted_fields(resp);

@@ -4,11 +4,23 @@
 use std::net::IpAddr;
 
 use http::header::{self, HeaderName};
-use http::HeaderMap;
+use http::{HeaderMap, HeaderValue};
 use pingora_http::{RequestHeader, ResponseHeader};
 
 /// The name this proxy gives itself in `Via` (RFC 9110 §7.6.3).
-pub(crate) const VIA_NAME: &str = "dime";
+macro_rules! via_name {
+    () => {
+        "dime"
+    };
+}
+pub(crate) const VIA_NAME: &str = via_name!();
+
+/// Hop-by-hop fields a response may carry that pingora does not remove itself.
+const RESPONSE_HOP_BY_HOP: [HeaderName; 3] = [
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    header::TRAILER,
+];
 
 /// Headers that describe one connection, never forwarded (RFC 9110 §7.6.1).
 /// `Connection` and `Transfer-Encoding` are left to pingora, which owns message framing.
@@ -74,8 +86,11 @@ pub(crate) fn upstream_request(req: &mut RequestHeader, client: &ClientInfo<'_>)
 
 /// Prepares the origin's response for the viewer.
 pub(crate) fn downstream_response(resp: &mut ResponseHeader, version: http::Version) {
-    for name in ["keep-alive", "proxy-connection", "trailer"] {
-        resp.remove_header(name);
+    for name in &RESPONSE_HOP_BY_HOP {
+        // A lookup first: a stored response has none of them, and a removal costs two.
+        if resp.headers.contains_key(name) {
+            resp.remove_header(name);
+        }
     }
     let via = via_value(
         resp.headers.get(header::VIA).and_then(|v| v.to_str().ok()),
@@ -205,16 +220,21 @@ fn is_valid_forwarded(v: &str) -> bool {
     }
 }
 
-fn via_value(prev: Option<&str>, version: http::Version) -> String {
-    let proto = match version {
-        http::Version::HTTP_10 => "1.0",
-        http::Version::HTTP_2 => "2",
-        http::Version::HTTP_3 => "3",
-        _ => "1.1",
+/// `Via` with this hop added to `prev`; without `prev`, a value made once, not per message.
+fn via_value(prev: Option<&str>, version: http::Version) -> HeaderValue {
+    let (proto, alone) = match version {
+        http::Version::HTTP_10 => ("1.0", concat!("1.0 ", via_name!())),
+        http::Version::HTTP_2 => ("2", concat!("2 ", via_name!())),
+        http::Version::HTTP_3 => ("3", concat!("3 ", via_name!())),
+        _ => ("1.1", concat!("1.1 ", via_name!())),
     };
     match prev {
-        Some(p) if !p.trim().is_empty() => format!("{p}, {proto} {VIA_NAME}"),
-        _ => format!("{proto} {VIA_NAME}"),
+        Some(p) if !p.trim().is_empty() => {
+            HeaderValue::from_str(&format!("{p}, {proto} {VIA_NAME}"))
+                // `prev` was a valid value and the rest is ASCII.
+                .unwrap_or(HeaderValue::from_static(alone))
+        }
+        _ => HeaderValue::from_static(alone),
     }
 }
 

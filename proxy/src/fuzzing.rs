@@ -13,9 +13,15 @@ pub fn canonicalize(raw: &str) -> Result<String, String> {
     request_path::canonicalize(raw).map_err(|e| e.to_string())
 }
 
+/// [`canonicalize`] the long way, for every path: what the shortcut for a path that is
+/// canonical already must agree with.
+pub fn canonicalize_in_full(raw: &str) -> Result<String, String> {
+    request_path::canonicalize_in_full(raw).map_err(|e| e.to_string())
+}
+
 /// The host as routing and the cache key see it.
 pub fn normalize_host(raw: &str) -> String {
-    host::normalize_host(raw)
+    host::normalize_host(raw).into_owned()
 }
 
 /// `cache_key_callback`'s key text: normalised host, canonical path and the query parameters

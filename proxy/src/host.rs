@@ -1,6 +1,7 @@
 //! Host names: normalising a request's Host (or HTTP/2 authority) and matching it against the
 //! exact or wildcard hosts routes and certificates name.
 
+use std::borrow::Cow;
 use std::fmt;
 
 /// The hosts a route serves.
@@ -73,8 +74,9 @@ impl fmt::Display for HostMatch {
     }
 }
 
-/// Lowercases a Host header or URI authority and drops the port and a trailing dot.
-pub(crate) fn normalize_host(raw: &str) -> String {
+/// Lowercases a Host header or URI authority and drops the port and a trailing dot; borrowed
+/// when that leaves nothing to lowercase, as for almost every request.
+pub(crate) fn normalize_host(raw: &str) -> Cow<'_, str> {
     let raw = raw.trim();
     let without_port = if let Some(rest) = raw.strip_prefix('[') {
         // IPv6 literal: keep the brackets, drop ":port" after them.
@@ -88,7 +90,12 @@ pub(crate) fn normalize_host(raw: &str) -> String {
             _ => raw,
         }
     };
-    without_port.trim_end_matches('.').to_ascii_lowercase()
+    let host = without_port.trim_end_matches('.');
+    if host.bytes().any(|b| b.is_ascii_uppercase()) {
+        Cow::Owned(host.to_ascii_lowercase())
+    } else {
+        Cow::Borrowed(host)
+    }
 }
 
 /// The host a request names, as sent: its URI authority (HTTP/2 carries the host there and

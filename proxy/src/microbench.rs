@@ -56,7 +56,7 @@ pub fn canonicalize(raw: &str) -> Option<String> {
 
 /// The host as routing matches it.
 pub fn normalize_host(raw: &str) -> String {
-    host::normalize_host(raw)
+    host::normalize_host(raw).into_owned()
 }
 
 /// `request_filter`'s route lookup for a normalised host and a canonical path, and the route it

@@ -17,7 +17,9 @@ pub struct Args {
     #[arg(long, value_name = "ADDR", env = "DIME_STREAMER_LISTEN")]
     pub listen: SocketAddr,
 
-    /// `max-age` of playlists (.m3u8, .mpd), which live packagers rewrite constantly.
+    /// `max-age` of playlists (.m3u8, .mpd), which live packagers rewrite constantly. The
+    /// answer to a blocking reload (`_HLS_msn`) gets three target durations instead: it lists
+    /// the part it waited for for as long as the playlist lists parts.
     #[arg(
         long,
         value_name = "SECONDS",

@@ -32,13 +32,13 @@ pub enum WantError {
     /// A value that is not a decimal number.
     #[error("{0} is not a decimal integer")]
     NotANumber(&'static str),
-    /// A segment more than two past the playlist's last one.
-    #[error("_HLS_msn={msn} is more than two segments past the playlist's last ({last})")]
+    /// A segment more than two past the last one the playlist lists.
+    #[error("_HLS_msn={msn} is more than two segments past the playlist's last: {furthest} is the furthest a reload may ask for now")]
     TooFarAhead {
         /// What was asked.
         msn: u64,
-        /// The sequence number of the segment in progress.
-        last: u64,
+        /// The furthest segment a reload may ask for now.
+        furthest: u64,
     },
 }
 
@@ -131,6 +131,19 @@ impl LiveEdge {
                 want.msn < self.next_msn || (want.msn == self.next_msn && part < self.parts)
             }
         }
+    }
+
+    /// RFC 8216bis §6.2.5.2: a reload may ask for up to two segments past the last one listed
+    /// (the one in progress and the next); further is a 400 at once.
+    pub fn within_reach(&self, want: Want) -> Result<(), WantError> {
+        let furthest = self.next_msn + 1;
+        if want.msn > furthest {
+            return Err(WantError::TooFarAhead {
+                msn: want.msn,
+                furthest,
+            });
+        }
+        Ok(())
     }
 
     /// How long a request may be held: three target durations.
@@ -308,6 +321,15 @@ mod tests {
         assert!(edge.holds(want(8, Some(5))), "a later segment counts");
         assert!(!edge.holds(want(10, Some(0))));
         assert_eq!(edge.longest_wait(), Duration::from_secs(3));
+        // Segment 8 is the last listed: 10 is two past it, 11 three.
+        assert_eq!(edge.within_reach(want(10, Some(3))), Ok(()));
+        assert_eq!(
+            edge.within_reach(want(11, None)),
+            Err(WantError::TooFarAhead {
+                msn: 11,
+                furthest: 10
+            })
+        );
         assert_eq!(
             LiveEdge::of("#EXTM3U\n#EXT-X-STREAM-INF:BANDWIDTH=1\nv.m3u8\n"),
             None

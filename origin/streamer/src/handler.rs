@@ -3,7 +3,7 @@
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use http::header::{
     ACCEPT_RANGES, ALLOW, CACHE_CONTROL, CONTENT_LENGTH, CONTENT_RANGE, CONTENT_TYPE, ETAG,
@@ -77,10 +77,12 @@ impl Handler {
     ) -> Result<Response<Body>, ServeError> {
         let requested = RequestPath::parse(request.uri().path())?;
         let kind = media_type::of(requested.as_path()).kind;
+        // How long a cache may keep the answer to a blocking reload, when this is one.
+        let mut blocking_max_age = None;
         let path = match self.root.resolve(&requested).await {
             Ok(path) if kind == Kind::Playlist => {
                 if let Some(want) = Want::of_query(request.uri().query())? {
-                    self.wait_for_playlist(&path, want).await?;
+                    blocking_max_age = self.wait_for_playlist(&path, want).await?;
                 }
                 path
             }
@@ -102,7 +104,11 @@ impl Handler {
         let mut headers = HeaderMap::new();
         headers.insert(ETAG, validators.etag()?);
         headers.insert(LAST_MODIFIED, validators.last_modified()?);
-        headers.insert(CACHE_CONTROL, self.cache.cache_control(media.kind));
+        let cache_control = match blocking_max_age {
+            Some(age) => HeaderValue::try_from(format!("public, max-age={}", age.as_secs()))?,
+            None => self.cache.cache_control(media.kind),
+        };
+        headers.insert(CACHE_CONTROL, cache_control);
 
         match conditional::evaluate(request.headers(), &validators) {
             Precondition::Proceed => {}
@@ -148,8 +154,15 @@ impl Handler {
     }
 
     /// Holds a blocking playlist reload until the playlist at `path` holds what `want` asks
-    /// for, for at most three target durations.
-    async fn wait_for_playlist(&self, path: &Path, want: Want) -> Result<(), ServeError> {
+    /// for, for at most three target durations. Gives how long a cache may keep the answer:
+    /// it lists the part asked for, which is what every later request for that part wants,
+    /// for as long as the playlist lists parts (three target durations). `None` for a playlist
+    /// that is not a live media playlist (nothing to wait for).
+    async fn wait_for_playlist(
+        &self,
+        path: &Path,
+        want: Want,
+    ) -> Result<Option<Duration>, ServeError> {
         let read = |path: &Path| {
             std::fs::read_to_string(path)
                 .ok()
@@ -157,20 +170,14 @@ impl Handler {
         };
         // Not a live media playlist (a multivariant one, say): nothing to wait for.
         let Some(edge) = read(path) else {
-            return Ok(());
+            return Ok(None);
         };
-        if want.msn > edge.next_msn + 2 {
-            return Err(WantError::TooFarAhead {
-                msn: want.msn,
-                last: edge.next_msn,
-            }
-            .into());
-        }
+        edge.within_reach(want)?;
         let dir = path.parent().unwrap_or(path);
         // The playlist is a few kilobytes in the page cache: read in place, not on a thread.
         let ready = || read(path).filter(|edge| edge.holds(want)).map(|_| ());
         match self.waits.until(dir, edge.longest_wait(), ready).await? {
-            Some(()) => Ok(()),
+            Some(()) => Ok(Some(edge.longest_wait())),
             None => Err(ServeError::NotYet(edge.longest_wait().as_secs())),
         }
     }

@@ -1,6 +1,9 @@
 //! Cache keys: normalised host + path + the query parameters a route keeps, identical over
 //! HTTP/1.1 and HTTP/2; and [`PurgeTarget`], which key texts a purge or an invalidation removes.
 
+use std::borrow::Cow;
+
+use pingora_cache::key::CacheHashKey;
 use pingora_cache::CacheKey;
 
 use crate::host::normalize_host;
@@ -15,7 +18,7 @@ pub(crate) fn key_text(
     let host = normalize_host(host);
     let query = match (query, keep) {
         (None, _) | (Some(""), _) => None,
-        (Some(q), None) => Some(q.to_string()),
+        (Some(q), None) => Some(Cow::Borrowed(q)),
         (Some(q), Some(keep)) => {
             // Sorted so parameter order in the URL does not split the cache; an empty
             // parameter (`a=1&&b=2`) carries nothing, even when keep_query names "".
@@ -27,13 +30,19 @@ pub(crate) fn key_text(
                 })
                 .collect();
             kept.sort_unstable();
-            (!kept.is_empty()).then(|| kept.join("&"))
+            (!kept.is_empty()).then(|| Cow::Owned(kept.join("&")))
         }
     };
-    match query {
-        Some(q) => format!("{host}{path}?{q}"),
-        None => format!("{host}{path}"),
+    // Pushed, not format!ted: made on every request, and the formatter costs more than the copy.
+    let mut text =
+        String::with_capacity(host.len() + path.len() + query.as_ref().map_or(0, |q| q.len() + 1));
+    text.push_str(&host);
+    text.push_str(path);
+    if let Some(q) = query {
+        text.push('?');
+        text.push_str(&q);
     }
+    text
 }
 
 /// The cache key of a request: [`key_text`] of its host, canonical path and the query
@@ -44,7 +53,11 @@ pub(crate) fn cache_key(
     query: Option<&str>,
     keep: Option<&[String]>,
 ) -> CacheKey {
-    CacheKey::new(key_text(host, path, query, keep), "")
+    let mut key = CacheKey::new(key_text(host, path, query, keep), "");
+    // pingora hashes the key text each time it asks for the key's hash (the lookup, the cache
+    // lock, the predictor): the same hash, made once.
+    key.set_primary_bin_override(key.primary_bin());
+    key
 }
 
 /// The part of a key before its query: what "purge this URL" matches.

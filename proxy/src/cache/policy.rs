@@ -158,6 +158,14 @@ impl MediaKind {
     }
 }
 
+/// Whether `req` is a low-latency HLS blocking playlist reload: its query names `_HLS_msn`.
+fn is_blocking_reload(req: &RequestHeader) -> bool {
+    req.uri.query().is_some_and(|q| {
+        q.split('&')
+            .any(|p| p.split('=').next() == Some("_HLS_msn"))
+    })
+}
+
 /// Statuses a cache may store with heuristic freshness (RFC 9110 §15.1).
 fn heuristically_cacheable(status: StatusCode) -> bool {
     matches!(
@@ -291,12 +299,16 @@ pub(crate) fn decide(
                 .min(policy.negative_ttl),
         )
     } else if video && kind == MediaKind::Playlist {
-        // A live playlist changes every target duration: never hold it longer than half.
-        Some(
-            explicit
-                .unwrap_or(Duration::MAX)
-                .min(policy.target_duration / 2),
-        )
+        // A live playlist changes every target duration: never hold it longer than half. The
+        // answer to a blocking reload (`_HLS_msn`, RFC 8216bis §6.2.5.2) lists the part it
+        // waited for, which is all a later request for that part wants, for as long as the
+        // playlist lists parts: three target durations.
+        let cap = if is_blocking_reload(req) {
+            policy.target_duration * 3
+        } else {
+            policy.target_duration / 2
+        };
+        Some(explicit.unwrap_or(Duration::MAX).min(cap))
     } else if let Some(e) = explicit {
         Some(e)
     } else if video && kind == MediaKind::Media && status == StatusCode::OK {
@@ -673,6 +685,8 @@ mod tests {
         name: &'static str,
         policy: CachePolicy,
         path: &'static str,
+        /// The request's query (`?a=1`), after `path`.
+        query: &'static str,
         request: Vec<(&'static str, String)>,
         status: u16,
         /// Response headers; `Date: now()` is added unless the row sets a Date itself.
@@ -690,6 +704,7 @@ mod tests {
             name,
             policy: CachePolicy::rfc_default(),
             path: "/a",
+            query: "",
             request: vec![],
             status: 200,
             headers,
@@ -700,6 +715,10 @@ mod tests {
     impl Row {
         fn header(mut self, name: &'static str, value: impl Into<String>) -> Self {
             self.headers.push((name, value.into()));
+            self
+        }
+        fn query(mut self, query: &'static str) -> Self {
+            self.query = query;
             self
         }
         fn request(mut self, name: &'static str, value: &str) -> Self {
@@ -956,6 +975,30 @@ mod tests {
             .video("/live/index.m3u8")
             .policy(|p| p.target_duration = s(6)),
             row(
+                "blocking reload's answer kept three target durations",
+                "max-age=30",
+                stored(18, 0, 0, 0),
+            )
+            .video("/live/index.m3u8")
+            .query("?_HLS_msn=41&_HLS_part=2")
+            .policy(|p| p.target_duration = s(6)),
+            row(
+                "blocking reload's answer, the origin's shorter max-age",
+                "max-age=4",
+                stored(4, 0, 0, 0),
+            )
+            .video("/live/index.m3u8")
+            .query("?_HLS_msn=41")
+            .policy(|p| p.target_duration = s(6)),
+            row(
+                "not a blocking reload: a parameter named like one",
+                "max-age=30",
+                stored(3, 0, 0, 0),
+            )
+            .video("/live/index.m3u8")
+            .query("?x_HLS_msn=41")
+            .policy(|p| p.target_duration = s(6)),
+            row(
                 "DASH manifest is a playlist",
                 "max-age=30",
                 stored(1, 0, 0, 0),
@@ -1013,7 +1056,8 @@ mod tests {
     fn decide_table_lifetimes_ages_and_serve_stale_windows() {
         let rows = rows();
         for r in &rows {
-            let mut req = RequestHeader::build("GET", r.path.as_bytes(), None).unwrap();
+            let target = format!("{}{}", r.path, r.query);
+            let mut req = RequestHeader::build("GET", target.as_bytes(), None).unwrap();
             for (n, v) in &r.request {
                 req.insert_header(*n, v.as_str()).unwrap();
             }

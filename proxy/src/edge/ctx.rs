@@ -15,7 +15,7 @@ use crate::cache::invalidation::{self, Answered};
 use crate::cache::store::{MemoryStore, StoredBy};
 use crate::cache::{key, CacheStatus};
 use crate::forwarding::ClientInfo;
-use crate::logging::{self, AccessRecord};
+use crate::logging::{self, AccessRecord, RequestId};
 use crate::metrics::RouteMetrics;
 use crate::pool::Attempts;
 
@@ -42,7 +42,7 @@ pub(crate) struct RequestCtx {
     /// stale (must-revalidate, proxy-revalidate, no-cache, s-maxage).
     pub(super) stale_forbidden: bool,
     /// Names the request in the access log and on the edge's own error answers.
-    pub(super) request_id: String,
+    pub(super) request_id: RequestId,
     /// Set in a background fill's subrequest: the lock its viewers wait on.
     pub(super) fill: Option<FillPermit>,
     /// This viewer's miss started a background fill, which it then reads like a waiter.
@@ -89,7 +89,7 @@ impl RequestCtx {
             cache_status: CacheStatus::Bypass,
             not_modified: None,
             stale_forbidden: false,
-            request_id: logging::next_request_id(),
+            request_id: RequestId::next(),
             fill: None,
             started_fill: false,
             key: None,
@@ -114,7 +114,7 @@ impl RequestCtx {
     /// access log.
     pub(super) fn log(&self, session: &Session, e: Option<&Error>, unrouted: &RouteMetrics) {
         let status = session.response_written().map_or(0, |r| r.status.as_u16());
-        let route = self.route_name().to_string();
+        let route = self.route_name();
         let bytes = session.body_bytes_sent();
         let duration = self.started.elapsed();
         let route_metrics = self.route.as_ref().map_or(unrouted, |r| &r.metrics);
@@ -139,7 +139,7 @@ impl RequestCtx {
             status,
             bytes,
             duration,
-            route: &route,
+            route,
             backend: self.attempts.backend(),
             cache: self.cache_status.as_str(),
             error: e.map(|e| e as &dyn std::fmt::Display),

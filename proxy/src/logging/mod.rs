@@ -79,16 +79,92 @@ pub fn proxy_warning(
     }
 }
 
-/// A new request id: 16 or more hex digits, a random per-process prefix then a counter, so ids
-/// are unique within a process and, with high probability, across restarts and edges. One
-/// atomic increment and one small format: cheap enough for every request.
-pub fn next_request_id() -> String {
-    static PREFIX: OnceLock<u32> = OnceLock::new();
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
-    // std's RandomState is seeded from the OS's randomness; no extra dependency for 32 bits.
-    let prefix = *PREFIX.get_or_init(|| {
-        std::collections::hash_map::RandomState::new().hash_one(std::process::id()) as u32
-    });
-    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-    format!("{prefix:08x}{n:08x}")
+/// A request's id: 16 or more hex digits, a random per-process prefix then a counter, so ids
+/// are unique within a process and, with high probability, across restarts and edges. Kept as
+/// its text, made without allocating: every request gets one, and most never show it.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct RequestId {
+    text: [u8; 24],
+    len: u8,
+}
+
+impl RequestId {
+    /// The next id: one atomic increment.
+    pub fn next() -> Self {
+        static PREFIX: OnceLock<u32> = OnceLock::new();
+        static COUNTER: AtomicU64 = AtomicU64::new(0);
+        // std's RandomState is seeded from the OS's randomness; no extra dependency for 32 bits.
+        let prefix = *PREFIX.get_or_init(|| {
+            std::collections::hash_map::RandomState::new().hash_one(std::process::id()) as u32
+        });
+        let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+        Self::of(prefix, n)
+    }
+
+    /// The id of `prefix` and counter `n`: `format!("{prefix:08x}{n:08x}")`.
+    fn of(prefix: u32, n: u64) -> Self {
+        const HEX: &[u8; 16] = b"0123456789abcdef";
+        let counter_digits = (16 - n.leading_zeros() as usize / 4).max(8);
+        let mut text = [0u8; 24];
+        let digits = (0..8)
+            .map(|i| (u64::from(prefix) >> (28 - 4 * i)) & 0xf)
+            .chain((0..counter_digits).map(|i| (n >> (4 * (counter_digits - 1 - i))) & 0xf));
+        for (slot, d) in text.iter_mut().zip(digits) {
+            *slot = HEX[d as usize];
+        }
+        RequestId {
+            text,
+            len: (8 + counter_digits) as u8,
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        // Only ASCII hex digits are ever written.
+        std::str::from_utf8(&self.text[..usize::from(self.len)]).unwrap_or_default()
+    }
+}
+
+impl std::ops::Deref for RequestId {
+    type Target = str;
+    fn deref(&self) -> &str {
+        self.as_str()
+    }
+}
+
+impl std::fmt::Display for RequestId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::fmt::Debug for RequestId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::RequestId;
+
+    #[test]
+    fn a_request_id_is_the_prefix_then_the_counter_in_hex() {
+        for (prefix, n) in [
+            (0x5f3a_9c0e, 0),
+            (0, 1),
+            (0xffff_ffff, 0xffff_ffff),
+            (0x0000_00ab, 0x1_0000_0000),
+            (7, u64::MAX),
+        ] {
+            assert_eq!(
+                RequestId::of(prefix, n).as_str(),
+                format!("{prefix:08x}{n:08x}")
+            );
+        }
+    }
+
+    #[test]
+    fn request_ids_differ() {
+        assert_ne!(RequestId::next(), RequestId::next());
+    }
 }

@@ -106,3 +106,43 @@ async fn a_part_the_origin_does_not_have_is_a_404_for_a_second_at_most() {
     assert_eq!((r.status, &r.body[..]), (200, &b"moof"[..]));
     assert_eq!(origin.hits_for(path), 2);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_late_viewer_gets_a_blocking_reload_from_the_cache_where_a_plain_reload_has_expired() {
+    let origin = Upstream::start("o").await;
+    let playlist =
+        "#EXTM3U\n#EXT-X-TARGETDURATION:1\n#EXT-X-PART:DURATION=0.2,URI=\"segment-12.2.m4s\"\n";
+    // As dime-origin streamer answers: a blocking reload for three target durations, the
+    // playlist itself for a second.
+    origin.script(
+        "/live/index.m3u8",
+        Script::ok(&[("cache-control", "public, max-age=3")], playlist),
+    );
+    origin.script(
+        "/live/plain.m3u8",
+        Script::ok(&[("cache-control", "public, max-age=3")], playlist),
+    );
+    let edge = cached_edge(&origin, VIDEO, "").await;
+    let get = |path: &str| {
+        let url = edge.url(path);
+        async move {
+            let r = client().get(&url).send().await.unwrap();
+            let status = r.headers()["x-cache-status"].to_str().unwrap().to_string();
+            (r.status().as_u16(), status)
+        }
+    };
+    let reload = "/live/index.m3u8?_HLS_msn=12&_HLS_part=2";
+    assert_eq!(get(reload).await, (200, "MISS".to_string()));
+    assert_eq!(get("/live/plain.m3u8").await, (200, "MISS".to_string()));
+    // Past half a target duration, where a live playlist expires, and well inside three.
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    assert_eq!(get(reload).await, (200, "HIT".to_string()));
+    assert_eq!(origin.hits_for("/live/index.m3u8"), 1, "{}", edge.logs());
+    let (status, cache) = get("/live/plain.m3u8").await;
+    assert_eq!(status, 200);
+    assert_ne!(
+        cache, "HIT",
+        "a plain reload is held half a target duration"
+    );
+    assert_eq!(origin.hits_for("/live/plain.m3u8"), 2);
+}

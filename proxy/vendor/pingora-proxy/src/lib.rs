@@ -1280,7 +1280,9 @@ where
         while retries < self.max_retries {
             retries += 1;
 
-            let (reuse, e) = self.proxy_to_upstream(&mut session, &mut ctx).await;
+            // Dime: boxed, so that a request served from the cache does not carry (and move)
+            // the state of a trip to the origin in its own future.
+            let (reuse, e) = Box::pin(self.proxy_to_upstream(&mut session, &mut ctx)).await;
             server_reuse = reuse;
 
             match e {
