@@ -312,6 +312,23 @@ def main() -> None:
                                     for r, v in vs) or "n/a")
         spread.append(f"| {label} | {' | '.join(cells)} |")
 
+    # The same ratios taken within each round: the rounds are interleaved, so a host that is
+    # slower for a few minutes slows both proxies of one round, where the medians above may
+    # pair one proxy's slow round with the other's fast one.
+    paired = ["| Hit test, per proxy core-second | dime-edge / nginx, per round | median "
+              "| Varnish / nginx, per round | median |", "|---|---|---:|---|---:|"]
+    for scenario, label, metric in HITS:
+        cells = []
+        for p in ("dime", "varnish"):
+            own = dict(values.get((p, scenario, f"{metric}_per_core"), []))
+            base = dict(values.get(("nginx", scenario, f"{metric}_per_core"), []))
+            rs = [(r, own[r] / base[r]) for r in sorted(own) if r in base and base[r]]
+            cells.append(" / ".join(f"{x:.2f}×" + ("*" if (p, r, scenario) in disturbed
+                                                     or ("nginx", r, scenario) in disturbed else "")
+                                    for r, x in rs) or "n/a")
+            cells.append(f"{statistics.median(x for _, x in rs):.2f}×" if rs else "n/a")
+        paired.append(f"| {label} | {' | '.join(cells)} |")
+
     # Which side was busy: a proxy under 100 % of its core was not the limit; a wrk near
     # 100 % was.
     busy = ["| Hit test | dime-edge | nginx | Varnish |", "|---|---|---|---|"]
@@ -449,6 +466,7 @@ def main() -> None:
         table=head,
         targets="\n".join(targets),
         spread="\n".join(spread),
+        paired="\n".join(paired),
         max_other=max_other,
         busy="\n".join(busy),
         invalidation=inval_text or "(not in this run)\n",
@@ -621,6 +639,12 @@ processes used more than {max_other:.0f} % of a core even after two repeats; the
 those out when the other rounds of the same test were clean.
 
 {spread}
+
+The hit tests' ratios to nginx within each round (a `*` marks a round in which either run was
+disturbed). The targets above read the medians of each proxy's own rounds; when the host's
+speed drifts between rounds, these two can differ, and then neither alone settles a target.
+
+{paired}
 
 ## Machine
 
