@@ -28,6 +28,14 @@ const SMALL: &[&str] = &[
     "3",
 ];
 
+/// `SMALL` with a window of `segments` instead of 3.
+fn small_with_window(segments: &'static str) -> Vec<&'static str> {
+    let mut args = SMALL.to_vec();
+    let at = args.iter().position(|a| *a == "--window").unwrap();
+    args[at + 1] = segments;
+    args
+}
+
 /// A running live packager whose log lines are collected as they come.
 struct Packager {
     child: Child,
@@ -302,14 +310,6 @@ fn a_test_pattern_channel_is_live_hls_and_drains_on_sigterm() {
         dir.join(".lock").is_file(),
         "the channel lock stays, hidden from the streamer"
     );
-}
-
-/// `SMALL` with a window of `segments` instead of 3.
-fn small_with_window(segments: &'static str) -> Vec<&'static str> {
-    let mut args = SMALL.to_vec();
-    let at = args.iter().position(|a| *a == "--window").unwrap();
-    args[at + 1] = segments;
-    args
 }
 
 #[test]
@@ -921,9 +921,7 @@ fn a_low_latency_channel_writes_parts_as_they_are_muxed_under_a_playlist_that_fo
 fn old_segments_leave_the_disk_a_window_after_the_playlist() {
     let media = tempfile::tempdir().unwrap();
     let dir = media.path().join("camera");
-    let mut args: Vec<&str> = SMALL.iter().copied().filter(|a| *a != "3").collect();
-    args.retain(|a| *a != "--window");
-    args.extend(["--window", "1"]);
+    let args = small_with_window("1");
     let mut packager = Packager::start(media.path(), "camera", &args);
     packager.wait_for_segments(4);
     let (status, log) = packager.stop(libc::SIGTERM);
