@@ -20,6 +20,12 @@ TARGET_DIR := $(or $(CARGO_TARGET_DIR),target)
 EDGE_DEBUG := $(TARGET_DIR)/debug/dime-edge
 CONFIGS := $(sort $(wildcard config/*.toml))
 EDGE_SOURCES := Cargo.toml Cargo.lock proxy/Cargo.toml $(shell find proxy/src -name '*.rs')
+# The debug binaries the browser and fleet tests start: alone, these two. Under `make test`,
+# the workspace with its tests, as nextest built it: dev-dependencies turn on features of
+# shared crates (bitflags/std, zerocopy/derive, reqwest's rustls), so building the two alone
+# would rebuild 37 crates and relink both binaries, where this finds everything fresh.
+BUILD_BINS = $(CARGO) build -p dime-edge -p dime-origin
+test: BUILD_BINS = $(CARGO) build --workspace --tests
 
 .PHONY: help deps build fmt lint nextest check-config k8s-lint ansible-lint k8s-secrets images k8s-up k8s-down \
 	k8s-test k8s-cluster-create k8s-cluster-copy k8s-cluster-start k8s-cluster-clean fleet-up fleet-down fleet-test \
@@ -34,7 +40,7 @@ help: ## List the targets (this text)
 deps: ## Install what is missing (apt: build tools, GStreamer, PostgreSQL, Chromium; Node.js 20+ and kubectl 1.32+ when older; cargo-nextest; k6; npm)
 	@bash .ci/deps.sh
 
-build: ## Debug build of the workspace (dime-edge, dime-origin)
+build: deps ## Debug build of the workspace (dime-edge, dime-origin)
 	$(CARGO) build --workspace
 
 fmt: ## Format all Rust code in place
@@ -49,7 +55,7 @@ nextest: ## Run the whole test suite with cargo-nextest (a hung test is killed a
 
 # `make test` finds this binary fresh from nextest (integration tests build it); alone,
 # `make check-config` builds it when a source is newer.
-$(EDGE_DEBUG): $(EDGE_SOURCES)
+$(EDGE_DEBUG): $(EDGE_SOURCES) | deps
 	$(CARGO) build -p dime-edge
 
 check-config: $(EDGE_DEBUG) ## Validate every config/*.toml with `dime-edge check`
@@ -97,15 +103,15 @@ k8s-cluster-start: ## kubectl apply -k the overlay (OVERLAY=dev), wait for the r
 k8s-cluster-clean: ## Delete the overlay's objects, then the cluster
 	bash k8s/cluster.sh clean
 
-fleet-up: ## The simulated edge fleet: namespaces, WireGuard overlay, origin site, two edge regions
-	$(CARGO) build -p dime-edge -p dime-origin
+fleet-up: deps ## The simulated edge fleet: namespaces, WireGuard overlay, origin site, two edge regions
+	$(BUILD_BINS)
 	bash ansible/sim/fleet.sh up
 
 fleet-down: ## Remove every namespace and process fleet-up made
 	bash ansible/sim/fleet.sh down
 
-fleet-test: ## fleet-up, then reachability, shield coalescing, k6 per region, edge failover in Chromium; fleet-down
-	$(CARGO) build -p dime-edge -p dime-origin
+fleet-test: deps ## fleet-up, then reachability, shield coalescing, k6 per region, edge failover in Chromium; fleet-down
+	$(BUILD_BINS)
 	bash ansible/sim/test.sh
 
 cache-tests: $(EDGE_DEBUG) ## The HTTP cache test suite (cache-tests.fyi) against the edge: fails on a required test proxy/tests/cache-tests/expected.json does not list
@@ -116,12 +122,12 @@ conformance: $(EDGE_DEBUG) ## The same, and writes its figures beside other cach
 	test -d proxy/tests/cache-tests/node_modules/undici || npm ci --prefix proxy/tests/cache-tests --no-audit --no-fund --loglevel=error
 	node proxy/tests/cache-tests/run.mjs --edge $(EDGE_DEBUG) --docs docs/conformance.md --commit "$$(git describe --always --dirty)"
 
-e2e: ## The platform in headless Chromium through the edge (debug build, ports 18080-18085, 18443, 19090: DIME_HTTP_PORT, DIME_HTTPS_PORT, DIME_ADMIN_PORT)
-	$(CARGO) build -p dime-edge -p dime-origin
+e2e: deps ## The platform in headless Chromium through the edge (debug build, ports 18080-18085, 18443, 19090: DIME_HTTP_PORT, DIME_HTTPS_PORT, DIME_ADMIN_PORT)
+	$(BUILD_BINS)
 	bash origin/e2e/run.sh
 
-e2e-failover: ## An edge killed mid-play in headless Chromium: the player goes on from the next edge (own processes, ports above 20000)
-	$(CARGO) build -p dime-edge -p dime-origin
+e2e-failover: deps ## An edge killed mid-play in headless Chromium: the player goes on from the next edge (own processes, ports above 20000)
+	$(BUILD_BINS)
 	test -d origin/e2e/node_modules/playwright-core || npm ci --prefix origin/e2e --no-audit --no-fund --loglevel=error
 	cd origin/e2e && node --test --test-concurrency=1 failover.test.mjs
 
@@ -131,23 +137,23 @@ run: deps ## Release build, then the local stack on :8080 (Ctrl-C stops it)
 	$(CARGO) build --release -p dime-edge -p dime-origin
 	@bash .ci/dev-stack.sh
 
-bench: ## dime-edge beside nginx and Varnish (apt-installs them); writes docs/benchmarks.md
+bench: deps ## dime-edge beside nginx and Varnish (apt-installs them); writes docs/benchmarks.md
 	bash benches/run.sh
 
 # Not part of `make test`: its timings compare two builds and are never asserted.
-microbench: ## The edge's own code on a cache hit, piece by piece, in-process (Criterion, about a minute); BENCH_FILTER=regex picks benches
+microbench: deps ## The edge's own code on a cache hit, piece by piece, in-process (Criterion, about a minute); BENCH_FILTER=regex picks benches
 	$(CARGO) bench -p dime-edge --bench hit_path -- $(if $(BENCH_FILTER),'$(BENCH_FILTER)')
 
 # Counts, not times: runs beside other work, where `make bench` cannot.
-instructions: ## Instructions (callgrind) and system calls (strace) per 1 KB hit, dime-edge beside nginx, in about two minutes; writes docs/benchmarks.md's section
+instructions: deps ## Instructions (callgrind) and system calls (strace) per 1 KB hit, dime-edge beside nginx, in about two minutes; writes docs/benchmarks.md's section
 	bash benches/instructions.sh
 
 # Its tests also run in `make test` (nextest); this runs them alone and writes their figures.
-chaos: ## The chaos suite (broken origins, lock stampedes, floods, HTTP/2 abuse, Vary) alone; writes its figures to docs/reliability.md
+chaos: deps ## The chaos suite (broken origins, lock stampedes, floods, HTTP/2 abuse, Vary) alone; writes its figures to docs/reliability.md
 	bash proxy/tests/chaos/run.sh
 
 # Not part of `make test`, which replays the corpora (proxy/fuzz/tests/corpus.rs) without AFL++.
-fuzz: ## Fuzz the parsers under AFL++ (cargo-afl, installed when missing): FUZZ_SECONDS each (default 60), FUZZ_TARGETS picks some, FUZZ_MERGE=1 keeps finds; writes docs/reliability.md's table
+fuzz: deps ## Fuzz the parsers under AFL++ (cargo-afl, installed when missing): FUZZ_SECONDS each (default 60), FUZZ_TARGETS picks some, FUZZ_MERGE=1 keeps finds; writes docs/reliability.md's table
 	bash proxy/fuzz/run.sh
 
 # `make viewers K6_ARGS='-e LIVE_VUS=100 -e DURATION=15s'` passes options to every k6 run.
@@ -161,11 +167,11 @@ viewers: ## k6 crowd of live and VoD viewers against a running `make run`, then 
 viewers-ll: ## k6 crowd of 1,000 low-latency HLS viewers (blocking reloads, hinted parts) against a running `make run`, then 1,000 classic live viewers; writes docs/benchmarks.md's k6-ll section (VUS=N for another crowd)
 	bash benches/k6/ll.sh $(K6_ARGS)
 
-# Not part of `make test`: half an hour by default (`make soak DURATION=5m` for a short one).
-loaded: ## The whole suite LOADED_RUNS times (default 5) in a row in a fresh clone, every core kept busy by stress-ng; adds each run to docs/reliability.md
+loaded: deps ## The whole suite LOADED_RUNS times (default 5) in a row in a fresh clone, every core kept busy by stress-ng; adds each run to docs/reliability.md
 	bash .ci/loaded
 
-soak: ## The edge under 500 live + 25 VoD k6 viewers for DURATION (default 30m), its config reloaded every minute and a streamer restarted every 5; RSS, descriptors and p99 per 5-minute window into docs/reliability.md
+# Not part of `make test`: half an hour by default (`make soak DURATION=5m` for a short one).
+soak: deps ## The edge under 500 live + 25 VoD k6 viewers for DURATION (default 30m), its config reloaded every minute and a streamer restarted every 5; RSS, descriptors and p99 per 5-minute window into docs/reliability.md
 	bash benches/soak/run.sh
 
 clean: ## Remove build output and the local stack's files (.dev/)
