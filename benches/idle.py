@@ -9,7 +9,8 @@ hits on other connections stay fast beside them.
         {"count", "idle_kib", "after_request_kib"} per connection, over the RSS before.
     idle.py hold --url URL --count N
         Opens N HTTP/1.1 connections, prints "held N" once they are open, and keeps them until
-        stdin closes (run.sh measures hits meanwhile).
+        stdin closes (run.sh measures hits meanwhile); then prints "closed K", K the connections
+        the proxy closed (or answered) meanwhile, which were not held through the whole test.
 
 Connections take turns on 200 source addresses (127.0.0.2 to 127.0.0.201), so neither their count
 nor the closed connections of an earlier test waiting in TIME_WAIT exhaust one address's
@@ -139,6 +140,19 @@ async def hold(args):
     conns = await open_all(args.url, args.count, False)
     print(f"held {len(conns)}", flush=True)
     await asyncio.get_running_loop().run_in_executor(None, sys.stdin.read)
+
+    # A connection the proxy closed has its EOF (or a response, e.g. a 408) waiting to be read.
+    async def closed(r):
+        try:
+            await asyncio.wait_for(r.read(1), 1)
+            return True
+        except asyncio.TimeoutError:
+            return False
+        except OSError:  # reset by the proxy
+            return True
+
+    gone = await asyncio.gather(*(closed(r) for r, _ in conns))
+    print(f"closed {sum(gone)}", flush=True)
     for _, w in conns:
         w.close()
 

@@ -5,7 +5,8 @@
 # the media, measures, writes docs/benchmarks.md. BENCH_QUICK=1 is a short smoke run that
 # writes target/bench/quick/benchmarks.md instead. BENCH_ONLY=invalidation runs only the
 # invalidation benchmark (dime-edge alone: no nginx, Varnish or media needed) and writes
-# target/bench/invalidation/benchmarks.md.
+# target/bench/invalidation/benchmarks.md; BENCH_ONLY=idle runs only the idle-connection test
+# (all three proxies, BENCH_ROUNDS latency pairs each) and writes target/bench/idle/benchmarks.md.
 #
 # Knobs (environment): BENCH_QUICK, BENCH_ONLY, BENCH_ROUNDS, BENCH_DURATION (seconds per wrk
 # run), BENCH_RSS_OBJECTS (4 MiB objects in the memory test), BENCH_INVAL_OBJECTS and
@@ -33,8 +34,8 @@ IDLE_HOLD_FITS=$(((NOFILE - 5000) / 1000 * 1000))
 ((IDLE_HOLD_FITS > 100000)) && IDLE_HOLD_FITS=100000
 ONLY=${BENCH_ONLY:-}
 case $ONLY in
-"" | invalidation) ;;
-*) echo "BENCH_ONLY=$ONLY: unknown; the one part that runs alone is 'invalidation'" >&2; exit 2 ;;
+"" | invalidation | idle) ;;
+*) echo "BENCH_ONLY=$ONLY: unknown; the parts that run alone are 'invalidation' and 'idle'" >&2; exit 2 ;;
 esac
 INVAL_OBJECTS=${BENCH_INVAL_OBJECTS:-10000}
 INVAL_POSTS=${BENCH_INVAL_POSTS:-1000}
@@ -198,7 +199,7 @@ apt_install() {
 
 install_tools() {
     local missing=()
-    if [[ -z $ONLY ]]; then
+    if [[ $ONLY != invalidation ]]; then
         command -v nginx >/dev/null || missing+=(nginx-light)
         command -v varnishd >/dev/null || missing+=(varnish)
     fi
@@ -223,7 +224,7 @@ install_tools() {
 }
 
 build() {
-    if [[ -n $ONLY ]]; then
+    if [[ $ONLY == invalidation ]]; then
         log "cargo build --release -p dime-edge"
         cargo build --release -p dime-edge
         [[ -x $BIN/dime-edge ]] || die "no release binary in $BIN"
@@ -262,7 +263,7 @@ start_origins() {
     ORIGIN_PIDS=("$LAST_PID")
     wait_http "http://127.0.0.1:$INVAL_PORT/healthz" "$LAST_PID" ||
         die "invalidation origin did not start; see $OUT/logs/inval-origin.log"
-    [[ -n $ONLY ]] && return 0
+    [[ $ONLY == invalidation ]] && return 0
     # --playlist-max-age: see "Why the playlist is fresh for the whole run" in docs/benchmarks.md.
     start streamer "$LOAD_CPU" "$BIN/dime-origin" streamer --root "$WORK/media" \
         --listen "127.0.0.1:$STREAMER_PORT" --playlist-max-age 3600
@@ -321,8 +322,11 @@ start_varnish() {
     render "$BENCHES/conf/varnish.vcl.in" "$WORK/varnish/bench.vcl"
     local varnishd=(varnishd -F -j none -n "$WORK/varnish/n" -a "127.0.0.1:$PROXY_PORT"
         -T 127.0.0.1:0 -f "$WORK/varnish/bench.vcl" -s malloc,1G
-        -p thread_pools=1 -p thread_pool_min=40)
-    # One thread pool (one core); 40 threads already there for wrk's 32 connections.
+        -p thread_pools=1 -p thread_pool_min=40 -p timeout_idle=60)
+    # One thread pool (one core); 40 threads already there for wrk's 32 connections. A
+    # connection may wait 60 s for its first request, as dime-edge's header_timeout and nginx's
+    # client_header_timeout allow by default (Varnish's default, 5 s, would close the idle test's
+    # held connections before its run beside them).
     if ((LOGGED == 0)); then
         start varnish "$PROXY_CPU" "${varnishd[@]}"
         return
@@ -649,9 +653,10 @@ json_field() { python3 -c 'import json, sys; print(json.loads(sys.argv[2])[sys.a
 # idle PROXY: what idle viewer connections cost the proxy's memory (IDLE_COUNT HTTP/1.1
 # connections, then IDLE_COUNT / 2 HTTP/2 over TLS ones, each before and after one request on
 # it), and the p99 of 1 KB hits with IDLE_HOLD idle connections held beside them against the
-# p99 without.
+# p99 without: ROUNDS pairs, each run alone just before the one beside, since one p99 of a
+# 10 s run moves by tens of percent between runs on a shared host.
 idle() {
-    local proxy=$1 json held fifo pids
+    local proxy=$1 json held fifo pids round
     log "idle connections: $proxy"
     start_proxy "$proxy"
     warm "$proxy" "$PROXY/live/index.m3u8" 1024 || true
@@ -670,7 +675,15 @@ idle() {
         record "$proxy" 1 idle h2_idle_kib "$(json_field idle_kib "$json")"
         record "$proxy" 1 idle h2_after_request_kib "$(json_field after_request_kib "$json")"
     fi
-    wrk_run "$proxy" 1 playlist_1k_alone /live/index.m3u8 1024 32
+    for ((round = 1; round <= ROUNDS; round++)); do idle_latency "$proxy" "$round"; done
+    stop_proxy
+}
+
+# idle_latency PROXY ROUND: one pair of 1 KB hit runs, alone and beside IDLE_HOLD idle
+# connections; the RSS with them held is recorded once, in round 1.
+idle_latency() {
+    local proxy=$1 round=$2 fifo held
+    wrk_run "$proxy" "$round" playlist_1k_alone /live/index.m3u8 1024 32
     # The held connections come from a process whose stdin is a pipe: closing it lets them go.
     fifo=$OUT/idle-hold.fifo
     rm -f "$fifo" && mkfifo "$fifo"
@@ -685,13 +698,19 @@ idle() {
         sleep 1
     done
     grep -q '^held' "$OUT/idle-hold.txt" || die "idle.py hold did not open $IDLE_HOLD connections in 120 s"
-    record "$proxy" 1 idle held_rss_mib "$(rss_kib | awk '{ printf "%.1f", $1 / 1024 }')"
-    wrk_run "$proxy" 1 playlist_1k_beside_idle /live/index.m3u8 1024 32
+    ((round == 1)) && record "$proxy" 1 idle held_rss_mib "$(rss_kib | awk '{ printf "%.1f", $1 / 1024 }')"
+    wrk_run "$proxy" "$round" playlist_1k_beside_idle /live/index.m3u8 1024 32
     exec {hold_fd}>&-
     wait "$hold_pid" || true
     forget "$hold_pid"
     rm -f "$fifo"
-    stop_proxy
+    # Held means held through the run: a proxy that closed some (a header timeout) measured
+    # its hits beside fewer, and closing them was work done during the run.
+    local closed
+    closed=$(sed -n 's/^closed //p' "$OUT/idle-hold.txt")
+    [[ -n $closed ]] || die "idle.py hold did not say how many connections were closed: $(cat "$OUT/idle-hold.txt")"
+    record "$proxy" "$round" idle held_closed "$closed"
+    ((closed == 0)) || note "$proxy round $round: the proxy closed $closed of the $IDLE_HOLD held idle connections before the run beside them ended"
 }
 
 # dime-edge's dime_cache_objects gauge.
@@ -920,7 +939,7 @@ main() {
     touch "$OUT/notes.txt"
     install_tools
     build
-    if [[ -z $ONLY ]]; then
+    if [[ $ONLY != invalidation ]]; then
         log "making the media in $WORK/media"
         make_media
         make_cert
@@ -928,11 +947,15 @@ main() {
     machine
     start_origins
     echo "start $(cut -d' ' -f1-3 /proc/loadavg)" >>"$OUT/load.txt"
-    if [[ $ONLY == invalidation ]]; then
-        for ((round = 1; round <= ROUNDS; round++)); do invalidation "$round"; done
+    if [[ -n $ONLY ]]; then
+        if [[ $ONLY == invalidation ]]; then
+            for ((round = 1; round <= ROUNDS; round++)); do invalidation "$round"; done
+        else
+            for proxy in "${PROXIES[@]}"; do idle "$proxy"; done
+        fi
         echo "end $(cut -d' ' -f1-3 /proc/loadavg)" >>"$OUT/load.txt"
         echo "elapsed=$((SECONDS - started))" >>"$OUT/machine.txt"
-        python3 "$BENCHES/report.py" --only invalidation "$OUT" "$DOC"
+        python3 "$BENCHES/report.py" --only "$ONLY" "$OUT" "$DOC"
         log "report written to $DOC (took $((SECONDS - started)) s)"
         return
     fi
