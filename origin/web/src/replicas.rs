@@ -5,7 +5,7 @@
 //! Every replica reports to `web_replicas` every fifth of the timeout, on the database's
 //! clock. A replica that finds a packaging job whose owner has not reported for the timeout
 //! takes the job over (one conditional UPDATE, so one sweeper wins), removes its work
-//! directory while the slug is still reserved, then marks it failed. A replica that learns
+//! directory while the slug is still reserved and that replica's uploads, then marks it failed. A replica that learns
 //! it lost a job (its row was taken over, or it could not report for the timeout) stops that
 //! job's packager and leaves the job alone: it is no longer its own. A replica shutting down
 //! stops its packagers and fails their jobs itself.
@@ -216,6 +216,9 @@ impl Replica {
             }
             // The slug is still reserved: no other job can have a work directory under it.
             remove_work_dirs_of(&work_dirs(root), |slug| slug == job.slug);
+            // And its replica, gone, writes no upload any more: whoever reads the job failed
+            // finds neither its output nor its upload left.
+            remove_uploads_of(&upload_files(root), |replica| replica == job.owner);
             let failed = JobState::Failed {
                 reason: STOPPED_REASON.to_owned(),
             };
