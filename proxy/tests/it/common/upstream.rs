@@ -73,6 +73,15 @@ pub struct Seen {
     pub uri: String,
     /// Headers.
     pub headers: HeaderMap,
+    /// The connection it came on: 1 for the first the origin accepted, and so on.
+    pub connection: usize,
+}
+
+/// What an origin counts: requests served, and health checks apart.
+#[derive(Default)]
+struct Counts {
+    hits: AtomicUsize,
+    health_checks: AtomicUsize,
 }
 
 /// A running origin. Paths it understands:
@@ -84,7 +93,7 @@ pub struct Upstream {
     pub addr: SocketAddr,
     /// Its name, sent back in `x-upstream`.
     pub name: String,
-    hits: Arc<AtomicUsize>,
+    counts: Arc<Counts>,
     connections: Arc<AtomicUsize>,
     seen: Arc<Mutex<Vec<Seen>>>,
     accept: tokio::task::JoinHandle<()>,
@@ -112,15 +121,15 @@ impl Upstream {
     pub async fn start_on(name: &str, addr: SocketAddr) -> Upstream {
         let listener = TcpListener::bind(addr).await.expect("bind upstream");
         let addr = listener.local_addr().unwrap();
-        let hits = Arc::new(AtomicUsize::new(0));
+        let counts = Arc::new(Counts::default());
         let connections = Arc::new(AtomicUsize::new(0));
         let seen = Arc::new(Mutex::new(Vec::new()));
         let conns = Arc::new(Mutex::new(JoinSet::new()));
         let scripts: Arc<Mutex<HashMap<String, Script>>> = Arc::default();
         let fail_with = Arc::new(AtomicU16::new(0));
         let accept = {
-            let (hits, connections, seen, conns) = (
-                hits.clone(),
+            let (counts, connections, seen, conns) = (
+                counts.clone(),
                 connections.clone(),
                 seen.clone(),
                 conns.clone(),
@@ -132,21 +141,22 @@ impl Upstream {
                     let Ok((stream, _)) = listener.accept().await else {
                         continue;
                     };
-                    connections.fetch_add(1, Ordering::SeqCst);
-                    let (hits, seen, name, scripts, fail_with) = (
-                        hits.clone(),
+                    let connection = connections.fetch_add(1, Ordering::SeqCst) + 1;
+                    let (counts, seen, name, scripts, fail_with) = (
+                        counts.clone(),
                         seen.clone(),
                         name.clone(),
                         scripts.clone(),
                         fail_with.clone(),
                     );
                     let svc = service_fn(move |req| {
-                        let (hits, seen, name, scripts) =
-                            (hits.clone(), seen.clone(), name.clone(), scripts.clone());
+                        let (counts, seen, name, scripts) =
+                            (counts.clone(), seen.clone(), name.clone(), scripts.clone());
                         let failing = fail_with.load(Ordering::SeqCst);
                         async move {
                             Ok::<_, Infallible>(
-                                handle(req, &name, &hits, &seen, &scripts, failing).await,
+                                handle(req, &name, &counts, connection, &seen, &scripts, failing)
+                                    .await,
                             )
                         }
                     });
@@ -161,7 +171,7 @@ impl Upstream {
         Upstream {
             addr,
             name: name.to_string(),
-            hits,
+            counts,
             connections,
             seen,
             accept,
@@ -195,7 +205,12 @@ impl Upstream {
 
     /// Requests served so far (health checks excluded).
     pub fn hits(&self) -> usize {
-        self.hits.load(Ordering::SeqCst)
+        self.counts.hits.load(Ordering::SeqCst)
+    }
+
+    /// Health checks (`/healthz`) answered so far.
+    pub fn health_checks(&self) -> usize {
+        self.counts.health_checks.load(Ordering::SeqCst)
     }
 
     /// TCP connections accepted so far.
@@ -236,16 +251,18 @@ fn query(req: &Request<Incoming>, key: &str) -> Option<u64> {
 async fn handle(
     req: Request<Incoming>,
     name: &str,
-    hits: &AtomicUsize,
+    counts: &Counts,
+    connection: usize,
     seen: &Mutex<Vec<Seen>>,
     scripts: &Mutex<HashMap<String, Script>>,
     failing: u16,
 ) -> Response<Body> {
     let path = req.uri().path().to_string();
     if path == "/healthz" {
+        counts.health_checks.fetch_add(1, Ordering::SeqCst);
         return reply(StatusCode::OK, name, full(Bytes::from_static(b"ok")));
     }
-    hits.fetch_add(1, Ordering::SeqCst);
+    counts.hits.fetch_add(1, Ordering::SeqCst);
     seen.lock().unwrap().push(Seen {
         method: req.method().to_string(),
         uri: req
@@ -254,6 +271,7 @@ async fn handle(
             .map_or("/", |p| p.as_str())
             .to_string(),
         headers: req.headers().clone(),
+        connection,
     });
     if let Ok(status) = StatusCode::from_u16(failing) {
         return reply(status, name, full(Bytes::from(format!("{name} failing"))));
