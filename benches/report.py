@@ -279,55 +279,19 @@ def idle_target(median, values, disturbed, machine: dict) -> str:
     )
 
 
-def only_idle(work: Path, doc: Path, median, values, disturbed, machine: dict) -> None:
+def alone_page(work: Path, doc: Path, machine: dict, only: str, title: str, runs: str, body: list,
+               target: str, method: str) -> None:
+    """Writes DOC for one test run alone (`BENCH_ONLY=ONLY`): what ran, BODY, the target row,
+    what the run saw and the method."""
     notes = (work / "notes.txt").read_text().splitlines() if (work / "notes.txt").exists() else []
     out = "\n".join([
-        "# Idle-connection benchmark",
+        f"# {title}",
         "",
-        f"`BENCH_ONLY=idle bash benches/run.sh`, run of {machine.get('date', '?')}, commit "
-        f"{machine.get('commit', '?')}: {machine.get('rounds', '?')} pair(s) of "
-        f"{machine.get('duration', '?')} s wrk runs per proxy; {machine.get('cpu', '?')}, "
+        f"`BENCH_ONLY={only} bash benches/run.sh`, run of {machine.get('date', '?')}, commit "
+        f"{machine.get('commit', '?')}: {runs}; {machine.get('cpu', '?')}, "
         f"{machine.get('cores', '?')} cores, {machine.get('wrk', '?')}.",
         "",
-        "| Metric | dime-edge | nginx | Varnish | dime-edge / nginx | Varnish / nginx |",
-        "|---|---|---|---|---|---|",
-        *idle_rows(median, machine),
-        "",
-        *idle_spread(values, disturbed),
-        "",
-        "| Target | Measured | Result |",
-        "|---|---|---|",
-        idle_target(median, values, disturbed, machine),
-        "",
-        "## What the run saw",
-        "",
-        "\n".join(f"- {n}" for n in notes) or "- Nothing unexpected: every check passed.",
-        "",
-        "## Method",
-        "",
-        IDLE_METHOD.format(idle_count=thousands(machine.get("idle_count", "?")),
-                           idle_hold=thousands(machine.get("idle_hold", "?")),
-                           nofile=thousands(machine.get("nofile", "?")),
-                           rounds=machine.get("rounds", "?")),
-        "",
-    ])
-    print(out)
-    doc.parent.mkdir(parents=True, exist_ok=True)
-    doc.write_text(out)
-
-
-def only_invalidation(work: Path, doc: Path, median, values, disturbed, machine: dict) -> None:
-    text, target = invalidation(median, values, disturbed, machine)
-    notes = (work / "notes.txt").read_text().splitlines() if (work / "notes.txt").exists() else []
-    out = "\n".join([
-        "# Invalidation benchmark",
-        "",
-        f"`BENCH_ONLY=invalidation bash benches/run.sh`, run of {machine.get('date', '?')}, commit "
-        f"{machine.get('commit', '?')}: {machine.get('rounds', '?')} round(s) of "
-        f"{machine.get('inval_duration', machine.get('duration', '?'))} s per wrk run; {machine.get('cpu', '?')}, "
-        f"{machine.get('cores', '?')} cores, {machine.get('wrk', '?')}.",
-        "",
-        text or "(no results)",
+        *body,
         "| Target | Measured | Result |",
         "|---|---|---|",
         target,
@@ -338,14 +302,44 @@ def only_invalidation(work: Path, doc: Path, median, values, disturbed, machine:
         "",
         "## Method",
         "",
-        INVAL_METHOD.format(objects=thousands(machine.get("inval_objects", "?")),
-                            posts=thousands(machine.get("inval_posts", "?")),
-                            duration=machine.get("inval_duration", "?")),
+        method,
         "",
     ])
     print(out)
     doc.parent.mkdir(parents=True, exist_ok=True)
     doc.write_text(out)
+
+
+def only_idle(work: Path, doc: Path, median, values, disturbed, machine: dict) -> None:
+    alone_page(
+        work, doc, machine, "idle", "Idle-connection benchmark",
+        f"{machine.get('rounds', '?')} pair(s) of {machine.get('duration', '?')} s wrk runs per proxy",
+        ["| Metric | dime-edge | nginx | Varnish | dime-edge / nginx | Varnish / nginx |",
+         "|---|---|---|---|---|---|",
+         *idle_rows(median, machine),
+         "",
+         *idle_spread(values, disturbed),
+         ""],
+        idle_target(median, values, disturbed, machine),
+        IDLE_METHOD.format(idle_count=thousands(machine.get("idle_count", "?")),
+                           idle_hold=thousands(machine.get("idle_hold", "?")),
+                           nofile=thousands(machine.get("nofile", "?")),
+                           rounds=machine.get("rounds", "?")),
+    )
+
+
+def only_invalidation(work: Path, doc: Path, median, values, disturbed, machine: dict) -> None:
+    text, target = invalidation(median, values, disturbed, machine)
+    alone_page(
+        work, doc, machine, "invalidation", "Invalidation benchmark",
+        f"{machine.get('rounds', '?')} round(s) of "
+        f"{machine.get('inval_duration', machine.get('duration', '?'))} s per wrk run",
+        [text or "(no results)"],
+        target,
+        INVAL_METHOD.format(objects=thousands(machine.get("inval_objects", "?")),
+                            posts=thousands(machine.get("inval_posts", "?")),
+                            duration=machine.get("inval_duration", "?")),
+    )
 
 
 def main() -> None:
