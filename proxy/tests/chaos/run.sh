@@ -21,10 +21,11 @@ if ! git diff --quiet HEAD -- . ':!docs/reliability.md' 2>/dev/null; then
     commit=$commit-dirty
 fi
 
-# chaos_pools runs real streamers: dime-origin, built beside the test binary.
-cargo build -p dime-origin
-DIME_CHAOS_FIGURES=$FIGURES cargo nextest run -p dime-edge --test it --no-fail-fast \
-    -E 'test(/^chaos_/)'
+# Built as `make test` builds (the whole workspace with its tests, so the same features and
+# nothing rebuilt after it); chaos_pools runs real streamers, dime-origin, built beside the
+# test binary so.
+DIME_CHAOS_FIGURES=$FIGURES cargo nextest run --workspace --no-fail-fast \
+    -E 'package(dime-edge) & binary(it) & test(/^chaos_/)'
 [[ -s $FIGURES ]] || { say "no test wrote a figure to $FIGURES"; exit 1; }
 
 header="| Case | Figure |"
