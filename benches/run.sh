@@ -656,7 +656,7 @@ json_field() { python3 -c 'import json, sys; print(json.loads(sys.argv[2])[sys.a
 # p99 without: ROUNDS pairs, each run alone just before the one beside, since one p99 of a
 # 10 s run moves by tens of percent between runs on a shared host.
 idle() {
-    local proxy=$1 json held fifo pids round
+    local proxy=$1 json pids round
     log "idle connections: $proxy"
     start_proxy "$proxy"
     warm "$proxy" "$PROXY/live/index.m3u8" 1024 || true

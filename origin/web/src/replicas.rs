@@ -5,10 +5,10 @@
 //! Every replica reports to `web_replicas` every fifth of the timeout, on the database's
 //! clock. A replica that finds a packaging job whose owner has not reported for the timeout
 //! takes the job over (one conditional UPDATE, so one sweeper wins), removes its work
-//! directory while the slug is still reserved and that replica's uploads, then marks it failed. A replica that learns
-//! it lost a job (its row was taken over, or it could not report for the timeout) stops that
-//! job's packager and leaves the job alone: it is no longer its own. A replica shutting down
-//! stops its packagers and fails their jobs itself.
+//! directory while the slug is still reserved and that replica's uploads, then marks it
+//! failed. A replica that learns it lost a job (its row was taken over, or it could not report
+//! for the timeout) stops that job's packager and leaves the job alone: it is no longer its
+//! own. A replica shutting down stops its packagers and fails their jobs itself.
 
 use std::collections::HashMap;
 use std::path::Path;
