@@ -7,6 +7,9 @@ use http::header::{self, HeaderName};
 use pingora_cache::{CachePhase, HttpCache};
 use pingora_http::ResponseHeader;
 
+/// An HTTP-date's resolution (RFC 9110 §5.6.7): the fraction of the second is cut off.
+const DATE_RESOLUTION: Duration = Duration::from_secs(1);
+
 /// RFC 9111 §1.2.2: a delta-seconds too large to represent counts as 2^31 seconds.
 pub(super) const DELTA_SECONDS_CAP: u64 = 1 << 31;
 
@@ -103,15 +106,15 @@ pub(crate) fn corrected_initial_age(resp: &ResponseHeader, arrival: Arrival) -> 
         AgeField::Absent | AgeField::Invalid => Duration::ZERO,
         AgeField::Seconds(s) => Duration::from_secs(s).saturating_add(arrival.response_delay),
     };
+    // `Date` names a whole second: the origin made the response up to a second after it, so
+    // the response is at least this old. Counting the whole second would make a response
+    // that took a few milliseconds, dated 0.99 s before it left, arrive more than a second
+    // old: a live playlist fresh for one second would then be stale on arrival and never
+    // stored, and every viewer waiting on its fill would ask the origin. It also absorbs a
+    // second of clock skew.
     let apparent = header_date(resp, header::DATE)
         .and_then(|d| arrival.at.duration_since(d).ok())
-        .unwrap_or(Duration::ZERO);
-    // Clock skew of a second is noise, not age.
-    let apparent = if apparent <= Duration::from_secs(1) {
-        Duration::ZERO
-    } else {
-        apparent
-    };
+        .map_or(Duration::ZERO, |a| a.saturating_sub(DATE_RESOLUTION));
     apparent.max(corrected_age_value)
 }
 
@@ -203,17 +206,19 @@ mod tests {
             (&[], Some(0), 0, 0),
             (&["30"], Some(0), 0, 30),
             (&["30"], Some(0), 2, 32),
-            (&["30"], Some(100), 2, 100),
-            (&[], Some(100), 5, 100),
+            // A Date names a whole second: the response is at least a second younger.
+            (&["30"], Some(100), 2, 99),
+            (&[], Some(100), 5, 99),
             // No Age: the origin's own hold is not age (see corrected_initial_age).
             (&[], Some(0), 5, 0),
             (&["0"], Some(0), 3, 3),
-            // A second of clock skew is not age.
+            // A Date a second before arrival: made within that second, so not aged.
             (&[], Some(1), 0, 0),
+            (&[], Some(2), 0, 1),
             // An invalid Age is no Age (§4.2.3: 0 when not available); Date still counts.
             (&["abc"], Some(0), 3, 0),
-            (&["abc"], Some(100), 0, 100),
-            (&["0", "0"], Some(100), 0, 100),
+            (&["abc"], Some(100), 0, 99),
+            (&["0", "0"], Some(100), 0, 99),
         ];
         for (age, date_before, delay, want) in cases {
             let date = date_before.map(|b| at - s(b));

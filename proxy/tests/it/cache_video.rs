@@ -55,6 +55,40 @@ async fn an_origin_max_age_on_a_live_playlist_is_capped_at_half_the_target_durat
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn a_playlist_dated_the_second_before_it_arrived_is_stored_and_fetched_once() {
+    // The origin made it a moment ago, late in a second its Date names: it arrives a little
+    // over a second after that Date. Counted a second old, a playlist fresh for one second
+    // (half the 2 s target duration) would be stale on arrival: not stored, and the viewer
+    // waiting on the fill would ask the origin again.
+    let origin = Upstream::start("o").await;
+    let edge = cached_edge(&origin, VIDEO, "").await;
+    let now = std::time::SystemTime::now();
+    let into_second = now
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos();
+    tokio::time::sleep(Duration::from_nanos(u64::from(1_000_000_000 - into_second))).await;
+    let date = httpdate::fmt_http_date(std::time::SystemTime::now() - Duration::from_secs(1));
+    origin.script(
+        "/live/index.m3u8",
+        Script::ok(
+            &[("cache-control", "max-age=30"), ("date", &date)],
+            "#EXTM3U\n",
+        ),
+    );
+    assert_eq!(
+        fetch(&edge.url("/live/index.m3u8"), &[]).await.cache(),
+        "MISS"
+    );
+    assert_eq!(origin.hits_for("/live/index.m3u8"), 1);
+    assert_eq!(
+        fetch(&edge.url("/live/index.m3u8"), &[]).await.cache(),
+        "HIT"
+    );
+    assert_eq!(origin.hits_for("/live/index.m3u8"), 1);
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn a_missing_segment_is_cached_for_a_second_at_most() {
     let origin = Upstream::start("o").await;
     origin.script(
