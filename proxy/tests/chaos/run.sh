@@ -22,8 +22,8 @@ if ! git diff --quiet HEAD -- . ':!docs/reliability.md' 2>/dev/null; then
 fi
 
 # Built as `make test` builds (the whole workspace with its tests, so the same features and
-# nothing rebuilt after it); chaos_pools runs real streamers, dime-origin, built beside the
-# test binary so.
+# nothing rebuilt after it), which also builds dime-origin beside the test binary: the real
+# streamers chaos_pools runs.
 DIME_CHAOS_FIGURES=$FIGURES cargo nextest run --workspace --no-fail-fast \
     -E 'package(dime-edge) & binary(it) & test(/^chaos_/)'
 [[ -s $FIGURES ]] || { say "no test wrote a figure to $FIGURES"; exit 1; }
