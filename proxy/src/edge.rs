@@ -37,6 +37,7 @@ use crate::request_path;
 
 mod answer;
 mod ctx;
+pub(crate) mod hit_header;
 
 use ctx::is_tls;
 pub(crate) use ctx::RequestCtx;
@@ -480,6 +481,23 @@ impl ProxyHttp for Edge {
         let route = ctx.route.as_deref().map(|r| &r.spec);
         let version = session.req_header().version;
         viewer_headers(resp, version, ctx.cache_status, withheld, route)
+    }
+
+    // None: the edge compresses nothing (pingora's default adds a compression module set to
+    // do nothing), and a hit with no module may be sent its kept header (`hit_header`).
+    fn init_downstream_modules(&self, _modules: &mut pingora_core::modules::http::HttpModules) {}
+
+    fn cache_hit_wire_header(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+    ) -> Option<pingora_proxy::WireHeader> {
+        // What `response_filter` does on a fresh hit, for a hit that skips it.
+        let wire = hit_header::for_hit(session, ctx)?;
+        if self.draining.load(Ordering::Acquire) {
+            session.set_keepalive(None);
+        }
+        Some(wire)
     }
 
     async fn fail_to_proxy(

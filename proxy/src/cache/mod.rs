@@ -9,6 +9,7 @@ pub(crate) mod age;
 pub(crate) mod background;
 pub(crate) mod fill;
 pub(crate) mod invalidation;
+pub(crate) mod kept_header;
 pub(crate) mod key;
 pub(crate) mod lock;
 pub(crate) mod lookup;

@@ -34,6 +34,7 @@ use prometheus::IntCounter;
 
 use super::fill::{Fill, FillBudget, FillReader, FillState, READ_CHUNK};
 
+use super::kept_header::KeptHeader;
 use super::key;
 use super::CacheMode;
 
@@ -174,12 +175,39 @@ struct Entry {
     body: Bytes,
     /// Freshness plus the longest stale window: after this nothing can use it.
     usable_until: SystemTime,
+    /// The header a fresh hit sends, once a hit built it.
+    hit_header: KeptHeader,
 }
 
 impl Entry {
+    /// Counted with its header twice: the parsed one and the hit header built from it, about
+    /// as long, which the first hit adds.
     fn weight(&self) -> u32 {
-        let w = self.body.len() + self.meta.header_bytes + self.url.len() + ENTRY_OVERHEAD;
+        let w = self.body.len() + 2 * self.meta.header_bytes + self.url.len() + ENTRY_OVERHEAD;
         u32::try_from(w).unwrap_or(u32::MAX)
+    }
+}
+
+/// A complete stored object, as a hit that reads it from the start sees it.
+pub(crate) struct StoredObject<'a> {
+    /// Its response header, as stored.
+    pub(crate) header: &'a ResponseHeader,
+    /// Its body's length.
+    pub(crate) body_len: usize,
+    /// Where the header a fresh hit sends is kept.
+    pub(crate) hit_header: &'a KeptHeader,
+}
+
+/// The object `hit` reads, if it is a complete stored object read from its start to its end
+/// (not a fill in progress, not a range).
+pub(crate) fn stored_object(hit: &HitHandler) -> Option<StoredObject<'_>> {
+    match hit.as_any().downcast_ref::<Hit>()? {
+        Hit::Complete(c) if c.pos == 0 && c.end == c.entry.body.len() => Some(StoredObject {
+            header: &c.entry.meta.header,
+            body_len: c.end,
+            hit_header: &c.entry.hit_header,
+        }),
+        _ => None,
     }
 }
 
@@ -727,6 +755,7 @@ impl Storage for MemoryStore {
             usable_until: parts.usable_until(),
             meta: parts,
             body: old.body.clone(),
+            hit_header: KeptHeader::default(),
         };
         self.commit(hash, entry);
         Ok(true)
@@ -866,6 +895,7 @@ impl HandleMiss for Miss {
                 meta: self.fill.meta.clone(),
                 body,
                 usable_until: self.fill.meta.usable_until(),
+                hit_header: KeptHeader::default(),
             }
         });
         let size = stored.as_ref().map_or(0, |e| e.body.len());
@@ -1066,6 +1096,7 @@ mod tests {
                 usable_until: meta.usable_until(),
                 meta,
                 body: Bytes::from_static(b"x"),
+                hit_header: KeptHeader::default(),
             })
         };
         let hash = key("h/a", None).combined_bin();

@@ -20,6 +20,7 @@ mod config_check;
 mod config_compile;
 mod connections;
 mod headers;
+mod hit_header;
 mod interim;
 mod layering;
 mod ll_hls;

@@ -300,6 +300,40 @@ where
     {
         use range_filter::*;
 
+        // Dime: a hit whose header the application keeps in wire form is written as kept.
+        let wire = if session.as_ref().is_http1() && session.downstream_modules_ctx.is_empty() {
+            self.inner.cache_hit_wire_header(session, ctx)
+        } else {
+            None
+        };
+        let (header_only, range_type) = match wire {
+            Some(wire) => match write_wire_header(session, &wire).await {
+                Ok(()) => (false, RangeType::None),
+                Err(e) => return (false, Some(e)),
+            },
+            None => match self.proxy_cache_hit_header(session, ctx).await {
+                Ok(written) => written,
+                Err(reply) => return reply,
+            },
+        };
+        self.proxy_cache_hit_body(session, ctx, header_only, range_type)
+            .await
+    }
+
+    /// Dime: the header part of `proxy_cache_hit`, as it was: a copy of the stored header
+    /// through the filters. `Ok` says whether the response is its header only and which range
+    /// it serves; `Err` is `proxy_cache_hit`'s answer, when it ends here.
+    async fn proxy_cache_hit_header(
+        &self,
+        session: &mut Session,
+        ctx: &mut SV::CTX,
+    ) -> std::result::Result<(bool, range_filter::RangeType), (bool, Option<Box<Error>>)>
+    where
+        SV: ProxyHttp + Send + Sync,
+        SV::CTX: Send + Sync,
+    {
+        use range_filter::*;
+
         let seekable = session.cache.hit_handler().can_seek();
         let mut header = cache_hit_header(&session.cache);
 
@@ -353,7 +387,7 @@ where
                             error!("failed to send error response to downstream: {e}");
                         });
                     // we have not write anything dirty to downstream, it is still reusable
-                    return (true, Some(e));
+                    return Err((true, Some(e)));
                 }
 
                 if let Err(e) = session
@@ -363,7 +397,7 @@ where
                     .map_err(|e| e.into_down())
                 {
                     // downstream connection is bad already
-                    return (false, Some(e));
+                    return Err((false, Some(e)));
                 }
             }
             Err(e) => {
@@ -379,10 +413,27 @@ where
                         error!("failed to send error response to downstream: {e}");
                     });
                 // we have not write anything dirty to downstream, it is still reusable
-                return (true, Some(e));
+                return Err((true, Some(e)));
             }
         }
         debug!("finished sending cached header to downstream");
+        Ok((header_only, range_type))
+    }
+
+    /// Dime: the body part of `proxy_cache_hit`, as it was.
+    async fn proxy_cache_hit_body(
+        &self,
+        session: &mut Session,
+        ctx: &mut SV::CTX,
+        header_only: bool,
+        range_type: range_filter::RangeType,
+    ) -> (bool, Option<Box<Error>>)
+    where
+        SV: ProxyHttp + Send + Sync,
+        SV::CTX: Send + Sync,
+    {
+        use range_filter::*;
+
 
         // If the function returns an Err, there was an issue seeking from the hit handler.
         //
@@ -1026,6 +1077,41 @@ where
         session.cache.disable(NoCacheReason::CacheLockRetryLimit);
         true
     }
+}
+
+/// Dime: a cache hit's response header in HTTP/1.1 wire form, kept by the application
+/// (`ProxyHttp::cache_hit_wire_header`).
+pub struct WireHeader {
+    /// The response's status, which `head` names.
+    pub status: http::StatusCode,
+    /// The body's length, which `head` carries as `Content-Length`.
+    pub content_length: usize,
+    /// The status line and every field but `Age` and `Connection`, each line ending in CRLF,
+    /// without the blank line. It must carry `Date` and `Content-Length`.
+    pub head: Bytes,
+}
+
+/// Dime: writes `wire` with the `Age` `cache_hit_header` would give it.
+async fn write_wire_header(session: &mut Session, wire: &WireHeader) -> Result<()> {
+    use std::io::Write;
+    let mut each = [0u8; 32];
+    let mut len = 0;
+    if !session.cache.upstream_used() {
+        let age = session.cache.cache_meta().age().as_secs();
+        // "Age: " and 20 digits at most, and CRLF: 27 bytes.
+        let mut w = std::io::Cursor::new(&mut each[..]);
+        write!(w, "Age: {age}\r\n").or_err(InternalError, "formatting Age")?;
+        len = w.position() as usize;
+    }
+    let written = session
+        .as_mut()
+        .write_response_header_wire(wire.status, wire.content_length, &wire.head, &each[..len])
+        .await
+        .map_err(|e| e.into_down())?;
+    if !written {
+        return Error::e_explain(InternalError, "a wire-form header on a session not HTTP/1.x");
+    }
+    Ok(())
 }
 
 fn cache_hit_header(cache: &HttpCache) -> Box<ResponseHeader> {

@@ -383,6 +383,23 @@ pub trait ProxyHttp {
         Ok(())
     }
 
+    /// Dime: a cache hit's response header, kept by the application in HTTP/1.1 wire form.
+    ///
+    /// Asked on a cache hit to an HTTP/1.x downstream with no downstream module, before the
+    /// stored header is copied. `Some` is written as it is, with the `Age` the cache generates
+    /// and pingora's `Connection`, in place of `cache_not_modified_filter`,
+    /// `range_header_filter` and `response_filter`: the application answers `Some` only for a
+    /// request those would leave with the whole stored response, with the header
+    /// `response_filter` would make of the stored one, and does here what else
+    /// `response_filter` would do. The body is then sent from the cache as on any hit.
+    fn cache_hit_wire_header(
+        &self,
+        _session: &mut Session,
+        _ctx: &mut Self::CTX,
+    ) -> Option<crate::WireHeader> {
+        None
+    }
+
     /// Modify the response header before it is send to the downstream
     ///
     /// The modification is after caching. This filter is called for all responses including

@@ -81,6 +81,11 @@ impl Session {
         Self::Custom(session)
     }
 
+    /// Dime: whether the session is HTTP/1.x.
+    pub fn is_http1(&self) -> bool {
+        matches!(self, Self::H1(_))
+    }
+
     /// Whether the session is HTTP/2. If not it is HTTP/1.x
     pub fn is_http2(&self) -> bool {
         matches!(self, Self::H2(_))
@@ -203,6 +208,25 @@ impl Session {
                 Ok(())
             }
             Self::Custom(s) => s.write_response_header(resp, false).await,
+        }
+    }
+
+    /// Dime: write a final response header held in HTTP/1.1 wire form, on an HTTP/1.x
+    /// session (see `v1::server::HttpSession::write_response_header_wire`). Returns
+    /// `Ok(false)`, having written nothing, on any other session.
+    pub async fn write_response_header_wire(
+        &mut self,
+        status: http::StatusCode,
+        content_length: usize,
+        head: &[u8],
+        each: &[u8],
+    ) -> Result<bool> {
+        match self {
+            Self::H1(s) => s
+                .write_response_header_wire(status, content_length, head, each)
+                .await
+                .map(|()| true),
+            _ => Ok(false),
         }
     }
 

@@ -679,6 +679,70 @@ impl HttpSession {
         }
     }
 
+    /// Dime: write a final response header the caller already holds in HTTP/1.1 wire form.
+    ///
+    /// `head` is the status line and fields, each line ending in CRLF, and `each` more fields
+    /// for this response alone (its `Age`, say); this writer adds `Connection` as
+    /// [`Self::write_response_header()`] would, and the blank line. The body is framed by
+    /// `content_length`, which `head` must carry as `Content-Length`; `head` must carry
+    /// `Date` too. Afterwards [`Self::response_written()`] holds a header with `status` and
+    /// `Content-Length` only: nothing reads more of a written response than that.
+    pub async fn write_response_header_wire(
+        &mut self,
+        status: http::StatusCode,
+        content_length: usize,
+        head: &[u8],
+        each: &[u8],
+    ) -> Result<()> {
+        if self.response_written.is_some() || status.is_informational() {
+            warn!("a wire-form header is only a first, final response");
+            return Ok(());
+        }
+        if self.close_on_response_before_downstream_finish
+            && (self.request_header.is_none() || !self.is_body_done())
+        {
+            self.set_keepalive(None);
+        }
+        let connection: &[u8] = if !self.update_resp_headers {
+            b""
+        } else if self.will_keepalive() {
+            b"Connection: keep-alive\r\n"
+        } else {
+            b"Connection: close\r\n"
+        };
+        let len = if self.get_method() == Some(&Method::HEAD)
+            || matches!(
+                status,
+                http::StatusCode::NO_CONTENT | http::StatusCode::NOT_MODIFIED
+            ) {
+            0
+        } else {
+            content_length
+        };
+        self.body_writer.init_content_length(len);
+
+        let mut buf = BytesMut::with_capacity(head.len() + each.len() + connection.len() + 2);
+        buf.put_slice(head);
+        buf.put_slice(each);
+        buf.put_slice(connection);
+        buf.put_slice(b"\r\n");
+        let mut written = Box::new(ResponseHeader::build_no_case(status, Some(1))?);
+        written.insert_header(header::CONTENT_LENGTH, content_length)?;
+        match self.underlying_stream.write_all(&buf).await {
+            Ok(()) => {
+                if self.body_writer.finished() {
+                    self.underlying_stream
+                        .flush()
+                        .await
+                        .or_err(WriteError, "flushing response header")?;
+                }
+                self.response_written = Some(written);
+                Ok(())
+            }
+            Err(e) => Error::e_because(WriteError, "writing response header", e),
+        }
+    }
+
     /// Return the response header if it is already sent.
     pub fn response_written(&self) -> Option<&ResponseHeader> {
         self.response_written.as_deref()
@@ -1829,8 +1893,9 @@ fn parse_req_buffer<'buf>(
     }
 }
 
+/// Dime: public, so that a header kept in wire form is the bytes this writer would send.
 #[inline]
-fn http_resp_header_to_buf(
+pub fn http_resp_header_to_buf(
     resp: &ResponseHeader,
     buf: &mut BytesMut,
 ) -> std::result::Result<(), ()> {
