@@ -10,6 +10,7 @@ use pingora_cache::CacheKey;
 use pingora_http::ResponseHeader;
 
 use crate::active::{self, Active};
+use crate::cache::kept_header::KeptHeader;
 use crate::cache::{key, CacheStatus};
 use crate::logging::{AccessRecord, LogFormat};
 use crate::metrics::Metrics;
@@ -85,6 +86,26 @@ pub fn response_headers(
     route: &Route,
 ) -> pingora_error::Result<()> {
     edge::viewer_headers(resp, version, status, Vec::new(), Some(&route.0.spec))
+}
+
+/// A stored object's response header kept in wire form for a route, as the first plain
+/// GET hit on it leaves it (`edge/hit_header.rs`).
+pub struct KeptHit(KeptHeader);
+
+/// What the first plain GET hit on a stored object (`stored`, with a body of `body_len` bytes)
+/// does: builds the header it sends and keeps it for `route`. `None` when the header cannot
+/// be kept (no `Date`, or no `Content-Length` of `body_len`).
+pub fn keep_hit_header(stored: &ResponseHeader, body_len: usize, route: &Route) -> Option<KeptHit> {
+    let wire = edge::hit_header::build(stored, body_len, Some(&route.0))?;
+    let kept = KeptHeader::default();
+    kept.keep(Some(&route.0), wire);
+    Some(KeptHit(kept))
+}
+
+/// What each later plain GET hit does in its place of `response_filter`: the header kept for
+/// its route.
+pub fn kept_hit_header(kept: &KeptHit, route: &Route) -> Option<bytes::Bytes> {
+    kept.0.get(Some(&route.0)).map(|wire| wire.head)
 }
 
 /// `logging`'s metrics: one finished request in its route's series.

@@ -77,7 +77,11 @@ pub(super) fn for_hit(session: &mut Session, ctx: &mut RequestCtx) -> Option<Wir
 /// for `Age` and `Connection`; `None` for a header that cannot be kept so (no `Date` or no
 /// exact `Content-Length`, a status without a body, or a route that sets a field pingora
 /// writes per response).
-fn build(stored: &ResponseHeader, body_len: usize, route: Option<&Arc<Route>>) -> Option<Wire> {
+pub(crate) fn build(
+    stored: &ResponseHeader,
+    body_len: usize,
+    route: Option<&Arc<Route>>,
+) -> Option<Wire> {
     let status = stored.status;
     if status.is_informational() || matches!(status.as_u16(), 204 | 304) {
         return None;
