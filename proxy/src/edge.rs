@@ -176,11 +176,6 @@ impl ProxyHttp for Edge {
         if ctx.fill.is_some() {
             key.user_tag = BACKGROUND_FILL_TAG.to_string();
         }
-        if let Some(route) = &ctx.route {
-            let stored_by = Arc::new(StoredBy::new(&route.spec.name, route.spec.cache.mode));
-            key.extensions.insert(stored_by.clone());
-            ctx.stored_by = Some(stored_by);
-        }
         Ok(key)
     }
 
@@ -244,6 +239,14 @@ impl ProxyHttp for Edge {
                     pingora_cache::NoCacheReason::Custom(cache::TOO_MANY_VARIANTS),
                 ));
             }
+        }
+        let mut decision = decision;
+        if let RespCacheable::Cacheable(meta) = &mut decision {
+            // Who stores it, kept by the store with the object for the cache lookup; the
+            // Vary values come in `cache_vary_filter`. Only a response to be stored needs it.
+            let stored_by = Arc::new(StoredBy::new(&route.spec.name, policy.mode));
+            meta.extensions_mut().insert(stored_by.clone());
+            ctx.stored_by = Some(stored_by);
         }
         Ok(decision)
     }

@@ -60,8 +60,9 @@ pub(crate) struct MetaParts {
 }
 
 /// Who stored an object: the route and cache policy in force, and the request's values of the
-/// fields its Vary names. The edge puts it in the cache key's extensions; the store keeps it
-/// with the object, so the cache lookup can say where an object came from.
+/// fields its Vary names. The edge puts it in the extensions of the `CacheMeta` of a response
+/// to be stored; the store keeps it with the object, so the cache lookup can say where an
+/// object came from.
 #[derive(Debug)]
 pub struct StoredBy {
     /// The route's name.
@@ -123,10 +124,11 @@ impl MetaParts {
         }
     }
 
-    /// The parts of `meta`, stored for the request whose key is `key`.
-    fn of_key(meta: &CacheMeta, key: &CacheKey) -> Self {
+    /// The parts of `meta`, with who stored it (the edge puts a [`StoredBy`] in its
+    /// extensions).
+    fn of_stored(meta: &CacheMeta) -> Self {
         MetaParts {
-            stored_by: key.extensions.get::<Arc<StoredBy>>().cloned(),
+            stored_by: meta.extensions().get::<Arc<StoredBy>>().cloned(),
             ..MetaParts::of(meta)
         }
     }
@@ -688,7 +690,7 @@ impl Storage for MemoryStore {
         let url: Arc<str> = key.primary_key_str().unwrap_or("").into();
         let fill = Arc::new(Fill::new(
             url,
-            Arc::new(MetaParts::of_key(meta, key)),
+            Arc::new(MetaParts::of_stored(meta)),
             key.user_tag == BACKGROUND_FILL_TAG,
             self.budget.clone(),
         ));
@@ -744,7 +746,7 @@ impl Storage for MemoryStore {
         let Some(old) = self.committed.get(&hash) else {
             return Ok(false);
         };
-        let mut parts = MetaParts::of_key(meta, key);
+        let mut parts = MetaParts::of_stored(meta);
         // A refresh by a request without a route keeps where the object came from.
         if parts.stored_by.is_none() {
             parts.stored_by = old.meta.stored_by.clone();

@@ -49,8 +49,8 @@ pub(crate) struct RequestCtx {
     pub(super) started_fill: bool,
     /// The cache key, once computed.
     pub(super) key: Option<CacheKey>,
-    /// Who would store this response, shared with the key's extensions (the cache lookup
-    /// shows it).
+    /// Who stores this response, once `response_cache_filter` decided to store it; shared
+    /// with its `CacheMeta`'s extensions (the cache lookup shows it).
     pub(super) stored_by: Option<Arc<StoredBy>>,
     /// The origin's fields its `private="…"` / `no-cache="…"` keep out of the stored copy:
     /// this viewer's own (its `Set-Cookie`, say), put back on the response it gets.

@@ -685,8 +685,8 @@ impl HttpSession {
     /// for this response alone (its `Age`, say); this writer adds `Connection` as
     /// [`Self::write_response_header()`] would, and the blank line. The body is framed by
     /// `content_length`, which `head` must carry as `Content-Length`; `head` must carry
-    /// `Date` too. Afterwards [`Self::response_written()`] holds a header with `status` and
-    /// `Content-Length` only: nothing reads more of a written response than that.
+    /// `Date` too. Afterwards [`Self::response_written()`] holds a header with `status` only:
+    /// nothing reads more of a written response than that.
     pub async fn write_response_header_wire(
         &mut self,
         status: http::StatusCode,
@@ -726,8 +726,8 @@ impl HttpSession {
         buf.put_slice(each);
         buf.put_slice(connection);
         buf.put_slice(b"\r\n");
-        let mut written = Box::new(ResponseHeader::build_no_case(status, Some(1))?);
-        written.insert_header(header::CONTENT_LENGTH, content_length)?;
+        // No fields, so no allocation for them: only the status is read of a written response.
+        let written = Box::new(ResponseHeader::build_no_case(status, Some(0))?);
         match self.underlying_stream.write_all(&buf).await {
             Ok(()) => {
                 if self.body_writer.finished() {
