@@ -12,10 +12,13 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
+use futures_util::FutureExt;
 use pingora_core::apps::ServerApp;
 use pingora_core::listeners::ConnectionFilter;
+use pingora_core::protocols::http::ServerSession;
 use pingora_core::protocols::{Stream, ALPN};
 use pingora_core::server::ShutdownWatch;
+use pingora_error::{Error, ErrorSource, ErrorType};
 use pingora_proxy::Session;
 use prometheus::{IntCounter, IntCounterVec, IntGauge, IntGaugeVec};
 use tokio::time::Instant;
@@ -38,6 +41,8 @@ pub(crate) struct Limits {
     pub(crate) max_connections: usize,
     /// `server.header_timeout`.
     pub(crate) header_timeout: Duration,
+    /// `server.keepalive_requests`: for an HTTP/2 connection, the streams it takes.
+    pub(crate) keepalive_requests: u32,
 }
 
 /// Where the live [`Limits`] come from: the active config (`server.rs` reads it).
@@ -176,6 +181,8 @@ impl<A> Counted<A> {
     ) -> Self {
         // pingora calls the hook on the task of the connection that timed out.
         let _ = pingora_core::protocols::http::ON_KEEPALIVE_TIMEOUT.set(keepalive_timed_out);
+        // ... and asks for an HTTP/2 connection's request limit on its task too.
+        let _ = pingora_core::protocols::http::H2_MAX_REQUESTS.set(h2_max_requests);
         Counted {
             app: Arc::new(app),
             open,
@@ -195,6 +202,8 @@ struct Connection {
     listener: Option<Arc<Listener>>,
     /// Whether a request header has been read, so the header timeout is over.
     started: Cell<bool>,
+    /// `server.keepalive_requests` when the connection was accepted.
+    keepalive_requests: u32,
 }
 
 /// Marks the first request header of the calling task's connection as read: from then on the
@@ -212,6 +221,12 @@ fn keepalive_timed_out() {
     });
 }
 
+/// pingora's HTTP/2 request-limit hook: the calling task's connection takes
+/// `server.keepalive_requests` streams, then is sent GOAWAY, as nginx does.
+fn h2_max_requests() -> Option<u32> {
+    CONNECTION.try_with(|c| c.keepalive_requests).ok()
+}
+
 /// Applies the live keep-alive settings to a request's HTTP/1.1 connection (pingora ignores
 /// them for HTTP/2): the next request must arrive within `timeout` (whole seconds), and a new
 /// connection serves `requests` requests, the last answered with `Connection: close`. A
@@ -224,6 +239,30 @@ pub(crate) fn keep_alive(session: &mut Session, timeout: Duration, requests: u32
     // Unset only on a connection's first request: pingora then counts the reuses down.
     if session.get_keepalive_reuses_remaining().is_none() {
         session.set_keepalive_reuses_remaining(Some(requests.saturating_sub(1)));
+    }
+}
+
+/// An error when the viewer has already reset this request's HTTP/2 stream: h2 hands out a
+/// stream whose RST_STREAM arrived before pingora accepted it, and nothing else looks until a
+/// response is written. Polled once, never waits; `Ok` on HTTP/1.x and background fills.
+pub(crate) fn still_wanted(session: &mut Session) -> pingora_error::Result<()> {
+    let ServerSession::H2(stream) = session.as_mut() else {
+        return Ok(());
+    };
+    match stream.idle().now_or_never() {
+        None => Ok(()),
+        Some(reset) => {
+            let why = match reset {
+                Ok(reason) => format!("the viewer reset its HTTP/2 stream ({reason})"),
+                Err(e) => format!("the viewer's HTTP/2 stream failed: {e}"),
+            };
+            Err(Error::create(
+                ErrorType::H2Error,
+                ErrorSource::Downstream,
+                Some(why.into()),
+                None,
+            ))
+        }
     }
 }
 
@@ -285,7 +324,8 @@ impl<A: ServerApp + Send + Sync + 'static> ServerApp for Counted<A> {
         mut stream: Stream,
         shutdown: &ShutdownWatch,
     ) -> Option<Stream> {
-        let deadline = Instant::now() + (self.limits)().header_timeout;
+        let limits = (self.limits)();
+        let deadline = Instant::now() + limits.header_timeout;
         let listener = stream
             .get_socket_digest()
             .and_then(|d| d.local_addr().and_then(|a| a.as_inet()).copied())
@@ -326,6 +366,7 @@ impl<A: ServerApp + Send + Sync + 'static> ServerApp for Counted<A> {
             listener: listener.clone(),
             // HTTP/2 has no header timeout of its own: its idle timeout bounds the wait.
             started: Cell::new(h2),
+            keepalive_requests: limits.keepalive_requests,
         };
         CONNECTION
             .scope(connection, async move {

@@ -152,7 +152,7 @@ impl ProxyHttp for Edge {
             answer::redirect(session, redirect).await?;
             return Ok(true);
         }
-        self.prepare_fill(session, ctx);
+        self.prepare_fill(session, ctx)?;
         Ok(false)
     }
 
@@ -181,6 +181,16 @@ impl ProxyHttp for Edge {
 
     fn allow_spawning_subrequest(&self, _session: &Session, _ctx: &RequestCtx) -> bool {
         true
+    }
+
+    async fn proxy_upstream_filter(
+        &self,
+        session: &mut Session,
+        _ctx: &mut RequestCtx,
+    ) -> Result<bool> {
+        // A miss of a viewer who reset its HTTP/2 stream already asks no origin.
+        connections::still_wanted(session)?;
+        Ok(true)
     }
 
     async fn cache_hit_filter(
@@ -566,20 +576,24 @@ impl ProxyHttp for Edge {
 
 impl Edge {
     /// Sets the viewer's send timeout and, for a miss a background task should fill, starts
-    /// that task; in the task itself, picks up the lock its viewers wait on.
-    fn prepare_fill(&self, session: &mut Session, ctx: &mut RequestCtx) {
+    /// that task; in the task itself, picks up the lock its viewers wait on. An error when the
+    /// miss's viewer has reset its HTTP/2 stream already.
+    fn prepare_fill(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<()> {
         if session.subrequest_ctx.is_some() {
             ctx.fill = background::take_permit(session);
-            return;
+            return Ok(());
         }
         session.set_write_timeout(Some(ctx.active.config.server.send_timeout));
-        let Some(route) = &ctx.route else { return };
+        let Some(route) = &ctx.route else {
+            return Ok(());
+        };
         let policy = &route.spec.cache;
         if policy.mode != CacheMode::Off && background::wanted(session, policy.background_fill) {
             let key = ctx.cache_key(session);
-            ctx.started_fill = background::start(&self.cache, session, &key);
+            ctx.started_fill = background::start(&self.cache, session, &key)?;
             ctx.key = Some(key);
         }
+        Ok(())
     }
 
     fn count_upstream(&self, ctx: &RequestCtx, outcome: &str) {

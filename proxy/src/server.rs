@@ -249,6 +249,7 @@ fn proxy_service(
             Limits {
                 max_connections: server.max_connections,
                 header_timeout: server.header_timeout,
+                keepalive_requests: server.keepalive_requests,
             }
         })
     };

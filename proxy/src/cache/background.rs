@@ -17,6 +17,7 @@ use pingora_error::{Error, ErrorType, Result};
 
 use super::store::MemoryStore;
 use super::{AbandonedFill, EdgeCache};
+use crate::connections;
 
 /// The lock a background fill holds for the viewers waiting on it.
 pub(crate) struct FillPermit {
@@ -84,19 +85,22 @@ pub(crate) fn wanted(session: &Session, route_wants: bool) -> bool {
 }
 
 /// Starts a background fill for `key` when nothing is stored or filling under it and nobody
-/// holds its lock. Returns whether one was started.
-pub(crate) fn start(cache: &EdgeCache, session: &Session, key: &CacheKey) -> bool {
-    let Some(spawner) = session.subrequest_spawner.as_ref() else {
-        return false;
-    };
+/// holds its lock. Returns whether one was started, or an error when the viewer reset its
+/// HTTP/2 stream already: a fill completes without its viewer, so nobody would be left to
+/// want it.
+pub(crate) fn start(cache: &EdgeCache, session: &mut Session, key: &CacheKey) -> Result<bool> {
     // Most requests are hits: answer them without touching the lock table.
-    if cache.store.holds(key) || !cache.predictor.cacheable_prediction(key) {
-        return false;
+    if session.subrequest_spawner.is_none()
+        || cache.store.holds(key)
+        || !cache.predictor.cacheable_prediction(key)
+    {
+        return Ok(false);
     }
+    connections::still_wanted(session)?;
     let permit = match cache.lock.lock(key, false) {
         Locked::Write(permit) => permit,
         // Someone is filling already: this viewer waits on it like any other.
-        Locked::Read(_) => return false,
+        Locked::Read(_) => return Ok(false),
     };
     let mut permit = FillPermit {
         held: Some(permit),
@@ -107,14 +111,17 @@ pub(crate) fn start(cache: &EdgeCache, session: &Session, key: &CacheKey) -> boo
     // store's answer cannot change under us.
     if cache.store.holds(key) {
         permit.release(LockStatus::Done);
-        return false;
+        return Ok(false);
     }
+    let Some(spawner) = session.subrequest_spawner.as_ref() else {
+        return Ok(false);
+    };
     tracing::debug!(key = ?key.primary_key_str(), "background fill started");
     spawner.spawn_background_subrequest(
         session.as_ref(),
         SubrequestCtx::builder().user_ctx(Box::new(permit)).build(),
     );
-    true
+    Ok(true)
 }
 
 /// In the fill's own subrequest: the permit its parent handed over.

@@ -309,6 +309,36 @@ async fn the_last_of_keepalive_requests_is_answered_with_connection_close() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn an_http2_connection_takes_keepalive_requests_streams_then_goes_away() {
+    let origin = origin().await;
+    let edge = cached_edge(&origin, "", "[server]\nkeepalive_requests = 3\n").await;
+    // One request is in, two more are answered, the connection is then closed.
+    let (mut client, driver) = h2c(edge.http).await;
+    for _ in 0..2 {
+        client = client.ready().await.unwrap();
+        let request = http::Request::get("http://tv.example.com/live/index.m3u8")
+            .body(())
+            .unwrap();
+        let (response, _) = client.send_request(request, true).unwrap();
+        assert_eq!(response.await.unwrap().status(), 200);
+    }
+    tokio::time::timeout(Duration::from_secs(3), driver)
+        .await
+        .expect("the connection is still open after its last request")
+        .unwrap();
+    let refused = match client.ready().await {
+        Err(e) => e.is_go_away() || e.is_io(),
+        Ok(mut ready) => {
+            let request = http::Request::get("http://tv.example.com/live/index.m3u8")
+                .body(())
+                .unwrap();
+            ready.send_request(request, true).is_err()
+        }
+    };
+    assert!(refused, "a fourth request was taken");
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn http2_clients_are_told_the_configured_max_concurrent_streams() {
     let origin = origin().await;
     let edge = cached_edge(&origin, "", "[server]\nhttp2_max_concurrent_streams = 7\n").await;

@@ -46,6 +46,16 @@ pub(crate) fn keepalive_timed_out() {
     }
 }
 
+/// Dime: asked once per downstream HTTP/2 connection, on the connection's task, for the most
+/// streams it takes (nginx's `keepalive_requests`): after that many the connection is sent
+/// GOAWAY and closed once its streams are done. `None`, or no hook: no limit. Set once at
+/// startup.
+pub static H2_MAX_REQUESTS: std::sync::OnceLock<fn() -> Option<u32>> = std::sync::OnceLock::new();
+
+pub(crate) fn h2_max_requests() -> Option<u32> {
+    H2_MAX_REQUESTS.get().and_then(|hook| hook())
+}
+
 /// An enum to hold all possible HTTP response events.
 #[derive(Debug)]
 pub enum HttpTask {

@@ -147,6 +147,9 @@ pub(crate) async fn accept_downstream_sessions<F>(
     let mut shutdown_initiated = false;
     // Per-connection budget for malformed streams (see MAX_MALFORMED_STREAMS_PER_CONN).
     let mut malformed_streams = 0usize;
+    // Dime: streams accepted so far, against the application's limit (`H2_MAX_REQUESTS`).
+    let max_requests = crate::protocols::http::h2_max_requests();
+    let mut requests = 0u32;
     // In-flight sessions, decremented by the `StreamGuard` given to `on_session`.
     let active = Arc::new(ActiveSessions::new());
     loop {
@@ -197,10 +200,18 @@ pub(crate) async fn accept_downstream_sessions<F>(
             Ok(None) => return,
             // The offending stream was already answered or reset; keep the
             // connection alive and continue accepting sibling streams.
-            Ok(Some(H2Accept::Rejected)) => continue,
+            Ok(Some(H2Accept::Rejected)) => {}
             Ok(Some(H2Accept::Session(session))) => {
                 on_session(session, active.start_session());
             }
+        }
+        // Dime: past its last request the connection is sent GOAWAY and closes once the
+        // streams it still takes are done, as at shutdown.
+        requests = requests.saturating_add(1);
+        if !shutdown_initiated && max_requests.is_some_and(|max| requests >= max) {
+            debug!("H2 connection served {requests} requests: closing it");
+            conn.graceful_shutdown();
+            shutdown_initiated = true;
         }
     }
 }
@@ -444,6 +455,13 @@ impl HttpSession {
         let Some((req, mut send_response)) = res else {
             return Ok(None);
         };
+
+        // Dime: h2 hands out a stream whose RST_STREAM came before it was accepted (the rapid
+        // reset attack, CVE-2023-44487, makes many): nobody waits for its answer.
+        let mut noop = Context::from_waker(std::task::Waker::noop());
+        if send_response.poll_reset(&mut noop).is_ready() {
+            return Ok(Some(H2Accept::Rejected));
+        }
 
         let (request_header, request_body_reader) = req.into_parts();
         let request_header: RequestHeader = request_header.into();
