@@ -228,7 +228,7 @@ impl ProxyHttp for Edge {
         };
         let policy = &route.spec.cache;
         let now = Arrival::now(ctx.upstream_sent);
-        let decision = match &ctx.not_modified {
+        let mut decision = match &ctx.not_modified {
             Some(fresh) => {
                 let merged = policy::merge_not_modified(resp, fresh);
                 policy::decide(policy, session.req_header(), &ctx.path, &merged, now)
@@ -250,7 +250,6 @@ impl ProxyHttp for Edge {
                 ));
             }
         }
-        let mut decision = decision;
         if let RespCacheable::Cacheable(meta) = &mut decision {
             // Who stores it, kept by the store with the object for the cache lookup; the
             // Vary values come in `cache_vary_filter`. Only a response to be stored needs it.

@@ -98,14 +98,14 @@ pub struct KeptHit(KeptHeader);
 pub fn keep_hit_header(stored: &ResponseHeader, body_len: usize, route: &Route) -> Option<KeptHit> {
     let wire = edge::hit_header::build(stored, body_len, Some(&route.0))?;
     let kept = KeptHeader::default();
-    kept.keep(Some(&route.0), wire);
+    kept.keep(Some(&route.0), Some(wire));
     Some(KeptHit(kept))
 }
 
 /// What each later plain GET hit does in its place of `response_filter`: the header kept for
 /// its route.
 pub fn kept_hit_header(kept: &KeptHit, route: &Route) -> Option<bytes::Bytes> {
-    kept.0.get(Some(&route.0)).map(|wire| wire.head)
+    kept.0.get(Some(&route.0)).flatten().map(|wire| wire.head)
 }
 
 /// `logging`'s metrics: one finished request in its route's series.

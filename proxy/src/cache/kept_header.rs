@@ -1,6 +1,7 @@
 //! Where a stored object keeps the response header its fresh hits send, in HTTP/1.1 wire
 //! form. The store holds one slot per object and counts it in the object's weight; the edge
 //! builds the bytes (`edge/hit_header.rs`) and names whom they were built for: the route.
+//! A header that cannot be kept is remembered as such, so its hits do not try again.
 
 use std::any::Any;
 use std::sync::{Arc, RwLock, Weak};
@@ -17,7 +18,8 @@ struct Kept {
     /// Never upgraded, only compared: it keeps the owner's allocation (not what the owner
     /// holds), so that address is not reused while this is kept.
     owner: Option<Weak<dyn Any + Send + Sync>>,
-    wire: Wire,
+    /// `None`: the header cannot be kept for this owner.
+    wire: Option<Wire>,
 }
 
 /// A response header in wire form: the status line and fields, each line ending in CRLF.
@@ -32,8 +34,9 @@ pub(crate) struct Wire {
 }
 
 impl KeptHeader {
-    /// The header kept for `owner`, if that is whom it was built for.
-    pub(crate) fn get<O: Any + Send + Sync>(&self, owner: Option<&Arc<O>>) -> Option<Wire> {
+    /// What was kept for `owner`, if that is whom it was built for: the header, or `None`
+    /// when it cannot be kept.
+    pub(crate) fn get<O: Any + Send + Sync>(&self, owner: Option<&Arc<O>>) -> Option<Option<Wire>> {
         let kept = self.0.read().unwrap_or_else(|p| p.into_inner());
         let kept = kept.as_ref()?;
         let same = match (&kept.owner, owner) {
@@ -44,8 +47,8 @@ impl KeptHeader {
         same.then(|| kept.wire.clone())
     }
 
-    /// Keeps `wire`, built for `owner`, in place of what was kept.
-    pub(crate) fn keep<O: Any + Send + Sync>(&self, owner: Option<&Arc<O>>, wire: Wire) {
+    /// Keeps `wire`, built for `owner` (`None`: it cannot be kept), in place of what was kept.
+    pub(crate) fn keep<O: Any + Send + Sync>(&self, owner: Option<&Arc<O>>, wire: Option<Wire>) {
         let owner = owner.map(|o| {
             let weak: Weak<O> = Arc::downgrade(o);
             weak as Weak<dyn Any + Send + Sync>
@@ -71,12 +74,27 @@ mod tests {
         let (a, b) = (Arc::new(1u8), Arc::new(2u8));
         let slot = KeptHeader::default();
         assert!(slot.get(Some(&a)).is_none());
-        slot.keep(Some(&a), wire("for a"));
-        assert_eq!(&slot.get(Some(&a)).unwrap().head[..], b"for a");
+        slot.keep(Some(&a), Some(wire("for a")));
+        assert_eq!(&slot.get(Some(&a)).unwrap().unwrap().head[..], b"for a");
         assert!(slot.get(Some(&b)).is_none());
         assert!(slot.get::<u8>(None).is_none());
-        slot.keep::<u8>(None, wire("for none"));
-        assert_eq!(&slot.get::<u8>(None).unwrap().head[..], b"for none");
+        slot.keep::<u8>(None, Some(wire("for none")));
+        assert_eq!(
+            &slot.get::<u8>(None).unwrap().unwrap().head[..],
+            b"for none"
+        );
+        assert!(slot.get(Some(&a)).is_none());
+    }
+
+    #[test]
+    fn a_header_that_cannot_be_kept_is_remembered_for_whom_it_was_tried() {
+        let (a, b) = (Arc::new(1u8), Arc::new(2u8));
+        let slot = KeptHeader::default();
+        slot.keep(Some(&a), None);
+        assert!(matches!(slot.get(Some(&a)), Some(None)));
+        // Another owner tries for itself.
+        assert!(slot.get(Some(&b)).is_none());
+        slot.keep(Some(&b), Some(wire("for b")));
         assert!(slot.get(Some(&a)).is_none());
     }
 
@@ -84,7 +102,7 @@ mod tests {
     fn a_dropped_owners_address_is_not_taken_for_it_while_kept() {
         let slot = KeptHeader::default();
         let a = Arc::new([7u64; 4]);
-        slot.keep(Some(&a), wire("for a"));
+        slot.keep(Some(&a), Some(wire("for a")));
         drop(a);
         // The kept Weak holds the allocation: a new owner never gets its address.
         let others: Vec<_> = (0..64).map(|_| Arc::new([7u64; 4])).collect();

@@ -58,11 +58,12 @@ pub(super) fn for_hit(session: &mut Session, ctx: &mut RequestCtx) -> Option<Wir
     let object = store::stored_object(session.cache.hit_handler())?;
     let route = ctx.route.as_ref();
     let wire = match object.hit_header.get(route) {
-        Some(wire) => wire,
+        Some(known) => known?,
         None => {
-            let wire = build(object.header, object.body_len, route)?;
+            // Kept either way: a header that cannot be kept is not tried again on every hit.
+            let wire = build(object.header, object.body_len, route);
             object.hit_header.keep(route, wire.clone());
-            wire
+            wire?
         }
     };
     ctx.cache_status = CacheStatus::Hit;
