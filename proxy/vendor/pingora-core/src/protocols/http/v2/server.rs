@@ -213,6 +213,12 @@ pub(crate) async fn accept_downstream_sessions<F>(
             conn.graceful_shutdown();
             shutdown_initiated = true;
         }
+        // A client that goes on opening streams after the first GOAWAY (its last-stream-id
+        // is the maximum until a PING round trip) is cut off once it has twice its share.
+        if max_requests.is_some_and(|max| requests == max.saturating_mul(2)) {
+            warn!("H2 connection opened {requests} streams past GOAWAY: closing it now");
+            conn.abrupt_shutdown(h2::Reason::ENHANCE_YOUR_CALM);
+        }
     }
 }
 
