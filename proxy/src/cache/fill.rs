@@ -28,7 +28,13 @@ pub(crate) const DEMOTED_STALL_LIMIT: Duration = Duration::from_secs(30);
 
 /// At most this much body is handed out per read, so a write to a slow viewer makes
 /// progress within the send timeout and no reader pins a whole object in one write.
-pub(crate) const READ_CHUNK: usize = 256 * 1024;
+///
+/// Each read is one write to the viewer's socket and one wake-up of its reader, so the size
+/// sets what a segment hit costs per byte: fewer, larger writes cost less, up to the viewer's
+/// receive window; past it the rest goes out a piece per window update and costs more again.
+/// 512 KiB stays well inside the window seen on loopback (benches/analysis.md, "Segments and
+/// the read size").
+pub(crate) const READ_CHUNK: usize = 512 * 1024;
 
 /// The memory every fill in progress draws from.
 pub struct FillBudget {

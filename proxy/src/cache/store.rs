@@ -1216,7 +1216,8 @@ mod tests {
 
     #[tokio::test]
     async fn storage_write_then_read() {
-        let s = store(1 << 20);
+        // Room (and fill budget) for the body of two read chunks below.
+        let s = store(4 * READ_CHUNK as u64);
         let k = key("h/a", None);
         assert!(s.lookup(&k, &span()).await.unwrap().is_none());
         let m = meta();
