@@ -45,6 +45,7 @@ use once_cell::sync::Lazy;
 use pingora_http::{RequestHeader, ResponseHeader};
 use std::fmt::Debug;
 use std::future::{poll_fn, Future};
+use std::pin::Pin;
 use std::str;
 use std::sync::{
     atomic::{AtomicBool, AtomicU64, AtomicU8, AtomicUsize, Ordering},
@@ -1553,14 +1554,15 @@ impl SubrequestSpawner {
     }
 }
 
-#[async_trait]
-impl<SV, C> HttpServerApp for HttpProxy<SV, C>
+impl<SV, C> HttpProxy<SV, C>
 where
     SV: ProxyHttp + Send + Sync + 'static,
     <SV as ProxyHttp>::CTX: Send + Sync,
     C: custom::Connector,
 {
-    async fn process_new_http(
+    /// One request on a downstream session, from reading its header to finishing its response
+    /// (what `HttpServerApp::process_new_http` runs, in its box).
+    async fn serve_request(
         self: &Arc<Self>,
         mut session: HttpSession,
         shutdown: &ShutdownWatch,
@@ -1596,6 +1598,45 @@ where
         }
 
         self.process_request(session, ctx).await
+    }
+}
+
+/// Dime: `make()`'s future, written straight into a new box (proxy/vendor/README.md,
+/// pingora-proxy change 4). `Box::pin(make())` builds the future on the stack and then copies
+/// it, at its full size, into the box; allocating first lets the compiler build it in place.
+fn boxed_in_place<'a, F>(
+    make: impl FnOnce() -> F,
+) -> Pin<Box<dyn Future<Output = F::Output> + Send + 'a>>
+where
+    F: Future + Send + 'a,
+{
+    let mut slot = Box::<F>::new_uninit();
+    slot.write(make());
+    // SAFETY: `slot` was written on the line above.
+    Box::into_pin(unsafe { slot.assume_init() })
+}
+
+#[async_trait]
+impl<SV, C> HttpServerApp for HttpProxy<SV, C>
+where
+    SV: ProxyHttp + Send + Sync + 'static,
+    <SV as ProxyHttp>::CTX: Send + Sync,
+    C: custom::Connector,
+{
+    // Dime: a request's future is built in its box (proxy/vendor/README.md, pingora-proxy
+    // change 4). `#[async_trait]` would build it on the stack and copy all of it (some 9 KiB,
+    // sized for the largest state a request can reach) into the box, for every request.
+    fn process_new_http<'life0, 'life1, 'async_trait>(
+        self: &'life0 Arc<Self>,
+        session: HttpSession,
+        shutdown: &'life1 ShutdownWatch,
+    ) -> Pin<Box<dyn Future<Output = Option<ReusedHttpStream>> + Send + 'async_trait>>
+    where
+        'life0: 'async_trait,
+        'life1: 'async_trait,
+        Self: 'async_trait,
+    {
+        boxed_in_place(move || self.serve_request(session, shutdown))
     }
 
     async fn http_cleanup(&self) {

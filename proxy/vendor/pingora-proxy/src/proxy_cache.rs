@@ -434,7 +434,6 @@ where
     {
         use range_filter::*;
 
-
         // If the function returns an Err, there was an issue seeking from the hit handler.
         //
         // Returning false means that no seeking or state change was done, either because the
@@ -1109,7 +1108,10 @@ async fn write_wire_header(session: &mut Session, wire: &WireHeader) -> Result<(
         .await
         .map_err(|e| e.into_down())?;
     if !written {
-        return Error::e_explain(InternalError, "a wire-form header on a session not HTTP/1.x");
+        return Error::e_explain(
+            InternalError,
+            "a wire-form header on a session not HTTP/1.x",
+        );
     }
     Ok(())
 }
