@@ -158,6 +158,10 @@ pub struct HttpSession {
     /// [`super::super::HttpPersistentSettings`] into the next session.
     /// Scoped narrowly so it cannot affect FIN / `abort_on_close` semantics.
     pipelined_idle_bytes_stashed: bool,
+    /// Dime: the request as read had neither `Transfer-Encoding` nor `Content-Length`, so it
+    /// has no body and there is no framing to check or resolve again (proxy/vendor/README.md,
+    /// pingora-core change 11).
+    unframed_request: bool,
 }
 
 impl HttpSession {
@@ -206,6 +210,7 @@ impl HttpSession {
             pipelining_enabled: false,
             pipelined_prefix: None,
             pipelined_idle_bytes_stashed: false,
+            unframed_request: false,
         }
     }
 
@@ -418,6 +423,8 @@ impl HttpSession {
                         self.buf = buf;
                         self.preread_body = Some(preread_body);
                         self.request_header = Some(request_header);
+                        self.unframed_request =
+                            !contains_transfer_encoding && !contains_content_length;
 
                         self.body_reader.reinit();
                         self.pipelined_idle_bytes_stashed = false;
@@ -488,6 +495,11 @@ impl HttpSession {
 
         // Reject an ambiguous authority before anything routes on it.
         validate_request_authority(req_header)?;
+
+        // Dime: with neither framing header as read, the checks below find nothing to reject.
+        if self.unframed_request {
+            return Ok(());
+        }
 
         // Validate/reconcile Content-Length per RFC 9110 section 8.6 (hyper
         // parity): identical duplicates and comma-combined identical values are
@@ -1200,6 +1212,10 @@ impl HttpSession {
                 // if upgraded _post_ 101 (and body was not init yet)
                 // treat as upgraded body (pass through until closed)
                 self.body_reader.init_close_delimited_owned(preread_body);
+            } else if self.unframed_request {
+                // Dime: neither framing header as read: the request ends with its header
+                // (RFC 9112 section 6.3, as below), without looking both up again.
+                self.body_reader.init_content_length_owned(0, preread_body);
             } else if self.is_chunked_encoding() {
                 // if chunked encoding, content-length should be ignored
                 self.body_reader.init_chunked_owned(preread_body);
