@@ -3,6 +3,7 @@
 //! log line for the cut).
 
 use bytes::Bytes;
+use futures_util::future::BoxFuture;
 use pingora_error::{Error, ErrorSource, ErrorType, Result};
 use pingora_http::ResponseHeader;
 use pingora_proxy::Session;
@@ -13,7 +14,20 @@ use crate::pool::attempts::{explain, is_timeout};
 use crate::route::HttpsRedirect;
 
 /// Answers with a short plain-text body that never gets cached.
-pub(super) async fn text(
+///
+/// The answer's future is boxed: it is over a kilobyte, and a hook that awaits it unboxed
+/// (`request_filter`) would be as large, and copied whole into its own box on every request,
+/// also on the many that never answer here.
+pub(super) fn text<'a>(
+    session: &'a mut Session,
+    status: u16,
+    body: &'a str,
+    extra: &'a [(http::HeaderName, http::HeaderValue)],
+) -> BoxFuture<'a, Result<()>> {
+    Box::pin(write_text(session, status, body, extra))
+}
+
+async fn write_text(
     session: &mut Session,
     status: u16,
     body: &str,
