@@ -45,7 +45,6 @@ use once_cell::sync::Lazy;
 use pingora_http::{RequestHeader, ResponseHeader};
 use std::fmt::Debug;
 use std::future::{poll_fn, Future};
-use std::pin::Pin;
 use std::str;
 use std::sync::{
     atomic::{AtomicBool, AtomicU64, AtomicU8, AtomicUsize, Ordering},
@@ -1604,9 +1603,7 @@ where
 /// Dime: `make()`'s future, written straight into a new box (proxy/vendor/README.md,
 /// pingora-proxy change 4). `Box::pin(make())` builds the future on the stack and then copies
 /// it, at its full size, into the box; allocating first lets the compiler build it in place.
-fn boxed_in_place<'a, F>(
-    make: impl FnOnce() -> F,
-) -> Pin<Box<dyn Future<Output = F::Output> + Send + 'a>>
+fn boxed_in_place<'a, F>(make: impl FnOnce() -> F) -> BoxFuture<'a, F::Output>
 where
     F: Future + Send + 'a,
 {
@@ -1630,7 +1627,7 @@ where
         self: &'life0 Arc<Self>,
         session: HttpSession,
         shutdown: &'life1 ShutdownWatch,
-    ) -> Pin<Box<dyn Future<Output = Option<ReusedHttpStream>> + Send + 'async_trait>>
+    ) -> BoxFuture<'async_trait, Option<ReusedHttpStream>>
     where
         'life0: 'async_trait,
         'life1: 'async_trait,
