@@ -51,7 +51,7 @@ pub(crate) struct MetaParts {
     epoch_override: Option<SystemTime>,
     stale_while_revalidate_sec: u32,
     stale_if_error_sec: u32,
-    header: ResponseHeader,
+    header: Arc<ResponseHeader>,
     variance: Option<HashBinary>,
     /// Approximate bytes the header holds, for the memory limit.
     header_bytes: usize,
@@ -117,7 +117,7 @@ impl MetaParts {
             epoch_override: meta.epoch_override(),
             stale_while_revalidate_sec: meta.stale_while_revalidate_sec(),
             stale_if_error_sec: meta.stale_if_error_sec(),
-            header,
+            header: Arc::new(header),
             variance: meta.variance(),
             header_bytes,
             stored_by: None,
@@ -134,12 +134,12 @@ impl MetaParts {
     }
 
     fn meta(&self) -> CacheMeta {
-        let mut meta = CacheMeta::new(
+        let mut meta = CacheMeta::new_shared(
             self.fresh_until,
             self.created,
             self.stale_while_revalidate_sec,
             self.stale_if_error_sec,
-            self.header.clone(),
+            Arc::clone(&self.header),
         );
         // `new` sets updated = created; the epoch carries a later revalidation, so Age stays right.
         match self.epoch_override {
