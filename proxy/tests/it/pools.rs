@@ -108,7 +108,13 @@ async fn killing_a_backend_mid_load_fails_no_request_and_it_comes_back() {
             })
         })
         .collect();
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Killed once it has served a tenth of the load (by count, not by time: a fast edge can
+    // finish all 600 requests before a fixed sleep ends, and then nothing is in flight).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while b.hits() < 60 {
+        assert!(Instant::now() < deadline, "b served {} in 10 s", b.hits());
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
     b.kill();
     let mut failures = Vec::new();
     for l in load {
