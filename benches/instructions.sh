@@ -149,7 +149,9 @@ for name in dime-edge nginx; do
 	(($(origin_requests) == before)) || die "$name asked the origin during the counted hits"
 	stop_proxy
 	profile=$(ls -S "$WORK/$name".out.* | head -1)
-	read -r total copy < <(callgrind_annotate --threshold=100 "$profile" 2>/dev/null | awk '
+	# --auto=no: without it the listing goes on with annotated source, whose call lines
+	# ("=> ...memcpy... (32x)") the sum below would count a second time.
+	read -r total copy < <(callgrind_annotate --auto=no --threshold=100 "$profile" 2>/dev/null | awk '
 		/PROGRAM TOTALS/ { gsub(",", "", $1); total = $1 }
 		/memmove|memcpy/ && /\(/ { gsub(",", "", $1); copy += $1 }
 		END { print total + 0, copy + 0 }')
