@@ -12,7 +12,7 @@ use dime_edge::tls::live::EXPIRY_WARNING;
 use dime_edge::{quick, server};
 
 #[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static ALLOCATOR: dime_edge::allocator::Mimalloc = dime_edge::allocator::Mimalloc;
 
 /// Where `run` and `check` read their configuration when `-c` is not given.
 const DEFAULT_CONFIG: &str = "/etc/dime/edge.toml";
