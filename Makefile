@@ -29,7 +29,7 @@ test: BUILD_BINS = $(CARGO) build --workspace --tests
 
 .PHONY: help deps build fmt lint nextest check-config k8s-lint ansible-lint k8s-secrets images k8s-up k8s-down \
 	k8s-test k8s-cluster-create k8s-cluster-copy k8s-cluster-start k8s-cluster-clean fleet-up fleet-down fleet-test \
-	e2e e2e-failover cache-tests conformance test run bench microbench instructions chaos fuzz viewers viewers-ll loaded soak clean
+	e2e e2e-failover cache-tests conformance test run bench microbench instructions tail chaos fuzz viewers viewers-ll loaded soak clean
 
 help: ## List the targets (this text)
 	@echo 'Usage: make TARGET'
@@ -147,6 +147,10 @@ microbench: deps ## The edge's own code on a cache hit, piece by piece, in-proce
 # Counts, not times: runs beside other work, where `make bench` cannot.
 instructions: deps ## Instructions (callgrind) and system calls (strace) per 1 KB hit, dime-edge beside nginx, in about two minutes; writes docs/benchmarks.md's section
 	bash benches/instructions.sh
+
+# Times, like `make bench`: run it on a quiet machine.
+tail: deps ## Where the 1 KB hit's p99 comes from: dime-edge and nginx at the same offered load, each request's latency and both cores' scheduling traced, in about two minutes; writes docs/benchmarks.md's section
+	bash benches/tail.sh
 
 # Its tests also run in `make test` (nextest); this runs them alone and writes their figures.
 chaos: deps ## The chaos suite (broken origins, lock stampedes, floods, HTTP/2 abuse, Vary) alone; writes its figures to docs/reliability.md

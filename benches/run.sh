@@ -13,7 +13,8 @@
 # BENCH_INVAL_POSTS (cached objects and POSTs in the invalidation test, default 10000 and
 # 1000), BENCH_INVAL_DURATION (seconds per wrk run in the invalidation test, default 30: the
 # POSTs are spread over it), BENCH_PORT_BASE (6 ports from here),
-# BENCH_PERF (0: skip the perf profile of dime-edge), BENCH_DOC (where the report goes),
+# BENCH_PERF (0: skip the perf profile of dime-edge), BENCH_TAIL (0: skip benches/tail.sh, the
+# 1 KB tail at the same offered load, which a full run ends with), BENCH_DOC (where the report goes),
 # BENCH_NICE (priority of everything it runs, default -15 as root), BENCH_MAX_OTHER (% of a
 # core other processes may use during a wrk run before it is repeated, default 15),
 # BENCH_QUIET_WAIT (longest wait, in seconds, for other processes to calm down before a run).
@@ -975,6 +976,11 @@ main() {
     echo "elapsed=$((SECONDS - started))" >>"$OUT/machine.txt"
     python3 "$BENCHES/report.py" "$OUT" "$DOC"
     log "report written to $DOC (took $((SECONDS - started)) s)"
+    # The p99 beside nginx's at the same offered load, and what made the tail (its own section).
+    if [[ $QUICK != 1 && ${BENCH_TAIL:-1} == 1 ]]; then
+        log "benches/tail.sh: the 1 KB tail at the same offered load"
+        TAIL_DOC=$DOC TAIL_NICE=$NICE TAIL_PORT_BASE=$((PORT_BASE + 100)) bash "$BENCHES/tail.sh"
+    fi
 }
 
 main "$@"
