@@ -874,10 +874,12 @@ Needs Linux, 2 or more cores, root or sudo for `apt-get` (it installs `nginx-lig
 `wrk`, `nghttp2-client` (h2load), and `linux-perf` for the profile, when missing; on a host with systemd the packages may
 start their own services on ports 80 and 6081, which the benchmark does not use), Python 3,
 and about 600 MiB in `target/bench/` for the media. Ports 18400–18405 on 127.0.0.1
-(`BENCH_PORT_BASE` moves them). Other knobs: `BENCH_ROUNDS`, `BENCH_DURATION` (seconds per wrk
-run), `BENCH_RSS_OBJECTS`, `BENCH_INVAL_OBJECTS`, `BENCH_INVAL_POSTS`, `BENCH_PERF=0`, `BENCH_DOC` (where this report goes), `BENCH_NICE`,
+(`BENCH_PORT_BASE` moves them; the tail run at the end uses the six from 100 above them).
+Other knobs: `BENCH_ROUNDS`, `BENCH_DURATION` (seconds per wrk
+run), `BENCH_RSS_OBJECTS`, `BENCH_INVAL_OBJECTS`, `BENCH_INVAL_POSTS`, `BENCH_PERF=0`, `BENCH_TAIL=0` (no
+`benches/tail.sh` at the end), `BENCH_DOC` (where this report goes), `BENCH_NICE`,
 `BENCH_MAX_OTHER` and `BENCH_QUIET_WAIT` (see "Noise"). A full run takes about 30 minutes on a
-quiet machine, plus the release build; the first one also writes the 520 MiB of media. Every
+quiet machine, then two for the tail run, plus the release build; the first one also writes the 520 MiB of media. Every
 process the script starts is stopped when it ends, however it ends. Configs and media stay in
 `target/bench/`; raw results (`results.tsv`), logs and profiles in `target/bench/full/` (or
 `quick/` for a smoke run).
