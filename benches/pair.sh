@@ -47,7 +47,7 @@ pair_need() {
 }
 
 # pair_setup: the release build, free ports, the playlist, both configs (checked), the
-# certificate. MEDIA, dime/ and nginx/ under WORK start afresh; the certificate is kept.
+# certificate. media/, dime/ and nginx/ under WORK start afresh; the certificate is kept.
 pair_setup() {
 	local p
 	log "cargo build --release -p dime-edge -p dime-origin"

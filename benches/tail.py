@@ -4,7 +4,7 @@
     tail.py run PROXY H2LOAD_LOG TIMEHIST OFFSET SECONDS PROXY_PIDS LOAD_PIDS > run.json
     tail.py section COMMIT DATE OFFERED RUN_JSON... > section.md
 
-`run` reads one measured run: h2load's per-request log (start in microseconds since the epoch,
+`run` reads one measured run (and says its p50, p99 and stalls on stderr): h2load's per-request log (start in microseconds since the epoch,
 status, microseconds to the end of the response) and `perf sched timehist` of every CPU over the
 same run (times on CLOCK_MONOTONIC; OFFSET is CLOCK_REALTIME minus CLOCK_MONOTONIC in seconds).
 It finds the stalls: groups of requests above the run's p99 whose time in flight overlaps, with
@@ -51,8 +51,8 @@ def read_requests(path):
 
 
 def read_runs(path, offset_us):
-    """Every task's runs from `perf sched timehist`: (cpu, name, tid, pid, start_us, end_us),
-    times moved to the epoch."""
+    """Every task's runs from `perf sched timehist`: (cpu, name, pid, start_us, end_us), times
+    moved to the epoch."""
     runs = []
     with open(path) as f:
         for line in f:
@@ -67,14 +67,14 @@ def read_runs(path, offset_us):
             except ValueError:
                 continue
             name = " ".join(fields[2:-3])
-            tid = pid = 0
+            pid = 0
             if name.endswith("]") and "[" in name:
+                # [tid/pid], or [tid] for a kernel thread, whose tid is its pid.
                 name, ids = name[: name.rindex("[")], name[name.rindex("[") + 1 : -1]
-                parts = ids.split("/")
-                tid = int(parts[0]) if parts[0].isdigit() else 0
-                pid = int(parts[1]) if len(parts) > 1 and parts[1].isdigit() else tid
+                last = ids.split("/")[-1]
+                pid = int(last) if last.isdigit() else 0
             end_us = end * 1e6 + offset_us
-            runs.append((cpu, name, tid, pid, end_us - run_ms * 1000, end_us))
+            runs.append((cpu, name, pid, end_us - run_ms * 1000, end_us))
     if not runs:
         sys.exit(f"{path}: no scheduling events (perf sched timehist printed nothing)")
     return runs
@@ -108,9 +108,9 @@ def run(args):
 
     first, last = rows[0][0], max(s + d for s, d in rows)
     # What each core ran: the proxy, the load (h2load and the origin), idle, the tracer, or
-    # another task.
+    # another task; and whether that run held its core (another task's, HELD_MS or longer).
     spans = []
-    for cpu, name, _tid, pid, start, end in read_runs(timehist, offset_us):
+    for cpu, name, pid, start, end in read_runs(timehist, offset_us):
         if end < first or start > last:
             continue
         if name == "<idle>":
@@ -123,10 +123,11 @@ def run(args):
             what = "tracer"
         else:
             what = "other"
-        spans.append((cpu, what, name.split("/")[0], start, end))
+        holds = what == "other" and end - start >= HELD_MS * 1000
+        spans.append((cpu, what, name.split("/")[0], start, end, holds))
     held = defaultdict(lambda: [0, 0.0, 0.0])  # "cpu name" -> runs, total ms, longest ms
-    for cpu, what, name, start, end in spans:
-        if what == "other" and end - start >= HELD_MS * 1000:
+    for cpu, _what, name, start, end, holds in spans:
+        if holds:
             h = held[f"{cpu} {name}"]
             h[0] += 1
             h[1] += (end - start) / 1000
@@ -136,13 +137,18 @@ def run(args):
     with_other = 0
     for g in big:
         other = False
-        for cpu, what, _name, start, end in spans:
+        for cpu, what, _name, start, end, holds in spans:
             overlap = min(end, g[1]) - max(start, g[0])
             if overlap > 0:
                 during[f"{cpu} {what}"] += overlap
-                other = other or (what == "other" and end - start >= HELD_MS * 1000)
+                other = other or holds
         with_other += other
     stalled = sum(g[1] - g[0] for g in big)
+    print(
+        f"  p50 {percentile(durations, 0.5) / 1000:.3f} ms, p99 {p99 / 1000:.3f} ms, "
+        f"{len(big)} stalls ({with_other} with another task on a core)",
+        file=sys.stderr,
+    )
     json.dump(
         {
             "proxy": proxy_name,

@@ -85,7 +85,6 @@ for ((round = 1; round <= ROUNDS; round++)); do
 			die "perf sched timehist failed; see $run.timehist.log"
 		python3 benches/tail.py run "$name" "$run.h2load" "$run.timehist" "$offset" "$SECONDS_PER_RUN" \
 			"$pids" "$STREAMER_PID" >"$run.json"
-		python3 -c 'import json, sys; r = json.load(open(sys.argv[1])); print("  p50 %.3f ms, p99 %.3f ms, %d stalls (%d with another task on a core)" % (r["p50_ms"], r["p99_ms"], r["stalls"], r["stalls_with_other_task"]))' "$run.json" >&2
 		rm -f "$run.perf"
 		RUNS+=("$run.json")
 	done
