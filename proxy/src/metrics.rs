@@ -56,6 +56,13 @@ pub struct Metrics {
     /// `dime_cache_fills_demoted_total`: fills that found the fill budget spent and streamed
     /// through uncached.
     pub cache_fills_demoted: IntCounter,
+    /// `dime_cache_body_files`: stored bodies held in memory files.
+    pub cache_body_files: IntGauge,
+    /// `dime_cache_sendfile_bytes_total`: hit body bytes sent from those files.
+    pub cache_sendfile_bytes: IntCounter,
+    /// `dime_cache_bodies_in_memory_total`: bodies large enough for a file kept in ordinary
+    /// memory.
+    pub cache_bodies_in_memory: IntCounter,
     /// `dime_cache_variants_refused_total`: responses not stored because their URL already
     /// had a route's `max_variants` stored.
     pub cache_variants_refused: IntCounter,
@@ -221,6 +228,21 @@ impl Metrics {
             "Fills that found cache.fill_memory spent: streamed to their viewers at the slowest one's pace and not stored.",
         )
         .expect("valid metric");
+        let cache_body_files = IntGauge::new(
+            "dime_cache_body_files",
+            "Stored bodies of 256 KiB or more held in memory files, which plain HTTP/1.1 hits send with sendfile.",
+        )
+        .expect("valid metric");
+        let cache_sendfile_bytes = IntCounter::new(
+            "dime_cache_sendfile_bytes_total",
+            "Body bytes of cache hits sent from memory files with sendfile, not copied into the socket.",
+        )
+        .expect("valid metric");
+        let cache_bodies_in_memory = IntCounter::new(
+            "dime_cache_bodies_in_memory_total",
+            "Bodies of 256 KiB or more stored in ordinary memory instead of a file: the open-file bound reached, or the kernel refused a file.",
+        )
+        .expect("valid metric");
         let cache_variants_refused = IntCounter::new(
             "dime_cache_variants_refused_total",
             "Responses not stored because their URL already had the route's cache.max_variants Vary variants stored.",
@@ -294,6 +316,9 @@ impl Metrics {
             Box::new(cache_coalesced_waits.clone()),
             Box::new(cache_fill_bytes.clone()),
             Box::new(cache_fills_demoted.clone()),
+            Box::new(cache_body_files.clone()),
+            Box::new(cache_sendfile_bytes.clone()),
+            Box::new(cache_bodies_in_memory.clone()),
             Box::new(cache_variants_refused.clone()),
             Box::new(cache_purges.clone()),
             Box::new(config_reloads.clone()),
@@ -328,6 +353,9 @@ impl Metrics {
             cache_coalesced_waits,
             cache_fill_bytes,
             cache_fills_demoted,
+            cache_body_files,
+            cache_sendfile_bytes,
+            cache_bodies_in_memory,
             cache_variants_refused,
             cache_purges,
             config_reloads,

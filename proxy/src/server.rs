@@ -19,7 +19,7 @@ use pingora_proxy::HttpProxy;
 
 use crate::active::Active;
 use crate::admin::Admin;
-use crate::cache::{EdgeCache, FillBudget, StoreCounters};
+use crate::cache::{BodyFileCounters, EdgeCache, FillBudget, StoreCounters};
 use crate::config::types::RestartSettings;
 use crate::config::EdgeConfig;
 use crate::connections::{Admission, Counted, Limits, Listener, LiveLimits};
@@ -73,14 +73,18 @@ pub fn serve(config: EdgeConfig, run: RunOptions) -> anyhow::Result<()> {
     for w in &config.warnings {
         tracing::warn!("{}", w.as_warning());
     }
-    match crate::connections::raise_fd_limit() {
+    let open_files = match crate::connections::raise_fd_limit() {
         Ok(limit) => {
             if let Some(w) = crate::connections::fd_warning(config.server.max_connections, limit) {
                 tracing::warn!("{w}");
             }
+            limit
         }
-        Err(e) => tracing::warn!("cannot read the limit on open files (RLIMIT_NOFILE): {e}"),
-    }
+        Err(e) => {
+            tracing::warn!("cannot read the limit on open files (RLIMIT_NOFILE): {e}");
+            0
+        }
+    };
     // Before anything else can take a while (an upgrade's handover): from here on SIGUSR1
     // reopens the log files and unused signals no longer end the process.
     let log_outputs = crate::logging::outputs();
@@ -114,6 +118,19 @@ pub fn serve(config: EdgeConfig, run: RunOptions) -> anyhow::Result<()> {
     }
 
     let metrics = Arc::new(Metrics::new());
+    // Big bodies go into files as far as descriptors allow beside max_connections viewers
+    // and the margin for everything else.
+    crate::cache::body_file::install(
+        crate::cache::body_file::limit(
+            open_files,
+            config.server.max_connections as u64 + crate::connections::FD_MARGIN,
+        ),
+        BodyFileCounters {
+            files: metrics.cache_body_files.clone(),
+            sent_bytes: metrics.cache_sendfile_bytes.clone(),
+            in_memory: metrics.cache_bodies_in_memory.clone(),
+        },
+    );
     let cache = EdgeCache::new(
         config.restart.cache_memory,
         StoreCounters {

@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use pingora_error::{Error, ErrorType, Result};
 use prometheus::{IntCounter, IntGauge};
 use tokio::sync::{watch, Notify};
@@ -267,11 +267,8 @@ impl Fill {
     /// stored object counts against the cache's own limit.
     pub(crate) fn seal(&self) -> Bytes {
         let mut held = self.held.write().unwrap_or_else(|p| p.into_inner());
-        let mut buf = BytesMut::with_capacity(held.bytes);
-        for c in &held.chunks {
-            buf.extend_from_slice(c);
-        }
-        let body = buf.freeze();
+        let len = held.chunks.iter().map(Bytes::len).sum();
+        let body = super::body_file::body_of(&held.chunks, len);
         let was = held.bytes;
         held.chunks = VecDeque::from([body.clone()]);
         held.bytes = 0;

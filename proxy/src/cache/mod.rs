@@ -1,12 +1,14 @@
-//! The HTTP cache: storage (`store`), fills in progress (`fill`) and in the background
-//! (`background`), the lock that lets one of many misses fetch (`lock`), what may be stored and for how long (`policy`), a response's age (`age`),
-//! keys and what a purge or an invalidation removes (`key`), variants under Vary (`vary`),
-//! what an unsafe request invalidates (`invalidation`), the operator's purge API (`purge`),
-//! what is stored for one URL (`lookup`), the fields that set the edge's own caching ahead of
-//! Cache-Control (`targeted`), and the status a viewer sees ([`CacheStatus`], `status`).
+//! The HTTP cache: storage (`store`), big bodies in files the kernel sends from (`body_file`),
+//! fills in progress (`fill`) and in the background (`background`), the lock that lets one of
+//! many misses fetch (`lock`), what may be stored and for how long (`policy`), a response's age
+//! (`age`), keys and what a purge or an invalidation removes (`key`), variants under Vary
+//! (`vary`), what an unsafe request invalidates (`invalidation`), the operator's purge API
+//! (`purge`), what is stored for one URL (`lookup`), the fields that set the edge's own caching
+//! ahead of Cache-Control (`targeted`), and the status a viewer sees ([`CacheStatus`], `status`).
 
 pub(crate) mod age;
 pub(crate) mod background;
+pub(crate) mod body_file;
 pub(crate) mod fill;
 pub(crate) mod invalidation;
 pub(crate) mod kept_header;
@@ -27,6 +29,7 @@ use pingora_cache::lock::CacheKeyLockImpl;
 use pingora_cache::predictor::{CacheablePredictor, Predictor};
 use pingora_cache::{CacheOptionOverrides, CachePhase, HttpCache, NoCacheReason};
 
+pub use body_file::BodyFileCounters;
 pub use fill::FillBudget;
 pub use policy::{AbandonedFill, CacheMode, CachePolicy};
 pub use status::CacheStatus;

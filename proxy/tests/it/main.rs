@@ -3,6 +3,7 @@
 
 mod common;
 
+mod cache_body_files;
 mod cache_fill;
 mod cache_origin_protection;
 mod cache_ranges_purge;

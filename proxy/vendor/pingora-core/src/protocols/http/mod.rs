@@ -56,6 +56,19 @@ pub(crate) fn h2_max_requests() -> Option<u32> {
     H2_MAX_REQUESTS.get().and_then(|hook| hook())
 }
 
+/// Dime: response bodies whose bytes are also in a file, so that HTTP/1.1 over plain TCP can
+/// send them with sendfile(2) instead of copying them into the socket. Set once at startup.
+pub static BODY_FILES: std::sync::OnceLock<BodyFiles> = std::sync::OnceLock::new();
+
+/// Dime: the hooks of [`BODY_FILES`].
+pub struct BodyFiles {
+    /// The file (descriptor and offset) holding exactly the bytes of the slice, if any. The
+    /// file must stay open and those bytes unchanged for as long as the slice is alive.
+    pub find: fn(&[u8]) -> Option<(std::os::fd::RawFd, u64)>,
+    /// Called with the bytes of each body slice sent from its file.
+    pub sent: fn(usize),
+}
+
 /// An enum to hold all possible HTTP response events.
 #[derive(Debug)]
 pub enum HttpTask {

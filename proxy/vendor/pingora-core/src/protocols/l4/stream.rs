@@ -548,6 +548,53 @@ pub struct Stream {
 }
 
 impl Stream {
+    /// Dime: whether [`Self::send_file`] can send on this connection (TCP).
+    pub fn can_send_file(&self) -> bool {
+        matches!(self.stream().get_ref().stream, RawStream::Tcp(_))
+    }
+
+    /// Dime: sends `len` bytes of the file `fd` from `offset` with sendfile(2), after whatever
+    /// the write buffer holds. The kernel sends the file's pages without copying them; the
+    /// file must stay open, and those bytes unchanged, until this returns. `Unsupported`
+    /// unless [`Self::can_send_file`].
+    pub async fn send_file(
+        &mut self,
+        fd: std::os::fd::RawFd,
+        mut offset: u64,
+        len: usize,
+    ) -> io::Result<()> {
+        if !self.can_send_file() {
+            return Err(io::ErrorKind::Unsupported.into());
+        }
+        tokio::io::AsyncWriteExt::flush(self).await?;
+        let RawStream::Tcp(tcp) = &self.stream().get_ref().stream else {
+            return Err(io::ErrorKind::Unsupported.into());
+        };
+        let socket = tcp.as_raw_fd();
+        let mut left = len;
+        while left > 0 {
+            let sent = tcp
+                .async_io(tokio::io::Interest::WRITABLE, || {
+                    let mut off = offset as libc::off_t;
+                    // SAFETY: sendfile reads `off` and writes it back; both descriptors are
+                    // open (the socket is ours, the caller keeps the file open).
+                    let n = unsafe { libc::sendfile(socket, fd, &mut off, left) };
+                    if n < 0 {
+                        Err(io::Error::last_os_error())
+                    } else {
+                        Ok(n as usize)
+                    }
+                })
+                .await?;
+            if sent == 0 {
+                return Err(io::ErrorKind::WriteZero.into());
+            }
+            offset += sent as u64;
+            left -= sent;
+        }
+        Ok(())
+    }
+
     fn stream(&self) -> &BufferedStream {
         self.stream.as_ref().expect("stream should always be set")
     }

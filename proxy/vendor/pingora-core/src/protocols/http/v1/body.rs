@@ -1355,6 +1355,21 @@ impl BodyWriter {
         }
     }
 
+    /// Dime: the bytes a `Content-Length` body still has room for; `None` in any other mode.
+    pub fn content_length_room(&self) -> Option<usize> {
+        match self.body_mode {
+            BM::ContentLength(total, written) => Some(total.saturating_sub(written)),
+            _ => None,
+        }
+    }
+
+    /// Dime: counts `n` bytes of a `Content-Length` body written past this writer (sendfile).
+    pub fn content_length_written(&mut self, n: usize) {
+        if let BM::ContentLength(total, written) = self.body_mode {
+            self.body_mode = BM::ContentLength(total, written + n);
+        }
+    }
+
     pub fn is_close_delimited(&self) -> bool {
         matches!(self.body_mode, BM::UntilClose(_))
     }

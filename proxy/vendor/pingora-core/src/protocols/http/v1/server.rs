@@ -1038,6 +1038,9 @@ impl HttpSession {
     }
 
     async fn do_write_body(&mut self, buf: &[u8]) -> Result<Option<usize>> {
+        if let Some(sent) = self.send_body_file(buf).await {
+            return sent;
+        }
         let written = self
             .body_writer
             .write_body(&mut self.underlying_stream, buf)
@@ -1048,6 +1051,36 @@ impl HttpSession {
         }
 
         written
+    }
+
+    /// Dime: a body slice whose bytes are in a file ([`crate::protocols::http::BODY_FILES`]),
+    /// on a plain TCP connection with a `Content-Length` body, goes out with sendfile(2).
+    /// `None` when it cannot: the caller writes it.
+    async fn send_body_file(&mut self, buf: &[u8]) -> Option<Result<Option<usize>>> {
+        let files = crate::protocols::http::BODY_FILES.get()?;
+        let room = self.body_writer.content_length_room()?;
+        if room == 0 || buf.is_empty() {
+            return None;
+        }
+        let (fd, offset) = (files.find)(buf)?;
+        let stream = self
+            .underlying_stream
+            .as_any_mut()
+            .downcast_mut::<crate::protocols::l4::stream::Stream>()?;
+        if !stream.can_send_file() {
+            return None;
+        }
+        let n = room.min(buf.len());
+        if n < buf.len() {
+            warn!("Trying to write data over content-length: {}", room);
+        }
+        if let Err(e) = stream.send_file(fd, offset, n).await {
+            return Some(Error::e_because(WriteError, "while sending body from file", e));
+        }
+        self.body_writer.content_length_written(n);
+        self.body_bytes_sent += n;
+        (files.sent)(n);
+        Some(Ok(Some(n)))
     }
 
     /// Write response body to the client. Return `Ok(None)` when there shouldn't be more body
