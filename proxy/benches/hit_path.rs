@@ -240,6 +240,24 @@ fn access_log(c: &mut Criterion) {
     g.finish();
 }
 
+/// The question pingora-core asks before writing each body slice: is it in a body file? Among
+/// 1,000 stored segments' files, for a playlist's body (on the heap, every 1 KB hit asks) and a
+/// slice of a segment (sent with sendfile).
+fn body_file(c: &mut Criterion) {
+    let segments = hit::body_files(1000, 256 << 10);
+    let playlist = bytes::Bytes::from(vec![b'#'; 1024]);
+    let slice = segments[500].slice(4096..(128 << 10));
+    assert!(hit::in_body_file(&slice), "the segments are in files");
+    let mut g = c.benchmark_group("7 body file lookup");
+    g.bench_function("playlist body, not in a file", |b| {
+        b.iter(|| hit::in_body_file(black_box(&playlist)))
+    });
+    g.bench_function("segment slice, in a file", |b| {
+        b.iter(|| hit::in_body_file(black_box(&slice)))
+    });
+    g.finish();
+}
+
 /// Every piece above, chained as the edge runs them on one hit.
 fn whole(c: &mut Criterion) {
     let routes = Routes::from_config(CONFIG);
@@ -290,6 +308,6 @@ criterion_group! {
     config = Criterion::default()
         .warm_up_time(Duration::from_secs(1))
         .measurement_time(Duration::from_secs(2));
-    targets = canonicalize, route, cache_key, response_headers, metrics, access_log, whole
+    targets = canonicalize, route, cache_key, response_headers, metrics, access_log, body_file, whole
 }
 criterion_main!(hit_path);

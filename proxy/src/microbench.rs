@@ -138,3 +138,26 @@ pub fn access_line(
 ) -> std::io::Result<()> {
     crate::logging::access::line(out, format, r, at)
 }
+
+/// `count` segment bodies of `len` bytes (at least 256 KiB) as the store keeps them, each in a
+/// file of its own (`cache/body_file.rs`); at most `count` files may be open.
+pub fn body_files(count: usize, len: usize) -> Vec<bytes::Bytes> {
+    use crate::cache::body_file;
+    body_file::install(
+        count as u64,
+        crate::cache::BodyFileCounters {
+            files: prometheus::IntGauge::new("files", "files").expect("valid metric"),
+            sent_bytes: prometheus::IntCounter::new("sent", "sent").expect("valid metric"),
+            in_memory: prometheus::IntCounter::new("in_memory", "in_memory").expect("valid metric"),
+        },
+    );
+    let chunks = std::collections::VecDeque::from([bytes::Bytes::from(vec![0x47u8; len])]);
+    (0..count)
+        .map(|_| body_file::body_of(&chunks, len))
+        .collect()
+}
+
+/// What pingora-core asks before writing any body slice: whether it is in a body file.
+pub fn in_body_file(buf: &[u8]) -> bool {
+    crate::cache::body_file::find(buf).is_some()
+}

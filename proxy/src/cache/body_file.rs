@@ -108,8 +108,9 @@ fn in_file(chunks: &VecDeque<Bytes>, len: usize) -> Option<Bytes> {
     }
 }
 
-/// pingora-core's question: the file and offset holding exactly `buf`, if any.
-fn find(buf: &[u8]) -> Option<(RawFd, u64)> {
+/// pingora-core's question, on every body write: the file and offset holding exactly `buf`, if
+/// any.
+pub(crate) fn find(buf: &[u8]) -> Option<(RawFd, u64)> {
     let at = buf.as_ptr() as usize;
     let files = FILES.read().unwrap_or_else(|p| p.into_inner());
     let (&start, &(len, fd)) = files.range(..=at).next_back()?;
