@@ -152,9 +152,7 @@ pub fn body_files(count: usize, len: usize) -> Vec<bytes::Bytes> {
         },
     );
     let chunks = std::collections::VecDeque::from([bytes::Bytes::from(vec![0x47u8; len])]);
-    (0..count)
-        .map(|_| body_file::body_of(&chunks, len))
-        .collect()
+    (0..count).map(|_| body_file::body_of(&chunks)).collect()
 }
 
 /// What pingora-core asks before writing any body slice: whether it is in a body file.

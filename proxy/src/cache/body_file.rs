@@ -65,9 +65,11 @@ pub(crate) fn limit(open_files: u64, reserved: u64) -> u64 {
     open_files.saturating_sub(reserved).min(maps / 2)
 }
 
-/// The body made of `chunks`, `len` bytes in all: in a file if it is large enough and one can be
-/// had, else in one buffer.
-pub(crate) fn body_of(chunks: &VecDeque<Bytes>, len: usize) -> Bytes {
+/// The body made of `chunks`: in a file if it is large enough and one can be had, else in one
+/// buffer.
+pub(crate) fn body_of(chunks: &VecDeque<Bytes>) -> Bytes {
+    // Counted here, from the chunks themselves: the file is sized by it and they are copied in.
+    let len = chunks.iter().map(Bytes::len).sum();
     if len >= MIN_FILE_BODY {
         if let Some(body) = in_file(chunks, len) {
             return body;
@@ -232,7 +234,7 @@ mod tests {
     fn a_big_body_is_found_in_its_file_by_any_slice_of_it_until_dropped() {
         installed();
         let (parts, whole) = chunks(MIN_FILE_BODY + 12_345);
-        let body = body_of(&parts, whole.len());
+        let body = body_of(&parts);
         assert_eq!(&body[..], &whole[..]);
         let (fd, offset) = find(&body.slice(1000..5000)).expect("in a file");
         assert_eq!(offset, 1000);
@@ -253,7 +255,7 @@ mod tests {
     fn a_small_body_and_a_heap_slice_are_not_in_a_file() {
         installed();
         let (parts, whole) = chunks(MIN_FILE_BODY - 1);
-        let body = body_of(&parts, whole.len());
+        let body = body_of(&parts);
         assert_eq!(&body[..], &whole[..]);
         assert!(find(&body).is_none());
     }

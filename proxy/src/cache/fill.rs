@@ -267,8 +267,7 @@ impl Fill {
     /// stored object counts against the cache's own limit.
     pub(crate) fn seal(&self) -> Bytes {
         let mut held = self.held.write().unwrap_or_else(|p| p.into_inner());
-        let len = held.chunks.iter().map(Bytes::len).sum();
-        let body = super::body_file::body_of(&held.chunks, len);
+        let body = super::body_file::body_of(&held.chunks);
         let was = held.bytes;
         held.chunks = VecDeque::from([body.clone()]);
         held.bytes = 0;

@@ -563,9 +563,6 @@ impl Stream {
         mut offset: u64,
         len: usize,
     ) -> io::Result<()> {
-        if !self.can_send_file() {
-            return Err(io::ErrorKind::Unsupported.into());
-        }
         tokio::io::AsyncWriteExt::flush(self).await?;
         let RawStream::Tcp(tcp) = &self.stream().get_ref().stream else {
             return Err(io::ErrorKind::Unsupported.into());

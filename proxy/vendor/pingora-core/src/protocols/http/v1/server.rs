@@ -1062,7 +1062,7 @@ impl HttpSession {
         if room == 0 || buf.is_empty() {
             return None;
         }
-        let (fd, offset) = (files.find)(buf)?;
+        // TLS and other streams first: they never ask `find`.
         let stream = self
             .underlying_stream
             .as_any_mut()
@@ -1070,6 +1070,7 @@ impl HttpSession {
         if !stream.can_send_file() {
             return None;
         }
+        let (fd, offset) = (files.find)(buf)?;
         let n = room.min(buf.len());
         if n < buf.len() {
             warn!("Trying to write data over content-length: {}", room);
